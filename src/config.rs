@@ -1,0 +1,189 @@
+//! Configuration of a [`crate::Log`]: every limit is a named `*_max` or `*_bytes`, checked
+//! against the others when the log opens.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::io::IoBackend;
+use crate::segment::format::{
+    BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX,
+};
+
+/// When a produced record is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged once written and flushed to stable storage (the default). An acknowledged
+    /// record survives a crash or power loss; consumers see it only then.
+    #[default]
+    Sync,
+    /// Acknowledged once written to the device; flushed at least every `Duration`. A power loss
+    /// can lose what was acknowledged in the last interval.
+    Interval(Duration),
+}
+
+/// The largest record accepted by default, encoded (key, value and headers with their
+/// framing): 1 MiB, as Kafka's `max.message.bytes`.
+pub const RECORD_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Default segment size: 1 GiB.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+/// Default largest single write of a group commit: 4 MiB.
+pub const COMMIT_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Smallest allowed commit buffer.
+pub const COMMIT_BYTES_MIN: usize = 64 << 10;
+/// Records a producer may have in flight per shard before `send` waits (backpressure).
+pub const RING_RECORDS_DEFAULT: usize = 1 << 14;
+/// Most partitions one topic may have.
+pub const PARTITIONS_MAX: u32 = 1 << 20;
+/// Most shards.
+pub const SHARDS_MAX: usize = 256;
+
+const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT >= RECORD_BYTES_MAX_DEFAULT + FRAME_OVERHEAD_BYTES);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT >= COMMIT_BYTES_MAX_DEFAULT as u64);
+const _: () = assert!(COMMIT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));
+
+/// How to open a [`crate::Log`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) dir: PathBuf,
+    pub(crate) shards: usize,
+    pub(crate) segment_bytes: u64,
+    pub(crate) record_bytes_max: usize,
+    pub(crate) commit_bytes_max: usize,
+    pub(crate) ring_records: usize,
+    pub(crate) durability: Durability,
+    pub(crate) io_backend: IoBackend,
+    pub(crate) pin_threads: bool,
+    pub(crate) repair_truncate_damaged: bool,
+}
+
+impl Config {
+    /// Defaults for a data directory: 1 shard, 1 GiB segments, 1 MiB records, `Sync`, io_uring.
+    pub fn new(dir: impl AsRef<Path>) -> Config {
+        Config {
+            dir: dir.as_ref().to_owned(),
+            shards: 1,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
+            commit_bytes_max: COMMIT_BYTES_MAX_DEFAULT,
+            ring_records: RING_RECORDS_DEFAULT,
+            durability: Durability::Sync,
+            io_backend: IoBackend::IoUring,
+            pin_threads: true,
+            repair_truncate_damaged: false,
+        }
+    }
+
+    /// Number of shards (writer threads). Fixed when the directory is created.
+    pub fn shards(mut self, n: usize) -> Config {
+        self.shards = n;
+        self
+    }
+
+    /// Size of each preallocated segment file (a multiple of 4 KiB).
+    pub fn segment_bytes(mut self, n: u64) -> Config {
+        self.segment_bytes = n;
+        self
+    }
+
+    /// Largest encoded record accepted by `send`.
+    pub fn record_bytes_max(mut self, n: usize) -> Config {
+        self.record_bytes_max = n;
+        self
+    }
+
+    /// Largest single write of a group commit (a multiple of 4 KiB). Two such buffers per shard
+    /// are allocated; bigger commits amortise flushes, smaller ones cut latency under load.
+    pub fn commit_bytes_max(mut self, n: usize) -> Config {
+        self.commit_bytes_max = n;
+        self
+    }
+
+    /// Records each producer may have unacknowledged per shard before `send` waits.
+    pub fn ring_records(mut self, n: usize) -> Config {
+        self.ring_records = n;
+        self
+    }
+
+    /// When records are acknowledged.
+    pub fn durability(mut self, d: Durability) -> Config {
+        self.durability = d;
+        self
+    }
+
+    /// The I/O backend.
+    pub fn io_backend(mut self, b: IoBackend) -> Config {
+        self.io_backend = b;
+        self
+    }
+
+    /// Pin each shard writer to a core (default on).
+    pub fn pin_threads(mut self, pin: bool) -> Config {
+        self.pin_threads = pin;
+        self
+    }
+
+    /// On open, truncate the log at the first damaged frame found before the tail (losing
+    /// every record after it) instead of refusing to open. The number of records dropped is
+    /// reported by [`crate::Log::recovery_report`].
+    pub fn repair_truncate_damaged(mut self, repair: bool) -> Config {
+        self.repair_truncate_damaged = repair;
+        self
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(Error::Config(s));
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return bad(format!("shards must be 1 to {SHARDS_MAX}, not {}", self.shards));
+        }
+        if self.record_bytes_max == 0 {
+            return bad("record_bytes_max must be positive".into());
+        }
+        if !self.commit_bytes_max.is_multiple_of(BLOCK_BYTES)
+            || self.commit_bytes_max < COMMIT_BYTES_MIN
+        {
+            return bad(format!(
+                "commit_bytes_max ({}) must be a multiple of {BLOCK_BYTES} and at least \
+                 {COMMIT_BYTES_MIN}",
+                self.commit_bytes_max
+            ));
+        }
+        if self.frame_bytes_max() + BLOCK_BYTES > self.commit_bytes_max {
+            return bad(format!(
+                "commit_bytes_max ({}) must hold a largest record (record_bytes_max {} + \
+                 {} bytes of framing) plus a {BLOCK_BYTES}-byte tail block",
+                self.commit_bytes_max,
+                self.record_bytes_max,
+                FRAME_OVERHEAD_BYTES + RECORD_PREFIX_BYTES_MAX
+            ));
+        }
+        if !self.segment_bytes.is_multiple_of(BLOCK_BYTES as u64)
+            || self.segment_bytes < self.commit_bytes_max as u64
+        {
+            return bad(format!(
+                "segment_bytes ({}) must be a multiple of {BLOCK_BYTES} and at least \
+                 commit_bytes_max ({})",
+                self.segment_bytes, self.commit_bytes_max
+            ));
+        }
+        if self.ring_records == 0 {
+            return bad("ring_records must be positive".into());
+        }
+        if let Durability::Interval(d) = self.durability
+            && d.is_zero()
+        {
+            return bad("a zero flush interval: use Durability::Sync".into());
+        }
+        Ok(())
+    }
+
+    /// The largest frame a single record can make.
+    pub(crate) fn frame_bytes_max(&self) -> usize {
+        self.record_bytes_max + RECORD_PREFIX_BYTES_MAX + FRAME_OVERHEAD_BYTES
+    }
+}

@@ -1,0 +1,188 @@
+//! Errors a user of floodgate can meet.
+//!
+//! Operating errors (disk, user input, bytes read back from disk) are values of [`Error`]; each
+//! keeps its source and enough context (path, position, limit) to act on without a debugger.
+//! Broken internal invariants are `assert!`s, not errors.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The result type of every fallible floodgate call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in floodgate.
+#[derive(Debug, thiserror::Error, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("open", "write", "fdatasync", ...).
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// Another `Log` (in this process or another one) holds the data directory.
+    #[error(
+        "data directory {dir} is locked by another floodgate instance ({holder}); \
+         close it first or use another directory"
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Who holds the lock, as written in the lock file (for example "pid 4242").
+        holder: String,
+    },
+
+    /// io_uring cannot be used on this machine.
+    #[error(
+        "io_uring is unavailable: {reason}; choose the portable backend with \
+         Config::io_backend(IoBackend::Portable) (pwrite + fdatasync on the shard thread) \
+         or enable io_uring (sysctl kernel.io_uring_disabled=0, container seccomp profile)"
+    )]
+    IoUringUnavailable {
+        /// What the kernel said.
+        reason: String,
+    },
+
+    /// The file system of the data directory refuses O_DIRECT (tmpfs, some network file systems).
+    #[error(
+        "the file system of {path} does not support O_DIRECT ({source}); put the data directory \
+         on a disk-backed file system (ext4, xfs), or choose the portable backend with \
+         Config::io_backend(IoBackend::Portable), which uses the page cache and fdatasync"
+    )]
+    DirectIoUnsupported {
+        /// The file that could not be opened with O_DIRECT.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// Bytes on disk do not decode, or fail their checksum.
+    #[error("corrupt data in {path} at byte {pos}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// The byte position of the damage in that file.
+        pos: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A topic name breaks Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`.
+    #[error(
+        "invalid topic name {name:?}: a topic name is 1 to 249 characters of [a-zA-Z0-9._-], \
+         and not \".\" or \"..\""
+    )]
+    InvalidTopicName {
+        /// The rejected name.
+        name: String,
+    },
+
+    /// A topic with that name exists already.
+    #[error("topic {0:?} exists already")]
+    TopicExists(String),
+
+    /// No topic has that name.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+
+    /// The topic has no such partition.
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+
+    /// A topic must have between 1 and `partitions_max` partitions.
+    #[error("a topic has 1 to {max} partitions; {asked} asked for")]
+    InvalidPartitionCount {
+        /// The count asked for.
+        asked: u32,
+        /// The limit.
+        max: u32,
+    },
+
+    /// A record is larger than `record_bytes_max` once encoded; nothing was written.
+    #[error("record of {bytes} bytes (encoded) exceeds record_bytes_max = {max}")]
+    RecordTooLarge {
+        /// The encoded size of the record.
+        bytes: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// A read asked for an offset outside the partition's readable range.
+    #[error(
+        "offset {offset} of {topic}/{partition} is out of range: the earliest offset is \
+         {earliest} and the next offset is {next}"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// The earliest offset still stored.
+        earliest: u64,
+        /// The offset the next record will get (one past the last readable record).
+        next: u64,
+    },
+
+    /// A shard's writer hit an I/O error and stopped accepting writes. Records that were not
+    /// acknowledged before the failure may or may not be on disk; acknowledged records are.
+    #[error("shard {shard} has failed and accepts no more writes: {reason}")]
+    ShardFailed {
+        /// The shard.
+        shard: u32,
+        /// The first error, as text.
+        reason: String,
+    },
+
+    /// The log is closed.
+    #[error("the log is closed")]
+    Closed,
+
+    /// A bounded queue is full (backpressure); try again later.
+    #[error("the shard's queue is full")]
+    Full,
+
+    /// Waiting took longer than the caller allowed.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl Error {
+    /// An [`Error::Io`] from an operation, a path and the OS error.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// An [`Error::Corrupt`].
+    pub fn corrupt(path: impl Into<PathBuf>, pos: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.into(),
+            pos,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Disk I/O for the shard writer: aligned buffers, opening segment files, and the [`Device`]
+//! that carries out writes and flushes.
+//!
+//! Two devices sit behind one trait. [`uring::UringDevice`] submits O_DIRECT writes and
+//! `fdatasync`s to an io_uring instance owned by the shard thread; it never blocks the writer
+//! while a commit is in flight, so the next commit is built meanwhile. [`portable::PortableDevice`]
+//! runs `pwrite` + `fdatasync` synchronously on the shard thread through the page cache; it works
+//! on any file system (tmpfs included) and where io_uring is disabled, and is chosen explicitly,
+//! never as a silent fallback.
+//!
+//! Ownership: a buffer handed to [`Device::write`] belongs to the device until its completion
+//! comes back from [`Device::wait`], with the buffer in it. The device also keeps the file alive
+//! (an `Arc<File>`) until then. This module and `ring`-free `uring.rs` are the only homes of
+//! `unsafe` in floodgate.
+
+pub mod portable;
+pub mod uring;
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::segment::format::BLOCK_BYTES;
+
+/// Which I/O path the shard writers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoBackend {
+    /// io_uring with O_DIRECT writes and reads (the default). Needs a kernel with io_uring
+    /// enabled and a file system that supports O_DIRECT.
+    #[default]
+    IoUring,
+    /// `pwrite` + `fdatasync` on the shard thread, through the page cache. Works anywhere
+    /// (tmpfs, io_uring disabled); slower, and reads go through the page cache too.
+    Portable,
+}
+
+impl IoBackend {
+    /// The backend's name as the load tool prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackend::IoUring => "io_uring",
+            IoBackend::Portable => "portable",
+        }
+    }
+}
+
+/// A zeroed heap buffer aligned to [`BLOCK_BYTES`], whose length is a multiple of it, as
+/// O_DIRECT requires.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>; nothing else points to it
+// except the kernel while a write is in flight, and the device holds the buffer for that time.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only give out `&[u8]`, which is Sync.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes; `len` must be a non-zero multiple of [`BLOCK_BYTES`].
+    pub fn new(len: usize) -> AlignedBuf {
+        assert!(len > 0 && len.is_multiple_of(BLOCK_BYTES), "unaligned buffer length {len}");
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size (asserted above).
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        AlignedBuf { ptr, len }
+    }
+
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len, BLOCK_BYTES).expect("buffer layout")
+    }
+
+    /// The buffer's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: buffers are never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The buffer's first byte, for the kernel.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr points to len initialised (zeroed at allocation) bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: ptr was allocated in `new` with exactly this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
+/// What a device reports back for one submitted operation.
+#[derive(Debug)]
+pub struct Completion {
+    /// The token given at submission.
+    pub token: u64,
+    /// Success, or the OS error.
+    pub result: io::Result<()>,
+    /// The buffer of a write, returned to its owner.
+    pub buf: Option<AlignedBuf>,
+}
+
+/// Carries out a shard writer's writes and flushes. Operations complete in any order;
+/// callers order them by waiting for completions.
+pub trait Device: Send {
+    /// Submits a write of `buf[..len]` at `pos`. `pos` and `len` are multiples of
+    /// [`BLOCK_BYTES`]. The buffer comes back in the completion.
+    fn write(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, len: usize, token: u64);
+    /// Submits an `fdatasync` of `file`: it covers every write completed before this call.
+    fn flush(&mut self, file: &Arc<File>, token: u64);
+    /// Operations submitted and not yet returned by `wait`.
+    fn in_flight(&self) -> usize;
+    /// Moves finished operations into `out`. Blocks until at least one finishes when `block`
+    /// is set and something is in flight, or until `timeout` passes.
+    fn wait(&mut self, out: &mut Vec<Completion>, block: bool, timeout: Option<Duration>)
+    -> Result<()>;
+}
+
+/// Creates the device of a backend for a shard.
+pub fn device(backend: IoBackend, queue_depth: u32) -> Result<Box<dyn Device>> {
+    Ok(match backend {
+        IoBackend::IoUring => Box::new(uring::UringDevice::new(queue_depth)?),
+        IoBackend::Portable => Box::new(portable::PortableDevice::default()),
+    })
+}
+
+/// Checks that io_uring can be set up here, with an error that names the way out.
+pub fn probe_io_uring() -> Result<()> {
+    uring::UringDevice::new(4).map(drop)
+}
+
+/// Opens a segment file for writing: O_DIRECT for io_uring, plain for the portable backend.
+/// A file system that refuses O_DIRECT gives [`Error::DirectIoUnsupported`].
+pub fn open_segment(path: &Path, backend: IoBackend, create: bool, write: bool) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(write).create(create);
+    if backend == IoBackend::IoUring {
+        opts.custom_flags(libc::O_DIRECT);
+    }
+    match opts.open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if backend == IoBackend::IoUring && e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(Error::DirectIoUnsupported {
+                path: path.to_owned(),
+                source: Arc::new(e),
+            })
+        }
+        Err(e) => Err(Error::io("open", path, e)),
+    }
+}
+
+/// Reads `len` bytes at `pos` (both multiples of [`BLOCK_BYTES`]) into an aligned buffer; bytes
+/// past the end of the file read as zeros. Works on O_DIRECT and plain files alike.
+pub fn read_aligned(file: &File, path: &Path, pos: u64, len: usize) -> Result<AlignedBuf> {
+    use std::os::unix::fs::FileExt;
+    assert!(pos.is_multiple_of(BLOCK_BYTES as u64) && len.is_multiple_of(BLOCK_BYTES));
+    let mut buf = AlignedBuf::new(len);
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(buf)
+}
+
+/// Writes all of `buf` at `pos` synchronously, retrying short writes and EINTR.
+pub fn write_all_at(file: &File, path: &Path, pos: u64, buf: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, pos).map_err(|e| Error::io("write", path, e))
+}
+
+/// Reserves `len` bytes of disk for a file, so appends never hit ENOSPC mid-segment.
+pub fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on an owned, open descriptor; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // File systems without fallocate: extend the file; space is then claimed as written.
+        return file.set_len(len).map_err(|e| Error::io("set_len", path, e));
+    }
+    Err(Error::io("fallocate", path, e))
+}
+
+/// fsyncs a directory so that a rename or a new file in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}

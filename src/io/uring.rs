@@ -1,0 +1,251 @@
+//! The io_uring device: O_DIRECT writes and `fdatasync`s submitted from the shard thread.
+//!
+//! `user_data` is a slot index in the in-flight table plus a generation, never a pointer; the
+//! slot owns the buffer and the file until the completion arrives, so the kernel never sees
+//! freed memory. Short writes are resubmitted for the rest; EINTR and EAGAIN are retried; a full
+//! submission queue is submitted and retried. Dropping the device waits for every operation.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{IoUring, opcode, types};
+
+use super::{AlignedBuf, Completion, Device};
+use crate::error::{Error, Result};
+use crate::segment::format::BLOCK_BYTES;
+
+enum Op {
+    Write {
+        buf: AlignedBuf,
+        pos: u64,
+        len: usize,
+        done: usize,
+    },
+    Flush,
+}
+
+struct Slot {
+    generation: u32,
+    busy: Option<(u64, Arc<File>, Op)>,
+}
+
+/// io_uring-backed [`Device`].
+pub struct UringDevice {
+    ring: IoUring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+    finished: Vec<Completion>,
+}
+
+impl UringDevice {
+    /// Sets up a ring with room for `queue_depth` submissions.
+    pub fn new(queue_depth: u32) -> Result<UringDevice> {
+        let ring = IoUring::builder().build(queue_depth).map_err(|e| {
+            let what = match e.raw_os_error() {
+                Some(libc::ENOSYS) => "the kernel has no io_uring (ENOSYS)".to_string(),
+                Some(libc::EPERM) => "io_uring_setup is not permitted (EPERM): \
+                     kernel.io_uring_disabled is set, or a seccomp profile blocks it"
+                    .to_string(),
+                _ => format!("io_uring_setup failed: {e}"),
+            };
+            Error::IoUringUnavailable { reason: what }
+        })?;
+        Ok(UringDevice {
+            ring,
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            finished: Vec::new(),
+        })
+    }
+
+    fn take_slot(&mut self, token: u64, file: &Arc<File>, op: Op) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    busy: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        assert!(slot.busy.is_none());
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.busy = Some((token, Arc::clone(file), op));
+        self.in_flight += 1;
+        (u64::from(slot.generation) << 32) | u64::from(index)
+    }
+
+    /// Pushes the submission entry for the operation in `slot`.
+    fn push(&mut self, user_data: u64) {
+        let index = (user_data & 0xffff_ffff) as usize;
+        let (_, file, op) = self.slots[index].busy.as_ref().expect("busy slot");
+        let fd = types::Fd(file.as_raw_fd());
+        let entry = match op {
+            Op::Write {
+                buf,
+                pos,
+                len,
+                done,
+            } => {
+                let at = *pos + *done as u64;
+                let ptr = buf[*done..].as_ptr();
+                let n = (*len - *done) as u32;
+                assert!(
+                    at.is_multiple_of(BLOCK_BYTES as u64)
+                        && (ptr as usize).is_multiple_of(BLOCK_BYTES)
+                        && (n as usize).is_multiple_of(BLOCK_BYTES),
+                    "unaligned O_DIRECT write"
+                );
+                opcode::Write::new(fd, ptr, n).offset(at).build()
+            }
+            Op::Flush => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        }
+        .user_data(user_data);
+        loop {
+            // SAFETY: the entry's buffer and file are owned by the slot, which stays busy
+            // (and so keeps them alive and unmoved: AlignedBuf's heap memory never moves)
+            // until this entry's completion is reaped in `reap`.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                break;
+            }
+            // The submission queue is full: hand it to the kernel and try again.
+            self.submit();
+        }
+        self.submit();
+    }
+
+    fn submit(&mut self) {
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // The completion queue is full: reap before submitting more.
+                    self.reap();
+                }
+                Err(e) => panic!("io_uring_enter failed: {e}"),
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let entries: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (user_data, result) in entries {
+            let index = (user_data & 0xffff_ffff) as usize;
+            let generation = (user_data >> 32) as u32;
+            let slot = &mut self.slots[index];
+            assert_eq!(slot.generation, generation, "stale io_uring completion");
+            let (token, file, mut op) = slot.busy.take().expect("completion for an idle slot");
+            let retry = |device: &mut UringDevice, op: Op| {
+                device.slots[index].busy = Some((token, file.clone(), op));
+                device.push(user_data);
+            };
+            if result == -libc::EINTR || result == -libc::EAGAIN {
+                retry(self, op);
+                continue;
+            }
+            let outcome = if result < 0 {
+                Err(io::Error::from_raw_os_error(-result))
+            } else {
+                Ok(result as usize)
+            };
+            match (&mut op, outcome) {
+                (Op::Write { len, done, .. }, Ok(n)) if n > 0 && *done + n < *len => {
+                    *done += n;
+                    retry(self, op);
+                    continue;
+                }
+                (Op::Write { .. }, Ok(0)) => {
+                    self.complete(index, token, Err(io::Error::other("write returned 0")), op)
+                }
+                (_, outcome) => self.complete(index, token, outcome.map(drop), op),
+            }
+        }
+    }
+
+    fn complete(&mut self, index: usize, token: u64, result: io::Result<()>, op: Op) {
+        self.free.push(index as u32);
+        self.in_flight -= 1;
+        let buf = match op {
+            Op::Write { buf, .. } => Some(buf),
+            Op::Flush => None,
+        };
+        self.finished.push(Completion { token, result, buf });
+    }
+}
+
+impl Device for UringDevice {
+    fn write(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, len: usize, token: u64) {
+        assert!(len <= buf.len());
+        let user_data = self.take_slot(
+            token,
+            file,
+            Op::Write {
+                buf,
+                pos,
+                len,
+                done: 0,
+            },
+        );
+        self.push(user_data);
+    }
+
+    fn flush(&mut self, file: &Arc<File>, token: u64) {
+        let user_data = self.take_slot(token, file, Op::Flush);
+        self.push(user_data);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn wait(
+        &mut self,
+        out: &mut Vec<Completion>,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.reap();
+        if block && self.finished.is_empty() && self.in_flight > 0 {
+            let waited = match timeout {
+                Some(t) => {
+                    let ts = types::Timespec::from(t);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+                None => self.ring.submit_and_wait(1),
+            };
+            match waited {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                Err(e) => panic!("io_uring_enter failed while waiting: {e}"),
+            }
+            self.reap();
+        }
+        out.append(&mut self.finished);
+        Ok(())
+    }
+}
+
+impl Drop for UringDevice {
+    fn drop(&mut self) {
+        // The kernel may still write from our buffers: wait for every operation first.
+        while self.in_flight > 0 {
+            let mut done = Vec::new();
+            let _ = self.wait(&mut done, true, None);
+        }
+    }
+}

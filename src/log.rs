@@ -1,0 +1,402 @@
+//! [`Log`]: opening a data directory, topics, and reading by offset or time.
+//!
+//! ```text
+//! DIR/LOCK                     flock'd by the open Log; names its pid
+//! DIR/meta.json                topics and shard count, replaced atomically
+//! DIR/shard-000/NNNN.seg       preallocated segment files of shard 0, written with O_DIRECT
+//! DIR/shard-000/NNNN.idx       index of a sealed segment (the recovery checkpoint)
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::Partition;
+use crate::io::{self, IoBackend};
+use crate::meta::{DirLock, META_VERSION, Meta, TopicMeta, validate_topic_name};
+use crate::producer::Producer;
+use crate::segment::reader::{StoredRecord, read_entries};
+use crate::segment::recovery::{RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes};
+use crate::shard::ShardShared;
+use crate::shard::writer::{Writer, WriterStart};
+
+/// How a topic is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfig {
+    partitions: u32,
+}
+
+impl TopicConfig {
+    /// A topic with `partitions` partitions.
+    pub fn new(partitions: u32) -> TopicConfig {
+        TopicConfig { partitions }
+    }
+}
+
+/// A topic as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Its name.
+    pub name: String,
+    /// Its partition count.
+    pub partitions: u32,
+}
+
+pub(crate) struct TopicState {
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+pub(crate) struct LogInner {
+    pub config: Config,
+    meta: Mutex<Meta>,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    pub shards: Vec<Arc<ShardShared>>,
+}
+
+impl LogInner {
+    pub fn topic(&self, name: &str) -> Result<Arc<TopicState>> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        t.partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })
+    }
+}
+
+/// An open data directory: the embedded log store.
+pub struct Log {
+    inner: Arc<LogInner>,
+    threads: Vec<JoinHandle<()>>,
+    report: RecoveryReport,
+    _lock: DirLock,
+}
+
+impl Log {
+    /// Opens (creating if needed) the data directory of `config`, recovers every shard, and
+    /// starts the shard writers.
+    pub fn open(config: Config) -> Result<Log> {
+        config.validate()?;
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        if config.io_backend == IoBackend::IoUring {
+            io::probe_io_uring()?;
+        }
+        let mut meta = match Meta::load(&dir)? {
+            Some(m) => {
+                if m.shards as usize != config.shards {
+                    return Err(Error::Config(format!(
+                        "{} was created with {} shards; open it with Config::shards({})",
+                        dir.display(),
+                        m.shards,
+                        m.shards
+                    )));
+                }
+                m
+            }
+            None => Meta {
+                version: META_VERSION,
+                shards: config.shards as u32,
+                commit_bytes_max: config.commit_bytes_max as u64,
+                next_topic_id: 1,
+                topics: Vec::new(),
+            },
+        };
+        let mut by_id = HashMap::new();
+        let mut topics = HashMap::new();
+        for t in &meta.topics {
+            let state = topic_state(t, config.shards);
+            for p in &state.partitions {
+                by_id.insert((t.id, p.partition), Arc::clone(p));
+            }
+            topics.insert(t.name.clone(), Arc::new(state));
+        }
+        let commit_max = meta.commit_bytes_max.max(config.commit_bytes_max as u64) as usize;
+        let params = RecoverParams {
+            backend: config.io_backend,
+            segment_bytes: config.segment_bytes,
+            frame_bytes_max: commit_max as u64,
+            window: unflushed_window_bytes(commit_max),
+            repair: config.repair_truncate_damaged,
+            partitions: &by_id,
+        };
+        let mut report = RecoveryReport::default();
+        let mut shards = Vec::new();
+        let mut ends = Vec::new();
+        for id in 0..config.shards {
+            let shard_dir = dir.join(format!("shard-{id:03}"));
+            fs::create_dir_all(&shard_dir)
+                .map_err(|e| Error::io("create directory", &shard_dir, e))?;
+            let shared = Arc::new(ShardShared::new(id as u32, &shard_dir));
+            ends.push(recover_shard(&shared, &params, &mut report)?);
+            shards.push(shared);
+        }
+        meta.commit_bytes_max = config.commit_bytes_max as u64;
+        meta.store(&dir)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut threads = Vec::new();
+        let mut started = Vec::new();
+        for (shared, end) in shards.iter().zip(ends) {
+            let start = WriterStart {
+                segment_bytes: config.segment_bytes,
+                commit_bytes_max: config.commit_bytes_max,
+                durability: config.durability,
+                backend: config.io_backend,
+                pin_core: config.pin_threads.then_some(shared.id as usize % cores),
+                segment: end.segment,
+                data_end: end.data_end,
+                segment_frames: end.segment_frames,
+            };
+            let (tx, rx) = mpsc::channel();
+            let thread_shared = Arc::clone(shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("floodgate-shard-{}", shared.id))
+                .spawn(move || match Writer::new(Arc::clone(&thread_shared), start) {
+                    Ok(w) => {
+                        let _ = tx.send(Ok(()));
+                        w.run();
+                    }
+                    Err(e) => {
+                        let _ = thread_shared.failed.set(e.clone());
+                        let _ = tx.send(Err(e));
+                    }
+                })
+                .map_err(|e| Error::io("spawn shard thread", &dir, e))?;
+            let _ = shared.thread.set(handle.thread().clone());
+            threads.push(handle);
+            started.push(rx);
+        }
+        let inner = Arc::new(LogInner {
+            config,
+            meta: Mutex::new(meta),
+            topics: RwLock::new(topics),
+            shards,
+        });
+        let log = Log {
+            inner,
+            threads,
+            report,
+            _lock: lock,
+        };
+        for rx in started {
+            rx.recv().unwrap_or(Err(Error::Closed))?;
+        }
+        Ok(log)
+    }
+
+    /// What recovery found and did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        validate_topic_name(name)?;
+        if config.partitions == 0 || config.partitions > crate::config::PARTITIONS_MAX {
+            return Err(Error::InvalidPartitionCount {
+                asked: config.partitions,
+                max: crate::config::PARTITIONS_MAX,
+            });
+        }
+        let mut meta = self.inner.meta.lock().expect("meta lock");
+        if meta.topic(name).is_some() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        let shards = self.inner.shards.len();
+        let t = TopicMeta {
+            name: name.to_owned(),
+            id: meta.next_topic_id,
+            partitions: config.partitions,
+            first_shard: meta.next_topic_id % shards as u32,
+        };
+        let mut next = meta.clone();
+        next.next_topic_id += 1;
+        next.topics.push(t.clone());
+        next.store(&self.inner.config.dir)?;
+        *meta = next;
+        self.inner
+            .topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_owned(), Arc::new(topic_state(&t, shards)));
+        Ok(())
+    }
+
+    /// Deletes a topic. Its records become unreachable at once; their bytes go when retention
+    /// removes the segments that hold them.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut meta = self.inner.meta.lock().expect("meta lock");
+        if meta.topic(name).is_none() {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        let mut next = meta.clone();
+        next.topics.retain(|t| t.name != name);
+        next.store(&self.inner.config.dir)?;
+        *meta = next;
+        self.inner.topics.write().expect("topics lock").remove(name);
+        Ok(())
+    }
+
+    /// The topics, sorted by name.
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        let meta = self.inner.meta.lock().expect("meta lock");
+        let mut out: Vec<TopicInfo> = meta
+            .topics
+            .iter()
+            .map(|t| TopicInfo {
+                name: t.name.clone(),
+                partitions: t.partitions,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// A new producer. Create one per thread; they are cheap.
+    pub fn producer(&self) -> Producer {
+        Producer::new(Arc::clone(&self.inner))
+    }
+
+    /// The earliest stored offset and the next offset (one past the last readable record) of a
+    /// partition.
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let p = self.inner.partition(topic, partition)?;
+        Ok((p.offset_earliest(), p.offset_visible()))
+    }
+
+    /// Reads records of a partition from `offset` on: whole batches up to about `bytes_max`
+    /// bytes (at least one batch, however large). Only acknowledged records are returned.
+    /// Reading at the next offset returns nothing; outside `[earliest, next]` is an
+    /// [`Error::OffsetOutOfRange`].
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let p = self.inner.partition(topic, partition)?;
+        let visible = p.offset_visible();
+        let earliest = p.offset_earliest();
+        if offset < earliest || offset > visible {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                earliest,
+                next: visible,
+            });
+        }
+        let entries = p.entries_from(offset, bytes_max, visible);
+        let mut out = Vec::new();
+        let shard = &self.inner.shards[p.shard as usize];
+        for run in entries.chunk_by(|a, b| {
+            a.segment == b.segment && a.pos + u64::from(a.frame_bytes) == b.pos
+        }) {
+            let segment = shard
+                .segments
+                .read()
+                .expect("segments lock")
+                .get(&run[0].segment)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::corrupt(shard.segment_path(run[0].segment), 0, "segment file missing")
+                })?;
+            read_entries(
+                &segment,
+                run,
+                offset,
+                visible,
+                (p.topic_id, p.partition),
+                &mut out,
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// The earliest offset whose record has a timestamp at or after `timestamp` (ms), or `None`
+    /// if no stored record is that recent.
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<u64>> {
+        let p = self.inner.partition(topic, partition)?;
+        let visible = p.offset_visible();
+        let Some(entry) = p.entry_for_timestamp(timestamp, visible) else {
+            return Ok(None);
+        };
+        let records = self.read(topic, partition, entry.base_offset, 1)?;
+        Ok(records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| r.offset))
+    }
+
+    /// Stops the writers after they have committed everything already sent, and releases the
+    /// directory. Records sent after this fail with [`Error::Closed`].
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        for shard in &self.inner.shards {
+            shard.shutdown.store(true, Ordering::Release);
+            if let Some(t) = shard.thread.get() {
+                t.unpark();
+            }
+        }
+        let mut panicked = false;
+        for t in self.threads.drain(..) {
+            panicked |= t.join().is_err();
+        }
+        if panicked {
+            return Err(Error::Closed);
+        }
+        for shard in &self.inner.shards {
+            if let Some(e @ Error::ShardFailed { .. }) = shard.stopped() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn topic_state(t: &TopicMeta, shards: usize) -> TopicState {
+    let partitions = (0..t.partitions)
+        .map(|p| {
+            let shard = (t.first_shard as usize + p as usize) % shards;
+            Arc::new(Partition::new(t.id, p, shard as u32))
+        })
+        .collect();
+    TopicState { partitions }
+}

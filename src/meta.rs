@@ -1,0 +1,217 @@
+//! The data directory's metadata file and its lock.
+//!
+//! `meta.json` holds the topics and the facts fixed at creation (shard count). It is replaced
+//! atomically: written to `meta.json.tmp`, fsynced, renamed over `meta.json`, and the directory
+//! fsynced, so a crash leaves the old or the new file, never a mix. `LOCK` is held with
+//! `flock(LOCK_EX)` for the life of a [`crate::Log`]; it names the holder's pid.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::io::sync_dir;
+
+/// The metadata format version this code writes.
+pub const META_VERSION: u32 = 1;
+const META_FILE: &str = "meta.json";
+const LOCK_FILE: &str = "LOCK";
+
+/// One topic as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// The topic's name.
+    pub name: String,
+    /// Its id in frame headers; never reused, even after the topic is deleted.
+    pub id: u32,
+    /// Its partition count.
+    pub partitions: u32,
+    /// Partition p lives on shard `(first_shard + p) % shards`.
+    pub first_shard: u32,
+}
+
+/// The whole metadata file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Meta {
+    /// Format version.
+    pub version: u32,
+    /// Shard count, fixed at creation.
+    pub shards: u32,
+    /// The commit buffer size the log was last written with; recovery's torn-tail window
+    /// is derived from it.
+    pub commit_bytes_max: u64,
+    /// The id the next topic gets.
+    pub next_topic_id: u32,
+    /// Live topics.
+    pub topics: Vec<TopicMeta>,
+}
+
+impl Meta {
+    /// Reads `dir/meta.json`, or `None` when the directory has none yet.
+    pub fn load(dir: &Path) -> Result<Option<Meta>> {
+        let path = dir.join(META_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let meta: Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+        if meta.version != META_VERSION {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("metadata version {} (this build reads {META_VERSION})", meta.version),
+            ));
+        }
+        Ok(Some(meta))
+    }
+
+    /// Replaces `dir/meta.json` atomically and durably.
+    pub fn store(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        let path = dir.join(META_FILE);
+        let bytes = serde_json::to_vec_pretty(self).expect("metadata serialises");
+        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+        sync_dir(dir)
+    }
+
+    /// The topic called `name`.
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+/// Checks a topic name against Kafka's rule.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidTopicName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// The exclusive lock on a data directory, released on drop.
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock, or fails with [`Error::Locked`] naming the holder.
+    pub fn acquire(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Locked {
+                    dir: dir.to_owned(),
+                    holder: if holder.is_empty() {
+                        "unknown holder".into()
+                    } else {
+                        holder.to_owned()
+                    },
+                });
+            }
+            Err((_, errno)) => return Err(Error::io("flock", &path, errno.into())),
+        };
+        let me = format!("pid {}\n", std::process::id());
+        lock.set_len(0)
+            .and_then(|_| lock.rewind())
+            .and_then(|_| lock.write_all(me.as_bytes()))
+            .map_err(|e| Error::io("write", &path, e))?;
+        Ok(DirLock { _lock: lock, path })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        for ok in ["a", "orders", "A.b_c-9", &"x".repeat(249)] {
+            validate_topic_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a b", "ä", "a/b", &"x".repeat(250)] {
+            assert!(
+                matches!(validate_topic_name(bad), Err(Error::InvalidTopicName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Meta::load(dir.path()).unwrap(), None);
+        let mut meta = Meta {
+            version: META_VERSION,
+            shards: 2,
+            commit_bytes_max: 1 << 20,
+            next_topic_id: 1,
+            topics: vec![],
+        };
+        meta.store(dir.path()).unwrap();
+        meta.topics.push(TopicMeta {
+            name: "t".into(),
+            id: 1,
+            partitions: 3,
+            first_shard: 1,
+        });
+        meta.store(dir.path()).unwrap();
+        assert_eq!(Meta::load(dir.path()).unwrap(), Some(meta));
+        assert!(!dir.path().join("meta.json.tmp").exists());
+    }
+
+    #[test]
+    fn damaged_meta_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(META_FILE), b"{\"version\": 1, \"sha").unwrap();
+        let err = Meta::load(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        match DirLock::acquire(dir.path()) {
+            Err(Error::Locked { holder, .. }) => {
+                assert_eq!(holder, format!("pid {}", std::process::id()))
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+}

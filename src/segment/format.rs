@@ -1,0 +1,706 @@
+//! The bytes of a segment: frames, each holding one Kafka RecordBatch v2. Pure encode and
+//! decode, no I/O.
+//!
+//! A segment is a sequence of frames written back to back from byte 0; the first all-zero
+//! frame header ends it (segments are preallocated, so the unwritten rest reads as zeros).
+//!
+//! ```text
+//! frame header, 32 bytes, little-endian (floodgate's own):
+//!   0  u32  magic            0x4C47_4746 ("FGGL" read as bytes F G G L)
+//!   4  u8   version          1
+//!   5  u8   flags            0 (reserved, must be 0)
+//!   6  u16  reserved         0
+//!   8  u32  topic_id         the topic's id in the metadata file (never reused)
+//!  12  u32  partition        partition number within the topic
+//!  16  u64  base_offset      offset of the batch's first record (equals the batch's baseOffset)
+//!  24  u32  batch_bytes      length of the RecordBatch that follows
+//!  28  u32  header_crc       CRC-32C of bytes 0..28
+//!
+//! RecordBatch v2, big-endian, exactly as Kafka stores and sends it:
+//!   0  i64  baseOffset       stamped by the shard writer; outside Kafka's CRC, inside ours
+//!   8  i32  batchLength      bytes after this field (= batch_bytes - 12)
+//!  12  i32  partitionLeaderEpoch   -1
+//!  16  i8   magic            2
+//!  17  u32  crc              CRC-32C (Castagnoli) of bytes 21..end
+//!  21  i16  attributes       0: no compression, create-time timestamps, not transactional
+//!  23  i32  lastOffsetDelta  record count - 1
+//!  27  i64  baseTimestamp    timestamp of the first record (ms since the epoch)
+//!  35  i64  maxTimestamp     largest record timestamp
+//!  43  i64  producerId       -1
+//!  51  i16  producerEpoch    -1
+//!  53  i32  baseSequence     -1
+//!  57  i32  recordCount
+//!  61  records, each:
+//!        varint length of the rest of the record
+//!        i8     attributes (0)
+//!        varlong timestampDelta (from baseTimestamp)
+//!        varint offsetDelta (from baseOffset)
+//!        varint key length (-1: null key), key bytes
+//!        varint value length (-1: null value), value bytes
+//!        varint header count, each: varint key length, key (UTF-8), varint value length, value
+//!   (varint and varlong are zigzag-encoded LEB128, as in protobuf's sint32/sint64)
+//! ```
+//!
+//! The base offset sits outside Kafka's CRC, so the writer can stamp offsets into batches that
+//! producers encoded without recomputing the CRC; the frame header repeats it under its own CRC
+//! so a flipped bit there is caught too. docs/FORMAT.md has a worked hex example.
+
+use std::fmt;
+
+/// Every O_DIRECT write and read is aligned to, and a multiple of, this many bytes.
+pub const BLOCK_BYTES: usize = 4096;
+/// The unit that a torn write can leave old or new on the device.
+pub const SECTOR_BYTES: usize = 512;
+/// The frame magic ("FGGL" as bytes).
+pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"FGGL");
+/// The frame format version this code writes and reads.
+pub const FRAME_VERSION: u8 = 1;
+/// Size of the frame header.
+pub const FRAME_HEADER_BYTES: usize = 32;
+/// Size of a RecordBatch v2 header, up to and including the record count.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes a frame adds around its records.
+pub const FRAME_OVERHEAD_BYTES: usize = FRAME_HEADER_BYTES + BATCH_HEADER_BYTES;
+/// Kafka's record batch magic.
+pub const BATCH_MAGIC: i8 = 2;
+/// The most bytes a record's own length prefix and fixed fields can add to its encoded tail:
+/// length (5) + attributes (1) + timestampDelta (10) + offsetDelta (5).
+pub const RECORD_PREFIX_BYTES_MAX: usize = 21;
+/// The smallest encoded record: length, attributes, two deltas, null key, null value, 0 headers.
+const RECORD_BYTES_MIN: usize = 7;
+
+/// Why bytes did not decode. Callers add the file and position (see `Error::Corrupt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn fail<T>(reason: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(reason.into()))
+}
+
+/// The decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The topic's id.
+    pub topic_id: u32,
+    /// The partition within the topic.
+    pub partition: u32,
+    /// The offset of the first record of the batch.
+    pub base_offset: u64,
+    /// The length of the RecordBatch after the header.
+    pub batch_bytes: u32,
+}
+
+/// What a frame header slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSlot {
+    /// All zeros: the end of the written part of a segment.
+    Zero,
+    /// A valid header.
+    Frame(FrameHeader),
+}
+
+impl FrameHeader {
+    /// Writes the header into `out`.
+    pub fn encode(&self, out: &mut [u8; FRAME_HEADER_BYTES]) {
+        out[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+        out[4] = FRAME_VERSION;
+        out[5] = 0;
+        out[6..8].copy_from_slice(&0u16.to_le_bytes());
+        out[8..12].copy_from_slice(&self.topic_id.to_le_bytes());
+        out[12..16].copy_from_slice(&self.partition.to_le_bytes());
+        out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
+        out[24..28].copy_from_slice(&self.batch_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&out[0..28]);
+        out[28..32].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decodes a header slot; `bytes` must hold at least [`FRAME_HEADER_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<HeaderSlot, DecodeError> {
+        let Some(h) = bytes.get(..FRAME_HEADER_BYTES) else {
+            return fail("frame header cut short");
+        };
+        if h.iter().all(|&b| b == 0) {
+            return Ok(HeaderSlot::Zero);
+        }
+        let magic = u32::from_le_bytes(h[0..4].try_into().unwrap());
+        if magic != FRAME_MAGIC {
+            return fail(format!("bad frame magic {magic:#010x}"));
+        }
+        let crc_stored = u32::from_le_bytes(h[28..32].try_into().unwrap());
+        let crc = crc32c::crc32c(&h[0..28]);
+        if crc != crc_stored {
+            return fail(format!(
+                "frame header checksum mismatch (stored {crc_stored:#010x}, computed {crc:#010x})"
+            ));
+        }
+        if h[4] != FRAME_VERSION {
+            return fail(format!("unsupported frame version {}", h[4]));
+        }
+        if h[5] != 0 || h[6] != 0 || h[7] != 0 {
+            return fail("reserved frame header bytes are not zero");
+        }
+        let header = FrameHeader {
+            topic_id: u32::from_le_bytes(h[8..12].try_into().unwrap()),
+            partition: u32::from_le_bytes(h[12..16].try_into().unwrap()),
+            base_offset: u64::from_le_bytes(h[16..24].try_into().unwrap()),
+            batch_bytes: u32::from_le_bytes(h[24..28].try_into().unwrap()),
+        };
+        if (header.batch_bytes as usize) < BATCH_HEADER_BYTES {
+            return fail(format!("batch length {} below the minimum", header.batch_bytes));
+        }
+        Ok(HeaderSlot::Frame(header))
+    }
+
+    /// The frame's total length: header plus batch.
+    pub fn frame_bytes(&self) -> u64 {
+        FRAME_HEADER_BYTES as u64 + u64::from(self.batch_bytes)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Varints.
+
+/// Bytes needed for `v` as a zigzag varlong.
+pub fn varlong_bytes(v: i64) -> usize {
+    let z = zigzag(v);
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Appends `v` as a zigzag varlong (varints use the same encoding for smaller values).
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = zigzag(v);
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Writes `v` as a zigzag varlong at the start of `out`; returns the bytes written.
+/// `out` must have room for [`varlong_bytes`]`(v)` bytes.
+pub fn write_varlong(out: &mut [u8], v: i64) -> usize {
+    let mut z = zigzag(v);
+    let mut i = 0;
+    while z >= 0x80 {
+        out[i] = (z as u8) | 0x80;
+        z >>= 7;
+        i += 1;
+    }
+    out[i] = z as u8;
+    i + 1
+}
+
+/// A cursor over bytes read from disk or the wire; every read checks bounds.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn varlong(&mut self, max_bytes: usize) -> Result<i64, DecodeError> {
+        let mut z: u64 = 0;
+        for i in 0..max_bytes {
+            let Some(&b) = self.bytes.get(self.pos) else {
+                return fail("varint cut short");
+            };
+            self.pos += 1;
+            z |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+            }
+        }
+        fail("varint too long")
+    }
+
+    fn varint(&mut self) -> Result<i32, DecodeError> {
+        let v = self.varlong(5)?;
+        i32::try_from(v).or_else(|_| fail("varint out of range"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return fail(format!("field of {n} bytes runs past the end of its record"));
+        };
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// A length-prefixed byte string; length -1 is null.
+    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        let len = self.varint()?;
+        match len {
+            -1 => Ok(None),
+            n if n < 0 => fail(format!("negative length {n}")),
+            n => Ok(Some(self.take(n as usize)?)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records.
+
+/// One header of a record: a UTF-8 key and an optional value.
+pub type HeaderRef<'a> = (&'a str, Option<&'a [u8]>);
+
+/// Appends the part of a record after its offset delta (key, value, headers) to `out`. The
+/// producer encodes this on its own thread; the writer adds the length, attributes and deltas.
+pub fn encode_record_tail(
+    out: &mut Vec<u8>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) {
+    fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
+        match b {
+            None => put_varlong(out, -1),
+            Some(b) => {
+                put_varlong(out, b.len() as i64);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    put_nullable(out, key);
+    put_nullable(out, value);
+    put_varlong(out, headers.len() as i64);
+    for (k, v) in headers {
+        put_varlong(out, k.len() as i64);
+        out.extend_from_slice(k.as_bytes());
+        put_nullable(out, *v);
+    }
+}
+
+/// The encoded size of a whole record (with its length prefix) whose tail is `tail_bytes` long.
+pub fn record_bytes(tail_bytes: usize, timestamp_delta: i64, offset_delta: u32) -> usize {
+    let body = 1 + varlong_bytes(timestamp_delta) + varlong_bytes(offset_delta as i64) + tail_bytes;
+    varlong_bytes(body as i64) + body
+}
+
+/// Writes a whole record at the start of `out`; returns the bytes written
+/// (= [`record_bytes`]). `out` must be large enough.
+pub fn write_record(out: &mut [u8], tail: &[u8], timestamp_delta: i64, offset_delta: u32) -> usize {
+    let body =
+        1 + varlong_bytes(timestamp_delta) + varlong_bytes(offset_delta as i64) + tail.len();
+    let mut n = write_varlong(out, body as i64);
+    out[n] = 0; // attributes
+    n += 1;
+    n += write_varlong(&mut out[n..], timestamp_delta);
+    n += write_varlong(&mut out[n..], offset_delta as i64);
+    out[n..n + tail.len()].copy_from_slice(tail);
+    n + tail.len()
+}
+
+/// Fields of a batch header that the writer fills in once its records are in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Number of records (at least 1).
+    pub record_count: u32,
+    /// Timestamp of the first record (ms).
+    pub base_timestamp: i64,
+    /// Largest record timestamp (ms).
+    pub max_timestamp: i64,
+}
+
+/// Writes the 61-byte RecordBatch header into `batch[..61]` and computes the CRC over
+/// `batch[21..]`; the records must already be in `batch[61..]`.
+pub fn seal_batch(batch: &mut [u8], meta: &BatchMeta) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    assert!(meta.record_count >= 1);
+    let batch_length = (batch.len() - 12) as i32;
+    batch[0..8].copy_from_slice(&(meta.base_offset as i64).to_be_bytes());
+    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    batch[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+    batch[16] = BATCH_MAGIC as u8;
+    batch[21..23].copy_from_slice(&0i16.to_be_bytes());
+    batch[23..27].copy_from_slice(&((meta.record_count - 1) as i32).to_be_bytes());
+    batch[27..35].copy_from_slice(&meta.base_timestamp.to_be_bytes());
+    batch[35..43].copy_from_slice(&meta.max_timestamp.to_be_bytes());
+    batch[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    batch[57..61].copy_from_slice(&(meta.record_count as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A verified RecordBatch borrowed from a buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// `lastOffsetDelta`: the last record's offset is `base_offset + last_offset_delta`.
+    pub last_offset_delta: u32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Number of records.
+    pub record_count: u32,
+    records: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Decodes and verifies a whole RecordBatch v2 (`bytes` is exactly the batch). Checks the
+    /// length field, the magic, the CRC-32C, and that no compression is used.
+    pub fn decode(bytes: &'a [u8]) -> Result<BatchView<'a>, DecodeError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return fail(format!("record batch of {} bytes is too short", bytes.len()));
+        }
+        let be_i64 = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+        let be_i32 = |at: usize| i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        let batch_length = be_i32(8);
+        if batch_length < 0 || batch_length as usize + 12 != bytes.len() {
+            return fail(format!(
+                "batchLength {batch_length} does not match the frame's {} bytes",
+                bytes.len()
+            ));
+        }
+        if bytes[16] as i8 != BATCH_MAGIC {
+            return fail(format!("record batch magic {} (only 2 is supported)", bytes[16]));
+        }
+        let crc_stored = u32::from_be_bytes(bytes[17..21].try_into().unwrap());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        if crc != crc_stored {
+            return fail(format!(
+                "record batch checksum mismatch (stored {crc_stored:#010x}, computed {crc:#010x})"
+            ));
+        }
+        let attributes = i16::from_be_bytes(bytes[21..23].try_into().unwrap());
+        if attributes & 0x07 != 0 {
+            return fail(format!("compressed record batch (codec {})", attributes & 0x07));
+        }
+        let base_offset = be_i64(0);
+        let last_offset_delta = be_i32(23);
+        let record_count = be_i32(57);
+        if base_offset < 0 {
+            return fail(format!("negative base offset {base_offset}"));
+        }
+        let records = &bytes[BATCH_HEADER_BYTES..];
+        if record_count < 1 || record_count as usize > records.len() / RECORD_BYTES_MIN {
+            return fail(format!("record count {record_count} impossible for the batch length"));
+        }
+        if last_offset_delta < record_count - 1 {
+            return fail(format!(
+                "lastOffsetDelta {last_offset_delta} below record count {record_count} - 1"
+            ));
+        }
+        Ok(BatchView {
+            base_offset: base_offset as u64,
+            last_offset_delta: last_offset_delta as u32,
+            base_timestamp: be_i64(27),
+            max_timestamp: be_i64(35),
+            record_count: record_count as u32,
+            records,
+        })
+    }
+
+    /// The offset of the last record.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// The records, decoded lazily; each item is checked against the batch bounds.
+    pub fn records(&self) -> RecordIter<'a> {
+        RecordIter {
+            cursor: Cursor {
+                bytes: self.records,
+                pos: 0,
+            },
+            left: self.record_count,
+            base_offset: self.base_offset,
+            base_timestamp: self.base_timestamp,
+        }
+    }
+
+    /// Decodes every record, returning the first error; used to verify a batch whole.
+    pub fn check_records(&self) -> Result<(), DecodeError> {
+        let mut last_delta: Option<u64> = None;
+        let mut it = self.records();
+        for r in &mut it {
+            let r = r?;
+            let delta = r.offset - self.base_offset;
+            if last_delta.is_some_and(|d| delta <= d) || delta > u64::from(self.last_offset_delta)
+            {
+                return fail(format!("record offset delta {delta} out of order"));
+            }
+            last_delta = Some(delta);
+        }
+        if it.cursor.pos != it.cursor.bytes.len() {
+            return fail("bytes left over after the last record");
+        }
+        Ok(())
+    }
+}
+
+/// A record borrowed from a verified batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// Its timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// Its key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Its value, if any.
+    pub value: Option<&'a [u8]>,
+    /// Its headers, as (UTF-8 key, value) byte slices; decode with [`RecordRef::headers`].
+    headers: &'a [u8],
+    header_count: u32,
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record's headers.
+    pub fn headers(&self) -> impl Iterator<Item = Result<HeaderRef<'a>, DecodeError>> + 'a {
+        let mut cursor = Cursor {
+            bytes: self.headers,
+            pos: 0,
+        };
+        (0..self.header_count).map(move |_| {
+            let key_len = cursor.varint()?;
+            if key_len < 0 {
+                return fail("null header key");
+            }
+            let key = std::str::from_utf8(cursor.take(key_len as usize)?)
+                .or_else(|_| fail("header key is not UTF-8"))?;
+            let value = cursor.nullable_bytes()?;
+            Ok((key, value))
+        })
+    }
+}
+
+/// Iterator over the records of a [`BatchView`].
+pub struct RecordIter<'a> {
+    cursor: Cursor<'a>,
+    left: u32,
+    base_offset: u64,
+    base_timestamp: i64,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordRef<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let r = self.next_record();
+        if r.is_err() {
+            self.left = 0;
+        }
+        Some(r)
+    }
+}
+
+impl<'a> RecordIter<'a> {
+    fn next_record(&mut self) -> Result<RecordRef<'a>, DecodeError> {
+        let len = self.cursor.varint()?;
+        if len < 0 {
+            return fail(format!("negative record length {len}"));
+        }
+        let body = self.cursor.take(len as usize)?;
+        let mut c = Cursor {
+            bytes: body,
+            pos: 0,
+        };
+        let _attributes = c.take(1)?;
+        let timestamp_delta = c.varlong(10)?;
+        let offset_delta = c.varint()?;
+        if offset_delta < 0 {
+            return fail(format!("negative offset delta {offset_delta}"));
+        }
+        let key = c.nullable_bytes()?;
+        let value = c.nullable_bytes()?;
+        let header_count = c.varint()?;
+        if header_count < 0 {
+            return fail(format!("negative header count {header_count}"));
+        }
+        let headers = &body[c.pos..];
+        // Walk the headers once so a record is only handed out whole and valid.
+        let record = RecordRef {
+            offset: self.base_offset + offset_delta as u64,
+            timestamp: self.base_timestamp.wrapping_add(timestamp_delta),
+            key,
+            value,
+            headers,
+            header_count: header_count as u32,
+        };
+        let mut hc = Cursor {
+            bytes: headers,
+            pos: 0,
+        };
+        for _ in 0..header_count {
+            let key_len = hc.varint()?;
+            if key_len < 0 {
+                return fail("null header key");
+            }
+            hc.take(key_len as usize)?;
+            hc.nullable_bytes()?;
+        }
+        if hc.pos != headers.len() {
+            return fail("bytes left over after a record's headers");
+        }
+        Ok(record)
+    }
+}
+
+/// Decodes the frame at the start of `bytes`: header, then the whole batch, verifying both
+/// checksums and that the two copies of the base offset agree. `Ok(None)` is a zero header.
+pub fn decode_frame(bytes: &[u8]) -> Result<Option<(FrameHeader, BatchView<'_>)>, DecodeError> {
+    let header = match FrameHeader::decode(bytes)? {
+        HeaderSlot::Zero => return Ok(None),
+        HeaderSlot::Frame(h) => h,
+    };
+    let end = FRAME_HEADER_BYTES + header.batch_bytes as usize;
+    let Some(batch_bytes) = bytes.get(FRAME_HEADER_BYTES..end) else {
+        return fail(format!(
+            "frame of {} bytes runs past the end of the data",
+            header.frame_bytes()
+        ));
+    };
+    let batch = BatchView::decode(batch_bytes)?;
+    if batch.base_offset != header.base_offset {
+        return fail(format!(
+            "base offset {} in the batch differs from {} in the frame header",
+            batch.base_offset, header.base_offset
+        ));
+    }
+    Ok(Some((header, batch)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes a frame with the given records, the way the shard writer does.
+    pub(crate) fn frame(
+        topic_id: u32,
+        partition: u32,
+        base_offset: u64,
+        records: &[(i64, Option<&[u8]>, Option<&[u8]>)],
+    ) -> Vec<u8> {
+        let base_timestamp = records[0].0;
+        let mut batch = vec![0u8; BATCH_HEADER_BYTES];
+        for (i, (ts, key, value)) in records.iter().enumerate() {
+            let mut tail = Vec::new();
+            encode_record_tail(&mut tail, *key, *value, &[("h", Some(b"v"))]);
+            let n = record_bytes(tail.len(), ts - base_timestamp, i as u32);
+            let at = batch.len();
+            batch.resize(at + n, 0);
+            assert_eq!(write_record(&mut batch[at..], &tail, ts - base_timestamp, i as u32), n);
+        }
+        let meta = BatchMeta {
+            base_offset,
+            record_count: records.len() as u32,
+            base_timestamp,
+            max_timestamp: records.iter().map(|r| r.0).max().unwrap(),
+        };
+        seal_batch(&mut batch, &meta);
+        let mut out = vec![0u8; FRAME_HEADER_BYTES];
+        FrameHeader {
+            topic_id,
+            partition,
+            base_offset,
+            batch_bytes: batch.len() as u32,
+        }
+        .encode((&mut out[..FRAME_HEADER_BYTES]).try_into().unwrap());
+        out.extend_from_slice(&batch);
+        out
+    }
+
+    #[test]
+    fn varlong_round_trips_and_sizes() {
+        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, v);
+            assert_eq!(out.len(), varlong_bytes(v), "{v}");
+            let mut buf = [0u8; 10];
+            assert_eq!(write_varlong(&mut buf, v), out.len());
+            assert_eq!(&buf[..out.len()], &out[..]);
+            let mut c = Cursor {
+                bytes: &out,
+                pos: 0,
+            };
+            assert_eq!(c.varlong(10).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn frame_round_trips() {
+        let bytes = frame(
+            7,
+            3,
+            1000,
+            &[(1_700_000_000_000, Some(b"k1"), Some(b"v1")), (1_700_000_000_005, None, None)],
+        );
+        let (h, batch) = decode_frame(&bytes).unwrap().unwrap();
+        assert_eq!((h.topic_id, h.partition, h.base_offset), (7, 3, 1000));
+        assert_eq!(h.frame_bytes() as usize, bytes.len());
+        assert_eq!(batch.record_count, 2);
+        assert_eq!(batch.last_offset(), 1001);
+        assert_eq!(batch.max_timestamp, 1_700_000_000_005);
+        batch.check_records().unwrap();
+        let records: Vec<_> = batch.records().map(|r| r.unwrap()).collect();
+        assert_eq!(records[0].offset, 1000);
+        assert_eq!(records[0].key, Some(&b"k1"[..]));
+        assert_eq!(records[0].value, Some(&b"v1"[..]));
+        let headers: Vec<_> = records[0].headers().map(|h| h.unwrap()).collect();
+        assert_eq!(headers, vec![("h", Some(&b"v"[..]))]);
+        assert_eq!(records[1].offset, 1001);
+        assert_eq!(records[1].timestamp, 1_700_000_000_005);
+        assert_eq!((records[1].key, records[1].value), (None, None));
+    }
+
+    #[test]
+    fn zero_header_is_end_of_data() {
+        assert!(decode_frame(&[0u8; 64]).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_bit_flip_is_detected() {
+        let bytes = frame(1, 0, 42, &[(5, Some(b"key"), Some(b"value"))]);
+        for bit in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            // The leader epoch (batch bytes 12..16) is outside both checksums and unused.
+            let in_epoch = (FRAME_HEADER_BYTES + 12..FRAME_HEADER_BYTES + 16).contains(&(bit / 8));
+            let result = decode_frame(&damaged);
+            if in_epoch {
+                assert!(result.is_ok(), "bit {bit}");
+            } else {
+                assert!(result.is_err(), "bit {bit} flipped undetected");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_at_every_length() {
+        let bytes = frame(1, 0, 0, &[(5, Some(b"key"), Some(b"value"))]);
+        for len in FRAME_HEADER_BYTES..bytes.len() {
+            assert!(decode_frame(&bytes[..len]).is_err(), "length {len}");
+        }
+    }
+
+    #[test]
+    fn absurd_lengths_are_rejected_without_allocating() {
+        let mut bytes = frame(1, 0, 0, &[(5, Some(b"key"), Some(b"value"))]);
+        // Claim a huge batch length in the header and fix its checksum: decode must refuse.
+        bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_frame(&bytes).is_err());
+    }
+}

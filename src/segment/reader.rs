@@ -1,0 +1,86 @@
+//! Reading stored batches back: one aligned read covers a run of frames of a segment; the
+//! records share the read buffer (`Bytes::from_owner`), so keys and values are not copied.
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::index::BatchEntry;
+use crate::io::{self, AlignedBuf};
+use crate::segment::format::{BLOCK_BYTES, decode_frame};
+use crate::shard::SegmentFile;
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// Its timestamp, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Its key, if it has one.
+    pub key: Option<Bytes>,
+    /// Its value, if it has one.
+    pub value: Option<Bytes>,
+    /// Its headers.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+struct Shared(AlignedBuf);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Reads the frames of `entries` (consecutive, all in `segment`) and appends the records with
+/// offsets at or above `offset_min` and below `offset_end` to `out`.
+pub(crate) fn read_entries(
+    segment: &SegmentFile,
+    entries: &[BatchEntry],
+    offset_min: u64,
+    offset_end: u64,
+    expect: (u32, u32),
+    out: &mut Vec<StoredRecord>,
+) -> Result<()> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let start = first.pos - first.pos % BLOCK_BYTES as u64;
+    let end = (last.pos + u64::from(last.frame_bytes)).next_multiple_of(BLOCK_BYTES as u64);
+    let buf = io::read_aligned(&segment.file, &segment.path, start, (end - start) as usize)?;
+    let bytes = Bytes::from_owner(Shared(buf));
+    for e in entries {
+        let at = (e.pos - start) as usize;
+        let frame = &bytes[at..at + e.frame_bytes as usize];
+        let corrupt = |reason: String| Error::corrupt(&segment.path, e.pos, reason);
+        let (header, batch) = decode_frame(frame)
+            .map_err(|d| corrupt(d.0))?
+            .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
+        if (header.topic_id, header.partition) != expect || batch.base_offset != e.base_offset {
+            return Err(corrupt(format!(
+                "indexed frame holds topic id {} partition {} offset {}, expected {:?} offset {}",
+                header.topic_id, header.partition, batch.base_offset, expect, e.base_offset
+            )));
+        }
+        for r in batch.records() {
+            let r = r.map_err(|d| corrupt(d.0))?;
+            if r.offset < offset_min || r.offset >= offset_end {
+                continue;
+            }
+            let share = |s: &[u8]| bytes.slice_ref(s);
+            let mut headers = Vec::new();
+            for h in r.headers() {
+                let (k, v) = h.map_err(|d| corrupt(d.0))?;
+                headers.push((k.to_owned(), v.map(share)));
+            }
+            out.push(StoredRecord {
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key.map(share),
+                value: r.value.map(share),
+                headers,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,463 @@
+//! Recovery on open: rebuild each shard's index and find where its log ends.
+//!
+//! Sealed segments with a valid index file (the checkpoint) are not scanned; the last segment,
+//! and any sealed one whose index file is missing or damaged, are scanned frame by frame,
+//! verifying both checksums of every frame. Where the frames stop, at position P, the bytes
+//! after P decide what happened (the decision table, walked by tests/recovery.rs):
+//!
+//! | bytes after P                                          | verdict | action                  |
+//! |--------------------------------------------------------|---------|-------------------------|
+//! | all zero                                               | clean   | the log ends at P       |
+//! | non-zero only within the unflushed window after P      | torn    | zero them, end at P     |
+//! | non-zero beyond the window (or P in a sealed segment)  | damage  | error naming file and P,|
+//! |                                                        |         | or with repair: cut at P|
+//!
+//! The unflushed window ([`unflushed_window_bytes`]) bounds where a crash can leave partial
+//! writes: the writer never has more than that many bytes written but not flushed. Damage within
+//! the window cannot be told from a torn write and is treated as one; every acknowledged record
+//! lies before the window in Sync mode, except the last commits, which the window covers by
+//! being at least three commits long.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::index::{BatchEntry, Partition, SegmentIndex};
+use crate::io::{self, AlignedBuf, IoBackend};
+use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame};
+use crate::shard::writer::{create_segment, write_index_file};
+use crate::shard::{SegmentFile, ShardShared, index_path};
+
+pub use crate::shard::writer::unflushed_window_bytes;
+
+/// What recovery found and did, for the whole log.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Segment files found.
+    pub segments: usize,
+    /// Segments scanned frame by frame (the others were loaded from their index file).
+    pub segments_scanned: usize,
+    /// Frames (batches) recovered.
+    pub frames: u64,
+    /// Records recovered.
+    pub records: u64,
+    /// Torn tails found and cut off: (segment file, position, bytes zeroed).
+    pub torn_tails: Vec<(PathBuf, u64, u64)>,
+    /// Damage cut off by repair: (segment file, position, reason, records dropped).
+    pub repaired: Vec<(PathBuf, u64, String, u64)>,
+    /// Index files that were missing or damaged and were rebuilt from their segment.
+    pub indexes_rebuilt: Vec<PathBuf>,
+}
+
+/// Where a shard's writer starts.
+pub(crate) struct ShardEnd {
+    pub segment: u64,
+    pub data_end: u64,
+    pub segment_frames: Vec<(u32, u32, BatchEntry)>,
+}
+
+/// What recovery needs to know.
+pub(crate) struct RecoverParams<'a> {
+    pub backend: IoBackend,
+    pub segment_bytes: u64,
+    /// The largest frame that can exist: the larger of the commit buffers old and new.
+    pub frame_bytes_max: u64,
+    pub window: u64,
+    pub repair: bool,
+    pub partitions: &'a HashMap<(u32, u32), Arc<Partition>>,
+}
+
+/// A frame found by a scan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScannedFrame {
+    pub topic_id: u32,
+    pub partition: u32,
+    pub entry: BatchEntry,
+    pub records: u32,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanEnd {
+    Clean { pos: u64 },
+    Torn { pos: u64, garbage_end: u64 },
+    Damaged { pos: u64, reason: String },
+}
+
+/// Recovers one shard: lists its segments, loads or scans each, fills the partitions' indexes,
+/// and returns where the writer continues.
+pub(crate) fn recover_shard(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    report: &mut RecoveryReport,
+) -> Result<ShardEnd> {
+    let dir = &shared.dir;
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+            ids.push(id);
+        } else if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    ids.sort_unstable();
+    report.segments += ids.len();
+    if ids.is_empty() {
+        create_segment(shared, 0, params.segment_bytes, params.backend)?;
+        return Ok(ShardEnd {
+            segment: 0,
+            data_end: 0,
+            segment_frames: Vec::new(),
+        });
+    }
+    for (i, &id) in ids.iter().enumerate() {
+        let path = shared.segment_path(id);
+        let file = io::open_segment(&path, params.backend, false, false)?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        let segment = Arc::new(SegmentFile { path, file });
+        shared
+            .segments
+            .write()
+            .expect("segments lock")
+            .insert(id, Arc::clone(&segment));
+        let last = i + 1 == ids.len();
+        if !last && let Some(index) = load_index(&index_path(dir, id), id) {
+            apply(&segment.path, index.frames.iter().map(|&(t, p, e)| (t, p, e)), params, report)?;
+            continue;
+        }
+        report.segments_scanned += 1;
+        let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
+        let (frames, end) = scan(&mut reader, params)?;
+        let frame_list: Vec<(u32, u32, BatchEntry)> = frames
+            .iter()
+            .map(|f| (f.topic_id, f.partition, BatchEntry { segment: id, ..f.entry }))
+            .collect();
+        report.records += frames.iter().map(|f| u64::from(f.records)).sum::<u64>();
+        apply(&segment.path, frame_list.iter().copied(), params, report)?;
+        let (data_end, cut) = match end {
+            ScanEnd::Clean { pos } => (pos, None),
+            ScanEnd::Torn { pos, garbage_end } if last => {
+                report.torn_tails.push((segment.path.clone(), pos, garbage_end - pos));
+                (pos, Some(garbage_end))
+            }
+            ScanEnd::Torn { pos, .. } => {
+                let reason = "a torn write in a sealed segment".to_string();
+                damaged(shared, params, report, &segment, &mut reader, &ids[i + 1..], pos, reason)?;
+                return finish(shared, params, id, pos, frame_list, Some(file_len));
+            }
+            ScanEnd::Damaged { pos, reason } => {
+                damaged(shared, params, report, &segment, &mut reader, &ids[i + 1..], pos, reason)?;
+                return finish(shared, params, id, pos, frame_list, Some(file_len));
+            }
+        };
+        if last {
+            return finish(shared, params, id, data_end, frame_list, cut);
+        }
+        let index = SegmentIndex {
+            segment: id,
+            data_end,
+            frames: frame_list,
+        };
+        let idx_path = index_path(dir, id);
+        write_index_file(&idx_path, &index)?;
+        report.indexes_rebuilt.push(idx_path);
+    }
+    unreachable!("the last segment returns from the loop")
+}
+
+/// Cuts the last segment at `data_end` (zeroing up to `garbage_end` if given) and hands it to
+/// the writer.
+fn finish(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    id: u64,
+    data_end: u64,
+    frames: Vec<(u32, u32, BatchEntry)>,
+    garbage_end: Option<u64>,
+) -> Result<ShardEnd> {
+    if let Some(garbage_end) = garbage_end {
+        zero_after(shared, params, id, data_end, garbage_end)?;
+    }
+    let frames = frames
+        .into_iter()
+        .filter(|(_, _, e)| e.pos < data_end)
+        .collect();
+    let _ = fs::remove_file(index_path(&shared.dir, id));
+    Ok(ShardEnd {
+        segment: id,
+        data_end,
+        segment_frames: frames,
+    })
+}
+
+/// Handles damage before the tail: an error, or with repair, counts what is dropped and deletes
+/// the later segments.
+#[allow(clippy::too_many_arguments)]
+fn damaged(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    report: &mut RecoveryReport,
+    segment: &SegmentFile,
+    reader: &mut ChunkReader<'_>,
+    later: &[u64],
+    pos: u64,
+    reason: String,
+) -> Result<()> {
+    if !params.repair {
+        return Err(Error::corrupt(
+            &segment.path,
+            pos,
+            format!(
+                "{reason}; data follows the damage, so this is not a torn tail. Open with \
+                 Config::repair_truncate_damaged(true) to cut the log here (records after this \
+                 point are dropped and counted)"
+            ),
+        ));
+    }
+    let mut dropped = count_records_after(reader, pos, params.frame_bytes_max)?;
+    for &id in later {
+        let path = shared.segment_path(id);
+        if let Ok(file) = io::open_segment(&path, params.backend, false, false) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let mut r = ChunkReader::new(&file, &path, len);
+            dropped += count_records_after(&mut r, 0, params.frame_bytes_max)?;
+        }
+        shared.segments.write().expect("segments lock").remove(&id);
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        let _ = fs::remove_file(index_path(&shared.dir, id));
+    }
+    io::sync_dir(&shared.dir)?;
+    report.repaired.push((segment.path.clone(), pos, reason, dropped));
+    Ok(())
+}
+
+/// Zeroes `[pos, end)` of segment `id`, keeping the bytes before `pos` in its block, and
+/// flushes, so no stale bytes lie after the new end of the log.
+fn zero_after(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    id: u64,
+    pos: u64,
+    end: u64,
+) -> Result<()> {
+    let path = shared.segment_path(id);
+    let file = io::open_segment(&path, params.backend, false, true)?;
+    let start = pos - pos % BLOCK_BYTES as u64;
+    let end = end.max(pos).next_multiple_of(BLOCK_BYTES as u64);
+    if end <= start {
+        return Ok(());
+    }
+    let chunk_max = 1 << 20;
+    let mut at = start;
+    while at < end {
+        let n = ((end - at) as usize).min(chunk_max);
+        let mut buf = if at == start {
+            io::read_aligned(&file, &path, at, n)?
+        } else {
+            AlignedBuf::new(n)
+        };
+        let keep = if at == start { (pos - start) as usize } else { 0 };
+        buf[keep..].fill(0);
+        io::write_all_at(&file, &path, at, &buf)?;
+        at += n as u64;
+    }
+    file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))
+}
+
+fn load_index(path: &Path, id: u64) -> Option<SegmentIndex> {
+    let bytes = fs::read(path).ok()?;
+    SegmentIndex::decode(&bytes, path)
+        .ok()
+        .filter(|idx| idx.segment == id)
+}
+
+/// Adds recovered frames to their partitions, checking that offsets stay dense.
+fn apply(
+    path: &Path,
+    frames: impl Iterator<Item = (u32, u32, BatchEntry)>,
+    params: &RecoverParams<'_>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for (topic_id, partition, entry) in frames {
+        report.frames += 1;
+        // Frames of deleted topics stay in the log until retention removes their segment.
+        let Some(p) = params.partitions.get(&(topic_id, partition)) else {
+            continue;
+        };
+        let next = p.offset_next.load(Ordering::Relaxed);
+        if entry.base_offset != next {
+            return Err(Error::corrupt(
+                path,
+                entry.pos,
+                format!(
+                    "offset gap in topic id {topic_id} partition {partition}: expected offset \
+                     {next}, found a batch at {}",
+                    entry.base_offset
+                ),
+            ));
+        }
+        p.push(entry);
+        p.offset_next.store(entry.last_offset + 1, Ordering::Relaxed);
+        p.offset_visible
+            .store(entry.last_offset + 1, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Scans frames from the start of a segment until they stop, and classifies the end.
+pub(crate) fn scan(
+    reader: &mut ChunkReader<'_>,
+    params: &RecoverParams<'_>,
+) -> Result<(Vec<ScannedFrame>, ScanEnd)> {
+    let mut frames = Vec::new();
+    let mut pos = 0u64;
+    loop {
+        if pos + FRAME_HEADER_BYTES as u64 > reader.len {
+            return Ok((frames, classify(reader, pos, None, params.window)?));
+        }
+        let header = match FrameHeader::decode(reader.get(pos, FRAME_HEADER_BYTES)?) {
+            Ok(HeaderSlot::Zero) => return Ok((frames, classify(reader, pos, None, params.window)?)),
+            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), params.window)?)),
+            Ok(HeaderSlot::Frame(h)) => h,
+        };
+        let frame_bytes = header.frame_bytes();
+        if frame_bytes > params.frame_bytes_max || pos + frame_bytes > reader.len {
+            let reason = format!("frame length {frame_bytes} is impossible here");
+            return Ok((frames, classify(reader, pos, Some(reason), params.window)?));
+        }
+        let bytes = reader.get(pos, frame_bytes as usize)?;
+        let checked = decode_frame(bytes).and_then(|f| {
+            let (_, batch) = f.expect("the header is not zero");
+            batch.check_records().map(|_| batch)
+        });
+        let batch = match checked {
+            Ok(b) => b,
+            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), params.window)?)),
+        };
+        frames.push(ScannedFrame {
+            topic_id: header.topic_id,
+            partition: header.partition,
+            entry: BatchEntry {
+                base_offset: batch.base_offset,
+                last_offset: batch.last_offset(),
+                max_timestamp: batch.max_timestamp,
+                segment: 0,
+                pos,
+                frame_bytes: frame_bytes as u32,
+            },
+            records: batch.record_count,
+        });
+        pos += frame_bytes;
+    }
+}
+
+/// The decision table: what the bytes after the last good frame at `pos` mean.
+fn classify(
+    reader: &mut ChunkReader<'_>,
+    pos: u64,
+    reason: Option<String>,
+    window: u64,
+) -> Result<ScanEnd> {
+    let window_end = (pos - pos % BLOCK_BYTES as u64 + window).min(reader.len);
+    let beyond_end = (window_end + BLOCK_BYTES as u64).min(reader.len);
+    if reader.last_nonzero(window_end, beyond_end)?.is_some() {
+        let reason = reason.unwrap_or_else(|| "zeroed bytes in the middle of the log".into());
+        return Ok(ScanEnd::Damaged { pos, reason });
+    }
+    Ok(match reader.last_nonzero(pos, window_end)? {
+        None => ScanEnd::Clean { pos },
+        Some(last) => ScanEnd::Torn {
+            pos,
+            garbage_end: last + 1,
+        },
+    })
+}
+
+/// Counts the records of every valid frame found at or after `pos`, resynchronising byte by
+/// byte past damage (used by repair to report what it drops).
+fn count_records_after(reader: &mut ChunkReader<'_>, pos: u64, frame_bytes_max: u64) -> Result<u64> {
+    let mut records = 0;
+    let mut at = pos;
+    while at + FRAME_HEADER_BYTES as u64 <= reader.len {
+        let header = reader.get(at, FRAME_HEADER_BYTES)?;
+        if header[..4] != crate::segment::format::FRAME_MAGIC.to_le_bytes() {
+            at += 1;
+            continue;
+        }
+        if let Ok(HeaderSlot::Frame(h)) = FrameHeader::decode(header)
+            && h.frame_bytes() <= frame_bytes_max
+            && at + h.frame_bytes() <= reader.len
+            && let Ok(Some((_, batch))) = decode_frame(reader.get(at, h.frame_bytes() as usize)?)
+        {
+            records += u64::from(batch.record_count);
+            at += h.frame_bytes();
+            continue;
+        }
+        at += 1;
+    }
+    Ok(records)
+}
+
+/// Reads a segment in large aligned chunks, keeping the current one.
+pub(crate) struct ChunkReader<'a> {
+    file: &'a fs::File,
+    path: &'a Path,
+    len: u64,
+    buf: Option<AlignedBuf>,
+    buf_pos: u64,
+}
+
+const CHUNK_BYTES: usize = 8 << 20;
+
+impl<'a> ChunkReader<'a> {
+    pub fn new(file: &'a fs::File, path: &'a Path, len: u64) -> ChunkReader<'a> {
+        ChunkReader {
+            file,
+            path,
+            len,
+            buf: None,
+            buf_pos: 0,
+        }
+    }
+
+    /// `len` bytes at `pos` (within the file).
+    pub fn get(&mut self, pos: u64, len: usize) -> Result<&[u8]> {
+        assert!(pos + len as u64 <= self.len);
+        let have = self.buf.as_ref().is_some_and(|b| {
+            pos >= self.buf_pos && pos + len as u64 <= self.buf_pos + b.len() as u64
+        });
+        if !have {
+            let start = pos - pos % BLOCK_BYTES as u64;
+            let need = (pos + len as u64 - start).next_multiple_of(BLOCK_BYTES as u64) as usize;
+            let n = need.max(CHUNK_BYTES);
+            self.buf = Some(io::read_aligned(self.file, self.path, start, n)?);
+            self.buf_pos = start;
+        }
+        let b = self.buf.as_ref().expect("chunk loaded");
+        let from = (pos - self.buf_pos) as usize;
+        Ok(&b[from..from + len])
+    }
+
+    /// The position of the last non-zero byte in `[from, to)`, if any.
+    pub fn last_nonzero(&mut self, from: u64, to: u64) -> Result<Option<u64>> {
+        let mut last = None;
+        let mut at = from;
+        while at < to {
+            let n = ((to - at) as usize).min(CHUNK_BYTES);
+            if let Some(i) = self.get(at, n)?.iter().rposition(|&b| b != 0) {
+                last = Some(at + i as u64);
+            }
+            at += n as u64;
+        }
+        Ok(last)
+    }
+}

@@ -1,0 +1,573 @@
+//! The shard writer: the one thread that appends to a shard's log.
+//!
+//! Each turn of its loop it drains the producer rings into the commit buffer being built
+//! (stamping offsets and framing one batch per run of records for the same partition),
+//! submits that buffer as one aligned write when no write is in flight, flushes written commits,
+//! and publishes what became durable: partition index entries and `offset_visible`, then each
+//! ring's `seq_acked`. Pipelining: the next commit is built while the previous one is written
+//! and flushed; at most one write and one flush are in flight.
+//!
+//! Writes never overlap in time: commit N+1 rewrites the last, partial block of commit N (the
+//! tail block) with the same leading bytes, so it is submitted only once write N completed.
+//! Under the sector-atomic model a torn rewrite leaves each sector old or new, and both agree
+//! on every byte of commit N, so acknowledged bytes are never damaged.
+//!
+//! The bytes that may not be durable at any moment lie within
+//! [`unflushed_window_bytes`] before the end of the log: recovery uses that bound to tell a torn
+//! tail from damage in the middle of the log.
+//!
+//! A failed write or flush latches the shard into a failed state: nothing after the last good
+//! flush is acknowledged, waiters get the error, and the writer stops (an fsync is never
+//! retried).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::index::{BatchEntry, Partition, SegmentIndex};
+use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
+use crate::segment::format::{
+    BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader, record_bytes,
+    seal_batch, write_record,
+};
+use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, index_path};
+
+/// The most bytes at the end of a shard's log that may not be durable: one commit being flushed,
+/// one written and waiting for the flush, one being written, and their tail blocks.
+pub fn unflushed_window_bytes(commit_bytes_max: usize) -> u64 {
+    3 * commit_bytes_max as u64 + 2 * BLOCK_BYTES as u64
+}
+
+const TOKEN_WRITE: u64 = 1;
+const TOKEN_FLUSH: u64 = 2;
+/// How long an idle writer parks before looking around again.
+const IDLE_PARK: Duration = Duration::from_millis(100);
+
+/// What the writer needs to start: settings and where recovery left the log.
+pub(crate) struct WriterStart {
+    pub segment_bytes: u64,
+    pub commit_bytes_max: usize,
+    pub durability: Durability,
+    pub backend: IoBackend,
+    pub pin_core: Option<usize>,
+    /// The last segment's id, and how many bytes of frames it holds.
+    pub segment: u64,
+    pub data_end: u64,
+    /// Frames already in the last segment (for its index file when it is sealed).
+    pub segment_frames: Vec<(u32, u32, BatchEntry)>,
+}
+
+struct RingIn {
+    rx: rtrb::Consumer<Pending>,
+    ack: Arc<AckRing>,
+    seq_popped: u64,
+}
+
+/// The commit being built: `buf[..len]` goes to segment position `start` (block-aligned); its
+/// first `len_carried` bytes are the previous commit's tail block.
+struct Build {
+    buf: AlignedBuf,
+    start: u64,
+    len: usize,
+    /// Where this commit's first frame starts (after the carried tail block bytes).
+    first_frame: usize,
+    frames: usize,
+    acks: Vec<(Arc<AckRing>, u64)>,
+    entries: Vec<(Arc<Partition>, BatchEntry)>,
+}
+
+/// A submitted commit, waiting to become durable.
+struct Commit {
+    end: u64,
+    acks: Vec<(Arc<AckRing>, u64)>,
+    entries: Vec<(Arc<Partition>, BatchEntry)>,
+}
+
+struct Active {
+    id: u64,
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<ShardShared>,
+    device: Box<dyn Device>,
+    start: WriterStart,
+    window: u64,
+    rings: Vec<RingIn>,
+    segment: Active,
+    build: Build,
+    spare: Vec<AlignedBuf>,
+    write_in_flight: Option<Commit>,
+    written: Vec<Commit>,
+    flush_in_flight: Vec<Commit>,
+    flushing: bool,
+    /// Segment position up to which everything is durable.
+    durable_end: u64,
+    last_flush: Instant,
+    roll_pending: bool,
+    completions: Vec<Completion>,
+}
+
+impl Writer {
+    /// Sets the writer up on the shard thread (the io_uring instance belongs to it).
+    pub fn new(shared: Arc<ShardShared>, start: WriterStart) -> Result<Writer> {
+        let device = io::device(start.backend, 64)?;
+        let path = shared.segment_path(start.segment);
+        let file = Arc::new(io::open_segment(&path, start.backend, false, true)?);
+        let mut buf = AlignedBuf::new(start.commit_bytes_max);
+        let block_start = align_down(start.data_end);
+        let carried = (start.data_end - block_start) as usize;
+        if carried > 0 {
+            let block = io::read_aligned(&file, &path, block_start, BLOCK_BYTES)?;
+            buf[..carried].copy_from_slice(&block[..carried]);
+        }
+        Ok(Writer {
+            window: unflushed_window_bytes(start.commit_bytes_max),
+            device,
+            rings: Vec::new(),
+            segment: Active {
+                id: start.segment,
+                file,
+                path,
+            },
+            build: Build {
+                buf,
+                start: block_start,
+                len: carried,
+                first_frame: carried,
+                frames: 0,
+                acks: Vec::new(),
+                entries: Vec::new(),
+            },
+            spare: vec![AlignedBuf::new(start.commit_bytes_max)],
+            write_in_flight: None,
+            written: Vec::new(),
+            flush_in_flight: Vec::new(),
+            flushing: false,
+            durable_end: start.data_end,
+            last_flush: Instant::now(),
+            roll_pending: false,
+            completions: Vec::new(),
+            shared,
+            start,
+        })
+    }
+
+    /// Runs until shutdown or failure; then records why it stopped and wakes every waiter.
+    pub fn run(mut self) {
+        if let Some(core) = self.start.pin_core {
+            pin_to_core(core);
+        }
+        let outcome = self.run_loop();
+        // Every operation must finish before buffers and files are dropped.
+        while self.device.in_flight() > 0 {
+            let mut done = Vec::new();
+            let _ = self.device.wait(&mut done, true, None);
+        }
+        let error = match outcome {
+            Ok(()) => Error::Closed,
+            Err(e) => Error::ShardFailed {
+                shard: self.shared.id,
+                reason: e.to_string(),
+            },
+        };
+        let _ = self.shared.failed.set(error);
+        self.take_new_rings();
+        for ring in &self.rings {
+            ring.ack.wake_all();
+        }
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
+        loop {
+            let mut progress = self.reap(false, None)?;
+            self.take_new_rings();
+            progress |= self.fill();
+            progress |= self.maybe_submit_write();
+            progress |= self.maybe_flush();
+            if self.roll_pending && self.idle_io() && self.build.frames == 0 {
+                self.roll()?;
+                progress = true;
+            }
+            let shutdown = self.shared.shutdown.load(Ordering::Acquire);
+            if shutdown && self.idle_io() && self.build.frames == 0 && self.rings_empty() {
+                return Ok(());
+            }
+            if !progress {
+                self.wait_for_work()?;
+            }
+        }
+    }
+
+    fn idle_io(&self) -> bool {
+        self.write_in_flight.is_none() && self.written.is_empty() && !self.flushing
+    }
+
+    fn rings_empty(&self) -> bool {
+        self.rings.iter().all(|r| r.rx.is_empty())
+    }
+
+    fn take_new_rings(&mut self) {
+        if !self.shared.new_rings_flag.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let new = std::mem::take(&mut *self.shared.new_rings.lock().expect("rings lock"));
+        for (rx, ack) in new {
+            self.rings.push(RingIn {
+                rx,
+                ack,
+                seq_popped: 0,
+            });
+        }
+    }
+
+    /// Blocks until something may have changed: an I/O completion, a record, a deadline.
+    fn wait_for_work(&mut self) -> Result<()> {
+        let deadline = self.flush_deadline();
+        if self.device.in_flight() > 0 {
+            self.reap(true, deadline)?;
+            return Ok(());
+        }
+        self.shared.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let work = !self.rings_empty()
+            || self.shared.new_rings_flag.load(Ordering::SeqCst)
+            || self.shared.shutdown.load(Ordering::SeqCst);
+        if !work {
+            std::thread::park_timeout(deadline.unwrap_or(IDLE_PARK).min(IDLE_PARK));
+        }
+        self.shared.sleeping.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Time until an interval flush is due, if one will be.
+    fn flush_deadline(&self) -> Option<Duration> {
+        match self.start.durability {
+            Durability::Interval(d) if !self.written.is_empty() && !self.flushing => {
+                Some(d.saturating_sub(self.last_flush.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves records from the rings into the commit buffer. Returns whether any moved.
+    fn fill(&mut self) -> bool {
+        if self.roll_pending {
+            return false;
+        }
+        let mut progress = false;
+        // Drop rings whose producer is gone once everything they sent is framed.
+        self.rings.retain(|r| !(r.rx.is_abandoned() && r.rx.is_empty()));
+        for i in 0..self.rings.len() {
+            loop {
+                match self.fill_batch(i) {
+                    FillOutcome::Framed => progress = true,
+                    FillOutcome::RingEmpty => break,
+                    FillOutcome::BufferFull => return progress,
+                    FillOutcome::SegmentFull => {
+                        self.roll_pending = true;
+                        return progress;
+                    }
+                }
+            }
+        }
+        progress
+    }
+
+    /// Frames one batch from the run of records at the front of ring `i` that share a partition.
+    fn fill_batch(&mut self, i: usize) -> FillOutcome {
+        let room = (self.build.buf.len() as u64).min(self.start.segment_bytes - self.build.start);
+        let room = room as usize;
+        let build = &mut self.build;
+        let ring = &mut self.rings[i];
+        let Ok(first) = ring.rx.peek() else {
+            return FillOutcome::RingEmpty;
+        };
+        let partition = Arc::clone(&first.partition);
+        let base_timestamp = first.timestamp;
+        let frame_at = build.len;
+        let first_end = frame_at + FRAME_OVERHEAD_BYTES + record_bytes(first.tail.len(), 0, 0);
+        if first_end > room {
+            let segment_room = self.start.segment_bytes - build.start - frame_at as u64;
+            return if first_end - frame_at > segment_room as usize {
+                FillOutcome::SegmentFull
+            } else {
+                FillOutcome::BufferFull
+            };
+        }
+        let base_offset = partition.offset_next.load(Ordering::Relaxed);
+        let mut at = frame_at + FRAME_OVERHEAD_BYTES;
+        let mut count: u32 = 0;
+        let mut max_timestamp = base_timestamp;
+        let capacity = ring.ack.capacity();
+        while let Ok(item) = ring.rx.peek() {
+            if !Arc::ptr_eq(&item.partition, &partition) {
+                break;
+            }
+            let delta = item.timestamp - base_timestamp;
+            let n = record_bytes(item.tail.len(), delta, count);
+            if at + n > room {
+                break;
+            }
+            write_record(&mut build.buf[at..], &item.tail, delta, count);
+            at += n;
+            max_timestamp = max_timestamp.max(item.timestamp);
+            let slot = (ring.seq_popped % capacity) as usize;
+            ring.ack.offsets[slot].store(base_offset + u64::from(count), Ordering::Relaxed);
+            ring.seq_popped += 1;
+            count += 1;
+            drop(ring.rx.pop());
+        }
+        assert!(count > 0, "the first record was checked to fit");
+        let meta = BatchMeta {
+            base_offset,
+            record_count: count,
+            base_timestamp,
+            max_timestamp,
+        };
+        seal_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
+        let header = FrameHeader {
+            topic_id: partition.topic_id,
+            partition: partition.partition,
+            base_offset,
+            batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
+        };
+        header.encode(
+            (&mut build.buf[frame_at..frame_at + FRAME_HEADER_BYTES])
+                .try_into()
+                .expect("header slice"),
+        );
+        partition
+            .offset_next
+            .store(base_offset + u64::from(count), Ordering::Relaxed);
+        let entry = BatchEntry {
+            base_offset,
+            last_offset: base_offset + u64::from(count) - 1,
+            max_timestamp,
+            segment: self.segment.id,
+            pos: build.start + frame_at as u64,
+            frame_bytes: (at - frame_at) as u32,
+        };
+        build.entries.push((partition, entry));
+        match build.acks.last_mut() {
+            Some((ack, seq_end)) if Arc::ptr_eq(ack, &ring.ack) => *seq_end = ring.seq_popped,
+            _ => build.acks.push((Arc::clone(&ring.ack), ring.seq_popped)),
+        }
+        build.len = at;
+        build.frames += 1;
+        FillOutcome::Framed
+    }
+
+    /// Submits the commit being built, if there is one and the disk is free for it.
+    fn maybe_submit_write(&mut self) -> bool {
+        if self.build.frames == 0 || self.write_in_flight.is_some() {
+            return false;
+        }
+        let end = self.build.start + self.build.len as u64;
+        if end - self.durable_end > self.window {
+            return false; // wait for a flush: keep the unflushed region within the window
+        }
+        let Some(mut next) = self.spare.pop() else {
+            return false;
+        };
+        let build = &mut self.build;
+        let padded = build.len.next_multiple_of(BLOCK_BYTES);
+        build.buf[build.len..padded].fill(0);
+        debug_assert!(verify_frames(&build.buf[build.first_frame..build.len]));
+        let next_start = align_down(end);
+        let carried = (end - next_start) as usize;
+        let from = (next_start - build.start) as usize;
+        next[..carried].copy_from_slice(&build.buf[from..from + carried]);
+        let buf = std::mem::replace(&mut build.buf, next);
+        let commit = Commit {
+            end,
+            acks: std::mem::take(&mut build.acks),
+            entries: std::mem::take(&mut build.entries),
+        };
+        self.device
+            .write(&self.segment.file, build.start, buf, padded, TOKEN_WRITE);
+        build.start = next_start;
+        build.len = carried;
+        build.first_frame = carried;
+        build.frames = 0;
+        self.write_in_flight = Some(commit);
+        true
+    }
+
+    /// Submits a flush when one is due.
+    fn maybe_flush(&mut self) -> bool {
+        if self.flushing || self.written.is_empty() {
+            return false;
+        }
+        let due = match self.start.durability {
+            Durability::Sync => true,
+            Durability::Interval(d) => {
+                let unflushed = self.written.last().map_or(0, |c| c.end) - self.durable_end;
+                self.last_flush.elapsed() >= d
+                    || unflushed >= self.start.commit_bytes_max as u64
+                    || self.roll_pending
+                    || self.shared.shutdown.load(Ordering::Relaxed)
+            }
+        };
+        if !due {
+            return false;
+        }
+        self.flush_in_flight = std::mem::take(&mut self.written);
+        self.flushing = true;
+        self.device.flush(&self.segment.file, TOKEN_FLUSH);
+        true
+    }
+
+    /// Handles finished I/O. Returns whether anything finished.
+    fn reap(&mut self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let mut done = std::mem::take(&mut self.completions);
+        self.device.wait(&mut done, block, timeout)?;
+        let progress = !done.is_empty();
+        for c in done.drain(..) {
+            if let Err(e) = c.result {
+                let op = if c.token == TOKEN_WRITE { "write" } else { "fdatasync" };
+                return Err(Error::io(op, &self.segment.path, e));
+            }
+            match c.token {
+                TOKEN_WRITE => {
+                    self.spare.push(c.buf.expect("a write returns its buffer"));
+                    let commit = self.write_in_flight.take().expect("a write in flight");
+                    if matches!(self.start.durability, Durability::Interval(_)) {
+                        publish(&commit);
+                    }
+                    self.written.push(commit);
+                }
+                TOKEN_FLUSH => {
+                    self.flushing = false;
+                    self.last_flush = Instant::now();
+                    let commits = std::mem::take(&mut self.flush_in_flight);
+                    if let Some(last) = commits.last() {
+                        self.durable_end = last.end;
+                    }
+                    for commit in &commits {
+                        if self.start.durability == Durability::Sync {
+                            publish(commit);
+                        }
+                        self.start.segment_frames.extend(
+                            commit
+                                .entries
+                                .iter()
+                                .map(|(p, e)| (p.topic_id, p.partition, *e)),
+                        );
+                    }
+                }
+                other => unreachable!("unknown token {other}"),
+            }
+        }
+        self.completions = done;
+        Ok(progress)
+    }
+
+    /// Seals the full segment (writes its index file) and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        let sealed = SegmentIndex {
+            segment: self.segment.id,
+            data_end: self.durable_end,
+            frames: std::mem::take(&mut self.start.segment_frames),
+        };
+        write_index_file(&index_path(&self.shared.dir, sealed.segment), &sealed)?;
+        let id = self.segment.id + 1;
+        let file = create_segment(&self.shared, id, self.start.segment_bytes, self.start.backend)?;
+        self.segment = Active {
+            id,
+            file: Arc::new(file),
+            path: self.shared.segment_path(id),
+        };
+        self.build.start = 0;
+        self.build.len = 0;
+        self.build.first_frame = 0;
+        self.durable_end = 0;
+        self.roll_pending = false;
+        Ok(())
+    }
+}
+
+enum FillOutcome {
+    Framed,
+    RingEmpty,
+    BufferFull,
+    SegmentFull,
+}
+
+/// Makes a durable commit visible: index entries and watermarks first, then acknowledgements.
+fn publish(commit: &Commit) {
+    for (partition, entry) in &commit.entries {
+        partition.push(*entry);
+        partition
+            .offset_visible
+            .store(entry.last_offset + 1, Ordering::Release);
+    }
+    for (ack, seq_end) in &commit.acks {
+        ack.seq_acked.store(*seq_end, Ordering::Release);
+        ack.wake_all();
+    }
+}
+
+fn align_down(pos: u64) -> u64 {
+    pos - pos % BLOCK_BYTES as u64
+}
+
+/// Checks every frame written by a commit decodes (a debug assertion before each write).
+fn verify_frames(bytes: &[u8]) -> bool {
+    use crate::segment::format::decode_frame;
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        match decode_frame(&bytes[pos..]) {
+            Ok(Some((h, batch))) if batch.check_records().is_ok() => pos += h.frame_bytes() as usize,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Creates, preallocates and registers segment `id` of a shard; fsyncs the directory.
+pub(crate) fn create_segment(
+    shared: &ShardShared,
+    id: u64,
+    segment_bytes: u64,
+    backend: IoBackend,
+) -> Result<File> {
+    let path = shared.segment_path(id);
+    let file = io::open_segment(&path, backend, true, true)?;
+    io::preallocate(&file, &path, segment_bytes)?;
+    io::sync_dir(&shared.dir)?;
+    let read = io::open_segment(&path, backend, false, false)?;
+    shared
+        .segments
+        .write()
+        .expect("segments lock")
+        .insert(id, Arc::new(SegmentFile { path, file: read }));
+    Ok(file)
+}
+
+/// Writes an index file atomically (temp file, fsync, rename, directory fsync).
+pub(crate) fn write_index_file(path: &std::path::Path, index: &SegmentIndex) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("idx.tmp");
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(&index.encode())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    io::sync_dir(path.parent().expect("index files live in a shard directory"))
+}
+
+/// Pins the calling thread to `core` (best effort: a failure only costs locality).
+fn pin_to_core(core: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    if set.set(core).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
