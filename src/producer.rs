@@ -3,8 +3,8 @@
 //!
 //! A [`Producer`] is one per thread (it is `Send`, not `Sync`). Its [`Ack`] handles resolve from
 //! the shard's published watermark, without a syscall or an allocation per record. Each ring
-//! holds at most `ring_records` records that are queued or whose `Ack` is still alive: that is
-//! the producer's backpressure bound.
+//! holds at most `ring_records` records waiting for the writer: that is the producer's
+//! backpressure bound.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -160,12 +160,9 @@ impl Producer {
         let timestamp = r.timestamp.unwrap_or_else(now_ms);
         let ring = self.ring(target.shard as usize);
         let seq = ring.seq_next;
-        let slot = (seq % ring.ack.capacity()) as usize;
         let deadline = wait.map(|d| Instant::now() + d);
         loop {
-            let free = ring.ack.slot_next[slot].load(Ordering::Acquire) == seq
-                && ring.tx.slots() > 0;
-            if free {
+            if ring.tx.slots() > 0 {
                 break;
             }
             let Some(deadline) = deadline else {
@@ -179,9 +176,11 @@ impl Producer {
             if let Some(e) = shard.stopped() {
                 return Err(e);
             }
-            // A released Ack slot wakes nobody, so look again after a short while.
-            std::thread::park_timeout((deadline - now).min(Duration::from_millis(1)));
+            // The writer wakes us when it acknowledges; the timeout covers a wake-up that came
+            // between the check above and the registration.
+            std::thread::park_timeout((deadline - now).min(Duration::from_millis(10)));
         }
+        ring.ack.claim_slot(seq);
         ring.tx
             .push(Pending {
                 partition: target,
@@ -224,7 +223,7 @@ fn now_ms() -> i64 {
 }
 
 /// The acknowledgement of one sent record: wait on it, poll it, or `.await` it. Dropping it
-/// without waiting is fine (fire and forget); holding it keeps one slot of the producer's ring.
+/// without waiting is fine (fire and forget).
 pub struct Ack {
     ring: Arc<AckRing>,
     shard: Arc<ShardShared>,
@@ -241,10 +240,9 @@ impl Ack {
     /// The outcome, if known.
     pub fn try_get(&self) -> Option<Result<Acked>> {
         if self.seq < self.ring.seq_acked.load(Ordering::Acquire) {
-            let slot = (self.seq % self.ring.capacity()) as usize;
             return Some(Ok(Acked {
                 partition: self.partition,
-                offset: self.ring.offsets[slot].load(Ordering::Relaxed),
+                offset: self.ring.offset_of(self.seq),
             }));
         }
         let e = self.shard.stopped()?;
@@ -305,8 +303,7 @@ impl Future for Ack {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        let slot = (self.seq % self.ring.capacity()) as usize;
-        self.ring.slot_next[slot].store(self.seq + self.ring.capacity(), Ordering::Release);
+        self.ring.release_slot(self.seq);
     }
 }
 

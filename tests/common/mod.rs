@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use floodgate::{Config, IoBackend};
+
+/// Both I/O backends; every integration test runs against each.
+pub const BACKENDS: [IoBackend; 2] = [IoBackend::IoUring, IoBackend::Portable];
+
+/// A fresh directory on the build's file system (not /tmp, which may be tmpfs and refuse
+/// O_DIRECT).
+pub fn test_dir(name: &str) -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new().prefix(name).tempdir_in(base).unwrap()
+}
+
+/// A configuration with small segments and commits, so tests roll segments quickly.
+pub fn small_config(dir: &std::path::Path, backend: IoBackend) -> Config {
+    Config::new(dir)
+        .io_backend(backend)
+        .segment_bytes(256 << 10)
+        .commit_bytes_max(64 << 10)
+        .record_bytes_max(16 << 10)
+        .ring_records(1024)
+        .pin_threads(false)
+}
+
+/// A deterministic payload for record `i` of `len` bytes.
+pub fn payload(i: u64, len: usize) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The segment files of shard `shard`, in order.
+pub fn segments(dir: &std::path::Path, shard: u32) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(format!("shard-{shard:03}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,217 @@
+//! Append, close, reopen and read back, across segment rolls, partitions and shards, on both
+//! I/O backends; and the errors a user can provoke.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{BACKENDS, payload, small_config, test_dir};
+use floodgate::{Durability, Error, Log, Record, TopicConfig};
+
+/// Sends `n` records numbered from `first` round-robin over partitions and returns
+/// (partition, offset) → record number.
+fn produce(log: &Log, topic: &str, first: u64, n: u64) -> HashMap<(u32, u64), u64> {
+    let mut producer = log.producer();
+    let mut acks = Vec::new();
+    for i in first..first + n {
+        let value = payload(i, 20 + (i as usize * 37) % 3000);
+        let key = i.to_le_bytes();
+        let ack = producer
+            .send(topic, Record::new(&value).key(&key).header("n", Some(&key)))
+            .unwrap();
+        acks.push((i, ack));
+    }
+    acks.into_iter()
+        .map(|(i, ack)| {
+            let at = ack.wait().unwrap();
+            ((at.partition, at.offset), i)
+        })
+        .collect()
+}
+
+/// Reads every partition from its earliest offset and checks each record against `expect`.
+fn check_all(log: &Log, topic: &str, partitions: u32, expect: &HashMap<(u32, u64), u64>) {
+    let mut seen = 0;
+    for p in 0..partitions {
+        let (earliest, next) = log.offsets(topic, p).unwrap();
+        assert_eq!(earliest, 0);
+        let mut offset = 0;
+        while offset < next {
+            let records = log.read(topic, p, offset, 64 << 10).unwrap();
+            assert!(!records.is_empty(), "no progress at {p}/{offset}");
+            for r in records {
+                assert_eq!(r.offset, offset, "offsets are dense");
+                let i = expect[&(p, offset)];
+                assert_eq!(r.key.as_deref(), Some(&i.to_le_bytes()[..]));
+                let want = payload(i, 20 + (i as usize * 37) % 3000);
+                assert_eq!(r.value.as_deref(), Some(&want[..]), "record {i}");
+                assert_eq!(r.headers.len(), 1);
+                assert_eq!(r.headers[0].0, "n");
+                offset += 1;
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, expect.len());
+}
+
+#[test]
+fn append_reopen_read_across_rolls_partitions_and_shards() {
+    for backend in BACKENDS {
+        let dir = test_dir("append");
+        let config = || small_config(dir.path(), backend).shards(2);
+        let mut expect;
+        {
+            let log = Log::open(config()).unwrap();
+            log.create_topic("orders", TopicConfig::new(5)).unwrap();
+            expect = produce(&log, "orders", 0, 3000);
+            assert_eq!(expect.len(), 3000, "every ack is unique");
+            check_all(&log, "orders", 5, &expect);
+            log.close().unwrap();
+        }
+        assert!(common::segments(dir.path(), 0).len() > 2, "segments rolled");
+        {
+            let log = Log::open(config()).unwrap();
+            assert_eq!(log.recovery_report().torn_tails.len(), 0);
+            check_all(&log, "orders", 5, &expect);
+            expect.extend(produce(&log, "orders", 3000, 500));
+            check_all(&log, "orders", 5, &expect);
+        }
+        let log = Log::open(config()).unwrap();
+        check_all(&log, "orders", 5, &expect);
+    }
+}
+
+#[test]
+fn interval_durability_acks_and_reads_back() {
+    for backend in BACKENDS {
+        let dir = test_dir("interval");
+        let config = small_config(dir.path(), backend)
+            .durability(Durability::Interval(Duration::from_millis(5)));
+        let log = Log::open(config.clone()).unwrap();
+        log.create_topic("t", TopicConfig::new(2)).unwrap();
+        let expect = produce(&log, "t", 0, 1000);
+        check_all(&log, "t", 2, &expect);
+        drop(log);
+        let log = Log::open(config).unwrap();
+        check_all(&log, "t", 2, &expect);
+    }
+}
+
+#[test]
+fn ack_is_a_future() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let dir = test_dir("future");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut producer = log.producer();
+    let mut ack = std::pin::pin!(producer.send("t", Record::new(b"x")).unwrap());
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let at = loop {
+        match ack.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => std::thread::park_timeout(Duration::from_secs(1)),
+        }
+    };
+    assert_eq!((at.partition, at.offset), (0, 0));
+}
+
+#[test]
+fn topics_create_list_delete() {
+    let dir = test_dir("topics");
+    let log = Log::open(small_config(dir.path(), BACKENDS[1])).unwrap();
+    log.create_topic("b", TopicConfig::new(3)).unwrap();
+    log.create_topic("a", TopicConfig::new(1)).unwrap();
+    assert!(matches!(
+        log.create_topic("a", TopicConfig::new(1)),
+        Err(Error::TopicExists(_))
+    ));
+    let names: Vec<_> = log.list_topics().into_iter().map(|t| (t.name, t.partitions)).collect();
+    assert_eq!(names, vec![("a".into(), 1), ("b".into(), 3)]);
+    let mut producer = log.producer();
+    producer.send("a", Record::new(b"old")).unwrap().wait().unwrap();
+    log.delete_topic("a").unwrap();
+    assert!(matches!(log.delete_topic("a"), Err(Error::UnknownTopic(_))));
+    assert!(matches!(log.read("a", 0, 0, 100), Err(Error::UnknownTopic(_))));
+    // A new topic of the same name starts empty: the old records are not resurrected.
+    log.create_topic("a", TopicConfig::new(1)).unwrap();
+    assert_eq!(log.offsets("a", 0).unwrap(), (0, 0));
+    drop(producer);
+    drop(log);
+    let log = Log::open(small_config(dir.path(), BACKENDS[1])).unwrap();
+    assert_eq!(log.offsets("a", 0).unwrap(), (0, 0));
+    assert_eq!(log.list_topics().len(), 2);
+}
+
+#[test]
+fn user_errors_are_clear() {
+    let dir = test_dir("errors");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    let second = Log::open(small_config(dir.path(), BACKENDS[0]));
+    match second {
+        Err(Error::Locked { holder, dir: d }) => {
+            assert_eq!(holder, format!("pid {}", std::process::id()));
+            assert_eq!(d, dir.path());
+        }
+        other => panic!("second open: {:?}", other.err()),
+    }
+    for bad in ["", "a b", "..", "x/y"] {
+        let e = log.create_topic(bad, TopicConfig::new(1)).unwrap_err();
+        assert!(matches!(e, Error::InvalidTopicName { .. }), "{e}");
+    }
+    assert!(matches!(
+        log.create_topic("zero", TopicConfig::new(0)),
+        Err(Error::InvalidPartitionCount { .. })
+    ));
+    log.create_topic("t", TopicConfig::new(2)).unwrap();
+    let mut producer = log.producer();
+    let big = vec![7u8; 16 << 10];
+    let e = producer.send("t", Record::new(&big)).unwrap_err();
+    assert!(matches!(e, Error::RecordTooLarge { max, .. } if max == 16 << 10), "{e}");
+    assert!(matches!(producer.send("nope", Record::new(b"x")), Err(Error::UnknownTopic(_))));
+    let e = producer.send("t", Record::new(b"x").partition(2)).unwrap_err();
+    assert!(matches!(e, Error::UnknownPartition { partition: 2, partitions: 2, .. }), "{e}");
+    for _ in 0..3 {
+        producer.send("t", Record::new(b"x").partition(1)).unwrap().wait().unwrap();
+    }
+    assert_eq!(log.read("t", 1, 3, 100).unwrap(), vec![]);
+    let e = log.read("t", 1, 4, 100).unwrap_err();
+    assert!(
+        matches!(e, Error::OffsetOutOfRange { offset: 4, earliest: 0, next: 3, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("earliest offset is 0 and the next offset is 3"), "{e}");
+    assert!(matches!(log.read("t", 9, 0, 100), Err(Error::UnknownPartition { .. })));
+    // Nothing oversized was written.
+    assert_eq!(log.offsets("t", 0).unwrap(), (0, 0));
+}
+
+#[test]
+fn offset_for_timestamp() {
+    let dir = test_dir("time");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut producer = log.producer();
+    for (i, ts) in [1000i64, 2000, 1500, 3000, 4000].into_iter().enumerate() {
+        let v = [i as u8];
+        producer.send("t", Record::new(&v).timestamp(ts)).unwrap().wait().unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp("t", 0, 1200).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp("t", 0, 2500).unwrap(), Some(3));
+    assert_eq!(log.offset_for_timestamp("t", 0, 4000).unwrap(), Some(4));
+    assert_eq!(log.offset_for_timestamp("t", 0, 4001).unwrap(), None);
+    let records = log.read("t", 0, 0, 1 << 20).unwrap();
+    let times: Vec<_> = records.iter().map(|r| r.timestamp).collect();
+    assert_eq!(times, vec![1000, 2000, 1500, 3000, 4000]);
+}
