@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::io::IoBackend;
-use crate::segment::format::{
-    BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX,
-};
+use crate::segment::format::{BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX};
 
 /// When a produced record is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,7 +137,10 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::Config(s));
         if self.shards == 0 || self.shards > SHARDS_MAX {
-            return bad(format!("shards must be 1 to {SHARDS_MAX}, not {}", self.shards));
+            return bad(format!(
+                "shards must be 1 to {SHARDS_MAX}, not {}",
+                self.shards
+            ));
         }
         if self.record_bytes_max == 0 {
             return bad("record_bytes_max must be positive".into());

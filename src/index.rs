@@ -74,7 +74,11 @@ impl Partition {
     pub(crate) fn push(&self, entry: BatchEntry) {
         let mut entries = self.entries.write().expect("index lock");
         if let Some((last, _)) = entries.last() {
-            assert_eq!(last.last_offset + 1, entry.base_offset, "index entries must be dense");
+            assert_eq!(
+                last.last_offset + 1,
+                entry.base_offset,
+                "index entries must be dense"
+            );
         }
         let running_max = entries
             .last()
@@ -87,7 +91,9 @@ impl Partition {
         let entries = self.entries.read().expect("index lock");
         entries
             .first()
-            .map_or(self.offset_visible.load(Ordering::Acquire), |(e, _)| e.base_offset)
+            .map_or(self.offset_visible.load(Ordering::Acquire), |(e, _)| {
+                e.base_offset
+            })
     }
 
     /// One past the last readable offset.
@@ -97,13 +103,20 @@ impl Partition {
 
     /// Entries from the batch holding `offset` on, up to `frame_bytes_max` bytes of frames
     /// (at least one entry), limited to offsets below `visible`.
-    pub fn entries_from(&self, offset: u64, frame_bytes_max: usize, visible: u64) -> Vec<BatchEntry> {
+    pub fn entries_from(
+        &self,
+        offset: u64,
+        frame_bytes_max: usize,
+        visible: u64,
+    ) -> Vec<BatchEntry> {
         let entries = self.entries.read().expect("index lock");
         let start = entries.partition_point(|(e, _)| e.last_offset < offset);
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for (e, _) in &entries[start..] {
-            if e.base_offset >= visible || (!out.is_empty() && bytes + e.frame_bytes as usize > frame_bytes_max) {
+            if e.base_offset >= visible
+                || (!out.is_empty() && bytes + e.frame_bytes as usize > frame_bytes_max)
+            {
                 break;
             }
             bytes += e.frame_bytes as usize;
@@ -116,7 +129,10 @@ impl Partition {
     pub fn entry_for_timestamp(&self, timestamp: i64, visible: u64) -> Option<BatchEntry> {
         let entries = self.entries.read().expect("index lock");
         let i = entries.partition_point(|(_, running_max)| *running_max < timestamp);
-        entries.get(i).map(|(e, _)| *e).filter(|e| e.base_offset < visible)
+        entries
+            .get(i)
+            .map(|(e, _)| *e)
+            .filter(|e| e.base_offset < visible)
     }
 }
 
@@ -139,7 +155,8 @@ pub struct SegmentIndex {
 impl SegmentIndex {
     /// Encodes the index file.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + self.frames.len() * INDEX_ENTRY_BYTES + 4);
+        let mut out =
+            Vec::with_capacity(INDEX_HEADER_BYTES + self.frames.len() * INDEX_ENTRY_BYTES + 4);
         out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         out.extend_from_slice(&self.segment.to_le_bytes());
@@ -227,7 +244,10 @@ mod tests {
     #[test]
     fn index_file_round_trips() {
         let idx = sample();
-        assert_eq!(SegmentIndex::decode(&idx.encode(), Path::new("x")).unwrap(), idx);
+        assert_eq!(
+            SegmentIndex::decode(&idx.encode(), Path::new("x")).unwrap(),
+            idx
+        );
     }
 
     #[test]
@@ -236,10 +256,16 @@ mod tests {
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
-            assert!(SegmentIndex::decode(&damaged, Path::new("x")).is_err(), "byte {i}");
+            assert!(
+                SegmentIndex::decode(&damaged, Path::new("x")).is_err(),
+                "byte {i}"
+            );
         }
         for len in 0..bytes.len() {
-            assert!(SegmentIndex::decode(&bytes[..len], Path::new("x")).is_err(), "len {len}");
+            assert!(
+                SegmentIndex::decode(&bytes[..len], Path::new("x")).is_err(),
+                "len {len}"
+            );
         }
     }
 
@@ -258,7 +284,12 @@ mod tests {
             });
         }
         p.offset_visible.store(40, Ordering::Release);
-        let from = |o, max| p.entries_from(o, max, 40).iter().map(|e| e.base_offset).collect::<Vec<_>>();
+        let from = |o, max| {
+            p.entries_from(o, max, 40)
+                .iter()
+                .map(|e| e.base_offset)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(from(0, 1), vec![0]);
         assert_eq!(from(15, 250), vec![10, 20]);
         assert_eq!(from(39, 10_000), vec![30]);

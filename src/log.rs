@@ -20,7 +20,9 @@ use crate::io::{self, IoBackend};
 use crate::meta::{DirLock, META_VERSION, Meta, TopicMeta, validate_topic_name};
 use crate::producer::Producer;
 use crate::segment::reader::{StoredRecord, read_entries};
-use crate::segment::recovery::{RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes};
+use crate::segment::recovery::{
+    RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes,
+};
 use crate::shard::ShardShared;
 use crate::shard::writer::{Writer, WriterStart};
 
@@ -168,16 +170,18 @@ impl Log {
             let thread_shared = Arc::clone(shared);
             let handle = std::thread::Builder::new()
                 .name(format!("floodgate-shard-{}", shared.id))
-                .spawn(move || match Writer::new(Arc::clone(&thread_shared), start) {
-                    Ok(w) => {
-                        let _ = tx.send(Ok(()));
-                        w.run();
-                    }
-                    Err(e) => {
-                        let _ = thread_shared.failed.set(e.clone());
-                        let _ = tx.send(Err(e));
-                    }
-                })
+                .spawn(
+                    move || match Writer::new(Arc::clone(&thread_shared), start) {
+                        Ok(w) => {
+                            let _ = tx.send(Ok(()));
+                            w.run();
+                        }
+                        Err(e) => {
+                            let _ = thread_shared.failed.set(e.clone());
+                            let _ = tx.send(Err(e));
+                        }
+                    },
+                )
                 .map_err(|e| Error::io("spawn shard thread", &dir, e))?;
             let _ = shared.thread.set(handle.thread().clone());
             threads.push(handle);
@@ -312,9 +316,9 @@ impl Log {
         let entries = p.entries_from(offset, bytes_max, visible);
         let mut out = Vec::new();
         let shard = &self.inner.shards[p.shard as usize];
-        for run in entries.chunk_by(|a, b| {
-            a.segment == b.segment && a.pos + u64::from(a.frame_bytes) == b.pos
-        }) {
+        for run in entries
+            .chunk_by(|a, b| a.segment == b.segment && a.pos + u64::from(a.frame_bytes) == b.pos)
+        {
             let segment = shard
                 .segments
                 .read()
@@ -322,7 +326,11 @@ impl Log {
                 .get(&run[0].segment)
                 .cloned()
                 .ok_or_else(|| {
-                    Error::corrupt(shard.segment_path(run[0].segment), 0, "segment file missing")
+                    Error::corrupt(
+                        shard.segment_path(run[0].segment),
+                        0,
+                        "segment file missing",
+                    )
                 })?;
             read_entries(
                 &segment,

@@ -64,7 +64,10 @@ impl Meta {
             return Err(Error::corrupt(
                 &path,
                 0,
-                format!("metadata version {} (this build reads {META_VERSION})", meta.version),
+                format!(
+                    "metadata version {} (this build reads {META_VERSION})",
+                    meta.version
+                ),
             ));
         }
         Ok(Some(meta))
@@ -76,7 +79,8 @@ impl Meta {
         let path = dir.join(META_FILE);
         let bytes = serde_json::to_vec_pretty(self).expect("metadata serialises");
         let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(&bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
         sync_dir(dir)
@@ -166,7 +170,10 @@ mod tests {
         }
         for bad in ["", ".", "..", "a b", "ä", "a/b", &"x".repeat(250)] {
             assert!(
-                matches!(validate_topic_name(bad), Err(Error::InvalidTopicName { .. })),
+                matches!(
+                    validate_topic_name(bad),
+                    Err(Error::InvalidTopicName { .. })
+                ),
                 "{bad:?}"
             );
         }

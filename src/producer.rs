@@ -141,9 +141,8 @@ impl Producer {
                 self.keyless_next % count
             }
         };
-        let mut tail = Vec::with_capacity(
-            16 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len),
-        );
+        let mut tail =
+            Vec::with_capacity(16 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len));
         encode_record_tail(&mut tail, r.key, r.value, &r.headers);
         let max = self.log.config.record_bytes_max;
         if tail.len() > max {
@@ -205,7 +204,11 @@ impl Producer {
             let (tx, rx) = rtrb::RingBuffer::new(capacity);
             let ack = Arc::new(AckRing::new(capacity));
             log.shards[shard].register(rx, Arc::clone(&ack));
-            ProducerRing { tx, ack, seq_next: 0 }
+            ProducerRing {
+                tx,
+                ack,
+                seq_next: 0,
+            }
         })
     }
 }

@@ -136,13 +136,24 @@ fn topics_create_list_delete() {
         log.create_topic("a", TopicConfig::new(1)),
         Err(Error::TopicExists(_))
     ));
-    let names: Vec<_> = log.list_topics().into_iter().map(|t| (t.name, t.partitions)).collect();
+    let names: Vec<_> = log
+        .list_topics()
+        .into_iter()
+        .map(|t| (t.name, t.partitions))
+        .collect();
     assert_eq!(names, vec![("a".into(), 1), ("b".into(), 3)]);
     let mut producer = log.producer();
-    producer.send("a", Record::new(b"old")).unwrap().wait().unwrap();
+    producer
+        .send("a", Record::new(b"old"))
+        .unwrap()
+        .wait()
+        .unwrap();
     log.delete_topic("a").unwrap();
     assert!(matches!(log.delete_topic("a"), Err(Error::UnknownTopic(_))));
-    assert!(matches!(log.read("a", 0, 0, 100), Err(Error::UnknownTopic(_))));
+    assert!(matches!(
+        log.read("a", 0, 0, 100),
+        Err(Error::UnknownTopic(_))
+    ));
     // A new topic of the same name starts empty: the old records are not resurrected.
     log.create_topic("a", TopicConfig::new(1)).unwrap();
     assert_eq!(log.offsets("a", 0).unwrap(), (0, 0));
@@ -177,21 +188,58 @@ fn user_errors_are_clear() {
     let mut producer = log.producer();
     let big = vec![7u8; 16 << 10];
     let e = producer.send("t", Record::new(&big)).unwrap_err();
-    assert!(matches!(e, Error::RecordTooLarge { max, .. } if max == 16 << 10), "{e}");
-    assert!(matches!(producer.send("nope", Record::new(b"x")), Err(Error::UnknownTopic(_))));
-    let e = producer.send("t", Record::new(b"x").partition(2)).unwrap_err();
-    assert!(matches!(e, Error::UnknownPartition { partition: 2, partitions: 2, .. }), "{e}");
+    assert!(
+        matches!(e, Error::RecordTooLarge { max, .. } if max == 16 << 10),
+        "{e}"
+    );
+    assert!(matches!(
+        producer.send("nope", Record::new(b"x")),
+        Err(Error::UnknownTopic(_))
+    ));
+    let e = producer
+        .send("t", Record::new(b"x").partition(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::UnknownPartition {
+                partition: 2,
+                partitions: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     for _ in 0..3 {
-        producer.send("t", Record::new(b"x").partition(1)).unwrap().wait().unwrap();
+        producer
+            .send("t", Record::new(b"x").partition(1))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     assert_eq!(log.read("t", 1, 3, 100).unwrap(), vec![]);
     let e = log.read("t", 1, 4, 100).unwrap_err();
     assert!(
-        matches!(e, Error::OffsetOutOfRange { offset: 4, earliest: 0, next: 3, .. }),
+        matches!(
+            e,
+            Error::OffsetOutOfRange {
+                offset: 4,
+                earliest: 0,
+                next: 3,
+                ..
+            }
+        ),
         "{e}"
     );
-    assert!(e.to_string().contains("earliest offset is 0 and the next offset is 3"), "{e}");
-    assert!(matches!(log.read("t", 9, 0, 100), Err(Error::UnknownPartition { .. })));
+    assert!(
+        e.to_string()
+            .contains("earliest offset is 0 and the next offset is 3"),
+        "{e}"
+    );
+    assert!(matches!(
+        log.read("t", 9, 0, 100),
+        Err(Error::UnknownPartition { .. })
+    ));
     // Nothing oversized was written.
     assert_eq!(log.offsets("t", 0).unwrap(), (0, 0));
 }
@@ -204,7 +252,11 @@ fn offset_for_timestamp() {
     let mut producer = log.producer();
     for (i, ts) in [1000i64, 2000, 1500, 3000, 4000].into_iter().enumerate() {
         let v = [i as u8];
-        producer.send("t", Record::new(&v).timestamp(ts)).unwrap().wait().unwrap();
+        producer
+            .send("t", Record::new(&v).timestamp(ts))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), Some(0));
     assert_eq!(log.offset_for_timestamp("t", 0, 1200).unwrap(), Some(1));

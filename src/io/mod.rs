@@ -66,7 +66,10 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes; `len` must be a non-zero multiple of [`BLOCK_BYTES`].
     pub fn new(len: usize) -> AlignedBuf {
-        assert!(len > 0 && len.is_multiple_of(BLOCK_BYTES), "unaligned buffer length {len}");
+        assert!(
+            len > 0 && len.is_multiple_of(BLOCK_BYTES),
+            "unaligned buffer length {len}"
+        );
         let layout = Self::layout(len);
         // SAFETY: the layout has a non-zero size (asserted above).
         let ptr = unsafe { alloc_zeroed(layout) };
@@ -147,8 +150,12 @@ pub trait Device: Send {
     fn in_flight(&self) -> usize;
     /// Moves finished operations into `out`. Blocks until at least one finishes when `block`
     /// is set and something is in flight, or until `timeout` passes.
-    fn wait(&mut self, out: &mut Vec<Completion>, block: bool, timeout: Option<Duration>)
-    -> Result<()>;
+    fn wait(
+        &mut self,
+        out: &mut Vec<Completion>,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<()>;
 }
 
 /// Creates the device of a backend for a shard.
@@ -205,7 +212,8 @@ pub fn read_aligned(file: &File, path: &Path, pos: u64, len: usize) -> Result<Al
 /// Writes all of `buf` at `pos` synchronously, retrying short writes and EINTR.
 pub fn write_all_at(file: &File, path: &Path, pos: u64, buf: &[u8]) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    file.write_all_at(buf, pos).map_err(|e| Error::io("write", path, e))
+    file.write_all_at(buf, pos)
+        .map_err(|e| Error::io("write", path, e))
 }
 
 /// Reserves `len` bytes of disk for a file, so appends never hit ENOSPC mid-segment.

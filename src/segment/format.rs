@@ -152,7 +152,10 @@ impl FrameHeader {
             batch_bytes: u32::from_le_bytes(h[24..28].try_into().unwrap()),
         };
         if (header.batch_bytes as usize) < BATCH_HEADER_BYTES {
-            return fail(format!("batch length {} below the minimum", header.batch_bytes));
+            return fail(format!(
+                "batch length {} below the minimum",
+                header.batch_bytes
+            ));
         }
         Ok(HeaderSlot::Frame(header))
     }
@@ -230,7 +233,9 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
         let Some(end) = end else {
-            return fail(format!("field of {n} bytes runs past the end of its record"));
+            return fail(format!(
+                "field of {n} bytes runs past the end of its record"
+            ));
         };
         let s = &self.bytes[self.pos..end];
         self.pos = end;
@@ -290,8 +295,7 @@ pub fn record_bytes(tail_bytes: usize, timestamp_delta: i64, offset_delta: u32) 
 /// Writes a whole record at the start of `out`; returns the bytes written
 /// (= [`record_bytes`]). `out` must be large enough.
 pub fn write_record(out: &mut [u8], tail: &[u8], timestamp_delta: i64, offset_delta: u32) -> usize {
-    let body =
-        1 + varlong_bytes(timestamp_delta) + varlong_bytes(offset_delta as i64) + tail.len();
+    let body = 1 + varlong_bytes(timestamp_delta) + varlong_bytes(offset_delta as i64) + tail.len();
     let mut n = write_varlong(out, body as i64);
     out[n] = 0; // attributes
     n += 1;
@@ -357,7 +361,10 @@ impl<'a> BatchView<'a> {
     /// length field, the magic, the CRC-32C, and that no compression is used.
     pub fn decode(bytes: &'a [u8]) -> Result<BatchView<'a>, DecodeError> {
         if bytes.len() < BATCH_HEADER_BYTES {
-            return fail(format!("record batch of {} bytes is too short", bytes.len()));
+            return fail(format!(
+                "record batch of {} bytes is too short",
+                bytes.len()
+            ));
         }
         let be_i64 = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
         let be_i32 = |at: usize| i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
@@ -369,7 +376,10 @@ impl<'a> BatchView<'a> {
             ));
         }
         if bytes[16] as i8 != BATCH_MAGIC {
-            return fail(format!("record batch magic {} (only 2 is supported)", bytes[16]));
+            return fail(format!(
+                "record batch magic {} (only 2 is supported)",
+                bytes[16]
+            ));
         }
         let crc_stored = u32::from_be_bytes(bytes[17..21].try_into().unwrap());
         let crc = crc32c::crc32c(&bytes[21..]);
@@ -380,7 +390,10 @@ impl<'a> BatchView<'a> {
         }
         let attributes = i16::from_be_bytes(bytes[21..23].try_into().unwrap());
         if attributes & 0x07 != 0 {
-            return fail(format!("compressed record batch (codec {})", attributes & 0x07));
+            return fail(format!(
+                "compressed record batch (codec {})",
+                attributes & 0x07
+            ));
         }
         let base_offset = be_i64(0);
         let last_offset_delta = be_i32(23);
@@ -390,7 +403,9 @@ impl<'a> BatchView<'a> {
         }
         let records = &bytes[BATCH_HEADER_BYTES..];
         if record_count < 1 || record_count as usize > records.len() / RECORD_BYTES_MIN {
-            return fail(format!("record count {record_count} impossible for the batch length"));
+            return fail(format!(
+                "record count {record_count} impossible for the batch length"
+            ));
         }
         if last_offset_delta < record_count - 1 {
             return fail(format!(
@@ -432,8 +447,7 @@ impl<'a> BatchView<'a> {
         for r in &mut it {
             let r = r?;
             let delta = r.offset - self.base_offset;
-            if last_delta.is_some_and(|d| delta <= d) || delta > u64::from(self.last_offset_delta)
-            {
+            if last_delta.is_some_and(|d| delta <= d) || delta > u64::from(self.last_offset_delta) {
                 return fail(format!("record offset delta {delta} out of order"));
             }
             last_delta = Some(delta);
@@ -585,12 +599,15 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Option<(FrameHeader, BatchView<'_>)>
 mod tests {
     use super::*;
 
+    /// (timestamp, key, value) of a test record.
+    type TestRecord<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
+
     /// Encodes a frame with the given records, the way the shard writer does.
-    pub(crate) fn frame(
+    fn frame(
         topic_id: u32,
         partition: u32,
         base_offset: u64,
-        records: &[(i64, Option<&[u8]>, Option<&[u8]>)],
+        records: &[TestRecord<'_>],
     ) -> Vec<u8> {
         let base_timestamp = records[0].0;
         let mut batch = vec![0u8; BATCH_HEADER_BYTES];
@@ -600,7 +617,10 @@ mod tests {
             let n = record_bytes(tail.len(), ts - base_timestamp, i as u32);
             let at = batch.len();
             batch.resize(at + n, 0);
-            assert_eq!(write_record(&mut batch[at..], &tail, ts - base_timestamp, i as u32), n);
+            assert_eq!(
+                write_record(&mut batch[at..], &tail, ts - base_timestamp, i as u32),
+                n
+            );
         }
         let meta = BatchMeta {
             base_offset,
@@ -623,7 +643,19 @@ mod tests {
 
     #[test]
     fn varlong_round_trips_and_sizes() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut out = Vec::new();
             put_varlong(&mut out, v);
             assert_eq!(out.len(), varlong_bytes(v), "{v}");
@@ -644,7 +676,10 @@ mod tests {
             7,
             3,
             1000,
-            &[(1_700_000_000_000, Some(b"k1"), Some(b"v1")), (1_700_000_000_005, None, None)],
+            &[
+                (1_700_000_000_000, Some(b"k1"), Some(b"v1")),
+                (1_700_000_000_005, None, None),
+            ],
         );
         let (h, batch) = decode_frame(&bytes).unwrap().unwrap();
         assert_eq!((h.topic_id, h.partition, h.base_offset), (7, 3, 1000));

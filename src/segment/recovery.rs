@@ -27,7 +27,9 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Partition, SegmentIndex};
 use crate::io::{self, AlignedBuf, IoBackend};
-use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame};
+use crate::segment::format::{
+    BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame,
+};
 use crate::shard::writer::{create_segment, write_index_file};
 use crate::shard::{SegmentFile, ShardShared, index_path};
 
@@ -100,7 +102,10 @@ pub(crate) fn recover_shard(
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(id) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(id) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             ids.push(id);
         } else if name.ends_with(".tmp") {
             let _ = fs::remove_file(entry.path());
@@ -131,7 +136,12 @@ pub(crate) fn recover_shard(
             .insert(id, Arc::clone(&segment));
         let last = i + 1 == ids.len();
         if !last && let Some(index) = load_index(&index_path(dir, id), id) {
-            apply(&segment.path, index.frames.iter().map(|&(t, p, e)| (t, p, e)), params, report)?;
+            apply(
+                &segment.path,
+                index.frames.iter().map(|&(t, p, e)| (t, p, e)),
+                params,
+                report,
+            )?;
             continue;
         }
         report.segments_scanned += 1;
@@ -139,23 +149,52 @@ pub(crate) fn recover_shard(
         let (frames, end) = scan(&mut reader, params)?;
         let frame_list: Vec<(u32, u32, BatchEntry)> = frames
             .iter()
-            .map(|f| (f.topic_id, f.partition, BatchEntry { segment: id, ..f.entry }))
+            .map(|f| {
+                (
+                    f.topic_id,
+                    f.partition,
+                    BatchEntry {
+                        segment: id,
+                        ..f.entry
+                    },
+                )
+            })
             .collect();
         report.records += frames.iter().map(|f| u64::from(f.records)).sum::<u64>();
         apply(&segment.path, frame_list.iter().copied(), params, report)?;
         let (data_end, cut) = match end {
             ScanEnd::Clean { pos } => (pos, None),
             ScanEnd::Torn { pos, garbage_end } if last => {
-                report.torn_tails.push((segment.path.clone(), pos, garbage_end - pos));
+                report
+                    .torn_tails
+                    .push((segment.path.clone(), pos, garbage_end - pos));
                 (pos, Some(garbage_end))
             }
             ScanEnd::Torn { pos, .. } => {
                 let reason = "a torn write in a sealed segment".to_string();
-                damaged(shared, params, report, &segment, &mut reader, &ids[i + 1..], pos, reason)?;
+                damaged(
+                    shared,
+                    params,
+                    report,
+                    &segment,
+                    &mut reader,
+                    &ids[i + 1..],
+                    pos,
+                    reason,
+                )?;
                 return finish(shared, params, id, pos, frame_list, Some(file_len));
             }
             ScanEnd::Damaged { pos, reason } => {
-                damaged(shared, params, report, &segment, &mut reader, &ids[i + 1..], pos, reason)?;
+                damaged(
+                    shared,
+                    params,
+                    report,
+                    &segment,
+                    &mut reader,
+                    &ids[i + 1..],
+                    pos,
+                    reason,
+                )?;
                 return finish(shared, params, id, pos, frame_list, Some(file_len));
             }
         };
@@ -236,7 +275,9 @@ fn damaged(
         let _ = fs::remove_file(index_path(&shared.dir, id));
     }
     io::sync_dir(&shared.dir)?;
-    report.repaired.push((segment.path.clone(), pos, reason, dropped));
+    report
+        .repaired
+        .push((segment.path.clone(), pos, reason, dropped));
     Ok(())
 }
 
@@ -265,12 +306,17 @@ fn zero_after(
         } else {
             AlignedBuf::new(n)
         };
-        let keep = if at == start { (pos - start) as usize } else { 0 };
+        let keep = if at == start {
+            (pos - start) as usize
+        } else {
+            0
+        };
         buf[keep..].fill(0);
         io::write_all_at(&file, &path, at, &buf)?;
         at += n as u64;
     }
-    file.sync_data().map_err(|e| Error::io("fdatasync", &path, e))
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))
 }
 
 fn load_index(path: &Path, id: u64) -> Option<SegmentIndex> {
@@ -306,7 +352,8 @@ fn apply(
             ));
         }
         p.push(entry);
-        p.offset_next.store(entry.last_offset + 1, Ordering::Relaxed);
+        p.offset_next
+            .store(entry.last_offset + 1, Ordering::Relaxed);
         p.offset_visible
             .store(entry.last_offset + 1, Ordering::Release);
     }
@@ -325,7 +372,9 @@ pub(crate) fn scan(
             return Ok((frames, classify(reader, pos, None, params.window)?));
         }
         let header = match FrameHeader::decode(reader.get(pos, FRAME_HEADER_BYTES)?) {
-            Ok(HeaderSlot::Zero) => return Ok((frames, classify(reader, pos, None, params.window)?)),
+            Ok(HeaderSlot::Zero) => {
+                return Ok((frames, classify(reader, pos, None, params.window)?));
+            }
             Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), params.window)?)),
             Ok(HeaderSlot::Frame(h)) => h,
         };
@@ -384,7 +433,11 @@ fn classify(
 
 /// Counts the records of every valid frame found at or after `pos`, resynchronising byte by
 /// byte past damage (used by repair to report what it drops).
-fn count_records_after(reader: &mut ChunkReader<'_>, pos: u64, frame_bytes_max: u64) -> Result<u64> {
+fn count_records_after(
+    reader: &mut ChunkReader<'_>,
+    pos: u64,
+    frame_bytes_max: u64,
+) -> Result<u64> {
     let mut records = 0;
     let mut at = pos;
     while at + FRAME_HEADER_BYTES as u64 <= reader.len {

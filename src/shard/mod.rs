@@ -92,7 +92,10 @@ impl AckRing {
             let prev = owner.load(Ordering::SeqCst);
             if prev != NO_OWNER {
                 let offset = self.offsets[slot].load(Ordering::SeqCst);
-                self.spilled.lock().expect("spill lock").insert(prev, offset);
+                self.spilled
+                    .lock()
+                    .expect("spill lock")
+                    .insert(prev, offset);
             }
             if owner
                 .compare_exchange(prev, seq, Ordering::SeqCst, Ordering::SeqCst)

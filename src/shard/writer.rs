@@ -262,7 +262,8 @@ impl Writer {
         }
         let mut progress = false;
         // Drop rings whose producer is gone once everything they sent is framed.
-        self.rings.retain(|r| !(r.rx.is_abandoned() && r.rx.is_empty()));
+        self.rings
+            .retain(|r| !(r.rx.is_abandoned() && r.rx.is_empty()));
         for i in 0..self.rings.len() {
             loop {
                 match self.fill_batch(i) {
@@ -430,7 +431,11 @@ impl Writer {
         let progress = !done.is_empty();
         for c in done.drain(..) {
             if let Err(e) = c.result {
-                let op = if c.token == TOKEN_WRITE { "write" } else { "fdatasync" };
+                let op = if c.token == TOKEN_WRITE {
+                    "write"
+                } else {
+                    "fdatasync"
+                };
                 return Err(Error::io(op, &self.segment.path, e));
             }
             match c.token {
@@ -477,7 +482,12 @@ impl Writer {
         };
         write_index_file(&index_path(&self.shared.dir, sealed.segment), &sealed)?;
         let id = self.segment.id + 1;
-        let file = create_segment(&self.shared, id, self.start.segment_bytes, self.start.backend)?;
+        let file = create_segment(
+            &self.shared,
+            id,
+            self.start.segment_bytes,
+            self.start.backend,
+        )?;
         self.segment = Active {
             id,
             file: Arc::new(file),
@@ -523,7 +533,9 @@ fn verify_frames(bytes: &[u8]) -> bool {
     let mut pos = 0usize;
     while pos < bytes.len() {
         match decode_frame(&bytes[pos..]) {
-            Ok(Some((h, batch))) if batch.check_records().is_ok() => pos += h.frame_bytes() as usize,
+            Ok(Some((h, batch))) if batch.check_records().is_ok() => {
+                pos += h.frame_bytes() as usize
+            }
             _ => return false,
         }
     }
@@ -559,7 +571,10 @@ pub(crate) fn write_index_file(path: &std::path::Path, index: &SegmentIndex) -> 
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io("write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
-    io::sync_dir(path.parent().expect("index files live in a shard directory"))
+    io::sync_dir(
+        path.parent()
+            .expect("index files live in a shard directory"),
+    )
 }
 
 /// Pins the calling thread to `core` (best effort: a failure only costs locality).

@@ -13,7 +13,10 @@ pub const BACKENDS: [IoBackend; 2] = [IoBackend::IoUring, IoBackend::Portable];
 pub fn test_dir(name: &str) -> tempfile::TempDir {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new().prefix(name).tempdir_in(base).unwrap()
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(base)
+        .unwrap()
 }
 
 /// A configuration with small segments and commits, so tests roll segments quickly.

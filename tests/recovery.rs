@@ -1,0 +1,302 @@
+//! Recovery's decision table, row by row: clean end, a last frame cut at every byte, a torn
+//! tail-block rewrite (each 512-byte sector old or new), damage before the tail (error, then
+//! repair), a damaged sealed segment, and missing or damaged index files.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{BACKENDS, payload, segments, small_config, test_dir};
+use floodgate::{Config, Error, IoBackend, Log, Record, TopicConfig};
+
+/// Sends records one at a time (one commit, one frame each) and returns each frame's value.
+fn produce_one_by_one(log: &Log, n: u64, len: usize) -> Vec<Vec<u8>> {
+    let mut producer = log.producer();
+    (0..n)
+        .map(|i| {
+            let v = payload(i, len);
+            let at = producer.send("t", Record::new(&v)).unwrap().wait().unwrap();
+            assert_eq!(at.offset, i);
+            v
+        })
+        .collect()
+}
+
+fn read_values(log: &Log) -> Vec<Vec<u8>> {
+    let (_, next) = log.offsets("t", 0).unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < next {
+        for r in log.read("t", 0, out.len() as u64, 1 << 20).unwrap() {
+            out.push(r.value.unwrap().to_vec());
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "LOCK" {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Frame boundaries of the records in a one-partition, one-record-per-frame segment.
+fn frame_ends(image: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut pos = 0;
+    while pos + 32 <= image.len() && image[pos..pos + 4] == *b"FGGL" {
+        let batch = u32::from_le_bytes(image[pos + 24..pos + 28].try_into().unwrap()) as usize;
+        pos += 32 + batch;
+        ends.push(pos);
+    }
+    ends
+}
+
+#[test]
+fn last_frame_cut_at_every_byte_loses_only_that_frame() {
+    for backend in BACKENDS {
+        let dir = test_dir("cut");
+        let values;
+        {
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            log.create_topic("t", TopicConfig::new(1)).unwrap();
+            values = produce_one_by_one(&log, 5, 40);
+        }
+        let seg = &segments(dir.path(), 0)[0];
+        let image = fs::read(seg).unwrap();
+        let ends = frame_ends(&image);
+        assert_eq!(ends.len(), 5);
+        let (start, end) = (ends[3], ends[4]);
+        for cut in start..end {
+            let mut damaged = image.clone();
+            damaged[cut..end].fill(0);
+            if damaged == image {
+                continue; // the frame ends in zero bytes (no headers): nothing was cut
+            }
+            fs::write(seg, &damaged).unwrap();
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            let report = log.recovery_report().clone();
+            if cut == start {
+                assert!(report.torn_tails.is_empty(), "a clean end at {cut}");
+            } else {
+                assert_eq!(report.torn_tails.len(), 1, "cut at {cut}");
+                assert_eq!(report.torn_tails[0].1, start as u64);
+            }
+            assert_eq!(read_values(&log), values[..4], "cut at {cut}");
+            // The log goes on from the cut, with dense offsets.
+            let mut producer = log.producer();
+            let at = producer
+                .send("t", Record::new(b"after"))
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(at.offset, 4);
+            drop(producer);
+            drop(log);
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            assert!(
+                log.recovery_report().torn_tails.is_empty(),
+                "the tear was cleaned up"
+            );
+            assert_eq!(read_values(&log).len(), 5);
+            drop(log);
+        }
+    }
+}
+
+/// The tail block is rewritten by the next commit. Tear that rewrite at every combination of
+/// sectors over its first block (each 512-byte sector old or new): every record acknowledged
+/// before it survives, and the new record is either whole or absent.
+#[test]
+fn torn_tail_block_rewrite_never_loses_acknowledged_records() {
+    for backend in BACKENDS {
+        let dir = test_dir("torn");
+        let (old, new, values);
+        {
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            log.create_topic("t", TopicConfig::new(1)).unwrap();
+            // Records of 300 bytes: a frame is ~400 bytes, so frames straddle sectors.
+            let first = produce_one_by_one(&log, 7, 300);
+            let seg = segments(dir.path(), 0)[0].clone();
+            old = fs::read(&seg).unwrap();
+            let mut producer = log.producer();
+            let last = payload(99, 1500);
+            producer
+                .send("t", Record::new(&last))
+                .unwrap()
+                .wait()
+                .unwrap();
+            new = fs::read(&seg).unwrap();
+            values = [first, vec![last]].concat();
+        }
+        let acked_end = frame_ends(&old).last().copied().unwrap();
+        let block = acked_end - acked_end % 4096;
+        let sectors: Vec<usize> = (block..block + 8192)
+            .step_by(512)
+            .filter(|&s| old[s..s + 512] != new[s..s + 512])
+            .collect();
+        assert!(sectors.len() >= 3, "the rewrite spans several sectors");
+        let seg_name = segments(dir.path(), 0)[0].file_name().unwrap().to_owned();
+        for mask in 0u32..(1 << sectors.len()) {
+            let mut image = old.clone();
+            for (i, &s) in sectors.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    image[s..s + 512].copy_from_slice(&new[s..s + 512]);
+                }
+            }
+            let crash = test_dir("torn-image");
+            copy_dir(dir.path(), crash.path());
+            fs::write(crash.path().join("shard-000").join(&seg_name), &image).unwrap();
+            let log = Log::open(small_config(crash.path(), backend)).unwrap();
+            let got = read_values(&log);
+            assert!(
+                got.len() == 7 || got.len() == 8,
+                "mask {mask:b}: {} records",
+                got.len()
+            );
+            assert_eq!(got, values[..got.len()], "mask {mask:b}");
+        }
+    }
+}
+
+/// Writes about `bytes` of records in one partition, in batches, then closes.
+fn fill(config: Config, bytes: usize) -> Vec<Vec<u8>> {
+    let log = Log::open(config).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut producer = log.producer();
+    let mut values = Vec::new();
+    let mut acks = Vec::new();
+    for i in 0..(bytes / 1000) as u64 {
+        let v = payload(i, 1000);
+        acks.push(producer.send("t", Record::new(&v)).unwrap());
+        values.push(v);
+        if acks.len() == 50 {
+            acks.drain(..).for_each(|a| {
+                a.wait().unwrap();
+            });
+        }
+    }
+    acks.drain(..).for_each(|a| {
+        a.wait().unwrap();
+    });
+    values
+}
+
+#[test]
+fn damage_before_the_tail_is_reported_and_repair_cuts_there() {
+    for backend in BACKENDS {
+        let dir = test_dir("flip");
+        let config = || {
+            small_config(dir.path(), backend)
+                .segment_bytes(2 << 20)
+                .commit_bytes_max(64 << 10)
+        };
+        let values = fill(config(), 1_500_000);
+        let seg = segments(dir.path(), 0)[0].clone();
+        let mut image = fs::read(&seg).unwrap();
+        let ends = frame_ends(&image);
+        let victim = ends[2]; // the fourth frame
+        image[victim + 200] ^= 0x04;
+        fs::write(&seg, &image).unwrap();
+        match Log::open(config()) {
+            Err(Error::Corrupt { path, pos, reason }) => {
+                assert_eq!(path, seg);
+                assert_eq!(pos, victim as u64);
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {:?}", other.err()),
+        }
+        let log = Log::open(config().repair_truncate_damaged(true)).unwrap();
+        let report = log.recovery_report();
+        assert_eq!(report.repaired.len(), 1);
+        let (path, pos, _, dropped) = &report.repaired[0];
+        assert_eq!((path, *pos), (&seg, victim as u64));
+        let kept = read_values(&log);
+        assert_eq!(kept, values[..kept.len()]);
+        // Every record after the cut is counted, except those of the damaged frame itself.
+        let damaged_frame_records = values.len() as u64 - kept.len() as u64 - dropped;
+        assert!(
+            damaged_frame_records > 0 && damaged_frame_records <= 64,
+            "{report:?}"
+        );
+        drop(log);
+        let log = Log::open(config()).unwrap();
+        assert_eq!(read_values(&log), kept, "the repair is durable");
+    }
+}
+
+#[test]
+fn a_hole_of_zeros_before_the_tail_is_damage() {
+    let dir = test_dir("hole");
+    let config = || {
+        small_config(dir.path(), IoBackend::IoUring)
+            .segment_bytes(2 << 20)
+            .commit_bytes_max(64 << 10)
+    };
+    fill(config(), 1_000_000);
+    let seg = segments(dir.path(), 0)[0].clone();
+    let mut image = fs::read(&seg).unwrap();
+    let at = frame_ends(&image)[1];
+    image[at..at + 4096].fill(0);
+    fs::write(&seg, &image).unwrap();
+    match Log::open(config()) {
+        Err(Error::Corrupt { pos, .. }) => assert_eq!(pos, at as u64),
+        other => panic!("expected Corrupt, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn missing_or_damaged_index_files_are_rebuilt() {
+    for backend in BACKENDS {
+        let dir = test_dir("index");
+        let values = fill(small_config(dir.path(), backend), 900_000);
+        let segs = segments(dir.path(), 0);
+        assert!(segs.len() >= 4, "{} segments", segs.len());
+        let idx = |i: usize| segs[i].with_extension("idx");
+        fs::remove_file(idx(0)).unwrap();
+        let mut damaged = fs::read(idx(1)).unwrap();
+        damaged[40] ^= 1;
+        fs::write(idx(1), &damaged).unwrap();
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        let rebuilt = &log.recovery_report().indexes_rebuilt;
+        assert_eq!(rebuilt, &vec![idx(0), idx(1)]);
+        assert_eq!(read_values(&log), values);
+        drop(log);
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        assert!(log.recovery_report().indexes_rebuilt.is_empty());
+        assert_eq!(
+            log.recovery_report().segments_scanned,
+            1,
+            "only the last segment is scanned once the indexes are back"
+        );
+        assert_eq!(read_values(&log), values);
+    }
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_caught_on_read() {
+    let dir = test_dir("sealed");
+    fill(small_config(dir.path(), IoBackend::IoUring), 700_000);
+    let seg = segments(dir.path(), 0)[0].clone();
+    let mut image = fs::read(&seg).unwrap();
+    image[500] ^= 0x80;
+    fs::write(&seg, &image).unwrap();
+    let log = Log::open(small_config(dir.path(), IoBackend::IoUring)).unwrap();
+    match log.read("t", 0, 0, 1 << 20) {
+        Err(Error::Corrupt { path, pos, .. }) => {
+            assert_eq!(path, seg);
+            assert_eq!(pos, 0);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
