@@ -26,7 +26,7 @@ fn kafka_decodes_floodgate_batches() {
                 let v = format!("value-{i}");
                 let k = format!("key-{i}");
                 let mut r = Record::new(v.as_bytes()).timestamp(1_700_000_000_000 + i as i64);
-                if i % 3 != 0 {
+                if !i.is_multiple_of(3) {
                     r = r
                         .key(k.as_bytes())
                         .header("trace", Some(b"abc"))
@@ -52,7 +52,7 @@ fn kafka_decodes_floodgate_batches() {
             assert_eq!(r.offset, next_offset);
             assert_eq!(r.timestamp, 1_700_000_000_000 + i as i64);
             assert_eq!(r.value.as_deref(), Some(format!("value-{i}").as_bytes()));
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 assert_eq!(r.key, None);
                 assert!(r.headers.is_empty());
             } else {
