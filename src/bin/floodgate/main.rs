@@ -1,1 +1,32 @@
-fn main() {}
+//! The `floodgate` command line: thin argument parsing over the library and the load tool.
+
+mod load;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "floodgate", version, about = "A durable, high-throughput log store on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive the log with load and measure it.
+    Load {
+        #[command(subcommand)]
+        scenario: load::Scenario,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load { scenario } => load::run(scenario),
+    };
+    if let Err(e) = result {
+        eprintln!("floodgate: {e}");
+        std::process::exit(1);
+    }
+}

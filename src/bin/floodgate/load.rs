@@ -1,0 +1,465 @@
+//! The load tool: produce at a target rate (open loop) or as fast as possible, measure
+//! acknowledgement latency from each record's intended send time (so a stall is not hidden by
+//! coordinated omission), and optionally read everything back to verify it.
+//!
+//! Payload layout (so corruption, loss and duplication are detectable):
+//! `[u32 producer][u64 seq][u64 checksum][filler]`, little-endian, where the checksum is
+//! xxh3_64 of the filler seeded with `producer << 32 ^ seq`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use floodgate::{Ack, Config, Durability, IoBackend, Log, Record, TopicConfig};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+const TOPIC: &str = "load";
+const HEADER_BYTES: usize = 20;
+
+#[derive(Subcommand)]
+pub enum Scenario {
+    /// Produce records and report throughput and acknowledgement latency.
+    Produce(ProduceArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ProduceArgs {
+    /// Data directory (default: a fresh temporary directory, removed at exit unless --keep).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary data directory.
+    #[arg(long)]
+    keep: bool,
+    /// Number of records to produce (default 1,000,000 unless --duration is given).
+    #[arg(long, conflicts_with = "duration")]
+    messages: Option<u64>,
+    /// Produce for this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Record value size in bytes (at least 20).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Partitions of the load topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Producer threads.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Target rate in records per second over all producers (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// `sync` or `interval:MS`.
+    #[arg(long, default_value = "sync")]
+    durability: String,
+    /// Shards (writer threads).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// I/O backend: `io_uring` or `portable`.
+    #[arg(long, default_value = "io_uring")]
+    backend: String,
+    /// Segment size in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    segment_bytes: u64,
+    /// Largest group-commit write in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    commit_bytes_max: usize,
+    /// Read everything back afterwards and check it.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(scenario: Scenario) -> Result<(), String> {
+    match scenario {
+        Scenario::Produce(args) => produce(args),
+    }
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    if s == "sync" {
+        return Ok(Durability::Sync);
+    }
+    let ms = s
+        .strip_prefix("interval:")
+        .and_then(|m| m.parse::<u64>().ok())
+        .filter(|&m| m > 0)
+        .ok_or_else(|| format!("--durability {s:?}: use sync or interval:MS (MS > 0)"))?;
+    Ok(Durability::Interval(Duration::from_millis(ms)))
+}
+
+fn parse_backend(s: &str) -> Result<IoBackend, String> {
+    match s {
+        "io_uring" | "uring" => Ok(IoBackend::IoUring),
+        "portable" => Ok(IoBackend::Portable),
+        _ => Err(format!("--backend {s:?}: use io_uring or portable")),
+    }
+}
+
+/// The data directory: the given one, or a fresh one on a disk-backed file system.
+fn data_dir(args: &ProduceArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    if let Some(d) = &args.dir {
+        return Ok((d.clone(), None));
+    }
+    let mut base = std::env::temp_dir();
+    if fs_type(&base) == "tmpfs" {
+        // tmpfs has no O_DIRECT and is memory, not disk: figures from it would mislead.
+        base = std::env::current_dir().map_err(|e| e.to_string())?;
+        eprintln!("note: {} is tmpfs; using {} instead", std::env::temp_dir().display(), base.display());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("floodgate-load-")
+        .tempdir_in(&base)
+        .map_err(|e| format!("creating a data directory in {}: {e}", base.display()))?;
+    Ok((tmp.path().to_owned(), Some(tmp)))
+}
+
+fn payload(producer: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&producer.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(producer);
+    while out.len() < size {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let take = (size - out.len()).min(8);
+        out.extend_from_slice(&x.to_le_bytes()[..take]);
+    }
+    let sum = checksum(producer, seq, &out[HEADER_BYTES..]);
+    out[12..20].copy_from_slice(&sum.to_le_bytes());
+}
+
+fn checksum(producer: u32, seq: u64, filler: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(filler, (u64::from(producer) << 32) ^ seq)
+}
+
+struct ProducerResult {
+    histogram: Histogram<u64>,
+    acked: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+fn produce(args: ProduceArgs) -> Result<(), String> {
+    if args.size < HEADER_BYTES {
+        return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
+    }
+    if args.producers == 0 || args.partitions == 0 {
+        return Err("--producers and --partitions must be at least 1".into());
+    }
+    let durability = parse_durability(&args.durability)?;
+    let backend = parse_backend(&args.backend)?;
+    let (dir, tmp) = data_dir(&args)?;
+    let config = Config::new(&dir)
+        .shards(args.shards)
+        .durability(durability)
+        .io_backend(backend)
+        .segment_bytes(args.segment_bytes)
+        .commit_bytes_max(args.commit_bytes_max);
+    let log = Log::open(config).map_err(|e| e.to_string())?;
+    if !log.list_topics().iter().any(|t| t.name == TOPIC) {
+        log.create_topic(TOPIC, TopicConfig::new(args.partitions))
+            .map_err(|e| e.to_string())?;
+    }
+    let messages = match (args.messages, args.duration) {
+        (Some(n), _) => Some(n),
+        (None, None) => Some(1_000_000),
+        (None, Some(_)) => None,
+    };
+    let deadline = args.duration.map(Duration::from_secs_f64);
+    let start = Instant::now();
+    let results: Vec<ProducerResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.producers)
+            .map(|k| {
+                let log = &log;
+                let args = &args;
+                let count = messages.map(|n| n / u64::from(args.producers) + u64::from(u64::from(k) < n % u64::from(args.producers)));
+                s.spawn(move || producer_thread(log, args, k, count, deadline, start))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("producer thread")).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    let mut produced = 0;
+    let mut errors = 0;
+    let mut first_error = None;
+    for r in &results {
+        histogram.add(&r.histogram).expect("histograms merge");
+        produced += r.acked;
+        errors += r.errors;
+        first_error = first_error.or(r.first_error.clone());
+    }
+    let verify = args.verify.then(|| verify(&log, &args, &results));
+    drop(log);
+    let fs = fs_type(&dir);
+    let msgs_per_s = produced as f64 / elapsed;
+    let mb_per_s = produced as f64 * args.size as f64 / 1e6 / elapsed;
+    let latency = json!({
+        "p50": histogram.value_at_quantile(0.50),
+        "p99": histogram.value_at_quantile(0.99),
+        "p999": histogram.value_at_quantile(0.999),
+        "max": histogram.max(),
+    });
+    let verify_json = match &verify {
+        Some(v) => json!({
+            "checked": v.checked, "missing": v.missing, "duplicated": v.duplicated,
+            "corrupt": v.corrupt, "out_of_order": v.out_of_order,
+        }),
+        None => serde_json::Value::Null,
+    };
+    let report = json!({
+        "scenario": "produce",
+        "message_bytes": args.size,
+        "partitions": args.partitions,
+        "producers": args.producers,
+        "shards": args.shards,
+        "durability": args.durability,
+        "io_backend": backend.name(),
+        "target_rate": args.rate,
+        "duration_s": elapsed,
+        "produced": produced,
+        "errors": errors,
+        "produce_msgs_per_s": msgs_per_s,
+        "produce_mb_per_s": mb_per_s,
+        "ack_latency_us": latency,
+        "verify": verify_json,
+        "env": env_json(&dir, &fs),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("floodgate load produce: {} × {} B, {} partition(s), {} producer(s), {} shard(s), durability {}, {} on {}",
+            produced, args.size, args.partitions, args.producers, args.shards, args.durability, backend.name(), fs);
+        println!("  throughput   {:>12.0} msgs/s   {:>8.1} MB/s   over {:.2} s", msgs_per_s, mb_per_s, elapsed);
+        println!(
+            "  ack latency  p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs",
+            latency["p50"], latency["p99"], latency["p999"], latency["max"]
+        );
+        if let Some(v) = &verify {
+            println!(
+                "  verify       checked {}  missing {}  duplicated {}  corrupt {}  out of order {}",
+                v.checked, v.missing, v.duplicated, v.corrupt, v.out_of_order
+            );
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("floodgate: {errors} send(s) failed; first: {e}");
+    }
+    if args.keep {
+        if let Some(t) = tmp {
+            let kept = t.keep();
+            eprintln!("kept data directory {}", kept.display());
+        }
+    }
+    let bad = verify.is_some_and(|v| v.missing + v.duplicated + v.corrupt + v.out_of_order > 0);
+    if errors > 0 || bad {
+        return Err("load run found errors".into());
+    }
+    Ok(())
+}
+
+fn record_latency(h: &mut Histogram<u64>, intended: Instant) {
+    let us = intended.elapsed().as_micros() as u64;
+    h.saturating_record(us.max(1));
+}
+
+fn producer_thread(
+    log: &Log,
+    args: &ProduceArgs,
+    k: u32,
+    count: Option<u64>,
+    deadline: Option<Duration>,
+    start: Instant,
+) -> ProducerResult {
+    let mut producer = log.producer();
+    let mut result = ProducerResult {
+        histogram: Histogram::new(3).expect("histogram"),
+        acked: 0,
+        errors: 0,
+        first_error: None,
+    };
+    let interval = (args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(f64::from(args.producers) / args.rate));
+    let window_max = 8192;
+    let mut window: VecDeque<(Ack, Instant)> = VecDeque::with_capacity(window_max);
+    let mut buf = Vec::with_capacity(args.size);
+    let finish = |result: &mut ProducerResult, ack: Ack, intended: Instant, wait: bool| {
+        let outcome = if wait {
+            ack.wait_timeout(Duration::from_secs(3600))
+        } else {
+            ack.try_get()
+        };
+        match outcome {
+            Some(Ok(_)) => {
+                record_latency(&mut result.histogram, intended);
+                result.acked += 1;
+                None
+            }
+            Some(Err(e)) => {
+                result.errors += 1;
+                result.first_error.get_or_insert(e.to_string());
+                None
+            }
+            None => Some((ack, intended)),
+        }
+    };
+    let mut seq = 0u64;
+    loop {
+        if count.is_some_and(|n| seq >= n) || deadline.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        let intended = match interval {
+            Some(iv) => {
+                let at = start + iv.mul_f64(seq as f64);
+                // Until it is time to send, collect acknowledgements.
+                while Instant::now() < at {
+                    match window.pop_front() {
+                        Some((ack, t)) => {
+                            let left = at.saturating_duration_since(Instant::now());
+                            if ack.wait_timeout(left).is_some() {
+                                finish(&mut result, ack, t, true);
+                            } else {
+                                window.push_front((ack, t));
+                            }
+                        }
+                        None => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+                    }
+                }
+                at
+            }
+            None => Instant::now(),
+        };
+        payload(k, seq, args.size, &mut buf);
+        let partition = ((seq + u64::from(k)) % u64::from(args.partitions)) as u32;
+        match producer.send(TOPIC, Record::new(&buf).partition(partition)) {
+            Ok(ack) => window.push_back((ack, intended)),
+            Err(e) => {
+                result.errors += 1;
+                result.first_error.get_or_insert(e.to_string());
+                break;
+            }
+        }
+        seq += 1;
+        while let Some((ack, t)) = window.pop_front() {
+            if let Some(back) = finish(&mut result, ack, t, false) {
+                window.push_front(back);
+                break;
+            }
+        }
+        if window.len() >= window_max {
+            let (ack, t) = window.pop_front().expect("window is full");
+            finish(&mut result, ack, t, true);
+        }
+    }
+    for (ack, t) in window.drain(..) {
+        finish(&mut result, ack, t, true);
+    }
+    result
+}
+
+struct Verify {
+    checked: u64,
+    missing: u64,
+    duplicated: u64,
+    corrupt: u64,
+    out_of_order: u64,
+}
+
+fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
+    let mut v = Verify {
+        checked: 0,
+        missing: 0,
+        duplicated: 0,
+        corrupt: 0,
+        out_of_order: 0,
+    };
+    let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    for p in 0..args.partitions {
+        let (earliest, next) = log.offsets(TOPIC, p).expect("load topic partition");
+        let mut last_seq: HashMap<u32, u64> = HashMap::new();
+        let mut offset = earliest;
+        while offset < next {
+            let records = match log.read(TOPIC, p, offset, 4 << 20) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("verify: reading partition {p} at {offset}: {e}");
+                    v.corrupt += 1;
+                    break;
+                }
+            };
+            for r in records {
+                v.checked += 1;
+                offset = r.offset + 1;
+                let Some(value) = r.value.filter(|b| b.len() >= HEADER_BYTES) else {
+                    v.corrupt += 1;
+                    continue;
+                };
+                let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
+                let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
+                let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
+                if value.len() != args.size || sum != checksum(producer, seq, &value[HEADER_BYTES..]) {
+                    v.corrupt += 1;
+                    continue;
+                }
+                if !seen.insert((producer, seq)) {
+                    v.duplicated += 1;
+                }
+                if last_seq.insert(producer, seq).is_some_and(|prev| prev > seq) {
+                    v.out_of_order += 1;
+                }
+            }
+        }
+    }
+    let acked: u64 = results.iter().map(|r| r.acked).sum();
+    let found_acked = seen.len() as u64;
+    v.missing = acked.saturating_sub(found_acked);
+    v
+}
+
+/// The file system type of the directory holding `path`.
+pub fn fs_type(path: &Path) -> String {
+    use nix::sys::statfs::statfs;
+    let probe = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match statfs(probe) {
+        Ok(s) => match s.filesystem_type().0 as i64 {
+            0xEF53 => "ext4".into(),
+            0x5846_5342 => "xfs".into(),
+            0x0102_1994 => "tmpfs".into(),
+            0x9123_683E => "btrfs".into(),
+            0x2FC1_2FC1 => "zfs".into(),
+            0x794C_7630 => "overlayfs".into(),
+            other => format!("fs-magic-{other:#x}"),
+        },
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// Machine facts printed with every result.
+pub fn env_json(dir: &Path, fs: &str) -> serde_json::Value {
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    json!({
+        "kernel": kernel,
+        "cpu_model": cpu,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "file_system": fs,
+        "data_dir": dir.display().to_string(),
+    })
+}
