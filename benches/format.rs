@@ -1,1 +1,93 @@
-fn main() {}
+//! Frame encode and decode, and the CRC-32C under them: the per-batch CPU cost of the write
+//! path (writer framing a batch of producer-encoded records) and the read path (verifying and
+//! walking a stored batch). Throughput is in payload bytes.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use floodgate::segment::format::{
+    BATCH_HEADER_BYTES, BatchMeta, FRAME_HEADER_BYTES, FrameHeader, decode_frame,
+    encode_record_tail, record_bytes, seal_batch, write_record,
+};
+use std::hint::black_box;
+
+/// Frames `count` records of `size`-byte values into `out` (cleared), as the writer does.
+fn encode(tails: &[Vec<u8>], out: &mut Vec<u8>) {
+    out.clear();
+    let total: usize = tails
+        .iter()
+        .enumerate()
+        .map(|(i, t)| record_bytes(t.len(), i as i64, i as u32))
+        .sum();
+    out.resize(FRAME_HEADER_BYTES + BATCH_HEADER_BYTES + total, 0);
+    let mut at = FRAME_HEADER_BYTES + BATCH_HEADER_BYTES;
+    for (i, t) in tails.iter().enumerate() {
+        at += write_record(&mut out[at..], t, i as i64, i as u32);
+    }
+    let meta = BatchMeta {
+        base_offset: 1000,
+        record_count: tails.len() as u32,
+        base_timestamp: 1_700_000_000_000,
+        max_timestamp: 1_700_000_000_000 + tails.len() as i64,
+    };
+    seal_batch(&mut out[FRAME_HEADER_BYTES..], &meta);
+    let header = FrameHeader {
+        topic_id: 1,
+        partition: 0,
+        base_offset: 1000,
+        batch_bytes: (out.len() - FRAME_HEADER_BYTES) as u32,
+    };
+    header.encode((&mut out[..FRAME_HEADER_BYTES]).try_into().unwrap());
+}
+
+fn tails(count: usize, size: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let mut t = Vec::new();
+            encode_record_tail(&mut t, None, Some(&vec![i as u8; size]), &[]);
+            t
+        })
+        .collect()
+}
+
+fn bench_frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame");
+    for (count, size) in [(1000usize, 100usize), (16, 4096)] {
+        let tails = tails(count, size);
+        let mut frame = Vec::new();
+        encode(&tails, &mut frame);
+        let (_, batch) = decode_frame(&frame).unwrap().unwrap();
+        batch.check_records().unwrap();
+        assert_eq!(batch.record_count as usize, count);
+        group.throughput(Throughput::Bytes((count * size) as u64));
+        let id = format!("{count}x{size}B");
+        group.bench_function(BenchmarkId::new("encode", &id), |b| {
+            b.iter(|| encode(black_box(&tails), &mut frame))
+        });
+        group.bench_function(BenchmarkId::new("decode_verify", &id), |b| {
+            b.iter(|| {
+                let (_, batch) = decode_frame(black_box(&frame)).unwrap().unwrap();
+                let mut n = 0;
+                for r in batch.records() {
+                    n += r.unwrap().value.unwrap().len();
+                }
+                n
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_crc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crc32c");
+    for size in [4096usize, 1 << 20] {
+        let data = vec![0xA5u8; size];
+        assert_eq!(crc32c::crc32c(&data), crc32c::crc32c(&data.clone()));
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter(|| crc32c::crc32c(black_box(&data)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_frames, bench_crc);
+criterion_main!(benches);

@@ -108,7 +108,11 @@ fn data_dir(args: &ProduceArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), 
     if fs_type(&base) == "tmpfs" {
         // tmpfs has no O_DIRECT and is memory, not disk: figures from it would mislead.
         base = std::env::current_dir().map_err(|e| e.to_string())?;
-        eprintln!("note: {} is tmpfs; using {} instead", std::env::temp_dir().display(), base.display());
+        eprintln!(
+            "note: {} is tmpfs; using {} instead",
+            std::env::temp_dir().display(),
+            base.display()
+        );
     }
     let tmp = tempfile::Builder::new()
         .prefix("floodgate-load-")
@@ -124,7 +128,9 @@ fn payload(producer: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; 8]);
     let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(producer);
     while out.len() < size {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let take = (size - out.len()).min(8);
         out.extend_from_slice(&x.to_le_bytes()[..take]);
     }
@@ -176,14 +182,20 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
             .map(|k| {
                 let log = &log;
                 let args = &args;
-                let count = messages.map(|n| n / u64::from(args.producers) + u64::from(u64::from(k) < n % u64::from(args.producers)));
+                let count = messages.map(|n| {
+                    n / u64::from(args.producers)
+                        + u64::from(u64::from(k) < n % u64::from(args.producers))
+                });
                 s.spawn(move || producer_thread(log, args, k, count, deadline, start))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("producer thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("producer thread"))
+            .collect()
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram");
     let mut produced = 0;
     let mut errors = 0;
     let mut first_error = None;
@@ -232,9 +244,21 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     if args.json {
         println!("{report}");
     } else {
-        println!("floodgate load produce: {} × {} B, {} partition(s), {} producer(s), {} shard(s), durability {}, {} on {}",
-            produced, args.size, args.partitions, args.producers, args.shards, args.durability, backend.name(), fs);
-        println!("  throughput   {:>12.0} msgs/s   {:>8.1} MB/s   over {:.2} s", msgs_per_s, mb_per_s, elapsed);
+        println!(
+            "floodgate load produce: {} × {} B, {} partition(s), {} producer(s), {} shard(s), durability {}, {} on {}",
+            produced,
+            args.size,
+            args.partitions,
+            args.producers,
+            args.shards,
+            args.durability,
+            backend.name(),
+            fs
+        );
+        println!(
+            "  throughput   {:>12.0} msgs/s   {:>8.1} MB/s   over {:.2} s",
+            msgs_per_s, mb_per_s, elapsed
+        );
         println!(
             "  ack latency  p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs",
             latency["p50"], latency["p99"], latency["p999"], latency["max"]
@@ -249,11 +273,11 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     if let Some(e) = first_error {
         eprintln!("floodgate: {errors} send(s) failed; first: {e}");
     }
-    if args.keep {
-        if let Some(t) = tmp {
-            let kept = t.keep();
-            eprintln!("kept data directory {}", kept.display());
-        }
+    if args.keep
+        && let Some(t) = tmp
+    {
+        let kept = t.keep();
+        eprintln!("kept data directory {}", kept.display());
     }
     let bad = verify.is_some_and(|v| v.missing + v.duplicated + v.corrupt + v.out_of_order > 0);
     if errors > 0 || bad {
@@ -277,13 +301,13 @@ fn producer_thread(
 ) -> ProducerResult {
     let mut producer = log.producer();
     let mut result = ProducerResult {
-        histogram: Histogram::new(3).expect("histogram"),
+        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
         acked: 0,
         errors: 0,
         first_error: None,
     };
-    let interval = (args.rate > 0.0)
-        .then(|| Duration::from_secs_f64(f64::from(args.producers) / args.rate));
+    let interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(f64::from(args.producers) / args.rate));
     let window_max = 8192;
     let mut window: VecDeque<(Ack, Instant)> = VecDeque::with_capacity(window_max);
     let mut buf = Vec::with_capacity(args.size);
@@ -401,14 +425,19 @@ fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
                 let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
                 let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
                 let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
-                if value.len() != args.size || sum != checksum(producer, seq, &value[HEADER_BYTES..]) {
+                if value.len() != args.size
+                    || sum != checksum(producer, seq, &value[HEADER_BYTES..])
+                {
                     v.corrupt += 1;
                     continue;
                 }
                 if !seen.insert((producer, seq)) {
                     v.duplicated += 1;
                 }
-                if last_seq.insert(producer, seq).is_some_and(|prev| prev > seq) {
+                if last_seq
+                    .insert(producer, seq)
+                    .is_some_and(|prev| prev > seq)
+                {
                     v.out_of_order += 1;
                 }
             }
@@ -428,7 +457,7 @@ pub fn fs_type(path: &Path) -> String {
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
     match statfs(probe) {
-        Ok(s) => match s.filesystem_type().0 as i64 {
+        Ok(s) => match s.filesystem_type().0 {
             0xEF53 => "ext4".into(),
             0x5846_5342 => "xfs".into(),
             0x0102_1994 => "tmpfs".into(),

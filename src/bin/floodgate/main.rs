@@ -5,7 +5,11 @@ mod load;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "floodgate", version, about = "A durable, high-throughput log store on io_uring")]
+#[command(
+    name = "floodgate",
+    version,
+    about = "A durable, high-throughput log store on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
