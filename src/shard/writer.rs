@@ -5,7 +5,13 @@
 //! submits that buffer as one aligned write when no write is in flight, flushes written commits,
 //! and publishes what became durable: partition index entries and `offset_visible`, then each
 //! ring's `seq_acked`. Pipelining: the next commit is built while the previous one is written
-//! and flushed; at most one write and one flush are in flight.
+//! and flushed; at most one write and [`FLUSHES_IN_FLIGHT_MAX`] flushes are in flight.
+//!
+//! Flush choice, measured on the development machine (ext4 on virtio, 100-byte records, 1
+//! producer, 3 runs each): `fdatasync` after each write gave 2.28-2.49M msgs/s unpaced and a p99
+//! ack latency of 1.7-2.4 ms at 500k msgs/s paced; RWF_DSYNC writes (no separate flush, so no
+//! overlap of one commit's flush with the next commit's write) gave 2.40-2.60M msgs/s but a
+//! p99 of 4.4-5.2 ms paced. fdatasync stays.
 //!
 //! Writes never overlap in time: commit N+1 rewrites the last, partial block of commit N (the
 //! tail block) with the same leading bytes, so it is submitted only once write N completed.
@@ -36,14 +42,20 @@ use crate::segment::format::{
 };
 use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, index_path};
 
-/// The most bytes at the end of a shard's log that may not be durable: one commit being flushed,
-/// one written and waiting for the flush, one being written, and their tail blocks.
+/// The most bytes at the end of a shard's log that may not be durable. The writer holds back
+/// a write that would go past it (see `maybe_submit_write`); recovery treats damage within it
+/// as a torn tail.
 pub fn unflushed_window_bytes(commit_bytes_max: usize) -> u64 {
-    3 * commit_bytes_max as u64 + 2 * BLOCK_BYTES as u64
+    4 * commit_bytes_max as u64 + 2 * BLOCK_BYTES as u64
 }
 
-const TOKEN_WRITE: u64 = 1;
-const TOKEN_FLUSH: u64 = 2;
+/// Flushes in flight at once. A second flush submitted while the first runs covers the commit
+/// written meanwhile, so it is acknowledged one flush earlier than if it waited.
+pub const FLUSHES_IN_FLIGHT_MAX: usize = 2;
+
+const TOKEN_WRITE: u64 = 0;
+/// Flush tokens are `TOKEN_FLUSH_FIRST + n` for the n-th flush.
+const TOKEN_FLUSH_FIRST: u64 = 1;
 /// How long an idle writer parks before looking around again.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
@@ -104,8 +116,9 @@ pub(crate) struct Writer {
     spare: Vec<AlignedBuf>,
     write_in_flight: Option<Commit>,
     written: Vec<Commit>,
-    flush_in_flight: Vec<Commit>,
-    flushing: bool,
+    /// Flushes in flight, oldest first: (token, the commits they make durable).
+    flushes: std::collections::VecDeque<(u64, Vec<Commit>)>,
+    flush_next: u64,
     /// Segment position up to which everything is durable.
     durable_end: u64,
     last_flush: Instant,
@@ -147,8 +160,8 @@ impl Writer {
             spare: vec![AlignedBuf::new(start.commit_bytes_max)],
             write_in_flight: None,
             written: Vec::new(),
-            flush_in_flight: Vec::new(),
-            flushing: false,
+            flushes: std::collections::VecDeque::new(),
+            flush_next: TOKEN_FLUSH_FIRST,
             durable_end: start.data_end,
             last_flush: Instant::now(),
             roll_pending: false,
@@ -205,7 +218,7 @@ impl Writer {
     }
 
     fn idle_io(&self) -> bool {
-        self.write_in_flight.is_none() && self.written.is_empty() && !self.flushing
+        self.write_in_flight.is_none() && self.written.is_empty() && self.flushes.is_empty()
     }
 
     fn rings_empty(&self) -> bool {
@@ -248,7 +261,7 @@ impl Writer {
     /// Time until an interval flush is due, if one will be.
     fn flush_deadline(&self) -> Option<Duration> {
         match self.start.durability {
-            Durability::Interval(d) if !self.written.is_empty() && !self.flushing => {
+            Durability::Interval(d) if !self.written.is_empty() && self.flushes.is_empty() => {
                 Some(d.saturating_sub(self.last_flush.elapsed()))
             }
             _ => None,
@@ -402,15 +415,16 @@ impl Writer {
 
     /// Submits a flush when one is due.
     fn maybe_flush(&mut self) -> bool {
-        if self.flushing || self.written.is_empty() {
+        if self.flushes.len() >= FLUSHES_IN_FLIGHT_MAX || self.written.is_empty() {
             return false;
         }
         let due = match self.start.durability {
             Durability::Sync => true,
             Durability::Interval(d) => {
                 let unflushed = self.written.last().map_or(0, |c| c.end) - self.durable_end;
-                self.last_flush.elapsed() >= d
-                    || unflushed >= self.start.commit_bytes_max as u64
+                self.flushes.is_empty()
+                    && (self.last_flush.elapsed() >= d
+                        || unflushed >= self.start.commit_bytes_max as u64)
                     || self.roll_pending
                     || self.shared.shutdown.load(Ordering::Relaxed)
             }
@@ -418,9 +432,11 @@ impl Writer {
         if !due {
             return false;
         }
-        self.flush_in_flight = std::mem::take(&mut self.written);
-        self.flushing = true;
-        self.device.flush(&self.segment.file, TOKEN_FLUSH);
+        let token = self.flush_next;
+        self.flush_next += 1;
+        self.flushes
+            .push_back((token, std::mem::take(&mut self.written)));
+        self.device.flush(&self.segment.file, token);
         true
     }
 
@@ -447,10 +463,14 @@ impl Writer {
                     }
                     self.written.push(commit);
                 }
-                TOKEN_FLUSH => {
-                    self.flushing = false;
+                token => {
+                    // A flush covers every write completed before it was submitted, so it also
+                    // completes the flushes submitted before it.
                     self.last_flush = Instant::now();
-                    let commits = std::mem::take(&mut self.flush_in_flight);
+                    let mut commits = Vec::new();
+                    while self.flushes.front().is_some_and(|(t, _)| *t <= token) {
+                        commits.extend(self.flushes.pop_front().expect("a flush").1);
+                    }
                     if let Some(last) = commits.last() {
                         self.durable_end = last.end;
                     }
@@ -466,7 +486,6 @@ impl Writer {
                         );
                     }
                 }
-                other => unreachable!("unknown token {other}"),
             }
         }
         self.completions = done;
