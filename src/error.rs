@@ -50,7 +50,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// The file system of the data directory refuses O_DIRECT (tmpfs, some network file systems).
+    /// The file system of the data directory refuses O_DIRECT (ramfs, some network and FUSE file
+    /// systems, tmpfs before Linux 6.6).
     #[error(
         "the file system of {path} does not support O_DIRECT ({source}); put the data directory \
          on a disk-backed file system (ext4, xfs), or choose the portable backend with \
