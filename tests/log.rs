@@ -267,3 +267,18 @@ fn offset_for_timestamp() {
     let times: Vec<_> = records.iter().map(|r| r.timestamp).collect();
     assert_eq!(times, vec![1000, 2000, 1500, 3000, 4000]);
 }
+
+#[test]
+fn another_process_is_refused_with_the_holder_named() {
+    let dir = test_dir("lock-process");
+    let _log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["load", "produce", "--messages", "1", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let holder = format!("locked by another floodgate instance (pid {})", std::process::id());
+    assert!(stderr.contains(&holder), "{stderr}");
+}
