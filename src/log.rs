@@ -137,6 +137,7 @@ impl Log {
             frame_bytes_max: commit_max as u64,
             window: unflushed_window_bytes(commit_max),
             repair: config.repair_truncate_damaged,
+            prezero: config.segment_prezero,
             partitions: &by_id,
         };
         let mut report = RecoveryReport::default();
@@ -161,6 +162,7 @@ impl Log {
                 commit_bytes_max: config.commit_bytes_max,
                 durability: config.durability,
                 backend: config.io_backend,
+                prezero: config.segment_prezero,
                 pin_core: config.pin_threads.then_some(shared.id as usize % cores),
                 segment: end.segment,
                 data_end: end.data_end,

@@ -279,6 +279,9 @@ fn another_process_is_refused_with_the_holder_named() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let holder = format!("locked by another floodgate instance (pid {})", std::process::id());
+    let holder = format!(
+        "locked by another floodgate instance (pid {})",
+        std::process::id()
+    );
     assert!(stderr.contains(&holder), "{stderr}");
 }

@@ -238,3 +238,20 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
+
+/// Gives the calling thread's I/O the idle priority class, so the block layer (mq-deadline,
+/// bfq) serves it only when no normal I/O waits. Best effort: an error only costs latency.
+pub fn set_io_priority_idle() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set takes integers only; who = 0 means the calling thread.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+    }
+}

@@ -30,7 +30,8 @@ use crate::io::{self, AlignedBuf, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame,
 };
-use crate::shard::writer::{create_segment, write_index_file};
+use crate::shard::prepare::prepare_segment;
+use crate::shard::writer::{adopt_segment, create_segment, write_index_file};
 use crate::shard::{SegmentFile, ShardShared, index_path};
 
 pub use crate::shard::writer::unflushed_window_bytes;
@@ -69,6 +70,7 @@ pub(crate) struct RecoverParams<'a> {
     pub frame_bytes_max: u64,
     pub window: u64,
     pub repair: bool,
+    pub prezero: bool,
     pub partitions: &'a HashMap<(u32, u32), Arc<Partition>>,
 }
 
@@ -107,14 +109,21 @@ pub(crate) fn recover_shard(
             .and_then(|s| s.parse::<u64>().ok())
         {
             ids.push(id);
-        } else if name.ends_with(".tmp") {
+        } else if name.ends_with(".tmp") || name.ends_with(".prep") {
             let _ = fs::remove_file(entry.path());
         }
     }
     ids.sort_unstable();
     report.segments += ids.len();
     if ids.is_empty() {
-        create_segment(shared, 0, params.segment_bytes, params.backend)?;
+        if params.prezero {
+            let unpaced = |_| true;
+            let prepared = prepare_segment(dir, 0, params.segment_bytes, params.backend, &unpaced)?
+                .expect("preparation without a stop signal completes");
+            adopt_segment(shared, 0, &prepared, params.backend)?;
+        } else {
+            create_segment(shared, 0, params.segment_bytes, params.backend)?;
+        }
         return Ok(ShardEnd {
             segment: 0,
             data_end: 0,

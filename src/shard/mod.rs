@@ -7,6 +7,7 @@
 //! advances each ring's `seq_acked` and each partition's `offset_visible`. Nothing here is shared
 //! between shards.
 
+pub(crate) mod prepare;
 pub(crate) mod writer;
 
 use std::collections::BTreeMap;

@@ -40,6 +40,7 @@ use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader, record_bytes,
     seal_batch, write_record,
 };
+use crate::shard::prepare::Preparer;
 use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, index_path};
 
 /// The most bytes at the end of a shard's log that may not be durable. The writer holds back
@@ -65,6 +66,7 @@ pub(crate) struct WriterStart {
     pub commit_bytes_max: usize,
     pub durability: Durability,
     pub backend: IoBackend,
+    pub prezero: bool,
     pub pin_core: Option<usize>,
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
@@ -124,6 +126,7 @@ pub(crate) struct Writer {
     last_flush: Instant,
     roll_pending: bool,
     completions: Vec<Completion>,
+    preparer: Option<Preparer>,
 }
 
 impl Writer {
@@ -139,7 +142,15 @@ impl Writer {
             let block = io::read_aligned(&file, &path, block_start, BLOCK_BYTES)?;
             buf[..carried].copy_from_slice(&block[..carried]);
         }
+        let preparer = if start.prezero {
+            let p = Preparer::start(&shared.dir, shared.id, start.segment_bytes, start.backend)?;
+            p.request(start.segment + 1);
+            Some(p)
+        } else {
+            None
+        };
         Ok(Writer {
+            preparer,
             window: unflushed_window_bytes(start.commit_bytes_max),
             device,
             rings: Vec::new(),
@@ -410,6 +421,9 @@ impl Writer {
         build.first_frame = carried;
         build.frames = 0;
         self.write_in_flight = Some(commit);
+        if let Some(p) = &self.preparer {
+            p.writer_progress(end);
+        }
         true
     }
 
@@ -501,12 +515,20 @@ impl Writer {
         };
         write_index_file(&index_path(&self.shared.dir, sealed.segment), &sealed)?;
         let id = self.segment.id + 1;
-        let file = create_segment(
-            &self.shared,
-            id,
-            self.start.segment_bytes,
-            self.start.backend,
-        )?;
+        let file = match &self.preparer {
+            Some(p) => {
+                let prepared = p.take(id)?;
+                let file = adopt_segment(&self.shared, id, &prepared, self.start.backend)?;
+                p.request(id + 1);
+                file
+            }
+            None => create_segment(
+                &self.shared,
+                id,
+                self.start.segment_bytes,
+                self.start.backend,
+            )?,
+        };
         self.segment = Active {
             id,
             file: Arc::new(file),
@@ -572,13 +594,35 @@ pub(crate) fn create_segment(
     let file = io::open_segment(&path, backend, true, true)?;
     io::preallocate(&file, &path, segment_bytes)?;
     io::sync_dir(&shared.dir)?;
+    register_segment(shared, id, backend)?;
+    Ok(file)
+}
+
+/// Makes a prepared (zero-filled) segment file segment `id` of the log and registers it.
+pub(crate) fn adopt_segment(
+    shared: &ShardShared,
+    id: u64,
+    prepared: &std::path::Path,
+    backend: IoBackend,
+) -> Result<File> {
+    let path = shared.segment_path(id);
+    std::fs::rename(prepared, &path).map_err(|e| Error::io("rename", &path, e))?;
+    io::sync_dir(&shared.dir)?;
+    let file = io::open_segment(&path, backend, false, true)?;
+    register_segment(shared, id, backend)?;
+    Ok(file)
+}
+
+/// Opens segment `id` for readers and lists it in the shard.
+fn register_segment(shared: &ShardShared, id: u64, backend: IoBackend) -> Result<()> {
+    let path = shared.segment_path(id);
     let read = io::open_segment(&path, backend, false, false)?;
     shared
         .segments
         .write()
         .expect("segments lock")
         .insert(id, Arc::new(SegmentFile { path, file: read }));
-    Ok(file)
+    Ok(())
 }
 
 /// Writes an index file atomically (temp file, fsync, rename, directory fsync).

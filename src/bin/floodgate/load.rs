@@ -65,6 +65,9 @@ pub struct ProduceArgs {
     /// Largest group-commit write in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     commit_bytes_max: usize,
+    /// Do not zero-fill segments ahead of the writer (see Config::segment_prezero).
+    #[arg(long)]
+    no_prezero: bool,
     /// Read everything back afterwards and check it.
     #[arg(long)]
     verify: bool,
@@ -164,7 +167,8 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         .durability(durability)
         .io_backend(backend)
         .segment_bytes(args.segment_bytes)
-        .commit_bytes_max(args.commit_bytes_max);
+        .commit_bytes_max(args.commit_bytes_max)
+        .segment_prezero(!args.no_prezero);
     let log = Log::open(config).map_err(|e| e.to_string())?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(args.partitions))
@@ -231,6 +235,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "shards": args.shards,
         "durability": args.durability,
         "io_backend": backend.name(),
+        "segment_prezero": !args.no_prezero,
         "target_rate": args.rate,
         "duration_s": elapsed,
         "produced": produced,
