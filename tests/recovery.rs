@@ -311,15 +311,19 @@ fn unfinished_segment_preparations_are_removed() {
     }
     let shard = dir.path().join("shard-000");
     // A crash while the helper zero-filled the next segment, and one after it finished.
-    fs::write(shard.join("00000000000000000007.seg.prep.tmp"), vec![0u8; 4096]).unwrap();
-    fs::write(shard.join("00000000000000000001.seg.prep"), vec![0u8; 4096]).unwrap();
+    fs::write(shard.join("next.seg.prep.tmp"), vec![0u8; 4096]).unwrap();
+    fs::write(shard.join("next.seg.prep"), vec![7u8; 4096]).unwrap();
     let log = Log::open(small_config(dir.path(), IoBackend::IoUring)).unwrap();
-    assert!(!shard.join("00000000000000000007.seg.prep.tmp").exists());
+    assert!(!shard.join("next.seg.prep.tmp").exists());
     assert_eq!(read_values(&log).len(), 3);
     // The log still rolls into fresh segments afterwards.
     let mut producer = log.producer();
     for i in 0..400 {
-        producer.send("t", Record::new(&payload(i, 1000))).unwrap().wait().unwrap();
+        producer
+            .send("t", Record::new(&payload(i, 1000)))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     assert!(segments(dir.path(), 0).len() >= 2);
     assert_eq!(read_values(&log).len(), 403);

@@ -118,7 +118,7 @@ pub(crate) fn recover_shard(
     if ids.is_empty() {
         if params.prezero {
             let unpaced = |_| true;
-            let prepared = prepare_segment(dir, 0, params.segment_bytes, params.backend, &unpaced)?
+            let prepared = prepare_segment(dir, params.segment_bytes, params.backend, &unpaced)?
                 .expect("preparation without a stop signal completes");
             adopt_segment(shared, 0, &prepared, params.backend)?;
         } else {

@@ -144,7 +144,7 @@ impl Writer {
         }
         let preparer = if start.prezero {
             let p = Preparer::start(&shared.dir, shared.id, start.segment_bytes, start.backend)?;
-            p.request(start.segment + 1);
+            p.request();
             Some(p)
         } else {
             None
@@ -515,13 +515,14 @@ impl Writer {
         };
         write_index_file(&index_path(&self.shared.dir, sealed.segment), &sealed)?;
         let id = self.segment.id + 1;
-        let file = match &self.preparer {
-            Some(p) => {
-                let prepared = p.take(id)?;
-                let file = adopt_segment(&self.shared, id, &prepared, self.start.backend)?;
-                p.request(id + 1);
-                file
-            }
+        // A zero-filled segment if the helper has one ready; otherwise a plain preallocated one
+        // rather than waiting (the helper's one is then adopted at a later roll).
+        let prepared = match &self.preparer {
+            Some(p) => p.take_ready()?,
+            None => None,
+        };
+        let file = match prepared {
+            Some(path) => adopt_segment(&self.shared, id, &path, self.start.backend)?,
             None => create_segment(
                 &self.shared,
                 id,
@@ -529,6 +530,10 @@ impl Writer {
                 self.start.backend,
             )?,
         };
+        if let Some(p) = &self.preparer {
+            p.writer_progress(0);
+            p.request();
+        }
         self.segment = Active {
             id,
             file: Arc::new(file),

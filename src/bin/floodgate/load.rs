@@ -68,6 +68,9 @@ pub struct ProduceArgs {
     /// Do not zero-fill segments ahead of the writer (see Config::segment_prezero).
     #[arg(long)]
     no_prezero: bool,
+    /// Do not pin shard writer threads to cores.
+    #[arg(long)]
+    no_pin: bool,
     /// Read everything back afterwards and check it.
     #[arg(long)]
     verify: bool,
@@ -168,7 +171,8 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         .io_backend(backend)
         .segment_bytes(args.segment_bytes)
         .commit_bytes_max(args.commit_bytes_max)
-        .segment_prezero(!args.no_prezero);
+        .segment_prezero(!args.no_prezero)
+        .pin_threads(!args.no_pin);
     let log = Log::open(config).map_err(|e| e.to_string())?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(args.partitions))
