@@ -48,6 +48,8 @@ pub struct Partition {
     pub partition: u32,
     /// The shard that owns it.
     pub shard: u32,
+    /// Its slot in the shard's partition table.
+    pub slot: u32,
     /// The offset the next record will get. Only the shard writer (or recovery before it
     /// starts) changes it.
     pub(crate) offset_next: AtomicU64,
@@ -59,11 +61,12 @@ pub struct Partition {
 
 impl Partition {
     /// An empty partition.
-    pub fn new(topic_id: u32, partition: u32, shard: u32) -> Partition {
+    pub fn new(topic_id: u32, partition: u32, shard: u32, slot: u32) -> Partition {
         Partition {
             topic_id,
             partition,
             shard,
+            slot,
             offset_next: AtomicU64::new(0),
             offset_visible: AtomicU64::new(0),
             entries: RwLock::new(Vec::new()),
@@ -271,7 +274,7 @@ mod tests {
 
     #[test]
     fn lookups_by_offset_and_time() {
-        let p = Partition::new(1, 0, 0);
+        let p = Partition::new(1, 0, 0, 0);
         for (i, ts) in [100, 300, 200, 400].into_iter().enumerate() {
             let base = i as u64 * 10;
             p.push(BatchEntry {

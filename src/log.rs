@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 
@@ -55,11 +55,17 @@ pub(crate) struct TopicState {
 pub(crate) struct LogInner {
     pub config: Config,
     meta: Mutex<Meta>,
+    /// Bumped whenever a topic is created or deleted, so producers can cache topics.
+    topics_generation: AtomicU64,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     pub shards: Vec<Arc<ShardShared>>,
 }
 
 impl LogInner {
+    pub fn topics_generation(&self) -> u64 {
+        self.topics_generation.load(Ordering::Acquire)
+    }
+
     pub fn topic(&self, name: &str) -> Result<Arc<TopicState>> {
         self.topics
             .read()
@@ -121,10 +127,17 @@ impl Log {
                 topics: Vec::new(),
             },
         };
+        let mut shards = Vec::new();
+        for id in 0..config.shards {
+            let shard_dir = dir.join(format!("shard-{id:03}"));
+            fs::create_dir_all(&shard_dir)
+                .map_err(|e| Error::io("create directory", &shard_dir, e))?;
+            shards.push(Arc::new(ShardShared::new(id as u32, &shard_dir)));
+        }
         let mut by_id = HashMap::new();
         let mut topics = HashMap::new();
         for t in &meta.topics {
-            let state = topic_state(t, config.shards);
+            let state = topic_state(t, &shards);
             for p in &state.partitions {
                 by_id.insert((t.id, p.partition), Arc::clone(p));
             }
@@ -141,15 +154,9 @@ impl Log {
             partitions: &by_id,
         };
         let mut report = RecoveryReport::default();
-        let mut shards = Vec::new();
         let mut ends = Vec::new();
-        for id in 0..config.shards {
-            let shard_dir = dir.join(format!("shard-{id:03}"));
-            fs::create_dir_all(&shard_dir)
-                .map_err(|e| Error::io("create directory", &shard_dir, e))?;
-            let shared = Arc::new(ShardShared::new(id as u32, &shard_dir));
-            ends.push(recover_shard(&shared, &params, &mut report)?);
-            shards.push(shared);
+        for shared in &shards {
+            ends.push(recover_shard(shared, &params, &mut report)?);
         }
         meta.commit_bytes_max = config.commit_bytes_max as u64;
         meta.store(&dir)?;
@@ -192,6 +199,7 @@ impl Log {
         let inner = Arc::new(LogInner {
             config,
             meta: Mutex::new(meta),
+            topics_generation: AtomicU64::new(0),
             topics: RwLock::new(topics),
             shards,
         });
@@ -242,11 +250,11 @@ impl Log {
         next.topics.push(t.clone());
         next.store(&self.inner.config.dir)?;
         *meta = next;
-        self.inner
-            .topics
-            .write()
-            .expect("topics lock")
-            .insert(name.to_owned(), Arc::new(topic_state(&t, shards)));
+        self.inner.topics.write().expect("topics lock").insert(
+            name.to_owned(),
+            Arc::new(topic_state(&t, &self.inner.shards)),
+        );
+        self.inner.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -262,6 +270,7 @@ impl Log {
         next.store(&self.inner.config.dir)?;
         *meta = next;
         self.inner.topics.write().expect("topics lock").remove(name);
+        self.inner.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -401,11 +410,11 @@ impl Drop for Log {
     }
 }
 
-fn topic_state(t: &TopicMeta, shards: usize) -> TopicState {
+fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {
     let partitions = (0..t.partitions)
         .map(|p| {
-            let shard = (t.first_shard as usize + p as usize) % shards;
-            Arc::new(Partition::new(t.id, p, shard as u32))
+            let shard = (t.first_shard as usize + p as usize) % shards.len();
+            shards[shard].new_partition(t.id, p)
         })
         .collect();
     TopicState { partitions }

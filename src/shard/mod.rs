@@ -23,13 +23,21 @@ use crossbeam_utils::CachePadded;
 use crate::error::Error;
 use crate::index::Partition;
 
-/// A record on its way from a producer to a shard writer: the partition, its timestamp and its
-/// encoded tail (key, value, headers), encoded on the producer's thread.
+/// A record on its way from a producer to a shard writer: its partition's slot in the shard's
+/// partition table, its timestamp and its encoded tail (key, value, headers), encoded on the
+/// producer's thread. The tail's buffer goes back to the producer for reuse.
 pub(crate) struct Pending {
-    pub partition: Arc<Partition>,
+    pub slot: u32,
     pub timestamp: i64,
     pub tail: Vec<u8>,
 }
+
+/// A new producer's rings into a shard: records in, acks, record buffers back.
+pub(crate) type NewRing = (
+    rtrb::Consumer<Pending>,
+    Arc<AckRing>,
+    rtrb::Producer<Vec<u8>>,
+);
 
 /// `slot_owner` value of a slot whose handle is gone.
 pub(crate) const NO_OWNER: u64 = u64::MAX;
@@ -178,7 +186,10 @@ pub(crate) struct ShardShared {
     /// Set by the writer just before it parks; producers unpark it when set.
     pub sleeping: CachePadded<AtomicBool>,
     pub thread: OnceLock<Thread>,
-    pub new_rings: Mutex<Vec<(rtrb::Consumer<Pending>, Arc<AckRing>)>>,
+    pub new_rings: Mutex<Vec<NewRing>>,
+    /// Every partition this shard owns, by slot; append-only. Records name their partition by
+    /// slot, so producers and the writer never touch a shared reference count per record.
+    pub partitions: RwLock<Vec<Arc<Partition>>>,
     pub new_rings_flag: AtomicBool,
     /// Latched at the first I/O failure, or `Closed` when the writer exits.
     pub failed: OnceLock<Error>,
@@ -196,6 +207,7 @@ impl ShardShared {
             thread: OnceLock::new(),
             new_rings: Mutex::new(Vec::new()),
             new_rings_flag: AtomicBool::new(false),
+            partitions: RwLock::new(Vec::new()),
             failed: OnceLock::new(),
             shutdown: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
@@ -212,9 +224,9 @@ impl ShardShared {
         }
     }
 
-    /// Hands a new producer ring to the writer.
-    pub fn register(&self, rx: rtrb::Consumer<Pending>, ack: Arc<AckRing>) {
-        self.new_rings.lock().expect("rings lock").push((rx, ack));
+    /// Hands a new producer's rings to the writer.
+    pub fn register(&self, ring: NewRing) {
+        self.new_rings.lock().expect("rings lock").push(ring);
         self.new_rings_flag.store(true, Ordering::SeqCst);
         self.notify();
     }
@@ -222,6 +234,19 @@ impl ShardShared {
     /// The error that stopped this shard, if it has stopped.
     pub fn stopped(&self) -> Option<Error> {
         self.failed.get().cloned()
+    }
+
+    /// Creates a partition owned by this shard, in the next slot of its table.
+    pub fn new_partition(&self, topic_id: u32, partition: u32) -> Arc<Partition> {
+        let mut table = self.partitions.write().expect("partitions lock");
+        let p = Arc::new(Partition::new(
+            topic_id,
+            partition,
+            self.id,
+            table.len() as u32,
+        ));
+        table.push(Arc::clone(&p));
+        p
     }
 
     /// The path of segment `id`.

@@ -1,7 +1,7 @@
 //! The shard writer: the one thread that appends to a shard's log.
 //!
 //! Each turn of its loop it drains the producer rings into the commit buffer being built
-//! (stamping offsets and framing one batch per run of records for the same partition),
+//! (stamping offsets and framing one batch per partition),
 //! submits that buffer as one aligned write when no write is in flight, flushes written commits,
 //! and publishes what became durable: partition index entries and `offset_visible`, then each
 //! ring's `seq_acked`. Pipelining: the next commit is built while the previous one is written
@@ -37,8 +37,8 @@ use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Partition, SegmentIndex};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::segment::format::{
-    BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader, record_bytes,
-    seal_batch, write_record,
+    BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
+    RECORD_PREFIX_BYTES_MAX, record_bytes, seal_batch, write_record,
 };
 use crate::shard::prepare::Preparer;
 use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, index_path};
@@ -78,7 +78,22 @@ pub(crate) struct WriterStart {
 struct RingIn {
     rx: rtrb::Consumer<Pending>,
     ack: Arc<AckRing>,
+    /// Record buffers going back to the producer for reuse.
+    recycle: rtrb::Producer<Vec<u8>>,
     seq_popped: u64,
+}
+
+/// Record buffers larger than this are freed rather than handed back to their producer, which
+/// bounds the memory parked in recycle rings to `RECYCLE_RING_MAX × RECYCLE_BYTES_MAX` each.
+pub(crate) const RECYCLE_BYTES_MAX: usize = 16 << 10;
+/// Capacity of each ring of recycled record buffers.
+pub(crate) const RECYCLE_RING_MAX: usize = 256;
+
+/// Brings the writer's copy of the shard's partition table up to date.
+fn refresh_partitions(shared: &ShardShared, local: &mut Vec<Arc<Partition>>, seen: &mut Vec<u32>) {
+    let table = shared.partitions.read().expect("partitions lock");
+    local.extend(table[local.len()..].iter().cloned());
+    seen.resize(local.len(), 0);
 }
 
 /// The commit being built: `buf[..len]` goes to segment position `start` (block-aligned); its
@@ -127,6 +142,14 @@ pub(crate) struct Writer {
     roll_pending: bool,
     completions: Vec<Completion>,
     preparer: Option<Preparer>,
+    /// The shard's partitions by slot, as far as the writer has seen them.
+    partitions: Vec<Arc<Partition>>,
+    /// Per partition slot, the `stamp` of the last fill that counted a frame for it.
+    seen: Vec<u32>,
+    stamp: u32,
+    /// Scratch for `fill`: records taken from each ring, and (slot, ring, index) of each.
+    counts: Vec<usize>,
+    order: Vec<(u32, u32, u32)>,
 }
 
 impl Writer {
@@ -151,6 +174,11 @@ impl Writer {
         };
         Ok(Writer {
             preparer,
+            partitions: Vec::new(),
+            seen: Vec::new(),
+            stamp: 0,
+            counts: Vec::new(),
+            order: Vec::new(),
             window: unflushed_window_bytes(start.commit_bytes_max),
             device,
             rings: Vec::new(),
@@ -241,10 +269,11 @@ impl Writer {
             return;
         }
         let new = std::mem::take(&mut *self.shared.new_rings.lock().expect("rings lock"));
-        for (rx, ack) in new {
+        for (rx, ack, recycle) in new {
             self.rings.push(RingIn {
                 rx,
                 ack,
+                recycle,
                 seq_popped: 0,
             });
         }
@@ -279,113 +308,148 @@ impl Writer {
         }
     }
 
-    /// Moves records from the rings into the commit buffer. Returns whether any moved.
+    /// Moves records from the rings into the commit buffer: as many as fit, grouped into one
+    /// batch per partition (so many partitions do not mean many tiny batches). Returns whether
+    /// any moved.
+    ///
+    /// Two passes over each ring's readable chunk: the first counts how many records fit (an
+    /// upper bound of each record's encoded size, plus a frame's overhead for the first record
+    /// of each partition), the second frames them by partition. Offsets are stored for the
+    /// acks before the chunk is committed, because committing frees the ring slots.
     fn fill(&mut self) -> bool {
         if self.roll_pending {
             return false;
         }
-        let mut progress = false;
         // Drop rings whose producer is gone once everything they sent is framed.
         self.rings
             .retain(|r| !(r.rx.is_abandoned() && r.rx.is_empty()));
-        for i in 0..self.rings.len() {
-            loop {
-                match self.fill_batch(i) {
-                    FillOutcome::Framed => progress = true,
-                    FillOutcome::RingEmpty => break,
-                    FillOutcome::BufferFull => return progress,
-                    FillOutcome::SegmentFull => {
+        let segment_room = (self.start.segment_bytes - self.build.start) as usize;
+        let room = self.build.buf.len().min(segment_room);
+        self.stamp = self.stamp.wrapping_add(1);
+        let stamp = self.stamp;
+        let mut used = self.build.len;
+        self.counts.clear();
+        self.counts.resize(self.rings.len(), 0);
+        'rings: for (r, ring) in self.rings.iter_mut().enumerate() {
+            let n = ring.rx.slots();
+            if n == 0 {
+                continue;
+            }
+            let chunk = ring.rx.read_chunk(n).expect("slots are readable");
+            let (a, b) = chunk.as_slices();
+            for item in a.iter().chain(b) {
+                let slot = item.slot as usize;
+                if slot >= self.partitions.len() {
+                    refresh_partitions(&self.shared, &mut self.partitions, &mut self.seen);
+                }
+                let first = self.seen[slot] != stamp;
+                let bytes = item.tail.len()
+                    + RECORD_PREFIX_BYTES_MAX
+                    + if first { FRAME_OVERHEAD_BYTES } else { 0 };
+                if used + bytes > room {
+                    if used + bytes > segment_room {
                         self.roll_pending = true;
-                        return progress;
                     }
+                    break 'rings;
+                }
+                self.seen[slot] = stamp;
+                used += bytes;
+                self.counts[r] += 1;
+            }
+        }
+        if self.counts.iter().all(|&c| c == 0) {
+            return false;
+        }
+        let build = &mut self.build;
+        let mut chunks = Vec::with_capacity(self.rings.len());
+        self.order.clear();
+        for (r, (ring, &count)) in self.rings.iter_mut().zip(&self.counts).enumerate() {
+            let chunk = ring
+                .rx
+                .read_chunk(count)
+                .expect("counted slots are readable");
+            let (a, b) = chunk.as_slices();
+            for (i, item) in a.iter().chain(b).enumerate() {
+                self.order.push((item.slot, r as u32, i as u32));
+            }
+            chunks.push((chunk, &ring.ack, &mut ring.seq_popped, &mut ring.recycle));
+        }
+        // One batch per partition; a partition's records keep their order within each ring.
+        self.order.sort_unstable();
+        for group in self.order.chunk_by(|a, b| a.0 == b.0) {
+            let partition = &self.partitions[group[0].0 as usize];
+            let item = |&(_, r, i): &(u32, u32, u32)| {
+                let (a, b) = chunks[r as usize].0.as_slices();
+                let i = i as usize;
+                if i < a.len() { &a[i] } else { &b[i - a.len()] }
+            };
+            let base_timestamp = item(&group[0]).timestamp;
+            let base_offset = partition.offset_next.load(Ordering::Relaxed);
+            let frame_at = build.len;
+            let mut at = frame_at + FRAME_OVERHEAD_BYTES;
+            let mut max_timestamp = base_timestamp;
+            for (count, key) in group.iter().enumerate() {
+                let it = item(key);
+                let delta = it.timestamp - base_timestamp;
+                let n = record_bytes(it.tail.len(), delta, count as u32);
+                assert!(at + n <= room, "records were counted to fit");
+                write_record(&mut build.buf[at..], &it.tail, delta, count as u32);
+                at += n;
+                max_timestamp = max_timestamp.max(it.timestamp);
+                let (_, ack, seq_popped, _) = &chunks[key.1 as usize];
+                let seq = **seq_popped + u64::from(key.2);
+                ack.offsets[(seq % ack.capacity()) as usize]
+                    .store(base_offset + count as u64, Ordering::Relaxed);
+            }
+            let count = group.len() as u64;
+            let meta = BatchMeta {
+                base_offset,
+                record_count: count as u32,
+                base_timestamp,
+                max_timestamp,
+            };
+            seal_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
+            let header = FrameHeader {
+                topic_id: partition.topic_id,
+                partition: partition.partition,
+                base_offset,
+                batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
+            };
+            header.encode(
+                (&mut build.buf[frame_at..frame_at + FRAME_HEADER_BYTES])
+                    .try_into()
+                    .expect("header slice"),
+            );
+            partition
+                .offset_next
+                .store(base_offset + count, Ordering::Relaxed);
+            let entry = BatchEntry {
+                base_offset,
+                last_offset: base_offset + count - 1,
+                max_timestamp,
+                segment: self.segment.id,
+                pos: build.start + frame_at as u64,
+                frame_bytes: (at - frame_at) as u32,
+            };
+            build.entries.push((Arc::clone(partition), entry));
+            build.len = at;
+            build.frames += 1;
+        }
+        // Free the ring slots (the offsets are stored) and hand the record buffers back.
+        for (chunk, ack, seq_popped, recycle) in chunks {
+            let count = chunk.len() as u64;
+            if count == 0 {
+                continue;
+            }
+            for item in chunk {
+                if item.tail.capacity() <= RECYCLE_BYTES_MAX {
+                    let _ = recycle.push(item.tail);
                 }
             }
+            *seq_popped += count;
+            build.acks.push((Arc::clone(ack), *seq_popped));
         }
-        progress
-    }
-
-    /// Frames one batch from the run of records at the front of ring `i` that share a partition.
-    fn fill_batch(&mut self, i: usize) -> FillOutcome {
-        let room = (self.build.buf.len() as u64).min(self.start.segment_bytes - self.build.start);
-        let room = room as usize;
-        let build = &mut self.build;
-        let ring = &mut self.rings[i];
-        let Ok(first) = ring.rx.peek() else {
-            return FillOutcome::RingEmpty;
-        };
-        let partition = Arc::clone(&first.partition);
-        let base_timestamp = first.timestamp;
-        let frame_at = build.len;
-        let first_end = frame_at + FRAME_OVERHEAD_BYTES + record_bytes(first.tail.len(), 0, 0);
-        if first_end > room {
-            let segment_room = self.start.segment_bytes - build.start - frame_at as u64;
-            return if first_end - frame_at > segment_room as usize {
-                FillOutcome::SegmentFull
-            } else {
-                FillOutcome::BufferFull
-            };
-        }
-        let base_offset = partition.offset_next.load(Ordering::Relaxed);
-        let mut at = frame_at + FRAME_OVERHEAD_BYTES;
-        let mut count: u32 = 0;
-        let mut max_timestamp = base_timestamp;
-        let capacity = ring.ack.capacity();
-        while let Ok(item) = ring.rx.peek() {
-            if !Arc::ptr_eq(&item.partition, &partition) {
-                break;
-            }
-            let delta = item.timestamp - base_timestamp;
-            let n = record_bytes(item.tail.len(), delta, count);
-            if at + n > room {
-                break;
-            }
-            write_record(&mut build.buf[at..], &item.tail, delta, count);
-            at += n;
-            max_timestamp = max_timestamp.max(item.timestamp);
-            let slot = (ring.seq_popped % capacity) as usize;
-            ring.ack.offsets[slot].store(base_offset + u64::from(count), Ordering::Relaxed);
-            ring.seq_popped += 1;
-            count += 1;
-            drop(ring.rx.pop());
-        }
-        assert!(count > 0, "the first record was checked to fit");
-        let meta = BatchMeta {
-            base_offset,
-            record_count: count,
-            base_timestamp,
-            max_timestamp,
-        };
-        seal_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
-        let header = FrameHeader {
-            topic_id: partition.topic_id,
-            partition: partition.partition,
-            base_offset,
-            batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
-        };
-        header.encode(
-            (&mut build.buf[frame_at..frame_at + FRAME_HEADER_BYTES])
-                .try_into()
-                .expect("header slice"),
-        );
-        partition
-            .offset_next
-            .store(base_offset + u64::from(count), Ordering::Relaxed);
-        let entry = BatchEntry {
-            base_offset,
-            last_offset: base_offset + u64::from(count) - 1,
-            max_timestamp,
-            segment: self.segment.id,
-            pos: build.start + frame_at as u64,
-            frame_bytes: (at - frame_at) as u32,
-        };
-        build.entries.push((partition, entry));
-        match build.acks.last_mut() {
-            Some((ack, seq_end)) if Arc::ptr_eq(ack, &ring.ack) => *seq_end = ring.seq_popped,
-            _ => build.acks.push((Arc::clone(&ring.ack), ring.seq_popped)),
-        }
-        build.len = at;
-        build.frames += 1;
-        FillOutcome::Framed
+        true
     }
 
     /// Submits the commit being built, if there is one and the disk is free for it.
@@ -546,13 +610,6 @@ impl Writer {
         self.roll_pending = false;
         Ok(())
     }
-}
-
-enum FillOutcome {
-    Framed,
-    RingEmpty,
-    BufferFull,
-    SegmentFull,
 }
 
 /// Makes a durable commit visible: index entries and watermarks first, then acknowledgements.

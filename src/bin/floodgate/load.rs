@@ -319,7 +319,11 @@ fn producer_thread(
         (args.rate > 0.0).then(|| Duration::from_secs_f64(f64::from(args.producers) / args.rate));
     let window_max = 8192;
     let mut window: VecDeque<(Ack, Instant)> = VecDeque::with_capacity(window_max);
-    let mut buf = Vec::with_capacity(args.size);
+    let batch_max = 128usize;
+    let mut bufs: Vec<Vec<u8>> = (0..batch_max)
+        .map(|_| Vec::with_capacity(args.size))
+        .collect();
+    let mut acks = Vec::with_capacity(batch_max);
     let finish = |result: &mut ProducerResult, ack: Ack, intended: Instant, wait: bool| {
         let outcome = if wait {
             ack.wait_timeout(Duration::from_secs(3600))
@@ -341,14 +345,19 @@ fn producer_thread(
         }
     };
     let mut seq = 0u64;
+    let partitions = u64::from(args.partitions);
     loop {
         if count.is_some_and(|n| seq >= n) || deadline.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
-        let intended = match interval {
+        let left = count
+            .map_or(batch_max as u64, |n| n - seq)
+            .min(batch_max as u64) as usize;
+        // Paced: wait for the next record's intended time (collecting acknowledgements), then
+        // send every record that is due. As fast as possible: a full batch.
+        let n = match interval {
             Some(iv) => {
                 let at = start + iv.mul_f64(seq as f64);
-                // Until it is time to send, collect acknowledgements.
                 while Instant::now() < at {
                     match window.pop_front() {
                         Some((ack, t)) => {
@@ -362,28 +371,38 @@ fn producer_thread(
                         None => std::thread::sleep(at.saturating_duration_since(Instant::now())),
                     }
                 }
-                at
+                let due = (start.elapsed().as_secs_f64() / iv.as_secs_f64()) as u64 + 1;
+                (due.saturating_sub(seq) as usize).clamp(1, left)
             }
-            None => Instant::now(),
+            None => left,
         };
-        payload(k, seq, args.size, &mut buf);
-        let partition = ((seq + u64::from(k)) % u64::from(args.partitions)) as u32;
-        match producer.send(TOPIC, Record::new(&buf).partition(partition)) {
-            Ok(ack) => window.push_back((ack, intended)),
-            Err(e) => {
-                result.errors += 1;
-                result.first_error.get_or_insert(e.to_string());
-                break;
-            }
+        let sent_at = Instant::now();
+        for (j, buf) in bufs.iter_mut().take(n).enumerate() {
+            payload(k, seq + j as u64, args.size, buf);
         }
-        seq += 1;
+        let records = bufs.iter().take(n).enumerate().map(|(j, buf)| {
+            let partition = ((seq + j as u64 + u64::from(k)) % partitions) as u32;
+            Record::new(buf).partition(partition)
+        });
+        let sent = producer.send_batch(TOPIC, records, &mut acks);
+        for (j, ack) in acks.drain(..).enumerate() {
+            let intended =
+                interval.map_or(sent_at, |iv| start + iv.mul_f64((seq + j as u64) as f64));
+            window.push_back((ack, intended));
+        }
+        seq += n as u64;
+        if let Err(e) = sent {
+            result.errors += 1;
+            result.first_error.get_or_insert(e.to_string());
+            break;
+        }
         while let Some((ack, t)) = window.pop_front() {
             if let Some(back) = finish(&mut result, ack, t, false) {
                 window.push_front(back);
                 break;
             }
         }
-        if window.len() >= window_max {
+        while window.len() >= window_max {
             let (ack, t) = window.pop_front().expect("window is full");
             finish(&mut result, ack, t, true);
         }
