@@ -170,7 +170,9 @@ impl Log {
                 durability: config.durability,
                 backend: config.io_backend,
                 prezero: config.segment_prezero,
-                pin_core: config.pin_threads.then_some(shared.id as usize % cores),
+                pin_core: config
+                    .pin_threads
+                    .then(|| config.writer_core(shared.id as usize, cores)),
                 segment: end.segment,
                 data_end: end.data_end,
                 segment_frames: end.segment_frames,

@@ -141,16 +141,16 @@ impl Producer {
     /// Sends a record, waiting (up to the send timeout) while this producer's ring is full.
     pub fn send(&mut self, topic: &str, record: Record<'_>) -> Result<Ack> {
         let timeout = self.send_timeout;
-        let ack = self.enqueue(topic, record, Some(timeout), now_ms)?;
-        self.notify_all();
-        Ok(ack)
+        let mut acks = Vec::with_capacity(1);
+        self.send_records(topic, std::iter::once(record), Some(timeout), &mut acks)?;
+        Ok(acks.pop().expect("one record was sent"))
     }
 
     /// Sends a record, or fails at once with [`Error::Full`] when the ring is full.
     pub fn try_send(&mut self, topic: &str, record: Record<'_>) -> Result<Ack> {
-        let ack = self.enqueue(topic, record, None, now_ms)?;
-        self.notify_all();
-        Ok(ack)
+        let mut acks = Vec::with_capacity(1);
+        self.send_records(topic, std::iter::once(record), None, &mut acks)?;
+        Ok(acks.pop().expect("one record was sent"))
     }
 
     /// Sends many records to one topic, appending an [`Ack`] per record sent to `acks`. Cheaper
@@ -164,10 +164,24 @@ impl Producer {
         acks: &mut Vec<Ack>,
     ) -> Result<()> {
         let timeout = self.send_timeout;
+        self.send_records(topic, records, Some(timeout), acks)
+    }
+
+    /// Sends records until one fails; wakes the writers once at the end.
+    fn send_records<'a>(
+        &mut self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record<'a>>,
+        wait: Option<Duration>,
+        acks: &mut Vec<Ack>,
+    ) -> Result<()> {
+        self.topic(topic)?;
+        // Take the cached topic out for the batch: one lookup per call, not per record.
+        let (name, mut cached) = self.topics.remove_entry(topic).expect("cached above");
         let now = now_ms();
         let mut outcome = Ok(());
         for record in records {
-            match self.enqueue(topic, record, Some(timeout), || now) {
+            match self.enqueue(topic, &mut cached, record, wait, now) {
                 Ok(ack) => acks.push(ack),
                 Err(e) => {
                     outcome = Err(e);
@@ -175,6 +189,7 @@ impl Producer {
                 }
             }
         }
+        self.topics.insert(name, cached);
         self.notify_all();
         outcome
     }
@@ -189,7 +204,7 @@ impl Producer {
     }
 
     /// The topic, from this producer's cache while no topic was created or deleted since.
-    fn topic(&mut self, name: &str) -> Result<&mut CachedTopic> {
+    fn topic(&mut self, name: &str) -> Result<()> {
         let generation = self.log.topics_generation();
         if generation != self.topics_generation {
             self.topics.clear();
@@ -207,19 +222,19 @@ impl Producer {
                 },
             );
         }
-        Ok(self.topics.get_mut(name).expect("inserted above"))
+        Ok(())
     }
 
     /// Routes, encodes and queues one record; the caller wakes the writer.
     fn enqueue(
         &mut self,
         topic: &str,
+        cached: &mut CachedTopic,
         r: Record<'_>,
         wait: Option<Duration>,
-        now: impl Fn() -> i64,
+        now: i64,
     ) -> Result<Ack> {
         let record_bytes_max = self.log.config.record_bytes_max;
-        let cached = self.topic(topic)?;
         let count = cached.state.partitions.len() as u32;
         let partition = match (r.partition, r.key) {
             (Some(p), _) if p < count => p,
@@ -249,6 +264,12 @@ impl Producer {
         let ring = self.ring(shard_id);
         let mut tail = ring.recycled.pop().unwrap_or_default();
         tail.clear();
+        let headers: usize = r
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 10)
+            .sum();
+        tail.reserve(20 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len) + headers);
         encode_record_tail(&mut tail, r.key, r.value, &r.headers);
         if tail.len() > record_bytes_max {
             return Err(Error::RecordTooLarge {
@@ -256,7 +277,7 @@ impl Producer {
                 max: record_bytes_max,
             });
         }
-        let timestamp = r.timestamp.unwrap_or_else(now);
+        let timestamp = r.timestamp.unwrap_or(now);
         let seq = ring.seq_next;
         let deadline = wait.map(|d| Instant::now() + d);
         while ring.tx.slots() == 0 {

@@ -184,6 +184,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         (None, Some(_)) => None,
     };
     let deadline = args.duration.map(Duration::from_secs_f64);
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let results: Vec<ProducerResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.producers)
@@ -203,6 +204,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
             .collect()
     });
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu_start;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram");
     let mut produced = 0;
     let mut errors = 0;
@@ -246,6 +248,8 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "errors": errors,
         "produce_msgs_per_s": msgs_per_s,
         "produce_mb_per_s": mb_per_s,
+        "cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "cpu_ns_per_msg": cpu.as_nanos() as f64 / produced.max(1) as f64,
         "ack_latency_us": latency,
         "verify": verify_json,
         "env": env_json(&dir, &fs),
@@ -267,6 +271,11 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         println!(
             "  throughput   {:>12.0} msgs/s   {:>8.1} MB/s   over {:.2} s",
             msgs_per_s, mb_per_s, elapsed
+        );
+        println!(
+            "  cpu          {:.0} ns per message, {:.2} cores busy",
+            report["cpu_ns_per_msg"].as_f64().unwrap_or(0.0),
+            report["cpu_cores_used"].as_f64().unwrap_or(0.0)
         );
         println!(
             "  ack latency  p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs",
@@ -295,8 +304,8 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn record_latency(h: &mut Histogram<u64>, intended: Instant) {
-    let us = intended.elapsed().as_micros() as u64;
+fn record_latency(h: &mut Histogram<u64>, intended: Instant, now: Instant) {
+    let us = now.saturating_duration_since(intended).as_micros() as u64;
     h.saturating_record(us.max(1));
 }
 
@@ -324,26 +333,29 @@ fn producer_thread(
         .map(|_| Vec::with_capacity(args.size))
         .collect();
     let mut acks = Vec::with_capacity(batch_max);
-    let finish = |result: &mut ProducerResult, ack: Ack, intended: Instant, wait: bool| {
-        let outcome = if wait {
-            ack.wait_timeout(Duration::from_secs(3600))
-        } else {
-            ack.try_get()
+    // `now`: when the caller last read the clock; None to read it on completion (after a wait).
+    let finish =
+        |result: &mut ProducerResult, ack: Ack, intended: Instant, now: Option<Instant>| {
+            let outcome = if now.is_none() {
+                ack.wait_timeout(Duration::from_secs(3600))
+            } else {
+                ack.try_get()
+            };
+            match outcome {
+                Some(Ok(_)) => {
+                    let now = now.unwrap_or_else(Instant::now);
+                    record_latency(&mut result.histogram, intended, now);
+                    result.acked += 1;
+                    None
+                }
+                Some(Err(e)) => {
+                    result.errors += 1;
+                    result.first_error.get_or_insert(e.to_string());
+                    None
+                }
+                None => Some((ack, intended)),
+            }
         };
-        match outcome {
-            Some(Ok(_)) => {
-                record_latency(&mut result.histogram, intended);
-                result.acked += 1;
-                None
-            }
-            Some(Err(e)) => {
-                result.errors += 1;
-                result.first_error.get_or_insert(e.to_string());
-                None
-            }
-            None => Some((ack, intended)),
-        }
-    };
     let mut seq = 0u64;
     let partitions = u64::from(args.partitions);
     loop {
@@ -363,7 +375,7 @@ fn producer_thread(
                         Some((ack, t)) => {
                             let left = at.saturating_duration_since(Instant::now());
                             if ack.wait_timeout(left).is_some() {
-                                finish(&mut result, ack, t, true);
+                                finish(&mut result, ack, t, None);
                             } else {
                                 window.push_front((ack, t));
                             }
@@ -396,19 +408,20 @@ fn producer_thread(
             result.first_error.get_or_insert(e.to_string());
             break;
         }
+        let now = Instant::now();
         while let Some((ack, t)) = window.pop_front() {
-            if let Some(back) = finish(&mut result, ack, t, false) {
+            if let Some(back) = finish(&mut result, ack, t, Some(now)) {
                 window.push_front(back);
                 break;
             }
         }
         while window.len() >= window_max {
             let (ack, t) = window.pop_front().expect("window is full");
-            finish(&mut result, ack, t, true);
+            finish(&mut result, ack, t, None);
         }
     }
     for (ack, t) in window.drain(..) {
-        finish(&mut result, ack, t, true);
+        finish(&mut result, ack, t, None);
     }
     result
 }
@@ -475,6 +488,15 @@ fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
     let found_acked = seen.len() as u64;
     v.missing = acked.saturating_sub(found_acked);
     v
+}
+
+/// User plus system CPU time of this process so far (all threads, the library's included).
+fn process_cpu() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    tv(usage.user_time()) + tv(usage.system_time())
 }
 
 /// The file system type of the directory holding `path`.
