@@ -313,8 +313,14 @@ fn unfinished_segment_preparations_are_removed() {
     // A crash while the helper zero-filled the next segment, and one after it finished.
     fs::write(shard.join("next.seg.prep.tmp"), vec![0u8; 4096]).unwrap();
     fs::write(shard.join("next.seg.prep"), vec![7u8; 4096]).unwrap();
-    let log = Log::open(small_config(dir.path(), IoBackend::IoUring)).unwrap();
+    // Without prezeroing, no helper makes new ones, so their absence shows recovery removed them.
+    let log =
+        Log::open(small_config(dir.path(), IoBackend::IoUring).segment_prezero(false)).unwrap();
     assert!(!shard.join("next.seg.prep.tmp").exists());
+    assert!(!shard.join("next.seg.prep").exists());
+    drop(log);
+    fs::write(shard.join("next.seg.prep"), vec![7u8; 4096]).unwrap();
+    let log = Log::open(small_config(dir.path(), IoBackend::IoUring)).unwrap();
     assert_eq!(read_values(&log).len(), 3);
     // The log still rolls into fresh segments afterwards.
     let mut producer = log.producer();
