@@ -20,7 +20,6 @@ use std::collections::HashMap;
 
 use crate::log::{LogInner, TopicState};
 use crate::segment::format::encode_record_tail;
-use crate::shard::writer::RECYCLE_RING_MAX;
 use crate::shard::{AckRing, Pending, ShardShared, Waiter};
 
 /// How long [`Producer::send`] waits for room before giving up, by default.
@@ -320,7 +319,7 @@ impl Producer {
         self.rings[shard].get_or_insert_with(|| {
             let capacity = log.config.ring_records;
             let (tx, rx) = rtrb::RingBuffer::new(capacity);
-            let (recycle, recycled) = rtrb::RingBuffer::new(RECYCLE_RING_MAX);
+            let (recycle, recycled) = rtrb::RingBuffer::new(capacity);
             let ack = Arc::new(AckRing::new(capacity));
             log.shards[shard].register((rx, Arc::clone(&ack), recycle));
             ProducerRing {

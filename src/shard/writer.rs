@@ -83,17 +83,25 @@ struct RingIn {
     seq_popped: u64,
 }
 
-/// Record buffers larger than this are freed rather than handed back to their producer, which
-/// bounds the memory parked in recycle rings to `RECYCLE_RING_MAX × RECYCLE_BYTES_MAX` each.
+/// Record buffers up to this size always go back to their producer for reuse (the recycle ring
+/// is as long as the record ring, so at most `ring_records × 1 KiB` wait there)...
+pub(crate) const RECYCLE_SMALL_BYTES_MAX: usize = 1 << 10;
+/// ...and up to this size while fewer than `RECYCLE_LARGE_MAX` buffers wait; larger ones are
+/// freed.
 pub(crate) const RECYCLE_BYTES_MAX: usize = 16 << 10;
-/// Capacity of each ring of recycled record buffers.
-pub(crate) const RECYCLE_RING_MAX: usize = 256;
+pub(crate) const RECYCLE_LARGE_MAX: usize = 256;
 
 /// Brings the writer's copy of the shard's partition table up to date.
-fn refresh_partitions(shared: &ShardShared, local: &mut Vec<Arc<Partition>>, seen: &mut Vec<u32>) {
+fn refresh_partitions(
+    shared: &ShardShared,
+    local: &mut Vec<Arc<Partition>>,
+    seen: &mut Vec<u32>,
+    group_of: &mut Vec<u32>,
+) {
     let table = shared.partitions.read().expect("partitions lock");
     local.extend(table[local.len()..].iter().cloned());
     seen.resize(local.len(), 0);
+    group_of.resize(local.len(), 0);
 }
 
 /// The commit being built: `buf[..len]` goes to segment position `start` (block-aligned); its
@@ -147,9 +155,12 @@ pub(crate) struct Writer {
     /// Per partition slot, the `stamp` of the last fill that counted a frame for it.
     seen: Vec<u32>,
     stamp: u32,
-    /// Scratch for `fill`: records taken from each ring, and (slot, ring, index) of each.
+    /// Scratch for `fill`: records taken from each ring; per partition slot, its group in this
+    /// fill; each group's (slot, records, first index in `order`); (ring, index) of each record.
     counts: Vec<usize>,
-    order: Vec<(u32, u32, u32)>,
+    group_of: Vec<u32>,
+    groups: Vec<(u32, u32, u32)>,
+    order: Vec<(u32, u32)>,
 }
 
 impl Writer {
@@ -178,6 +189,8 @@ impl Writer {
             seen: Vec::new(),
             stamp: 0,
             counts: Vec::new(),
+            group_of: Vec::new(),
+            groups: Vec::new(),
             order: Vec::new(),
             window: unflushed_window_bytes(start.commit_bytes_max),
             device,
@@ -330,6 +343,7 @@ impl Writer {
         let mut used = self.build.len;
         self.counts.clear();
         self.counts.resize(self.rings.len(), 0);
+        self.groups.clear();
         'rings: for (r, ring) in self.rings.iter_mut().enumerate() {
             let n = ring.rx.slots();
             if n == 0 {
@@ -340,7 +354,12 @@ impl Writer {
             for item in a.iter().chain(b) {
                 let slot = item.slot as usize;
                 if slot >= self.partitions.len() {
-                    refresh_partitions(&self.shared, &mut self.partitions, &mut self.seen);
+                    refresh_partitions(
+                        &self.shared,
+                        &mut self.partitions,
+                        &mut self.seen,
+                        &mut self.group_of,
+                    );
                 }
                 let first = self.seen[slot] != stamp;
                 let bytes = item.tail.len()
@@ -352,7 +371,12 @@ impl Writer {
                     }
                     break 'rings;
                 }
-                self.seen[slot] = stamp;
+                if first {
+                    self.seen[slot] = stamp;
+                    self.group_of[slot] = self.groups.len() as u32;
+                    self.groups.push((item.slot, 0, 0));
+                }
+                self.groups[self.group_of[slot] as usize].1 += 1;
                 used += bytes;
                 self.counts[r] += 1;
             }
@@ -362,7 +386,16 @@ impl Writer {
         }
         let build = &mut self.build;
         let mut chunks = Vec::with_capacity(self.rings.len());
+        // Group by partition with a counting sort: each group's start, then each record into its
+        // group in ring order, so a partition's records keep their order within each ring.
+        let mut next_start = 0u32;
+        for group in &mut self.groups {
+            group.2 = next_start;
+            next_start += group.1;
+            group.1 = 0;
+        }
         self.order.clear();
+        self.order.resize(next_start as usize, (0, 0));
         for (r, (ring, &count)) in self.rings.iter_mut().zip(&self.counts).enumerate() {
             let chunk = ring
                 .rx
@@ -370,15 +403,16 @@ impl Writer {
                 .expect("counted slots are readable");
             let (a, b) = chunk.as_slices();
             for (i, item) in a.iter().chain(b).enumerate() {
-                self.order.push((item.slot, r as u32, i as u32));
+                let group = &mut self.groups[self.group_of[item.slot as usize] as usize];
+                self.order[(group.2 + group.1) as usize] = (r as u32, i as u32);
+                group.1 += 1;
             }
             chunks.push((chunk, &ring.ack, &mut ring.seq_popped, &mut ring.recycle));
         }
-        // One batch per partition; a partition's records keep their order within each ring.
-        self.order.sort_unstable();
-        for group in self.order.chunk_by(|a, b| a.0 == b.0) {
-            let partition = &self.partitions[group[0].0 as usize];
-            let item = |&(_, r, i): &(u32, u32, u32)| {
+        for &(slot, len, start) in &self.groups {
+            let group = &self.order[start as usize..(start + len) as usize];
+            let partition = &self.partitions[slot as usize];
+            let item = |&(r, i): &(u32, u32)| {
                 let (a, b) = chunks[r as usize].0.as_slices();
                 let i = i as usize;
                 if i < a.len() { &a[i] } else { &b[i - a.len()] }
@@ -396,8 +430,8 @@ impl Writer {
                 write_record(&mut build.buf[at..], &it.tail, delta, count as u32);
                 at += n;
                 max_timestamp = max_timestamp.max(it.timestamp);
-                let (_, ack, seq_popped, _) = &chunks[key.1 as usize];
-                let seq = **seq_popped + u64::from(key.2);
+                let (_, ack, seq_popped, _) = &chunks[key.0 as usize];
+                let seq = **seq_popped + u64::from(key.1);
                 ack.offsets[(seq % ack.capacity()) as usize]
                     .store(base_offset + count as u64, Ordering::Relaxed);
             }
@@ -442,7 +476,11 @@ impl Writer {
                 continue;
             }
             for item in chunk {
-                if item.tail.capacity() <= RECYCLE_BYTES_MAX {
+                let parked = recycle.buffer().capacity() - recycle.slots();
+                let cap = item.tail.capacity();
+                if cap <= RECYCLE_SMALL_BYTES_MAX
+                    || (cap <= RECYCLE_BYTES_MAX && parked < RECYCLE_LARGE_MAX)
+                {
                     let _ = recycle.push(item.tail);
                 }
             }
