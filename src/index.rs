@@ -128,6 +128,15 @@ impl Partition {
         out
     }
 
+    /// The entries of the batches stored in segment `segment`.
+    pub(crate) fn entries_in_segment(&self, segment: u64) -> Vec<BatchEntry> {
+        let entries = self.entries.read().expect("index lock");
+        // Segments only grow with offsets, so a segment's entries are one run.
+        let from = entries.partition_point(|(e, _)| e.segment < segment);
+        let to = entries.partition_point(|(e, _)| e.segment <= segment);
+        entries[from..to].iter().map(|(e, _)| *e).collect()
+    }
+
     /// The first batch whose records may have a timestamp at or after `timestamp`.
     pub fn entry_for_timestamp(&self, timestamp: i64, visible: u64) -> Option<BatchEntry> {
         let entries = self.entries.read().expect("index lock");

@@ -175,7 +175,6 @@ impl Log {
                     .then(|| config.writer_core(shared.id as usize, cores)),
                 segment: end.segment,
                 data_end: end.data_end,
-                segment_frames: end.segment_frames,
             };
             let (tx, rx) = mpsc::channel();
             let thread_shared = Arc::clone(shared);

@@ -59,7 +59,6 @@ pub struct RecoveryReport {
 pub(crate) struct ShardEnd {
     pub segment: u64,
     pub data_end: u64,
-    pub segment_frames: Vec<(u32, u32, BatchEntry)>,
 }
 
 /// What recovery needs to know.
@@ -127,7 +126,6 @@ pub(crate) fn recover_shard(
         return Ok(ShardEnd {
             segment: 0,
             data_end: 0,
-            segment_frames: Vec::new(),
         });
     }
     for (i, &id) in ids.iter().enumerate() {
@@ -191,7 +189,7 @@ pub(crate) fn recover_shard(
                     pos,
                     reason,
                 )?;
-                return finish(shared, params, id, pos, frame_list, Some(file_len));
+                return finish(shared, params, id, pos, Some(file_len));
             }
             ScanEnd::Damaged { pos, reason } => {
                 damaged(
@@ -204,11 +202,11 @@ pub(crate) fn recover_shard(
                     pos,
                     reason,
                 )?;
-                return finish(shared, params, id, pos, frame_list, Some(file_len));
+                return finish(shared, params, id, pos, Some(file_len));
             }
         };
         if last {
-            return finish(shared, params, id, data_end, frame_list, cut);
+            return finish(shared, params, id, data_end, cut);
         }
         let index = SegmentIndex {
             segment: id,
@@ -229,21 +227,15 @@ fn finish(
     params: &RecoverParams<'_>,
     id: u64,
     data_end: u64,
-    frames: Vec<(u32, u32, BatchEntry)>,
     garbage_end: Option<u64>,
 ) -> Result<ShardEnd> {
     if let Some(garbage_end) = garbage_end {
         zero_after(shared, params, id, data_end, garbage_end)?;
     }
-    let frames = frames
-        .into_iter()
-        .filter(|(_, _, e)| e.pos < data_end)
-        .collect();
     let _ = fs::remove_file(index_path(&shared.dir, id));
     Ok(ShardEnd {
         segment: id,
         data_end,
-        segment_frames: frames,
     })
 }
 

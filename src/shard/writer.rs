@@ -71,8 +71,6 @@ pub(crate) struct WriterStart {
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
     pub data_end: u64,
-    /// Frames already in the last segment (for its index file when it is sealed).
-    pub segment_frames: Vec<(u32, u32, BatchEntry)>,
 }
 
 struct RingIn {
@@ -590,16 +588,8 @@ impl Writer {
                     if let Some(last) = commits.last() {
                         self.durable_end = last.end;
                     }
-                    for commit in &commits {
-                        if self.start.durability == Durability::Sync {
-                            publish(commit);
-                        }
-                        self.start.segment_frames.extend(
-                            commit
-                                .entries
-                                .iter()
-                                .map(|(p, e)| (p.topic_id, p.partition, *e)),
-                        );
+                    if self.start.durability == Durability::Sync {
+                        commits.iter().for_each(publish);
                     }
                 }
             }
@@ -610,10 +600,28 @@ impl Writer {
 
     /// Seals the full segment (writes its index file) and starts the next one.
     fn roll(&mut self) -> Result<()> {
+        // The sealed segment's index file, from the partitions' entries: every commit is
+        // published by now (the roll waits for the disk to go idle).
+        refresh_partitions(
+            &self.shared,
+            &mut self.partitions,
+            &mut self.seen,
+            &mut self.group_of,
+        );
+        let mut frames: Vec<(u32, u32, BatchEntry)> = self
+            .partitions
+            .iter()
+            .flat_map(|p| {
+                p.entries_in_segment(self.segment.id)
+                    .into_iter()
+                    .map(|e| (p.topic_id, p.partition, e))
+            })
+            .collect();
+        frames.sort_unstable_by_key(|(_, _, e)| e.pos);
         let sealed = SegmentIndex {
             segment: self.segment.id,
             data_end: self.durable_end,
-            frames: std::mem::take(&mut self.start.segment_frames),
+            frames,
         };
         write_index_file(&index_path(&self.shared.dir, sealed.segment), &sealed)?;
         let id = self.segment.id + 1;

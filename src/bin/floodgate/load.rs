@@ -129,17 +129,20 @@ fn data_dir(args: &ProduceArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), 
 
 fn payload(producer: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&producer.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(producer);
-    while out.len() < size {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let take = (size - out.len()).min(8);
-        out.extend_from_slice(&x.to_le_bytes()[..take]);
+    out.resize(size, 0);
+    out[0..4].copy_from_slice(&producer.to_le_bytes());
+    out[4..12].copy_from_slice(&seq.to_le_bytes());
+    // Filler that differs per record and costs little to make: a word pattern seeded by the
+    // record, so a payload swapped for another record's fails its checksum.
+    let seed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(producer);
+    let mut words = out[HEADER_BYTES..].chunks_exact_mut(8);
+    for (i, w) in (&mut words).enumerate() {
+        w.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_le_bytes());
     }
+    let rest = words.into_remainder();
+    let last = seed.to_le_bytes();
+    let n = rest.len();
+    rest.copy_from_slice(&last[..n]);
     let sum = checksum(producer, seq, &out[HEADER_BYTES..]);
     out[12..20].copy_from_slice(&sum.to_le_bytes());
 }
