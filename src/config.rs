@@ -53,6 +53,7 @@ pub struct Config {
     pub(crate) io_backend: IoBackend,
     pub(crate) pin_threads: bool,
     pub(crate) writer_cores: Vec<usize>,
+    pub(crate) io_faults: Option<std::sync::Arc<crate::io::faults::IoFaults>>,
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
 }
@@ -71,6 +72,7 @@ impl Config {
             io_backend: IoBackend::IoUring,
             pin_threads: true,
             writer_cores: Vec::new(),
+            io_faults: None,
             repair_truncate_damaged: false,
             segment_prezero: true,
         }
@@ -159,6 +161,16 @@ impl Config {
     /// reported by [`crate::Log::recovery_report`].
     pub fn repair_truncate_damaged(mut self, repair: bool) -> Config {
         self.repair_truncate_damaged = repair;
+        self
+    }
+
+    /// FOR TESTS ONLY: route the shard writers' I/O through `faults`, which can stall it or
+    /// fail writes and flushes on demand.
+    pub fn testing_io_faults(
+        mut self,
+        faults: std::sync::Arc<crate::io::faults::IoFaults>,
+    ) -> Config {
+        self.io_faults = Some(faults);
         self
     }
 

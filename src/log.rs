@@ -170,6 +170,7 @@ impl Log {
                 durability: config.durability,
                 backend: config.io_backend,
                 prezero: config.segment_prezero,
+                faults: config.io_faults.clone(),
                 pin_core: config
                     .pin_threads
                     .then(|| config.writer_core(shared.id as usize, cores)),

@@ -13,6 +13,7 @@
 //! (an `Arc<File>`) until then. This module and `ring`-free `uring.rs` are the only homes of
 //! `unsafe` in floodgate.
 
+pub mod faults;
 pub mod portable;
 pub mod uring;
 
@@ -158,11 +159,19 @@ pub trait Device: Send {
     ) -> Result<()>;
 }
 
-/// Creates the device of a backend for a shard.
-pub fn device(backend: IoBackend, queue_depth: u32) -> Result<Box<dyn Device>> {
-    Ok(match backend {
+/// Creates the device of a backend for a shard, with test faults if any.
+pub fn device(
+    backend: IoBackend,
+    queue_depth: u32,
+    faults: Option<&Arc<faults::IoFaults>>,
+) -> Result<Box<dyn Device>> {
+    let device: Box<dyn Device> = match backend {
         IoBackend::IoUring => Box::new(uring::UringDevice::new(queue_depth)?),
         IoBackend::Portable => Box::new(portable::PortableDevice::default()),
+    };
+    Ok(match faults {
+        Some(f) => Box::new(faults::FaultyDevice::new(device, Arc::clone(f))),
+        None => device,
     })
 }
 

@@ -68,6 +68,7 @@ pub(crate) struct WriterStart {
     pub backend: IoBackend,
     pub prezero: bool,
     pub pin_core: Option<usize>,
+    pub faults: Option<Arc<crate::io::faults::IoFaults>>,
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
     pub data_end: u64,
@@ -164,7 +165,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Sets the writer up on the shard thread (the io_uring instance belongs to it).
     pub fn new(shared: Arc<ShardShared>, start: WriterStart) -> Result<Writer> {
-        let device = io::device(start.backend, 64)?;
+        let device = io::device(start.backend, 64, start.faults.as_ref())?;
         let path = shared.segment_path(start.segment);
         let file = Arc::new(io::open_segment(&path, start.backend, false, true)?);
         let mut buf = AlignedBuf::new(start.commit_bytes_max);
