@@ -35,7 +35,7 @@ const ZERO_CHUNK_BYTES: usize = 256 << 10;
 /// How far zeroing may run ahead of twice the writer's progress.
 const ZERO_LEAD_BYTES: u64 = 16 << 20;
 /// How often paced zeroing looks at the writer's progress.
-const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Default)]
 struct State {

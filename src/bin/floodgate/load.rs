@@ -22,6 +22,24 @@ const HEADER_BYTES: usize = 20;
 pub enum Scenario {
     /// Produce records and report throughput and acknowledgement latency.
     Produce(ProduceArgs),
+    /// Measure the CPU an open, idle log uses (shard writers and helpers parked).
+    Idle(IdleArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct IdleArgs {
+    /// Data directory (default: a fresh temporary directory, removed at exit).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// How long to stay idle, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Shards (writer threads).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Print one JSON object on stdout instead of a line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -82,6 +100,7 @@ pub struct ProduceArgs {
 pub fn run(scenario: Scenario) -> Result<(), String> {
     match scenario {
         Scenario::Produce(args) => produce(args),
+        Scenario::Idle(args) => idle(args),
     }
 }
 
@@ -106,8 +125,8 @@ fn parse_backend(s: &str) -> Result<IoBackend, String> {
 }
 
 /// The data directory: the given one, or a fresh one on a disk-backed file system.
-fn data_dir(args: &ProduceArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
-    if let Some(d) = &args.dir {
+fn data_dir(dir: Option<&PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    if let Some(d) = dir {
         return Ok((d.clone(), None));
     }
     let mut base = std::env::temp_dir();
@@ -151,6 +170,47 @@ fn checksum(producer: u32, seq: u64, filler: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(filler, (u64::from(producer) << 32) ^ seq)
 }
 
+/// Opens a log, sends one record (so a producer ring exists), then stays idle and reports the
+/// process's CPU use over that time as a percentage of one core.
+fn idle(args: IdleArgs) -> Result<(), String> {
+    let (dir, _tmp) = data_dir(args.dir.as_ref())?;
+    let log = Log::open(Config::new(&dir).shards(args.shards)).map_err(|e| e.to_string())?;
+    if !log.list_topics().iter().any(|t| t.name == TOPIC) {
+        log.create_topic(TOPIC, TopicConfig::new(1))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut producer = log.producer();
+    producer
+        .send(TOPIC, Record::new(b"idle"))
+        .and_then(Ack::wait)
+        .map_err(|e| e.to_string())?;
+    // Let the segment helper finish preparing the next segment before measuring.
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu_start = process_cpu();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.duration));
+    let cpu = process_cpu() - cpu_start;
+    let pct = 100.0 * cpu.as_secs_f64() / start.elapsed().as_secs_f64();
+    drop(producer);
+    drop(log);
+    let report = json!({
+        "scenario": "idle",
+        "shards": args.shards,
+        "duration_s": args.duration,
+        "idle_cpu_pct_of_one_core": pct,
+        "env": env_json(&dir, &fs_type(&dir)),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "floodgate load idle: {pct:.3}% of one core over {:.1} s ({} shard(s))",
+            args.duration, args.shards
+        );
+    }
+    Ok(())
+}
+
 struct ProducerResult {
     histogram: Histogram<u64>,
     acked: u64,
@@ -167,7 +227,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     }
     let durability = parse_durability(&args.durability)?;
     let backend = parse_backend(&args.backend)?;
-    let (dir, tmp) = data_dir(&args)?;
+    let (dir, tmp) = data_dir(args.dir.as_ref())?;
     let config = Config::new(&dir)
         .shards(args.shards)
         .durability(durability)
