@@ -113,14 +113,16 @@ struct Build {
     first_frame: usize,
     frames: usize,
     acks: Vec<(Arc<AckRing>, u64)>,
-    entries: Vec<(Arc<Partition>, BatchEntry)>,
+    /// (partition slot, entry) of each frame.
+    entries: Vec<(u32, BatchEntry)>,
 }
 
 /// A submitted commit, waiting to become durable.
 struct Commit {
     end: u64,
     acks: Vec<(Arc<AckRing>, u64)>,
-    entries: Vec<(Arc<Partition>, BatchEntry)>,
+    /// (partition slot, entry) of each frame.
+    entries: Vec<(u32, BatchEntry)>,
 }
 
 struct Active {
@@ -464,7 +466,7 @@ impl Writer {
                 pos: build.start + frame_at as u64,
                 frame_bytes: (at - frame_at) as u32,
             };
-            build.entries.push((Arc::clone(partition), entry));
+            build.entries.push((slot, entry));
             build.len = at;
             build.frames += 1;
         }
@@ -574,7 +576,7 @@ impl Writer {
                     self.spare.push(c.buf.expect("a write returns its buffer"));
                     let commit = self.write_in_flight.take().expect("a write in flight");
                     if matches!(self.start.durability, Durability::Interval(_)) {
-                        publish(&commit);
+                        publish(&commit, &self.partitions);
                     }
                     self.written.push(commit);
                 }
@@ -590,7 +592,9 @@ impl Writer {
                         self.durable_end = last.end;
                     }
                     if self.start.durability == Durability::Sync {
-                        commits.iter().for_each(publish);
+                        for commit in &commits {
+                            publish(commit, &self.partitions);
+                        }
                     }
                 }
             }
@@ -660,8 +664,9 @@ impl Writer {
 }
 
 /// Makes a durable commit visible: index entries and watermarks first, then acknowledgements.
-fn publish(commit: &Commit) {
-    for (partition, entry) in &commit.entries {
+fn publish(commit: &Commit, partitions: &[Arc<Partition>]) {
+    for (slot, entry) in &commit.entries {
+        let partition = &partitions[*slot as usize];
         partition.push(*entry);
         partition
             .offset_visible
