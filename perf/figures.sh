@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 cargo build --release --quiet
-median() { # label, then the load command's arguments
+median() { # label, then the load command's arguments; FIGURES=substring runs only matching rows
   local label=$1; shift
+  [[ -z "${FIGURES:-}" || "$label" == *"$FIGURES"* ]] || return 0
   local outs=()
   for _ in $(seq "$runs"); do outs+=("$(./target/release/floodgate load produce --json "$@")"); done
   python3 - "$label" "$*" "${outs[@]}" <<'PY'
@@ -22,3 +23,4 @@ PY
 median "100 B, Sync, 1 partition, as fast as possible" --messages 5000000 --size 100
 median "100 B, Sync, 1 partition, paced at 500k msgs/s" --duration 10 --rate 500000 --size 100
 median "4 KiB, Sync, 1 partition, as fast as possible" --messages 500000 --size 4096
+median "100 B, Sync, 10,000 partitions, as fast as possible" --messages 5000000 --size 100 --partitions 10000

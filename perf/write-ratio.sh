@@ -2,7 +2,7 @@
 # floodgate's write bandwidth with 4 KiB records (Sync durability) as a ratio of fio's O_DIRECT
 # sequential write on the same file system, measured back to back in the same run, RUNS times
 # (default 3). Prints each run and the medians.
-# Usage: perf/write-ratio.sh [RUNS] [MESSAGES]
+# Usage: [FLOODGATE_ARGS="--no-prezero"] perf/write-ratio.sh [RUNS] [MESSAGES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -14,7 +14,7 @@ results=()
 for i in $(seq "$runs"); do
   fio=$(perf/fio-baseline.sh "$dir" 2G)
   load=$(./target/release/floodgate load produce --dir "$dir/log-$i" --size 4096 \
-    --messages "$messages" --json)
+    --messages "$messages" ${FLOODGATE_ARGS:-} --json)
   rm -rf "$dir/log-$i"
   results+=("$(python3 -c '
 import json, sys
