@@ -75,16 +75,20 @@ impl LogInner {
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
     }
 
+    /// A partition, with its index brought up to date with what its writer published.
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let t = self.topic(topic)?;
-        t.partitions
+        let p = t
+            .partitions
             .get(partition as usize)
             .cloned()
             .ok_or_else(|| Error::UnknownPartition {
                 topic: topic.to_owned(),
                 partition,
                 partitions: t.partitions.len() as u32,
-            })
+            })?;
+        self.shards[p.shard as usize].catch_up();
+        Ok(p)
     }
 }
 

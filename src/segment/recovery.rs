@@ -189,7 +189,7 @@ pub(crate) fn recover_shard(
                     pos,
                     reason,
                 )?;
-                return finish(shared, params, id, pos, Some(file_len));
+                return finish(shared, params, id, pos, &frame_list, Some(file_len));
             }
             ScanEnd::Damaged { pos, reason } => {
                 damaged(
@@ -202,11 +202,11 @@ pub(crate) fn recover_shard(
                     pos,
                     reason,
                 )?;
-                return finish(shared, params, id, pos, Some(file_len));
+                return finish(shared, params, id, pos, &frame_list, Some(file_len));
             }
         };
         if last {
-            return finish(shared, params, id, data_end, cut);
+            return finish(shared, params, id, data_end, &frame_list, cut);
         }
         let index = SegmentIndex {
             segment: id,
@@ -227,11 +227,22 @@ fn finish(
     params: &RecoverParams<'_>,
     id: u64,
     data_end: u64,
+    frames: &[(u32, u32, BatchEntry)],
     garbage_end: Option<u64>,
 ) -> Result<ShardEnd> {
     if let Some(garbage_end) = garbage_end {
         zero_after(shared, params, id, data_end, garbage_end)?;
     }
+    // The active segment's frames, for its index file when the writer seals it.
+    let slots = frames.iter().filter_map(|(t, p, e)| {
+        let partition = params.partitions.get(&(*t, *p))?;
+        (e.pos < data_end).then_some((partition.slot, *e))
+    });
+    shared
+        .index_log
+        .lock()
+        .expect("index log lock")
+        .publish_distributed(slots);
     let _ = fs::remove_file(index_path(&shared.dir, id));
     Ok(ShardEnd {
         segment: id,

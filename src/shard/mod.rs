@@ -21,7 +21,7 @@ use std::thread::Thread;
 use crossbeam_utils::CachePadded;
 
 use crate::error::Error;
-use crate::index::Partition;
+use crate::index::{BatchEntry, IndexLog, Partition};
 
 /// A record on its way from a producer to a shard writer: its partition's slot in the shard's
 /// partition table, its timestamp and its encoded tail (key, value, headers), encoded on the
@@ -190,6 +190,10 @@ pub(crate) struct ShardShared {
     /// Every partition this shard owns, by slot; append-only. Records name their partition by
     /// slot, so producers and the writer never touch a shared reference count per record.
     pub partitions: RwLock<Vec<Arc<Partition>>>,
+    /// Index entries published by the writer, on their way to the partitions.
+    pub index_log: Mutex<IndexLog>,
+    /// Held while entries are moved into partitions, so they arrive in order.
+    distributing: Mutex<Vec<(u32, BatchEntry)>>,
     pub new_rings_flag: AtomicBool,
     /// Latched at the first I/O failure, or `Closed` when the writer exits.
     pub failed: OnceLock<Error>,
@@ -208,6 +212,8 @@ impl ShardShared {
             new_rings: Mutex::new(Vec::new()),
             new_rings_flag: AtomicBool::new(false),
             partitions: RwLock::new(Vec::new()),
+            index_log: Mutex::new(IndexLog::default()),
+            distributing: Mutex::new(Vec::new()),
             failed: OnceLock::new(),
             shutdown: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
@@ -234,6 +240,27 @@ impl ShardShared {
     /// The error that stopped this shard, if it has stopped.
     pub fn stopped(&self) -> Option<Error> {
         self.failed.get().cloned()
+    }
+
+    /// Moves the entries the writer published into their partitions' indexes and watermarks.
+    /// Readers call it before they look at a partition.
+    pub fn catch_up(&self) {
+        let mut batch = self.distributing.lock().expect("distribute lock");
+        self.index_log
+            .lock()
+            .expect("index log lock")
+            .take_undistributed(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
+        let table = self.partitions.read().expect("partitions lock");
+        for (slot, entry) in batch.drain(..) {
+            let partition = &table[slot as usize];
+            partition.push(entry);
+            partition
+                .offset_visible
+                .store(entry.last_offset + 1, Ordering::Release);
+        }
     }
 
     /// Creates a partition owned by this shard, in the next slot of its table.

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, Partition, SegmentIndex};
+use crate::index::{BatchEntry, SegmentIndex};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
@@ -93,14 +93,26 @@ pub(crate) const RECYCLE_LARGE_MAX: usize = 256;
 /// Brings the writer's copy of the shard's partition table up to date.
 fn refresh_partitions(
     shared: &ShardShared,
-    local: &mut Vec<Arc<Partition>>,
+    local: &mut Vec<SlotState>,
     seen: &mut Vec<u32>,
     group_of: &mut Vec<u32>,
 ) {
     let table = shared.partitions.read().expect("partitions lock");
-    local.extend(table[local.len()..].iter().cloned());
+    local.extend(table[local.len()..].iter().map(|p| SlotState {
+        topic_id: p.topic_id,
+        partition: p.partition,
+        offset_next: p.offset_next.load(Ordering::Relaxed),
+    }));
     seen.resize(local.len(), 0);
     group_of.resize(local.len(), 0);
+}
+
+/// What the writer keeps of each partition it owns, densely by slot (hot in cache even with
+/// many partitions): the frame header fields and the offset the next record gets.
+struct SlotState {
+    topic_id: u32,
+    partition: u32,
+    offset_next: u64,
 }
 
 /// The commit being built: `buf[..len]` goes to segment position `start` (block-aligned); its
@@ -152,7 +164,7 @@ pub(crate) struct Writer {
     completions: Vec<Completion>,
     preparer: Option<Preparer>,
     /// The shard's partitions by slot, as far as the writer has seen them.
-    partitions: Vec<Arc<Partition>>,
+    partitions: Vec<SlotState>,
     /// Per partition slot, the `stamp` of the last fill that counted a frame for it.
     seen: Vec<u32>,
     stamp: u32,
@@ -412,14 +424,14 @@ impl Writer {
         }
         for &(slot, len, start) in &self.groups {
             let group = &self.order[start as usize..(start + len) as usize];
-            let partition = &self.partitions[slot as usize];
+            let partition = &mut self.partitions[slot as usize];
             let item = |&(r, i): &(u32, u32)| {
                 let (a, b) = chunks[r as usize].0.as_slices();
                 let i = i as usize;
                 if i < a.len() { &a[i] } else { &b[i - a.len()] }
             };
             let base_timestamp = item(&group[0]).timestamp;
-            let base_offset = partition.offset_next.load(Ordering::Relaxed);
+            let base_offset = partition.offset_next;
             let frame_at = build.len;
             let mut at = frame_at + FRAME_OVERHEAD_BYTES;
             let mut max_timestamp = base_timestamp;
@@ -455,9 +467,7 @@ impl Writer {
                     .try_into()
                     .expect("header slice"),
             );
-            partition
-                .offset_next
-                .store(base_offset + count, Ordering::Relaxed);
+            partition.offset_next = base_offset + count;
             let entry = BatchEntry {
                 base_offset,
                 last_offset: base_offset + count - 1,
@@ -576,7 +586,7 @@ impl Writer {
                     self.spare.push(c.buf.expect("a write returns its buffer"));
                     let commit = self.write_in_flight.take().expect("a write in flight");
                     if matches!(self.start.durability, Durability::Interval(_)) {
-                        publish(&commit, &self.partitions);
+                        publish(&commit, &self.shared);
                     }
                     self.written.push(commit);
                 }
@@ -593,7 +603,7 @@ impl Writer {
                     }
                     if self.start.durability == Durability::Sync {
                         for commit in &commits {
-                            publish(commit, &self.partitions);
+                            publish(commit, &self.shared);
                         }
                     }
                 }
@@ -605,24 +615,21 @@ impl Writer {
 
     /// Seals the full segment (writes its index file) and starts the next one.
     fn roll(&mut self) -> Result<()> {
-        // The sealed segment's index file, from the partitions' entries: every commit is
-        // published by now (the roll waits for the disk to go idle).
-        refresh_partitions(
-            &self.shared,
-            &mut self.partitions,
-            &mut self.seen,
-            &mut self.group_of,
-        );
-        let mut frames: Vec<(u32, u32, BatchEntry)> = self
-            .partitions
-            .iter()
-            .flat_map(|p| {
-                p.entries_in_segment(self.segment.id)
-                    .into_iter()
-                    .map(|e| (p.topic_id, p.partition, e))
+        // The sealed segment's index file: every commit is published by now (the roll waits
+        // for the disk to go idle).
+        let table = self.shared.partitions.read().expect("partitions lock").clone();
+        let frames: Vec<(u32, u32, BatchEntry)> = self
+            .shared
+            .index_log
+            .lock()
+            .expect("index log lock")
+            .seal(self.segment.id)
+            .into_iter()
+            .map(|(slot, e)| {
+                let p = &table[slot as usize];
+                (p.topic_id, p.partition, e)
             })
             .collect();
-        frames.sort_unstable_by_key(|(_, _, e)| e.pos);
         let sealed = SegmentIndex {
             segment: self.segment.id,
             data_end: self.durable_end,
@@ -663,15 +670,14 @@ impl Writer {
     }
 }
 
-/// Makes a durable commit visible: index entries and watermarks first, then acknowledgements.
-fn publish(commit: &Commit, partitions: &[Arc<Partition>]) {
-    for (slot, entry) in &commit.entries {
-        let partition = &partitions[*slot as usize];
-        partition.push(*entry);
-        partition
-            .offset_visible
-            .store(entry.last_offset + 1, Ordering::Release);
-    }
+/// Makes a durable commit visible: index entries first (readers move them into the partitions),
+/// then acknowledgements.
+fn publish(commit: &Commit, shared: &ShardShared) {
+    shared
+        .index_log
+        .lock()
+        .expect("index log lock")
+        .publish(&commit.entries);
     for (ack, seq_end) in &commit.acks {
         ack.seq_acked.store(*seq_end, Ordering::Release);
         ack.wake_all();
