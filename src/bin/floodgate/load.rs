@@ -86,7 +86,7 @@ pub struct ProduceArgs {
     /// Do not zero-fill segments ahead of the writer (see Config::segment_prezero).
     #[arg(long)]
     no_prezero: bool,
-    /// Do not pin shard writer threads to cores.
+    /// Do not pin shard writer threads, nor producer threads, to cores.
     #[arg(long)]
     no_pin: bool,
     /// Read everything back afterwards and check it.
@@ -380,6 +380,9 @@ fn producer_thread(
     deadline: Option<Duration>,
     start: Instant,
 ) -> ProducerResult {
+    if !args.no_pin {
+        pin_producer(k as usize, args.shards);
+    }
     let mut producer = log.producer();
     let mut result = ProducerResult {
         histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
@@ -551,6 +554,21 @@ fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
     let found_acked = seen.len() as u64;
     v.missing = acked.saturating_sub(found_acked);
     v
+}
+
+/// Pins producer thread `k` to a core the shard writers do not use (writers take the last
+/// cores, see `Config::writer_cores`); with no such core, leaves it to the scheduler.
+fn pin_producer(k: usize, shards: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let free = cores.saturating_sub(shards);
+    if free == 0 {
+        return;
+    }
+    let mut set = CpuSet::new();
+    if set.set(k % free).is_ok() {
+        let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
 }
 
 /// User plus system CPU time of this process so far (all threads, the library's included).
