@@ -285,3 +285,57 @@ fn another_process_is_refused_with_the_holder_named() {
     );
     assert!(stderr.contains(&holder), "{stderr}");
 }
+
+#[test]
+fn routing_by_key_is_stable_and_keyless_records_are_sticky() {
+    use floodgate::producer::{STICKY_BYTES, partition_for_key};
+    // xxh3_64 with seed 0, modulo the partition count: pinned, so keys never move between
+    // releases.
+    assert_eq!(
+        partition_for_key(b"user-9", 8),
+        (xxhash_rust::xxh3::xxh3_64(b"user-9") % 8) as u32
+    );
+    assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06_8005_38d3_94c2);
+    let dir = test_dir("routing");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(4)).unwrap();
+    let mut producer = log.producer();
+    for i in 0..50u32 {
+        let key = format!("key-{i}");
+        let at = producer
+            .send("t", Record::new(b"v").key(key.as_bytes()))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(at.partition, partition_for_key(key.as_bytes(), 4));
+    }
+    // Keyless: runs of STICKY_BYTES of values per partition, then the next partition.
+    let value = vec![0u8; 1000];
+    let per_run = STICKY_BYTES.div_ceil(1000);
+    let parts: Vec<u32> = (0..per_run * 3)
+        .map(|_| {
+            producer
+                .send("t", Record::new(&value))
+                .unwrap()
+                .wait()
+                .unwrap()
+                .partition
+        })
+        .collect();
+    let runs: Vec<&[u32]> = parts.chunk_by(|a, b| a == b).collect();
+    assert!(runs.len() >= 3, "keyless records moved on: {parts:?}");
+    for run in &runs[1..runs.len() - 1] {
+        assert_eq!(
+            run.len(),
+            per_run,
+            "a full run sticks to one partition: {parts:?}"
+        );
+    }
+    for pair in runs.windows(2) {
+        assert_eq!(
+            pair[1][0],
+            (pair[0][0] + 1) % 4,
+            "the next run goes to the next partition"
+        );
+    }
+}

@@ -617,7 +617,12 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         // The sealed segment's index file: every commit is published by now (the roll waits
         // for the disk to go idle).
-        let table = self.shared.partitions.read().expect("partitions lock").clone();
+        let table = self
+            .shared
+            .partitions
+            .read()
+            .expect("partitions lock")
+            .clone();
         let frames: Vec<(u32, u32, BatchEntry)> = self
             .shared
             .index_log
