@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod index;
 pub mod io;
@@ -36,6 +37,7 @@ pub mod segment;
 pub(crate) mod shard;
 
 pub use config::{Config, Durability};
+pub use consumer::{Consumer, ConsumerRecord, RateLimit, StartAt};
 pub use error::{Error, Result};
 pub use io::IoBackend;
 pub use log::{Log, TopicConfig, TopicInfo};

@@ -75,8 +75,59 @@ impl LogInner {
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
     }
 
+    /// See [`Log::read`].
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let p = self.partition(topic, partition)?;
+        let visible = p.offset_visible();
+        let earliest = p.offset_earliest();
+        if offset < earliest || offset > visible {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                earliest,
+                next: visible,
+            });
+        }
+        let entries = p.entries_from(offset, bytes_max, visible);
+        let mut out = Vec::new();
+        let shard = &self.shards[p.shard as usize];
+        for run in entries
+            .chunk_by(|a, b| a.segment == b.segment && a.pos + u64::from(a.frame_bytes) == b.pos)
+        {
+            let segment = shard
+                .segments
+                .read()
+                .expect("segments lock")
+                .get(&run[0].segment)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        shard.segment_path(run[0].segment),
+                        0,
+                        "segment file missing",
+                    )
+                })?;
+            read_entries(
+                &segment,
+                run,
+                offset,
+                visible,
+                (p.topic_id, p.partition),
+                &mut out,
+            )?;
+        }
+        Ok(out)
+    }
+
     /// A partition, with its index brought up to date with what its writer published.
-    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let t = self.topic(topic)?;
         let p = t
             .partitions
@@ -295,6 +346,11 @@ impl Log {
         out
     }
 
+    /// A consumer of `topic`: configure it, then `build()`.
+    pub fn consumer(&self, topic: &str) -> crate::consumer::ConsumerBuilder {
+        crate::consumer::ConsumerBuilder::new(Arc::clone(&self.inner), topic)
+    }
+
     /// A new producer. Create one per thread; they are cheap.
     pub fn producer(&self) -> Producer {
         Producer::new(Arc::clone(&self.inner))
@@ -318,47 +374,7 @@ impl Log {
         offset: u64,
         bytes_max: usize,
     ) -> Result<Vec<StoredRecord>> {
-        let p = self.inner.partition(topic, partition)?;
-        let visible = p.offset_visible();
-        let earliest = p.offset_earliest();
-        if offset < earliest || offset > visible {
-            return Err(Error::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                earliest,
-                next: visible,
-            });
-        }
-        let entries = p.entries_from(offset, bytes_max, visible);
-        let mut out = Vec::new();
-        let shard = &self.inner.shards[p.shard as usize];
-        for run in entries
-            .chunk_by(|a, b| a.segment == b.segment && a.pos + u64::from(a.frame_bytes) == b.pos)
-        {
-            let segment = shard
-                .segments
-                .read()
-                .expect("segments lock")
-                .get(&run[0].segment)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        shard.segment_path(run[0].segment),
-                        0,
-                        "segment file missing",
-                    )
-                })?;
-            read_entries(
-                &segment,
-                run,
-                offset,
-                visible,
-                (p.topic_id, p.partition),
-                &mut out,
-            )?;
-        }
-        Ok(out)
+        self.inner.read(topic, partition, offset, bytes_max)
     }
 
     /// The earliest offset whose record has a timestamp at or after `timestamp` (ms), or `None`

@@ -67,8 +67,7 @@ pub(crate) struct AckRing {
     pub slot_owner: Box<[AtomicU64]>,
     /// Offsets of live handles whose slot was reused: seq → offset.
     pub spilled: Mutex<std::collections::HashMap<u64, u64>>,
-    waiters: Mutex<Vec<Waiter>>,
-    waiters_present: AtomicBool,
+    waiters: WaitList,
 }
 
 impl AckRing {
@@ -78,8 +77,7 @@ impl AckRing {
             offsets: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             slot_owner: (0..capacity).map(|_| AtomicU64::new(NO_OWNER)).collect(),
             spilled: Mutex::new(std::collections::HashMap::new()),
-            waiters: Mutex::new(Vec::new()),
-            waiters_present: AtomicBool::new(false),
+            waiters: WaitList::default(),
         }
     }
 
@@ -145,22 +143,42 @@ impl AckRing {
 
     /// Registers a waiter; the caller must re-check its condition afterwards, then sleep.
     pub fn add_waiter(&self, w: Waiter) {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
-        waiters.push(w);
-        self.waiters_present.store(true, Ordering::SeqCst);
-        drop(waiters);
-        fence(Ordering::SeqCst);
+        self.waiters.add(w);
     }
 
     /// Wakes everyone waiting; called after `seq_acked` moves or the shard fails.
     pub fn wake_all(&self) {
+        self.waiters.wake_all();
+    }
+}
+
+/// Threads and tasks waiting for something to change, woken all at once. Waking costs one
+/// atomic load when nobody waits.
+#[derive(Default)]
+pub(crate) struct WaitList {
+    waiters: Mutex<Vec<Waiter>>,
+    present: AtomicBool,
+}
+
+impl WaitList {
+    /// Registers a waiter; the caller must re-check its condition afterwards, then sleep.
+    pub fn add(&self, w: Waiter) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        waiters.push(w);
+        self.present.store(true, Ordering::SeqCst);
+        drop(waiters);
         fence(Ordering::SeqCst);
-        if !self.waiters_present.load(Ordering::SeqCst) {
+    }
+
+    /// Wakes everyone waiting.
+    pub fn wake_all(&self) {
+        fence(Ordering::SeqCst);
+        if !self.present.load(Ordering::SeqCst) {
             return;
         }
         let waiters = {
             let mut w = self.waiters.lock().expect("waiters lock");
-            self.waiters_present.store(false, Ordering::SeqCst);
+            self.present.store(false, Ordering::SeqCst);
             std::mem::take(&mut *w)
         };
         for w in waiters {
@@ -192,6 +210,8 @@ pub(crate) struct ShardShared {
     pub partitions: RwLock<Vec<Arc<Partition>>>,
     /// Index entries published by the writer, on their way to the partitions.
     pub index_log: Mutex<IndexLog>,
+    /// Consumers waiting for new data in this shard (long-poll).
+    pub data_waiters: WaitList,
     /// Held while entries are moved into partitions, so they arrive in order.
     distributing: Mutex<Vec<(u32, BatchEntry)>>,
     pub new_rings_flag: AtomicBool,
@@ -213,6 +233,7 @@ impl ShardShared {
             new_rings_flag: AtomicBool::new(false),
             partitions: RwLock::new(Vec::new()),
             index_log: Mutex::new(IndexLog::default()),
+            data_waiters: WaitList::default(),
             distributing: Mutex::new(Vec::new()),
             failed: OnceLock::new(),
             shutdown: AtomicBool::new(false),

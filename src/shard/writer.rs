@@ -259,6 +259,7 @@ impl Writer {
         for ring in &self.rings {
             ring.ack.wake_all();
         }
+        self.shared.data_waiters.wake_all();
     }
 
     fn run_loop(&mut self) -> Result<()> {
@@ -683,6 +684,7 @@ fn publish(commit: &Commit, shared: &ShardShared) {
         .lock()
         .expect("index log lock")
         .publish(&commit.entries);
+    shared.data_waiters.wake_all();
     for (ack, seq_end) in &commit.acks {
         ack.seq_acked.store(*seq_end, Ordering::Release);
         ack.wake_all();

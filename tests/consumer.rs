@@ -1,0 +1,209 @@
+//! Consumers: delivery in offset order from every partition, start positions, seek, pause and
+//! resume, lag, long-poll (wakes on new data, times out on none), and the rate limit applied.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{BACKENDS, small_config, test_dir};
+use floodgate::{Error, Log, RateLimit, Record, StartAt, TopicConfig};
+
+fn produce(log: &Log, n: u32, partitions: u32) {
+    let mut producer = log.producer();
+    let acks: Vec<_> = (0..n)
+        .map(|i| {
+            let v = i.to_le_bytes();
+            producer
+                .send(
+                    "t",
+                    Record::new(&v)
+                        .partition(i % partitions)
+                        .timestamp(1_000 + i64::from(i)),
+                )
+                .unwrap()
+        })
+        .collect();
+    acks.into_iter().for_each(|a| {
+        a.wait().unwrap();
+    });
+}
+
+fn value_of(r: &floodgate::ConsumerRecord) -> u32 {
+    u32::from_le_bytes(r.record.value.as_deref().unwrap().try_into().unwrap())
+}
+
+#[test]
+fn delivers_everything_in_order_per_partition() {
+    for backend in BACKENDS {
+        let dir = test_dir("consume");
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        log.create_topic("t", TopicConfig::new(3)).unwrap();
+        produce(&log, 3000, 3);
+        let mut consumer = log.consumer("t").poll_records_max(100).build().unwrap();
+        let mut seen = vec![Vec::new(); 3];
+        while seen.iter().map(Vec::len).sum::<usize>() < 3000 {
+            let batch = consumer.poll(Duration::from_secs(5)).unwrap();
+            assert!(!batch.is_empty() && batch.len() <= 100);
+            for r in batch {
+                seen[r.partition as usize].push((r.record.offset, value_of(&r)));
+            }
+        }
+        for (p, got) in seen.iter().enumerate() {
+            for (i, (offset, value)) in got.iter().enumerate() {
+                assert_eq!(*offset, i as u64, "partition {p} in order");
+                assert_eq!(*value, i as u32 * 3 + p as u32);
+            }
+            assert_eq!(consumer.position(p as u32).unwrap(), 1000);
+        }
+        assert!(consumer.lag().unwrap().iter().all(|(_, lag)| *lag == 0));
+        assert!(consumer.poll(Duration::from_millis(10)).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn long_poll_wakes_on_new_data_and_times_out_on_none() {
+    let dir = test_dir("longpoll");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(2)).unwrap();
+    let mut consumer = log.consumer("t").start_at(StartAt::Latest).build().unwrap();
+    let started = Instant::now();
+    assert!(
+        consumer
+            .poll(Duration::from_millis(200))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "it waited for the timeout"
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            log.producer()
+                .send("t", Record::new(b"late").partition(1))
+                .unwrap()
+                .wait()
+                .unwrap();
+        });
+        // Woken by the publish, long before the 60 s timeout.
+        let got = consumer.poll(Duration::from_secs(60)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].partition, got[0].record.offset), (1, 0));
+    });
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn start_positions_seek_pause_and_resume() {
+    let dir = test_dir("positions");
+    let log = Log::open(small_config(dir.path(), BACKENDS[1])).unwrap();
+    log.create_topic("t", TopicConfig::new(2)).unwrap();
+    produce(&log, 200, 2); // partition p holds values p, p+2, ...; timestamps 1000 + value
+    let first = |c: &mut floodgate::Consumer| c.poll(Duration::from_secs(5)).unwrap().remove(0);
+
+    let mut c = log
+        .consumer("t")
+        .partitions(vec![1])
+        .start_at(StartAt::Offset(40))
+        .build()
+        .unwrap();
+    assert_eq!(first(&mut c).record.offset, 40);
+    let mut c = log
+        .consumer("t")
+        .partitions(vec![0])
+        .start_at(StartAt::Timestamp(1_051))
+        .build()
+        .unwrap();
+    let r = first(&mut c);
+    assert_eq!(
+        (r.record.offset, value_of(&r)),
+        (26, 52),
+        "first record at or after ts 1051"
+    );
+    let mut c = log.consumer("t").start_at(StartAt::Latest).build().unwrap();
+    assert!(c.poll(Duration::from_millis(10)).unwrap().is_empty());
+    assert_eq!(c.lag().unwrap(), vec![(0, 0), (1, 0)]);
+    let e = log
+        .consumer("t")
+        .start_at(StartAt::Offset(101))
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            e,
+            Error::OffsetOutOfRange {
+                offset: 101,
+                next: 100,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let mut c = log.consumer("t").build().unwrap();
+    assert_eq!(c.lag().unwrap(), vec![(0, 100), (1, 100)]);
+    c.seek(0, 90).unwrap();
+    c.pause(&[1]);
+    let mut got = Vec::new();
+    while let Some(r) = c
+        .poll(Duration::from_millis(50))
+        .unwrap()
+        .into_iter()
+        .next()
+    {
+        got.push(r.clone());
+        got.extend(c.poll(Duration::ZERO).unwrap());
+    }
+    assert!(
+        got.iter().all(|r| r.partition == 0),
+        "paused partition 1 delivers nothing"
+    );
+    assert_eq!(got.first().unwrap().record.offset, 90);
+    assert_eq!(c.position(0).unwrap(), 100);
+    c.resume(&[1]);
+    let r = first(&mut c);
+    assert_eq!((r.partition, r.record.offset), (1, 0));
+    assert!(matches!(
+        c.seek(0, 101),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(c.seek(7, 0), Err(Error::UnknownPartition { .. })));
+}
+
+#[test]
+fn the_rate_limit_holds_back_a_backlog() {
+    let dir = test_dir("rate");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    produce(&log, 500, 1);
+    // 100 records/s: a burst of one record, then one every 10 ms.
+    let mut c = log.consumer("t").max_rate(100.0).build().unwrap();
+    let got = c.poll(Duration::from_secs(5)).unwrap();
+    assert!(
+        !got.is_empty() && got.len() <= 2,
+        "{} records despite the limit",
+        got.len()
+    );
+    assert_eq!(
+        c.time_to_drain().unwrap().map(|d| d.as_secs()),
+        Some(4),
+        "~498 left at 100/s"
+    );
+    c.set_rate_limit(RateLimit {
+        msgs_per_s: None,
+        bytes_per_s: None,
+    })
+    .unwrap();
+    let mut n = got.len();
+    while n < 500 {
+        n += c.poll(Duration::from_secs(5)).unwrap().len();
+    }
+    assert_eq!(c.lag().unwrap(), vec![(0, 0)]);
+    let bad = c.set_rate_limit(RateLimit {
+        msgs_per_s: Some(0.0),
+        bytes_per_s: None,
+    });
+    assert!(matches!(bad, Err(Error::Config(_))));
+}
