@@ -156,9 +156,10 @@ mod tests {
         let mut windows = vec![0u64; seconds as usize];
         let mut now = t0;
         // Ask for more than the limit can allow in a step, so the limiter is what binds.
-        let rate = limit.msgs_per_s.unwrap_or(f64::MAX).min(
-            limit.bytes_per_s.map_or(f64::MAX, |b| b / size as f64),
-        );
+        let rate = limit
+            .msgs_per_s
+            .unwrap_or(f64::MAX)
+            .min(limit.bytes_per_s.map_or(f64::MAX, |b| b / size as f64));
         let ask = (rate * step.as_secs_f64() * 2.0) as usize + 10;
         while now < t0 + Duration::from_secs(u64::from(seconds)) {
             let n = limiter.take(now, std::iter::repeat_n(size, ask));

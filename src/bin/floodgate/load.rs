@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -24,6 +25,75 @@ pub enum Scenario {
     Produce(ProduceArgs),
     /// Measure the CPU an open, idle log uses (shard writers and helpers parked).
     Idle(IdleArgs),
+    /// The mission: producers at a peak rate while a consumer drains at a fixed, lower rate.
+    Peak(PeakArgs),
+    /// Drain an existing data directory's load topic, optionally at a fixed rate.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct PeakArgs {
+    /// Data directory (default: a fresh temporary directory, removed at exit unless --keep).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary data directory.
+    #[arg(long)]
+    keep: bool,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Records per second over all producers.
+    #[arg(long, default_value_t = 500_000.0)]
+    produce_rate: f64,
+    /// Records per second the consumer drains (exactly, while a backlog lasts).
+    #[arg(long, default_value_t = 80_000.0)]
+    consume_rate: f64,
+    /// Record value size in bytes (at least 20).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Partitions of the load topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Producer threads.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// `sync` or `interval:MS`.
+    #[arg(long, default_value = "sync")]
+    durability: String,
+    /// Shards (writer threads).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// I/O backend: `io_uring` or `portable`.
+    #[arg(long, default_value = "io_uring")]
+    backend: String,
+    /// Check every consumed record, then read everything back and check it.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ConsumeArgs {
+    /// Data directory written by `floodgate load produce --keep` or `peak --keep`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Records per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    consume_rate: f64,
+    /// Shards the directory was created with.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// I/O backend: `io_uring` or `portable`.
+    #[arg(long, default_value = "io_uring")]
+    backend: String,
+    /// Check every consumed record.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +171,8 @@ pub fn run(scenario: Scenario) -> Result<(), String> {
     match scenario {
         Scenario::Produce(args) => produce(args),
         Scenario::Idle(args) => idle(args),
+        Scenario::Peak(args) => peak(args),
+        Scenario::Consume(args) => consume(args),
     }
 }
 
@@ -170,6 +242,283 @@ fn checksum(producer: u32, seq: u64, filler: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(filler, (u64::from(producer) << 32) ^ seq)
 }
 
+/// What a consumer loop saw.
+#[derive(Default)]
+struct ConsumeStats {
+    consumed: u64,
+    bytes: u64,
+    /// Records delivered in each whole second since the start.
+    per_second: Vec<u64>,
+    corrupt: u64,
+    duplicated: u64,
+    out_of_order: u64,
+}
+
+/// Consumes the load topic with `log.consumer`, at `rate` (0: unlimited), until `stop` says
+/// so; counts into `consumed` as it goes. With `verify`, checks every payload.
+fn consume_loop(
+    log: &Log,
+    rate: f64,
+    start: Instant,
+    verify: bool,
+    consumed: &AtomicU64,
+    stop: &dyn Fn(&floodgate::Consumer) -> bool,
+) -> Result<ConsumeStats, String> {
+    let mut builder = log.consumer(TOPIC);
+    if rate > 0.0 {
+        builder = builder.max_rate(rate);
+    }
+    let mut consumer = builder.build().map_err(|e| e.to_string())?;
+    let mut stats = ConsumeStats::default();
+    let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
+    while !stop(&consumer) {
+        let records = consumer
+            .poll(Duration::from_millis(50))
+            .map_err(|e| e.to_string())?;
+        let second = start.elapsed().as_secs() as usize;
+        if stats.per_second.len() <= second {
+            stats.per_second.resize(second + 1, 0);
+        }
+        stats.per_second[second] += records.len() as u64;
+        consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
+        for r in records {
+            stats.consumed += 1;
+            let value = r.record.value.unwrap_or_default();
+            stats.bytes += value.len() as u64;
+            if !verify {
+                continue;
+            }
+            if value.len() < HEADER_BYTES {
+                stats.corrupt += 1;
+                continue;
+            }
+            let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
+            let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
+            let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
+            if sum != checksum(producer, seq, &value[HEADER_BYTES..]) {
+                stats.corrupt += 1;
+                continue;
+            }
+            if !seen.insert((producer, seq)) {
+                stats.duplicated += 1;
+            }
+            if last_seq
+                .insert((r.partition, producer), seq)
+                .is_some_and(|prev| prev > seq)
+            {
+                stats.out_of_order += 1;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The worst deviation from `rate` over the whole seconds in `per_second` (the last, partial
+/// one excluded), in percent.
+fn rate_error_pct(per_second: &[u64], whole_seconds: usize, rate: f64) -> f64 {
+    per_second
+        .iter()
+        .take(whole_seconds)
+        .map(|&n| (n as f64 - rate).abs() / rate * 100.0)
+        .fold(0.0, f64::max)
+}
+
+fn peak(args: PeakArgs) -> Result<(), String> {
+    if args.consume_rate <= 0.0 || args.produce_rate <= 0.0 {
+        return Err("--produce-rate and --consume-rate must be positive".into());
+    }
+    let produce_args = ProduceArgs {
+        dir: args.dir.clone(),
+        keep: args.keep,
+        messages: None,
+        duration: Some(args.duration),
+        size: args.size,
+        partitions: args.partitions,
+        producers: args.producers,
+        rate: args.produce_rate,
+        durability: args.durability.clone(),
+        shards: args.shards,
+        backend: args.backend.clone(),
+        segment_bytes: 1 << 30,
+        commit_bytes_max: 4 << 20,
+        no_prezero: false,
+        no_pin: false,
+        verify: args.verify,
+        json: args.json,
+    };
+    if args.size < HEADER_BYTES {
+        return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
+    }
+    let (log, dir, tmp, backend) = open_load_log(&produce_args)?;
+    let deadline = Duration::from_secs_f64(args.duration);
+    let acked = AtomicU64::new(0);
+    let consumed = AtomicU64::new(0);
+    let cpu_start = process_cpu();
+    let start = Instant::now();
+    let mut backlog_series: Vec<(f64, u64)> = Vec::new();
+    let (results, consume_stats) = std::thread::scope(|s| {
+        let producers: Vec<_> = (0..args.producers)
+            .map(|k| {
+                let (log, produce_args, acked) = (&log, &produce_args, &acked);
+                s.spawn(move || {
+                    producer_thread(log, produce_args, k, None, Some(deadline), start, acked)
+                })
+            })
+            .collect();
+        let consumer = {
+            let (log, consumed) = (&log, &consumed);
+            let stop = move |_: &floodgate::Consumer| start.elapsed() >= deadline;
+            s.spawn(move || {
+                consume_loop(log, args.consume_rate, start, args.verify, consumed, &stop)
+            })
+        };
+        while start.elapsed() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let backlog = acked
+                .load(Ordering::Relaxed)
+                .saturating_sub(consumed.load(Ordering::Relaxed));
+            backlog_series.push((start.elapsed().as_secs_f64(), backlog));
+        }
+        let results: Vec<ProducerResult> = producers
+            .into_iter()
+            .map(|h| h.join().expect("producer thread"))
+            .collect();
+        (results, consumer.join().expect("consumer thread"))
+    });
+    let consume_stats = consume_stats?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu_start;
+    let (histogram, produced, errors, first_error) = merge(&results);
+    let verify = args.verify.then(|| {
+        let mut v = verify(&log, &produce_args, &results);
+        v.corrupt += consume_stats.corrupt;
+        v.duplicated += consume_stats.duplicated;
+        v.out_of_order += consume_stats.out_of_order;
+        v
+    });
+    drop(log);
+    let fs = fs_type(&dir);
+    let whole = (args.duration.floor() as usize).min(consume_stats.per_second.len());
+    let report = json!({
+        "scenario": "peak",
+        "message_bytes": args.size,
+        "partitions": args.partitions,
+        "producers": args.producers,
+        "shards": args.shards,
+        "durability": args.durability,
+        "io_backend": backend.name(),
+        "target_rate": args.produce_rate,
+        "consume_rate": args.consume_rate,
+        "duration_s": elapsed,
+        "produced": produced,
+        "errors": errors,
+        "produce_msgs_per_s": produced as f64 / elapsed,
+        "produce_mb_per_s": produced as f64 * args.size as f64 / 1e6 / elapsed,
+        "consumed": consume_stats.consumed,
+        "consume_msgs_per_s": consume_stats.consumed as f64 / elapsed,
+        "consume_mb_per_s": consume_stats.bytes as f64 / 1e6 / elapsed,
+        "consume_rate_error_pct": rate_error_pct(&consume_stats.per_second, whole, args.consume_rate),
+        "consumed_per_second": consume_stats.per_second,
+        "backlog_max": backlog_series.iter().map(|b| b.1).max().unwrap_or(0),
+        "backlog": backlog_series.iter().map(|(t, b)| json!([t, b])).collect::<Vec<_>>(),
+        "cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "ack_latency_us": latency_json(&histogram),
+        "verify": verify_json(verify.as_ref()),
+        "env": env_json(&dir, &fs),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "floodgate load peak: produce {} msgs/s, consume {} msgs/s, {} B, {} partition(s), {} s, durability {}, {} on {}",
+            args.produce_rate,
+            args.consume_rate,
+            args.size,
+            args.partitions,
+            args.duration,
+            args.durability,
+            backend.name(),
+            fs
+        );
+        println!(
+            "  produced     {produced} ({:.0} msgs/s)   ack p50 {} µs  p99 {} µs  p99.9 {} µs",
+            report["produce_msgs_per_s"].as_f64().unwrap_or(0.0),
+            report["ack_latency_us"]["p50"],
+            report["ack_latency_us"]["p99"],
+            report["ack_latency_us"]["p999"]
+        );
+        println!(
+            "  consumed     {} ({:.0} msgs/s)   worst 1 s window off by {:.3}%   backlog max {}",
+            consume_stats.consumed,
+            report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
+            report["consume_rate_error_pct"].as_f64().unwrap_or(0.0),
+            report["backlog_max"]
+        );
+        print_verify(verify.as_ref());
+    }
+    finish_run(errors, first_error, verify.as_ref(), args.keep, tmp)
+}
+
+fn consume(args: ConsumeArgs) -> Result<(), String> {
+    let backend = parse_backend(&args.backend)?;
+    if !args.dir.join("meta.json").exists() {
+        return Err(format!("{} holds no floodgate log", args.dir.display()));
+    }
+    let config = Config::new(&args.dir)
+        .shards(args.shards)
+        .io_backend(backend);
+    let log = Log::open(config).map_err(|e| e.to_string())?;
+    let consumed = AtomicU64::new(0);
+    let cpu_start = process_cpu();
+    let start = Instant::now();
+    // Drain what is stored now: stop when every partition's lag is zero.
+    let stop = |c: &floodgate::Consumer| c.lag().is_ok_and(|l| l.iter().all(|(_, n)| *n == 0));
+    let stats = consume_loop(
+        &log,
+        args.consume_rate,
+        start,
+        args.verify,
+        &consumed,
+        &stop,
+    )?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu_start;
+    let whole = (elapsed.floor() as usize).min(stats.per_second.len());
+    let error = (args.consume_rate > 0.0)
+        .then(|| rate_error_pct(&stats.per_second, whole, args.consume_rate));
+    let report = json!({
+        "scenario": "consume",
+        "io_backend": backend.name(),
+        "consume_rate": args.consume_rate,
+        "duration_s": elapsed,
+        "consumed": stats.consumed,
+        "consume_msgs_per_s": stats.consumed as f64 / elapsed,
+        "consume_mb_per_s": stats.bytes as f64 / 1e6 / elapsed,
+        "consume_rate_error_pct": error,
+        "cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "verify": if args.verify { json!({
+            "checked": stats.consumed, "corrupt": stats.corrupt,
+            "duplicated": stats.duplicated, "out_of_order": stats.out_of_order,
+        }) } else { serde_json::Value::Null },
+        "env": env_json(&args.dir, &fs_type(&args.dir)),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "floodgate load consume: {} records in {elapsed:.2} s: {:.0} msgs/s, {:.1} MB/s",
+            stats.consumed,
+            report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
+            report["consume_mb_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if stats.corrupt + stats.duplicated + stats.out_of_order > 0 {
+        return Err("consume found errors".into());
+    }
+    Ok(())
+}
+
 /// Opens a log, sends one record (so a producer ring exists), then stays idle and reports the
 /// process's CPU use over that time as a percentage of one core.
 fn idle(args: IdleArgs) -> Result<(), String> {
@@ -222,31 +571,14 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     if args.size < HEADER_BYTES {
         return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
     }
-    if args.producers == 0 || args.partitions == 0 {
-        return Err("--producers and --partitions must be at least 1".into());
-    }
-    let durability = parse_durability(&args.durability)?;
-    let backend = parse_backend(&args.backend)?;
-    let (dir, tmp) = data_dir(args.dir.as_ref())?;
-    let config = Config::new(&dir)
-        .shards(args.shards)
-        .durability(durability)
-        .io_backend(backend)
-        .segment_bytes(args.segment_bytes)
-        .commit_bytes_max(args.commit_bytes_max)
-        .segment_prezero(!args.no_prezero)
-        .pin_threads(!args.no_pin);
-    let log = Log::open(config).map_err(|e| e.to_string())?;
-    if !log.list_topics().iter().any(|t| t.name == TOPIC) {
-        log.create_topic(TOPIC, TopicConfig::new(args.partitions))
-            .map_err(|e| e.to_string())?;
-    }
+    let (log, dir, tmp, backend) = open_load_log(&args)?;
     let messages = match (args.messages, args.duration) {
         (Some(n), _) => Some(n),
         (None, None) => Some(1_000_000),
         (None, Some(_)) => None,
     };
     let deadline = args.duration.map(Duration::from_secs_f64);
+    let acked = AtomicU64::new(0);
     let cpu_start = process_cpu();
     let start = Instant::now();
     let results: Vec<ProducerResult> = std::thread::scope(|s| {
@@ -258,7 +590,8 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
                     n / u64::from(args.producers)
                         + u64::from(u64::from(k) < n % u64::from(args.producers))
                 });
-                s.spawn(move || producer_thread(log, args, k, count, deadline, start))
+                let acked = &acked;
+                s.spawn(move || producer_thread(log, args, k, count, deadline, start, acked))
             })
             .collect();
         handles
@@ -268,34 +601,13 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     });
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram");
-    let mut produced = 0;
-    let mut errors = 0;
-    let mut first_error = None;
-    for r in &results {
-        histogram.add(&r.histogram).expect("histograms merge");
-        produced += r.acked;
-        errors += r.errors;
-        first_error = first_error.or(r.first_error.clone());
-    }
+    let (histogram, produced, errors, first_error) = merge(&results);
     let verify = args.verify.then(|| verify(&log, &args, &results));
     drop(log);
     let fs = fs_type(&dir);
     let msgs_per_s = produced as f64 / elapsed;
     let mb_per_s = produced as f64 * args.size as f64 / 1e6 / elapsed;
-    let latency = json!({
-        "p50": histogram.value_at_quantile(0.50),
-        "p99": histogram.value_at_quantile(0.99),
-        "p999": histogram.value_at_quantile(0.999),
-        "max": histogram.max(),
-    });
-    let verify_json = match &verify {
-        Some(v) => json!({
-            "checked": v.checked, "missing": v.missing, "duplicated": v.duplicated,
-            "corrupt": v.corrupt, "out_of_order": v.out_of_order,
-        }),
-        None => serde_json::Value::Null,
-    };
+    let latency = latency_json(&histogram);
     let report = json!({
         "scenario": "produce",
         "message_bytes": args.size,
@@ -314,7 +626,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "cpu_ns_per_msg": cpu.as_nanos() as f64 / produced.max(1) as f64,
         "ack_latency_us": latency,
-        "verify": verify_json,
+        "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
     if args.json {
@@ -344,19 +656,90 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
             "  ack latency  p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs",
             latency["p50"], latency["p99"], latency["p999"], latency["max"]
         );
-        if let Some(v) = &verify {
-            println!(
-                "  verify       checked {}  missing {}  duplicated {}  corrupt {}  out of order {}",
-                v.checked, v.missing, v.duplicated, v.corrupt, v.out_of_order
-            );
-        }
+        print_verify(verify.as_ref());
     }
+    finish_run(errors, first_error, verify.as_ref(), args.keep, tmp)
+}
+
+/// Opens the log of a load run and creates the load topic if it is missing.
+fn open_load_log(
+    args: &ProduceArgs,
+) -> Result<(Log, PathBuf, Option<tempfile::TempDir>, IoBackend), String> {
+    if args.producers == 0 || args.partitions == 0 {
+        return Err("--producers and --partitions must be at least 1".into());
+    }
+    let durability = parse_durability(&args.durability)?;
+    let backend = parse_backend(&args.backend)?;
+    let (dir, tmp) = data_dir(args.dir.as_ref())?;
+    let config = Config::new(&dir)
+        .shards(args.shards)
+        .durability(durability)
+        .io_backend(backend)
+        .segment_bytes(args.segment_bytes)
+        .commit_bytes_max(args.commit_bytes_max)
+        .segment_prezero(!args.no_prezero)
+        .pin_threads(!args.no_pin);
+    let log = Log::open(config).map_err(|e| e.to_string())?;
+    if !log.list_topics().iter().any(|t| t.name == TOPIC) {
+        log.create_topic(TOPIC, TopicConfig::new(args.partitions))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((log, dir, tmp, backend))
+}
+
+/// Producer threads' results merged: latency histogram, acked, errors, first error.
+fn merge(results: &[ProducerResult]) -> (Histogram<u64>, u64, u64, Option<String>) {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram");
+    let (mut produced, mut errors, mut first_error) = (0, 0, None);
+    for r in results {
+        histogram.add(&r.histogram).expect("histograms merge");
+        produced += r.acked;
+        errors += r.errors;
+        first_error = first_error.or(r.first_error.clone());
+    }
+    (histogram, produced, errors, first_error)
+}
+
+fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    json!({
+        "p50": h.value_at_quantile(0.50),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+fn verify_json(v: Option<&Verify>) -> serde_json::Value {
+    match v {
+        Some(v) => json!({
+            "checked": v.checked, "missing": v.missing, "duplicated": v.duplicated,
+            "corrupt": v.corrupt, "out_of_order": v.out_of_order,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn print_verify(v: Option<&Verify>) {
+    if let Some(v) = v {
+        println!(
+            "  verify       checked {}  missing {}  duplicated {}  corrupt {}  out of order {}",
+            v.checked, v.missing, v.duplicated, v.corrupt, v.out_of_order
+        );
+    }
+}
+
+/// Reports failed sends, keeps the data directory if asked, and fails the run on any error.
+fn finish_run(
+    errors: u64,
+    first_error: Option<String>,
+    verify: Option<&Verify>,
+    keep: bool,
+    tmp: Option<tempfile::TempDir>,
+) -> Result<(), String> {
     if let Some(e) = first_error {
         eprintln!("floodgate: {errors} send(s) failed; first: {e}");
     }
-    if args.keep
-        && let Some(t) = tmp
-    {
+    if keep && let Some(t) = tmp {
         let kept = t.keep();
         eprintln!("kept data directory {}", kept.display());
     }
@@ -379,6 +762,7 @@ fn producer_thread(
     count: Option<u64>,
     deadline: Option<Duration>,
     start: Instant,
+    acked: &AtomicU64,
 ) -> ProducerResult {
     if !args.no_pin {
         pin_producer(k as usize, args.shards);
@@ -412,6 +796,7 @@ fn producer_thread(
                     let now = now.unwrap_or_else(Instant::now);
                     record_latency(&mut result.histogram, intended, now);
                     result.acked += 1;
+                    acked.fetch_add(1, Ordering::Relaxed);
                     None
                 }
                 Some(Err(e)) => {
