@@ -31,6 +31,8 @@ pub const COMMIT_BYTES_MAX_DEFAULT: usize = 4 << 20;
 pub const COMMIT_BYTES_MIN: usize = 64 << 10;
 /// Records a producer may have in flight per shard before `send` waits (backpressure).
 pub const RING_RECORDS_DEFAULT: usize = 1 << 14;
+/// Default size of each shard's cache of its newest commits: 64 MiB.
+pub const TAIL_CACHE_BYTES_DEFAULT: usize = 64 << 20;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 1 << 20;
 /// Most shards.
@@ -53,6 +55,7 @@ pub struct Config {
     pub(crate) io_backend: IoBackend,
     pub(crate) pin_threads: bool,
     pub(crate) writer_cores: Vec<usize>,
+    pub(crate) tail_cache_bytes: usize,
     pub(crate) io_faults: Option<std::sync::Arc<crate::io::faults::IoFaults>>,
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
@@ -73,6 +76,7 @@ impl Config {
             pin_threads: true,
             writer_cores: Vec::new(),
             io_faults: None,
+            tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             repair_truncate_damaged: false,
             segment_prezero: true,
         }
@@ -161,6 +165,13 @@ impl Config {
     /// reported by [`crate::Log::recovery_report`].
     pub fn repair_truncate_damaged(mut self, repair: bool) -> Config {
         self.repair_truncate_damaged = repair;
+        self
+    }
+
+    /// Memory per shard for its newest commits, from which consumers that keep up read without
+    /// touching the disk (default 64 MiB; 0 turns the cache off).
+    pub fn tail_cache_bytes(mut self, n: usize) -> Config {
+        self.tail_cache_bytes = n;
         self
     }
 

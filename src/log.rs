@@ -19,7 +19,7 @@ use crate::index::Partition;
 use crate::io::{self, IoBackend};
 use crate::meta::{DirLock, META_VERSION, Meta, TopicMeta, validate_topic_name};
 use crate::producer::Producer;
-use crate::segment::reader::{StoredRecord, read_entries};
+use crate::segment::reader::{StoredRecord, decode_records, read_entries};
 use crate::segment::recovery::{
     RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes,
 };
@@ -98,9 +98,22 @@ impl LogInner {
         let entries = p.entries_from(offset, bytes_max, visible);
         let mut out = Vec::new();
         let shard = &self.shards[p.shard as usize];
-        for run in entries
-            .chunk_by(|a, b| a.segment == b.segment && a.pos + u64::from(a.frame_bytes) == b.pos)
-        {
+        let expect = (p.topic_id, p.partition);
+        for run in coalesce(&entries) {
+            // Fresh frames come from the tail cache when it holds the whole run.
+            let cached: Option<Vec<bytes::Bytes>> = {
+                let cache = shard.tail_cache.read().expect("tail cache lock");
+                run.iter()
+                    .map(|e| cache.get(e.segment, e.pos, e.frame_bytes as usize))
+                    .collect()
+            };
+            if let Some(frames) = cached {
+                let path = shard.segment_path(run[0].segment);
+                for (e, frame) in run.iter().zip(&frames) {
+                    decode_records(frame, e, &path, (offset, visible), expect, &mut out)?;
+                }
+                continue;
+            }
             let segment = shard
                 .segments
                 .read()
@@ -114,14 +127,15 @@ impl LogInner {
                         "segment file missing",
                     )
                 })?;
-            read_entries(
-                &segment,
-                run,
-                offset,
-                visible,
-                (p.topic_id, p.partition),
-                &mut out,
-            )?;
+            if let Some((pos, span)) =
+                read_entries(&segment, run, offset, visible, expect, &mut out)?
+            {
+                shard.tail_cache.write().expect("tail cache lock").insert(
+                    run[0].segment,
+                    pos,
+                    span,
+                );
+            }
         }
         Ok(out)
     }
@@ -187,7 +201,11 @@ impl Log {
             let shard_dir = dir.join(format!("shard-{id:03}"));
             fs::create_dir_all(&shard_dir)
                 .map_err(|e| Error::io("create directory", &shard_dir, e))?;
-            shards.push(Arc::new(ShardShared::new(id as u32, &shard_dir)));
+            shards.push(Arc::new(ShardShared::new(
+                id as u32,
+                &shard_dir,
+                config.tail_cache_bytes,
+            )));
         }
         let mut by_id = HashMap::new();
         let mut topics = HashMap::new();
@@ -226,6 +244,7 @@ impl Log {
                 backend: config.io_backend,
                 prezero: config.segment_prezero,
                 faults: config.io_faults.clone(),
+                tail_cache: config.tail_cache_bytes > 0,
                 pin_core: config
                     .pin_threads
                     .then(|| config.writer_core(shared.id as usize, cores)),
@@ -430,6 +449,34 @@ impl Drop for Log {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// Reading nearby frames in one read beats reading them one by one: frames of a partition
+/// closer than this are read together, gap included.
+const READ_GAP_BYTES_MAX: u64 = 64 << 10;
+/// The most bytes one read spans.
+const READ_SPAN_BYTES_MAX: u64 = 4 << 20;
+
+/// Splits a partition's entries into runs each read with one aligned read: same segment,
+/// gaps of at most `READ_GAP_BYTES_MAX`, spans of at most `READ_SPAN_BYTES_MAX` (or one frame).
+fn coalesce(entries: &[crate::index::BatchEntry]) -> Vec<&[crate::index::BatchEntry]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=entries.len() {
+        let split = i == entries.len() || {
+            let (first, prev, next) = (&entries[start], &entries[i - 1], &entries[i]);
+            let prev_end = prev.pos + u64::from(prev.frame_bytes);
+            next.segment != first.segment
+                || next.pos < prev_end
+                || next.pos - prev_end > READ_GAP_BYTES_MAX
+                || next.pos + u64::from(next.frame_bytes) - first.pos > READ_SPAN_BYTES_MAX
+        };
+        if split {
+            runs.push(&entries[start..i]);
+            start = i;
+        }
+    }
+    runs
 }
 
 fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {

@@ -68,7 +68,10 @@ fn run(seed: u64) {
             0 => {
                 drop(log);
                 backend = backends[rng.below(2) as usize];
-                log = Log::open(small_config(dir.path(), backend)).unwrap();
+                // Sometimes with no tail cache (every read from disk), sometimes a tiny one
+                // (reads straddle cached and evicted commits).
+                let cache = [0, 8 << 10, 64 << 20][rng.below(3) as usize];
+                log = Log::open(small_config(dir.path(), backend).tail_cache_bytes(cache)).unwrap();
             }
             1..=5 => {
                 let mut producer = log.producer();

@@ -47,7 +47,7 @@ pub struct ConsumerRecord {
 }
 
 /// Bytes a consumer reads from a partition at a time, by default.
-pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
+pub const FETCH_BYTES_DEFAULT: usize = 256 << 10;
 /// Records one `poll` returns at most, by default.
 pub const POLL_RECORDS_MAX_DEFAULT: usize = 10_000;
 

@@ -1,6 +1,8 @@
 //! Reading stored batches back: one aligned read covers a run of frames of a segment; the
 //! records share the read buffer (`Bytes::from_owner`), so keys and values are not copied.
 
+use std::path::Path;
+
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
@@ -32,8 +34,9 @@ impl AsRef<[u8]> for Shared {
     }
 }
 
-/// Reads the frames of `entries` (consecutive, all in `segment`) and appends the records with
-/// offsets at or above `offset_min` and below `offset_end` to `out`.
+/// Reads the frames of `entries` (all in `segment`, in position order) with one aligned read
+/// and appends the records with offsets at or above `offset_min` and below `offset_end` to
+/// `out`. Returns the span read: (its position, its bytes), for the read cache.
 pub(crate) fn read_entries(
     segment: &SegmentFile,
     entries: &[BatchEntry],
@@ -41,9 +44,9 @@ pub(crate) fn read_entries(
     offset_end: u64,
     expect: (u32, u32),
     out: &mut Vec<StoredRecord>,
-) -> Result<()> {
+) -> Result<Option<(u64, Bytes)>> {
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-        return Ok(());
+        return Ok(None);
     };
     let start = first.pos - first.pos % BLOCK_BYTES as u64;
     let end = (last.pos + u64::from(last.frame_bytes)).next_multiple_of(BLOCK_BYTES as u64);
@@ -51,36 +54,57 @@ pub(crate) fn read_entries(
     let bytes = Bytes::from_owner(Shared(buf));
     for e in entries {
         let at = (e.pos - start) as usize;
-        let frame = &bytes[at..at + e.frame_bytes as usize];
-        let corrupt = |reason: String| Error::corrupt(&segment.path, e.pos, reason);
-        let (header, batch) = decode_frame(frame)
-            .map_err(|d| corrupt(d.0))?
-            .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
-        if (header.topic_id, header.partition) != expect || batch.base_offset != e.base_offset {
-            return Err(corrupt(format!(
-                "indexed frame holds topic id {} partition {} offset {}, expected {:?} offset {}",
-                header.topic_id, header.partition, batch.base_offset, expect, e.base_offset
-            )));
+        let frame = bytes.slice(at..at + e.frame_bytes as usize);
+        decode_records(
+            &frame,
+            e,
+            &segment.path,
+            (offset_min, offset_end),
+            expect,
+            out,
+        )?;
+    }
+    Ok(Some((start, bytes)))
+}
+
+/// Decodes one stored frame (`frame` holds exactly its bytes) and appends its records with
+/// offsets in `range` to `out`; keys and values share `frame`'s memory.
+pub(crate) fn decode_records(
+    frame: &Bytes,
+    e: &BatchEntry,
+    path: &Path,
+    range: (u64, u64),
+    expect: (u32, u32),
+    out: &mut Vec<StoredRecord>,
+) -> Result<()> {
+    let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
+    let (header, batch) = decode_frame(frame)
+        .map_err(|d| corrupt(d.0))?
+        .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
+    if (header.topic_id, header.partition) != expect || batch.base_offset != e.base_offset {
+        return Err(corrupt(format!(
+            "indexed frame holds topic id {} partition {} offset {}, expected {:?} offset {}",
+            header.topic_id, header.partition, batch.base_offset, expect, e.base_offset
+        )));
+    }
+    for r in batch.records() {
+        let r = r.map_err(|d| corrupt(d.0))?;
+        if r.offset < range.0 || r.offset >= range.1 {
+            continue;
         }
-        for r in batch.records() {
-            let r = r.map_err(|d| corrupt(d.0))?;
-            if r.offset < offset_min || r.offset >= offset_end {
-                continue;
-            }
-            let share = |s: &[u8]| bytes.slice_ref(s);
-            let mut headers = Vec::new();
-            for h in r.headers() {
-                let (k, v) = h.map_err(|d| corrupt(d.0))?;
-                headers.push((k.to_owned(), v.map(share)));
-            }
-            out.push(StoredRecord {
-                offset: r.offset,
-                timestamp: r.timestamp,
-                key: r.key.map(share),
-                value: r.value.map(share),
-                headers,
-            });
+        let share = |s: &[u8]| frame.slice_ref(s);
+        let mut headers = Vec::new();
+        for h in r.headers() {
+            let (k, v) = h.map_err(|d| corrupt(d.0))?;
+            headers.push((k.to_owned(), v.map(share)));
         }
+        out.push(StoredRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.map(share),
+            value: r.value.map(share),
+            headers,
+        });
     }
     Ok(())
 }

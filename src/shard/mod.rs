@@ -190,6 +190,59 @@ impl WaitList {
     }
 }
 
+/// Bytes of a shard's log held in memory for readers: each published commit's frames (so
+/// consumers that keep up never touch the disk) and each span read from disk (so consumers of
+/// other partitions whose frames lie in the same span do not read it again: partitions share
+/// one log, and reading a partition's frames drags its neighbours' along). At most `bytes_max`
+/// bytes, the oldest inserted evicted first.
+#[derive(Debug, Default)]
+pub(crate) struct TailCache {
+    bytes_max: usize,
+    held: usize,
+    /// (segment, position of the first byte) → bytes.
+    chunks: std::collections::BTreeMap<(u64, u64), bytes::Bytes>,
+    /// Keys in insertion order, for eviction.
+    order: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl TailCache {
+    pub fn new(bytes_max: usize) -> TailCache {
+        TailCache {
+            bytes_max,
+            ..TailCache::default()
+        }
+    }
+
+    /// Adds bytes of `segment` starting at `pos`.
+    pub fn insert(&mut self, segment: u64, pos: u64, data: bytes::Bytes) {
+        if data.is_empty() || data.len() > self.bytes_max {
+            return;
+        }
+        self.held += data.len();
+        if let Some(old) = self.chunks.insert((segment, pos), data) {
+            self.held -= old.len();
+        } else {
+            self.order.push_back((segment, pos));
+        }
+        while self.held > self.bytes_max {
+            let key = self.order.pop_front().expect("held bytes are in chunks");
+            let old = self.chunks.remove(&key).expect("ordered keys are cached");
+            self.held -= old.len();
+        }
+    }
+
+    /// The `len` bytes at `pos` in `segment`, if the chunk starting last at or before `pos`
+    /// holds all of them.
+    pub fn get(&self, segment: u64, pos: u64, len: usize) -> Option<bytes::Bytes> {
+        let ((s, start), data) = self.chunks.range(..=(segment, pos)).next_back()?;
+        if *s != segment {
+            return None;
+        }
+        let from = (pos - start) as usize;
+        (from + len <= data.len()).then(|| data.slice(from..from + len))
+    }
+}
+
 /// A segment file as readers see it.
 #[derive(Debug)]
 pub(crate) struct SegmentFile {
@@ -212,6 +265,8 @@ pub(crate) struct ShardShared {
     pub index_log: Mutex<IndexLog>,
     /// Consumers waiting for new data in this shard (long-poll).
     pub data_waiters: WaitList,
+    /// The newest commits, for readers.
+    pub tail_cache: RwLock<TailCache>,
     /// Held while entries are moved into partitions, so they arrive in order.
     distributing: Mutex<Vec<(u32, BatchEntry)>>,
     pub new_rings_flag: AtomicBool,
@@ -223,7 +278,7 @@ pub(crate) struct ShardShared {
 }
 
 impl ShardShared {
-    pub fn new(id: u32, dir: &Path) -> ShardShared {
+    pub fn new(id: u32, dir: &Path, tail_cache_bytes: usize) -> ShardShared {
         ShardShared {
             id,
             dir: dir.to_owned(),
@@ -234,6 +289,7 @@ impl ShardShared {
             partitions: RwLock::new(Vec::new()),
             index_log: Mutex::new(IndexLog::default()),
             data_waiters: WaitList::default(),
+            tail_cache: RwLock::new(TailCache::new(tail_cache_bytes)),
             distributing: Mutex::new(Vec::new()),
             failed: OnceLock::new(),
             shutdown: AtomicBool::new(false),
@@ -311,4 +367,35 @@ pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
 /// The path of segment `id`'s index file in a shard directory.
 pub(crate) fn index_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.idx"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TailCache;
+    use bytes::Bytes;
+
+    #[test]
+    fn tail_cache_serves_whole_frames_and_evicts_the_oldest() {
+        let mut cache = TailCache::new(100);
+        cache.insert(0, 0, Bytes::from(vec![1u8; 40]));
+        cache.insert(0, 40, Bytes::from(vec![2u8; 40]));
+        assert_eq!(cache.get(0, 10, 20).as_deref(), Some(&[1u8; 20][..]));
+        assert_eq!(cache.get(0, 40, 40).as_deref(), Some(&[2u8; 40][..]));
+        assert_eq!(
+            cache.get(0, 30, 20),
+            None,
+            "a frame never spans commits; no partial hits"
+        );
+        assert_eq!(cache.get(1, 0, 10), None, "another segment");
+        cache.insert(1, 0, Bytes::from(vec![3u8; 40]));
+        assert_eq!(cache.get(0, 0, 10), None, "the oldest commit was evicted");
+        assert_eq!(cache.get(1, 0, 40).as_deref(), Some(&[3u8; 40][..]));
+        cache.insert(1, 40, Bytes::from(vec![4u8; 500]));
+        assert_eq!(
+            cache.get(1, 40, 10),
+            None,
+            "larger than the cache: not kept"
+        );
+        assert!(TailCache::new(0).get(0, 0, 1).is_none());
+    }
 }

@@ -69,6 +69,8 @@ pub(crate) struct WriterStart {
     pub prezero: bool,
     pub pin_core: Option<usize>,
     pub faults: Option<Arc<crate::io::faults::IoFaults>>,
+    /// Copy each commit into the shard's tail cache.
+    pub tail_cache: bool,
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
     pub data_end: u64,
@@ -132,6 +134,8 @@ struct Build {
 /// A submitted commit, waiting to become durable.
 struct Commit {
     end: u64,
+    /// The frames' bytes for the tail cache: (segment, position, bytes).
+    cached: Option<(u64, u64, bytes::Bytes)>,
     acks: Vec<(Arc<AckRing>, u64)>,
     /// (partition slot, entry) of each frame.
     entries: Vec<(u32, BatchEntry)>,
@@ -522,9 +526,15 @@ impl Writer {
         let carried = (end - next_start) as usize;
         let from = (next_start - build.start) as usize;
         next[..carried].copy_from_slice(&build.buf[from..from + carried]);
+        let cached = self.start.tail_cache.then(|| {
+            let data = &build.buf[build.first_frame..build.len];
+            let pos = build.start + build.first_frame as u64;
+            (self.segment.id, pos, bytes::Bytes::copy_from_slice(data))
+        });
         let buf = std::mem::replace(&mut build.buf, next);
         let commit = Commit {
             end,
+            cached,
             acks: std::mem::take(&mut build.acks),
             entries: std::mem::take(&mut build.entries),
         };
@@ -679,6 +689,13 @@ impl Writer {
 /// Makes a durable commit visible: index entries first (readers move them into the partitions),
 /// then acknowledgements.
 fn publish(commit: &Commit, shared: &ShardShared) {
+    if let Some((segment, pos, data)) = &commit.cached {
+        shared
+            .tail_cache
+            .write()
+            .expect("tail cache lock")
+            .insert(*segment, *pos, data.clone());
+    }
     shared
         .index_log
         .lock()
