@@ -29,7 +29,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::index::SegmentIndex;
 use crate::io::{self, AlignedBuf, IoBackend};
+use crate::shard::writer::write_index_file;
 
 const ZERO_CHUNK_BYTES: usize = 256 << 10;
 /// How far zeroing may run ahead of twice the writer's progress.
@@ -45,6 +47,8 @@ struct State {
     ready: bool,
     failed: Option<Error>,
     shutdown: bool,
+    /// Index files of sealed segments to write: (path, content).
+    seals: Vec<(PathBuf, SegmentIndex)>,
 }
 
 /// The handle the writer keeps; dropping it stops the helper thread.
@@ -134,6 +138,18 @@ impl Preparer {
             .store(pos, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Writes a sealed segment's index file on the helper thread: it is the recovery
+    /// checkpoint, not needed for correctness (a missing one is rebuilt by a scan), and writing
+    /// it on the writer stalled commits for hundreds of milliseconds (tens of MB and an fsync).
+    pub fn seal(&self, path: PathBuf, index: SegmentIndex) {
+        let (lock, cv) = &*self.shared;
+        lock.lock()
+            .expect("preparer lock")
+            .seals
+            .push((path, index));
+        cv.notify_all();
+    }
+
     /// Asks for a segment to be prepared (if none is ready or under way).
     pub fn request(&self) {
         let (lock, cv) = &*self.shared;
@@ -177,10 +193,27 @@ fn run(
 ) {
     io::set_io_priority_idle();
     let (lock, cv) = shared;
+    // Writes pending index files; a failure is reported to the writer like a failed
+    // preparation.
+    let write_seals = || {
+        let seals = std::mem::take(&mut lock.lock().expect("preparer lock").seals);
+        let outcome = seals
+            .iter()
+            .try_for_each(|(path, index)| write_index_file(path, index));
+        if let Err(e) = outcome {
+            lock.lock().expect("preparer lock").failed.get_or_insert(e);
+        }
+    };
     loop {
         {
             let mut state = lock.lock().expect("preparer lock");
             loop {
+                if !state.seals.is_empty() {
+                    drop(state);
+                    write_seals();
+                    state = lock.lock().expect("preparer lock");
+                    continue;
+                }
                 if state.shutdown {
                     return;
                 }
@@ -192,6 +225,7 @@ fn run(
             }
         }
         let pace = |zeroed: u64| loop {
+            write_seals();
             let state = lock.lock().expect("preparer lock");
             if state.shutdown {
                 return false;
@@ -207,7 +241,11 @@ fn run(
         let mut state = lock.lock().expect("preparer lock");
         match outcome {
             Ok(Some(_)) => state.ready = true,
-            Ok(None) => return,
+            Ok(None) => {
+                drop(state);
+                write_seals();
+                return;
+            }
             Err(e) => state.failed = Some(e),
         }
         cv.notify_all();

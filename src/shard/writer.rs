@@ -166,7 +166,8 @@ pub(crate) struct Writer {
     last_flush: Instant,
     roll_pending: bool,
     completions: Vec<Completion>,
-    preparer: Option<Preparer>,
+    /// The helper thread: zero-fills the next segment, writes sealed segments' index files.
+    preparer: Preparer,
     /// The shard's partitions by slot, as far as the writer has seen them.
     partitions: Vec<SlotState>,
     /// Per partition slot, the `stamp` of the last fill that counted a frame for it.
@@ -193,13 +194,10 @@ impl Writer {
             let block = io::read_aligned(&file, &path, block_start, BLOCK_BYTES)?;
             buf[..carried].copy_from_slice(&block[..carried]);
         }
-        let preparer = if start.prezero {
-            let p = Preparer::start(&shared.dir, shared.id, start.segment_bytes, start.backend)?;
-            p.request();
-            Some(p)
-        } else {
-            None
-        };
+        let preparer = Preparer::start(&shared.dir, shared.id, start.segment_bytes, start.backend)?;
+        if start.prezero {
+            preparer.request();
+        }
         Ok(Writer {
             preparer,
             partitions: Vec::new(),
@@ -545,9 +543,7 @@ impl Writer {
         build.first_frame = carried;
         build.frames = 0;
         self.write_in_flight = Some(commit);
-        if let Some(p) = &self.preparer {
-            p.writer_progress(end);
-        }
+        self.preparer.writer_progress(end);
         true
     }
 
@@ -651,14 +647,13 @@ impl Writer {
             data_end: self.durable_end,
             frames,
         };
-        write_index_file(&index_path(&self.shared.dir, sealed.segment), &sealed)?;
+        self.preparer
+            .seal(index_path(&self.shared.dir, sealed.segment), sealed);
         let id = self.segment.id + 1;
         // A zero-filled segment if the helper has one ready; otherwise a plain preallocated one
         // rather than waiting (the helper's one is then adopted at a later roll).
-        let prepared = match &self.preparer {
-            Some(p) => p.take_ready()?,
-            None => None,
-        };
+        // Taken even without prezeroing: it reports a failed index file write.
+        let prepared = self.preparer.take_ready()?;
         let file = match prepared {
             Some(path) => adopt_segment(&self.shared, id, &path, self.start.backend)?,
             None => create_segment(
@@ -668,9 +663,9 @@ impl Writer {
                 self.start.backend,
             )?,
         };
-        if let Some(p) = &self.preparer {
-            p.writer_progress(0);
-            p.request();
+        if self.start.prezero {
+            self.preparer.writer_progress(0);
+            self.preparer.request();
         }
         self.segment = Active {
             id,
