@@ -149,48 +149,90 @@ impl Partition {
 /// they are distributed and their segment is sealed (its index file is written from them).
 #[derive(Debug, Default)]
 pub struct IndexLog {
-    entries: std::collections::VecDeque<(u32, BatchEntry)>,
-    /// Absolute number of the first entry held.
-    base: u64,
-    /// Entries before this absolute number are distributed to their partitions.
-    distributed: u64,
+    /// Per segment, oldest first.
+    segments: std::collections::VecDeque<SegmentLog>,
+}
+
+/// Entries of one segment, shared with the helper thread once the segment is sealed.
+pub type SegmentEntries = std::sync::Arc<Vec<(u32, BatchEntry)>>;
+
+#[derive(Debug)]
+struct SegmentLog {
+    segment: u64,
+    entries: SegmentEntries,
+    /// Entries before this index are distributed to their partitions.
+    distributed: usize,
+    sealed: bool,
 }
 
 impl IndexLog {
-    /// Appends entries published by the writer.
+    fn segment_mut(&mut self, segment: u64) -> &mut SegmentLog {
+        if self.segments.back().is_none_or(|s| s.segment != segment) {
+            self.segments.push_back(SegmentLog {
+                segment,
+                entries: SegmentEntries::default(),
+                distributed: 0,
+                sealed: false,
+            });
+        }
+        self.segments.back_mut().expect("pushed above")
+    }
+
+    /// Appends entries published by the writer (all of one commit, so of one segment).
     pub fn publish(&mut self, entries: &[(u32, BatchEntry)]) {
-        self.entries.extend(entries.iter().copied());
+        let Some((_, first)) = entries.first() else {
+            return;
+        };
+        let log = self.segment_mut(first.segment);
+        assert!(!log.sealed, "publishing into a sealed segment");
+        std::sync::Arc::make_mut(&mut log.entries).extend_from_slice(entries);
     }
 
     /// Appends entries that are already in their partitions (recovery).
-    pub fn publish_distributed(&mut self, entries: impl Iterator<Item = (u32, BatchEntry)>) {
-        self.entries.extend(entries);
-        self.distributed = self.base + self.entries.len() as u64;
+    pub fn publish_distributed(
+        &mut self,
+        segment: u64,
+        entries: impl Iterator<Item = (u32, BatchEntry)>,
+    ) {
+        let log = self.segment_mut(segment);
+        std::sync::Arc::make_mut(&mut log.entries).extend(entries);
+        log.distributed = log.entries.len();
     }
 
     /// Takes a copy of the entries not yet distributed and marks them distributed.
     pub fn take_undistributed(&mut self, out: &mut Vec<(u32, BatchEntry)>) {
-        let from = (self.distributed - self.base) as usize;
-        out.extend(self.entries.range(from..).copied());
-        self.distributed = self.base + self.entries.len() as u64;
+        for log in &mut self.segments {
+            out.extend_from_slice(&log.entries[log.distributed..]);
+            log.distributed = log.entries.len();
+        }
+        self.forget_done();
     }
 
-    /// The entries of segment `segment`, then forgets those that are also distributed.
-    pub fn seal(&mut self, segment: u64) -> Vec<(u32, BatchEntry)> {
-        let frames: Vec<(u32, BatchEntry)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.segment == segment)
-            .copied()
-            .collect();
-        while let Some((_, e)) = self.entries.front() {
-            if e.segment > segment || self.base >= self.distributed {
-                break;
-            }
-            self.entries.pop_front();
-            self.base += 1;
+    /// Marks `segment` sealed and returns its entries (shared, without copying).
+    pub fn seal(&mut self, segment: u64) -> SegmentEntries {
+        let Some(log) = self.segments.iter_mut().find(|s| s.segment == segment) else {
+            return SegmentEntries::default(); // nothing was published into it
+        };
+        log.sealed = true;
+        let entries = std::sync::Arc::clone(&log.entries);
+        self.forget_done();
+        entries
+    }
+
+    /// Drops sealed segments whose entries all reached their partitions.
+    fn forget_done(&mut self) {
+        while self
+            .segments
+            .front()
+            .is_some_and(|s| s.sealed && s.distributed == s.entries.len())
+        {
+            self.segments.pop_front();
         }
-        frames
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.segments.iter().map(|s| s.entries.len()).sum()
     }
 }
 
@@ -338,8 +380,9 @@ mod tests {
             frame_bytes: 100,
         };
         let mut log = IndexLog::default();
-        log.publish_distributed([(0, e(0, 0))].into_iter());
-        log.publish(&[(1, e(0, 1)), (0, e(1, 2))]);
+        log.publish_distributed(0, [(0, e(0, 0))].into_iter());
+        log.publish(&[(1, e(0, 1))]);
+        log.publish(&[(0, e(1, 2))]);
         let mut out = Vec::new();
         log.take_undistributed(&mut out);
         assert_eq!(out, vec![(1, e(0, 1)), (0, e(1, 2))]);
@@ -348,15 +391,14 @@ mod tests {
         assert!(out.is_empty(), "each entry is distributed once");
         log.publish(&[(1, e(1, 3))]);
         // Sealing segment 0 returns its entries and forgets them (all distributed).
-        assert_eq!(log.seal(0), vec![(0, e(0, 0)), (1, e(0, 1))]);
-        assert_eq!(log.entries.len(), 2);
+        assert_eq!(*log.seal(0), vec![(0, e(0, 0)), (1, e(0, 1))]);
+        assert_eq!(log.held(), 2);
         // Segment 1's undistributed entry survives its sealing until a reader takes it.
-        assert_eq!(log.seal(1), vec![(0, e(1, 2)), (1, e(1, 3))]);
-        assert_eq!(log.entries.len(), 1);
+        assert_eq!(*log.seal(1), vec![(0, e(1, 2)), (1, e(1, 3))]);
+        assert_eq!(log.held(), 2);
         log.take_undistributed(&mut out);
         assert_eq!(out, vec![(1, e(1, 3))]);
-        assert_eq!(log.seal(1).len(), 1);
-        assert!(log.entries.is_empty());
+        assert_eq!(log.held(), 0);
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn finish(
         .index_log
         .lock()
         .expect("index log lock")
-        .publish_distributed(slots);
+        .publish_distributed(id, slots);
     let _ = fs::remove_file(index_path(&shared.dir, id));
     Ok(ShardEnd {
         segment: id,

@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::index::SegmentIndex;
+use crate::index::{SegmentEntries, SegmentIndex};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::shard::writer::write_index_file;
 
@@ -39,6 +39,34 @@ const ZERO_LEAD_BYTES: u64 = 16 << 20;
 /// How often paced zeroing looks at the writer's progress.
 const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// A sealed segment whose index file is to be written.
+pub(crate) struct Seal {
+    pub path: PathBuf,
+    pub segment: u64,
+    pub data_end: u64,
+    pub entries: SegmentEntries,
+    /// Slot → (topic id, partition), for the entries.
+    pub names: Vec<(u32, u32)>,
+}
+
+impl Seal {
+    fn write(&self) -> Result<()> {
+        let index = SegmentIndex {
+            segment: self.segment,
+            data_end: self.data_end,
+            frames: self
+                .entries
+                .iter()
+                .map(|(slot, e)| {
+                    let (topic_id, partition) = self.names[*slot as usize];
+                    (topic_id, partition, *e)
+                })
+                .collect(),
+        };
+        write_index_file(&self.path, &index)
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// A prepared segment is wanted.
@@ -47,8 +75,8 @@ struct State {
     ready: bool,
     failed: Option<Error>,
     shutdown: bool,
-    /// Index files of sealed segments to write: (path, content).
-    seals: Vec<(PathBuf, SegmentIndex)>,
+    /// Index files of sealed segments to write.
+    seals: Vec<Seal>,
 }
 
 /// The handle the writer keeps; dropping it stops the helper thread.
@@ -141,12 +169,9 @@ impl Preparer {
     /// Writes a sealed segment's index file on the helper thread: it is the recovery
     /// checkpoint, not needed for correctness (a missing one is rebuilt by a scan), and writing
     /// it on the writer stalled commits for hundreds of milliseconds (tens of MB and an fsync).
-    pub fn seal(&self, path: PathBuf, index: SegmentIndex) {
+    pub fn seal(&self, seal: Seal) {
         let (lock, cv) = &*self.shared;
-        lock.lock()
-            .expect("preparer lock")
-            .seals
-            .push((path, index));
+        lock.lock().expect("preparer lock").seals.push(seal);
         cv.notify_all();
     }
 
@@ -197,9 +222,7 @@ fn run(
     // preparation.
     let write_seals = || {
         let seals = std::mem::take(&mut lock.lock().expect("preparer lock").seals);
-        let outcome = seals
-            .iter()
-            .try_for_each(|(path, index)| write_index_file(path, index));
+        let outcome = seals.iter().try_for_each(Seal::write);
         if let Err(e) = outcome {
             lock.lock().expect("preparer lock").failed.get_or_insert(e);
         }

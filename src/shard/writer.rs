@@ -40,7 +40,7 @@ use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
     RECORD_PREFIX_BYTES_MAX, record_bytes, seal_batch, write_record,
 };
-use crate::shard::prepare::Preparer;
+use crate::shard::prepare::{Preparer, Seal};
 use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, index_path};
 
 /// The most bytes at the end of a shard's log that may not be durable. The writer holds back
@@ -622,33 +622,26 @@ impl Writer {
 
     /// Seals the full segment (writes its index file) and starts the next one.
     fn roll(&mut self) -> Result<()> {
-        // The sealed segment's index file: every commit is published by now (the roll waits
-        // for the disk to go idle).
-        let table = self
-            .shared
-            .partitions
-            .read()
-            .expect("partitions lock")
-            .clone();
-        let frames: Vec<(u32, u32, BatchEntry)> = self
+        // The sealed segment's index file, written by the helper: every commit is published
+        // by now (the roll waits for the disk to go idle). Handing over the entries is O(1);
+        // building the file from 1.7M entries took 280 ms on the writer.
+        let entries = self
             .shared
             .index_log
             .lock()
             .expect("index log lock")
-            .seal(self.segment.id)
-            .into_iter()
-            .map(|(slot, e)| {
-                let p = &table[slot as usize];
-                (p.topic_id, p.partition, e)
-            })
-            .collect();
-        let sealed = SegmentIndex {
+            .seal(self.segment.id);
+        self.preparer.seal(Seal {
+            path: index_path(&self.shared.dir, self.segment.id),
             segment: self.segment.id,
             data_end: self.durable_end,
-            frames,
-        };
-        self.preparer
-            .seal(index_path(&self.shared.dir, sealed.segment), sealed);
+            entries,
+            names: self
+                .partitions
+                .iter()
+                .map(|p| (p.topic_id, p.partition))
+                .collect(),
+        });
         let id = self.segment.id + 1;
         // A zero-filled segment if the helper has one ready; otherwise a plain preallocated one
         // rather than waiting (the helper's one is then adopted at a later roll).

@@ -420,6 +420,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "consume_mb_per_s": consume_stats.bytes as f64 / 1e6 / elapsed,
         "consume_rate_error_pct": rate_error_pct(&consume_stats.per_second, whole, args.consume_rate),
         "consumed_per_second": consume_stats.per_second,
+        "ack_latency_max_us_per_second": max_per_second(&results),
         "backlog_max": backlog_series.iter().map(|b| b.1).max().unwrap_or(0),
         "backlog": backlog_series.iter().map(|(t, b)| json!([t, b])).collect::<Vec<_>>(),
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
@@ -562,6 +563,8 @@ fn idle(args: IdleArgs) -> Result<(), String> {
 
 struct ProducerResult {
     histogram: Histogram<u64>,
+    /// The largest ack latency (µs) of the records intended in each second of the run.
+    max_per_second: Vec<u64>,
     acked: u64,
     errors: u64,
     first_error: Option<String>,
@@ -687,6 +690,25 @@ fn open_load_log(
     Ok((log, dir, tmp, backend))
 }
 
+/// The largest ack latency in each second over all producers.
+fn max_per_second(results: &[ProducerResult]) -> Vec<u64> {
+    let len = results
+        .iter()
+        .map(|r| r.max_per_second.len())
+        .max()
+        .unwrap_or(0);
+    (0..len)
+        .map(|i| {
+            results
+                .iter()
+                .filter_map(|r| r.max_per_second.get(i))
+                .copied()
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 /// Producer threads' results merged: latency histogram, acked, errors, first error.
 fn merge(results: &[ProducerResult]) -> (Histogram<u64>, u64, u64, Option<String>) {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram");
@@ -750,9 +772,14 @@ fn finish_run(
     Ok(())
 }
 
-fn record_latency(h: &mut Histogram<u64>, intended: Instant, now: Instant) {
+fn record_latency(r: &mut ProducerResult, start: Instant, intended: Instant, now: Instant) {
     let us = now.saturating_duration_since(intended).as_micros() as u64;
-    h.saturating_record(us.max(1));
+    r.histogram.saturating_record(us.max(1));
+    let second = intended.saturating_duration_since(start).as_secs() as usize;
+    if r.max_per_second.len() <= second {
+        r.max_per_second.resize(second + 1, 0);
+    }
+    r.max_per_second[second] = r.max_per_second[second].max(us);
 }
 
 fn producer_thread(
@@ -770,6 +797,7 @@ fn producer_thread(
     let mut producer = log.producer();
     let mut result = ProducerResult {
         histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
+        max_per_second: Vec::new(),
         acked: 0,
         errors: 0,
         first_error: None,
@@ -794,7 +822,7 @@ fn producer_thread(
             match outcome {
                 Some(Ok(_)) => {
                     let now = now.unwrap_or_else(Instant::now);
-                    record_latency(&mut result.histogram, intended, now);
+                    record_latency(result, start, intended, now);
                     result.acked += 1;
                     acked.fetch_add(1, Ordering::Relaxed);
                     None
