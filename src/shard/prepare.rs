@@ -31,11 +31,13 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::index::{SegmentEntries, SegmentIndex};
 use crate::io::{self, AlignedBuf, IoBackend};
-use crate::shard::writer::write_index_file;
+use crate::shard::writer::write_index_file_paced;
 
 const ZERO_CHUNK_BYTES: usize = 256 << 10;
 /// How far zeroing may run ahead of twice the writer's progress.
 const ZERO_LEAD_BYTES: u64 = 16 << 20;
+/// Pause between 1 MiB chunks of a sealed segment's index file (about 200 MB/s at most).
+const INDEX_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 /// How often paced zeroing looks at the writer's progress.
 const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -63,7 +65,7 @@ impl Seal {
                 })
                 .collect(),
         };
-        write_index_file(&self.path, &index)
+        write_index_file_paced(&self.path, &index, INDEX_WRITE_PAUSE)
     }
 }
 

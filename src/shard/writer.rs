@@ -759,12 +759,43 @@ fn register_segment(shared: &ShardShared, id: u64, backend: IoBackend) -> Result
 
 /// Writes an index file atomically (temp file, fsync, rename, directory fsync).
 pub(crate) fn write_index_file(path: &std::path::Path, index: &SegmentIndex) -> Result<()> {
+    write_index_file_paced(path, index, Duration::ZERO)
+}
+
+/// Writes an index file like [`write_index_file`], pushing it to the disk a chunk at a time
+/// with `pause` between chunks. A 1 GiB segment of small batches has an ~80 MB index; written
+/// and flushed in one go it delayed the writer's next fdatasyncs by ~80 ms.
+pub(crate) fn write_index_file_paced(
+    path: &std::path::Path,
+    index: &SegmentIndex,
+    pause: Duration,
+) -> Result<()> {
     use std::io::Write;
+    use std::os::fd::AsRawFd;
+    const CHUNK_BYTES: usize = 1 << 20;
     let tmp = path.with_extension("idx.tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(&index.encode())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("write", &tmp, e))?;
+    let bytes = index.encode();
+    let mut at = 0;
+    for chunk in bytes.chunks(CHUNK_BYTES) {
+        f.write_all(chunk)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        if !pause.is_zero() {
+            // SAFETY: sync_file_range on an owned, open descriptor; no memory is passed.
+            // Starting writeback early is only a hint; the fsync below is what counts.
+            unsafe {
+                libc::sync_file_range(
+                    f.as_raw_fd(),
+                    at as i64,
+                    chunk.len() as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            std::thread::sleep(pause);
+        }
+        at += chunk.len();
+    }
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     io::sync_dir(
         path.parent()
