@@ -177,21 +177,11 @@ pub(crate) fn recover_shard(
                     .push((segment.path.clone(), pos, garbage_end - pos));
                 (pos, Some(garbage_end))
             }
-            ScanEnd::Torn { pos, .. } => {
-                let reason = "a torn write in a sealed segment".to_string();
-                damaged(
-                    shared,
-                    params,
-                    report,
-                    &segment,
-                    &mut reader,
-                    &ids[i + 1..],
-                    pos,
-                    reason,
-                )?;
-                return finish(shared, params, id, pos, &frame_list, Some(file_len));
-            }
-            ScanEnd::Damaged { pos, reason } => {
+            ScanEnd::Torn { pos, .. } | ScanEnd::Damaged { pos, .. } => {
+                let reason = match end {
+                    ScanEnd::Damaged { reason, .. } => reason,
+                    _ => "a torn write in a sealed segment".to_string(),
+                };
                 damaged(
                     shared,
                     params,
