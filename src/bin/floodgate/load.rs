@@ -261,6 +261,7 @@ fn consume_loop(
     rate: f64,
     start: Instant,
     verify: bool,
+    expected: usize,
     consumed: &AtomicU64,
     stop: &dyn Fn(&floodgate::Consumer) -> bool,
 ) -> Result<ConsumeStats, String> {
@@ -270,7 +271,9 @@ fn consume_loop(
     }
     let mut consumer = builder.build().map_err(|e| e.to_string())?;
     let mut stats = ConsumeStats::default();
-    let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    // Sized up front: growing a set of millions of entries stalls the consumer for tens of
+    // milliseconds, long enough to miss its rate.
+    let mut seen: HashSet<(u32, u64)> = HashSet::with_capacity(if verify { expected } else { 0 });
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
     while !stop(&consumer) {
         let records = consumer
@@ -369,8 +372,17 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         let consumer = {
             let (log, consumed) = (&log, &consumed);
             let stop = move |_: &floodgate::Consumer| start.elapsed() >= deadline;
+            let expected = (args.consume_rate * args.duration * 1.1) as usize;
             s.spawn(move || {
-                consume_loop(log, args.consume_rate, start, args.verify, consumed, &stop)
+                consume_loop(
+                    log,
+                    args.consume_rate,
+                    start,
+                    args.verify,
+                    expected,
+                    consumed,
+                    &stop,
+                )
             })
         };
         while start.elapsed() < deadline {
@@ -475,11 +487,17 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     let start = Instant::now();
     // Drain what is stored now: stop when every partition's lag is zero.
     let stop = |c: &floodgate::Consumer| c.lag().is_ok_and(|l| l.iter().all(|(_, n)| *n == 0));
+    let stored = log
+        .consumer(TOPIC)
+        .build()
+        .and_then(|c| c.lag())
+        .map_or(0, |l| l.iter().map(|(_, n)| *n as usize).sum());
     let stats = consume_loop(
         &log,
         args.consume_rate,
         start,
         args.verify,
+        stored,
         &consumed,
         &stop,
     )?;
