@@ -46,8 +46,12 @@ pub struct ConsumerRecord {
     pub record: StoredRecord,
 }
 
-/// Bytes a consumer reads from a partition at a time, by default.
+/// Bytes a consumer reads from a partition at a time, by default, when it is not rate limited.
 pub const FETCH_BYTES_DEFAULT: usize = 256 << 10;
+/// ...and when it is: a rate-limited consumer needs little per read, and every read of the
+/// backlog occupies the disk ahead of the writer's commits. Peak scenario (500k in, 80k out):
+/// ack p99 2.8-3.0 ms with 256 KiB reads, 1.4-1.6 ms with 64 KiB, 0.94 ms with 16 KiB.
+pub const FETCH_BYTES_RATE_LIMITED: usize = 16 << 10;
 /// Records one `poll` returns at most, by default.
 pub const POLL_RECORDS_MAX_DEFAULT: usize = 10_000;
 
@@ -59,7 +63,7 @@ pub struct ConsumerBuilder {
     partitions: Option<Vec<u32>>,
     limit: RateLimit,
     poll_records_max: usize,
-    fetch_bytes: usize,
+    fetch_bytes: Option<usize>,
 }
 
 impl ConsumerBuilder {
@@ -71,8 +75,16 @@ impl ConsumerBuilder {
             partitions: None,
             limit: RateLimit::default(),
             poll_records_max: POLL_RECORDS_MAX_DEFAULT,
-            fetch_bytes: FETCH_BYTES_DEFAULT,
+            fetch_bytes: None,
         }
+    }
+
+    /// Bytes to read from a partition at a time (default: [`FETCH_BYTES_DEFAULT`], or
+    /// [`FETCH_BYTES_RATE_LIMITED`] with a rate limit). At least one batch is read, however
+    /// large.
+    pub fn fetch_bytes(mut self, n: usize) -> ConsumerBuilder {
+        self.fetch_bytes = Some(n.max(1));
+        self
     }
 
     /// Where to start (default: the earliest stored record).
@@ -129,7 +141,13 @@ impl ConsumerBuilder {
             buffer: VecDeque::new(),
             limiter: RateLimiter::new(self.limit, Instant::now()),
             poll_records_max: self.poll_records_max,
-            fetch_bytes: self.fetch_bytes,
+            fetch_bytes: self.fetch_bytes.unwrap_or(
+                if self.limit.msgs_per_s.is_some() || self.limit.bytes_per_s.is_some() {
+                    FETCH_BYTES_RATE_LIMITED
+                } else {
+                    FETCH_BYTES_DEFAULT
+                },
+            ),
         })
     }
 }
