@@ -604,8 +604,11 @@ fn journal_record(partition: u32, offset: u64, hash: u64) -> [u8; JOURNAL_RECORD
     r
 }
 
-/// The journal's records: ((partition, offset), hash); `Err` names a damaged record.
-fn read_journal(bytes: &[u8]) -> Result<Vec<((u32, u64), u64)>, String> {
+/// (partition, offset) → payload hash of every journaled ack.
+type AckJournal = HashMap<(u32, u64), u64>;
+
+/// The journal's records; `Err` names a damaged record.
+fn read_journal(bytes: &[u8]) -> Result<AckJournal, String> {
     bytes
         .chunks_exact(JOURNAL_RECORD_BYTES)
         .enumerate()
@@ -715,7 +718,7 @@ fn crash(args: CrashArgs) -> Result<(), String> {
             .map_err(|e| format!("round {round}: reopening after the kill: {e}"))?;
         torn_tails += log.recovery_report().torn_tails.len();
         let bytes = std::fs::read(&journal).unwrap_or_default();
-        let expected: HashMap<(u32, u64), u64> = read_journal(&bytes)?.into_iter().collect();
+        let expected = read_journal(&bytes)?;
         let mut stored: HashMap<(u32, u64), u64> = HashMap::new();
         for p in 0..CRASH_PARTITIONS {
             let Ok((earliest, end)) = log.offsets(CRASH_TOPIC, p) else {
