@@ -297,7 +297,7 @@ impl Producer {
             // between the check above and the registration.
             std::thread::park_timeout((deadline - now).min(Duration::from_millis(10)));
         }
-        ring.ack.claim_slot(seq);
+        ring.ack.slots.claim(seq);
         ring.tx
             .push(Pending {
                 slot,
@@ -364,7 +364,7 @@ impl Ack {
         if self.seq < self.ring.seq_acked.load(Ordering::Acquire) {
             return Some(Ok(Acked {
                 partition: self.partition,
-                offset: self.ring.offset_of(self.seq),
+                offset: self.ring.slots.offset_of(self.seq),
             }));
         }
         let e = self.shard.stopped()?;
@@ -425,7 +425,7 @@ impl Future for Ack {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        self.ring.release_slot(self.seq);
+        self.ring.slots.release(self.seq);
     }
 }
 

@@ -8,6 +8,7 @@
 //! between shards.
 
 pub(crate) mod prepare;
+pub(crate) mod slots;
 pub(crate) mod writer;
 
 use std::collections::BTreeMap;
@@ -39,34 +40,18 @@ pub(crate) type NewRing = (
     rtrb::Producer<Vec<u8>>,
 );
 
-/// `slot_owner` value of a slot whose handle is gone.
-pub(crate) const NO_OWNER: u64 = u64::MAX;
-
 /// Someone waiting for a ring's acknowledgements.
 pub(crate) enum Waiter {
     Thread(Thread),
     Task(Waker),
 }
 
-/// The acknowledgement side of one producer's ring into one shard.
-///
-/// Records are numbered by `seq` in push order. The writer stores the offset of record `seq` in
-/// `offsets[seq % capacity]` when it frames it, and publishes `seq_acked` (one past the last
-/// acknowledged record) with release ordering once the commit holding it is durable.
-///
-/// An [`crate::Ack`] handle can outlive its slot: `slot_owner[i]` names the seq whose live
-/// handle reads slot i (or [`NO_OWNER`]). Before pushing `seq + capacity` into a slot whose
-/// handle for `seq` is still alive, the producer copies that offset into `spilled`, then takes
-/// the slot over with a compare-exchange; the handle reads the slot, then checks it still owns
-/// it, and otherwise finds its offset in `spilled`. Handles that are waited on or dropped
-/// promptly never spill, so the common path costs no allocation.
+/// The acknowledgement side of one producer's ring into one shard: the watermark the writer
+/// publishes (`seq_acked`, one past the last acknowledged record, stored with release ordering
+/// once the commit holding it is durable), the records' offsets, and who waits for them.
 pub(crate) struct AckRing {
     pub seq_acked: CachePadded<AtomicU64>,
-    pub offsets: Box<[AtomicU64]>,
-    /// For each slot, the seq of the live handle reading it, or [`NO_OWNER`].
-    pub slot_owner: Box<[AtomicU64]>,
-    /// Offsets of live handles whose slot was reused: seq → offset.
-    pub spilled: Mutex<std::collections::HashMap<u64, u64>>,
+    pub slots: slots::AckSlots,
     waiters: WaitList,
 }
 
@@ -74,70 +59,8 @@ impl AckRing {
     pub fn new(capacity: usize) -> AckRing {
         AckRing {
             seq_acked: CachePadded::new(AtomicU64::new(0)),
-            offsets: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            slot_owner: (0..capacity).map(|_| AtomicU64::new(NO_OWNER)).collect(),
-            spilled: Mutex::new(std::collections::HashMap::new()),
+            slots: slots::AckSlots::new(capacity),
             waiters: WaitList::default(),
-        }
-    }
-
-    pub fn capacity(&self) -> u64 {
-        self.offsets.len() as u64
-    }
-
-    fn slot(&self, seq: u64) -> usize {
-        (seq % self.capacity()) as usize
-    }
-
-    /// Producer side: makes `seq`'s handle the owner of its slot, spilling the offset of a
-    /// previous owner that is still alive. The ring guarantees the previous owner's record was
-    /// already framed (its offset is in the slot).
-    pub fn claim_slot(&self, seq: u64) {
-        let slot = self.slot(seq);
-        let owner = &self.slot_owner[slot];
-        loop {
-            let prev = owner.load(Ordering::SeqCst);
-            if prev != NO_OWNER {
-                let offset = self.offsets[slot].load(Ordering::SeqCst);
-                self.spilled
-                    .lock()
-                    .expect("spill lock")
-                    .insert(prev, offset);
-            }
-            if owner
-                .compare_exchange(prev, seq, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                return;
-            }
-            // The previous handle was dropped meanwhile: its spilled offset is not needed.
-            self.spilled.lock().expect("spill lock").remove(&prev);
-        }
-    }
-
-    /// Handle side: the offset of acknowledged record `seq`.
-    pub fn offset_of(&self, seq: u64) -> u64 {
-        let slot = self.slot(seq);
-        let offset = self.offsets[slot].load(Ordering::SeqCst);
-        if self.slot_owner[slot].load(Ordering::SeqCst) == seq {
-            return offset;
-        }
-        *self
-            .spilled
-            .lock()
-            .expect("spill lock")
-            .get(&seq)
-            .expect("a reused slot's offset was spilled")
-    }
-
-    /// Handle side: the handle of `seq` is gone.
-    pub fn release_slot(&self, seq: u64) {
-        let slot = self.slot(seq);
-        let released = self.slot_owner[slot]
-            .compare_exchange(seq, NO_OWNER, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        if !released {
-            self.spilled.lock().expect("spill lock").remove(&seq);
         }
     }
 

@@ -448,8 +448,7 @@ impl Writer {
                 max_timestamp = max_timestamp.max(it.timestamp);
                 let (_, ack, seq_popped, _) = &chunks[key.0 as usize];
                 let seq = **seq_popped + u64::from(key.1);
-                ack.offsets[(seq % ack.capacity()) as usize]
-                    .store(base_offset + count as u64, Ordering::Relaxed);
+                ack.slots.store(seq, base_offset + count as u64);
             }
             let count = group.len() as u64;
             let meta = BatchMeta {
