@@ -57,6 +57,7 @@ pub struct Config {
     pub(crate) writer_cores: Vec<usize>,
     pub(crate) tail_cache_bytes: usize,
     pub(crate) io_faults: Option<std::sync::Arc<crate::io::faults::IoFaults>>,
+    pub(crate) io_recorder: Option<std::sync::Arc<crate::io::faults::IoRecorder>>,
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
 }
@@ -76,6 +77,7 @@ impl Config {
             pin_threads: true,
             writer_cores: Vec::new(),
             io_faults: None,
+            io_recorder: None,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             repair_truncate_damaged: false,
             segment_prezero: true,
@@ -182,6 +184,16 @@ impl Config {
         faults: std::sync::Arc<crate::io::faults::IoFaults>,
     ) -> Config {
         self.io_faults = Some(faults);
+        self
+    }
+
+    /// FOR TESTS ONLY: record every write and flush of the shard writers in `recorder`, so a
+    /// test can build the disk image a power loss would leave at any point.
+    pub fn testing_io_recorder(
+        mut self,
+        recorder: std::sync::Arc<crate::io::faults::IoRecorder>,
+    ) -> Config {
+        self.io_recorder = Some(recorder);
         self
     }
 

@@ -244,6 +244,7 @@ impl Log {
                 backend: config.io_backend,
                 prezero: config.segment_prezero,
                 faults: config.io_faults.clone(),
+                recorder: config.io_recorder.clone(),
                 tail_cache: config.tail_cache_bytes > 0,
                 pin_core: config
                     .pin_threads

@@ -117,3 +117,141 @@ impl Device for FaultyDevice {
         self.inner.wait(out, block, timeout)
     }
 }
+
+/// What a [`RecordingDevice`] saw, in order: the history a power loss can cut anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoEvent {
+    /// A write was submitted: the bytes may land, whole or torn at sectors, from now on.
+    WriteSubmitted {
+        /// Its number.
+        id: u64,
+        /// The file's inode.
+        inode: u64,
+        /// Byte position in the file.
+        pos: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The write completed (still in the device's volatile cache until a flush).
+    WriteDone {
+        /// Its number.
+        id: u64,
+    },
+    /// A flush was submitted: it covers every write completed before this event.
+    FlushSubmitted {
+        /// Its number.
+        id: u64,
+    },
+    /// The flush completed.
+    FlushDone {
+        /// Its number.
+        id: u64,
+    },
+    /// A test's note that a record was acknowledged: (partition, offset, hash of the value).
+    Acked {
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+        /// A hash of the value, as the test computes it.
+        hash: u64,
+    },
+}
+
+/// The shared history of I/O events, for power-loss tests.
+#[derive(Debug, Default)]
+pub struct IoRecorder {
+    events: Mutex<Vec<IoEvent>>,
+}
+
+impl IoRecorder {
+    /// A new, empty history.
+    pub fn new() -> Arc<IoRecorder> {
+        Arc::default()
+    }
+
+    /// Appends an event (tests use it for `Acked`).
+    pub fn note(&self, event: IoEvent) {
+        self.events.lock().expect("recorder lock").push(event);
+    }
+
+    /// The history so far.
+    pub fn events(&self) -> Vec<IoEvent> {
+        self.events.lock().expect("recorder lock").clone()
+    }
+}
+
+/// A [`Device`] that records every write and flush in an [`IoRecorder`].
+pub struct RecordingDevice {
+    inner: Box<dyn Device>,
+    recorder: Arc<IoRecorder>,
+    next_id: u64,
+    /// Token of each operation in flight → (event id, is a write).
+    pending: std::collections::HashMap<u64, (u64, bool)>,
+}
+
+impl RecordingDevice {
+    /// Wraps a device.
+    pub fn new(inner: Box<dyn Device>, recorder: Arc<IoRecorder>) -> RecordingDevice {
+        RecordingDevice {
+            inner,
+            recorder,
+            next_id: 0,
+            pending: std::collections::HashMap::new(),
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+impl Device for RecordingDevice {
+    fn write(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, len: usize, token: u64) {
+        use std::os::unix::fs::MetadataExt;
+        let id = self.id();
+        let inode = file.metadata().map_or(0, |m| m.ino());
+        self.recorder.note(IoEvent::WriteSubmitted {
+            id,
+            inode,
+            pos,
+            data: buf[..len].to_vec(),
+        });
+        self.pending.insert(token, (id, true));
+        self.inner.write(file, pos, buf, len, token);
+    }
+
+    fn flush(&mut self, file: &Arc<File>, token: u64) {
+        let id = self.id();
+        self.recorder.note(IoEvent::FlushSubmitted { id });
+        self.pending.insert(token, (id, false));
+        self.inner.flush(file, token);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    fn wait(
+        &mut self,
+        out: &mut Vec<Completion>,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let before = out.len();
+        self.inner.wait(out, block, timeout)?;
+        for c in &out[before..] {
+            if let Some((id, write)) = self.pending.remove(&c.token)
+                && c.result.is_ok()
+            {
+                self.recorder.note(if write {
+                    IoEvent::WriteDone { id }
+                } else {
+                    IoEvent::FlushDone { id }
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -159,20 +159,24 @@ pub trait Device: Send {
     ) -> Result<()>;
 }
 
-/// Creates the device of a backend for a shard, with test faults if any.
+/// Creates the device of a backend for a shard, with test faults and recording if asked.
 pub fn device(
     backend: IoBackend,
     queue_depth: u32,
     faults: Option<&Arc<faults::IoFaults>>,
+    recorder: Option<&Arc<faults::IoRecorder>>,
 ) -> Result<Box<dyn Device>> {
-    let device: Box<dyn Device> = match backend {
+    let mut device: Box<dyn Device> = match backend {
         IoBackend::IoUring => Box::new(uring::UringDevice::new(queue_depth)?),
         IoBackend::Portable => Box::new(portable::PortableDevice::default()),
     };
-    Ok(match faults {
-        Some(f) => Box::new(faults::FaultyDevice::new(device, Arc::clone(f))),
-        None => device,
-    })
+    if let Some(f) = faults {
+        device = Box::new(faults::FaultyDevice::new(device, Arc::clone(f)));
+    }
+    if let Some(r) = recorder {
+        device = Box::new(faults::RecordingDevice::new(device, Arc::clone(r)));
+    }
+    Ok(device)
 }
 
 /// Checks that io_uring can be set up here, with an error that names the way out.

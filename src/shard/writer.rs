@@ -69,6 +69,7 @@ pub(crate) struct WriterStart {
     pub prezero: bool,
     pub pin_core: Option<usize>,
     pub faults: Option<Arc<crate::io::faults::IoFaults>>,
+    pub recorder: Option<Arc<crate::io::faults::IoRecorder>>,
     /// Copy each commit into the shard's tail cache.
     pub tail_cache: bool,
     /// The last segment's id, and how many bytes of frames it holds.
@@ -184,7 +185,12 @@ pub(crate) struct Writer {
 impl Writer {
     /// Sets the writer up on the shard thread (the io_uring instance belongs to it).
     pub fn new(shared: Arc<ShardShared>, start: WriterStart) -> Result<Writer> {
-        let device = io::device(start.backend, 64, start.faults.as_ref())?;
+        let device = io::device(
+            start.backend,
+            64,
+            start.faults.as_ref(),
+            start.recorder.as_ref(),
+        )?;
         let path = shared.segment_path(start.segment);
         let file = Arc::new(io::open_segment(&path, start.backend, false, true)?);
         let mut buf = AlignedBuf::new(start.commit_bytes_max);
