@@ -72,12 +72,8 @@ pub struct CrashChildArgs {
 
 #[derive(Args, Clone)]
 pub struct PeakArgs {
-    /// Data directory (default: a fresh temporary directory, removed at exit unless --keep).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Keep the temporary data directory.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    log: LogArgs,
     /// Seconds to run.
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
@@ -87,12 +83,23 @@ pub struct PeakArgs {
     /// Records per second the consumer drains (exactly, while a backlog lasts).
     #[arg(long, default_value_t = 80_000.0)]
     consume_rate: f64,
-    /// Record value size in bytes (at least 20).
-    #[arg(long, default_value_t = 100)]
-    size: usize,
     /// Partitions of the load topic.
     #[arg(long, default_value_t = 8)]
     partitions: u32,
+}
+
+/// Options of the scenarios that write (produce, peak).
+#[derive(Args, Clone)]
+pub struct LogArgs {
+    /// Data directory (default: a fresh temporary directory, removed at exit unless --keep).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary data directory.
+    #[arg(long)]
+    keep: bool,
+    /// Record value size in bytes (at least 20).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
     /// Producer threads.
     #[arg(long, default_value_t = 1)]
     producers: u32,
@@ -105,7 +112,7 @@ pub struct PeakArgs {
     /// I/O backend: `io_uring` or `portable`.
     #[arg(long, default_value = "io_uring")]
     backend: String,
-    /// Check every consumed record, then read everything back and check it.
+    /// Check every record: read everything back afterwards.
     #[arg(long)]
     verify: bool,
     /// Print one JSON object on stdout instead of a table.
@@ -153,39 +160,20 @@ pub struct IdleArgs {
 
 #[derive(Args, Clone)]
 pub struct ProduceArgs {
-    /// Data directory (default: a fresh temporary directory, removed at exit unless --keep).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Keep the temporary data directory.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    log: LogArgs,
     /// Number of records to produce (default 1,000,000 unless --duration is given).
     #[arg(long, conflicts_with = "duration")]
     messages: Option<u64>,
     /// Produce for this many seconds.
     #[arg(long)]
     duration: Option<f64>,
-    /// Record value size in bytes (at least 20).
-    #[arg(long, default_value_t = 100)]
-    size: usize,
     /// Partitions of the load topic.
     #[arg(long, default_value_t = 1)]
     partitions: u32,
-    /// Producer threads.
-    #[arg(long, default_value_t = 1)]
-    producers: u32,
     /// Target rate in records per second over all producers (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// `sync` or `interval:MS`.
-    #[arg(long, default_value = "sync")]
-    durability: String,
-    /// Shards (writer threads).
-    #[arg(long, default_value_t = 1)]
-    shards: usize,
-    /// I/O backend: `io_uring` or `portable`.
-    #[arg(long, default_value = "io_uring")]
-    backend: String,
     /// Segment size in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     segment_bytes: u64,
@@ -198,12 +186,6 @@ pub struct ProduceArgs {
     /// Do not pin shard writer threads, nor producer threads, to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Read everything back afterwards and check it.
-    #[arg(long)]
-    verify: bool,
-    /// Print one JSON object on stdout instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(scenario: Scenario) -> Result<(), String> {
@@ -373,25 +355,17 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         return Err("--produce-rate and --consume-rate must be positive".into());
     }
     let produce_args = ProduceArgs {
-        dir: args.dir.clone(),
-        keep: args.keep,
+        log: args.log.clone(),
         messages: None,
         duration: Some(args.duration),
-        size: args.size,
         partitions: args.partitions,
-        producers: args.producers,
         rate: args.produce_rate,
-        durability: args.durability.clone(),
-        shards: args.shards,
-        backend: args.backend.clone(),
         segment_bytes: 1 << 30,
         commit_bytes_max: 4 << 20,
         no_prezero: false,
         no_pin: false,
-        verify: args.verify,
-        json: args.json,
     };
-    if args.size < HEADER_BYTES {
+    if args.log.size < HEADER_BYTES {
         return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
     }
     let (log, dir, tmp, backend) = open_load_log(&produce_args)?;
@@ -402,7 +376,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     let start = Instant::now();
     let mut backlog_series: Vec<(f64, u64)> = Vec::new();
     let (results, consume_stats) = std::thread::scope(|s| {
-        let producers: Vec<_> = (0..args.producers)
+        let producers: Vec<_> = (0..args.log.producers)
             .map(|k| {
                 let (log, produce_args, acked) = (&log, &produce_args, &acked);
                 s.spawn(move || {
@@ -419,7 +393,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
                     log,
                     args.consume_rate,
                     start,
-                    args.verify,
+                    args.log.verify,
                     expected,
                     consumed,
                     &stop,
@@ -443,7 +417,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
     let (histogram, produced, errors, first_error) = merge(&results);
-    let verify = args.verify.then(|| {
+    let verify = args.log.verify.then(|| {
         let mut v = verify(&log, &produce_args, &results);
         v.corrupt += consume_stats.corrupt;
         v.duplicated += consume_stats.duplicated;
@@ -455,11 +429,11 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     let whole = (args.duration.floor() as usize).min(consume_stats.per_second.len());
     let report = json!({
         "scenario": "peak",
-        "message_bytes": args.size,
+        "message_bytes": args.log.size,
         "partitions": args.partitions,
-        "producers": args.producers,
-        "shards": args.shards,
-        "durability": args.durability,
+        "producers": args.log.producers,
+        "shards": args.log.shards,
+        "durability": args.log.durability,
         "io_backend": backend.name(),
         "target_rate": args.produce_rate,
         "consume_rate": args.consume_rate,
@@ -467,7 +441,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "produced": produced,
         "errors": errors,
         "produce_msgs_per_s": produced as f64 / elapsed,
-        "produce_mb_per_s": produced as f64 * args.size as f64 / 1e6 / elapsed,
+        "produce_mb_per_s": produced as f64 * args.log.size as f64 / 1e6 / elapsed,
         "consumed": consume_stats.consumed,
         "consume_msgs_per_s": consume_stats.consumed as f64 / elapsed,
         "consume_mb_per_s": consume_stats.bytes as f64 / 1e6 / elapsed,
@@ -481,17 +455,17 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
-    if args.json {
+    if args.log.json {
         println!("{report}");
     } else {
         println!(
             "floodgate load peak: produce {} msgs/s, consume {} msgs/s, {} B, {} partition(s), {} s, durability {}, {} on {}",
             args.produce_rate,
             args.consume_rate,
-            args.size,
+            args.log.size,
             args.partitions,
             args.duration,
-            args.durability,
+            args.log.durability,
             backend.name(),
             fs
         );
@@ -511,7 +485,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         );
         print_verify(verify.as_ref());
     }
-    finish_run(errors, first_error, verify.as_ref(), args.keep, tmp)
+    finish_run(errors, first_error, verify.as_ref(), args.log.keep, tmp)
 }
 
 fn consume(args: ConsumeArgs) -> Result<(), String> {
@@ -838,7 +812,7 @@ struct ProducerResult {
 }
 
 fn produce(args: ProduceArgs) -> Result<(), String> {
-    if args.size < HEADER_BYTES {
+    if args.log.size < HEADER_BYTES {
         return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
     }
     let (log, dir, tmp, backend) = open_load_log(&args)?;
@@ -852,13 +826,13 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     let cpu_start = process_cpu();
     let start = Instant::now();
     let results: Vec<ProducerResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.producers)
+        let handles: Vec<_> = (0..args.log.producers)
             .map(|k| {
                 let log = &log;
                 let args = &args;
                 let count = messages.map(|n| {
-                    n / u64::from(args.producers)
-                        + u64::from(u64::from(k) < n % u64::from(args.producers))
+                    n / u64::from(args.log.producers)
+                        + u64::from(u64::from(k) < n % u64::from(args.log.producers))
                 });
                 let acked = &acked;
                 s.spawn(move || producer_thread(log, args, k, count, deadline, start, acked))
@@ -872,19 +846,19 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
     let (histogram, produced, errors, first_error) = merge(&results);
-    let verify = args.verify.then(|| verify(&log, &args, &results));
+    let verify = args.log.verify.then(|| verify(&log, &args, &results));
     drop(log);
     let fs = fs_type(&dir);
     let msgs_per_s = produced as f64 / elapsed;
-    let mb_per_s = produced as f64 * args.size as f64 / 1e6 / elapsed;
+    let mb_per_s = produced as f64 * args.log.size as f64 / 1e6 / elapsed;
     let latency = latency_json(&histogram);
     let report = json!({
         "scenario": "produce",
-        "message_bytes": args.size,
+        "message_bytes": args.log.size,
         "partitions": args.partitions,
-        "producers": args.producers,
-        "shards": args.shards,
-        "durability": args.durability,
+        "producers": args.log.producers,
+        "shards": args.log.shards,
+        "durability": args.log.durability,
         "io_backend": backend.name(),
         "segment_prezero": !args.no_prezero,
         "target_rate": args.rate,
@@ -899,17 +873,17 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
-    if args.json {
+    if args.log.json {
         println!("{report}");
     } else {
         println!(
             "floodgate load produce: {} × {} B, {} partition(s), {} producer(s), {} shard(s), durability {}, {} on {}",
             produced,
-            args.size,
+            args.log.size,
             args.partitions,
-            args.producers,
-            args.shards,
-            args.durability,
+            args.log.producers,
+            args.log.shards,
+            args.log.durability,
             backend.name(),
             fs
         );
@@ -928,21 +902,21 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         );
         print_verify(verify.as_ref());
     }
-    finish_run(errors, first_error, verify.as_ref(), args.keep, tmp)
+    finish_run(errors, first_error, verify.as_ref(), args.log.keep, tmp)
 }
 
 /// Opens the log of a load run and creates the load topic if it is missing.
 fn open_load_log(
     args: &ProduceArgs,
 ) -> Result<(Log, PathBuf, Option<tempfile::TempDir>, IoBackend), String> {
-    if args.producers == 0 || args.partitions == 0 {
+    if args.log.producers == 0 || args.partitions == 0 {
         return Err("--producers and --partitions must be at least 1".into());
     }
-    let durability = parse_durability(&args.durability)?;
-    let backend = parse_backend(&args.backend)?;
-    let (dir, tmp) = data_dir(args.dir.as_ref())?;
+    let durability = parse_durability(&args.log.durability)?;
+    let backend = parse_backend(&args.log.backend)?;
+    let (dir, tmp) = data_dir(args.log.dir.as_ref())?;
     let config = Config::new(&dir)
-        .shards(args.shards)
+        .shards(args.log.shards)
         .durability(durability)
         .io_backend(backend)
         .segment_bytes(args.segment_bytes)
@@ -1059,7 +1033,7 @@ fn producer_thread(
     acked: &AtomicU64,
 ) -> ProducerResult {
     if !args.no_pin {
-        pin_producer(k as usize, args.shards);
+        pin_producer(k as usize, args.log.shards);
     }
     let mut producer = log.producer();
     let mut result = ProducerResult {
@@ -1069,13 +1043,13 @@ fn producer_thread(
         errors: 0,
         first_error: None,
     };
-    let interval =
-        (args.rate > 0.0).then(|| Duration::from_secs_f64(f64::from(args.producers) / args.rate));
+    let interval = (args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(f64::from(args.log.producers) / args.rate));
     let window_max = 8192;
     let mut window: VecDeque<(Ack, Instant)> = VecDeque::with_capacity(window_max);
     let batch_max = 128usize;
     let mut bufs: Vec<Vec<u8>> = (0..batch_max)
-        .map(|_| Vec::with_capacity(args.size))
+        .map(|_| Vec::with_capacity(args.log.size))
         .collect();
     let mut acks = Vec::with_capacity(batch_max);
     // `now`: when the caller last read the clock; None to read it on completion (after a wait).
@@ -1136,7 +1110,7 @@ fn producer_thread(
         };
         let sent_at = Instant::now();
         for (j, buf) in bufs.iter_mut().take(n).enumerate() {
-            payload(k, seq + j as u64, args.size, buf);
+            payload(k, seq + j as u64, args.log.size, buf);
         }
         let records = bufs.iter().take(n).enumerate().map(|(j, buf)| {
             let partition = ((seq + j as u64 + u64::from(k)) % partitions) as u32;
@@ -1212,7 +1186,7 @@ fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
                 let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
                 let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
                 let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
-                if value.len() != args.size
+                if value.len() != args.log.size
                     || sum != checksum(producer, seq, &value[HEADER_BYTES..])
                 {
                     v.corrupt += 1;
