@@ -7,19 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{small_config, test_dir};
+use common::{Rng, small_config, test_dir};
 use floodgate::{Ack, IoBackend, Log, Record, TopicConfig};
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 #[test]
 fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
@@ -28,7 +17,7 @@ fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
         let log = Log::open(small_config(dir.path(), backend).ring_records(8)).unwrap();
         log.create_topic("t", TopicConfig::new(1)).unwrap();
         let mut producer = log.producer();
-        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut rng = Rng::new(0x1234_5678_9abc_def1);
         let mut held: Vec<(u64, Ack)> = Vec::new();
         let mut elsewhere = Vec::new();
         for i in 0..20_000u64 {

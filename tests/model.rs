@@ -5,26 +5,8 @@
 
 mod common;
 
-use common::{small_config, test_dir};
+use common::{Rng, small_config, test_dir};
 use floodgate::{Error, IoBackend, Log, Record, StoredRecord, TopicConfig};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 struct ModelRecord {
@@ -51,7 +33,7 @@ impl ModelRecord {
 const TOPICS: [(&str, u32); 2] = [("alpha", 3), ("beta", 1)];
 
 fn run(seed: u64) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let dir = test_dir("model");
     let backends = [IoBackend::IoUring, IoBackend::Portable];
     let mut backend = backends[rng.below(2) as usize];

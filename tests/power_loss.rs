@@ -10,23 +10,12 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 
-use common::{payload, segments, small_config, test_dir};
+use common::{Rng, payload, segments, small_config, test_dir};
 use floodgate::io::faults::{IoEvent, IoRecorder};
 use floodgate::{IoBackend, Log, Record, TopicConfig};
 
 const SEGMENT_BYTES: u64 = 8 << 20;
 const SECTOR: usize = 512;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Records a history: records of varied sizes over 3 partitions, sent in groups, each group's
 /// acks waited for and noted.
@@ -113,7 +102,7 @@ fn every_acknowledged_record_survives_power_loss_at_any_cut() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5EED_F00D_u64);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = test_dir("power");
     let events = record_history(dir.path(), &mut rng);
     let seg = &segments(dir.path(), 0);

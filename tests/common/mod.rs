@@ -53,3 +53,31 @@ pub fn segments(dir: &std::path::Path, shard: u32) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A seeded PRNG (xorshift64*) for tests that print their seed and replay from it.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator; a zero seed is replaced, as xorshift needs a non-zero state.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
