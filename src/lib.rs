@@ -16,10 +16,12 @@
 //! # Ok::<(), floodgate::Error>(())
 //! ```
 //!
-//! Modules, along the data path: [`producer`] (routing, encoding, acks) → `shard` (rings and
-//! the writer thread) → [`io`] (io_uring and portable devices, aligned buffers) →
+//! Modules, along the data path: [`producer`] (routing, encoding, acks) → `shard` (rings, the
+//! writer thread, its helper that zero-fills segments and writes index files, the read cache)
+//! → [`io`] (io_uring and portable devices, aligned buffers, injected faults for tests) →
 //! [`segment`] (the frame format, recovery, reading back) and [`index`] (offset and time
-//! lookups); [`meta`] keeps topics; [`log`] ties them together.
+//! lookups) → [`consumer`] (pull by offset, long-poll, exact rate limits); [`meta`] keeps
+//! topics; [`log`] ties them together.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
