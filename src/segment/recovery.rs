@@ -73,21 +73,61 @@ pub(crate) struct RecoverParams<'a> {
     pub partitions: &'a HashMap<(u32, u32), Arc<Partition>>,
 }
 
-/// A frame found by a scan.
+/// A frame found by a scan, verified (both checksums, every record).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ScannedFrame {
+pub struct ScannedFrame {
+    /// Its topic's id.
     pub topic_id: u32,
+    /// Its partition.
     pub partition: u32,
+    /// Where it is and what it holds (`entry.segment` is 0: the caller knows the segment).
     pub entry: BatchEntry,
+    /// Its record count.
     pub records: u32,
 }
 
-/// How a scan ended.
+/// How a scan ended: the decision table of the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ScanEnd {
-    Clean { pos: u64 },
-    Torn { pos: u64, garbage_end: u64 },
-    Damaged { pos: u64, reason: String },
+pub enum ScanEnd {
+    /// Zeros after the last frame: the data ends at `pos`.
+    Clean {
+        /// Where the data ends.
+        pos: u64,
+    },
+    /// Bytes that are not a valid frame at `pos`, within the unflushed window: a torn tail.
+    Torn {
+        /// Where the valid frames end.
+        pos: u64,
+        /// One past the last non-zero byte of the tear.
+        garbage_end: u64,
+    },
+    /// Damage at `pos` with data beyond the window: not a torn tail.
+    Damaged {
+        /// Where the damage is.
+        pos: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Scans one segment file read-only (no repair, no lock): every frame verified, and how the
+/// frames end. `commit_bytes_max` is the log's (from meta.json), which bounds frames and the
+/// unflushed window. Used by `floodgate inspect`.
+pub fn scan_segment_file(
+    path: &Path,
+    commit_bytes_max: usize,
+) -> Result<(Vec<ScannedFrame>, ScanEnd)> {
+    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut reader = ChunkReader::new(&file, path, len);
+    scan(
+        &mut reader,
+        commit_bytes_max as u64,
+        unflushed_window_bytes(commit_bytes_max),
+    )
 }
 
 /// Recovers one shard: lists its segments, loads or scans each, fills the partitions' indexes,
@@ -153,7 +193,7 @@ pub(crate) fn recover_shard(
         }
         report.segments_scanned += 1;
         let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
-        let (frames, end) = scan(&mut reader, params)?;
+        let (frames, end) = scan(&mut reader, params.frame_bytes_max, params.window)?;
         let frame_list: Vec<(u32, u32, BatchEntry)> = frames
             .iter()
             .map(|f| {
@@ -365,25 +405,26 @@ fn apply(
 /// Scans frames from the start of a segment until they stop, and classifies the end.
 pub(crate) fn scan(
     reader: &mut ChunkReader<'_>,
-    params: &RecoverParams<'_>,
+    frame_bytes_max: u64,
+    window: u64,
 ) -> Result<(Vec<ScannedFrame>, ScanEnd)> {
     let mut frames = Vec::new();
     let mut pos = 0u64;
     loop {
         if pos + FRAME_HEADER_BYTES as u64 > reader.len {
-            return Ok((frames, classify(reader, pos, None, params.window)?));
+            return Ok((frames, classify(reader, pos, None, window)?));
         }
         let header = match FrameHeader::decode(reader.get(pos, FRAME_HEADER_BYTES)?) {
             Ok(HeaderSlot::Zero) => {
-                return Ok((frames, classify(reader, pos, None, params.window)?));
+                return Ok((frames, classify(reader, pos, None, window)?));
             }
-            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), params.window)?)),
+            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), window)?)),
             Ok(HeaderSlot::Frame(h)) => h,
         };
         let frame_bytes = header.frame_bytes();
-        if frame_bytes > params.frame_bytes_max || pos + frame_bytes > reader.len {
+        if frame_bytes > frame_bytes_max || pos + frame_bytes > reader.len {
             let reason = format!("frame length {frame_bytes} is impossible here");
-            return Ok((frames, classify(reader, pos, Some(reason), params.window)?));
+            return Ok((frames, classify(reader, pos, Some(reason), window)?));
         }
         let bytes = reader.get(pos, frame_bytes as usize)?;
         let checked = decode_frame(bytes).and_then(|f| {
@@ -392,7 +433,7 @@ pub(crate) fn scan(
         });
         let batch = match checked {
             Ok(b) => b,
-            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), params.window)?)),
+            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), window)?)),
         };
         frames.push(ScannedFrame {
             topic_id: header.topic_id,

@@ -1,5 +1,6 @@
 //! The `floodgate` command line: thin argument parsing over the library and the load tool.
 
+mod inspect;
 mod load;
 
 use clap::{Parser, Subcommand};
@@ -22,12 +23,15 @@ enum Command {
         #[command(subcommand)]
         scenario: load::Scenario,
     },
+    /// Show what a data directory holds; verify or dump its segments (read-only).
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Load { scenario } => load::run(scenario),
+        Command::Inspect(args) => inspect::run(args),
     };
     if let Err(e) = result {
         eprintln!("floodgate: {e}");
