@@ -1,0 +1,121 @@
+//! The load tool's JSON contract: one object on stdout with the field names later work relies
+//! on, each of the right type.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run(args: &[&str]) -> Value {
+    let base = common::test_dir("loadtool");
+    let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .arg("load")
+        .args(args)
+        .arg("--dir")
+        .arg(base.path().join("data"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "exactly one JSON object: {stdout}"
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+fn assert_fields(v: &Value, numbers: &[&str], strings: &[&str]) {
+    for f in numbers {
+        assert!(v[f].is_number(), "{f} is a number in {v}");
+    }
+    for f in strings {
+        assert!(v[f].is_string(), "{f} is a string in {v}");
+    }
+}
+
+#[test]
+fn produce_json_contract() {
+    let v = run(&[
+        "produce",
+        "--messages",
+        "3000",
+        "--partitions",
+        "2",
+        "--verify",
+    ]);
+    assert_eq!(v["scenario"], "produce");
+    assert_fields(
+        &v,
+        &[
+            "message_bytes",
+            "partitions",
+            "producers",
+            "duration_s",
+            "produced",
+            "produce_msgs_per_s",
+            "produce_mb_per_s",
+        ],
+        &["durability", "io_backend"],
+    );
+    assert_eq!(v["produced"], 3000);
+    for p in ["p50", "p99", "p999", "max"] {
+        assert!(v["ack_latency_us"][p].is_number(), "ack_latency_us.{p}");
+    }
+    for f in [
+        "checked",
+        "missing",
+        "duplicated",
+        "corrupt",
+        "out_of_order",
+    ] {
+        assert!(v["verify"][f].is_number(), "verify.{f}");
+    }
+    assert_eq!(v["verify"]["checked"], 3000);
+    assert_eq!(v["verify"]["missing"], 0);
+    for f in ["kernel", "cpu_model", "file_system"] {
+        assert!(v["env"][f].is_string(), "env.{f}");
+    }
+    assert!(v["env"]["cores"].is_number());
+}
+
+#[test]
+fn peak_json_contract() {
+    let v = run(&[
+        "peak",
+        "--duration",
+        "2",
+        "--produce-rate",
+        "20000",
+        "--consume-rate",
+        "5000",
+        "--verify",
+    ]);
+    assert_eq!(v["scenario"], "peak");
+    assert_fields(
+        &v,
+        &[
+            "produced",
+            "produce_msgs_per_s",
+            "consumed",
+            "consume_msgs_per_s",
+            "consume_mb_per_s",
+            "consume_rate_error_pct",
+            "backlog_max",
+        ],
+        &["durability", "io_backend"],
+    );
+    assert!(v["consumed"].as_u64().unwrap() > 0);
+    assert!(
+        v["backlog_max"].as_u64().unwrap() > 0,
+        "producing faster than consuming builds a backlog"
+    );
+    assert_eq!(v["verify"]["missing"], 0);
+    assert_eq!(v["verify"]["corrupt"], 0);
+}
