@@ -10,8 +10,8 @@
 //!
 //! Ownership: a buffer handed to [`Device::write`] belongs to the device until its completion
 //! comes back from [`Device::wait`], with the buffer in it. The device also keeps the file alive
-//! (an `Arc<File>`) until then. This module and `ring`-free `uring.rs` are the only homes of
-//! `unsafe` in floodgate.
+//! (an `Arc<File>`) until then. Every `unsafe` block of floodgate is in this module (with
+//! `uring.rs`): buffers, system calls the standard library does not wrap.
 
 pub mod faults;
 pub mod portable;
@@ -265,6 +265,22 @@ pub fn set_io_priority_idle() {
             IOPRIO_WHO_PROCESS,
             0 as libc::c_long,
             IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+    }
+}
+
+/// Starts writeback of `len` bytes at `pos` of a file written through the page cache, without
+/// waiting (a hint that spreads a large write over time; durability still needs an fsync).
+pub fn start_writeback(file: &File, pos: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes an open descriptor (borrowed from `file` for the call) and
+    // integers; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            pos as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
         );
     }
 }

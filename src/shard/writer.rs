@@ -776,7 +776,6 @@ pub(crate) fn write_index_file_paced(
     pause: Duration,
 ) -> Result<()> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     const CHUNK_BYTES: usize = 1 << 20;
     let tmp = path.with_extension("idx.tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
@@ -786,16 +785,7 @@ pub(crate) fn write_index_file_paced(
         f.write_all(chunk)
             .map_err(|e| Error::io("write", &tmp, e))?;
         if !pause.is_zero() {
-            // SAFETY: sync_file_range on an owned, open descriptor; no memory is passed.
-            // Starting writeback early is only a hint; the fsync below is what counts.
-            unsafe {
-                libc::sync_file_range(
-                    f.as_raw_fd(),
-                    at as i64,
-                    chunk.len() as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            io::start_writeback(&f, at as u64, chunk.len() as u64);
             std::thread::sleep(pause);
         }
         at += chunk.len();
