@@ -32,22 +32,24 @@ fn a_stalled_disk_fills_the_ring_and_nothing_is_lost_when_it_resumes() {
         let _resume = ResumeOnDrop(faults.clone());
         let mut acks = Vec::new();
         // The writer takes what it can before it blocks on the stalled disk; then the 16-record
-        // ring fills and stays full. Fill, give the writer time to block, fill again.
-        for _ in 0..2 {
-            let mut full = false;
-            for _ in 0..5_000 {
+        // ring fills and stays full. Fill until Full, give the writer time, and repeat until a
+        // round finds no room at all: the writer is then surely blocked.
+        for round in 0.. {
+            assert!(round < 50, "the ring never stayed full");
+            let before = acks.len();
+            loop {
                 let i = acks.len() as u64;
                 match producer.try_send("t", Record::new(&i.to_le_bytes())) {
                     Ok(ack) => acks.push(ack),
-                    Err(Error::Full) => {
-                        full = true;
-                        break;
-                    }
+                    Err(Error::Full) => break,
                     Err(e) => panic!("unexpected {e}"),
                 }
+                assert!(acks.len() < 100_000, "try_send never reported Full");
             }
-            assert!(full, "try_send reported Full");
-            std::thread::sleep(Duration::from_millis(100));
+            if round > 0 && acks.len() == before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         let e = producer.try_send("t", Record::new(b"late")).unwrap_err();
         assert!(matches!(e, Error::Full), "{e}");
