@@ -16,7 +16,7 @@ fn every_acknowledged_record_survives_sigkill() {
             "--iterations",
             "6",
             "--kill-after-ms-max",
-            "250",
+            "600",
             "--json",
         ])
         .arg("--dir")
