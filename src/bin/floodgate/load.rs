@@ -870,6 +870,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "cpu_ns_per_msg": cpu.as_nanos() as f64 / produced.max(1) as f64,
         "ack_latency_us": latency,
+        "ack_latency_max_us_per_second": max_per_second(&results),
         "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
