@@ -186,6 +186,9 @@ pub struct ProduceArgs {
     /// Do not pin shard writer threads, nor producer threads, to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Memory per shard for its newest commits and recent reads (0: no read cache).
+    #[arg(long, default_value_t = floodgate::config::TAIL_CACHE_BYTES_DEFAULT)]
+    tail_cache_bytes: usize,
 }
 
 pub fn run(scenario: Scenario) -> Result<(), String> {
@@ -364,6 +367,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         commit_bytes_max: 4 << 20,
         no_prezero: false,
         no_pin: false,
+        tail_cache_bytes: floodgate::config::TAIL_CACHE_BYTES_DEFAULT,
     };
     if args.log.size < HEADER_BYTES {
         return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
@@ -923,7 +927,8 @@ fn open_load_log(
         .segment_bytes(args.segment_bytes)
         .commit_bytes_max(args.commit_bytes_max)
         .segment_prezero(!args.no_prezero)
-        .pin_threads(!args.no_pin);
+        .pin_threads(!args.no_pin)
+        .tail_cache_bytes(args.tail_cache_bytes);
     let log = Log::open(config).map_err(|e| e.to_string())?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(args.partitions))
