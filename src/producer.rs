@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use crate::log::{LogInner, TopicState};
 use crate::segment::format::encode_record_tail;
-use crate::shard::{AckRing, Pending, ShardShared, Waiter};
+use crate::shard::{AckRing, Pending, Waiter};
 
 /// How long [`Producer::send`] waits for room before giving up, by default.
 pub const SEND_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -140,16 +140,18 @@ impl Producer {
     /// Sends a record, waiting (up to the send timeout) while this producer's ring is full.
     pub fn send(&mut self, topic: &str, record: Record<'_>) -> Result<Ack> {
         let timeout = self.send_timeout;
-        let mut acks = Vec::with_capacity(1);
-        self.send_records(topic, std::iter::once(record), Some(timeout), &mut acks)?;
-        Ok(acks.pop().expect("one record was sent"))
+        self.send_one(topic, record, Some(timeout))
     }
 
     /// Sends a record, or fails at once with [`Error::Full`] when the ring is full.
     pub fn try_send(&mut self, topic: &str, record: Record<'_>) -> Result<Ack> {
-        let mut acks = Vec::with_capacity(1);
-        self.send_records(topic, std::iter::once(record), None, &mut acks)?;
-        Ok(acks.pop().expect("one record was sent"))
+        self.send_one(topic, record, None)
+    }
+
+    fn send_one(&mut self, topic: &str, record: Record<'_>, wait: Option<Duration>) -> Result<Ack> {
+        let mut ack = None;
+        self.send_records(topic, std::iter::once(record), wait, |a| ack = Some(a))?;
+        Ok(ack.expect("one record was sent"))
     }
 
     /// Sends many records to one topic, appending an [`Ack`] per record sent to `acks`. Cheaper
@@ -163,7 +165,7 @@ impl Producer {
         acks: &mut Vec<Ack>,
     ) -> Result<()> {
         let timeout = self.send_timeout;
-        self.send_records(topic, records, Some(timeout), acks)
+        self.send_records(topic, records, Some(timeout), |a| acks.push(a))
     }
 
     /// Sends records until one fails; wakes the writers once at the end.
@@ -172,7 +174,7 @@ impl Producer {
         topic: &str,
         records: impl IntoIterator<Item = Record<'a>>,
         wait: Option<Duration>,
-        acks: &mut Vec<Ack>,
+        mut sent: impl FnMut(Ack),
     ) -> Result<()> {
         self.topic(topic)?;
         // Take the cached topic out for the batch: one lookup per call, not per record.
@@ -181,7 +183,7 @@ impl Producer {
         let mut outcome = Ok(());
         for record in records {
             match self.enqueue(topic, &mut cached, record, wait, now) {
-                Ok(ack) => acks.push(ack),
+                Ok(ack) => sent(ack),
                 Err(e) => {
                     outcome = Err(e);
                     break;
@@ -256,11 +258,11 @@ impl Producer {
         };
         let target = &cached.state.partitions[partition as usize];
         let (shard_id, slot) = (target.shard as usize, target.slot);
-        let shard = Arc::clone(&self.log.shards[shard_id]);
+        let shard = &self.log.shards[shard_id];
         if let Some(e) = shard.stopped() {
             return Err(e);
         }
-        let ring = self.ring(shard_id);
+        let ring = Self::ring(&mut self.rings, &self.log, shard_id);
         let mut tail = ring.recycled.pop().unwrap_or_default();
         tail.clear();
         let headers: usize = r
@@ -308,19 +310,23 @@ impl Producer {
         ring.seq_next += 1;
         Ok(Ack {
             ring: Arc::clone(&ring.ack),
-            shard,
             seq,
             partition,
         })
     }
 
-    fn ring(&mut self, shard: usize) -> &mut ProducerRing {
-        let log = &self.log;
-        self.rings[shard].get_or_insert_with(|| {
+    /// This producer's ring into `shard`, created on first use. A free function over the two
+    /// fields, so the caller can keep borrowing the log meanwhile.
+    fn ring<'a>(
+        rings: &'a mut [Option<ProducerRing>],
+        log: &LogInner,
+        shard: usize,
+    ) -> &'a mut ProducerRing {
+        rings[shard].get_or_insert_with(|| {
             let capacity = log.config.ring_records;
             let (tx, rx) = rtrb::RingBuffer::new(capacity);
             let (recycle, recycled) = rtrb::RingBuffer::new(capacity);
-            let ack = Arc::new(AckRing::new(capacity));
+            let ack = Arc::new(AckRing::new(capacity, &log.shards[shard]));
             log.shards[shard].register((rx, Arc::clone(&ack), recycle));
             ProducerRing {
                 tx,
@@ -348,7 +354,6 @@ fn now_ms() -> i64 {
 /// without waiting is fine (fire and forget).
 pub struct Ack {
     ring: Arc<AckRing>,
-    shard: Arc<ShardShared>,
     seq: u64,
     partition: u32,
 }
@@ -367,7 +372,7 @@ impl Ack {
                 offset: self.ring.slots.offset_of(self.seq),
             }));
         }
-        let e = self.shard.stopped()?;
+        let e = self.ring.failed.get().cloned()?;
         // The writer publishes before it stops: look once more.
         if self.seq < self.ring.seq_acked.load(Ordering::Acquire) {
             return self.try_get();
@@ -432,7 +437,7 @@ impl Drop for Ack {
 impl std::fmt::Debug for Ack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ack")
-            .field("shard", &self.shard.id)
+            .field("shard", &self.ring.shard)
             .field("partition", &self.partition)
             .field("seq", &self.seq)
             .finish()

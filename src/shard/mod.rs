@@ -52,14 +52,19 @@ pub(crate) enum Waiter {
 pub(crate) struct AckRing {
     pub seq_acked: CachePadded<AtomicU64>,
     pub slots: slots::AckSlots,
+    /// The shard's failure latch (shared, so an `Ack` needs no reference to the shard).
+    pub failed: Arc<OnceLock<Error>>,
+    pub shard: u32,
     waiters: WaitList,
 }
 
 impl AckRing {
-    pub fn new(capacity: usize) -> AckRing {
+    pub fn new(capacity: usize, shard: &ShardShared) -> AckRing {
         AckRing {
             seq_acked: CachePadded::new(AtomicU64::new(0)),
             slots: slots::AckSlots::new(capacity),
+            failed: Arc::clone(&shard.failed),
+            shard: shard.id,
             waiters: WaitList::default(),
         }
     }
@@ -194,7 +199,7 @@ pub(crate) struct ShardShared {
     distributing: Mutex<Vec<(u32, BatchEntry)>>,
     pub new_rings_flag: AtomicBool,
     /// Latched at the first I/O failure, or `Closed` when the writer exits.
-    pub failed: OnceLock<Error>,
+    pub failed: Arc<OnceLock<Error>>,
     pub shutdown: AtomicBool,
     /// Segment files by id, for readers.
     pub segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
@@ -214,7 +219,7 @@ impl ShardShared {
             data_waiters: WaitList::default(),
             tail_cache: RwLock::new(TailCache::new(tail_cache_bytes)),
             distributing: Mutex::new(Vec::new()),
-            failed: OnceLock::new(),
+            failed: Arc::default(),
             shutdown: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
         }
