@@ -102,7 +102,7 @@ impl LogInner {
         for run in coalesce(&entries) {
             // Fresh frames come from the tail cache when it holds the whole run.
             let cached: Option<Vec<bytes::Bytes>> = {
-                let cache = shard.tail_cache.read().expect("tail cache lock");
+                let cache = shard.read_cache.read().expect("read cache lock");
                 run.iter()
                     .map(|e| cache.get(e.segment, e.pos, e.frame_bytes as usize))
                     .collect()
@@ -130,7 +130,7 @@ impl LogInner {
             if let Some((pos, span)) =
                 read_entries(&segment, run, offset, visible, expect, &mut out)?
             {
-                shard.tail_cache.write().expect("tail cache lock").insert(
+                shard.read_cache.write().expect("read cache lock").insert(
                     run[0].segment,
                     pos,
                     span,

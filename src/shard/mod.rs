@@ -124,7 +124,7 @@ impl WaitList {
 /// one log, and reading a partition's frames drags its neighbours' along). At most `bytes_max`
 /// bytes, the oldest inserted evicted first.
 #[derive(Debug, Default)]
-pub(crate) struct TailCache {
+pub(crate) struct ReadCache {
     bytes_max: usize,
     held: usize,
     /// (segment, position of the first byte) → bytes.
@@ -133,11 +133,11 @@ pub(crate) struct TailCache {
     order: std::collections::VecDeque<(u64, u64)>,
 }
 
-impl TailCache {
-    pub fn new(bytes_max: usize) -> TailCache {
-        TailCache {
+impl ReadCache {
+    pub fn new(bytes_max: usize) -> ReadCache {
+        ReadCache {
             bytes_max,
-            ..TailCache::default()
+            ..ReadCache::default()
         }
     }
 
@@ -194,7 +194,7 @@ pub(crate) struct ShardShared {
     /// Consumers waiting for new data in this shard (long-poll).
     pub data_waiters: WaitList,
     /// The newest commits, for readers.
-    pub tail_cache: RwLock<TailCache>,
+    pub read_cache: RwLock<ReadCache>,
     /// Held while entries are moved into partitions, so they arrive in order.
     distributing: Mutex<Vec<(u32, BatchEntry)>>,
     pub new_rings_flag: AtomicBool,
@@ -217,7 +217,7 @@ impl ShardShared {
             partitions: RwLock::new(Vec::new()),
             index_log: Mutex::new(IndexLog::default()),
             data_waiters: WaitList::default(),
-            tail_cache: RwLock::new(TailCache::new(tail_cache_bytes)),
+            read_cache: RwLock::new(ReadCache::new(tail_cache_bytes)),
             distributing: Mutex::new(Vec::new()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
@@ -299,12 +299,12 @@ pub(crate) fn index_path(dir: &Path, id: u64) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::TailCache;
+    use super::ReadCache;
     use bytes::Bytes;
 
     #[test]
-    fn tail_cache_serves_whole_frames_and_evicts_the_oldest() {
-        let mut cache = TailCache::new(100);
+    fn read_cache_serves_whole_frames_and_evicts_the_oldest() {
+        let mut cache = ReadCache::new(100);
         cache.insert(0, 0, Bytes::from(vec![1u8; 40]));
         cache.insert(0, 40, Bytes::from(vec![2u8; 40]));
         assert_eq!(cache.get(0, 10, 20).as_deref(), Some(&[1u8; 20][..]));
@@ -324,6 +324,6 @@ mod tests {
             None,
             "larger than the cache: not kept"
         );
-        assert!(TailCache::new(0).get(0, 0, 1).is_none());
+        assert!(ReadCache::new(0).get(0, 0, 1).is_none());
     }
 }

@@ -684,9 +684,9 @@ impl Writer {
 fn publish(commit: &Commit, shared: &ShardShared) {
     if let Some((segment, pos, data)) = &commit.cached {
         shared
-            .tail_cache
+            .read_cache
             .write()
-            .expect("tail cache lock")
+            .expect("read cache lock")
             .insert(*segment, *pos, data.clone());
     }
     shared
