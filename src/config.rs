@@ -38,6 +38,9 @@ pub const PARTITIONS_MAX: u32 = 1 << 20;
 /// Most shards.
 pub const SHARDS_MAX: usize = 256;
 
+/// Default for [`Config::index_cache_bytes`].
+pub const INDEX_CACHE_BYTES_DEFAULT: usize = 16 << 20;
+
 const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT >= RECORD_BYTES_MAX_DEFAULT + FRAME_OVERHEAD_BYTES);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= COMMIT_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(COMMIT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));
@@ -56,6 +59,9 @@ pub struct Config {
     pub(crate) pin_threads: bool,
     pub(crate) writer_cores: Vec<usize>,
     pub(crate) tail_cache_bytes: usize,
+    pub(crate) index_cache_bytes: usize,
+    pub(crate) retention_bytes: Option<u64>,
+    pub(crate) retention_age: Option<std::time::Duration>,
     pub(crate) io_faults: Option<std::sync::Arc<crate::io::faults::IoFaults>>,
     pub(crate) io_recorder: Option<std::sync::Arc<crate::io::faults::IoRecorder>>,
     pub(crate) repair_truncate_damaged: bool,
@@ -79,6 +85,9 @@ impl Config {
             io_faults: None,
             io_recorder: None,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
+            index_cache_bytes: INDEX_CACHE_BYTES_DEFAULT,
+            retention_bytes: None,
+            retention_age: None,
             repair_truncate_damaged: false,
             segment_prezero: true,
         }
@@ -175,6 +184,38 @@ impl Config {
     pub fn tail_cache_bytes(mut self, n: usize) -> Config {
         self.tail_cache_bytes = n;
         self
+    }
+
+    /// Memory per shard for index entries of sealed segments loaded from their index files
+    /// (default 16 MiB). Entries of the segment being written stay in memory until it is sealed;
+    /// after that, each partition keeps one small run per sealed segment and readers load its
+    /// entries through this cache, so the index's memory does not grow with the log.
+    pub fn index_cache_bytes(mut self, n: usize) -> Config {
+        self.index_cache_bytes = n;
+        self
+    }
+
+    /// Keep at most about this many bytes of segment files: past it, the oldest sealed
+    /// segments are deleted (whole segments; each shard keeps `n / shards`, and never deletes
+    /// its active segment, so the floor is one segment per shard). Default: keep everything.
+    pub fn retention_bytes(mut self, n: u64) -> Config {
+        self.retention_bytes = Some(n);
+        self
+    }
+
+    /// Delete sealed segments whose newest record timestamp is older than `age` (like Kafka's
+    /// `retention.ms`). Checked about once a second. Default: keep everything.
+    pub fn retention_age(mut self, age: std::time::Duration) -> Config {
+        self.retention_age = Some(age);
+        self
+    }
+
+    /// The retention policy of each shard.
+    pub(crate) fn retention(&self) -> crate::shard::retention::Retention {
+        crate::shard::retention::Retention {
+            bytes: self.retention_bytes.map(|b| b / self.shards as u64),
+            age: self.retention_age,
+        }
     }
 
     /// FOR TESTS ONLY: route the shard writers' I/O through `faults`, which can stall it or

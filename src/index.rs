@@ -1,24 +1,36 @@
 //! Where a partition's batches are: offset and time → (segment, position).
 //!
-//! The index is derived data. In memory, each partition keeps one [`BatchEntry`] per stored
-//! batch, appended by its shard writer when the batch becomes visible and searched by readers.
-//! On disk, a sealed segment `N.seg` gets `N.idx` with the entries of every frame in it; it is
-//! the recovery checkpoint that lets open skip scanning sealed segments. A missing or damaged
-//! `.idx` is rebuilt by scanning its segment.
+//! The index is derived data. Each partition keeps, in memory, one [`BatchEntry`] per batch of
+//! the segments that are not sealed yet (appended when the batch becomes visible), and one
+//! [`IndexRun`] per sealed segment it has batches in. A sealed segment `N.seg` has an index file
+//! `N.idx` holding its entries grouped by partition; a run names where its partition's entries
+//! are in that file, and readers load them on demand through a bounded [`IndexCache`]. So the
+//! memory the index takes grows with the number of partitions and segments, not with the
+//! number of batches stored (at 10,000 partitions of 100-byte records, one entry per record:
+//! 48 bytes per record, 480 MB per 10 M records, before runs replaced sealed entries).
+//!
+//! The index file is also the recovery checkpoint: open reads only its directory, so it skips
+//! scanning sealed segments. A missing or damaged index file is rebuilt by scanning its segment.
 //!
 //! ```text
-//! index file, little-endian:
-//!   0  u32  magic "FGIX"      4  u32 version (1)      8  u64 segment id
-//!  16  u64  data_end (bytes of frames in the segment) 24  u32 entry count   28 u32 reserved
-//!  32  entries, 48 bytes each:
-//!        u32 topic_id, u32 partition, u64 base_offset, u64 last_offset, i64 max_timestamp,
-//!        u64 pos, u32 frame_bytes, u32 reserved
-//!  end u32  CRC-32C of everything before it
+//! index file (version 2), little-endian:
+//!   0  u32 magic "FGIX"   4 u32 version (2)   8 u64 segment id   16 u64 data_end (bytes of frames)
+//!  24  u32 run count     28 u32 entry count  32 u32 reserved
+//!  36  u32 CRC-32C of bytes 0..36 and of the directory
+//!  40  directory: one run per partition with batches in the segment, 48 bytes each:
+//!        u32 topic_id, u32 partition, u64 first_offset, u64 last_offset, i64 max_timestamp,
+//!        u32 first_entry, u32 entry_count, u32 CRC-32C of the run's entries, u32 reserved
+//!  then the entries, run after run, each run's in offset order, 40 bytes each:
+//!        u64 base_offset, u64 last_offset, i64 max_timestamp, u64 pos, u32 frame_bytes,
+//!        u32 reserved
 //! ```
 
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 
@@ -39,6 +51,69 @@ pub struct BatchEntry {
     pub frame_bytes: u32,
 }
 
+/// A partition's batches in one sealed segment, as listed in the directory of the segment's
+/// index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRun {
+    /// The topic's id.
+    pub topic_id: u32,
+    /// The partition.
+    pub partition: u32,
+    /// Offset of the first record of its first batch.
+    pub first_offset: u64,
+    /// Offset of the last record of its last batch.
+    pub last_offset: u64,
+    /// The largest record timestamp in it.
+    pub max_timestamp: i64,
+    /// Index of its first entry among the file's entries.
+    pub first_entry: u32,
+    /// Number of entries (batches), at least 1.
+    pub entry_count: u32,
+    /// CRC-32C of its entries' bytes in the file.
+    pub crc: u32,
+}
+
+/// A sealed run held by a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedRun {
+    /// The sealed segment.
+    pub segment: u64,
+    /// Its entry in the directory of the segment's index file.
+    pub run: IndexRun,
+    /// Byte position of its entries in the index file.
+    pub entries_pos: u64,
+    /// Largest timestamp of this run and every earlier one of the partition.
+    running_max: i64,
+}
+
+/// Loads a sealed run's entries (from the index cache or the index file).
+pub(crate) type RunLoader<'a> = dyn Fn(&SealedRun) -> Result<Arc<[BatchEntry]>> + 'a;
+
+#[derive(Debug, Default)]
+struct PartitionIndex {
+    /// One run per sealed segment holding batches of the partition, in offset order.
+    sealed: Vec<SealedRun>,
+    /// Batches of segments whose index file is not written yet, in offset order, each with
+    /// the running maximum timestamp up to it (over the sealed runs too).
+    active: Vec<(BatchEntry, i64)>,
+}
+
+impl PartitionIndex {
+    fn running_max(&self) -> Option<i64> {
+        self.active
+            .last()
+            .map(|(_, m)| *m)
+            .or(self.sealed.last().map(|r| r.running_max))
+    }
+
+    fn next_offset(&self) -> Option<u64> {
+        self.active
+            .last()
+            .map(|(e, _)| e.last_offset + 1)
+            .or(self.sealed.last().map(|r| r.run.last_offset + 1))
+    }
+}
+
 /// A partition's shared state: written by its shard writer, read by anyone.
 #[derive(Debug)]
 pub struct Partition {
@@ -55,8 +130,28 @@ pub struct Partition {
     pub(crate) offset_next: AtomicU64,
     /// One past the last acknowledged record: readers see offsets below it.
     pub(crate) offset_visible: AtomicU64,
-    /// The batches, in offset order, each with the running maximum timestamp up to it.
-    entries: RwLock<Vec<(BatchEntry, i64)>>,
+    index: RwLock<PartitionIndex>,
+}
+
+/// Appends entries to `out` while they fit in `frame_bytes_max` bytes of frames (the first
+/// always does) and lie below `visible`; returns false once one does not (the read is done).
+fn take_entries<'a>(
+    out: &mut Vec<BatchEntry>,
+    entries: impl Iterator<Item = &'a BatchEntry>,
+    frame_bytes_max: usize,
+    visible: u64,
+) -> bool {
+    let mut bytes: usize = out.iter().map(|e| e.frame_bytes as usize).sum();
+    for e in entries {
+        if e.base_offset >= visible
+            || (!out.is_empty() && bytes + e.frame_bytes as usize > frame_bytes_max)
+        {
+            return false;
+        }
+        bytes += e.frame_bytes as usize;
+        out.push(*e);
+    }
+    true
 }
 
 impl Partition {
@@ -69,34 +164,88 @@ impl Partition {
             slot,
             offset_next: AtomicU64::new(0),
             offset_visible: AtomicU64::new(0),
-            entries: RwLock::new(Vec::new()),
+            index: RwLock::new(PartitionIndex::default()),
         }
     }
 
     /// Appends an entry (the writer, when the batch becomes visible; recovery).
     pub(crate) fn push(&self, entry: BatchEntry) {
-        let mut entries = self.entries.write().expect("index lock");
-        if let Some((last, _)) = entries.last() {
-            assert_eq!(
-                last.last_offset + 1,
-                entry.base_offset,
-                "index entries must be dense"
-            );
+        let mut index = self.index.write().expect("index lock");
+        if let Some(next) = index.next_offset() {
+            assert_eq!(next, entry.base_offset, "index entries must be dense");
         }
-        let running_max = entries
-            .last()
-            .map_or(entry.max_timestamp, |(_, m)| (*m).max(entry.max_timestamp));
-        entries.push((entry, running_max));
+        let running_max = index
+            .running_max()
+            .map_or(entry.max_timestamp, |m| m.max(entry.max_timestamp));
+        index.active.push((entry, running_max));
+    }
+
+    /// Appends a sealed run (recovery, from an index file's directory).
+    pub(crate) fn push_run(&self, segment: u64, run: IndexRun, entries_pos: u64) {
+        let mut index = self.index.write().expect("index lock");
+        if let Some(next) = index.next_offset() {
+            assert_eq!(next, run.first_offset, "index runs must be dense");
+        }
+        assert!(
+            index.active.is_empty(),
+            "sealed runs come before active entries"
+        );
+        let running_max = index
+            .running_max()
+            .map_or(run.max_timestamp, |m| m.max(run.max_timestamp));
+        index.sealed.push(SealedRun {
+            segment,
+            run,
+            entries_pos,
+            running_max,
+        });
+    }
+
+    /// Replaces the entries of `segment`, whose index file is now written, by its run. Returns
+    /// false (and changes nothing) unless the partition's oldest active entries are exactly
+    /// that run's.
+    pub(crate) fn seal_run(&self, segment: u64, run: IndexRun, entries_pos: u64) -> bool {
+        let mut index = self.index.write().expect("index lock");
+        let n = index
+            .active
+            .iter()
+            .take_while(|(e, _)| e.segment == segment)
+            .count();
+        let matches = n == run.entry_count as usize
+            && index.active[0].0.base_offset == run.first_offset
+            && index.active[n - 1].0.last_offset == run.last_offset;
+        if !matches {
+            return false;
+        }
+        let running_max = index.active[n - 1].1;
+        index.active.drain(..n);
+        index.sealed.push(SealedRun {
+            segment,
+            run,
+            entries_pos,
+            running_max,
+        });
+        true
+    }
+
+    /// Drops every batch of segments below `segment` (retention).
+    pub(crate) fn forget_below(&self, segment: u64) {
+        let mut index = self.index.write().expect("index lock");
+        let sealed = index.sealed.partition_point(|r| r.segment < segment);
+        index.sealed.drain(..sealed);
+        let active = index.active.partition_point(|(e, _)| e.segment < segment);
+        index.active.drain(..active);
     }
 
     /// The earliest stored offset.
     pub fn offset_earliest(&self) -> u64 {
-        let entries = self.entries.read().expect("index lock");
-        entries
+        let index = self.index.read().expect("index lock");
+        index
+            .sealed
             .first()
-            .map_or(self.offset_visible.load(Ordering::Acquire), |(e, _)| {
-                e.base_offset
-            })
+            .map(|r| r.run.first_offset)
+            .or(index.active.first().map(|(e, _)| e.base_offset))
+            .unwrap_or_else(|| self.offset_visible.load(Ordering::Acquire))
     }
 
     /// One past the last readable offset.
@@ -106,36 +255,133 @@ impl Partition {
 
     /// Entries from the batch holding `offset` on, up to `frame_bytes_max` bytes of frames
     /// (at least one entry), limited to offsets below `visible`.
-    pub fn entries_from(
+    pub(crate) fn entries_from(
         &self,
         offset: u64,
         frame_bytes_max: usize,
         visible: u64,
-    ) -> Vec<BatchEntry> {
-        let entries = self.entries.read().expect("index lock");
-        let start = entries.partition_point(|(e, _)| e.last_offset < offset);
+        load: &RunLoader<'_>,
+    ) -> Result<Vec<BatchEntry>> {
         let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for (e, _) in &entries[start..] {
-            if e.base_offset >= visible
-                || (!out.is_empty() && bytes + e.frame_bytes as usize > frame_bytes_max)
-            {
-                break;
+        let mut offset = offset;
+        loop {
+            let sealed = {
+                let index = self.index.read().expect("index lock");
+                let i = index.sealed.partition_point(|r| r.run.last_offset < offset);
+                match index.sealed.get(i) {
+                    Some(run) => *run,
+                    None => {
+                        let start = index
+                            .active
+                            .partition_point(|(e, _)| e.last_offset < offset);
+                        let active = index.active[start..].iter().map(|(e, _)| e);
+                        take_entries(&mut out, active, frame_bytes_max, visible);
+                        return Ok(out);
+                    }
+                }
+            };
+            let entries = load(&sealed)?;
+            let start = entries.partition_point(|e| e.last_offset < offset);
+            if !take_entries(&mut out, entries[start..].iter(), frame_bytes_max, visible) {
+                return Ok(out);
             }
-            bytes += e.frame_bytes as usize;
-            out.push(*e);
+            offset = sealed.run.last_offset + 1;
         }
-        out
     }
 
     /// The first batch whose records may have a timestamp at or after `timestamp`.
-    pub fn entry_for_timestamp(&self, timestamp: i64, visible: u64) -> Option<BatchEntry> {
-        let entries = self.entries.read().expect("index lock");
-        let i = entries.partition_point(|(_, running_max)| *running_max < timestamp);
-        entries
-            .get(i)
-            .map(|(e, _)| *e)
-            .filter(|e| e.base_offset < visible)
+    pub(crate) fn entry_for_timestamp(
+        &self,
+        timestamp: i64,
+        visible: u64,
+        load: &RunLoader<'_>,
+    ) -> Result<Option<BatchEntry>> {
+        let sealed = {
+            let index = self.index.read().expect("index lock");
+            let i = index.sealed.partition_point(|r| r.running_max < timestamp);
+            match index.sealed.get(i) {
+                Some(run) => *run,
+                None => {
+                    let i = index.active.partition_point(|(_, m)| *m < timestamp);
+                    return Ok(index
+                        .active
+                        .get(i)
+                        .map(|(e, _)| *e)
+                        .filter(|e| e.base_offset < visible));
+                }
+            }
+        };
+        // Every earlier run's timestamps are below `timestamp`, so the first batch of this run
+        // reaching it is the answer.
+        let entries = load(&sealed)?;
+        Ok(entries
+            .iter()
+            .find(|e| e.max_timestamp >= timestamp)
+            .copied()
+            .filter(|e| e.base_offset < visible))
+    }
+
+    /// Batches held in memory (not yet replaced by a sealed run), for tests and metrics.
+    pub fn entries_in_memory(&self) -> usize {
+        self.index.read().expect("index lock").active.len()
+    }
+}
+
+/// Sealed runs' entries recently loaded from index files, bounded by bytes; the oldest loaded
+/// is evicted first.
+#[derive(Debug)]
+pub(crate) struct IndexCache {
+    bytes_max: usize,
+    bytes: usize,
+    runs: HashMap<(u64, u32), Arc<[BatchEntry]>>,
+    order: VecDeque<(u64, u32)>,
+}
+
+impl IndexCache {
+    pub fn new(bytes_max: usize) -> IndexCache {
+        IndexCache {
+            bytes_max,
+            bytes: 0,
+            runs: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn get(&self, run: &SealedRun) -> Option<Arc<[BatchEntry]>> {
+        self.runs.get(&(run.segment, run.run.first_entry)).cloned()
+    }
+
+    pub fn insert(&mut self, run: &SealedRun, entries: Arc<[BatchEntry]>) {
+        let size = entries.len() * size_of::<BatchEntry>();
+        if size > self.bytes_max {
+            return;
+        }
+        let key = (run.segment, run.run.first_entry);
+        if self.runs.insert(key, entries).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        self.bytes += size;
+        while self.bytes > self.bytes_max {
+            let old = self.order.pop_front().expect("bytes are held by some run");
+            let gone = self.runs.remove(&old).expect("ordered runs are held");
+            self.bytes -= gone.len() * size_of::<BatchEntry>();
+        }
+    }
+
+    /// Forgets the runs of segments below `segment`.
+    pub fn forget_below(&mut self, segment: u64) {
+        self.order.retain(|k| k.0 >= segment);
+        let runs = &mut self.runs;
+        let mut freed = 0;
+        runs.retain(|k, v| {
+            let keep = k.0 >= segment;
+            if !keep {
+                freed += v.len() * size_of::<BatchEntry>();
+            }
+            keep
+        });
+        self.bytes -= freed;
     }
 }
 
@@ -237,9 +483,10 @@ impl IndexLog {
 }
 
 const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"FGIX");
-const INDEX_VERSION: u32 = 1;
-const INDEX_HEADER_BYTES: usize = 32;
-const INDEX_ENTRY_BYTES: usize = 48;
+const INDEX_VERSION: u32 = 2;
+const INDEX_HEADER_BYTES: usize = 40;
+const INDEX_RUN_BYTES: usize = 48;
+const INDEX_ENTRY_BYTES: usize = 40;
 
 /// An index file's content: the segment's frames as (topic id, partition, entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,73 +499,270 @@ pub struct SegmentIndex {
     pub frames: Vec<(u32, u32, BatchEntry)>,
 }
 
+/// An index file's header and directory: what recovery reads of a sealed segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDirectory {
+    /// The segment's id.
+    pub segment: u64,
+    /// Bytes of frames in the segment.
+    pub data_end: u64,
+    /// Entries in the file.
+    pub entry_count: u32,
+    /// One run per partition, in file order.
+    pub runs: Vec<IndexRun>,
+}
+
+fn put_entry(out: &mut Vec<u8>, e: &BatchEntry) {
+    out.extend_from_slice(&e.base_offset.to_le_bytes());
+    out.extend_from_slice(&e.last_offset.to_le_bytes());
+    out.extend_from_slice(&e.max_timestamp.to_le_bytes());
+    out.extend_from_slice(&e.pos.to_le_bytes());
+    out.extend_from_slice(&e.frame_bytes.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
 impl SegmentIndex {
-    /// Encodes the index file.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the index file; also returns its directory.
+    pub fn encode(&self) -> (Vec<u8>, IndexDirectory) {
+        // Group the frames by partition (the sort is stable: each partition's stay in order).
+        let mut order: Vec<u32> = (0..self.frames.len() as u32).collect();
+        order.sort_by_key(|&i| {
+            let (t, p, _) = self.frames[i as usize];
+            (t, p)
+        });
+        let mut runs: Vec<IndexRun> = Vec::new();
+        let mut entries = Vec::with_capacity(self.frames.len() * INDEX_ENTRY_BYTES);
+        for (n, &i) in order.iter().enumerate() {
+            let (topic_id, partition, e) = &self.frames[i as usize];
+            let at = entries.len();
+            put_entry(&mut entries, e);
+            let bytes = &entries[at..];
+            match runs.last_mut() {
+                Some(run) if run.topic_id == *topic_id && run.partition == *partition => {
+                    run.last_offset = e.last_offset;
+                    run.max_timestamp = run.max_timestamp.max(e.max_timestamp);
+                    run.entry_count += 1;
+                    run.crc = crc32c::crc32c_append(run.crc, bytes);
+                }
+                _ => runs.push(IndexRun {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    first_offset: e.base_offset,
+                    last_offset: e.last_offset,
+                    max_timestamp: e.max_timestamp,
+                    first_entry: n as u32,
+                    entry_count: 1,
+                    crc: crc32c::crc32c(bytes),
+                }),
+            }
+        }
         let mut out =
-            Vec::with_capacity(INDEX_HEADER_BYTES + self.frames.len() * INDEX_ENTRY_BYTES + 4);
+            Vec::with_capacity(INDEX_HEADER_BYTES + runs.len() * INDEX_RUN_BYTES + entries.len());
         out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         out.extend_from_slice(&self.segment.to_le_bytes());
         out.extend_from_slice(&self.data_end.to_le_bytes());
+        out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
         out.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
-        for (topic_id, partition, e) in &self.frames {
-            out.extend_from_slice(&topic_id.to_le_bytes());
-            out.extend_from_slice(&partition.to_le_bytes());
-            out.extend_from_slice(&e.base_offset.to_le_bytes());
-            out.extend_from_slice(&e.last_offset.to_le_bytes());
-            out.extend_from_slice(&e.max_timestamp.to_le_bytes());
-            out.extend_from_slice(&e.pos.to_le_bytes());
-            out.extend_from_slice(&e.frame_bytes.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // the CRC, below
+        for r in &runs {
+            out.extend_from_slice(&r.topic_id.to_le_bytes());
+            out.extend_from_slice(&r.partition.to_le_bytes());
+            out.extend_from_slice(&r.first_offset.to_le_bytes());
+            out.extend_from_slice(&r.last_offset.to_le_bytes());
+            out.extend_from_slice(&r.max_timestamp.to_le_bytes());
+            out.extend_from_slice(&r.first_entry.to_le_bytes());
+            out.extend_from_slice(&r.entry_count.to_le_bytes());
+            out.extend_from_slice(&r.crc.to_le_bytes());
             out.extend_from_slice(&0u32.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..36]), &out[INDEX_HEADER_BYTES..]);
+        out[36..40].copy_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&entries);
+        let directory = IndexDirectory {
+            segment: self.segment,
+            data_end: self.data_end,
+            entry_count: self.frames.len() as u32,
+            runs,
+        };
+        (out, directory)
     }
 
-    /// Decodes an index file; any damage is an error naming the file.
+    /// Decodes a whole index file, checking every checksum and that each run's entries are
+    /// dense and agree with the directory; any damage is an error naming the file. The frames
+    /// come back in file order.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<SegmentIndex> {
-        let corrupt = |pos: usize, reason: &str| Err(Error::corrupt(path, pos as u64, reason));
-        if bytes.len() < INDEX_HEADER_BYTES + 4 {
-            return corrupt(0, "index file too short");
+        let directory = IndexDirectory::decode(bytes, bytes.len() as u64, path)?;
+        let mut frames = Vec::with_capacity(directory.entry_count as usize);
+        for run in &directory.runs {
+            let at = directory.entries_pos(run) as usize;
+            let len = run.entry_count as usize * INDEX_ENTRY_BYTES;
+            let entries = decode_run(&bytes[at..at + len], run, directory.segment, path, at)?;
+            frames.extend(entries.iter().map(|e| (run.topic_id, run.partition, *e)));
         }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
-            return corrupt(body.len(), "index file checksum mismatch");
-        }
-        let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap());
-        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
-        if u32_at(0) != INDEX_MAGIC || u32_at(4) != INDEX_VERSION {
-            return corrupt(0, "not a version 1 index file");
-        }
-        let count = u32_at(24) as usize;
-        if body.len() != INDEX_HEADER_BYTES + count * INDEX_ENTRY_BYTES {
-            return corrupt(24, "index entry count does not match the file length");
-        }
-        let mut frames = Vec::with_capacity(count);
-        for i in 0..count {
-            let at = INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES;
-            frames.push((
-                u32_at(at),
-                u32_at(at + 4),
-                BatchEntry {
-                    base_offset: u64_at(at + 8),
-                    last_offset: u64_at(at + 16),
-                    max_timestamp: u64_at(at + 24) as i64,
-                    segment: u64_at(8),
-                    pos: u64_at(at + 32),
-                    frame_bytes: u32_at(at + 40),
-                },
-            ));
-        }
+        frames.sort_by_key(|(_, _, e)| e.pos);
         Ok(SegmentIndex {
-            segment: u64_at(8),
-            data_end: u64_at(16),
+            segment: directory.segment,
+            data_end: directory.data_end,
             frames,
         })
     }
+}
+
+impl IndexDirectory {
+    /// Reads and checks the header and directory of the index file at `path`.
+    pub fn read(path: &Path) -> Result<IndexDirectory> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let mut header = [0u8; INDEX_HEADER_BYTES];
+        if len < INDEX_HEADER_BYTES as u64 {
+            return Err(Error::corrupt(path, 0, "index file too short"));
+        }
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io("read", path, e))?;
+        // The run count is checked against the file length before it sizes a buffer.
+        let runs = u64::from(u32_at(&header, 24));
+        let dir_end = INDEX_HEADER_BYTES as u64 + runs * INDEX_RUN_BYTES as u64;
+        if dir_end > len {
+            return Err(Error::corrupt(path, 24, "index run count exceeds the file"));
+        }
+        let mut bytes = vec![0u8; dir_end as usize];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| Error::io("read", path, e))?;
+        IndexDirectory::decode(&bytes, len, path)
+    }
+
+    /// Decodes the header and directory at the start of `bytes`, from a file `file_len` long.
+    fn decode(bytes: &[u8], file_len: u64, path: &Path) -> Result<IndexDirectory> {
+        let corrupt = |pos: usize, reason: &str| Err(Error::corrupt(path, pos as u64, reason));
+        if bytes.len() < INDEX_HEADER_BYTES {
+            return corrupt(0, "index file too short");
+        }
+        if u32_at(bytes, 0) != INDEX_MAGIC || u32_at(bytes, 4) != INDEX_VERSION {
+            return corrupt(0, "not a version 2 index file");
+        }
+        let run_count = u32_at(bytes, 24) as usize;
+        let entry_count = u32_at(bytes, 28);
+        let dir_end = INDEX_HEADER_BYTES as u64 + run_count as u64 * INDEX_RUN_BYTES as u64;
+        if dir_end > bytes.len() as u64 {
+            return corrupt(24, "index run count exceeds the file");
+        }
+        let dir = &bytes[INDEX_HEADER_BYTES..dir_end as usize];
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[..36]), dir);
+        if crc != u32_at(bytes, 36) {
+            return corrupt(36, "index directory checksum mismatch");
+        }
+        if dir_end + u64::from(entry_count) * INDEX_ENTRY_BYTES as u64 != file_len {
+            return corrupt(28, "index entry count does not match the file length");
+        }
+        let mut runs = Vec::with_capacity(run_count);
+        let mut next_entry = 0u32;
+        for i in 0..run_count {
+            let r = &dir[i * INDEX_RUN_BYTES..(i + 1) * INDEX_RUN_BYTES];
+            let run = IndexRun {
+                topic_id: u32_at(r, 0),
+                partition: u32_at(r, 4),
+                first_offset: u64_at(r, 8),
+                last_offset: u64_at(r, 16),
+                max_timestamp: u64_at(r, 24) as i64,
+                first_entry: u32_at(r, 32),
+                entry_count: u32_at(r, 36),
+                crc: u32_at(r, 40),
+            };
+            if run.first_entry != next_entry
+                || run.entry_count == 0
+                || run.first_offset > run.last_offset
+            {
+                return corrupt(INDEX_HEADER_BYTES + i * INDEX_RUN_BYTES, "bad index run");
+            }
+            next_entry = next_entry.saturating_add(run.entry_count);
+            runs.push(run);
+        }
+        if next_entry != entry_count {
+            return corrupt(28, "index runs do not cover the entries");
+        }
+        Ok(IndexDirectory {
+            segment: u64_at(bytes, 8),
+            data_end: u64_at(bytes, 16),
+            entry_count,
+            runs,
+        })
+    }
+
+    /// Byte position of `run`'s entries in the file.
+    pub fn entries_pos(&self, run: &IndexRun) -> u64 {
+        (INDEX_HEADER_BYTES
+            + self.runs.len() * INDEX_RUN_BYTES
+            + run.first_entry as usize * INDEX_ENTRY_BYTES) as u64
+    }
+}
+
+/// Checks and decodes one run's entries: its checksum, density, and agreement with the run.
+fn decode_run(
+    bytes: &[u8],
+    run: &IndexRun,
+    segment: u64,
+    path: &Path,
+    file_pos: usize,
+) -> Result<Vec<BatchEntry>> {
+    let corrupt = |reason: &str| Err(Error::corrupt(path, file_pos as u64, reason));
+    if bytes.len() != run.entry_count as usize * INDEX_ENTRY_BYTES {
+        return corrupt("index run length mismatch");
+    }
+    if crc32c::crc32c(bytes) != run.crc {
+        return corrupt("index run checksum mismatch");
+    }
+    let mut entries = Vec::with_capacity(run.entry_count as usize);
+    let mut next = run.first_offset;
+    let mut max_timestamp = i64::MIN;
+    for e in bytes.chunks_exact(INDEX_ENTRY_BYTES) {
+        let entry = BatchEntry {
+            base_offset: u64_at(e, 0),
+            last_offset: u64_at(e, 8),
+            max_timestamp: u64_at(e, 16) as i64,
+            segment,
+            pos: u64_at(e, 24),
+            frame_bytes: u32_at(e, 32),
+        };
+        if entry.base_offset != next || entry.last_offset < entry.base_offset {
+            return corrupt("index run entries are not dense");
+        }
+        next = entry.last_offset + 1;
+        max_timestamp = max_timestamp.max(entry.max_timestamp);
+        entries.push(entry);
+    }
+    if next != run.last_offset + 1 || max_timestamp != run.max_timestamp {
+        return corrupt("index run entries disagree with the directory");
+    }
+    Ok(entries)
+}
+
+/// Reads a sealed run's entries from its segment's index file.
+pub(crate) fn read_run(path: &Path, run: &SealedRun) -> Result<Vec<BatchEntry>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    // The entry count was checked against the file's length when its directory was read.
+    let mut bytes = vec![0u8; run.run.entry_count as usize * INDEX_ENTRY_BYTES];
+    file.read_exact_at(&mut bytes, run.entries_pos)
+        .map_err(|e| Error::io("read", path, e))?;
+    decode_run(
+        &bytes,
+        &run.run,
+        run.segment,
+        path,
+        run.entries_pos as usize,
+    )
 }
 
 #[cfg(test)]
@@ -344,15 +788,18 @@ mod tests {
     #[test]
     fn index_file_round_trips() {
         let idx = sample();
+        let (bytes, directory) = idx.encode();
+        assert_eq!(SegmentIndex::decode(&bytes, Path::new("x")).unwrap(), idx);
+        assert_eq!(directory.runs.len(), 2);
         assert_eq!(
-            SegmentIndex::decode(&idx.encode(), Path::new("x")).unwrap(),
-            idx
+            IndexDirectory::decode(&bytes, bytes.len() as u64, Path::new("x")).unwrap(),
+            directory
         );
     }
 
     #[test]
     fn index_file_damage_is_detected() {
-        let bytes = sample().encode();
+        let (bytes, _) = sample().encode();
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
@@ -401,6 +848,10 @@ mod tests {
         assert_eq!(log.held(), 0);
     }
 
+    fn no_runs(_: &SealedRun) -> Result<Arc<[BatchEntry]>> {
+        panic!("no sealed runs in this test")
+    }
+
     #[test]
     fn lookups_by_offset_and_time() {
         let p = Partition::new(1, 0, 0, 0);
@@ -417,7 +868,8 @@ mod tests {
         }
         p.offset_visible.store(40, Ordering::Release);
         let from = |o, max| {
-            p.entries_from(o, max, 40)
+            p.entries_from(o, max, 40, &no_runs)
+                .unwrap()
                 .iter()
                 .map(|e| e.base_offset)
                 .collect::<Vec<_>>()
@@ -426,9 +878,155 @@ mod tests {
         assert_eq!(from(15, 250), vec![10, 20]);
         assert_eq!(from(39, 10_000), vec![30]);
         assert_eq!(from(40, 10_000), Vec::<u64>::new());
-        assert_eq!(p.entry_for_timestamp(250, 40).unwrap().base_offset, 10);
-        assert_eq!(p.entry_for_timestamp(50, 40).unwrap().base_offset, 0);
-        assert_eq!(p.entry_for_timestamp(401, 40), None);
+        let at = |ts| {
+            p.entry_for_timestamp(ts, 40, &no_runs)
+                .unwrap()
+                .map(|e| e.base_offset)
+        };
+        assert_eq!(at(250), Some(10));
+        assert_eq!(at(50), Some(0));
+        assert_eq!(at(401), None);
         assert_eq!(p.offset_earliest(), 0);
+    }
+
+    /// Two partitions interleaved over segments 0 and 1; segment 0's index file is written and
+    /// its entries replaced by runs, read back through the file.
+    #[test]
+    fn sealed_runs_replace_entries_and_read_back_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.idx");
+        let parts = [Partition::new(1, 0, 0, 0), Partition::new(1, 1, 0, 1)];
+        let mut frames = Vec::new();
+        for i in 0..20u64 {
+            let (segment, p) = (i / 10, (i % 2) as usize);
+            let base = i / 2 * 3;
+            let e = BatchEntry {
+                base_offset: base,
+                last_offset: base + 2,
+                max_timestamp: 1000 + i as i64 * if p == 0 { 1 } else { -1 },
+                segment,
+                pos: (i % 10) * 64,
+                frame_bytes: 64,
+            };
+            parts[p].push(e);
+            if segment == 0 {
+                frames.push((1, p as u32, e));
+            }
+        }
+        for p in &parts {
+            p.offset_visible.store(30, Ordering::Release);
+        }
+        let index = SegmentIndex {
+            segment: 0,
+            data_end: 640,
+            frames,
+        };
+        let (bytes, directory) = index.encode();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(IndexDirectory::read(&path).unwrap(), directory);
+        for run in &directory.runs {
+            let p = &parts[run.partition as usize];
+            assert!(p.seal_run(0, *run, directory.entries_pos(run)));
+            assert!(
+                !p.seal_run(0, *run, directory.entries_pos(run)),
+                "sealing twice changes nothing"
+            );
+            assert_eq!(p.entries_in_memory(), 5);
+        }
+        let loads = std::cell::Cell::new(0);
+        let load = |run: &SealedRun| -> Result<Arc<[BatchEntry]>> {
+            loads.set(loads.get() + 1);
+            Ok(read_run(&path, run)?.into())
+        };
+        for (pi, p) in parts.iter().enumerate() {
+            // Offsets 0..15 are in the sealed segment, 15..30 in memory.
+            let got: Vec<_> = p.entries_from(4, 4 * 64, 30, &load).unwrap();
+            assert_eq!(got.len(), 4, "the rest of segment 0");
+            assert_eq!(got[0].base_offset, 3);
+            assert_eq!(got[0].pos, 128 + 64 * pi as u64);
+            assert_eq!(got[0].segment, 0);
+            let got = p.entries_from(15, 10_000, 30, &load).unwrap();
+            assert_eq!((got.len(), got[0].segment), (5, 1));
+            let got = p.entries_from(0, 10_000, 30, &load).unwrap();
+            let bases: Vec<u64> = got.iter().map(|e| e.base_offset).collect();
+            assert_eq!(
+                bases,
+                (0..10).map(|i| i * 3).collect::<Vec<_>>(),
+                "across segments"
+            );
+            assert_eq!(p.offset_earliest(), 0);
+        }
+        // Partition 0's timestamps rise, partition 1's fall: the running maximum finds the
+        // first batch that may hold a later record.
+        let at = |p: &Partition, ts| {
+            p.entry_for_timestamp(ts, 30, &load)
+                .unwrap()
+                .map(|e| e.base_offset)
+        };
+        assert_eq!(at(&parts[0], 1004), Some(6));
+        assert_eq!(at(&parts[0], 1018), Some(27));
+        assert_eq!(at(&parts[0], 1019), None);
+        assert_eq!(at(&parts[1], 999), Some(0));
+        assert_eq!(at(&parts[1], 1000), None);
+        assert!(loads.get() > 0);
+        // Damage in a run's entries is caught when they are loaded.
+        let mut damaged = bytes.clone();
+        let last = bytes.len() - 10;
+        damaged[last] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(matches!(
+            parts[1].entries_from(0, 10_000, 30, &load),
+            Err(Error::Corrupt { .. })
+        ));
+        // Retention forgets whole segments.
+        parts[0].forget_below(1);
+        assert_eq!(parts[0].offset_earliest(), 15);
+    }
+
+    #[test]
+    fn index_cache_evicts_the_oldest_run() {
+        let run = |segment, first_entry| SealedRun {
+            segment,
+            run: IndexRun {
+                topic_id: 1,
+                partition: 0,
+                first_offset: 0,
+                last_offset: 0,
+                max_timestamp: 0,
+                first_entry,
+                entry_count: 1,
+                crc: 0,
+            },
+            entries_pos: 0,
+            running_max: 0,
+        };
+        let entries = |n| -> Arc<[BatchEntry]> {
+            vec![
+                BatchEntry {
+                    base_offset: 0,
+                    last_offset: 0,
+                    max_timestamp: 0,
+                    segment: 0,
+                    pos: 0,
+                    frame_bytes: 0,
+                };
+                n
+            ]
+            .into()
+        };
+        let one = size_of::<BatchEntry>();
+        let mut cache = IndexCache::new(3 * one);
+        cache.insert(&run(0, 0), entries(1));
+        cache.insert(&run(0, 1), entries(2));
+        assert!(cache.get(&run(0, 0)).is_some());
+        cache.insert(&run(1, 0), entries(1));
+        assert!(cache.get(&run(0, 0)).is_none(), "oldest evicted");
+        assert_eq!(cache.get(&run(0, 1)).unwrap().len(), 2);
+        cache.insert(&run(2, 0), entries(4));
+        assert!(cache.get(&run(2, 0)).is_none(), "larger than the cache");
+        cache.forget_below(1);
+        assert!(cache.get(&run(0, 1)).is_none());
+        assert!(cache.get(&run(1, 0)).is_some());
+        assert_eq!(cache.bytes, one);
     }
 }

@@ -95,9 +95,9 @@ impl LogInner {
                 next: visible,
             });
         }
-        let entries = p.entries_from(offset, bytes_max, visible);
-        let mut out = Vec::new();
         let shard = &self.shards[p.shard as usize];
+        let entries = p.entries_from(offset, bytes_max, visible, &|r| shard.load_run(r))?;
+        let mut out = Vec::new();
         let expect = (p.topic_id, p.partition);
         for run in coalesce(&entries) {
             // Fresh frames come from the tail cache when it holds the whole run.
@@ -138,6 +138,26 @@ impl LogInner {
             }
         }
         Ok(out)
+    }
+
+    /// See [`Log::offset_for_timestamp`].
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<u64>> {
+        let p = self.partition(topic, partition)?;
+        let visible = p.offset_visible();
+        let shard = &self.shards[p.shard as usize];
+        let Some(entry) = p.entry_for_timestamp(timestamp, visible, &|r| shard.load_run(r))? else {
+            return Ok(None);
+        };
+        let records = self.read(topic, partition, entry.base_offset, 1)?;
+        Ok(records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| r.offset))
     }
 
     /// A partition, with its index brought up to date with what its writer published.
@@ -205,6 +225,7 @@ impl Log {
                 id as u32,
                 &shard_dir,
                 config.tail_cache_bytes,
+                config.index_cache_bytes,
             )));
         }
         let mut by_id = HashMap::new();
@@ -246,6 +267,7 @@ impl Log {
                 faults: config.io_faults.clone(),
                 recorder: config.io_recorder.clone(),
                 tail_cache: config.tail_cache_bytes > 0,
+                retention: config.retention(),
                 pin_core: config
                     .pin_threads
                     .then(|| config.writer_core(shared.id as usize, cores)),
@@ -295,6 +317,20 @@ impl Log {
     /// What recovery found and did when this log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// Index entries held in memory, over all partitions: those of segments not sealed yet
+    /// (sealed segments' entries are read from their index files through a bounded cache).
+    pub fn index_entries_in_memory(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| {
+                shard.catch_up();
+                let table = shard.partitions.read().expect("partitions lock");
+                table.iter().map(|p| p.entries_in_memory()).sum::<usize>()
+            })
+            .sum()
     }
 
     /// The configuration it was opened with.
@@ -405,16 +441,7 @@ impl Log {
         partition: u32,
         timestamp: i64,
     ) -> Result<Option<u64>> {
-        let p = self.inner.partition(topic, partition)?;
-        let visible = p.offset_visible();
-        let Some(entry) = p.entry_for_timestamp(timestamp, visible) else {
-            return Ok(None);
-        };
-        let records = self.read(topic, partition, entry.base_offset, 1)?;
-        Ok(records
-            .iter()
-            .find(|r| r.timestamp >= timestamp)
-            .map(|r| r.offset))
+        self.inner.offset_for_timestamp(topic, partition, timestamp)
     }
 
     /// Stops the writers after they have committed everything already sent, and releases the

@@ -13,7 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::io::sync_dir;
+use crate::io::replace_file;
 
 /// The metadata format version this code writes.
 pub const META_VERSION: u32 = 1;
@@ -75,15 +75,8 @@ impl Meta {
 
     /// Replaces `dir/meta.json` atomically and durably.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{META_FILE}.tmp"));
-        let path = dir.join(META_FILE);
         let bytes = serde_json::to_vec_pretty(self).expect("metadata serialises");
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(&bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
-        sync_dir(dir)
+        replace_file(&dir.join(META_FILE), &bytes)
     }
 
     /// The topic called `name`.

@@ -244,6 +244,70 @@ fn user_errors_are_clear() {
     assert_eq!(log.offsets("t", 0).unwrap(), (0, 0));
 }
 
+/// Sealed segments' index entries leave memory once their index file is written, and reads,
+/// time lookups and recovery go through the files (with an index cache too small to hold them).
+#[test]
+fn index_memory_is_freed_when_segments_seal() {
+    let dir = test_dir("index-memory");
+    let partitions = 200u32;
+    let n = 8000u64;
+    let config = || small_config(dir.path(), BACKENDS[0]).index_cache_bytes(4 << 10);
+    let check = |log: &Log| {
+        for p in 0..partitions {
+            let (earliest, next) = log.offsets("t", p).unwrap();
+            assert_eq!((earliest, next), (0, n / u64::from(partitions)));
+            let mut offset = 0;
+            while offset < next {
+                for r in log.read("t", p, offset, 2 << 10).unwrap() {
+                    let i = offset * u64::from(partitions) + u64::from(p);
+                    assert_eq!(r.offset, offset);
+                    assert_eq!(r.timestamp, 1_000_000 + i as i64);
+                    assert_eq!(r.value.as_deref(), Some(&payload(i, 500)[..]));
+                    offset += 1;
+                }
+            }
+            let ts = 1_000_000 + (n / 2) as i64;
+            // The first offset o of partition p with o × partitions + p ≥ n / 2.
+            let want = (n / 2 - u64::from(p)).div_ceil(u64::from(partitions));
+            assert_eq!(log.offset_for_timestamp("t", p, ts).unwrap(), Some(want));
+        }
+    };
+    {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(partitions)).unwrap();
+        let mut producer = log.producer();
+        let acks: Vec<_> = (0..n)
+            .map(|i| {
+                let value = payload(i, 500);
+                let record = Record::new(&value)
+                    .partition((i % u64::from(partitions)) as u32)
+                    .timestamp(1_000_000 + i as i64);
+                producer.send("t", record).unwrap()
+            })
+            .collect();
+        for ack in acks {
+            ack.wait().unwrap();
+        }
+        assert!(
+            common::segments(dir.path(), 0).len() > 10,
+            "segments rolled"
+        );
+        // The helper thread writes index files in the background.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while log.index_entries_in_memory() > 1000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "index entries stayed in memory"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        check(&log);
+    }
+    let log = Log::open(config()).unwrap();
+    assert!(log.index_entries_in_memory() <= 1000);
+    check(&log);
+}
+
 #[test]
 fn offset_for_timestamp() {
     let dir = test_dir("time");

@@ -179,15 +179,9 @@ fn start_position(log: &LogInner, topic: &str, partition: u32, start: StartAt) -
                 next,
             });
         }
-        StartAt::Timestamp(ts) => {
-            let Some(entry) = p.entry_for_timestamp(ts, next) else {
-                return Ok(next);
-            };
-            log.read(topic, partition, entry.base_offset, 1)?
-                .iter()
-                .find(|r| r.timestamp >= ts)
-                .map_or(next, |r| r.offset)
-        }
+        StartAt::Timestamp(ts) => log
+            .offset_for_timestamp(topic, partition, ts)?
+            .unwrap_or(next),
     })
 }
 

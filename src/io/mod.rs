@@ -245,6 +245,21 @@ pub fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
     Err(Error::io("fallocate", path, e))
 }
 
+/// Replaces the small file `path` atomically and durably: written to `path.tmp`, fsynced,
+/// renamed over `path`, and the directory fsynced, so a crash leaves the old or the new file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// fsyncs a directory so that a rename or a new file in it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -25,12 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, Partition, SegmentIndex};
+use crate::index::{BatchEntry, IndexDirectory, Partition, SegmentIndex};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame,
 };
 use crate::shard::prepare::prepare_segment;
+use crate::shard::retention::{StartOffsets, remove_segment_files};
 use crate::shard::writer::{adopt_segment, create_segment, write_index_file};
 use crate::shard::{SegmentFile, ShardShared, index_path};
 
@@ -138,21 +139,41 @@ pub(crate) fn recover_shard(
     report: &mut RecoveryReport,
 ) -> Result<ShardEnd> {
     let dir = &shared.dir;
+    // Where retention left each partition; segments it was deleting when a crash came are
+    // deleted now.
+    let start = StartOffsets::load(dir)?.unwrap_or_default();
+    for &(topic_id, partition, offset) in &start.partitions {
+        if let Some(p) = params.partitions.get(&(topic_id, partition)) {
+            p.offset_next.store(offset, Ordering::Relaxed);
+            p.offset_visible.store(offset, Ordering::Release);
+        }
+    }
     let mut ids = Vec::new();
+    let mut indexes = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(id) = name
-            .strip_suffix(".seg")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        let id_of = |suffix| {
+            name.strip_suffix(suffix)
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        if let Some(id) = id_of(".seg") {
             ids.push(id);
+        } else if let Some(id) = id_of(".idx") {
+            indexes.push(id);
         } else if name.ends_with(".tmp") || name.ends_with(".prep") {
             let _ = fs::remove_file(entry.path());
         }
     }
     ids.sort_unstable();
+    let deleted = ids.partition_point(|&id| id < start.first_segment);
+    for &id in ids[..deleted].iter().chain(&indexes) {
+        if id < start.first_segment || ids.binary_search(&id).is_err() {
+            remove_segment_files(dir, id)?;
+        }
+    }
+    ids.drain(..deleted);
     report.segments += ids.len();
     if ids.is_empty() {
         if params.prezero {
@@ -182,13 +203,9 @@ pub(crate) fn recover_shard(
             .expect("segments lock")
             .insert(id, Arc::clone(&segment));
         let last = i + 1 == ids.len();
-        if !last && let Some(index) = load_index(&index_path(dir, id), id) {
-            apply(
-                &segment.path,
-                index.frames.iter().map(|&(t, p, e)| (t, p, e)),
-                params,
-                report,
-            )?;
+        if !last && let Some(directory) = load_directory(&index_path(dir, id), id) {
+            apply_runs(&segment.path, &directory, params, report)?;
+            shared.note_sealed(id, directory.runs.iter());
             continue;
         }
         report.segments_scanned += 1;
@@ -244,8 +261,15 @@ pub(crate) fn recover_shard(
             frames: frame_list,
         };
         let idx_path = index_path(dir, id);
-        write_index_file(&idx_path, &index)?;
+        let directory = write_index_file(&idx_path, &index)?;
         report.indexes_rebuilt.push(idx_path);
+        shared.note_sealed(id, directory.runs.iter());
+        // The entries just applied give way to the runs of the new index file.
+        for run in &directory.runs {
+            if let Some(p) = params.partitions.get(&(run.topic_id, run.partition)) {
+                p.seal_run(id, *run, directory.entries_pos(run));
+            }
+        }
     }
     unreachable!("the last segment returns from the loop")
 }
@@ -361,11 +385,56 @@ fn zero_after(
         .map_err(|e| Error::io("fdatasync", &path, e))
 }
 
-fn load_index(path: &Path, id: u64) -> Option<SegmentIndex> {
-    let bytes = fs::read(path).ok()?;
-    SegmentIndex::decode(&bytes, path)
-        .ok()
-        .filter(|idx| idx.segment == id)
+/// The directory of a sealed segment's index file, if it is there and sound (else the segment
+/// is scanned and its index file rebuilt).
+fn load_directory(path: &Path, id: u64) -> Option<IndexDirectory> {
+    IndexDirectory::read(path).ok().filter(|d| d.segment == id)
+}
+
+/// Adds a sealed segment's runs to their partitions, checking that offsets stay dense. Each
+/// run's entries are checked (checksum, density) when a reader first loads them.
+fn apply_runs(
+    path: &Path,
+    directory: &IndexDirectory,
+    params: &RecoverParams<'_>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    report.frames += u64::from(directory.entry_count);
+    for run in &directory.runs {
+        // Frames of deleted topics stay in the log until retention removes their segment.
+        let Some(p) = params.partitions.get(&(run.topic_id, run.partition)) else {
+            continue;
+        };
+        check_dense(path, run.topic_id, run.partition, p, run.first_offset, 0)?;
+        p.push_run(directory.segment, *run, directory.entries_pos(run));
+        p.offset_next.store(run.last_offset + 1, Ordering::Relaxed);
+        p.offset_visible
+            .store(run.last_offset + 1, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// An error unless `first_offset` is the partition's next offset.
+fn check_dense(
+    path: &Path,
+    topic_id: u32,
+    partition: u32,
+    p: &Partition,
+    first_offset: u64,
+    pos: u64,
+) -> Result<()> {
+    let next = p.offset_next.load(Ordering::Relaxed);
+    if first_offset == next {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        path,
+        pos,
+        format!(
+            "offset gap in topic id {topic_id} partition {partition}: expected offset {next}, \
+             found a batch at {first_offset}"
+        ),
+    ))
 }
 
 /// Adds recovered frames to their partitions, checking that offsets stay dense.
@@ -381,18 +450,7 @@ fn apply(
         let Some(p) = params.partitions.get(&(topic_id, partition)) else {
             continue;
         };
-        let next = p.offset_next.load(Ordering::Relaxed);
-        if entry.base_offset != next {
-            return Err(Error::corrupt(
-                path,
-                entry.pos,
-                format!(
-                    "offset gap in topic id {topic_id} partition {partition}: expected offset \
-                     {next}, found a batch at {}",
-                    entry.base_offset
-                ),
-            ));
-        }
+        check_dense(path, topic_id, partition, p, entry.base_offset, entry.pos)?;
         p.push(entry);
         p.offset_next
             .store(entry.last_offset + 1, Ordering::Relaxed);

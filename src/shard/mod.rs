@@ -8,6 +8,7 @@
 //! between shards.
 
 pub(crate) mod prepare;
+pub(crate) mod retention;
 pub(crate) mod slots;
 pub(crate) mod writer;
 
@@ -22,7 +23,8 @@ use std::thread::Thread;
 use crossbeam_utils::CachePadded;
 
 use crate::error::Error;
-use crate::index::{BatchEntry, IndexLog, Partition};
+use crate::error::Result;
+use crate::index::{BatchEntry, IndexCache, IndexLog, IndexRun, Partition, SealedRun};
 
 /// A record on its way from a producer to a shard writer: its partition's slot in the shard's
 /// partition table, its timestamp and its encoded tail (key, value, headers), encoded on the
@@ -195,6 +197,8 @@ pub(crate) struct ShardShared {
     pub data_waiters: WaitList,
     /// The newest commits, for readers.
     pub read_cache: RwLock<ReadCache>,
+    /// Entries of sealed runs loaded from index files.
+    index_cache: Mutex<IndexCache>,
     /// Held while entries are moved into partitions, so they arrive in order.
     distributing: Mutex<Vec<(u32, BatchEntry)>>,
     pub new_rings_flag: AtomicBool,
@@ -203,10 +207,18 @@ pub(crate) struct ShardShared {
     pub shutdown: AtomicBool,
     /// Segment files by id, for readers.
     pub segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
+    /// Sealed segments whose index file is written, with their newest record timestamp:
+    /// the candidates for retention.
+    sealed: Mutex<BTreeMap<u64, i64>>,
 }
 
 impl ShardShared {
-    pub fn new(id: u32, dir: &Path, tail_cache_bytes: usize) -> ShardShared {
+    pub fn new(
+        id: u32,
+        dir: &Path,
+        tail_cache_bytes: usize,
+        index_cache_bytes: usize,
+    ) -> ShardShared {
         ShardShared {
             id,
             dir: dir.to_owned(),
@@ -218,10 +230,12 @@ impl ShardShared {
             index_log: Mutex::new(IndexLog::default()),
             data_waiters: WaitList::default(),
             read_cache: RwLock::new(ReadCache::new(tail_cache_bytes)),
+            index_cache: Mutex::new(IndexCache::new(index_cache_bytes)),
             distributing: Mutex::new(Vec::new()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
+            sealed: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -251,10 +265,14 @@ impl ShardShared {
     /// Readers call it before they look at a partition.
     pub fn catch_up(&self) {
         let mut batch = self.distributing.lock().expect("distribute lock");
+        self.distribute(&mut batch);
+    }
+
+    fn distribute(&self, batch: &mut Vec<(u32, BatchEntry)>) {
         self.index_log
             .lock()
             .expect("index log lock")
-            .take_undistributed(&mut batch);
+            .take_undistributed(batch);
         if batch.is_empty() {
             return;
         }
@@ -266,6 +284,78 @@ impl ShardShared {
                 .offset_visible
                 .store(entry.last_offset + 1, Ordering::Release);
         }
+    }
+
+    /// Called once `segment`'s index file is durable: each partition's entries of that segment
+    /// give way to its run in the file (`runs`, with each run's entries' byte position), so
+    /// the memory they took is freed.
+    pub fn index_sealed(&self, segment: u64, runs: &[(IndexRun, u64)]) {
+        self.note_sealed(segment, runs.iter().map(|(r, _)| r));
+        let mut batch = self.distributing.lock().expect("distribute lock");
+        self.distribute(&mut batch);
+        let table = self.partitions.read().expect("partitions lock");
+        let by_name: std::collections::HashMap<(u32, u32), &Arc<Partition>> = table
+            .iter()
+            .map(|p| ((p.topic_id, p.partition), p))
+            .collect();
+        for (run, entries_pos) in runs {
+            if let Some(p) = by_name.get(&(run.topic_id, run.partition)) {
+                // A partition whose entries do not match (it cannot happen unless the writer
+                // and the file disagree) keeps them in memory: still correct, just not freed.
+                let _ = p.seal_run(segment, *run, *entries_pos);
+            }
+        }
+    }
+
+    /// Records that `segment` is sealed with an index file holding `runs`.
+    pub fn note_sealed<'a>(&self, segment: u64, runs: impl Iterator<Item = &'a IndexRun>) {
+        let newest = runs.map(|r| r.max_timestamp).max().unwrap_or(i64::MIN);
+        self.sealed
+            .lock()
+            .expect("sealed lock")
+            .insert(segment, newest);
+    }
+
+    /// Sealed segments with index files, oldest first, with their newest record timestamp.
+    pub fn sealed_segments(&self) -> Vec<(u64, i64)> {
+        let sealed = self.sealed.lock().expect("sealed lock");
+        sealed.iter().map(|(&id, &ts)| (id, ts)).collect()
+    }
+
+    /// Drops every batch of segments below `keep_from` from the partitions' indexes and the
+    /// caches; returns each partition's (topic id, partition, earliest offset) afterwards.
+    pub fn forget_segments_below(&self, keep_from: u64) -> Vec<(u32, u32, u64)> {
+        let mut batch = self.distributing.lock().expect("distribute lock");
+        self.distribute(&mut batch);
+        let table = self.partitions.read().expect("partitions lock");
+        let earliest = table
+            .iter()
+            .map(|p| {
+                p.forget_below(keep_from);
+                (p.topic_id, p.partition, p.offset_earliest())
+            })
+            .collect();
+        self.index_cache
+            .lock()
+            .expect("index cache lock")
+            .forget_below(keep_from);
+        let mut sealed = self.sealed.lock().expect("sealed lock");
+        *sealed = sealed.split_off(&keep_from);
+        earliest
+    }
+
+    /// The entries of a sealed run, from the index cache or its index file.
+    pub fn load_run(&self, run: &SealedRun) -> Result<Arc<[BatchEntry]>> {
+        if let Some(entries) = self.index_cache.lock().expect("index cache lock").get(run) {
+            return Ok(entries);
+        }
+        let entries: Arc<[BatchEntry]> =
+            crate::index::read_run(&index_path(&self.dir, run.segment), run)?.into();
+        self.index_cache
+            .lock()
+            .expect("index cache lock")
+            .insert(run, Arc::clone(&entries));
+        Ok(entries)
     }
 
     /// Creates a partition owned by this shard, in the next slot of its table.

@@ -27,19 +27,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::index::{SegmentEntries, SegmentIndex};
 use crate::io::{self, AlignedBuf, IoBackend};
+use crate::shard::ShardShared;
+use crate::shard::retention::{Retention, enforce};
 use crate::shard::writer::write_index_file_paced;
 
 const ZERO_CHUNK_BYTES: usize = 256 << 10;
 /// How far zeroing may run ahead of twice the writer's progress.
 const ZERO_LEAD_BYTES: u64 = 16 << 20;
 /// Pause between 1 MiB chunks of a sealed segment's index file (about 200 MB/s at most).
-const INDEX_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+const INDEX_WRITE_PAUSE: std::time::Duration = Duration::from_millis(5);
+/// How often retention is checked.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 /// How often paced zeroing looks at the writer's progress.
-const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+const PACE_POLL: std::time::Duration = Duration::from_millis(20);
 
 /// A sealed segment whose index file is to be written.
 pub(crate) struct Seal {
@@ -52,7 +57,8 @@ pub(crate) struct Seal {
 }
 
 impl Seal {
-    fn write(&self) -> Result<()> {
+    /// Writes the index file, then lets the partitions drop the segment's entries from memory.
+    fn write(&self, shard: &ShardShared) -> Result<()> {
         let index = SegmentIndex {
             segment: self.segment,
             data_end: self.data_end,
@@ -65,7 +71,14 @@ impl Seal {
                 })
                 .collect(),
         };
-        write_index_file_paced(&self.path, &index, INDEX_WRITE_PAUSE)
+        let directory = write_index_file_paced(&self.path, &index, INDEX_WRITE_PAUSE)?;
+        let runs: Vec<_> = directory
+            .runs
+            .iter()
+            .map(|r| (*r, directory.entries_pos(r)))
+            .collect();
+        shard.index_sealed(self.segment, &runs);
+        Ok(())
     }
 }
 
@@ -132,25 +145,27 @@ pub(crate) fn prepare_segment(
 impl Preparer {
     /// Starts the helper thread for a shard directory.
     pub fn start(
-        dir: &Path,
-        shard: u32,
+        shard: &Arc<ShardShared>,
         segment_bytes: u64,
         backend: IoBackend,
+        retention: Retention,
     ) -> Result<Preparer> {
+        let dir = &shard.dir;
         let shared: Arc<(Mutex<State>, Condvar)> = Arc::default();
         let writer_pos = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let thread_shared = Arc::clone(&shared);
         let thread_pos = Arc::clone(&writer_pos);
-        let thread_dir = dir.to_owned();
+        let thread_shard = Arc::clone(shard);
         let thread = std::thread::Builder::new()
-            .name(format!("floodgate-prep-{shard}"))
+            .name(format!("floodgate-prep-{}", shard.id))
             .spawn(move || {
                 run(
                     &thread_shared,
                     &thread_pos,
-                    &thread_dir,
+                    &thread_shard,
                     segment_bytes,
                     backend,
+                    retention,
                 )
             })
             .map_err(|e| Error::io("spawn segment preparer", dir, e))?;
@@ -214,30 +229,48 @@ impl Drop for Preparer {
 fn run(
     shared: &(Mutex<State>, Condvar),
     writer_pos: &std::sync::atomic::AtomicU64,
-    dir: &Path,
+    shard: &ShardShared,
     segment_bytes: u64,
     backend: IoBackend,
+    retention: Retention,
 ) {
     io::set_io_priority_idle();
+    let dir = &shard.dir;
     let (lock, cv) = shared;
-    // Writes pending index files; a failure is reported to the writer like a failed
-    // preparation.
-    let write_seals = || {
+    let retention_due = std::cell::Cell::new(Instant::now());
+    // Writes pending index files, then applies retention if it is due; a failure is reported
+    // to the writer like a failed preparation.
+    let maintain = || {
         let seals = std::mem::take(&mut lock.lock().expect("preparer lock").seals);
-        let outcome = seals.iter().try_for_each(Seal::write);
+        let mut outcome = seals.iter().try_for_each(|s| s.write(shard));
+        if outcome.is_ok() && retention.enabled() && Instant::now() >= retention_due.get() {
+            retention_due.set(Instant::now() + RETENTION_INTERVAL);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            outcome = enforce(shard, &retention, segment_bytes, now_ms).map(drop);
+        }
         if let Err(e) = outcome {
             lock.lock().expect("preparer lock").failed.get_or_insert(e);
         }
+    };
+    // How long the helper may sleep with nothing to do.
+    let idle_wait = if retention.enabled() {
+        RETENTION_INTERVAL
+    } else {
+        Duration::from_secs(3600)
     };
     loop {
         {
             let mut state = lock.lock().expect("preparer lock");
             loop {
-                if !state.seals.is_empty() {
+                if !state.seals.is_empty() || Instant::now() >= retention_due.get() {
                     drop(state);
-                    write_seals();
+                    maintain();
                     state = lock.lock().expect("preparer lock");
-                    continue;
+                    if !state.seals.is_empty() {
+                        continue;
+                    }
                 }
                 if state.shutdown {
                     return;
@@ -246,11 +279,11 @@ fn run(
                     state.want = false;
                     break;
                 }
-                state = cv.wait(state).expect("preparer lock");
+                state = cv.wait_timeout(state, idle_wait).expect("preparer lock").0;
             }
         }
         let pace = |zeroed: u64| loop {
-            write_seals();
+            maintain();
             let state = lock.lock().expect("preparer lock");
             if state.shutdown {
                 return false;
@@ -268,7 +301,7 @@ fn run(
             Ok(Some(_)) => state.ready = true,
             Ok(None) => {
                 drop(state);
-                write_seals();
+                maintain();
                 return;
             }
             Err(e) => state.failed = Some(e),

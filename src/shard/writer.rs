@@ -34,13 +34,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, SegmentIndex};
+use crate::index::{BatchEntry, IndexDirectory, SegmentIndex};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
     RECORD_PREFIX_BYTES_MAX, record_bytes, seal_batch, write_record,
 };
 use crate::shard::prepare::{Preparer, Seal};
+use crate::shard::retention::Retention;
 use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, index_path};
 
 /// The most bytes at the end of a shard's log that may not be durable. The writer holds back
@@ -72,6 +73,8 @@ pub(crate) struct WriterStart {
     pub recorder: Option<Arc<crate::io::faults::IoRecorder>>,
     /// Copy each commit into the shard's tail cache.
     pub tail_cache: bool,
+    /// What the helper thread deletes.
+    pub retention: Retention,
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
     pub data_end: u64,
@@ -200,7 +203,8 @@ impl Writer {
             let block = io::read_aligned(&file, &path, block_start, BLOCK_BYTES)?;
             buf[..carried].copy_from_slice(&block[..carried]);
         }
-        let preparer = Preparer::start(&shared.dir, shared.id, start.segment_bytes, start.backend)?;
+        let preparer =
+            Preparer::start(&shared, start.segment_bytes, start.backend, start.retention)?;
         if start.prezero {
             preparer.request();
         }
@@ -762,8 +766,12 @@ fn register_segment(shared: &ShardShared, id: u64, backend: IoBackend) -> Result
     Ok(())
 }
 
-/// Writes an index file atomically (temp file, fsync, rename, directory fsync).
-pub(crate) fn write_index_file(path: &std::path::Path, index: &SegmentIndex) -> Result<()> {
+/// Writes an index file atomically (temp file, fsync, rename, directory fsync); returns its
+/// directory.
+pub(crate) fn write_index_file(
+    path: &std::path::Path,
+    index: &SegmentIndex,
+) -> Result<IndexDirectory> {
     write_index_file_paced(path, index, Duration::ZERO)
 }
 
@@ -774,12 +782,12 @@ pub(crate) fn write_index_file_paced(
     path: &std::path::Path,
     index: &SegmentIndex,
     pause: Duration,
-) -> Result<()> {
+) -> Result<IndexDirectory> {
     use std::io::Write;
     const CHUNK_BYTES: usize = 1 << 20;
     let tmp = path.with_extension("idx.tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let bytes = index.encode();
+    let (bytes, directory) = index.encode();
     let mut at = 0;
     for chunk in bytes.chunks(CHUNK_BYTES) {
         f.write_all(chunk)
@@ -795,7 +803,8 @@ pub(crate) fn write_index_file_paced(
     io::sync_dir(
         path.parent()
             .expect("index files live in a shard directory"),
-    )
+    )?;
+    Ok(directory)
 }
 
 /// Pins the calling thread to `core` (best effort: a failure only costs locality).

@@ -1,0 +1,140 @@
+//! Retention: deleting a shard's oldest sealed segments by total size and by age.
+//!
+//! Segments are shared by every partition of the shard, so retention deletes whole segments,
+//! oldest first, and only sealed ones whose index file is written (the active segment is never
+//! deleted). A segment goes when the shard's segment files take more than its share of
+//! `Config::retention_bytes`, or when its newest record timestamp is older than
+//! `Config::retention_age` (Kafka's rule for `retention.ms`: the largest timestamp in the
+//! segment). It runs on the shard's helper thread, so producers never wait for it.
+//!
+//! Deleting must not let offsets restart: a partition whose every batch was deleted would
+//! otherwise come back at offset 0 after a restart. Before any file is removed, the shard writes
+//! `start-offsets.json`: the first segment kept and, for each partition, its earliest offset
+//! from then on. Recovery starts each partition there and first finishes any deletion a crash
+//! interrupted (segments below the first one kept).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::io;
+use crate::shard::{ShardShared, index_path};
+
+const START_OFFSETS_FILE: &str = "start-offsets.json";
+const START_OFFSETS_VERSION: u32 = 1;
+
+/// How much of the log a shard keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Retention {
+    /// The most bytes of segment files the shard keeps (its share of the configured total).
+    pub bytes: Option<u64>,
+    /// Segments whose newest record is older than this are deleted.
+    pub age: Option<Duration>,
+}
+
+impl Retention {
+    pub fn enabled(&self) -> bool {
+        self.bytes.is_some() || self.age.is_some()
+    }
+}
+
+/// The shard's `start-offsets.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StartOffsets {
+    pub version: u32,
+    /// Segments below this one are deleted (or about to be).
+    pub first_segment: u64,
+    /// (topic id, partition, earliest offset) of every partition of the shard.
+    pub partitions: Vec<(u32, u32, u64)>,
+}
+
+fn start_offsets_path(dir: &Path) -> PathBuf {
+    dir.join(START_OFFSETS_FILE)
+}
+
+impl StartOffsets {
+    /// Reads a shard's start offsets; `None` if retention never deleted anything there.
+    pub fn load(dir: &Path) -> Result<Option<StartOffsets>> {
+        let path = start_offsets_path(dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let offsets: StartOffsets = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+        if offsets.version != START_OFFSETS_VERSION {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("start offsets version {}", offsets.version),
+            ));
+        }
+        Ok(Some(offsets))
+    }
+
+    fn store(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(self).expect("start offsets serialise");
+        io::replace_file(&start_offsets_path(dir), &bytes)
+    }
+}
+
+/// Deletes what `policy` no longer keeps; returns the number of segments deleted.
+pub(crate) fn enforce(
+    shard: &ShardShared,
+    policy: &Retention,
+    segment_bytes: u64,
+    now_ms: i64,
+) -> Result<usize> {
+    let sealed = shard.sealed_segments();
+    let mut held = shard.segments.read().expect("segments lock").len() as u64 * segment_bytes;
+    let age_ms = policy.age.map(|a| a.as_millis() as i64);
+    let mut doomed = Vec::new();
+    for (id, max_timestamp) in sealed {
+        let too_big = policy.bytes.is_some_and(|max| held > max);
+        let too_old = age_ms.is_some_and(|age| max_timestamp < now_ms.saturating_sub(age));
+        if !(too_big || too_old) {
+            break;
+        }
+        doomed.push(id);
+        held = held.saturating_sub(segment_bytes);
+    }
+    let Some(&last) = doomed.last() else {
+        return Ok(0);
+    };
+    delete_through(shard, last + 1, &doomed)?;
+    Ok(doomed.len())
+}
+
+/// Deletes `doomed` (every sealed segment below `keep_from`).
+fn delete_through(shard: &ShardShared, keep_from: u64, doomed: &[u64]) -> Result<()> {
+    // Readers stop seeing the batches first; then the new start offsets are made durable;
+    // only then do files go. A crash in between leaves data that recovery deletes or keeps,
+    // never offsets that restart.
+    let partitions = shard.forget_segments_below(keep_from);
+    StartOffsets {
+        version: START_OFFSETS_VERSION,
+        first_segment: keep_from,
+        partitions,
+    }
+    .store(&shard.dir)?;
+    for &id in doomed {
+        shard.segments.write().expect("segments lock").remove(&id);
+        remove_segment_files(&shard.dir, id)?;
+    }
+    io::sync_dir(&shard.dir)
+}
+
+/// Removes segment `id` and its index file (either may already be gone).
+pub(crate) fn remove_segment_files(dir: &Path, id: u64) -> Result<()> {
+    for path in [crate::shard::segment_path(dir, id), index_path(dir, id)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+    }
+    Ok(())
+}

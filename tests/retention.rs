@@ -1,0 +1,152 @@
+//! Retention by size and by age: whole old segments go, offsets never restart, reads below the
+//! earliest offset are a clear error, and an interrupted deletion is finished by recovery.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{BACKENDS, payload, segments, small_config, test_dir};
+use floodgate::{Error, Log, Record, TopicConfig};
+
+const SEGMENT: u64 = 256 << 10;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Sends `n` records of 1 KiB to `partition` with `timestamp`, numbered from `first`, and waits
+/// for their acks.
+fn produce(log: &Log, partition: u32, first: u64, n: u64, timestamp: i64) {
+    let mut producer = log.producer();
+    let acks: Vec<_> = (first..first + n)
+        .map(|i| {
+            let value = payload(i, 1024);
+            let key = i.to_le_bytes();
+            let record = Record::new(&value)
+                .key(&key)
+                .partition(partition)
+                .timestamp(timestamp);
+            producer.send("t", record).unwrap()
+        })
+        .collect();
+    for (i, ack) in (first..).zip(acks) {
+        assert_eq!(ack.wait().unwrap().offset, i);
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every record from the earliest offset on is intact, and just below it is out of range.
+fn check_from_earliest(log: &Log, partition: u32) -> (u64, u64) {
+    let (earliest, next) = log.offsets("t", partition).unwrap();
+    let mut offset = earliest;
+    while offset < next {
+        for r in log.read("t", partition, offset, 64 << 10).unwrap() {
+            assert_eq!(r.offset, offset);
+            assert_eq!(r.value.as_deref(), Some(&payload(offset, 1024)[..]));
+            offset += 1;
+        }
+    }
+    if earliest > 0 {
+        match log.read("t", partition, earliest - 1, 1 << 10) {
+            Err(Error::OffsetOutOfRange {
+                earliest: e,
+                next: n,
+                ..
+            }) => assert_eq!((e, n), (earliest, next)),
+            other => panic!("reading below the earliest offset: {other:?}"),
+        }
+    }
+    (earliest, next)
+}
+
+#[test]
+fn retention_by_size_deletes_the_oldest_segments_and_offsets_never_restart() {
+    for backend in BACKENDS {
+        let dir = test_dir("retain-size");
+        let config = || small_config(dir.path(), backend).retention_bytes(4 * SEGMENT);
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(2)).unwrap();
+        // Partition 1 has records only at the start: retention deletes all of them.
+        produce(&log, 1, 0, 50, now_ms());
+        produce(&log, 0, 0, 3000, now_ms());
+        wait_until("segments are deleted", || {
+            segments(dir.path(), 0).len() <= 5
+        });
+        let (earliest, next) = check_from_earliest(&log, 0);
+        assert!(earliest > 0, "old records were deleted");
+        assert_eq!(next, 3000);
+        assert_eq!(
+            check_from_earliest(&log, 1),
+            (50, 50),
+            "all deleted, none restart"
+        );
+        drop(log);
+
+        let log = Log::open(config()).unwrap();
+        assert_eq!(check_from_earliest(&log, 0), (earliest, 3000));
+        assert_eq!(check_from_earliest(&log, 1), (50, 50));
+        // New records continue the partition's offsets.
+        produce(&log, 1, 50, 5, now_ms());
+        assert_eq!(check_from_earliest(&log, 1), (50, 55));
+    }
+}
+
+#[test]
+fn retention_by_age_keeps_recent_segments() {
+    let dir = test_dir("retain-age");
+    let config = small_config(dir.path(), BACKENDS[0]).retention_age(Duration::from_secs(600));
+    let log = Log::open(config).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    // An hour old, then fresh: only segments holding nothing but old records go.
+    produce(&log, 0, 0, 2000, now_ms() - 3_600_000);
+    produce(&log, 0, 2000, 1000, now_ms());
+    wait_until("old segments are deleted", || {
+        log.offsets("t", 0).unwrap().0 > 1000
+    });
+    let (earliest, next) = check_from_earliest(&log, 0);
+    assert!(
+        earliest <= 2000,
+        "fresh records are kept (earliest {earliest})"
+    );
+    assert_eq!(next, 3000);
+    let fresh = log.offset_for_timestamp("t", 0, now_ms() - 60_000).unwrap();
+    assert_eq!(fresh, Some(2000));
+}
+
+/// A crash after `start-offsets.json` is written but before the files go: recovery deletes
+/// them and starts each partition at its recorded offset.
+#[test]
+fn recovery_finishes_an_interrupted_deletion() {
+    let dir = test_dir("retain-crash");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        produce(&log, 0, 0, 2000, now_ms());
+    }
+    let files = segments(dir.path(), 0);
+    assert!(files.len() > 4);
+    // The first frame of segment 2 is where partition 0 starts once segments 0 and 1 go.
+    let (frames, _) = floodgate::segment::recovery::scan_segment_file(&files[2], 64 << 10).unwrap();
+    let first = frames[0].entry.base_offset;
+    let topic_id = frames[0].topic_id;
+    std::fs::write(
+        dir.path().join("shard-000/start-offsets.json"),
+        format!(r#"{{"version":1,"first_segment":2,"partitions":[[{topic_id},0,{first}]]}}"#),
+    )
+    .unwrap();
+    let log = Log::open(config()).unwrap();
+    assert_eq!(segments(dir.path(), 0).len(), files.len() - 2);
+    assert!(!files[0].with_extension("idx").exists());
+    assert_eq!(check_from_earliest(&log, 0), (first, 2000));
+}
