@@ -62,6 +62,8 @@ pub struct Config {
     pub(crate) index_cache_bytes: usize,
     pub(crate) retention_bytes: Option<u64>,
     pub(crate) retention_age: Option<std::time::Duration>,
+    pub(crate) protect_unconsumed: bool,
+    pub(crate) disk_bytes_max: Option<u64>,
     pub(crate) io_faults: Option<std::sync::Arc<crate::io::faults::IoFaults>>,
     pub(crate) io_recorder: Option<std::sync::Arc<crate::io::faults::IoRecorder>>,
     pub(crate) repair_truncate_damaged: bool,
@@ -88,6 +90,8 @@ impl Config {
             index_cache_bytes: INDEX_CACHE_BYTES_DEFAULT,
             retention_bytes: None,
             retention_age: None,
+            protect_unconsumed: false,
+            disk_bytes_max: None,
             repair_truncate_damaged: false,
             segment_prezero: true,
         }
@@ -210,11 +214,41 @@ impl Config {
         self
     }
 
+    /// Retention never deletes records that a consumer group of the log (one that has joined
+    /// or committed) has not committed yet: a group's committed offset of each partition of its
+    /// topic (0 where it has none) is kept, whatever the size or age. Use with
+    /// [`Config::disk_bytes_max`], or the log grows without bound while a group lags.
+    /// [`crate::Log::delete_group`] releases a group's hold. Default: off.
+    pub fn protect_unconsumed(mut self, protect: bool) -> Config {
+        self.protect_unconsumed = protect;
+        self
+    }
+
+    /// The most bytes of segment files the log may hold (each shard `n / shards`). A shard at
+    /// its cap that may not delete anything (see [`Config::protect_unconsumed`]) stops
+    /// accepting records: `try_send` fails with [`crate::Error::LogFull`], `send` waits (up to
+    /// its timeout, then `LogFull`) until groups commit and retention frees a segment. At least
+    /// two segments per shard. Default: no cap.
+    pub fn disk_bytes_max(mut self, n: u64) -> Config {
+        self.disk_bytes_max = Some(n);
+        self
+    }
+
     /// The retention policy of each shard.
     pub(crate) fn retention(&self) -> crate::shard::retention::Retention {
+        let shards = self.shards as u64;
+        // At a disk cap, retention also keeps a segment's room free for the next roll.
+        let cap = self
+            .disk_bytes_max
+            .map(|b| (b / shards).saturating_sub(self.segment_bytes));
+        let bytes = match (self.retention_bytes.map(|b| b / shards), cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         crate::shard::retention::Retention {
-            bytes: self.retention_bytes.map(|b| b / self.shards as u64),
+            bytes,
             age: self.retention_age,
+            disk_bytes_max: self.disk_bytes_max.map(|b| b / shards),
         }
     }
 
@@ -283,6 +317,15 @@ impl Config {
         }
         if self.ring_records == 0 {
             return bad("ring_records must be positive".into());
+        }
+        if let Some(cap) = self.disk_bytes_max
+            && cap / (self.shards as u64) < 2 * self.segment_bytes
+        {
+            return bad(format!(
+                "disk_bytes_max ({cap}) must allow at least two segments of {} bytes per shard \
+                 ({} shards)",
+                self.segment_bytes, self.shards
+            ));
         }
         if let Durability::Interval(d) = self.durability
             && d.is_zero()

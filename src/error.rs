@@ -159,6 +159,26 @@ pub enum Error {
     #[error("the log is closed")]
     Closed,
 
+    /// The name is reserved for floodgate's internal topics.
+    #[error("topic name {0:?} is reserved for floodgate's own use")]
+    ReservedTopicName(String),
+
+    /// The log has reached `Config::disk_bytes_max` and retention may not delete anything
+    /// (groups protect unconsumed records): nothing more is accepted until consumers commit
+    /// and retention frees a segment.
+    #[error(
+        "shard {shard} is full: its segment files reached the disk cap and retention may not \
+         delete unconsumed records; records are accepted again once consumer groups commit"
+    )]
+    LogFull {
+        /// The shard.
+        shard: u32,
+    },
+
+    /// An operation needs the consumer to be in a group.
+    #[error("{0} needs a consumer group (ConsumerBuilder::group)")]
+    NoGroup(&'static str),
+
     /// A bounded queue is full (backpressure); try again later.
     #[error("the shard's queue is full")]
     Full,

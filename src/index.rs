@@ -237,6 +237,17 @@ impl Partition {
         index.active.drain(..active);
     }
 
+    /// The last offset stored in segments up to `segment`, if any.
+    pub(crate) fn last_offset_through(&self, segment: u64) -> Option<u64> {
+        let index = self.index.read().expect("index lock");
+        let active = index.active.partition_point(|(e, _)| e.segment <= segment);
+        if active > 0 {
+            return Some(index.active[active - 1].0.last_offset);
+        }
+        let sealed = index.sealed.partition_point(|r| r.segment <= segment);
+        (sealed > 0).then(|| index.sealed[sealed - 1].run.last_offset)
+    }
+
     /// The earliest stored offset.
     pub fn offset_earliest(&self) -> u64 {
         let index = self.index.read().expect("index lock");

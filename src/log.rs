@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use crate::config::Config;
+use crate::consumer::group::Group;
+use crate::consumer::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore, compaction_thread};
 use crate::error::{Error, Result};
 use crate::index::Partition;
 use crate::io::{self, IoBackend};
@@ -39,6 +41,34 @@ impl TopicConfig {
     }
 }
 
+/// A consumer group's progress on a topic; from [`Log::group_lag`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupLag {
+    /// Per partition.
+    pub partitions: Vec<PartitionLag>,
+    /// Records stored and not yet committed by the group, over all partitions.
+    pub lag: u64,
+    /// Members in this process now.
+    pub members: usize,
+    /// The group-wide rate limit, if one is set.
+    pub rate_limit: Option<crate::consumer::RateLimit>,
+    /// `lag` divided by the group's message rate limit, if it has one.
+    pub time_to_drain: Option<std::time::Duration>,
+}
+
+/// One partition of a [`GroupLag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: u32,
+    /// The group's committed offset (the next it will consume), if it has committed.
+    pub committed: Option<u64>,
+    /// The partition's next offset.
+    pub next: u64,
+    /// Records from the committed offset (or the earliest stored one) to `next`.
+    pub lag: u64,
+}
+
 /// A topic as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -49,6 +79,7 @@ pub struct TopicInfo {
 }
 
 pub(crate) struct TopicState {
+    pub id: u32,
     pub partitions: Vec<Arc<Partition>>,
 }
 
@@ -59,6 +90,10 @@ pub(crate) struct LogInner {
     topics_generation: AtomicU64,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     pub shards: Vec<Arc<ShardShared>>,
+    /// Consumer groups' committed offsets.
+    pub offsets: Arc<OffsetStore>,
+    /// Consumer groups with members in this process, by (group, topic id).
+    groups: Mutex<HashMap<(String, u32), Arc<Group>>>,
 }
 
 impl LogInner {
@@ -73,6 +108,106 @@ impl LogInner {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    /// Creates a topic (the name is already validated).
+    fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        if partitions == 0 || partitions > crate::config::PARTITIONS_MAX {
+            return Err(Error::InvalidPartitionCount {
+                asked: partitions,
+                max: crate::config::PARTITIONS_MAX,
+            });
+        }
+        let mut meta = self.meta.lock().expect("meta lock");
+        if meta.topic(name).is_some() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        let shards = self.shards.len();
+        let t = TopicMeta {
+            name: name.to_owned(),
+            id: meta.next_topic_id,
+            partitions,
+            first_shard: meta.next_topic_id % shards as u32,
+        };
+        let mut next = meta.clone();
+        next.next_topic_id += 1;
+        next.topics.push(t.clone());
+        next.store(&self.config.dir)?;
+        *meta = next;
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_owned(), Arc::new(topic_state(&t, &self.shards)));
+        self.topics_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The group `name` consuming `topic`, created on first use (with the internal offsets
+    /// topic, if this log has none yet).
+    pub fn group(&self, name: &str, topic: &str) -> Result<Arc<Group>> {
+        let t = self.topic(topic)?;
+        if self.topic(OFFSETS_TOPIC).is_err() {
+            match self.create_topic(OFFSETS_TOPIC, 1) {
+                Ok(()) | Err(Error::TopicExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let group = {
+            let mut groups = self.groups.lock().expect("groups lock");
+            let key = (name.to_owned(), t.id);
+            Arc::clone(
+                groups
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Group::new(name, t.partitions.len() as u32))),
+            )
+        };
+        self.update_protection();
+        Ok(group)
+    }
+
+    /// Tells each shard's retention which offsets it must keep: the oldest live commit record
+    /// of the offsets partition, and with `protect_unconsumed`, each group's committed offset
+    /// of every partition of its topic (0 where it has not committed).
+    pub fn update_protection(&self) {
+        let mut floors: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut keep = |key: (u32, u32), offset: u64| {
+            let floor = floors.entry(key).or_insert(offset);
+            *floor = (*floor).min(offset);
+        };
+        let topics = self.topics.read().expect("topics lock");
+        if let (Some(t), Some(oldest)) =
+            (topics.get(OFFSETS_TOPIC), self.offsets.oldest_live_record())
+        {
+            keep((t.id, 0), oldest);
+        }
+        if self.config.protect_unconsumed {
+            let mut pairs: Vec<(String, u32)> = self
+                .offsets
+                .all()
+                .into_iter()
+                .map(|(k, _)| (k.group, k.topic_id))
+                .collect();
+            pairs.extend(self.groups.lock().expect("groups lock").keys().cloned());
+            pairs.sort();
+            pairs.dedup();
+            for (group, topic_id) in pairs {
+                let Some(t) = topics.values().find(|t| t.id == topic_id) else {
+                    continue; // a deleted topic
+                };
+                for p in 0..t.partitions.len() as u32 {
+                    let key = OffsetKey {
+                        group: group.clone(),
+                        topic_id,
+                        partition: p,
+                    };
+                    keep((topic_id, p), self.offsets.get(&key).unwrap_or(0));
+                }
+            }
+        }
+        let floors = Arc::new(floors);
+        for shard in &self.shards {
+            shard.set_protected(Arc::clone(&floors));
+        }
     }
 
     /// See [`Log::read`].
@@ -181,6 +316,8 @@ impl LogInner {
 pub struct Log {
     inner: Arc<LogInner>,
     threads: Vec<JoinHandle<()>>,
+    /// Compacts the committed offsets when retention asks.
+    compactor: Option<JoinHandle<()>>,
     report: RecoveryReport,
     _lock: DirLock,
 }
@@ -301,17 +438,56 @@ impl Log {
             topics_generation: AtomicU64::new(0),
             topics: RwLock::new(topics),
             shards,
+            offsets: Arc::default(),
+            groups: Mutex::new(HashMap::new()),
         });
-        let log = Log {
+        let mut log = Log {
             inner,
             threads,
+            compactor: None,
             report,
             _lock: lock,
         };
         for rx in started {
             rx.recv().unwrap_or(Err(Error::Closed))?;
         }
+        log.start_offsets()?;
         Ok(log)
+    }
+
+    /// Loads the committed offsets, compacts them (the last commit of each key is written
+    /// again if older ones exist), and starts the compaction thread that retention wakes.
+    fn start_offsets(&mut self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.topic(OFFSETS_TOPIC).is_ok() {
+            let records = inner.offsets.load(inner)?;
+            if records > inner.offsets.all().len() as u64 {
+                inner
+                    .offsets
+                    .compact(&mut Producer::internal(Arc::clone(inner)))?;
+            }
+        }
+        let offsets_topic = |inner: &LogInner| inner.topic(OFFSETS_TOPIC).ok().map(|t| t.id);
+        let weak = Arc::downgrade(inner);
+        let on_blocked: Arc<dyn Fn(u32, u32) + Send + Sync> =
+            Arc::new(move |topic_id: u32, _partition: u32| {
+                if let Some(inner) = weak.upgrade()
+                    && offsets_topic(&inner) == Some(topic_id)
+                {
+                    inner.offsets.want_compaction();
+                }
+            });
+        for shard in &inner.shards {
+            shard.set_on_retention_blocked(Arc::clone(&on_blocked));
+        }
+        let (weak, store) = (Arc::downgrade(inner), Arc::clone(&inner.offsets));
+        let handle = std::thread::Builder::new()
+            .name("floodgate-offsets".into())
+            .spawn(move || compaction_thread(weak, store))
+            .map_err(|e| Error::io("spawn offsets thread", &inner.config.dir, e))?;
+        self.compactor = Some(handle);
+        inner.update_protection();
+        Ok(())
     }
 
     /// What recovery found and did when this log was opened.
@@ -341,39 +517,18 @@ impl Log {
     /// Creates a topic.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
         validate_topic_name(name)?;
-        if config.partitions == 0 || config.partitions > crate::config::PARTITIONS_MAX {
-            return Err(Error::InvalidPartitionCount {
-                asked: config.partitions,
-                max: crate::config::PARTITIONS_MAX,
-            });
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
         }
-        let mut meta = self.inner.meta.lock().expect("meta lock");
-        if meta.topic(name).is_some() {
-            return Err(Error::TopicExists(name.to_owned()));
-        }
-        let shards = self.inner.shards.len();
-        let t = TopicMeta {
-            name: name.to_owned(),
-            id: meta.next_topic_id,
-            partitions: config.partitions,
-            first_shard: meta.next_topic_id % shards as u32,
-        };
-        let mut next = meta.clone();
-        next.next_topic_id += 1;
-        next.topics.push(t.clone());
-        next.store(&self.inner.config.dir)?;
-        *meta = next;
-        self.inner.topics.write().expect("topics lock").insert(
-            name.to_owned(),
-            Arc::new(topic_state(&t, &self.inner.shards)),
-        );
-        self.inner.topics_generation.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        self.inner.create_topic(name, config.partitions)
     }
 
     /// Deletes a topic. Its records become unreachable at once; their bytes go when retention
     /// removes the segments that hold them.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
+        }
         let mut meta = self.inner.meta.lock().expect("meta lock");
         if meta.topic(name).is_none() {
             return Err(Error::UnknownTopic(name.to_owned()));
@@ -393,6 +548,7 @@ impl Log {
         let mut out: Vec<TopicInfo> = meta
             .topics
             .iter()
+            .filter(|t| t.name != OFFSETS_TOPIC)
             .map(|t| TopicInfo {
                 name: t.name.clone(),
                 partitions: t.partitions,
@@ -405,6 +561,72 @@ impl Log {
     /// A consumer of `topic`: configure it, then `build()`.
     pub fn consumer(&self, topic: &str) -> crate::consumer::ConsumerBuilder {
         crate::consumer::ConsumerBuilder::new(Arc::clone(&self.inner), topic)
+    }
+
+    /// How far consumer group `group` is behind on `topic`, by its committed offsets.
+    pub fn group_lag(&self, group: &str, topic: &str) -> Result<GroupLag> {
+        let t = self.inner.topic(topic)?;
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in 0..t.partitions.len() as u32 {
+            let part = self.inner.partition(topic, p)?;
+            let key = OffsetKey {
+                group: group.to_owned(),
+                topic_id: t.id,
+                partition: p,
+            };
+            let committed = self.inner.offsets.get(&key);
+            let next = part.offset_visible();
+            let from = committed.unwrap_or_else(|| part.offset_earliest());
+            partitions.push(PartitionLag {
+                partition: p,
+                committed,
+                next,
+                lag: next.saturating_sub(from),
+            });
+        }
+        let lag = partitions.iter().map(|p| p.lag).sum();
+        let live = self
+            .inner
+            .groups
+            .lock()
+            .expect("groups lock")
+            .get(&(group.to_owned(), t.id))
+            .cloned();
+        let rate_limit = live.as_ref().and_then(|g| g.rate_limit());
+        Ok(GroupLag {
+            partitions,
+            lag,
+            members: live.map_or(0, |g| g.members()),
+            rate_limit,
+            time_to_drain: rate_limit
+                .and_then(|l| l.msgs_per_s)
+                .map(|r| std::time::Duration::from_secs_f64(lag as f64 / r)),
+        })
+    }
+
+    /// Forgets consumer group `group`'s committed offsets (on every topic), durably; with
+    /// [`Config::protect_unconsumed`], retention no longer keeps records for it. Members in
+    /// this process keep consuming from where they are.
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        let keys: Vec<(OffsetKey, Option<u64>)> = self
+            .inner
+            .offsets
+            .all()
+            .into_iter()
+            .filter(|(k, _)| k.group == group)
+            .map(|(k, _)| (k, None))
+            .collect();
+        if !keys.is_empty() {
+            let mut producer = Producer::internal(Arc::clone(&self.inner));
+            self.inner.offsets.commit(&mut producer, &keys)?;
+        }
+        self.inner
+            .groups
+            .lock()
+            .expect("groups lock")
+            .retain(|(name, _), g| name != group || g.members() > 0);
+        self.inner.update_protection();
+        Ok(())
     }
 
     /// A new producer. Create one per thread; they are cheap.
@@ -451,6 +673,10 @@ impl Log {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        self.inner.offsets.shutdown();
+        if let Some(t) = self.compactor.take() {
+            let _ = t.join();
+        }
         for shard in &self.inner.shards {
             shard.shutdown.store(true, Ordering::Release);
             if let Some(t) = shard.thread.get() {
@@ -514,5 +740,8 @@ fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {
             shards[shard].new_partition(t.id, p)
         })
         .collect();
-    TopicState { partitions }
+    TopicState {
+        id: t.id,
+        partitions,
+    }
 }

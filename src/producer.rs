@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::Backoff;
 
+use crate::consumer::offsets::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 
@@ -114,6 +115,8 @@ pub struct Producer {
     /// Where this producer's sticky partitions start, so producers do not move in lockstep.
     sticky_seed: u32,
     send_timeout: Duration,
+    /// Writes committed offsets (only floodgate's own producers may).
+    internal: bool,
 }
 
 impl Producer {
@@ -129,6 +132,16 @@ impl Producer {
                 .fetch_add(1, Ordering::Relaxed)
                 .wrapping_mul(0x9E37_79B9),
             send_timeout: SEND_TIMEOUT_DEFAULT,
+            internal: false,
+        }
+    }
+
+    /// A producer of floodgate's own records (committed offsets): the only kind that may
+    /// write the internal offsets topic, and that a full shard still accepts.
+    pub(crate) fn internal(log: Arc<LogInner>) -> Producer {
+        Producer {
+            internal: true,
+            ..Producer::new(log)
         }
     }
 
@@ -212,6 +225,9 @@ impl Producer {
             self.topics_generation = generation;
         }
         if !self.topics.contains_key(name) {
+            if name == OFFSETS_TOPIC && !self.internal {
+                return Err(Error::ReservedTopicName(name.to_owned()));
+            }
             let state = self.log.topic(name)?;
             let count = state.partitions.len() as u32;
             self.topics.insert(
@@ -262,7 +278,7 @@ impl Producer {
         if let Some(e) = shard.stopped() {
             return Err(e);
         }
-        let ring = Self::ring(&mut self.rings, &self.log, shard_id);
+        let ring = Self::ring(&mut self.rings, &self.log, shard_id, self.internal);
         let mut tail = ring.recycled.pop().unwrap_or_default();
         tail.clear();
         let headers: usize = r
@@ -281,13 +297,27 @@ impl Producer {
         let timestamp = r.timestamp.unwrap_or(now);
         let seq = ring.seq_next;
         let deadline = wait.map(|d| Instant::now() + d);
-        while ring.tx.slots() == 0 {
+        // A full log (disk cap reached, nothing deletable) holds records back like a full ring;
+        // committed offsets still go through (their reserved segment), so groups can commit
+        // and let retention free space.
+        let internal = self.internal;
+        let log_full = || !internal && shard.log_full.load(Ordering::Acquire);
+        while ring.tx.slots() == 0 || log_full() {
+            let full = log_full();
             let Some(deadline) = deadline else {
-                return Err(Error::Full);
+                return Err(if full {
+                    Error::LogFull { shard: shard.id }
+                } else {
+                    Error::Full
+                });
             };
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Timeout(wait.unwrap_or_default()));
+                return Err(if full {
+                    Error::LogFull { shard: shard.id }
+                } else {
+                    Error::Timeout(wait.unwrap_or_default())
+                });
             }
             // Records queued by this call's caller may not have woken the writer yet.
             shard.notify();
@@ -321,13 +351,14 @@ impl Producer {
         rings: &'a mut [Option<ProducerRing>],
         log: &LogInner,
         shard: usize,
+        internal: bool,
     ) -> &'a mut ProducerRing {
         rings[shard].get_or_insert_with(|| {
             let capacity = log.config.ring_records;
             let (tx, rx) = rtrb::RingBuffer::new(capacity);
             let (recycle, recycled) = rtrb::RingBuffer::new(capacity);
             let ack = Arc::new(AckRing::new(capacity, &log.shards[shard]));
-            log.shards[shard].register((rx, Arc::clone(&ack), recycle));
+            log.shards[shard].register((rx, Arc::clone(&ack), recycle, internal));
             ProducerRing {
                 tx,
                 ack,

@@ -10,14 +10,19 @@
 //! later step); within one `Consumer`, every record is delivered exactly once, in offset order
 //! per partition.
 
+pub(crate) mod group;
+pub(crate) mod offsets;
 pub mod rate;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::consumer::group::{Group, MemberId};
+use crate::consumer::offsets::OffsetKey;
 use crate::error::{Error, Result};
 use crate::log::LogInner;
+use crate::producer::Producer;
 use crate::segment::reader::StoredRecord;
 use crate::shard::Waiter;
 
@@ -64,6 +69,9 @@ pub struct ConsumerBuilder {
     limit: RateLimit,
     poll_records_max: usize,
     fetch_bytes: Option<usize>,
+    group: Option<String>,
+    auto_commit: Option<Duration>,
+    group_limit: Option<RateLimit>,
 }
 
 impl ConsumerBuilder {
@@ -76,7 +84,33 @@ impl ConsumerBuilder {
             limit: RateLimit::default(),
             poll_records_max: POLL_RECORDS_MAX_DEFAULT,
             fetch_bytes: None,
+            group: None,
+            auto_commit: None,
+            group_limit: None,
         }
+    }
+
+    /// Joins consumer group `name`: the group's members (consumers of this topic with the
+    /// same group, in this process) share the topic's partitions, and each partition starts
+    /// at the group's committed offset (or at [`ConsumerBuilder::start_at`] where the group
+    /// has none). See [`Consumer::commit`] for the delivery guarantee.
+    pub fn group(mut self, name: &str) -> ConsumerBuilder {
+        self.group = Some(name.to_owned());
+        self
+    }
+
+    /// Commits the positions of the consumer's partitions every `interval` (checked in
+    /// `poll`), before it gives partitions up in a rebalance, and when it is dropped.
+    pub fn auto_commit(mut self, interval: Duration) -> ConsumerBuilder {
+        self.auto_commit = Some(interval);
+        self
+    }
+
+    /// A rate limit shared by every member of the group (in addition to this consumer's own).
+    /// Setting it from any member changes it for all.
+    pub fn group_rate_limit(mut self, limit: RateLimit) -> ConsumerBuilder {
+        self.group_limit = Some(limit);
+        self
     }
 
     /// Bytes to read from a partition at a time (default: [`FETCH_BYTES_DEFAULT`], or
@@ -117,12 +151,44 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Creates the consumer, resolving its start positions.
+    /// Creates the consumer, resolving its start positions (and joining its group).
     pub fn build(self) -> Result<Consumer> {
         check_limit(self.limit)?;
+        if let Some(limit) = self.group_limit {
+            check_limit(limit)?;
+        }
         let topic = self.log.topic(&self.topic)?;
         let count = topic.partitions.len() as u32;
-        let chosen = self.partitions.unwrap_or_else(|| (0..count).collect());
+        let membership = match &self.group {
+            Some(_) if self.partitions.is_some() => {
+                return Err(Error::Config(
+                    "a group member is assigned its partitions; do not choose them".into(),
+                ));
+            }
+            Some(name) => {
+                let group = self.log.group(name, &self.topic)?;
+                if let Some(limit) = self.group_limit {
+                    group.set_rate_limit(Some(limit), Instant::now());
+                }
+                let member = group.join();
+                Some(Membership {
+                    group,
+                    member,
+                    generation: u64::MAX,
+                    auto_commit: self.auto_commit,
+                    next_auto_commit: Instant::now() + self.auto_commit.unwrap_or_default(),
+                    committed: HashMap::new(),
+                })
+            }
+            None if self.auto_commit.is_some() || self.group_limit.is_some() => {
+                return Err(Error::NoGroup("auto-commit or a group rate limit"));
+            }
+            None => None,
+        };
+        let chosen = match membership {
+            Some(_) => Vec::new(),
+            None => self.partitions.unwrap_or_else(|| (0..count).collect()),
+        };
         let mut partitions = Vec::with_capacity(chosen.len());
         for p in chosen {
             let position = start_position(&self.log, &self.topic, p, self.start)?;
@@ -133,9 +199,13 @@ impl ConsumerBuilder {
                 paused: false,
             });
         }
-        Ok(Consumer {
+        let mut consumer = Consumer {
             log: self.log,
             topic: self.topic,
+            topic_id: topic.id,
+            start: self.start,
+            membership,
+            commit_producer: None,
             partitions,
             next: 0,
             buffer: VecDeque::new(),
@@ -148,8 +218,23 @@ impl ConsumerBuilder {
                     FETCH_BYTES_DEFAULT
                 },
             ),
-        })
+        };
+        consumer.sync_group()?;
+        Ok(consumer)
     }
+}
+
+/// A consumer's place in its group.
+struct Membership {
+    group: Arc<Group>,
+    member: MemberId,
+    /// The group generation last acted on.
+    generation: u64,
+    auto_commit: Option<Duration>,
+    next_auto_commit: Instant,
+    /// What this member last committed, per partition (unchanged positions are not
+    /// committed again).
+    committed: HashMap<u32, u64>,
 }
 
 fn check_limit(limit: RateLimit) -> Result<()> {
@@ -199,6 +284,11 @@ struct PartitionState {
 pub struct Consumer {
     log: Arc<LogInner>,
     topic: String,
+    topic_id: u32,
+    start: StartAt,
+    membership: Option<Membership>,
+    /// Writes commits (created at the first one).
+    commit_producer: Option<Producer>,
     partitions: Vec<PartitionState>,
     /// Where the round-robin over partitions continues.
     next: usize,
@@ -214,14 +304,11 @@ impl Consumer {
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            self.sync_group()?;
             let now = Instant::now();
+            self.maybe_auto_commit(now)?;
             if !self.buffer.is_empty() {
-                let sizes = self
-                    .buffer
-                    .iter()
-                    .take(self.poll_records_max)
-                    .map(record_bytes);
-                let n = self.limiter.take(now, sizes);
+                let n = self.take_tokens(now);
                 if n > 0 {
                     let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
                     for r in &out {
@@ -230,7 +317,7 @@ impl Consumer {
                     }
                     return Ok(out);
                 }
-                let ready = self.limiter.ready_at(now);
+                let ready = self.ready_at(now);
                 if ready >= deadline {
                     std::thread::sleep(deadline.saturating_duration_since(now));
                     return Ok(Vec::new());
@@ -246,6 +333,201 @@ impl Consumer {
             }
             self.wait_for_data(deadline)?;
         }
+    }
+
+    /// How many buffered records the consumer's and its group's rate limits let out now
+    /// (their tokens are taken).
+    fn take_tokens(&mut self, now: Instant) -> usize {
+        let sizes: Vec<usize> = self
+            .buffer
+            .iter()
+            .take(self.poll_records_max)
+            .map(record_bytes)
+            .collect();
+        let mine = self.limiter.take(now, sizes.iter().copied());
+        let Some(m) = &self.membership else {
+            return mine;
+        };
+        let mut group = m.group.limiter.lock().expect("group limiter lock");
+        let Some(group) = group.as_mut() else {
+            return mine;
+        };
+        let both = group.take(now, sizes[..mine].iter().copied());
+        self.limiter.give_back(sizes[both..mine].iter().copied());
+        both
+    }
+
+    /// When the rate limits let the next record out.
+    fn ready_at(&mut self, now: Instant) -> Instant {
+        let mine = self.limiter.ready_at(now);
+        let group = self.membership.as_ref().and_then(|m| {
+            let mut limiter = m.group.limiter.lock().expect("group limiter lock");
+            limiter.as_mut().map(|l| l.ready_at(now))
+        });
+        group.map_or(mine, |g| g.max(mine))
+    }
+
+    /// Acts on a change in the group: gives up partitions now assigned to another member
+    /// (committing them first with auto-commit), and takes free ones assigned to this one.
+    fn sync_group(&mut self) -> Result<()> {
+        let Some(m) = &mut self.membership else {
+            return Ok(());
+        };
+        let generation = m.group.generation();
+        if generation == m.generation {
+            return Ok(());
+        }
+        m.generation = generation;
+        let (group, member, auto) = (Arc::clone(&m.group), m.member, m.auto_commit.is_some());
+        let changes = group.changes(member);
+        if !changes.release.is_empty() {
+            if auto {
+                self.commit_partitions(&changes.release)?;
+            }
+            self.partitions
+                .retain(|s| !changes.release.contains(&s.partition));
+            self.buffer
+                .retain(|r| !changes.release.contains(&r.partition));
+            group.release(member, &changes.release);
+        }
+        for p in group.take(member, &changes.take) {
+            let position = self.group_start(p)?;
+            self.partitions.push(PartitionState {
+                partition: p,
+                position,
+                fetched: position,
+                paused: false,
+            });
+        }
+        self.partitions.sort_by_key(|s| s.partition);
+        Ok(())
+    }
+
+    /// Where a partition taken from the group starts: its committed offset (moved up to the
+    /// earliest stored one if retention deleted past it), or the start policy.
+    fn group_start(&self, partition: u32) -> Result<u64> {
+        let Some(committed) = self.committed(partition) else {
+            return start_position(&self.log, &self.topic, partition, self.start);
+        };
+        let p = self.log.partition(&self.topic, partition)?;
+        Ok(committed.clamp(p.offset_earliest(), p.offset_visible()))
+    }
+
+    fn offset_key(&self, group: &Group, partition: u32) -> OffsetKey {
+        OffsetKey {
+            group: group.name.clone(),
+            topic_id: self.topic_id,
+            partition,
+        }
+    }
+
+    /// The group's committed offset of `partition` (the next offset it will consume), if any.
+    pub fn committed(&self, partition: u32) -> Option<u64> {
+        let m = self.membership.as_ref()?;
+        self.log.offsets.get(&self.offset_key(&m.group, partition))
+    }
+
+    /// Commits the position of every partition this consumer holds: the group resumes from
+    /// there after a restart or a rebalance. Returns once the commit is durable (as durable as
+    /// any acknowledged record).
+    ///
+    /// Delivery is at-least-once: records delivered after the last commit are delivered
+    /// again (to this consumer after a restart, or to another member after a rebalance).
+    /// Commit after processing, not before, to never lose one.
+    pub fn commit(&mut self) -> Result<()> {
+        let held: Vec<u32> = self.partitions.iter().map(|s| s.partition).collect();
+        self.commit_partitions(&held)
+    }
+
+    /// Commits these offsets (partition, next offset to consume) of partitions it holds.
+    pub fn commit_offsets(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+        for &(p, _) in offsets {
+            self.state(p)?;
+        }
+        self.write_commits(offsets)
+    }
+
+    fn commit_partitions(&mut self, partitions: &[u32]) -> Result<()> {
+        let offsets: Vec<(u32, u64)> = self
+            .partitions
+            .iter()
+            .filter(|s| partitions.contains(&s.partition))
+            .map(|s| (s.partition, s.position))
+            .collect();
+        self.write_commits(&offsets)
+    }
+
+    fn write_commits(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+        let Some(m) = &self.membership else {
+            return Err(Error::NoGroup("commit"));
+        };
+        let entries: Vec<(OffsetKey, Option<u64>)> = offsets
+            .iter()
+            .filter(|(p, o)| m.committed.get(p) != Some(o))
+            .map(|&(p, o)| (self.offset_key(&m.group, p), Some(o)))
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let producer = self
+            .commit_producer
+            .get_or_insert_with(|| Producer::internal(Arc::clone(&self.log)));
+        self.log.offsets.commit(producer, &entries)?;
+        let m = self.membership.as_mut().expect("checked above");
+        m.committed.extend(offsets.iter().copied());
+        self.log.update_protection();
+        Ok(())
+    }
+
+    fn maybe_auto_commit(&mut self, now: Instant) -> Result<()> {
+        let Some(m) = &mut self.membership else {
+            return Ok(());
+        };
+        let Some(interval) = m.auto_commit else {
+            return Ok(());
+        };
+        if now < m.next_auto_commit {
+            return Ok(());
+        }
+        m.next_auto_commit = now + interval;
+        self.commit()
+    }
+
+    /// The partitions this consumer holds now (all it was built with, or its group's share).
+    pub fn assignment(&self) -> Vec<u32> {
+        self.partitions.iter().map(|s| s.partition).collect()
+    }
+
+    /// Leaves the group (committing first, with auto-commit), reporting any error; dropping
+    /// the consumer does the same and ignores errors.
+    pub fn close(mut self) -> Result<()> {
+        self.leave()
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let Some(m) = &self.membership else {
+            return Ok(());
+        };
+        let outcome = if m.auto_commit.is_some() {
+            self.commit()
+        } else {
+            Ok(())
+        };
+        let m = self.membership.take().expect("checked above");
+        m.group.leave(m.member);
+        outcome
+    }
+
+    /// Sets the group-wide rate limit (for every member); `None` removes it.
+    pub fn set_group_rate_limit(&mut self, limit: Option<RateLimit>) -> Result<()> {
+        let Some(m) = &self.membership else {
+            return Err(Error::NoGroup("a group rate limit"));
+        };
+        if let Some(l) = limit {
+            check_limit(l)?;
+        }
+        m.group.set_rate_limit(limit, Instant::now());
+        Ok(())
     }
 
     /// Reads ahead from the next partition (round robin) that has records beyond what was
@@ -418,6 +700,12 @@ impl Consumer {
             .limit()
             .msgs_per_s
             .map(|r| Duration::from_secs_f64(lag as f64 / r)))
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.leave();
     }
 }
 

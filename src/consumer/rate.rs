@@ -130,6 +130,19 @@ impl RateLimiter {
         n
     }
 
+    /// Returns the tokens taken for records that were not delivered after all (sizes as
+    /// given to `take`), as when a group-wide limit allowed fewer than this one.
+    pub fn give_back(&mut self, sizes: impl IntoIterator<Item = usize>) {
+        for size in sizes {
+            if let Some(b) = &mut self.msgs {
+                b.tokens += 1.0;
+            }
+            if let Some(b) = &mut self.bytes {
+                b.tokens += size as f64;
+            }
+        }
+    }
+
     /// When the next record may be delivered (`now` if at once).
     pub fn ready_at(&mut self, now: Instant) -> Instant {
         let mut at = now;

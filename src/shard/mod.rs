@@ -12,7 +12,7 @@ pub(crate) mod retention;
 pub(crate) mod slots;
 pub(crate) mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -35,11 +35,13 @@ pub(crate) struct Pending {
     pub tail: Vec<u8>,
 }
 
-/// A new producer's rings into a shard: records in, acks, record buffers back.
+/// A new producer's rings into a shard: records in, acks, record buffers back; and whether it
+/// carries floodgate's own records (committed offsets), which a full shard still takes.
 pub(crate) type NewRing = (
     rtrb::Consumer<Pending>,
     Arc<AckRing>,
     rtrb::Producer<Vec<u8>>,
+    bool,
 );
 
 /// Someone waiting for a ring's acknowledgements.
@@ -205,11 +207,19 @@ pub(crate) struct ShardShared {
     /// Latched at the first I/O failure, or `Closed` when the writer exits.
     pub failed: Arc<OnceLock<Error>>,
     pub shutdown: AtomicBool,
+    /// Set while the shard's segment files leave no room under its disk cap but the one
+    /// segment reserved for committed offsets: producers' records are refused meanwhile.
+    pub log_full: AtomicBool,
     /// Segment files by id, for readers.
     pub segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
     /// Sealed segments whose index file is written, with their newest record timestamp:
     /// the candidates for retention.
     sealed: Mutex<BTreeMap<u64, i64>>,
+    /// Offsets retention must keep, by (topic id, partition): what consumer groups have not
+    /// committed, and live commit records (set by the log for every shard).
+    protected: Mutex<Arc<HashMap<(u32, u32), u64>>>,
+    /// Told which partition stopped retention (so the offsets store can compact itself).
+    on_retention_blocked: OnceLock<Arc<dyn Fn(u32, u32) + Send + Sync>>,
 }
 
 impl ShardShared {
@@ -234,8 +244,11 @@ impl ShardShared {
             distributing: Mutex::new(Vec::new()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
+            log_full: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
             sealed: Mutex::new(BTreeMap::new()),
+            protected: Mutex::default(),
+            on_retention_blocked: OnceLock::new(),
         }
     }
 
@@ -314,6 +327,48 @@ impl ShardShared {
             .lock()
             .expect("sealed lock")
             .insert(segment, newest);
+    }
+
+    /// Recomputes `log_full` against the disk cap: full when one more segment than the active
+    /// one would leave no room for the segment reserved for committed offsets (so groups can
+    /// still commit, which is what lets retention free space).
+    pub fn update_full(&self, disk_bytes_max: Option<u64>, segment_bytes: u64) {
+        let Some(cap) = disk_bytes_max else {
+            return;
+        };
+        let held = self.segments.read().expect("segments lock").len() as u64;
+        self.log_full
+            .store((held + 2) * segment_bytes > cap, Ordering::Release);
+    }
+
+    /// Replaces the offsets retention must keep.
+    pub fn set_protected(&self, floors: Arc<HashMap<(u32, u32), u64>>) {
+        *self.protected.lock().expect("protected lock") = floors;
+    }
+
+    pub fn set_on_retention_blocked(&self, hook: Arc<dyn Fn(u32, u32) + Send + Sync>) {
+        let _ = self.on_retention_blocked.set(hook);
+    }
+
+    /// The partition (topic id, partition) that keeps segment `id` (and every later one) from
+    /// being deleted: one with a batch in segments up to `id` at or after its protected
+    /// offset. The hook is told about it.
+    pub fn retention_blocker(&self, id: u64) -> Option<(u32, u32)> {
+        let floors = Arc::clone(&self.protected.lock().expect("protected lock"));
+        if floors.is_empty() {
+            return None;
+        }
+        self.catch_up();
+        let table = self.partitions.read().expect("partitions lock");
+        let blocker = table.iter().find_map(|p| {
+            let floor = floors.get(&(p.topic_id, p.partition))?;
+            let last = p.last_offset_through(id)?;
+            (last >= *floor).then_some((p.topic_id, p.partition))
+        })?;
+        if let Some(hook) = self.on_retention_blocked.get() {
+            hook(blocker.0, blocker.1);
+        }
+        Some(blocker)
     }
 
     /// Sealed segments with index files, oldest first, with their newest record timestamp.

@@ -92,6 +92,8 @@ struct State {
     shutdown: bool,
     /// Index files of sealed segments to write.
     seals: Vec<Seal>,
+    /// Apply retention now, not at its next interval.
+    retention_now: bool,
 }
 
 /// The handle the writer keeps; dropping it stops the helper thread.
@@ -192,6 +194,13 @@ impl Preparer {
         cv.notify_all();
     }
 
+    /// Asks for retention to run now (the writer is at its disk cap).
+    pub fn retention_now(&self) {
+        let (lock, cv) = &*self.shared;
+        lock.lock().expect("preparer lock").retention_now = true;
+        cv.notify_all();
+    }
+
     /// Asks for a segment to be prepared (if none is ready or under way).
     pub fn request(&self) {
         let (lock, cv) = &*self.shared;
@@ -241,7 +250,13 @@ fn run(
     // Writes pending index files, then applies retention if it is due; a failure is reported
     // to the writer like a failed preparation.
     let maintain = || {
-        let seals = std::mem::take(&mut lock.lock().expect("preparer lock").seals);
+        let seals = {
+            let mut state = lock.lock().expect("preparer lock");
+            if std::mem::take(&mut state.retention_now) {
+                retention_due.set(Instant::now());
+            }
+            std::mem::take(&mut state.seals)
+        };
         let mut outcome = seals.iter().try_for_each(|s| s.write(shard));
         if outcome.is_ok() && retention.enabled() && Instant::now() >= retention_due.get() {
             retention_due.set(Instant::now() + RETENTION_INTERVAL);
@@ -264,7 +279,10 @@ fn run(
         {
             let mut state = lock.lock().expect("preparer lock");
             loop {
-                if !state.seals.is_empty() || Instant::now() >= retention_due.get() {
+                if !state.seals.is_empty()
+                    || state.retention_now
+                    || Instant::now() >= retention_due.get()
+                {
                     drop(state);
                     maintain();
                     state = lock.lock().expect("preparer lock");

@@ -32,6 +32,8 @@ pub(crate) struct Retention {
     pub bytes: Option<u64>,
     /// Segments whose newest record is older than this are deleted.
     pub age: Option<Duration>,
+    /// The most bytes of segment files the shard may hold (its share of the disk cap).
+    pub disk_bytes_max: Option<u64>,
 }
 
 impl Retention {
@@ -95,7 +97,7 @@ pub(crate) fn enforce(
     for (id, max_timestamp) in sealed {
         let too_big = policy.bytes.is_some_and(|max| held > max);
         let too_old = age_ms.is_some_and(|age| max_timestamp < now_ms.saturating_sub(age));
-        if !(too_big || too_old) {
+        if !(too_big || too_old) || shard.retention_blocker(id).is_some() {
             break;
         }
         doomed.push(id);
@@ -105,6 +107,7 @@ pub(crate) fn enforce(
         return Ok(0);
     };
     delete_through(shard, last + 1, &doomed)?;
+    shard.update_full(policy.disk_bytes_max, segment_bytes);
     Ok(doomed.len())
 }
 

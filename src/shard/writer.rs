@@ -60,6 +60,8 @@ const TOKEN_WRITE: u64 = 0;
 const TOKEN_FLUSH_FIRST: u64 = 1;
 /// How long an idle writer parks before looking around again.
 const IDLE_PARK: Duration = Duration::from_millis(100);
+/// How often a shard at its disk cap tries again to roll.
+const LOG_FULL_RETRY: Duration = Duration::from_millis(10);
 
 /// What the writer needs to start: settings and where recovery left the log.
 pub(crate) struct WriterStart {
@@ -73,7 +75,7 @@ pub(crate) struct WriterStart {
     pub recorder: Option<Arc<crate::io::faults::IoRecorder>>,
     /// Copy each commit into the shard's tail cache.
     pub tail_cache: bool,
-    /// What the helper thread deletes.
+    /// What the helper thread deletes, and the disk cap.
     pub retention: Retention,
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
@@ -86,6 +88,8 @@ struct RingIn {
     /// Record buffers going back to the producer for reuse.
     recycle: rtrb::Producer<Vec<u8>>,
     seq_popped: u64,
+    /// Carries committed offsets: drained even while the shard is full.
+    internal: bool,
 }
 
 /// Record buffers up to this size always go back to their producer for reuse (the recycle ring
@@ -281,15 +285,20 @@ impl Writer {
             progress |= self.fill();
             progress |= self.maybe_submit_write();
             progress |= self.maybe_flush();
+            let mut full = false;
             if self.roll_pending && self.idle_io() && self.build.frames == 0 {
-                self.roll()?;
-                progress = true;
+                full = !self.roll()?;
+                progress |= !full;
             }
             let shutdown = self.shared.shutdown.load(Ordering::Acquire);
-            if shutdown && self.idle_io() && self.build.frames == 0 && self.rings_empty() {
+            let drained = self.rings_empty() || self.shared.log_full.load(Ordering::Acquire);
+            if shutdown && self.idle_io() && self.build.frames == 0 && drained {
                 return Ok(());
             }
-            if !progress {
+            if full {
+                // Retention may free a segment; records wait in the rings meanwhile.
+                std::thread::park_timeout(LOG_FULL_RETRY);
+            } else if !progress {
                 self.wait_for_work()?;
             }
         }
@@ -303,17 +312,31 @@ impl Writer {
         self.rings.iter().all(|r| r.rx.is_empty())
     }
 
+    /// Whether a ring's records may be taken now: not a user's while the shard is full.
+    fn drainable(ring: &RingIn, full: bool) -> bool {
+        !full || ring.internal
+    }
+
+    /// Whether any ring has records that may be taken now.
+    fn work_waiting(&self) -> bool {
+        let full = self.shared.log_full.load(Ordering::Acquire);
+        self.rings
+            .iter()
+            .any(|r| !r.rx.is_empty() && Self::drainable(r, full))
+    }
+
     fn take_new_rings(&mut self) {
         if !self.shared.new_rings_flag.swap(false, Ordering::AcqRel) {
             return;
         }
         let new = std::mem::take(&mut *self.shared.new_rings.lock().expect("rings lock"));
-        for (rx, ack, recycle) in new {
+        for (rx, ack, recycle, internal) in new {
             self.rings.push(RingIn {
                 rx,
                 ack,
                 recycle,
                 seq_popped: 0,
+                internal,
             });
         }
     }
@@ -327,7 +350,7 @@ impl Writer {
         }
         self.shared.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let work = !self.rings_empty()
+        let work = self.work_waiting()
             || self.shared.new_rings_flag.load(Ordering::SeqCst)
             || self.shared.shutdown.load(Ordering::SeqCst);
         if !work {
@@ -370,8 +393,13 @@ impl Writer {
         self.counts.clear();
         self.counts.resize(self.rings.len(), 0);
         self.groups.clear();
+        let full = self.shared.log_full.load(Ordering::Acquire);
         'rings: for (r, ring) in self.rings.iter_mut().enumerate() {
-            let n = ring.rx.slots();
+            let n = if Self::drainable(ring, full) {
+                ring.rx.slots()
+            } else {
+                0
+            };
             if n == 0 {
                 continue;
             }
@@ -629,8 +657,18 @@ impl Writer {
         Ok(progress)
     }
 
-    /// Seals the full segment (writes its index file) and starts the next one.
-    fn roll(&mut self) -> Result<()> {
+    /// Seals the full segment (writes its index file) and starts the next one; returns false
+    /// (and marks the shard full) if the disk cap leaves no room for another segment.
+    fn roll(&mut self) -> Result<bool> {
+        if let Some(cap) = self.start.retention.disk_bytes_max {
+            let held = self.shared.segments.read().expect("segments lock").len() as u64;
+            if (held + 1) * self.start.segment_bytes > cap {
+                if !self.shared.log_full.swap(true, Ordering::AcqRel) {
+                    self.preparer.retention_now();
+                }
+                return Ok(false);
+            }
+        }
         // The sealed segment's index file, written by the helper: every commit is published
         // by now (the roll waits for the disk to go idle). Handing over the entries is O(1);
         // building the file from 1.7M entries took 280 ms on the writer.
@@ -679,7 +717,14 @@ impl Writer {
         self.build.first_frame = 0;
         self.durable_end = 0;
         self.roll_pending = false;
-        Ok(())
+        self.shared.update_full(
+            self.start.retention.disk_bytes_max,
+            self.start.segment_bytes,
+        );
+        if self.shared.log_full.load(Ordering::Acquire) {
+            self.preparer.retention_now();
+        }
+        Ok(true)
     }
 }
 

@@ -1,0 +1,246 @@
+//! Consumer groups' committed offsets, stored in the log itself.
+//!
+//! Every commit is a record of the internal topic `__consumer_offsets` (one partition), keyed
+//! by (group, topic id, partition), whose value is the committed offset (8 bytes, big-endian;
+//! a null value deletes the key). A commit returns once its records are acknowledged, so it is
+//! as durable as the log's durability setting makes any record. On open the partition is read
+//! from its earliest offset and the last record of each key wins; then the live commits are
+//! written again (compaction), so older segments hold nothing still needed and retention may
+//! delete them. Retention never deletes a segment holding a live commit record: it asks for a
+//! compaction instead, done by a background thread.
+//!
+//! Commits are serialised (one at a time, log-wide): their order in the partition is the order
+//! in which they take effect, so the last record of a key is always the newest commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+
+use crate::error::{Error, Result};
+use crate::log::LogInner;
+use crate::producer::{Producer, Record};
+
+/// The internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+const KEY_VERSION: u8 = 1;
+/// The longest a commit waits for its records to be acknowledged.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a commit record is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct OffsetKey {
+    pub group: String,
+    pub topic_id: u32,
+    pub partition: u32,
+}
+
+impl OffsetKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(11 + self.group.len());
+        out.push(KEY_VERSION);
+        out.extend_from_slice(&(self.group.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.group.as_bytes());
+        out.extend_from_slice(&self.topic_id.to_be_bytes());
+        out.extend_from_slice(&self.partition.to_be_bytes());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<OffsetKey> {
+        let (&version, rest) = b.split_first()?;
+        if version != KEY_VERSION || rest.len() < 2 {
+            return None;
+        }
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        let rest = &rest[2..];
+        if rest.len() != len + 8 {
+            return None;
+        }
+        Some(OffsetKey {
+            group: String::from_utf8(rest[..len].to_vec()).ok()?,
+            topic_id: u32::from_be_bytes(rest[len..len + 4].try_into().ok()?),
+            partition: u32::from_be_bytes(rest[len + 4..].try_into().ok()?),
+        })
+    }
+}
+
+/// A live commit: the committed offset and where its record is in the offsets partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    offset: u64,
+    record: u64,
+}
+
+#[derive(Debug, Default)]
+struct Compaction {
+    wanted: bool,
+    shutdown: bool,
+}
+
+/// The committed offsets of every group, in memory, backed by `__consumer_offsets`.
+#[derive(Debug, Default)]
+pub(crate) struct OffsetStore {
+    live: Mutex<HashMap<OffsetKey, Committed>>,
+    /// Held while commit records are sent and acknowledged (see the module documentation).
+    writing: Mutex<()>,
+    compaction: (Mutex<Compaction>, Condvar),
+}
+
+impl OffsetStore {
+    /// The committed offset of `key`, if any.
+    pub fn get(&self, key: &OffsetKey) -> Option<u64> {
+        self.live
+            .lock()
+            .expect("offsets lock")
+            .get(key)
+            .map(|c| c.offset)
+    }
+
+    /// Every live commit, as (key, committed offset).
+    pub fn all(&self) -> Vec<(OffsetKey, u64)> {
+        let live = self.live.lock().expect("offsets lock");
+        live.iter().map(|(k, c)| (k.clone(), c.offset)).collect()
+    }
+
+    /// The oldest record of the offsets partition that is still a live commit.
+    pub fn oldest_live_record(&self) -> Option<u64> {
+        let live = self.live.lock().expect("offsets lock");
+        live.values().map(|c| c.record).min()
+    }
+
+    /// Reads the offsets partition (after recovery); returns how many records it held.
+    pub fn load(&self, log: &LogInner) -> Result<u64> {
+        let (mut offset, next) = {
+            let p = log.partition(OFFSETS_TOPIC, 0)?;
+            (p.offset_earliest(), p.offset_visible())
+        };
+        let records = next - offset;
+        let mut live = self.live.lock().expect("offsets lock");
+        while offset < next {
+            let batch = log.read(OFFSETS_TOPIC, 0, offset, 1 << 20)?;
+            let Some(last) = batch.last() else {
+                break;
+            };
+            offset = last.offset + 1;
+            for r in batch {
+                let key = r.key.as_deref().and_then(OffsetKey::decode);
+                let Some(key) = key else {
+                    continue; // not a commit record this build knows; skipped
+                };
+                match r.value.as_deref().map(<[u8; 8]>::try_from) {
+                    Some(Ok(v)) => {
+                        let committed = Committed {
+                            offset: u64::from_be_bytes(v),
+                            record: r.offset,
+                        };
+                        live.insert(key, committed);
+                    }
+                    None => {
+                        live.remove(&key);
+                    }
+                    Some(Err(_)) => {}
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Makes `entries` (key, offset; `None` deletes) durable, in order, and then visible.
+    pub fn commit(
+        &self,
+        producer: &mut Producer,
+        entries: &[(OffsetKey, Option<u64>)],
+    ) -> Result<()> {
+        let _writing = self.writing.lock().expect("offsets write lock");
+        self.write(producer, entries)
+    }
+
+    /// Writes every live commit again at the end of the partition, so no older record is
+    /// needed any more.
+    pub fn compact(&self, producer: &mut Producer) -> Result<()> {
+        // Snapshot and write under the commit lock: a commit in between would otherwise be
+        // followed in the log by an older value.
+        let _writing = self.writing.lock().expect("offsets write lock");
+        let entries: Vec<(OffsetKey, Option<u64>)> =
+            self.all().into_iter().map(|(k, o)| (k, Some(o))).collect();
+        self.write(producer, &entries)
+    }
+
+    /// Sends the records, waits for their acks, then updates the live map. The caller holds
+    /// `writing`.
+    fn write(&self, producer: &mut Producer, entries: &[(OffsetKey, Option<u64>)]) -> Result<()> {
+        let mut acks = Vec::with_capacity(entries.len());
+        for (key, offset) in entries {
+            let key_bytes = key.encode();
+            let value = offset.map(u64::to_be_bytes);
+            let record = match &value {
+                Some(v) => Record::new(v),
+                None => Record::tombstone(),
+            };
+            acks.push(producer.send(OFFSETS_TOPIC, record.key(&key_bytes).partition(0))?);
+        }
+        let mut records = Vec::with_capacity(acks.len());
+        for ack in acks {
+            // Bounded: a shard that filled even the segment reserved for commits would
+            // otherwise hold the caller forever.
+            let acked = ack
+                .wait_timeout(COMMIT_TIMEOUT)
+                .ok_or(Error::Timeout(COMMIT_TIMEOUT))??;
+            records.push(acked.offset);
+        }
+        let mut live = self.live.lock().expect("offsets lock");
+        for ((key, offset), record) in entries.iter().zip(records) {
+            match offset {
+                Some(offset) => {
+                    let committed = Committed {
+                        offset: *offset,
+                        record,
+                    };
+                    live.insert(key.clone(), committed);
+                }
+                None => {
+                    live.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the compaction thread to compact (retention found a live record in its way).
+    pub fn want_compaction(&self) {
+        let (lock, cv) = &self.compaction;
+        lock.lock().expect("compaction lock").wanted = true;
+        cv.notify_all();
+    }
+
+    /// Stops the compaction thread.
+    pub fn shutdown(&self) {
+        let (lock, cv) = &self.compaction;
+        lock.lock().expect("compaction lock").shutdown = true;
+        cv.notify_all();
+    }
+}
+
+/// The compaction thread: waits for requests and compacts, until shutdown.
+pub(crate) fn compaction_thread(log: Weak<LogInner>, store: Arc<OffsetStore>) {
+    loop {
+        {
+            let (lock, cv) = &store.compaction;
+            let mut c = lock.lock().expect("compaction lock");
+            while !c.wanted && !c.shutdown {
+                c = cv.wait(c).expect("compaction lock");
+            }
+            if c.shutdown {
+                return;
+            }
+            c.wanted = false;
+        }
+        let Some(log) = log.upgrade() else {
+            return;
+        };
+        let mut producer = Producer::internal(Arc::clone(&log));
+        if let Err(e) = store.compact(&mut producer) {
+            // The shard that failed reports it to producers and readers; nothing else to do.
+            let _: Error = e;
+        }
+    }
+}

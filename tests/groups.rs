@@ -1,0 +1,314 @@
+//! Consumer groups: members share partitions and rebalance, committed offsets survive restarts
+//! (and compaction), group-wide rate limits, protect_unconsumed with retention and the disk
+//! cap.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{BACKENDS, small_config, test_dir};
+use floodgate::{Error, Log, RateLimit, Record, StartAt, TopicConfig};
+
+/// Sends `per_partition` records to each of `partitions`; record (p, i) has value "p:i".
+fn produce(log: &Log, topic: &str, partitions: u32, per_partition: u64) {
+    let mut producer = log.producer();
+    let mut acks = Vec::new();
+    for i in 0..per_partition {
+        for p in 0..partitions {
+            let value = format!("{p}:{i}");
+            let record = Record::new(value.as_bytes()).partition(p);
+            acks.push(producer.send(topic, record).unwrap());
+        }
+    }
+    for ack in acks {
+        ack.wait().unwrap();
+    }
+}
+
+fn poll_some(c: &mut floodgate::Consumer) -> Vec<(u32, u64)> {
+    c.poll(Duration::from_millis(50))
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let want = format!("{}:{}", r.partition, r.record.offset);
+            assert_eq!(r.record.value.as_deref(), Some(want.as_bytes()));
+            (r.partition, r.record.offset)
+        })
+        .collect()
+}
+
+#[test]
+fn members_share_partitions_and_rebalance_on_join_and_leave() {
+    let dir = test_dir("group-rebalance");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(6)).unwrap();
+    produce(&log, "t", 6, 20);
+    let member = || log.consumer("t").group("g").build().unwrap();
+    let mut a = member();
+    assert_eq!(a.assignment(), vec![0, 1, 2, 3, 4, 5]);
+    let mut b = member();
+    assert!(
+        b.assignment().is_empty(),
+        "nothing is free until a gives it up"
+    );
+    poll_some(&mut a);
+    assert_eq!(a.assignment().len(), 3, "a gave up half at its poll");
+    poll_some(&mut b);
+    let (sa, sb): (HashSet<u32>, HashSet<u32>) = (
+        a.assignment().into_iter().collect(),
+        b.assignment().into_iter().collect(),
+    );
+    assert_eq!(sb.len(), 3);
+    assert!(sa.is_disjoint(&sb), "{sa:?} {sb:?}");
+    // Each member delivers only its own partitions.
+    for _ in 0..5 {
+        for (p, _) in poll_some(&mut b) {
+            assert!(sb.contains(&p));
+        }
+    }
+    drop(b);
+    poll_some(&mut a);
+    assert_eq!(
+        a.assignment(),
+        vec![0, 1, 2, 3, 4, 5],
+        "b's share came back"
+    );
+    // A member of another group gets everything; a group member may not pick partitions.
+    assert_eq!(
+        log.consumer("t")
+            .group("h")
+            .build()
+            .unwrap()
+            .assignment()
+            .len(),
+        6
+    );
+    assert!(matches!(
+        log.consumer("t").group("g").partitions(vec![0]).build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(a.set_rate_limit(RateLimit::default()), Ok(())));
+    let mut solo = log.consumer("t").build().unwrap();
+    assert!(matches!(solo.commit(), Err(Error::NoGroup(_))));
+}
+
+/// Threads join and leave while a group drains a topic with auto-commit: every record is
+/// delivered at least once, and each redelivery starts at a committed offset.
+#[test]
+fn group_delivers_every_record_at_least_once_across_rebalances() {
+    let dir = test_dir("group-alo");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(8)).unwrap();
+    let per_partition = 400u64;
+    produce(&log, "t", 8, per_partition);
+    let seen: Vec<Vec<(u32, u64)>> = std::thread::scope(|s| {
+        let worker = |stay: Duration, delay: Duration| {
+            let log = &log;
+            s.spawn(move || {
+                std::thread::sleep(delay);
+                let mut c = log
+                    .consumer("t")
+                    .group("g")
+                    .auto_commit(Duration::from_millis(20))
+                    .max_rate(20_000.0)
+                    .build()
+                    .unwrap();
+                let mut got = Vec::new();
+                let until = Instant::now() + stay;
+                while Instant::now() < until {
+                    got.extend(poll_some(&mut c));
+                }
+                c.close().unwrap();
+                got
+            })
+        };
+        let handles = vec![
+            worker(Duration::from_millis(900), Duration::ZERO),
+            worker(Duration::from_millis(300), Duration::from_millis(50)),
+            worker(Duration::from_millis(400), Duration::from_millis(250)),
+        ];
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Whatever is left, a last member drains from the committed offsets.
+    let mut last = log.consumer("t").group("g").build().unwrap();
+    let mut all: Vec<(u32, u64)> = seen.into_iter().flatten().collect();
+    while log.group_lag("g", "t").unwrap().lag > 0 {
+        all.extend(poll_some(&mut last));
+        last.commit().unwrap();
+    }
+    let distinct: HashSet<(u32, u64)> = all.iter().copied().collect();
+    assert_eq!(
+        distinct.len() as u64,
+        8 * per_partition,
+        "every record delivered"
+    );
+    let lag = log.group_lag("g", "t").unwrap();
+    assert!(
+        lag.partitions
+            .iter()
+            .all(|p| p.committed == Some(per_partition))
+    );
+}
+
+#[test]
+fn committed_offsets_survive_reopen_and_compaction() {
+    for backend in BACKENDS {
+        let dir = test_dir("group-reopen");
+        let config = || small_config(dir.path(), backend);
+        {
+            let log = Log::open(config()).unwrap();
+            log.create_topic("t", TopicConfig::new(2)).unwrap();
+            produce(&log, "t", 2, 100);
+            let mut c = log.consumer("t").group("g").build().unwrap();
+            // Many commits of the same keys: garbage for compaction.
+            for o in 1..=30 {
+                c.commit_offsets(&[(0, o), (1, 2 * o)]).unwrap();
+            }
+            assert_eq!(c.committed(0), Some(30));
+            let lag = log.group_lag("g", "t").unwrap();
+            assert_eq!(lag.lag, 70 + 40);
+            assert_eq!(lag.members, 1);
+            assert!(log.list_topics().iter().all(|t| !t.name.starts_with("__")));
+        }
+        {
+            let log = Log::open(config()).unwrap();
+            let lag = log.group_lag("g", "t").unwrap();
+            assert_eq!(lag.partitions[0].committed, Some(30));
+            assert_eq!(lag.partitions[1].committed, Some(60));
+            assert_eq!(lag.members, 0);
+            let mut c = log
+                .consumer("t")
+                .group("g")
+                .start_at(StartAt::Latest)
+                .build()
+                .unwrap();
+            assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (30, 60));
+            let first = poll_some(&mut c);
+            assert!(
+                first.contains(&(0, 30)) || first.contains(&(1, 60)),
+                "{first:?}"
+            );
+            // A group with no commits starts where it is told.
+            let d = log
+                .consumer("t")
+                .group("fresh")
+                .start_at(StartAt::Latest)
+                .build()
+                .unwrap();
+            assert_eq!(d.position(0).unwrap(), 100);
+            drop(d);
+            log.delete_group("g").unwrap();
+        }
+        let log = Log::open(config()).unwrap();
+        let lag = log.group_lag("g", "t").unwrap();
+        assert_eq!(
+            lag.partitions[0].committed, None,
+            "deleted groups stay deleted"
+        );
+        assert!(matches!(
+            log.create_topic("__consumer_offsets", TopicConfig::new(1)),
+            Err(Error::ReservedTopicName(_))
+        ));
+    }
+}
+
+/// Two members with a group-wide limit of 2,000 msgs/s deliver 2,000/s together.
+#[test]
+fn group_rate_limit_is_shared_by_members() {
+    let dir = test_dir("group-rate");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(4)).unwrap();
+    produce(&log, "t", 4, 2000);
+    let limit = RateLimit {
+        msgs_per_s: Some(2000.0),
+        bytes_per_s: None,
+    };
+    let counts: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let log = &log;
+                s.spawn(move || {
+                    let mut c = log
+                        .consumer("t")
+                        .group("g")
+                        .group_rate_limit(limit)
+                        .build()
+                        .unwrap();
+                    // Let both join and settle before counting.
+                    let settle = Instant::now() + Duration::from_millis(300);
+                    while Instant::now() < settle {
+                        poll_some(&mut c);
+                    }
+                    let mut n = 0;
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while Instant::now() < until {
+                        n += poll_some(&mut c).len();
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total: usize = counts.iter().sum();
+    // Timing on a shared machine: a wide band, but far from 2 × 2,000.
+    assert!((1500..=2500).contains(&total), "{counts:?}");
+    assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+    let lag = log.group_lag("g", "t").unwrap();
+    assert_eq!(lag.rate_limit, Some(limit));
+    assert!(lag.time_to_drain.is_some());
+}
+
+/// With protect_unconsumed, retention keeps what a group has not committed; with a disk cap,
+/// producers then get LogFull until the group commits.
+#[test]
+fn protect_unconsumed_holds_retention_and_the_disk_cap_pushes_back() {
+    let dir = test_dir("group-protect");
+    let segment = 256u64 << 10;
+    let log = Log::open(
+        small_config(dir.path(), BACKENDS[0])
+            .retention_bytes(2 * segment)
+            .protect_unconsumed(true)
+            .disk_bytes_max(6 * segment),
+    )
+    .unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut c = log.consumer("t").group("g").build().unwrap();
+    let value = vec![7u8; 1000];
+    let mut producer = log.producer();
+    let mut sent = 0u64;
+    let full = loop {
+        match producer.try_send("t", Record::new(&value)) {
+            Ok(_) => sent += 1,
+            Err(Error::Full) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => break e,
+        }
+        assert!(sent < 10_000, "the cap never pushed back");
+    };
+    assert!(matches!(full, Error::LogFull { .. }), "{full}");
+    assert_eq!(
+        log.offsets("t", 0).unwrap().0,
+        0,
+        "nothing unconsumed was deleted"
+    );
+    // The group consumes and commits: retention frees space and producing resumes.
+    let mut consumed = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        consumed += c.poll(Duration::from_millis(10)).unwrap().len() as u64;
+        c.commit().unwrap();
+        if let Ok(ack) = producer.try_send("t", Record::new(&value)) {
+            break ack;
+        }
+        assert!(Instant::now() < deadline, "producing never resumed");
+    };
+    resumed.wait().unwrap();
+    assert!(consumed > 0);
+    let (earliest, _) = log.offsets("t", 0).unwrap();
+    assert!(earliest > 0, "retention deleted consumed segments");
+    assert!(
+        earliest <= c.committed(0).unwrap(),
+        "and nothing unconsumed"
+    );
+}
