@@ -17,6 +17,8 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 const TOPIC: &str = "load";
+/// The consumer group of the peak scenario.
+const PEAK_GROUP: &str = "peak";
 const HEADER_BYTES: usize = 20;
 
 #[derive(Subcommand)]
@@ -140,6 +142,17 @@ pub struct ConsumeArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Consume as a member of this consumer group: start at its committed offsets, commit
+    /// as it goes, and apply --consume-rate to the group.
+    #[arg(long)]
+    group: Option<String>,
+    /// With --group, commit every this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    commit_interval_ms: u64,
+    /// With --group, append each commit's `partition offset` lines to this file (for crash
+    /// tests: what was committed before a kill).
+    #[arg(long, hide = true)]
+    commit_journal: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -282,9 +295,21 @@ struct ConsumeStats {
 
 /// Consumes the load topic with `log.consumer`, at `rate` (0: unlimited), until `stop` says
 /// so; counts into `consumed` as it goes. With `verify`, checks every payload.
+/// How a scenario's consumer runs.
+struct ConsumeOptions<'a> {
+    /// Records per second (0: unlimited).
+    rate: f64,
+    /// Consume as a member of this group: the rate is the group's, positions are committed
+    /// every `commit_interval` (and when partitions move or the consumer stops).
+    group: Option<&'a str>,
+    commit_interval: Duration,
+    /// After each commit, append `partition offset` lines of the committed positions here.
+    commit_journal: Option<&'a Path>,
+}
+
 fn consume_loop(
     log: &Log,
-    rate: f64,
+    options: &ConsumeOptions<'_>,
     start: Instant,
     verify: bool,
     expected: usize,
@@ -292,10 +317,34 @@ fn consume_loop(
     stop: &dyn Fn(&floodgate::Consumer) -> bool,
 ) -> Result<ConsumeStats, String> {
     let mut builder = log.consumer(TOPIC);
-    if rate > 0.0 {
-        builder = builder.max_rate(rate);
+    let limit = floodgate::RateLimit {
+        msgs_per_s: (options.rate > 0.0).then_some(options.rate),
+        bytes_per_s: None,
+    };
+    builder = match options.group {
+        Some(group) if options.rate > 0.0 => builder
+            .group(group)
+            .group_rate_limit(limit)
+            .fetch_bytes(floodgate::consumer::FETCH_BYTES_RATE_LIMITED),
+        Some(group) => builder.group(group),
+        None if options.rate > 0.0 => builder.max_rate(options.rate),
+        None => builder,
+    };
+    if options.group.is_some() {
+        builder = builder.auto_commit(options.commit_interval);
     }
     let mut consumer = builder.build().map_err(|e| e.to_string())?;
+    let mut journal = match options.commit_journal {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut next_commit = Instant::now() + options.commit_interval;
     let mut stats = ConsumeStats::default();
     // Sized up front: growing a set of millions of entries stalls the consumer for tens of
     // milliseconds, long enough to miss its rate.
@@ -339,8 +388,35 @@ fn consume_loop(
                 stats.out_of_order += 1;
             }
         }
+        if options.group.is_some() && Instant::now() >= next_commit {
+            next_commit = Instant::now() + options.commit_interval;
+            commit_and_journal(&mut consumer, journal.as_mut())?;
+        }
+    }
+    if options.group.is_some() {
+        commit_and_journal(&mut consumer, journal.as_mut())?;
     }
     Ok(stats)
+}
+
+/// Commits the consumer's positions; then journals them (`partition offset` lines).
+fn commit_and_journal(
+    consumer: &mut floodgate::Consumer,
+    journal: Option<&mut std::fs::File>,
+) -> Result<(), String> {
+    consumer.commit().map_err(|e| format!("commit: {e}"))?;
+    if let Some(journal) = journal {
+        use std::io::Write;
+        let mut lines = String::new();
+        for p in consumer.assignment() {
+            let position = consumer.position(p).map_err(|e| e.to_string())?;
+            lines.push_str(&format!("{p} {position}\n"));
+        }
+        journal
+            .write_all(lines.as_bytes())
+            .map_err(|e| format!("commit journal: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The worst deviation from `rate` over the whole seconds in `per_second` (the last, partial
@@ -393,9 +469,15 @@ fn peak(args: PeakArgs) -> Result<(), String> {
             let stop = move |_: &floodgate::Consumer| start.elapsed() >= deadline;
             let expected = (args.consume_rate * args.duration * 1.1) as usize;
             s.spawn(move || {
+                let options = ConsumeOptions {
+                    rate: args.consume_rate,
+                    group: Some(PEAK_GROUP),
+                    commit_interval: Duration::from_secs(1),
+                    commit_journal: None,
+                };
                 consume_loop(
                     log,
-                    args.consume_rate,
+                    &options,
                     start,
                     args.log.verify,
                     expected,
@@ -511,15 +593,13 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         .build()
         .and_then(|c| c.lag())
         .map_or(0, |l| l.iter().map(|(_, n)| *n as usize).sum());
-    let stats = consume_loop(
-        &log,
-        args.consume_rate,
-        start,
-        args.verify,
-        stored,
-        &consumed,
-        &stop,
-    )?;
+    let options = ConsumeOptions {
+        rate: args.consume_rate,
+        group: args.group.as_deref(),
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+        commit_journal: args.commit_journal.as_deref(),
+    };
+    let stats = consume_loop(&log, &options, start, args.verify, stored, &consumed, &stop)?;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
     let whole = (elapsed.floor() as usize).min(stats.per_second.len());
@@ -535,6 +615,11 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         "consume_mb_per_s": stats.bytes as f64 / 1e6 / elapsed,
         "consume_rate_error_pct": error,
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "group": args.group,
+        "group_lag": match &args.group {
+            Some(g) => json!(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?.lag),
+            None => serde_json::Value::Null,
+        },
         "verify": if args.verify { json!({
             "checked": stats.consumed, "corrupt": stats.corrupt,
             "duplicated": stats.duplicated, "out_of_order": stats.out_of_order,
