@@ -34,37 +34,18 @@ impl AsRef<[u8]> for Shared {
     }
 }
 
-/// Reads the frames of `entries` (all in `segment`, in position order) with one aligned read
-/// and appends the records with offsets at or above `offset_min` and below `offset_end` to
-/// `out`. Returns the span read: (its position, its bytes), for the read cache.
-pub(crate) fn read_entries(
-    segment: &SegmentFile,
-    entries: &[BatchEntry],
-    offset_min: u64,
-    offset_end: u64,
-    expect: (u32, u32),
-    out: &mut Vec<StoredRecord>,
-) -> Result<Option<(u64, Bytes)>> {
-    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-        return Ok(None);
-    };
-    let start = first.pos - first.pos % BLOCK_BYTES as u64;
-    let end = (last.pos + u64::from(last.frame_bytes)).next_multiple_of(BLOCK_BYTES as u64);
-    let buf = io::read_aligned(&segment.file, &segment.path, start, (end - start) as usize)?;
-    let bytes = Bytes::from_owner(Shared(buf));
-    for e in entries {
-        let at = (e.pos - start) as usize;
-        let frame = bytes.slice(at..at + e.frame_bytes as usize);
-        decode_records(
-            &frame,
-            e,
-            &segment.path,
-            (offset_min, offset_end),
-            expect,
-            out,
-        )?;
-    }
-    Ok(Some((start, bytes)))
+/// Reads bytes `[start, end)` of a segment (`start` block-aligned) with one aligned read;
+/// the returned bytes own the aligned buffer, and records sliced from them share it.
+pub(crate) fn read_span(segment: &SegmentFile, start: u64, end: u64) -> Result<Bytes> {
+    debug_assert!(start.is_multiple_of(BLOCK_BYTES as u64));
+    let aligned_end = end.next_multiple_of(BLOCK_BYTES as u64);
+    let buf = io::read_aligned(
+        &segment.file,
+        &segment.path,
+        start,
+        (aligned_end - start) as usize,
+    )?;
+    Ok(Bytes::from_owner(Shared(buf)).slice(..(end - start) as usize))
 }
 
 /// Decodes one stored frame (`frame` holds exactly its bytes) and appends its records with

@@ -298,6 +298,7 @@ fn finish(
         .expect("index log lock")
         .publish_distributed(id, slots);
     let _ = fs::remove_file(index_path(&shared.dir, id));
+    *shared.published.lock().expect("published lock") = (id, data_end);
     Ok(ShardEnd {
         segment: id,
         data_end,

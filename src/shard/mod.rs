@@ -163,6 +163,12 @@ impl ReadCache {
         }
     }
 
+    /// Where the first cached chunk of `segment` after `pos` starts, if there is one.
+    pub fn next_chunk(&self, segment: u64, pos: u64) -> Option<u64> {
+        let ((s, start), _) = self.chunks.range((segment, pos + 1)..).next()?;
+        (*s == segment).then_some(*start)
+    }
+
     /// The `len` bytes at `pos` in `segment`, if the chunk starting last at or before `pos`
     /// holds all of them.
     pub fn get(&self, segment: u64, pos: u64, len: usize) -> Option<bytes::Bytes> {
@@ -212,6 +218,8 @@ pub(crate) struct ShardShared {
     pub log_full: AtomicBool,
     /// Segment files by id, for readers.
     pub segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
+    /// (segment, end) of the last published commit: bytes below it never change.
+    pub published: Mutex<(u64, u64)>,
     /// Sealed segments whose index file is written, with their newest record timestamp:
     /// the candidates for retention.
     sealed: Mutex<BTreeMap<u64, i64>>,
@@ -247,6 +255,7 @@ impl ShardShared {
             log_full: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
             sealed: Mutex::new(BTreeMap::new()),
+            published: Mutex::new((0, 0)),
             protected: Mutex::default(),
             on_retention_blocked: OnceLock::new(),
         }
@@ -339,6 +348,17 @@ impl ShardShared {
         let held = self.segments.read().expect("segments lock").len() as u64;
         self.log_full
             .store((held + 2) * segment_bytes > cap, Ordering::Release);
+    }
+
+    /// How far segment `id` may be read and cached: bytes below this never change (the whole
+    /// file for an older segment, the last published commit's end for the newest).
+    pub fn readable_end(&self, id: u64) -> u64 {
+        let (segment, end) = *self.published.lock().expect("published lock");
+        match id.cmp(&segment) {
+            std::cmp::Ordering::Less => u64::MAX,
+            std::cmp::Ordering::Equal => end,
+            std::cmp::Ordering::Greater => 0,
+        }
     }
 
     /// Replaces the offsets retention must keep.
@@ -463,6 +483,8 @@ mod tests {
         cache.insert(1, 0, Bytes::from(vec![3u8; 40]));
         assert_eq!(cache.get(0, 0, 10), None, "the oldest commit was evicted");
         assert_eq!(cache.get(1, 0, 40).as_deref(), Some(&[3u8; 40][..]));
+        assert_eq!(cache.next_chunk(1, 0), None);
+        assert_eq!(cache.next_chunk(0, 0), Some(40));
         cache.insert(1, 40, Bytes::from(vec![4u8; 500]));
         assert_eq!(
             cache.get(1, 40, 10),

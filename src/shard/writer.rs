@@ -141,6 +141,7 @@ struct Build {
 
 /// A submitted commit, waiting to become durable.
 struct Commit {
+    segment: u64,
     end: u64,
     /// The frames' bytes for the tail cache: (segment, position, bytes).
     cached: Option<(u64, u64, bytes::Bytes)>,
@@ -568,6 +569,7 @@ impl Writer {
         });
         let buf = std::mem::replace(&mut build.buf, next);
         let commit = Commit {
+            segment: self.segment.id,
             end,
             cached,
             acks: std::mem::take(&mut build.acks),
@@ -731,6 +733,7 @@ impl Writer {
 /// Makes a durable commit visible: index entries first (readers move them into the partitions),
 /// then acknowledgements.
 fn publish(commit: &Commit, shared: &ShardShared) {
+    *shared.published.lock().expect("published lock") = (commit.segment, commit.end);
     if let Some((segment, pos, data)) = &commit.cached {
         shared
             .read_cache
