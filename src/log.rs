@@ -27,6 +27,7 @@ use crate::segment::recovery::{
     RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes,
 };
 use crate::shard::ShardShared;
+use crate::shard::readahead::Readahead;
 use crate::shard::writer::{Writer, WriterStart};
 
 /// How a topic is made.
@@ -95,6 +96,8 @@ pub(crate) struct LogInner {
     pub offsets: Arc<OffsetStore>,
     /// Consumer groups with members in this process, by (group, topic id).
     groups: Mutex<HashMap<(String, u32), Arc<Group>>>,
+    /// Each shard's read-ahead thread.
+    readahead: Vec<Readahead>,
 }
 
 impl LogInner {
@@ -235,6 +238,10 @@ impl LogInner {
         let entries = p.entries_from(offset, bytes_max, visible, &|r| shard.load_run(r))?;
         let mut out = Vec::new();
         let expect = (p.topic_id, p.partition);
+        let readahead = &self.readahead[p.shard as usize];
+        if let Some(last) = entries.last() {
+            readahead.advise(shard, last.segment, last.pos, self.config.segment_bytes);
+        }
         for run in coalesce(&entries) {
             let path = shard.segment_path(run[0].segment);
             let mut i = 0;
@@ -249,6 +256,16 @@ impl LogInner {
                 if let Some(frame) = cached {
                     decode_records(&frame, e, &path, (offset, visible), expect, &mut out)?;
                     i += 1;
+                    continue;
+                }
+                // Being read ahead: wait for it rather than read it again.
+                let cached = |shard: &ShardShared| {
+                    let cache = shard.read_cache.read().expect("read cache lock");
+                    cache
+                        .get(e.segment, e.pos, e.frame_bytes as usize)
+                        .is_some()
+                };
+                if readahead.wait_for(e.segment, e.pos) && cached(shard) {
                     continue;
                 }
                 let (start, span) = read_ahead(shard, self.config.segment_bytes, &run[i..])?;
@@ -423,6 +440,10 @@ impl Log {
             threads.push(handle);
             started.push(rx);
         }
+        let readahead = shards
+            .iter()
+            .map(|s| Readahead::start(Arc::clone(s), config.io_backend))
+            .collect::<Result<Vec<_>>>()?;
         let inner = Arc::new(LogInner {
             config,
             meta: Mutex::new(meta),
@@ -431,6 +452,7 @@ impl Log {
             shards,
             offsets: Arc::default(),
             groups: Mutex::new(HashMap::new()),
+            readahead,
         });
         let mut log = Log {
             inner,
@@ -664,6 +686,9 @@ impl Log {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        for r in &self.inner.readahead {
+            r.shutdown();
+        }
         self.inner.offsets.shutdown();
         if let Some(t) = self.compactor.take() {
             let _ = t.join();
@@ -696,10 +721,10 @@ impl Drop for Log {
     }
 }
 
-/// A read from disk covers at least this much of the segment (when that much is written):
-/// the frames of other partitions read along land in the read cache, so a consumer going
-/// through many partitions of a shard reads the log about sequentially, once.
-const READ_AHEAD_BYTES: u64 = 4 << 20;
+/// A read from disk covers up to the end of its window on this grid (when that much is
+/// written): the frames of other partitions read along land in the read cache, so a consumer
+/// going through many partitions of a shard reads the log about sequentially, once.
+const READ_AHEAD_BYTES: u64 = crate::shard::readahead::WINDOW_BYTES;
 
 /// Reads, with one aligned read, the frames of `run` (one segment, position order) from the
 /// first on, and beyond it up to [`READ_AHEAD_BYTES`] where the segment is written that far;

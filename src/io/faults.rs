@@ -100,6 +100,10 @@ impl Device for FaultyDevice {
         }
     }
 
+    fn read(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, token: u64) {
+        self.inner.read(file, pos, buf, token);
+    }
+
     fn in_flight(&self) -> usize {
         self.inner.in_flight() + self.failed.len()
     }
@@ -227,6 +231,10 @@ impl Device for RecordingDevice {
         self.recorder.note(IoEvent::FlushSubmitted { id });
         self.pending.insert(token, (id, false));
         self.inner.flush(file, token);
+    }
+
+    fn read(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, token: u64) {
+        self.inner.read(file, pos, buf, token);
     }
 
     fn in_flight(&self) -> usize {

@@ -135,7 +135,7 @@ pub struct Completion {
     pub token: u64,
     /// Success, or the OS error.
     pub result: io::Result<()>,
-    /// The buffer of a write, returned to its owner.
+    /// The buffer of a write or read, returned to its owner.
     pub buf: Option<AlignedBuf>,
 }
 
@@ -147,6 +147,10 @@ pub trait Device: Send {
     fn write(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, len: usize, token: u64);
     /// Submits an `fdatasync` of `file`: it covers every write completed before this call.
     fn flush(&mut self, file: &Arc<File>, token: u64);
+    /// Submits a read of `buf.len()` bytes at `pos` into `buf` (both multiples of
+    /// [`BLOCK_BYTES`]); bytes past the end of the file are left as they were. The buffer
+    /// comes back in the completion.
+    fn read(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, token: u64);
     /// Operations submitted and not yet returned by `wait`.
     fn in_flight(&self) -> usize;
     /// Moves finished operations into `out`. Blocks until at least one finishes when `block`

@@ -1,4 +1,4 @@
-//! The portable device: `pwrite` + `fdatasync`, done synchronously on the shard thread at
+//! The portable device: `pwrite` + `fdatasync` (and `pread`), done synchronously on the shard thread at
 //! submission. Works on any file system and without io_uring; the writer cannot overlap the
 //! next commit with the disk, so it is slower.
 
@@ -31,6 +31,24 @@ impl Device for PortableDevice {
             token,
             result: file.sync_data(),
             buf: None,
+        });
+    }
+
+    fn read(&mut self, file: &Arc<File>, pos: u64, mut buf: AlignedBuf, token: u64) {
+        let mut done = 0;
+        let result = loop {
+            match file.read_at(&mut buf[done..], pos + done as u64) {
+                Ok(0) => break Ok(()),
+                Ok(n) if done + n == buf.len() => break Ok(()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.finished.push(Completion {
+            token,
+            result,
+            buf: Some(buf),
         });
     }
 

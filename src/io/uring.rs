@@ -1,4 +1,5 @@
-//! The io_uring device: O_DIRECT writes and `fdatasync`s submitted from the shard thread.
+//! The io_uring device: O_DIRECT writes and `fdatasync`s submitted from the shard thread, and
+//! the O_DIRECT reads of the read-ahead thread.
 //!
 //! `user_data` is a slot index in the in-flight table plus a generation, never a pointer; the
 //! slot owns the buffer and the file until the completion arrives, so the kernel never sees
@@ -25,6 +26,11 @@ enum Op {
         done: usize,
     },
     Flush,
+    Read {
+        buf: AlignedBuf,
+        pos: u64,
+        done: usize,
+    },
 }
 
 struct Slot {
@@ -85,7 +91,7 @@ impl UringDevice {
     /// Pushes the submission entry for the operation in `slot`.
     fn push(&mut self, user_data: u64) {
         let index = (user_data & 0xffff_ffff) as usize;
-        let (_, file, op) = self.slots[index].busy.as_ref().expect("busy slot");
+        let (_, file, op) = self.slots[index].busy.as_mut().expect("busy slot");
         let fd = types::Fd(file.as_raw_fd());
         let entry = match op {
             Op::Write {
@@ -108,6 +114,19 @@ impl UringDevice {
             Op::Flush => opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build(),
+            Op::Read { buf, pos, done } => {
+                let at = *pos + *done as u64;
+                // The slot owns the buffer; the kernel writes into it until the completion.
+                let ptr = buf[*done..].as_mut_ptr();
+                let n = (buf.len() - *done) as u32;
+                assert!(
+                    at.is_multiple_of(BLOCK_BYTES as u64)
+                        && (ptr as usize).is_multiple_of(BLOCK_BYTES)
+                        && (n as usize).is_multiple_of(BLOCK_BYTES),
+                    "unaligned O_DIRECT read"
+                );
+                opcode::Read::new(fd, ptr, n).offset(at).build()
+            }
         }
         .user_data(user_data);
         loop {
@@ -168,6 +187,15 @@ impl UringDevice {
                     retry(self, op);
                     continue;
                 }
+                (Op::Read { buf, done, .. }, Ok(n))
+                    if n > 0
+                        && *done + n < buf.len()
+                        && (*done + n).is_multiple_of(BLOCK_BYTES) =>
+                {
+                    *done += n;
+                    retry(self, op);
+                    continue;
+                }
                 (Op::Write { .. }, Ok(0)) => {
                     self.complete(index, token, Err(io::Error::other("write returned 0")), op)
                 }
@@ -180,7 +208,7 @@ impl UringDevice {
         self.free.push(index as u32);
         self.in_flight -= 1;
         let buf = match op {
-            Op::Write { buf, .. } => Some(buf),
+            Op::Write { buf, .. } | Op::Read { buf, .. } => Some(buf),
             Op::Flush => None,
         };
         self.finished.push(Completion { token, result, buf });
@@ -205,6 +233,11 @@ impl Device for UringDevice {
 
     fn flush(&mut self, file: &Arc<File>, token: u64) {
         let user_data = self.take_slot(token, file, Op::Flush);
+        self.push(user_data);
+    }
+
+    fn read(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, token: u64) {
+        let user_data = self.take_slot(token, file, Op::Read { buf, pos, done: 0 });
         self.push(user_data);
     }
 

@@ -45,7 +45,12 @@ pub(crate) fn read_span(segment: &SegmentFile, start: u64, end: u64) -> Result<B
         start,
         (aligned_end - start) as usize,
     )?;
-    Ok(Bytes::from_owner(Shared(buf)).slice(..(end - start) as usize))
+    Ok(shared_bytes(buf).slice(..(end - start) as usize))
+}
+
+/// Bytes owning an aligned buffer (slices of them share it).
+pub(crate) fn shared_bytes(buf: AlignedBuf) -> Bytes {
+    Bytes::from_owner(Shared(buf))
 }
 
 /// Decodes one stored frame (`frame` holds exactly its bytes) and appends its records with

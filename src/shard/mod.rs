@@ -8,6 +8,7 @@
 //! between shards.
 
 pub(crate) mod prepare;
+pub(crate) mod readahead;
 pub(crate) mod retention;
 pub(crate) mod slots;
 pub(crate) mod writer;

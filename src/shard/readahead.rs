@@ -1,0 +1,216 @@
+//! Read-ahead for consumers catching up from disk: one thread per shard reads the next windows
+//! of the segment a consumer is reading, through the shard's I/O backend (io_uring: O_DIRECT
+//! reads, several in flight), into the shard's read cache, while the consumer decodes what it
+//! has. Without it a consumer alternates between decoding and waiting for its next read.
+//!
+//! Windows lie on a fixed grid of [`WINDOW_BYTES`] within a segment and are read only as far
+//! as the segment is published (bytes below that never change, so caching them is safe). A
+//! reader that misses the cache on a window being read waits for it instead of reading it
+//! again.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::io::{self, AlignedBuf, Completion, IoBackend};
+use crate::segment::format::BLOCK_BYTES;
+use crate::segment::reader::shared_bytes;
+use crate::shard::ShardShared;
+
+/// The grid of reads from disk: a consumer's read and each read-ahead cover at most one
+/// window (a frame crossing a window's end extends its read).
+pub(crate) const WINDOW_BYTES: u64 = 4 << 20;
+/// Windows read ahead of the one a consumer is in.
+const WINDOWS_AHEAD: u64 = 2;
+/// Reads in flight at once.
+const QUEUE_DEPTH: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Window {
+    segment: u64,
+    start: u64,
+    end: u64,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Window>,
+    /// Queued or being read, by (segment, start).
+    pending: HashSet<(u64, u64)>,
+    /// The furthest window asked for, so readers skip asking again.
+    furthest: (u64, u64),
+    shutdown: bool,
+}
+
+/// A shard's read-ahead thread, stopped by `shutdown`.
+pub(crate) struct Readahead {
+    state: Arc<(Mutex<State>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Readahead {
+    /// Starts the thread of `shard`.
+    pub fn start(shard: Arc<ShardShared>, backend: IoBackend) -> Result<Self> {
+        let state: Arc<(Mutex<State>, Condvar)> = Arc::default();
+        let thread_state = Arc::clone(&state);
+        let dir = shard.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("floodgate-read-{}", shard.id))
+            .spawn(move || run(&thread_state, &shard, backend))
+            .map_err(|e| Error::io("spawn read-ahead thread", dir, e))?;
+        Ok(Readahead {
+            state,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A consumer read the frame at `pos` of `segment`: queues the next windows (as far as
+    /// published) unless they are cached or asked for already.
+    pub fn advise(&self, shard: &ShardShared, segment: u64, pos: u64, segment_bytes: u64) {
+        let next = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
+        let last = next + (WINDOWS_AHEAD - 1) * WINDOW_BYTES;
+        let (lock, cv) = &*self.state;
+        if lock.lock().expect("read-ahead lock").furthest >= (segment, last) {
+            return;
+        }
+        let readable = shard.readable_end(segment).min(segment_bytes);
+        let mut wanted = Vec::new();
+        {
+            let cache = shard.read_cache.read().expect("read cache lock");
+            for k in 0..WINDOWS_AHEAD {
+                let start = next + k * WINDOW_BYTES;
+                if start >= readable {
+                    break;
+                }
+                if cache.get(segment, start, 1).is_none() {
+                    wanted.push(Window {
+                        segment,
+                        start,
+                        end: (start + WINDOW_BYTES).min(readable),
+                    });
+                }
+            }
+        }
+        let mut state = lock.lock().expect("read-ahead lock");
+        // Only whole windows count as asked for: a partly published one is asked again later.
+        if readable >= last + WINDOW_BYTES {
+            state.furthest = state.furthest.max((segment, last));
+        }
+        let mut queued = false;
+        for w in wanted {
+            if state.pending.insert((w.segment, w.start)) {
+                state.queue.push_back(w);
+                queued = true;
+            }
+        }
+        if queued {
+            cv.notify_all();
+        }
+    }
+
+    /// If the window holding `pos` is being read ahead, waits until it is in the cache (or
+    /// failed); returns whether it waited.
+    pub fn wait_for(&self, segment: u64, pos: u64) -> bool {
+        let key = (segment, pos - pos % WINDOW_BYTES);
+        let (lock, cv) = &*self.state;
+        let mut state = lock.lock().expect("read-ahead lock");
+        if !state.pending.contains(&key) {
+            return false;
+        }
+        while state.pending.contains(&key) && !state.shutdown {
+            state = cv.wait(state).expect("read-ahead lock");
+        }
+        true
+    }
+}
+
+impl Readahead {
+    /// Stops the thread (readers then read for themselves).
+    pub fn shutdown(&self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().expect("read-ahead lock").shutdown = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.lock().expect("read-ahead thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend) {
+    let (lock, cv) = state;
+    let Ok(mut device) = io::device(backend, QUEUE_DEPTH, None, None) else {
+        // No read-ahead then: readers read for themselves.
+        return drop_all(state);
+    };
+    loop {
+        // Up to QUEUE_DEPTH windows at once, then wait for all of them.
+        let batch: Vec<(Window, Arc<std::fs::File>)> = {
+            let mut s = lock.lock().expect("read-ahead lock");
+            while s.queue.is_empty() && !s.shutdown {
+                s = cv.wait(s).expect("read-ahead lock");
+            }
+            if s.shutdown {
+                break;
+            }
+            let mut batch = Vec::new();
+            while batch.len() < QUEUE_DEPTH as usize
+                && let Some(w) = s.queue.pop_front()
+            {
+                let file = shard
+                    .segments
+                    .read()
+                    .expect("segments lock")
+                    .get(&w.segment)
+                    .and_then(|f| f.file.try_clone().ok());
+                match file {
+                    Some(file) => batch.push((w, Arc::new(file))),
+                    // Deleted by retention meanwhile, or out of descriptors: not read ahead.
+                    None => {
+                        s.pending.remove(&(w.segment, w.start));
+                    }
+                }
+            }
+            cv.notify_all();
+            batch
+        };
+        for (token, (w, file)) in batch.iter().enumerate() {
+            let len = (w.end - w.start).next_multiple_of(BLOCK_BYTES as u64) as usize;
+            device.read(file, w.start, AlignedBuf::new(len), token as u64);
+        }
+        let mut done: Vec<Completion> = Vec::new();
+        while device.in_flight() > 0 {
+            if device.wait(&mut done, true, None).is_err() {
+                break;
+            }
+        }
+        for c in done {
+            let w = batch[c.token as usize].0;
+            // A failed read is dropped: the reader then reads for itself and reports it.
+            if let (Ok(()), Some(buf)) = (c.result, c.buf) {
+                let bytes = shared_bytes(buf).slice(..(w.end - w.start) as usize);
+                shard
+                    .read_cache
+                    .write()
+                    .expect("read cache lock")
+                    .insert(w.segment, w.start, bytes);
+            }
+        }
+        let mut s = lock.lock().expect("read-ahead lock");
+        for (w, _) in &batch {
+            s.pending.remove(&(w.segment, w.start));
+        }
+        cv.notify_all();
+    }
+    // Wake anyone waiting on a window that will not come.
+    drop_all(state);
+}
+
+fn drop_all(state: &(Mutex<State>, Condvar)) {
+    let (lock, cv) = state;
+    let mut s = lock.lock().expect("read-ahead lock");
+    s.queue.clear();
+    s.pending.clear();
+    s.shutdown = true;
+    cv.notify_all();
+}
