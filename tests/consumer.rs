@@ -227,7 +227,7 @@ fn tailing_reader_sees_every_record_intact() {
                     let key = i.to_le_bytes();
                     let record = Record::new(&value).key(&key).partition((i % 2) as u32);
                     let ack = producer.send("t", record).unwrap();
-                    if i % 64 == 0 {
+                    if i.is_multiple_of(64) {
                         ack.wait().unwrap();
                     }
                 }
@@ -239,7 +239,7 @@ fn tailing_reader_sees_every_record_intact() {
             while next.iter().sum::<u64>() < n {
                 assert!(Instant::now() < deadline, "stalled at {next:?}");
                 polls += 1;
-                if polls % 8 == 0 {
+                if polls.is_multiple_of(8) {
                     std::thread::sleep(Duration::from_millis(15));
                 }
                 for r in c.poll(Duration::from_millis(20)).unwrap() {
