@@ -170,15 +170,39 @@ impl ReadCache {
         (*s == segment).then_some(*start)
     }
 
-    /// The `len` bytes at `pos` in `segment`, if the chunk starting last at or before `pos`
-    /// holds all of them.
+    /// The `len` bytes at `pos` in `segment`: shared with the cache if the chunk starting last
+    /// at or before `pos` holds all of them, else copied from that chunk and the ones after it
+    /// if together they hold them without a gap (a frame crossing from one read-ahead window
+    /// into the next: copying it beats reading it again).
     pub fn get(&self, segment: u64, pos: u64, len: usize) -> Option<bytes::Bytes> {
         let ((s, start), data) = self.chunks.range(..=(segment, pos)).next_back()?;
-        if *s != segment {
+        let end = pos + len as u64;
+        if *s != segment || start + (data.len() as u64) <= pos {
             return None;
         }
         let from = (pos - start) as usize;
-        (from + len <= data.len()).then(|| data.slice(from..from + len))
+        if from + len <= data.len() {
+            return Some(data.slice(from..from + len));
+        }
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&data[from..]);
+        let mut at = start + data.len() as u64;
+        for ((s, next), data) in self.chunks.range((segment, pos + 1)..) {
+            if *s != segment || *next > at {
+                return None;
+            }
+            let skip = (at - next) as usize;
+            if skip >= data.len() {
+                continue;
+            }
+            let take = (data.len() - skip).min((end - at) as usize);
+            out.extend_from_slice(&data[skip..skip + take]);
+            at += take as u64;
+            if at == end {
+                return Some(bytes::Bytes::from(out));
+            }
+        }
+        None
     }
 }
 
@@ -476,10 +500,11 @@ mod tests {
         assert_eq!(cache.get(0, 10, 20).as_deref(), Some(&[1u8; 20][..]));
         assert_eq!(cache.get(0, 40, 40).as_deref(), Some(&[2u8; 40][..]));
         assert_eq!(
-            cache.get(0, 30, 20),
-            None,
-            "a frame never spans commits; no partial hits"
+            cache.get(0, 30, 20).as_deref(),
+            Some(&[[1u8; 10], [2u8; 10]].concat()[..]),
+            "bytes spanning adjacent chunks are put together"
         );
+        assert_eq!(cache.get(0, 70, 20), None, "past the cached bytes");
         assert_eq!(cache.get(1, 0, 10), None, "another segment");
         cache.insert(1, 0, Bytes::from(vec![3u8; 40]));
         assert_eq!(cache.get(0, 0, 10), None, "the oldest commit was evicted");
@@ -493,5 +518,19 @@ mod tests {
             "larger than the cache: not kept"
         );
         assert!(ReadCache::new(0).get(0, 0, 1).is_none());
+    }
+
+    #[test]
+    fn read_cache_joins_only_contiguous_chunks() {
+        let mut cache = ReadCache::new(1000);
+        cache.insert(0, 0, Bytes::from(vec![1u8; 40]));
+        cache.insert(0, 50, Bytes::from(vec![2u8; 40]));
+        cache.insert(0, 80, Bytes::from(vec![3u8; 40]));
+        assert_eq!(cache.get(0, 30, 20), None, "a gap at 40..50");
+        // Overlapping chunks: the bytes past the first one's end come from the next.
+        let joined = cache.get(0, 60, 50).unwrap();
+        assert_eq!(&joined[..], &[vec![2u8; 30], vec![3u8; 20]].concat()[..]);
+        cache.insert(1, 0, Bytes::from(vec![4u8; 10]));
+        assert_eq!(cache.get(0, 110, 20), None, "not into another segment");
     }
 }

@@ -22,7 +22,7 @@ use crate::shard::ShardShared;
 /// window (a frame crossing a window's end extends its read).
 pub(crate) const WINDOW_BYTES: u64 = 4 << 20;
 /// Windows read ahead of the one a consumer is in.
-const WINDOWS_AHEAD: u64 = 2;
+const WINDOWS_AHEAD: u64 = 4;
 /// Reads in flight at once.
 const QUEUE_DEPTH: u32 = 4;
 
@@ -143,20 +143,26 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
         // No read-ahead then: readers read for themselves.
         return drop_all(state);
     };
+    // Reads in flight, by token; a new one starts as soon as one finishes.
+    let mut slots: Vec<Option<Window>> = vec![None; QUEUE_DEPTH as usize];
+    let mut done: Vec<Completion> = Vec::new();
     loop {
-        // Up to QUEUE_DEPTH windows at once, then wait for all of them.
-        let batch: Vec<(Window, Arc<std::fs::File>)> = {
+        let mut start = Vec::new();
+        {
             let mut s = lock.lock().expect("read-ahead lock");
-            while s.queue.is_empty() && !s.shutdown {
+            while s.queue.is_empty() && device.in_flight() == 0 && !s.shutdown {
                 s = cv.wait(s).expect("read-ahead lock");
             }
             if s.shutdown {
                 break;
             }
-            let mut batch = Vec::new();
-            while batch.len() < QUEUE_DEPTH as usize
-                && let Some(w) = s.queue.pop_front()
-            {
+            for (token, slot) in slots.iter_mut().enumerate() {
+                if slot.is_some() {
+                    continue;
+                }
+                let Some(w) = s.queue.pop_front() else {
+                    break;
+                };
                 let file = shard
                     .segments
                     .read()
@@ -164,28 +170,32 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
                     .get(&w.segment)
                     .and_then(|f| f.file.try_clone().ok());
                 match file {
-                    Some(file) => batch.push((w, Arc::new(file))),
+                    Some(file) => {
+                        *slot = Some(w);
+                        start.push((token, w, Arc::new(file)));
+                    }
                     // Deleted by retention meanwhile, or out of descriptors: not read ahead.
                     None => {
                         s.pending.remove(&(w.segment, w.start));
+                        cv.notify_all();
                     }
                 }
             }
-            cv.notify_all();
-            batch
-        };
-        for (token, (w, file)) in batch.iter().enumerate() {
+        }
+        for (token, w, file) in start {
             let len = (w.end - w.start).next_multiple_of(BLOCK_BYTES as u64) as usize;
-            device.read(file, w.start, AlignedBuf::new(len), token as u64);
+            device.read(&file, w.start, AlignedBuf::new(len), token as u64);
         }
-        let mut done: Vec<Completion> = Vec::new();
-        while device.in_flight() > 0 {
-            if device.wait(&mut done, true, None).is_err() {
-                break;
-            }
+        if device.in_flight() == 0 {
+            continue;
         }
-        for c in done {
-            let w = batch[c.token as usize].0;
+        done.clear();
+        if device.wait(&mut done, true, None).is_err() {
+            break;
+        }
+        let mut finished = Vec::with_capacity(done.len());
+        for c in done.drain(..) {
+            let w = slots[c.token as usize].take().expect("a read in flight");
             // A failed read is dropped: the reader then reads for itself and reports it.
             if let (Ok(()), Some(buf)) = (c.result, c.buf) {
                 let bytes = shared_bytes(buf).slice(..(w.end - w.start) as usize);
@@ -195,13 +205,15 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
                     .expect("read cache lock")
                     .insert(w.segment, w.start, bytes);
             }
+            finished.push(w);
         }
         let mut s = lock.lock().expect("read-ahead lock");
-        for (w, _) in &batch {
+        for w in finished {
             s.pending.remove(&(w.segment, w.start));
         }
         cv.notify_all();
     }
+    // (Dropping the device waits for reads still in flight.)
     // Wake anyone waiting on a window that will not come.
     drop_all(state);
 }
