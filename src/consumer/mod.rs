@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::consumer::group::{Group, MemberId};
 use crate::consumer::offsets::OffsetKey;
 use crate::error::{Error, Result};
-use crate::log::LogInner;
+use crate::log::{LogInner, ReadMode};
 use crate::producer::Producer;
 use crate::segment::reader::StoredRecord;
 use crate::shard::Waiter;
@@ -211,13 +211,7 @@ impl ConsumerBuilder {
             buffer: VecDeque::new(),
             limiter: RateLimiter::new(self.limit, Instant::now()),
             poll_records_max: self.poll_records_max,
-            fetch_bytes: self.fetch_bytes.unwrap_or(
-                if self.limit.msgs_per_s.is_some() || self.limit.bytes_per_s.is_some() {
-                    FETCH_BYTES_RATE_LIMITED
-                } else {
-                    FETCH_BYTES_DEFAULT
-                },
-            ),
+            fetch_bytes: self.fetch_bytes,
         };
         consumer.sync_group()?;
         Ok(consumer)
@@ -295,7 +289,8 @@ pub struct Consumer {
     buffer: VecDeque<ConsumerRecord>,
     limiter: RateLimiter,
     poll_records_max: usize,
-    fetch_bytes: usize,
+    /// Bytes per read, if chosen (else by whether a rate limit applies).
+    fetch_bytes: Option<usize>,
 }
 
 impl Consumer {
@@ -532,7 +527,26 @@ impl Consumer {
 
     /// Reads ahead from the next partition (round robin) that has records beyond what was
     /// read. Returns whether anything was read.
+    /// Whether a rate limit (this consumer's or its group's) paces delivery.
+    fn rate_limited(&self) -> bool {
+        let limited = |l: RateLimit| l.msgs_per_s.is_some() || l.bytes_per_s.is_some();
+        limited(self.limiter.limit())
+            || self
+                .membership
+                .as_ref()
+                .and_then(|m| m.group.rate_limit())
+                .is_some_and(limited)
+    }
+
     fn fetch(&mut self) -> Result<bool> {
+        // A paced consumer reads little at a time and nothing ahead: its reads share the disk
+        // with the writer's commits. One draining a backlog reads whole windows, ahead.
+        let limited = self.rate_limited();
+        let (fetch_bytes, mode) = match limited {
+            true => (FETCH_BYTES_RATE_LIMITED, ReadMode::Exact),
+            false => (FETCH_BYTES_DEFAULT, ReadMode::Ahead),
+        };
+        let fetch_bytes = self.fetch_bytes.unwrap_or(fetch_bytes);
         for _ in 0..self.partitions.len() {
             let i = self.next % self.partitions.len();
             self.next = i + 1;
@@ -540,11 +554,12 @@ impl Consumer {
             if state.paused {
                 continue;
             }
-            let records = self.log.read(
+            let records = self.log.read_with(
                 &self.topic,
                 state.partition,
                 state.fetched,
-                self.fetch_bytes,
+                fetch_bytes,
+                mode,
             )?;
             if let Some(last) = records.last() {
                 let partition = state.partition;
