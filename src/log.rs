@@ -782,19 +782,20 @@ fn read_from_disk(
     let block = crate::segment::format::BLOCK_BYTES as u64;
     let start = first.pos - first.pos % block;
     let needed = last.pos + u64::from(last.frame_bytes);
-    let end = if window == 0 {
-        needed
-    } else {
-        let cached_after = shard
-            .read_cache
-            .read()
-            .expect("read cache lock")
-            .next_chunk(first.segment, start);
-        (start / window + 1)
-            .saturating_mul(window)
-            .min(cached_after.unwrap_or(u64::MAX))
-            .min(shard.readable_end(first.segment))
-            .max(needed)
+    let end = match start.checked_div(window) {
+        None => needed,
+        Some(w) => {
+            let cached_after = shard
+                .read_cache
+                .read()
+                .expect("read cache lock")
+                .next_chunk(first.segment, start);
+            (w + 1)
+                .saturating_mul(window)
+                .min(cached_after.unwrap_or(u64::MAX))
+                .min(shard.readable_end(first.segment))
+                .max(needed)
+        }
     };
     let span = read_span(&segment, start, end)?;
     shard
