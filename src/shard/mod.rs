@@ -339,19 +339,49 @@ impl ShardShared {
     pub fn index_sealed(&self, segment: u64, runs: &[(IndexRun, u64)]) {
         self.note_sealed(segment, runs.iter().map(|(r, _)| r));
         let mut batch = self.distributing.lock().expect("distribute lock");
-        self.distribute(&mut batch);
+        self.index_log
+            .lock()
+            .expect("index log lock")
+            .take_undistributed(&mut batch);
         let table = self.partitions.read().expect("partitions lock");
-        let by_name: std::collections::HashMap<(u32, u32), &Arc<Partition>> = table
+        let by_name: HashMap<(u32, u32), &Arc<Partition>> = table
             .iter()
             .map(|p| ((p.topic_id, p.partition), p))
             .collect();
+        // The sealed segment's entries not yet in their partitions need not go there first
+        // (10,000 partitions: millions of pushes, each a cache miss, undone at once): the runs
+        // replace them, and only the partitions' watermarks move.
+        let publish = |slot: u32, entry: BatchEntry, push: bool| {
+            let partition = &table[slot as usize];
+            if push {
+                partition.push(entry);
+            }
+            partition
+                .offset_visible
+                .store(entry.last_offset + 1, Ordering::Release);
+        };
+        let first = batch.partition_point(|(_, e)| e.segment < segment);
+        let end = batch.partition_point(|(_, e)| e.segment <= segment);
+        for &(slot, entry) in &batch[..first] {
+            publish(slot, entry, true);
+        }
+        let mut kept = std::collections::HashSet::new();
         for (run, entries_pos) in runs {
-            if let Some(p) = by_name.get(&(run.topic_id, run.partition)) {
-                // A partition whose entries do not match (it cannot happen unless the writer
-                // and the file disagree) keeps them in memory: still correct, just not freed.
-                let _ = p.seal_run(segment, *run, *entries_pos);
+            if let Some(p) = by_name.get(&(run.topic_id, run.partition))
+                && !p.seal_run(segment, *run, *entries_pos)
+            {
+                // Cannot happen unless the writer and the file disagree; the partition then
+                // keeps its entries in memory (still correct, just not freed).
+                kept.insert(p.slot);
             }
         }
+        for &(slot, entry) in &batch[first..end] {
+            publish(slot, entry, kept.contains(&slot));
+        }
+        for &(slot, entry) in &batch[end..] {
+            publish(slot, entry, true);
+        }
+        batch.clear();
     }
 
     /// Records that `segment` is sealed with an index file holding `runs`.

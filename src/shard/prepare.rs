@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::index::{SegmentEntries, SegmentIndex};
+use crate::index::{SegmentEntries, encode_index};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::shard::ShardShared;
 use crate::shard::retention::{Retention, enforce};
@@ -59,19 +59,19 @@ pub(crate) struct Seal {
 impl Seal {
     /// Writes the index file, then lets the partitions drop the segment's entries from memory.
     fn write(&self, shard: &ShardShared) -> Result<()> {
-        let index = SegmentIndex {
-            segment: self.segment,
-            data_end: self.data_end,
-            frames: self
-                .entries
-                .iter()
-                .map(|(slot, e)| {
-                    let (topic_id, partition) = self.names[*slot as usize];
-                    (topic_id, partition, *e)
-                })
-                .collect(),
-        };
-        let directory = write_index_file_paced(&self.path, &index, INDEX_WRITE_PAUSE)?;
+        let encoded = encode_index(
+            self.segment,
+            self.data_end,
+            self.entries.len(),
+            self.names.len(),
+            |i| self.entries[i].0,
+            |i| {
+                let (slot, e) = self.entries[i];
+                let (topic_id, partition) = self.names[slot as usize];
+                (topic_id, partition, e)
+            },
+        );
+        let directory = write_index_file_paced(&self.path, encoded, INDEX_WRITE_PAUSE)?;
         let runs: Vec<_> = directory
             .runs
             .iter()

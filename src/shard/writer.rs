@@ -820,7 +820,7 @@ pub(crate) fn write_index_file(
     path: &std::path::Path,
     index: &SegmentIndex,
 ) -> Result<IndexDirectory> {
-    write_index_file_paced(path, index, Duration::ZERO)
+    write_index_file_paced(path, index.encode(), Duration::ZERO)
 }
 
 /// Writes an index file like [`write_index_file`], pushing it to the disk a chunk at a time
@@ -828,14 +828,13 @@ pub(crate) fn write_index_file(
 /// and flushed in one go it delayed the writer's next fdatasyncs by ~80 ms.
 pub(crate) fn write_index_file_paced(
     path: &std::path::Path,
-    index: &SegmentIndex,
+    (bytes, directory): (Vec<u8>, IndexDirectory),
     pause: Duration,
 ) -> Result<IndexDirectory> {
     use std::io::Write;
     const CHUNK_BYTES: usize = 1 << 20;
     let tmp = path.with_extension("idx.tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let (bytes, directory) = index.encode();
     let mut at = 0;
     for chunk in bytes.chunks(CHUNK_BYTES) {
         f.write_all(chunk)
