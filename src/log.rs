@@ -235,17 +235,33 @@ impl LogInner {
         mode: ReadMode,
     ) -> Result<Vec<StoredRecord>> {
         let p = self.partition(topic, partition)?;
-        let visible = p.offset_visible();
-        let earliest = p.offset_earliest();
-        if offset < earliest || offset > visible {
-            return Err(Error::OffsetOutOfRange {
+        let out_of_range = || {
+            let (earliest, next) = (p.offset_earliest(), p.offset_visible());
+            (offset < earliest || offset > next).then(|| Error::OffsetOutOfRange {
                 topic: topic.to_owned(),
                 partition,
                 offset,
                 earliest,
-                next: visible,
-            });
+                next,
+            })
+        };
+        if let Some(e) = out_of_range() {
+            return Err(e);
         }
+        // Retention may delete the segment (or its index file) while this reads it: then the
+        // offset is out of range, not the log damaged.
+        self.read_partition(&p, offset, bytes_max, mode)
+            .map_err(|e| out_of_range().unwrap_or(e))
+    }
+
+    fn read_partition(
+        &self,
+        p: &Partition,
+        offset: u64,
+        bytes_max: usize,
+        mode: ReadMode,
+    ) -> Result<Vec<StoredRecord>> {
+        let visible = p.offset_visible();
         let shard = &self.shards[p.shard as usize];
         let entries = p.entries_from(offset, bytes_max, visible, &|r| shard.load_run(r))?;
         let mut out = Vec::new();

@@ -150,3 +150,38 @@ fn recovery_finishes_an_interrupted_deletion() {
     assert!(!files[0].with_extension("idx").exists());
     assert_eq!(check_from_earliest(&log, 0), (first, 2000));
 }
+
+/// Retention overtakes a consumer that has not read the oldest records: by default its poll
+/// says so (OffsetOutOfRange); with skip_deleted it goes on from the earliest stored record and
+/// counts what it missed.
+#[test]
+fn a_consumer_overtaken_by_retention_fails_clearly_or_skips_when_asked() {
+    let dir = test_dir("retain-consumer");
+    let config = small_config(dir.path(), BACKENDS[0]).retention_bytes(3 * SEGMENT);
+    let log = Log::open(config).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut strict = log.consumer("t").build().unwrap();
+    let mut lenient = log.consumer("t").skip_deleted(true).build().unwrap();
+    produce(&log, 0, 0, 2000, now_ms());
+    wait_until("old segments are deleted", || {
+        log.offsets("t", 0).unwrap().0 > 0
+    });
+    let (earliest, next) = log.offsets("t", 0).unwrap();
+    match strict.poll(Duration::from_millis(100)) {
+        Err(Error::OffsetOutOfRange { offset: 0, .. }) => {}
+        other => panic!("expected OffsetOutOfRange at 0, got {other:?}"),
+    }
+    let mut expect = None;
+    let mut seen = 0;
+    while seen < next - earliest {
+        for r in lenient.poll(Duration::from_millis(100)).unwrap() {
+            let o = r.record.offset;
+            assert_eq!(*expect.get_or_insert(o), o, "dense from where it resumed");
+            assert_eq!(r.record.value.as_deref(), Some(&payload(o, 1024)[..]));
+            expect = Some(o + 1);
+            seen += 1;
+        }
+    }
+    assert_eq!(lenient.skipped(), earliest);
+    assert_eq!(expect, Some(next));
+}

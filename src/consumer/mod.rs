@@ -72,6 +72,7 @@ pub struct ConsumerBuilder {
     group: Option<String>,
     auto_commit: Option<Duration>,
     group_limit: Option<RateLimit>,
+    skip_deleted: bool,
 }
 
 impl ConsumerBuilder {
@@ -87,7 +88,18 @@ impl ConsumerBuilder {
             group: None,
             auto_commit: None,
             group_limit: None,
+            skip_deleted: false,
         }
+    }
+
+    /// When retention deletes records this consumer has not read yet (a position below a
+    /// partition's earliest offset), continue from the earliest stored record and count what
+    /// was skipped ([`Consumer::skipped`]), instead of failing `poll` with
+    /// [`Error::OffsetOutOfRange`] (the default). [`crate::Config::protect_unconsumed`] keeps
+    /// this from happening to consumer groups.
+    pub fn skip_deleted(mut self, skip: bool) -> ConsumerBuilder {
+        self.skip_deleted = skip;
+        self
     }
 
     /// Joins consumer group `name`: the group's members (consumers of this topic with the
@@ -206,6 +218,8 @@ impl ConsumerBuilder {
             start: self.start,
             membership,
             commit_producer: None,
+            skip_deleted: self.skip_deleted,
+            skipped: 0,
             partitions,
             next: 0,
             buffer: VecDeque::new(),
@@ -283,6 +297,9 @@ pub struct Consumer {
     membership: Option<Membership>,
     /// Writes commits (created at the first one).
     commit_producer: Option<Producer>,
+    skip_deleted: bool,
+    /// Records retention deleted before this consumer read them (with `skip_deleted`).
+    skipped: u64,
     partitions: Vec<PartitionState>,
     /// Where the round-robin over partitions continues.
     next: usize,
@@ -488,6 +505,12 @@ impl Consumer {
         self.commit()
     }
 
+    /// Records skipped because retention deleted them first (see
+    /// [`ConsumerBuilder::skip_deleted`]).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// The partitions this consumer holds now (all it was built with, or its group's share).
     pub fn assignment(&self) -> Vec<u32> {
         self.partitions.iter().map(|s| s.partition).collect()
@@ -554,13 +577,28 @@ impl Consumer {
             if state.paused {
                 continue;
             }
-            let records = self.log.read_with(
+            let read = self.log.read_with(
                 &self.topic,
                 state.partition,
                 state.fetched,
                 fetch_bytes,
                 mode,
-            )?;
+            );
+            let records = match read {
+                Err(Error::OffsetOutOfRange {
+                    offset, earliest, ..
+                }) if self.skip_deleted && offset < earliest => {
+                    self.skipped += earliest - offset;
+                    let buffered = self.buffer.iter().any(|r| r.partition == state.partition);
+                    let state = &mut self.partitions[i];
+                    state.fetched = earliest;
+                    if !buffered {
+                        state.position = earliest;
+                    }
+                    return Ok(true);
+                }
+                r => r?,
+            };
             if let Some(last) = records.last() {
                 let partition = state.partition;
                 self.partitions[i].fetched = last.offset + 1;
