@@ -48,9 +48,12 @@ fn produce_json_contract() {
         "3000",
         "--partitions",
         "2",
+        "--size",
+        "20..300",
         "--verify",
     ]);
     assert_eq!(v["scenario"], "produce");
+    assert_eq!(v["message_size"], "20..300");
     assert_fields(
         &v,
         &[
@@ -118,4 +121,47 @@ fn peak_json_contract() {
     );
     assert_eq!(v["verify"]["missing"], 0);
     assert_eq!(v["verify"]["corrupt"], 0);
+}
+
+#[test]
+fn consume_json_contract_with_a_group() {
+    let base = common::test_dir("loadtool-consume");
+    let dir = base.path().join("data");
+    let floodgate = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .arg("load")
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    floodgate(&["produce", "--messages", "5000", "--partitions", "3"]);
+    let v = floodgate(&["consume", "--group", "g", "--verify"]);
+    assert_eq!(v["scenario"], "consume");
+    assert_fields(
+        &v,
+        &[
+            "consumed",
+            "consume_msgs_per_s",
+            "consume_mb_per_s",
+            "duration_s",
+            "group_lag",
+        ],
+        &["io_backend", "group"],
+    );
+    assert_eq!(v["consumed"], 5000);
+    assert_eq!(v["group_lag"], 0);
+    assert_eq!(v["verify"]["corrupt"], 0);
+    assert_eq!(v["verify"]["duplicated"], 0);
+    // The group committed: a second run has nothing left to consume.
+    let again = floodgate(&["consume", "--group", "g"]);
+    assert_eq!(again["consumed"], 0);
 }

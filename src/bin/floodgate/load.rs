@@ -99,9 +99,11 @@ pub struct LogArgs {
     /// Keep the temporary data directory.
     #[arg(long)]
     keep: bool,
-    /// Record value size in bytes (at least 20).
-    #[arg(long, default_value_t = 100)]
-    size: usize,
+    /// Record value size in bytes (at least 20): fixed (`100`) or uniformly distributed over
+    /// an inclusive range (`64..4096`; each record's size follows from its producer and
+    /// sequence number, so --verify checks it).
+    #[arg(long, default_value = "100", value_parser = parse_size)]
+    size: Size,
     /// Producer threads.
     #[arg(long, default_value_t = 1)]
     producers: u32,
@@ -255,6 +257,65 @@ fn data_dir(dir: Option<&PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>
         .tempdir_in(&base)
         .map_err(|e| format!("creating a data directory in {}: {e}", base.display()))?;
     Ok((tmp.path().to_owned(), Some(tmp)))
+}
+
+/// Record value sizes: fixed, or uniform over `min..=max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    min: usize,
+    max: usize,
+}
+
+fn parse_size(s: &str) -> Result<Size, String> {
+    let number = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{t:?} is not a size in bytes"))
+    };
+    let (min, max) = match s.split_once("..") {
+        Some((a, b)) => (number(a)?, number(b.trim_start_matches('='))?),
+        None => (number(s)?, number(s)?),
+    };
+    if min < HEADER_BYTES || max < min {
+        return Err(format!(
+            "sizes must be at least {HEADER_BYTES} bytes, and a range low..high with low <= high"
+        ));
+    }
+    Ok(Size { min, max })
+}
+
+impl Size {
+    /// The size of a producer's record `seq`.
+    fn of(&self, producer: u32, seq: u64) -> usize {
+        if self.min == self.max {
+            return self.min;
+        }
+        let spread = (self.max - self.min + 1) as u64;
+        let h = xxhash_rust::xxh3::xxh3_64(
+            &[producer.to_le_bytes().as_slice(), &seq.to_le_bytes()].concat(),
+        );
+        self.min + (h % spread) as usize
+    }
+
+    /// The mean size, for bandwidth figures.
+    fn mean(&self) -> f64 {
+        (self.min + self.max) as f64 / 2.0
+    }
+
+    /// As given: `100` or `64..4096`.
+    fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..{}", self.min, self.max)
+        }
+    }
 }
 
 fn payload(producer: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
@@ -445,9 +506,6 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         no_pin: false,
         tail_cache_bytes: floodgate::config::TAIL_CACHE_BYTES_DEFAULT,
     };
-    if args.log.size < HEADER_BYTES {
-        return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
-    }
     let (log, dir, tmp, backend) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);
     let acked = AtomicU64::new(0);
@@ -515,7 +573,8 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     let whole = (args.duration.floor() as usize).min(consume_stats.per_second.len());
     let report = json!({
         "scenario": "peak",
-        "message_bytes": args.log.size,
+        "message_bytes": args.log.size.mean(),
+        "message_size": args.log.size.label(),
         "partitions": args.partitions,
         "producers": args.log.producers,
         "shards": args.log.shards,
@@ -527,7 +586,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "produced": produced,
         "errors": errors,
         "produce_msgs_per_s": produced as f64 / elapsed,
-        "produce_mb_per_s": produced as f64 * args.log.size as f64 / 1e6 / elapsed,
+        "produce_mb_per_s": produced as f64 * args.log.size.mean() / 1e6 / elapsed,
         "consumed": consume_stats.consumed,
         "consume_msgs_per_s": consume_stats.consumed as f64 / elapsed,
         "consume_mb_per_s": consume_stats.bytes as f64 / 1e6 / elapsed,
@@ -901,9 +960,6 @@ struct ProducerResult {
 }
 
 fn produce(args: ProduceArgs) -> Result<(), String> {
-    if args.log.size < HEADER_BYTES {
-        return Err(format!("--size must be at least {HEADER_BYTES} bytes"));
-    }
     let (log, dir, tmp, backend) = open_load_log(&args)?;
     let messages = match (args.messages, args.duration) {
         (Some(n), _) => Some(n),
@@ -939,11 +995,12 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     drop(log);
     let fs = fs_type(&dir);
     let msgs_per_s = produced as f64 / elapsed;
-    let mb_per_s = produced as f64 * args.log.size as f64 / 1e6 / elapsed;
+    let mb_per_s = produced as f64 * args.log.size.mean() / 1e6 / elapsed;
     let latency = latency_json(&histogram);
     let report = json!({
         "scenario": "produce",
-        "message_bytes": args.log.size,
+        "message_bytes": args.log.size.mean(),
+        "message_size": args.log.size.label(),
         "partitions": args.partitions,
         "producers": args.log.producers,
         "shards": args.log.shards,
@@ -1140,7 +1197,7 @@ fn producer_thread(
     let mut window: VecDeque<(Ack, Instant)> = VecDeque::with_capacity(window_max);
     let batch_max = 128usize;
     let mut bufs: Vec<Vec<u8>> = (0..batch_max)
-        .map(|_| Vec::with_capacity(args.log.size))
+        .map(|_| Vec::with_capacity(args.log.size.max))
         .collect();
     let mut acks = Vec::with_capacity(batch_max);
     // `now`: when the caller last read the clock; None to read it on completion (after a wait).
@@ -1201,7 +1258,8 @@ fn producer_thread(
         };
         let sent_at = Instant::now();
         for (j, buf) in bufs.iter_mut().take(n).enumerate() {
-            payload(k, seq + j as u64, args.log.size, buf);
+            let seq = seq + j as u64;
+            payload(k, seq, args.log.size.of(k, seq), buf);
         }
         let records = bufs.iter().take(n).enumerate().map(|(j, buf)| {
             let partition = ((seq + j as u64 + u64::from(k)) % partitions) as u32;
@@ -1277,7 +1335,7 @@ fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
                 let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
                 let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
                 let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
-                if value.len() != args.log.size
+                if value.len() != args.log.size.of(producer, seq)
                     || sum != checksum(producer, seq, &value[HEADER_BYTES..])
                 {
                     v.corrupt += 1;
