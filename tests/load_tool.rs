@@ -51,9 +51,20 @@ fn produce_json_contract() {
         "--size",
         "20..300",
         "--verify",
+        "--compare-device",
+        "--compare-device-bytes",
+        "8388608",
     ]);
     assert_eq!(v["scenario"], "produce");
     assert_eq!(v["message_size"], "20..300");
+    for f in [
+        "device_write_mb_per_s",
+        "device_read_mb_per_s",
+        "device_write_ratio",
+    ] {
+        assert!(v[f].as_f64().is_some_and(|x| x > 0.0), "{f} in {v}");
+    }
+    assert!(v["env"]["device"].is_string());
     assert_fields(
         &v,
         &[

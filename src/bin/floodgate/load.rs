@@ -122,6 +122,14 @@ pub struct LogArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// First measure the device's O_DIRECT sequential write and read bandwidth on the data
+    /// directory (io_uring, 1 MiB blocks, 4 in flight, like fio) and report the load's MB/s as
+    /// ratios of it.
+    #[arg(long)]
+    compare_device: bool,
+    /// Bytes the device measurement writes and reads.
+    #[arg(long, default_value_t = 2 << 30)]
+    compare_device_bytes: u64,
 }
 
 #[derive(Args, Clone)]
@@ -155,6 +163,13 @@ pub struct ConsumeArgs {
     /// tests: what was committed before a kill).
     #[arg(long, hide = true)]
     commit_journal: Option<PathBuf>,
+    /// First measure the device's O_DIRECT sequential bandwidth on the data directory (see
+    /// `load produce --compare-device`) and report the consume MB/s as a ratio of its read.
+    #[arg(long)]
+    compare_device: bool,
+    /// Bytes the device measurement writes and reads.
+    #[arg(long, default_value_t = 2 << 30)]
+    compare_device_bytes: u64,
 }
 
 #[derive(Args, Clone)]
@@ -506,7 +521,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         no_pin: false,
         tail_cache_bytes: floodgate::config::TAIL_CACHE_BYTES_DEFAULT,
     };
-    let (log, dir, tmp, backend) = open_load_log(&produce_args)?;
+    let (log, dir, tmp, backend, device) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);
     let acked = AtomicU64::new(0);
     let consumed = AtomicU64::new(0);
@@ -571,7 +586,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     drop(log);
     let fs = fs_type(&dir);
     let whole = (args.duration.floor() as usize).min(consume_stats.per_second.len());
-    let report = json!({
+    let mut report = json!({
         "scenario": "peak",
         "message_bytes": args.log.size.mean(),
         "message_size": args.log.size.label(),
@@ -600,6 +615,11 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
+    let (produce_mb, consume_mb) = (
+        report["produce_mb_per_s"].as_f64(),
+        report["consume_mb_per_s"].as_f64(),
+    );
+    merge_json(&mut report, device_json(device, produce_mb, consume_mb));
     if args.log.json {
         println!("{report}");
     } else {
@@ -614,6 +634,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
             backend.name(),
             fs
         );
+        print_device(&report);
         println!(
             "  produced     {produced} ({:.0} msgs/s)   ack p50 {} µs  p99 {} µs  p99.9 {} µs",
             report["produce_msgs_per_s"].as_f64().unwrap_or(0.0),
@@ -638,6 +659,13 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     if !args.dir.join("meta.json").exists() {
         return Err(format!("{} holds no floodgate log", args.dir.display()));
     }
+    let device = match args.compare_device {
+        true => Some(crate::device::measure(
+            &args.dir,
+            args.compare_device_bytes,
+        )?),
+        false => None,
+    };
     let config = Config::new(&args.dir)
         .shards(args.shards)
         .io_backend(backend);
@@ -664,7 +692,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     let whole = (elapsed.floor() as usize).min(stats.per_second.len());
     let error = (args.consume_rate > 0.0)
         .then(|| rate_error_pct(&stats.per_second, whole, args.consume_rate));
-    let report = json!({
+    let mut report = json!({
         "scenario": "consume",
         "io_backend": backend.name(),
         "consume_rate": args.consume_rate,
@@ -685,6 +713,8 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         }) } else { serde_json::Value::Null },
         "env": env_json(&args.dir, &fs_type(&args.dir)),
     });
+    let consume_mb = report["consume_mb_per_s"].as_f64();
+    merge_json(&mut report, device_json(device, None, consume_mb));
     if args.json {
         println!("{report}");
     } else {
@@ -694,6 +724,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
             report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
             report["consume_mb_per_s"].as_f64().unwrap_or(0.0)
         );
+        print_device(&report);
     }
     if stats.corrupt + stats.duplicated + stats.out_of_order > 0 {
         return Err("consume found errors".into());
@@ -960,7 +991,7 @@ struct ProducerResult {
 }
 
 fn produce(args: ProduceArgs) -> Result<(), String> {
-    let (log, dir, tmp, backend) = open_load_log(&args)?;
+    let (log, dir, tmp, backend, device) = open_load_log(&args)?;
     let messages = match (args.messages, args.duration) {
         (Some(n), _) => Some(n),
         (None, None) => Some(1_000_000),
@@ -997,7 +1028,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     let msgs_per_s = produced as f64 / elapsed;
     let mb_per_s = produced as f64 * args.log.size.mean() / 1e6 / elapsed;
     let latency = latency_json(&histogram);
-    let report = json!({
+    let mut report = json!({
         "scenario": "produce",
         "message_bytes": args.log.size.mean(),
         "message_size": args.log.size.label(),
@@ -1020,6 +1051,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
+    merge_json(&mut report, device_json(device, Some(mb_per_s), None));
     if args.log.json {
         println!("{report}");
     } else {
@@ -1034,6 +1066,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
             backend.name(),
             fs
         );
+        print_device(&report);
         println!(
             "  throughput   {:>12.0} msgs/s   {:>8.1} MB/s   over {:.2} s",
             msgs_per_s, mb_per_s, elapsed
@@ -1053,15 +1086,29 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
 }
 
 /// Opens the log of a load run and creates the load topic if it is missing.
-fn open_load_log(
-    args: &ProduceArgs,
-) -> Result<(Log, PathBuf, Option<tempfile::TempDir>, IoBackend), String> {
+/// An open load log: the log, its directory (and the temporary directory to remove), the
+/// backend, and the device baseline if one was asked for.
+type LoadLog = (
+    Log,
+    PathBuf,
+    Option<tempfile::TempDir>,
+    IoBackend,
+    Option<crate::device::Baseline>,
+);
+
+fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
     if args.log.producers == 0 || args.partitions == 0 {
         return Err("--producers and --partitions must be at least 1".into());
     }
     let durability = parse_durability(&args.log.durability)?;
     let backend = parse_backend(&args.log.backend)?;
     let (dir, tmp) = data_dir(args.log.dir.as_ref())?;
+    // Before the log opens: its helper zero-fills a segment at start, which would share the
+    // disk with the measurement.
+    let device = match args.log.compare_device {
+        true => Some(crate::device::measure(&dir, args.log.compare_device_bytes)?),
+        false => None,
+    };
     let config = Config::new(&dir)
         .shards(args.log.shards)
         .durability(durability)
@@ -1076,7 +1123,51 @@ fn open_load_log(
         log.create_topic(TOPIC, TopicConfig::new(args.partitions))
             .map_err(|e| e.to_string())?;
     }
-    Ok((log, dir, tmp, backend))
+    Ok((log, dir, tmp, backend, device))
+}
+
+/// The device baseline's JSON fields, with the load's MB/s as ratios of it.
+fn device_json(
+    device: Option<crate::device::Baseline>,
+    write_mb_per_s: Option<f64>,
+    read_mb_per_s: Option<f64>,
+) -> serde_json::Value {
+    let Some(d) = device else {
+        return json!({});
+    };
+    json!({
+        "device_write_mb_per_s": d.write_mb_per_s,
+        "device_read_mb_per_s": d.read_mb_per_s,
+        "device_write_ratio": write_mb_per_s.map(|w| w / d.write_mb_per_s),
+        "device_read_ratio": read_mb_per_s.map(|r| r / d.read_mb_per_s),
+    })
+}
+
+/// The device baseline lines of the human-readable report, if it was measured.
+fn print_device(report: &serde_json::Value) {
+    let (Some(w), Some(r)) = (
+        report["device_write_mb_per_s"].as_f64(),
+        report["device_read_mb_per_s"].as_f64(),
+    ) else {
+        return;
+    };
+    let ratio = |k: &str| {
+        report[k]
+            .as_f64()
+            .map_or(String::new(), |x| format!(" (floodgate: {x:.2} of it)"))
+    };
+    println!(
+        "  device       O_DIRECT sequential write {w:.0} MB/s{}, read {r:.0} MB/s{}",
+        ratio("device_write_ratio"),
+        ratio("device_read_ratio")
+    );
+}
+
+/// Adds `extra`'s fields to the object `report`.
+fn merge_json(report: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(r), serde_json::Value::Object(e)) = (report.as_object_mut(), extra) {
+        r.extend(e);
+    }
 }
 
 /// The largest ack latency in each second over all producers.
@@ -1423,6 +1514,27 @@ pub fn env_json(dir: &Path, fs: &str) -> serde_json::Value {
         "cpu_model": cpu,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "file_system": fs,
+        "device": block_device(dir),
         "data_dir": dir.display().to_string(),
     })
+}
+
+/// The block device holding `dir` (`vda`, `nvme0n1p2`), from its device number, or "".
+fn block_device(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dev) = dir
+        .ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.dev())
+    else {
+        return String::new();
+    };
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
+        })
+        .unwrap_or_default()
 }
