@@ -100,16 +100,20 @@ fn produce_json_contract() {
 }
 
 #[test]
-fn peak_json_contract() {
+fn peak_json_contract_and_plot() {
+    let plots = common::test_dir("loadtool-plot");
+    let svg = plots.path().join("peak.svg");
     let v = run(&[
         "peak",
         "--duration",
-        "2",
+        "3",
         "--produce-rate",
         "20000",
         "--consume-rate",
         "5000",
         "--verify",
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(v["scenario"], "peak");
     assert_fields(
@@ -132,6 +136,28 @@ fn peak_json_contract() {
     );
     assert_eq!(v["verify"]["missing"], 0);
     assert_eq!(v["verify"]["corrupt"], 0);
+    for f in [
+        "produced_per_second",
+        "consumed_per_second",
+        "ack_latency_p50_us_per_second",
+        "ack_latency_p99_us_per_second",
+        "ack_latency_max_us_per_second",
+    ] {
+        assert!(v[f].as_array().is_some_and(|a| !a.is_empty()), "{f}");
+    }
+    // The plot: an SVG document with the three panels and their lines (produced, consumed,
+    // backlog, p50, p99, max).
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<?xml") || text.starts_with("<svg"),
+        "{}",
+        &text[..40]
+    );
+    assert!(text.trim_end().ends_with("</svg>"));
+    for caption in ["throughput", "backlog", "ack latency"] {
+        assert!(text.contains(caption), "{caption}");
+    }
+    assert!(text.matches("<polyline").count() >= 6, "six lines");
 }
 
 #[test]

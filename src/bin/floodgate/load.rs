@@ -130,6 +130,9 @@ pub struct LogArgs {
     /// Bytes the device measurement writes and reads.
     #[arg(long, default_value_t = 2 << 30)]
     compare_device_bytes: u64,
+    /// Draw throughput, backlog and ack latency over time into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -607,7 +610,6 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "consume_mb_per_s": consume_stats.bytes as f64 / 1e6 / elapsed,
         "consume_rate_error_pct": rate_error_pct(&consume_stats.per_second, whole, args.consume_rate),
         "consumed_per_second": consume_stats.per_second,
-        "ack_latency_max_us_per_second": max_per_second(&results),
         "backlog_max": backlog_series.iter().map(|b| b.1).max().unwrap_or(0),
         "backlog": backlog_series.iter().map(|(t, b)| json!([t, b])).collect::<Vec<_>>(),
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
@@ -620,6 +622,21 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         report["consume_mb_per_s"].as_f64(),
     );
     merge_json(&mut report, device_json(device, produce_mb, consume_mb));
+    let seconds = per_second(&results);
+    merge_json(&mut report, series_json(&seconds));
+    if let Some(path) = &args.log.plot {
+        let title = format!(
+            "floodgate load peak: {} msgs/s in, {} msgs/s out, {} B, {} partitions",
+            args.produce_rate, args.consume_rate, args.log.size, args.partitions
+        );
+        plot(
+            path,
+            title,
+            &seconds,
+            Some(&consume_stats.per_second),
+            &backlog_series,
+        )?;
+    }
     if args.log.json {
         println!("{report}");
     } else {
@@ -983,8 +1000,8 @@ fn idle(args: IdleArgs) -> Result<(), String> {
 
 struct ProducerResult {
     histogram: Histogram<u64>,
-    /// The largest ack latency (µs) of the records intended in each second of the run.
-    max_per_second: Vec<u64>,
+    /// Ack latencies (µs) of the records intended in each second of the run.
+    per_second: Vec<Histogram<u64>>,
     acked: u64,
     errors: u64,
     first_error: Option<String>,
@@ -1047,11 +1064,25 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "cpu_ns_per_msg": cpu.as_nanos() as f64 / produced.max(1) as f64,
         "ack_latency_us": latency,
-        "ack_latency_max_us_per_second": max_per_second(&results),
         "verify": verify_json(verify.as_ref()),
         "env": env_json(&dir, &fs),
     });
     merge_json(&mut report, device_json(device, Some(mb_per_s), None));
+    let seconds = per_second(&results);
+    merge_json(&mut report, series_json(&seconds));
+    if let Some(path) = &args.log.plot {
+        let title = format!(
+            "floodgate load produce: {} B, {} partitions, {} producers, {}",
+            args.log.size,
+            args.partitions,
+            args.log.producers,
+            match args.rate {
+                0.0 => "as fast as possible".to_string(),
+                r => format!("paced at {r} msgs/s"),
+            }
+        );
+        plot(path, title, &seconds, None, &[])?;
+    }
     if args.log.json {
         println!("{report}");
     } else {
@@ -1170,23 +1201,74 @@ fn merge_json(report: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
-/// The largest ack latency in each second over all producers.
-fn max_per_second(results: &[ProducerResult]) -> Vec<u64> {
+/// A histogram for one second's ack latencies (µs, up to an hour, 2 significant digits).
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("histogram")
+}
+
+/// Each second's ack latencies over all producers.
+fn per_second(results: &[ProducerResult]) -> Vec<Histogram<u64>> {
     let len = results
         .iter()
-        .map(|r| r.max_per_second.len())
+        .map(|r| r.per_second.len())
         .max()
         .unwrap_or(0);
     (0..len)
         .map(|i| {
-            results
-                .iter()
-                .filter_map(|r| r.max_per_second.get(i))
-                .copied()
-                .max()
-                .unwrap_or(0)
+            let mut h = second_histogram();
+            for r in results {
+                if let Some(s) = r.per_second.get(i) {
+                    h.add(s).expect("same bounds");
+                }
+            }
+            h
         })
         .collect()
+}
+
+/// Draws a run's per-second series into an SVG file.
+fn plot(
+    path: &Path,
+    title: String,
+    seconds: &[Histogram<u64>],
+    consumed: Option<&[u64]>,
+    backlog: &[(f64, u64)],
+) -> Result<(), String> {
+    // Whole seconds only: the last, partial one would show as a drop.
+    let whole = seconds.len().saturating_sub(1).max(1).min(seconds.len());
+    let seconds = &seconds[..whole];
+    let consumed = consumed.map(|c| &c[..c.len().min(whole)]);
+    let map = |f: &dyn Fn(&Histogram<u64>) -> u64| seconds.iter().map(f).collect::<Vec<u64>>();
+    let (produced, p50, p99, max) = (
+        map(&|h| h.len()),
+        map(&|h| h.value_at_quantile(0.5)),
+        map(&|h| h.value_at_quantile(0.99)),
+        map(&|h| h.max()),
+    );
+    crate::plot::draw(
+        path,
+        &crate::plot::Series {
+            title,
+            produced: &produced,
+            consumed,
+            backlog,
+            p50_us: &p50,
+            p99_us: &p99,
+            max_us: &max,
+        },
+    )
+}
+
+/// Per-second series of a load run: records acknowledged (by intended second), and ack latency
+/// p50, p99 and max, µs.
+fn series_json(seconds: &[Histogram<u64>]) -> serde_json::Value {
+    let map = |f: &dyn Fn(&Histogram<u64>) -> u64| seconds.iter().map(f).collect::<Vec<u64>>();
+    json!({
+        "produced_per_second": map(&|h| h.len()),
+        "ack_latency_max_us_per_second": map(&|h| h.max()),
+        "ack_latency_p99_us_per_second": map(&|h| h.value_at_quantile(0.99)),
+        "ack_latency_p50_us_per_second": map(&|h| h.value_at_quantile(0.5)),
+    })
 }
 
 /// Producer threads' results merged: latency histogram, acked, errors, first error.
@@ -1256,10 +1338,10 @@ fn record_latency(r: &mut ProducerResult, start: Instant, intended: Instant, now
     let us = now.saturating_duration_since(intended).as_micros() as u64;
     r.histogram.saturating_record(us.max(1));
     let second = intended.saturating_duration_since(start).as_secs() as usize;
-    if r.max_per_second.len() <= second {
-        r.max_per_second.resize(second + 1, 0);
+    while r.per_second.len() <= second {
+        r.per_second.push(second_histogram());
     }
-    r.max_per_second[second] = r.max_per_second[second].max(us);
+    r.per_second[second].saturating_record(us.max(1));
 }
 
 fn producer_thread(
@@ -1277,7 +1359,7 @@ fn producer_thread(
     let mut producer = log.producer();
     let mut result = ProducerResult {
         histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram"),
-        max_per_second: Vec::new(),
+        per_second: Vec::new(),
         acked: 0,
         errors: 0,
         first_error: None,

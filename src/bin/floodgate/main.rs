@@ -3,6 +3,7 @@
 mod device;
 mod inspect;
 mod load;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
