@@ -1,0 +1,110 @@
+//! A real full disk: the log on a small tmpfs (tmpfs takes O_DIRECT since Linux 6.6) fills up.
+//! The shard fails with an error naming ENOSPC, nothing acknowledged is lost, and once space
+//! is made the log reopens with every acknowledged record and takes new ones. Mounting needs
+//! root; elsewhere the test says why it skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::payload;
+use floodgate::{Config, Error, Log, Record, TopicConfig};
+
+/// Unmounts a test mount when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount_tmpfs(at: &Path, size: &str) -> bool {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn config(dir: &Path) -> Config {
+    Config::new(dir)
+        .segment_bytes(1 << 20)
+        .commit_bytes_max(64 << 10)
+        .record_bytes_max(16 << 10)
+        .pin_threads(false)
+}
+
+#[test]
+fn a_full_file_system_fails_the_shard_clearly_and_loses_nothing_acknowledged() {
+    let base = common::test_dir("enospc");
+    if !mount_tmpfs(base.path(), "6m") {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _mount = Mount(base.path().to_owned());
+    let dir = base.path().join("data");
+    let mut acked = Vec::new();
+    let failure = {
+        let log = Log::open(config(&dir)).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        let mut i = 0u64;
+        loop {
+            assert!(i < 100_000, "6 MiB never filled");
+            let sent = producer.send("t", Record::new(&payload(i, 1000)));
+            match sent.and_then(|ack| ack.wait()) {
+                Ok(at) => {
+                    assert_eq!(at.offset, i, "dense while there is room");
+                    acked.push(i);
+                }
+                Err(e) => break e,
+            }
+            i += 1;
+        }
+    };
+    let text = failure.to_string();
+    eprintln!("full disk: {text} ({} acknowledged)", acked.len());
+    assert!(
+        matches!(failure, Error::ShardFailed { .. })
+            && (text.contains("No space left") || text.contains("ENOSPC")),
+        "a full disk fails the shard, saying so: {text}"
+    );
+    assert!(
+        acked.len() > 1000,
+        "records were acknowledged before it filled"
+    );
+    // Make room, reopen: every acknowledged record is there, and new ones are taken.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(base.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(grown, "remounting the tmpfs larger");
+    let log = Log::open(config(&dir)).unwrap();
+    let (earliest, next) = log.offsets("t", 0).unwrap();
+    assert_eq!(earliest, 0);
+    assert!(
+        next >= acked.len() as u64,
+        "{next} < {} acknowledged",
+        acked.len()
+    );
+    let mut offset = 0;
+    while offset < acked.len() as u64 {
+        for r in log.read("t", 0, offset, 64 << 10).unwrap() {
+            if r.offset < acked.len() as u64 {
+                assert_eq!(r.value.as_deref(), Some(&payload(r.offset, 1000)[..]));
+            }
+            offset = r.offset + 1;
+        }
+    }
+    let mut producer = log.producer();
+    let at = producer
+        .send("t", Record::new(b"after"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(at.offset, next);
+}
