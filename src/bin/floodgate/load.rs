@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -526,20 +526,23 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     };
     let (log, dir, tmp, backend, device) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);
-    let acked = AtomicU64::new(0);
+    let live = Live::default();
     let consumed = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
     let cpu_start = process_cpu();
     let start = Instant::now();
     let mut backlog_series: Vec<(f64, u64)> = Vec::new();
     let (results, consume_stats) = std::thread::scope(|s| {
         let producers: Vec<_> = (0..args.log.producers)
             .map(|k| {
-                let (log, produce_args, acked) = (&log, &produce_args, &acked);
+                let (log, produce_args, live) = (&log, &produce_args, &live);
                 s.spawn(move || {
-                    producer_thread(log, produce_args, k, None, Some(deadline), start, acked)
+                    producer_thread(log, produce_args, k, None, Some(deadline), start, live)
                 })
             })
             .collect();
+        let (live, consumed_ref, done_ref) = (&live, &consumed, &done);
+        s.spawn(move || show_progress(args.log.json, live, Some(consumed_ref), done_ref));
         let consumer = {
             let (log, consumed) = (&log, &consumed);
             let stop = move |_: &floodgate::Consumer| start.elapsed() >= deadline;
@@ -564,7 +567,8 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         };
         while start.elapsed() < deadline {
             std::thread::sleep(Duration::from_millis(100));
-            let backlog = acked
+            let backlog = live
+                .acked
                 .load(Ordering::Relaxed)
                 .saturating_sub(consumed.load(Ordering::Relaxed));
             backlog_series.push((start.elapsed().as_secs_f64(), backlog));
@@ -573,7 +577,9 @@ fn peak(args: PeakArgs) -> Result<(), String> {
             .into_iter()
             .map(|h| h.join().expect("producer thread"))
             .collect();
-        (results, consumer.join().expect("consumer thread"))
+        let consumed = consumer.join().expect("consumer thread");
+        done.store(true, Ordering::Release);
+        (results, consumed)
     });
     let consume_stats = consume_stats?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -1015,10 +1021,13 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         (None, Some(_)) => None,
     };
     let deadline = args.duration.map(Duration::from_secs_f64);
-    let acked = AtomicU64::new(0);
+    let live = Live::default();
+    let done = AtomicBool::new(false);
     let cpu_start = process_cpu();
     let start = Instant::now();
     let results: Vec<ProducerResult> = std::thread::scope(|s| {
+        let (live_ref, done_ref) = (&live, &done);
+        s.spawn(move || show_progress(args.log.json, live_ref, None, done_ref));
         let handles: Vec<_> = (0..args.log.producers)
             .map(|k| {
                 let log = &log;
@@ -1027,14 +1036,16 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
                     n / u64::from(args.log.producers)
                         + u64::from(u64::from(k) < n % u64::from(args.log.producers))
                 });
-                let acked = &acked;
-                s.spawn(move || producer_thread(log, args, k, count, deadline, start, acked))
+                let live = &live;
+                s.spawn(move || producer_thread(log, args, k, count, deadline, start, live))
             })
             .collect();
-        handles
+        let results = handles
             .into_iter()
             .map(|h| h.join().expect("producer thread"))
-            .collect()
+            .collect();
+        done.store(true, Ordering::Release);
+        results
     });
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
@@ -1334,14 +1345,70 @@ fn finish_run(
     Ok(())
 }
 
-fn record_latency(r: &mut ProducerResult, start: Instant, intended: Instant, now: Instant) {
+/// What producers report while they run, for the progress line and the backlog series.
+#[derive(Default)]
+struct Live {
+    acked: AtomicU64,
+    /// The ack latency p99 (µs) of the last whole second a producer finished.
+    p99_us: AtomicU64,
+}
+
+fn record_latency(
+    r: &mut ProducerResult,
+    live: &Live,
+    start: Instant,
+    intended: Instant,
+    now: Instant,
+) {
     let us = now.saturating_duration_since(intended).as_micros() as u64;
     r.histogram.saturating_record(us.max(1));
     let second = intended.saturating_duration_since(start).as_secs() as usize;
     while r.per_second.len() <= second {
+        if let Some(done) = r.per_second.last() {
+            live.p99_us
+                .store(done.value_at_quantile(0.99), Ordering::Relaxed);
+        }
         r.per_second.push(second_histogram());
     }
     r.per_second[second].saturating_record(us.max(1));
+    live.acked.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The live progress line on a terminal (stderr; indicatif hides it when stderr is not a
+/// terminal, and `--json` hides it): rates, backlog and ack p99, until `done` is set.
+fn show_progress(json: bool, live: &Live, consumed: Option<&AtomicU64>, done: &AtomicBool) {
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .expect("a valid template"),
+    );
+    let count = |a: Option<&AtomicU64>| a.map_or(0, |a| a.load(Ordering::Relaxed));
+    let mut last = (Instant::now(), count(Some(&live.acked)), count(consumed));
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = (Instant::now(), count(Some(&live.acked)), count(consumed));
+        let dt = now.0.duration_since(last.0).as_secs_f64().max(1e-9);
+        let mut msg = format!(
+            "produced {:>10.0}/s   ack p99 {:>6} µs",
+            (now.1 - last.1) as f64 / dt,
+            live.p99_us.load(Ordering::Relaxed)
+        );
+        if consumed.is_some() {
+            msg.push_str(&format!(
+                "   consumed {:>8.0}/s   backlog {:>10}",
+                (now.2 - last.2) as f64 / dt,
+                now.1.saturating_sub(now.2)
+            ));
+        }
+        bar.set_message(msg);
+        bar.tick();
+        last = now;
+    }
+    bar.finish_and_clear();
 }
 
 fn producer_thread(
@@ -1351,7 +1418,7 @@ fn producer_thread(
     count: Option<u64>,
     deadline: Option<Duration>,
     start: Instant,
-    acked: &AtomicU64,
+    live: &Live,
 ) -> ProducerResult {
     if !args.no_pin {
         pin_producer(k as usize, args.log.shards);
@@ -1384,9 +1451,8 @@ fn producer_thread(
             match outcome {
                 Some(Ok(_)) => {
                     let now = now.unwrap_or_else(Instant::now);
-                    record_latency(result, start, intended, now);
+                    record_latency(result, live, start, intended, now);
                     result.acked += 1;
-                    acked.fetch_add(1, Ordering::Relaxed);
                     None
                 }
                 Some(Err(e)) => {
