@@ -263,7 +263,7 @@ impl LogInner {
     ) -> Result<Vec<StoredRecord>> {
         let visible = p.offset_visible();
         let shard = &self.shards[p.shard as usize];
-        let entries = p.entries_from(offset, bytes_max, visible, &|r| shard.load_run(r))?;
+        let entries = p.entries_from(offset, bytes_max, visible, &|r, o| shard.load_run(r, o))?;
         let mut out = Vec::new();
         let expect = (p.topic_id, p.partition);
         let readahead = &self.readahead[p.shard as usize];
@@ -327,7 +327,9 @@ impl LogInner {
         let p = self.partition(topic, partition)?;
         let visible = p.offset_visible();
         let shard = &self.shards[p.shard as usize];
-        let Some(entry) = p.entry_for_timestamp(timestamp, visible, &|r| shard.load_run(r))? else {
+        let Some(entry) =
+            p.entry_for_timestamp(timestamp, visible, &|r, o| shard.load_run(r, o))?
+        else {
             return Ok(None);
         };
         let records = self.read(topic, partition, entry.base_offset, 1)?;

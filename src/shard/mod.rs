@@ -474,17 +474,39 @@ impl ShardShared {
         earliest
     }
 
-    /// The entries of a sealed run, from the index cache or its index file.
-    pub fn load_run(&self, run: &SealedRun) -> Result<Arc<[BatchEntry]>> {
-        if let Some(entries) = self.index_cache.lock().expect("index cache lock").get(run) {
+    /// The chunk of a sealed run's entries holding `offset`, from the index cache or its index
+    /// file (the first load of a run checks all its entries and keeps its chunk directory).
+    pub fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
+        let path = index_path(&self.dir, run.segment);
+        let starts = self
+            .index_cache
+            .lock()
+            .expect("index cache lock")
+            .starts(run);
+        let starts = match starts {
+            Some(s) => s,
+            None => {
+                let s: Arc<[u64]> = crate::index::run_chunk_starts(&path, run)?.into();
+                let mut cache = self.index_cache.lock().expect("index cache lock");
+                cache.insert_starts(run, Arc::clone(&s));
+                s
+            }
+        };
+        let chunk = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        if let Some(entries) = self
+            .index_cache
+            .lock()
+            .expect("index cache lock")
+            .chunk(run, chunk)
+        {
             return Ok(entries);
         }
-        let entries: Arc<[BatchEntry]> =
-            crate::index::read_run(&index_path(&self.dir, run.segment), run)?.into();
+        let (chunk, entries) = crate::index::read_chunk(&path, run, &starts, offset)?;
+        let entries: Arc<[BatchEntry]> = entries.into();
         self.index_cache
             .lock()
             .expect("index cache lock")
-            .insert(run, Arc::clone(&entries));
+            .insert_chunk(run, chunk, Arc::clone(&entries));
         Ok(entries)
     }
 

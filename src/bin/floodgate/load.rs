@@ -88,6 +88,9 @@ pub struct PeakArgs {
     /// Partitions of the load topic.
     #[arg(long, default_value_t = 8)]
     partitions: u32,
+    /// Segment size in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    segment_bytes: u64,
 }
 
 /// Options of the scenarios that write (produce, peak).
@@ -518,7 +521,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         duration: Some(args.duration),
         partitions: args.partitions,
         rate: args.produce_rate,
-        segment_bytes: 1 << 30,
+        segment_bytes: args.segment_bytes,
         commit_bytes_max: 4 << 20,
         no_prezero: false,
         no_pin: false,
