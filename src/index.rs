@@ -86,6 +86,18 @@ pub struct SealedRun {
     running_max: i64,
 }
 
+impl SealedRun {
+    /// A run as the index cache knows it (the running maximum is the partition's business).
+    pub(crate) fn new(segment: u64, run: IndexRun, entries_pos: u64) -> SealedRun {
+        SealedRun {
+            segment,
+            run,
+            entries_pos,
+            running_max: run.max_timestamp,
+        }
+    }
+}
+
 /// Loads the chunk of a sealed run's entries holding an offset (from the index cache or the
 /// index file): at most [`CHUNK_ENTRIES`] entries, in offset order.
 pub(crate) type RunLoader<'a> = dyn Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>> + 'a;
@@ -603,7 +615,8 @@ fn put_entry(out: &mut Vec<u8>, e: &BatchEntry) {
 
 /// Encodes an index file of `n` frames, `frame(i)` = (topic id, partition, entry) in file
 /// order, grouped into runs by `group(i)`: a dense id below `groups`, one per partition. Runs
-/// come in group order, each run's entries in file order. A counting sort, written straight
+/// come in group order, each run's entries in file order. Also returns each run's chunk
+/// directory (see [`run_chunk_starts`]), so readers need not read it back. A counting sort, written straight
 /// into the output (a comparison sort of 5 M frames of 10,000 partitions, and the copies
 /// around it, took the helper thread over a second and 700 MB at every roll).
 pub(crate) fn encode_index(
@@ -613,7 +626,7 @@ pub(crate) fn encode_index(
     groups: usize,
     group: impl Fn(usize) -> u32,
     frame: impl Fn(usize) -> (u32, u32, BatchEntry),
-) -> (Vec<u8>, IndexDirectory) {
+) -> (Vec<u8>, IndexDirectory, Vec<Vec<u64>>) {
     let mut next = vec![0u32; groups + 1];
     for i in 0..n {
         next[group(i) as usize + 1] += 1;
@@ -637,6 +650,7 @@ pub(crate) fn encode_index(
         entry_count: n as u32,
         runs: Vec::with_capacity(runs),
     };
+    let mut starts: Vec<Vec<u64>> = Vec::with_capacity(runs);
     for (k, &i) in order.iter().enumerate() {
         let (topic_id, partition, e) = frame(i as usize);
         let at = out.len();
@@ -644,21 +658,27 @@ pub(crate) fn encode_index(
         let bytes = &out[at..];
         match directory.runs.last_mut() {
             Some(run) if run.topic_id == topic_id && run.partition == partition => {
+                if run.entry_count as usize % CHUNK_ENTRIES == 0 {
+                    starts.last_mut().expect("one per run").push(e.base_offset);
+                }
                 run.last_offset = e.last_offset;
                 run.max_timestamp = run.max_timestamp.max(e.max_timestamp);
                 run.entry_count += 1;
                 run.crc = crc32c::crc32c_append(run.crc, bytes);
             }
-            _ => directory.runs.push(IndexRun {
-                topic_id,
-                partition,
-                first_offset: e.base_offset,
-                last_offset: e.last_offset,
-                max_timestamp: e.max_timestamp,
-                first_entry: k as u32,
-                entry_count: 1,
-                crc: crc32c::crc32c(bytes),
-            }),
+            _ => {
+                starts.push(vec![e.base_offset]);
+                directory.runs.push(IndexRun {
+                    topic_id,
+                    partition,
+                    first_offset: e.base_offset,
+                    last_offset: e.last_offset,
+                    max_timestamp: e.max_timestamp,
+                    first_entry: k as u32,
+                    entry_count: 1,
+                    crc: crc32c::crc32c(bytes),
+                });
+            }
         }
     }
     let mut head = Vec::with_capacity(dir_end);
@@ -684,7 +704,7 @@ pub(crate) fn encode_index(
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[..36]), &head[INDEX_HEADER_BYTES..]);
     head[36..40].copy_from_slice(&crc.to_le_bytes());
     out[..dir_end].copy_from_slice(&head);
-    (out, directory)
+    (out, directory, starts)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -708,14 +728,15 @@ impl SegmentIndex {
                 *group_of.entry((t, p)).or_insert(next)
             })
             .collect();
-        encode_index(
+        let (bytes, directory, _) = encode_index(
             self.segment,
             self.data_end,
             self.frames.len(),
             group_of.len(),
             |i| groups[i],
             |i| self.frames[i],
-        )
+        );
+        (bytes, directory)
     }
 
     /// Decodes a whole index file, checking every checksum and that each run's entries are
@@ -1185,14 +1206,21 @@ mod tests {
             })
             .collect();
         p.offset_visible.store(2 * n, Ordering::Release);
-        let (bytes, directory) = SegmentIndex {
-            segment: 0,
-            data_end: n * 10,
-            frames,
-        }
-        .encode();
+        let (bytes, directory, starts) =
+            encode_index(0, n * 10, frames.len(), 1, |_| 0, |i| frames[i]);
         std::fs::write(&path, &bytes).unwrap();
         let run = directory.runs[0];
+        let sealed_run = SealedRun {
+            segment: 0,
+            run,
+            entries_pos: directory.entries_pos(&run),
+            running_max: 0,
+        };
+        assert_eq!(
+            starts[0],
+            run_chunk_starts(&path, &sealed_run).unwrap(),
+            "the writer's chunk directory is the one read back"
+        );
         assert!(p.seal_run(0, run, directory.entries_pos(&run)));
         let mut cache = IndexCache::new(1 << 20);
         let load = |sealed: &SealedRun, offset: u64| -> Result<Arc<[BatchEntry]>> {

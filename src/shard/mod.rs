@@ -334,10 +334,10 @@ impl ShardShared {
     }
 
     /// Called once `segment`'s index file is durable: each partition's entries of that segment
-    /// give way to its run in the file (`runs`, with each run's entries' byte position), so
-    /// the memory they took is freed.
-    pub fn index_sealed(&self, segment: u64, runs: &[(IndexRun, u64)]) {
-        self.note_sealed(segment, runs.iter().map(|(r, _)| r));
+    /// give way to its run in the file (`runs`, with each run's entries' byte position and its
+    /// chunk directory), so the memory they took is freed.
+    pub fn index_sealed(&self, segment: u64, runs: Vec<(IndexRun, u64, Vec<u64>)>) {
+        self.note_sealed(segment, runs.iter().map(|(r, _, _)| r));
         let mut batch = self.distributing.lock().expect("distribute lock");
         self.index_log
             .lock()
@@ -366,9 +366,15 @@ impl ShardShared {
             publish(slot, entry, true);
         }
         let mut kept = std::collections::HashSet::new();
-        for (run, entries_pos) in runs {
+        for (run, entries_pos, starts) in runs {
+            // Readers find the run's chunk directory cached: they need not read the run back.
+            let sealed = SealedRun::new(segment, run, entries_pos);
+            self.index_cache
+                .lock()
+                .expect("index cache lock")
+                .insert_starts(&sealed, starts.into());
             if let Some(p) = by_name.get(&(run.topic_id, run.partition))
-                && !p.seal_run(segment, *run, *entries_pos)
+                && !p.seal_run(segment, run, entries_pos)
             {
                 // Cannot happen unless the writer and the file disagree; the partition then
                 // keeps its entries in memory (still correct, just not freed).

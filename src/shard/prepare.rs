@@ -59,7 +59,7 @@ pub(crate) struct Seal {
 impl Seal {
     /// Writes the index file, then lets the partitions drop the segment's entries from memory.
     fn write(&self, shard: &ShardShared) -> Result<()> {
-        let encoded = encode_index(
+        let (bytes, directory, starts) = encode_index(
             self.segment,
             self.data_end,
             self.entries.len(),
@@ -71,13 +71,14 @@ impl Seal {
                 (topic_id, partition, e)
             },
         );
-        let directory = write_index_file_paced(&self.path, encoded, INDEX_WRITE_PAUSE)?;
+        let directory = write_index_file_paced(&self.path, (bytes, directory), INDEX_WRITE_PAUSE)?;
         let runs: Vec<_> = directory
             .runs
             .iter()
-            .map(|r| (*r, directory.entries_pos(r)))
+            .zip(starts)
+            .map(|(r, s)| (*r, directory.entries_pos(r), s))
             .collect();
-        shard.index_sealed(self.segment, &runs);
+        shard.index_sealed(self.segment, runs);
         Ok(())
     }
 }
