@@ -658,7 +658,7 @@ pub(crate) fn encode_index(
         let bytes = &out[at..];
         match directory.runs.last_mut() {
             Some(run) if run.topic_id == topic_id && run.partition == partition => {
-                if run.entry_count as usize % CHUNK_ENTRIES == 0 {
+                if (run.entry_count as usize).is_multiple_of(CHUNK_ENTRIES) {
                     starts.last_mut().expect("one per run").push(e.base_offset);
                 }
                 run.last_offset = e.last_offset;
