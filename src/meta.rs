@@ -53,13 +53,9 @@ impl Meta {
     /// Reads `dir/meta.json`, or `None` when the directory has none yet.
     pub fn load(dir: &Path) -> Result<Option<Meta>> {
         let path = dir.join(META_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path, e)),
+        let Some(meta) = read_json_file::<Meta>(&path)? else {
+            return Ok(None);
         };
-        let meta: Meta = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
         if meta.version != META_VERSION {
             return Err(Error::corrupt(
                 &path,
@@ -101,6 +97,19 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
             name: name.to_owned(),
         })
     }
+}
+
+/// Reads a JSON file floodgate wrote; `None` if there is none, `Error::Corrupt` if it does not
+/// parse.
+pub(crate) fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::corrupt(path, e.column() as u64, e.to_string()))
 }
 
 /// The exclusive lock on a data directory, released on drop.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io;
+use crate::meta::read_json_file;
 use crate::shard::{ShardShared, index_path};
 
 const START_OFFSETS_FILE: &str = "start-offsets.json";
@@ -60,13 +61,9 @@ impl StartOffsets {
     /// Reads a shard's start offsets; `None` if retention never deleted anything there.
     pub fn load(dir: &Path) -> Result<Option<StartOffsets>> {
         let path = start_offsets_path(dir);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path, e)),
+        let Some(offsets) = read_json_file::<StartOffsets>(&path)? else {
+            return Ok(None);
         };
-        let offsets: StartOffsets = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
         if offsets.version != START_OFFSETS_VERSION {
             return Err(Error::corrupt(
                 &path,

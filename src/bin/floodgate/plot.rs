@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -24,6 +25,31 @@ pub struct Series<'a> {
 
 fn err(e: impl std::fmt::Display) -> String {
     format!("plot: {e}")
+}
+
+type Linear<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel over the run's seconds with a linear y axis from 0 to `top`, its grid drawn.
+fn linear<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    seconds: f64,
+    top: f64,
+) -> Result<Linear<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..seconds, 0.0..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
 }
 
 /// Draws `s` into `path`.
@@ -52,19 +78,7 @@ pub fn draw(path: &Path, s: &Series<'_>) -> Result<(), String> {
         .unwrap_or(1)
         .max(1) as f64
         * 1.1;
-    let mut chart = ChartBuilder::on(&panels[0])
-        .caption("throughput (records/s)", ("sans-serif", 16))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..seconds, 0.0..top)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("s")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(err)?;
+    let mut chart = linear(&panels[0], "throughput (records/s)", seconds, top)?;
     let line = |data: &[u64]| -> Vec<(f64, f64)> {
         data.iter()
             .enumerate()
@@ -96,19 +110,7 @@ pub fn draw(path: &Path, s: &Series<'_>) -> Result<(), String> {
         Some(_) => "backlog (records stored, not consumed)",
         None => "backlog: no consumer in this scenario",
     };
-    let mut chart = ChartBuilder::on(&panels[1])
-        .caption(caption, ("sans-serif", 16))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..seconds, 0.0..top)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("s")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(err)?;
+    let mut chart = linear(&panels[1], caption, seconds, top)?;
     chart
         .draw_series(LineSeries::new(
             s.backlog.iter().map(|&(t, b)| (t, b as f64)),
