@@ -252,8 +252,10 @@ fn group_rate_limit_is_shared_by_members() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total: usize = counts.iter().sum();
-    // Timing on a shared machine: a wide band, but far from 2 × 2,000.
-    assert!((1500..=2500).contains(&total), "{counts:?}");
+    // The limit is shared: together never more than 2,000/s plus the burst (unshared, two
+    // members would deliver 4,000). The lower bound only asks for progress: on a busy machine a
+    // member held off the CPU for longer than the burst loses those tokens.
+    assert!((800..=2300).contains(&total), "{counts:?}");
     assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
     let lag = log.group_lag("g", "t").unwrap();
     assert_eq!(lag.rate_limit, Some(limit));
