@@ -367,7 +367,7 @@ fn committed_offsets_survive_sigkill_of_the_committing_process() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(400 + rng.below(500)));
+        std::thread::sleep(Duration::from_millis(700 + rng.below(500)));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
