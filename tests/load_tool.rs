@@ -181,7 +181,9 @@ fn consume_json_contract_with_a_group() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     floodgate(&["produce", "--messages", "5000", "--partitions", "3"]);
-    let v = floodgate(&["consume", "--group", "g", "--verify"]);
+    // Two members of the group share the partitions.
+    let v = floodgate(&["consume", "--group", "g", "--consumers", "2", "--verify"]);
+    assert_eq!(v["consumers"], 2);
     assert_eq!(v["scenario"], "consume");
     assert_fields(
         &v,

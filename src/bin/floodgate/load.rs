@@ -91,6 +91,9 @@ pub struct PeakArgs {
     /// Segment size in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     segment_bytes: u64,
+    /// Consumer threads: members of the group "peak", sharing --consume-rate.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
 }
 
 /// Options of the scenarios that write (produce, peak).
@@ -165,6 +168,9 @@ pub struct ConsumeArgs {
     /// With --group, commit every this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
+    /// Consumer threads (more than one: members of --group sharing the partitions).
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
     /// With --group, append each commit's `partition offset` lines to this file (for crash
     /// tests: what was committed before a kill).
     #[arg(long, hide = true)]
@@ -368,6 +374,8 @@ fn checksum(producer: u32, seq: u64, filler: &[u8]) -> u64 {
 struct ConsumeStats {
     consumed: u64,
     bytes: u64,
+    /// (producer, sequence) of every record checked, with `verify`.
+    seen: HashSet<(u32, u64)>,
     /// Records delivered in each whole second since the start.
     per_second: Vec<u64>,
     corrupt: u64,
@@ -375,9 +383,7 @@ struct ConsumeStats {
     out_of_order: u64,
 }
 
-/// Consumes the load topic with `log.consumer`, at `rate` (0: unlimited), until `stop` says
-/// so; counts into `consumed` as it goes. With `verify`, checks every payload.
-/// How a scenario's consumer runs.
+/// How a scenario's consumers run.
 struct ConsumeOptions<'a> {
     /// Records per second (0: unlimited).
     rate: f64,
@@ -389,6 +395,8 @@ struct ConsumeOptions<'a> {
     commit_journal: Option<&'a Path>,
 }
 
+/// Consumes the load topic with `log.consumer` as `options` say, until `stop` says so; counts
+/// into `consumed` as it goes. With `verify`, checks every payload.
 fn consume_loop(
     log: &Log,
     options: &ConsumeOptions<'_>,
@@ -430,7 +438,7 @@ fn consume_loop(
     let mut stats = ConsumeStats::default();
     // Sized up front: growing a set of millions of entries stalls the consumer for tens of
     // milliseconds, long enough to miss its rate.
-    let mut seen: HashSet<(u32, u64)> = HashSet::with_capacity(if verify { expected } else { 0 });
+    stats.seen = HashSet::with_capacity(if verify { expected } else { 0 });
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
     while !stop(&consumer) {
         let records = consumer
@@ -460,7 +468,7 @@ fn consume_loop(
                 stats.corrupt += 1;
                 continue;
             }
-            if !seen.insert((producer, seq)) {
+            if !stats.seen.insert((producer, seq)) {
                 stats.duplicated += 1;
             }
             if last_seq
@@ -479,6 +487,54 @@ fn consume_loop(
         commit_and_journal(&mut consumer, journal.as_mut())?;
     }
     Ok(stats)
+}
+
+/// Runs `members` consumers (group members when more than one) and merges what they saw: a
+/// record two members both delivered counts as duplicated.
+#[allow(clippy::too_many_arguments)]
+fn consume_members(
+    log: &Log,
+    options: &ConsumeOptions<'_>,
+    members: u32,
+    start: Instant,
+    verify: bool,
+    expected: usize,
+    consumed: &AtomicU64,
+    stop: &(dyn Fn(&floodgate::Consumer) -> bool + Sync),
+) -> Result<ConsumeStats, String> {
+    if members > 1 && options.group.is_none() {
+        return Err("more than one consumer needs --group (members share the partitions)".into());
+    }
+    let results: Vec<Result<ConsumeStats, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..members.max(1))
+            .map(|_| {
+                s.spawn(move || consume_loop(log, options, start, verify, expected, consumed, stop))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("consumer thread"))
+            .collect()
+    });
+    let mut all = ConsumeStats::default();
+    for r in results {
+        let r = r?;
+        all.consumed += r.consumed;
+        all.bytes += r.bytes;
+        all.corrupt += r.corrupt;
+        all.duplicated += r.duplicated;
+        all.out_of_order += r.out_of_order;
+        if all.per_second.len() < r.per_second.len() {
+            all.per_second.resize(r.per_second.len(), 0);
+        }
+        for (a, b) in all.per_second.iter_mut().zip(&r.per_second) {
+            *a += b;
+        }
+        let before = all.seen.len() + r.seen.len();
+        all.seen.extend(r.seen);
+        all.duplicated += (before - all.seen.len()) as u64;
+    }
+    Ok(all)
 }
 
 /// Commits the consumer's positions; then journals them (`partition offset` lines).
@@ -557,9 +613,10 @@ fn peak(args: PeakArgs) -> Result<(), String> {
                     commit_interval: Duration::from_secs(1),
                     commit_journal: None,
                 };
-                consume_loop(
+                consume_members(
                     log,
                     &options,
+                    args.consumers,
                     start,
                     args.log.verify,
                     expected,
@@ -609,6 +666,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "io_backend": backend.name(),
         "target_rate": args.produce_rate,
         "consume_rate": args.consume_rate,
+        "consumers": args.consumers,
         "duration_s": elapsed,
         "produced": produced,
         "errors": errors,
@@ -699,20 +757,42 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     let consumed = AtomicU64::new(0);
     let cpu_start = process_cpu();
     let start = Instant::now();
-    // Drain what is stored now: stop when every partition's lag is zero.
-    let stop = |c: &floodgate::Consumer| c.lag().is_ok_and(|l| l.iter().all(|(_, n)| *n == 0));
     let stored = log
         .consumer(TOPIC)
         .build()
         .and_then(|c| c.lag())
         .map_or(0, |l| l.iter().map(|(_, n)| *n as usize).sum());
+    // Drain what is stored now: one consumer stops when its partitions' lag is zero; group
+    // members, when together they consumed the group's backlog at the start.
+    let backlog = match &args.group {
+        Some(g) => log.group_lag(g, TOPIC).map_err(|e| e.to_string())?.lag,
+        None => stored as u64,
+    };
+    let members = args.consumers;
+    let consumed_ref = &consumed;
+    let stop = move |c: &floodgate::Consumer| {
+        if members > 1 {
+            consumed_ref.load(Ordering::Relaxed) >= backlog
+        } else {
+            c.lag().is_ok_and(|l| l.iter().all(|(_, n)| *n == 0))
+        }
+    };
     let options = ConsumeOptions {
         rate: args.consume_rate,
         group: args.group.as_deref(),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
         commit_journal: args.commit_journal.as_deref(),
     };
-    let stats = consume_loop(&log, &options, start, args.verify, stored, &consumed, &stop)?;
+    let stats = consume_members(
+        &log,
+        &options,
+        members,
+        start,
+        args.verify,
+        stored,
+        &consumed,
+        &stop,
+    )?;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
     let whole = (elapsed.floor() as usize).min(stats.per_second.len());
@@ -729,6 +809,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         "consume_rate_error_pct": error,
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "group": args.group,
+        "consumers": args.consumers,
         "group_lag": match &args.group {
             Some(g) => json!(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?.lag),
             None => serde_json::Value::Null,
