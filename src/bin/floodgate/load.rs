@@ -435,10 +435,12 @@ fn consume_loop(
         None => None,
     };
     let mut next_commit = Instant::now() + options.commit_interval;
-    let mut stats = ConsumeStats::default();
-    // Sized up front: growing a set of millions of entries stalls the consumer for tens of
-    // milliseconds, long enough to miss its rate.
-    stats.seen = HashSet::with_capacity(if verify { expected } else { 0 });
+    // The set is sized up front: growing a set of millions of entries stalls the consumer for
+    // tens of milliseconds, long enough to miss its rate.
+    let mut stats = ConsumeStats {
+        seen: HashSet::with_capacity(if verify { expected } else { 0 }),
+        ..ConsumeStats::default()
+    };
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
     while !stop(&consumer) {
         let records = consumer
