@@ -38,6 +38,16 @@ struct Slot {
     busy: Option<(u64, Arc<File>, Op)>,
 }
 
+/// O_DIRECT needs the file position, the buffer's address and the length block-aligned.
+fn assert_aligned(at: u64, ptr: usize, n: u32, op: &str) {
+    assert!(
+        at.is_multiple_of(BLOCK_BYTES as u64)
+            && ptr.is_multiple_of(BLOCK_BYTES)
+            && (n as usize).is_multiple_of(BLOCK_BYTES),
+        "unaligned O_DIRECT {op}: position {at}, address {ptr:#x}, {n} bytes"
+    );
+}
+
 /// io_uring-backed [`Device`].
 pub struct UringDevice {
     ring: IoUring,
@@ -103,12 +113,7 @@ impl UringDevice {
                 let at = *pos + *done as u64;
                 let ptr = buf[*done..].as_ptr();
                 let n = (*len - *done) as u32;
-                assert!(
-                    at.is_multiple_of(BLOCK_BYTES as u64)
-                        && (ptr as usize).is_multiple_of(BLOCK_BYTES)
-                        && (n as usize).is_multiple_of(BLOCK_BYTES),
-                    "unaligned O_DIRECT write"
-                );
+                assert_aligned(at, ptr as usize, n, "write");
                 opcode::Write::new(fd, ptr, n).offset(at).build()
             }
             Op::Flush => opcode::Fsync::new(fd)
@@ -119,12 +124,7 @@ impl UringDevice {
                 // The slot owns the buffer; the kernel writes into it until the completion.
                 let ptr = buf[*done..].as_mut_ptr();
                 let n = (buf.len() - *done) as u32;
-                assert!(
-                    at.is_multiple_of(BLOCK_BYTES as u64)
-                        && (ptr as usize).is_multiple_of(BLOCK_BYTES)
-                        && (n as usize).is_multiple_of(BLOCK_BYTES),
-                    "unaligned O_DIRECT read"
-                );
+                assert_aligned(at, ptr as usize, n, "read");
                 opcode::Read::new(fd, ptr, n).offset(at).build()
             }
         }
