@@ -204,3 +204,58 @@ fn consume_json_contract_with_a_group() {
     let again = floodgate(&["consume", "--group", "g"]);
     assert_eq!(again["consumed"], 0);
 }
+
+#[test]
+fn idle_json_contract() {
+    let v = run(&["idle", "--duration", "0.5"]);
+    assert_eq!(v["scenario"], "idle");
+    assert_fields(
+        &v,
+        &["idle_cpu_pct_of_one_core", "duration_s", "shards"],
+        &[],
+    );
+}
+
+/// `--verify` checks payloads end to end: a payload changed on disk with its batch checksum
+/// recomputed (so the log itself cannot tell) is reported as corrupt, and the run fails.
+#[test]
+fn verify_catches_a_corrupted_payload() {
+    use std::os::unix::fs::FileExt;
+    let base = common::test_dir("loadtool-corrupt");
+    let dir = base.path().join("data");
+    let load = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .arg("load")
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    assert!(load(&["produce", "--messages", "2000"]).status.success());
+    let segment = common::segments(&dir, 0)[0].clone();
+    let (frames, _) = floodgate::segment::recovery::scan_segment_file(&segment, 4 << 20).unwrap();
+    let frame = frames[0].entry;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let mut bytes = vec![0u8; frame.frame_bytes as usize];
+    file.read_exact_at(&mut bytes, frame.pos).unwrap();
+    // Flip a byte near the end of the batch (inside the last record's value), then recompute
+    // the RecordBatch CRC (over the batch from byte 21; the batch follows the 32-byte frame
+    // header, its CRC at batch bytes 17..21, big-endian).
+    let batch = &mut bytes[32..];
+    let at = batch.len() - 10;
+    batch[at] ^= 0x5a;
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    file.write_all_at(&bytes, frame.pos).unwrap();
+    file.sync_all().unwrap();
+    let out = load(&["consume", "--verify"]);
+    assert!(!out.status.success(), "the run fails on a corrupt payload");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["verify"]["corrupt"].as_u64().unwrap() >= 1, "{v}");
+}
