@@ -7,16 +7,22 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn run(args: &[&str]) -> Value {
-    let base = common::test_dir("loadtool");
-    let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+/// `floodgate load ARGS --dir DIR --json`.
+fn load(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_floodgate"))
         .arg("load")
         .args(args)
         .arg("--dir")
-        .arg(base.path().join("data"))
+        .arg(dir)
         .arg("--json")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a scenario in a fresh directory; it must succeed with exactly one JSON object.
+fn run(args: &[&str]) -> Value {
+    let base = common::test_dir("loadtool");
+    let out = load(&base.path().join("data"), args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -165,14 +171,7 @@ fn consume_json_contract_with_a_group() {
     let base = common::test_dir("loadtool-consume");
     let dir = base.path().join("data");
     let floodgate = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .arg("load")
-            .args(args)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--json")
-            .output()
-            .unwrap();
+        let out = load(&dir, args);
         assert!(
             out.status.success(),
             "{}",
@@ -223,17 +222,11 @@ fn verify_catches_a_corrupted_payload() {
     use std::os::unix::fs::FileExt;
     let base = common::test_dir("loadtool-corrupt");
     let dir = base.path().join("data");
-    let load = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .arg("load")
-            .args(args)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--json")
-            .output()
-            .unwrap()
-    };
-    assert!(load(&["produce", "--messages", "2000"]).status.success());
+    assert!(
+        load(&dir, &["produce", "--messages", "2000"])
+            .status
+            .success()
+    );
     let segment = common::segments(&dir, 0)[0].clone();
     let (frames, _) = floodgate::segment::recovery::scan_segment_file(&segment, 4 << 20).unwrap();
     let frame = frames[0].entry;
@@ -254,7 +247,7 @@ fn verify_catches_a_corrupted_payload() {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
     file.write_all_at(&bytes, frame.pos).unwrap();
     file.sync_all().unwrap();
-    let out = load(&["consume", "--verify"]);
+    let out = load(&dir, &["consume", "--verify"]);
     assert!(!out.status.success(), "the run fails on a corrupt payload");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["verify"]["corrupt"].as_u64().unwrap() >= 1, "{v}");

@@ -128,14 +128,8 @@ pub struct LogArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
-    /// First measure the device's O_DIRECT sequential write and read bandwidth on the data
-    /// directory (io_uring, 1 MiB blocks, 4 in flight, like fio) and report the load's MB/s as
-    /// ratios of it.
-    #[arg(long)]
-    compare_device: bool,
-    /// Bytes the device measurement writes and reads.
-    #[arg(long, default_value_t = 2 << 30)]
-    compare_device_bytes: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Draw throughput, backlog and ack latency over time into this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -175,13 +169,31 @@ pub struct ConsumeArgs {
     /// tests: what was committed before a kill).
     #[arg(long, hide = true)]
     commit_journal: Option<PathBuf>,
-    /// First measure the device's O_DIRECT sequential bandwidth on the data directory (see
-    /// `load produce --compare-device`) and report the consume MB/s as a ratio of its read.
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The device baseline of the scenarios that report bandwidth.
+#[derive(Args, Clone)]
+pub struct DeviceArgs {
+    /// First measure the device's O_DIRECT sequential write and read bandwidth on the data
+    /// directory (io_uring, 1 MiB blocks, 4 in flight, like fio) and report the load's MB/s as
+    /// ratios of it.
     #[arg(long)]
     compare_device: bool,
     /// Bytes the device measurement writes and reads.
     #[arg(long, default_value_t = 2 << 30)]
     compare_device_bytes: u64,
+}
+
+impl DeviceArgs {
+    /// The baseline on `dir`, if asked for. Call it before the log opens: the log's helper
+    /// zero-fills a segment at start, which would share the disk with the measurement.
+    fn measure(&self, dir: &Path) -> Result<Option<crate::device::Baseline>, String> {
+        self.compare_device
+            .then(|| crate::device::measure(dir, self.compare_device_bytes))
+            .transpose()
+    }
 }
 
 #[derive(Args, Clone)]
@@ -745,13 +757,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     if !args.dir.join("meta.json").exists() {
         return Err(format!("{} holds no floodgate log", args.dir.display()));
     }
-    let device = match args.compare_device {
-        true => Some(crate::device::measure(
-            &args.dir,
-            args.compare_device_bytes,
-        )?),
-        false => None,
-    };
+    let device = args.device.measure(&args.dir)?;
     let config = Config::new(&args.dir)
         .shards(args.shards)
         .io_backend(backend);
@@ -1231,12 +1237,7 @@ fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
     let durability = parse_durability(&args.log.durability)?;
     let backend = parse_backend(&args.log.backend)?;
     let (dir, tmp) = data_dir(args.log.dir.as_ref())?;
-    // Before the log opens: its helper zero-fills a segment at start, which would share the
-    // disk with the measurement.
-    let device = match args.log.compare_device {
-        true => Some(crate::device::measure(&dir, args.log.compare_device_bytes)?),
-        false => None,
-    };
+    let device = args.log.device.measure(&dir)?;
     let config = Config::new(&dir)
         .shards(args.log.shards)
         .durability(durability)
