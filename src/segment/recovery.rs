@@ -288,15 +288,18 @@ fn finish(
         zero_after(shared, params, id, data_end, garbage_end)?;
     }
     // The active segment's frames, for its index file when the writer seals it.
-    let slots = frames.iter().filter_map(|(t, p, e)| {
-        let partition = params.partitions.get(&(*t, *p))?;
-        (e.pos < data_end).then_some((partition.slot, *e))
-    });
+    let slots: Vec<_> = frames
+        .iter()
+        .filter_map(|(t, p, e)| {
+            let partition = params.partitions.get(&(*t, *p))?;
+            (e.pos < data_end).then_some((partition.slot, *e))
+        })
+        .collect();
     shared
         .index_log
         .lock()
         .expect("index log lock")
-        .publish_distributed(id, slots);
+        .publish_distributed(id, &slots);
     let _ = fs::remove_file(index_path(&shared.dir, id));
     *shared.published.lock().expect("published lock") = (id, data_end);
     Ok(ShardEnd {

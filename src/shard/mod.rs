@@ -25,7 +25,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::Error;
 use crate::error::Result;
-use crate::index::{BatchEntry, IndexCache, IndexLog, IndexRun, Partition, SealedRun};
+use crate::index::{
+    BatchEntry, IndexCache, IndexLog, IndexRun, Partition, SealedRun, Undistributed,
+};
 
 /// A record on its way from a producer to a shard writer: its partition's slot in the shard's
 /// partition table, its timestamp and its encoded tail (key, value, headers), encoded on the
@@ -233,7 +235,7 @@ pub(crate) struct ShardShared {
     /// Entries of sealed runs loaded from index files.
     index_cache: Mutex<IndexCache>,
     /// Held while entries are moved into partitions, so they arrive in order.
-    distributing: Mutex<Vec<(u32, BatchEntry)>>,
+    distributing: Mutex<Undistributed>,
     pub new_rings_flag: AtomicBool,
     /// Latched at the first I/O failure, or `Closed` when the writer exits.
     pub failed: Arc<OnceLock<Error>>,
@@ -274,7 +276,7 @@ impl ShardShared {
             data_waiters: WaitList::default(),
             read_cache: RwLock::new(ReadCache::new(tail_cache_bytes)),
             index_cache: Mutex::new(IndexCache::new(index_cache_bytes)),
-            distributing: Mutex::new(Vec::new()),
+            distributing: Mutex::new(Undistributed::default()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
             log_full: AtomicBool::new(false),
@@ -315,7 +317,7 @@ impl ShardShared {
         self.distribute(&mut batch);
     }
 
-    fn distribute(&self, batch: &mut Vec<(u32, BatchEntry)>) {
+    fn distribute(&self, batch: &mut Undistributed) {
         self.index_log
             .lock()
             .expect("index log lock")
@@ -324,13 +326,14 @@ impl ShardShared {
             return;
         }
         let table = self.partitions.read().expect("partitions lock");
-        for (slot, entry) in batch.drain(..) {
+        for &(slot, entry) in batch.iter() {
             let partition = &table[slot as usize];
             partition.push(entry);
             partition
                 .offset_visible
                 .store(entry.last_offset + 1, Ordering::Release);
         }
+        batch.clear();
     }
 
     /// Called once `segment`'s index file is durable: each partition's entries of that segment
@@ -339,10 +342,13 @@ impl ShardShared {
     pub fn index_sealed(&self, segment: u64, runs: Vec<(IndexRun, u64, Vec<u64>)>) {
         self.note_sealed(segment, runs.iter().map(|(r, _, _)| r));
         let mut batch = self.distributing.lock().expect("distribute lock");
+        // Newer segments' entries stay for readers to distribute when they need them: with
+        // nobody reading, pushing them into 10,000 partitions here took a third of the page
+        // faults of a produce run.
         self.index_log
             .lock()
             .expect("index log lock")
-            .take_undistributed(&mut batch);
+            .take_undistributed_through(segment, &mut batch);
         let table = self.partitions.read().expect("partitions lock");
         let by_name: HashMap<(u32, u32), &Arc<Partition>> = table
             .iter()
@@ -360,14 +366,12 @@ impl ShardShared {
                 .offset_visible
                 .store(entry.last_offset + 1, Ordering::Release);
         };
-        let first = batch.partition_point(|(_, e)| e.segment < segment);
-        let end = batch.partition_point(|(_, e)| e.segment <= segment);
-        for &(slot, entry) in &batch[..first] {
+        for &(slot, entry) in batch.iter().take_while(|(_, e)| e.segment < segment) {
             publish(slot, entry, true);
         }
         let mut kept = std::collections::HashSet::new();
         for (run, entries_pos, starts) in runs {
-            // Readers find the run's chunk directory cached: they need not read the run back.
+            // Readers find the run's chunk directory cached: they need not read it back.
             let sealed = SealedRun::new(segment, run, entries_pos);
             self.index_cache
                 .lock()
@@ -381,11 +385,8 @@ impl ShardShared {
                 kept.insert(p.slot);
             }
         }
-        for &(slot, entry) in &batch[first..end] {
+        for &(slot, entry) in batch.iter().skip_while(|(_, e)| e.segment < segment) {
             publish(slot, entry, kept.contains(&slot));
-        }
-        for &(slot, entry) in &batch[end..] {
-            publish(slot, entry, true);
         }
         batch.clear();
     }

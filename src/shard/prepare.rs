@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::index::{SegmentEntries, encode_index};
+use crate::index::{BatchEntry, IndexFrames, SegmentEntries, encode_index};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::shard::ShardShared;
 use crate::shard::retention::{Retention, enforce};
@@ -59,19 +59,9 @@ pub(crate) struct Seal {
 impl Seal {
     /// Writes the index file, then lets the partitions drop the segment's entries from memory.
     fn write(&self, shard: &ShardShared) -> Result<()> {
-        let (bytes, directory, starts) = encode_index(
-            self.segment,
-            self.data_end,
-            self.entries.len(),
-            self.names.len(),
-            |i| self.entries[i].0,
-            |i| {
-                let (slot, e) = self.entries[i];
-                let (topic_id, partition) = self.names[slot as usize];
-                (topic_id, partition, e)
-            },
-        );
-        let directory = write_index_file_paced(&self.path, (bytes, directory), INDEX_WRITE_PAUSE)?;
+        let (directory, starts) = write_index_file_paced(&self.path, INDEX_WRITE_PAUSE, |sink| {
+            encode_index(self.segment, self.data_end, self, sink)
+        })?;
         let runs: Vec<_> = directory
             .runs
             .iter()
@@ -80,6 +70,26 @@ impl Seal {
             .collect();
         shard.index_sealed(self.segment, runs);
         Ok(())
+    }
+}
+
+impl IndexFrames for Seal {
+    fn count(&self) -> usize {
+        self.entries.len()
+    }
+    fn groups(&self) -> usize {
+        self.names.len()
+    }
+    fn group(&self, i: usize) -> u32 {
+        self.entries.get(i).0
+    }
+    fn frame(&self, i: usize) -> (u32, u32, BatchEntry) {
+        let (slot, e) = self.entries.get(i);
+        let (topic_id, partition) = self.names[slot as usize];
+        (topic_id, partition, e)
+    }
+    fn prefetch(&self, i: usize) {
+        self.entries.prefetch(i);
     }
 }
 
