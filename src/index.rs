@@ -994,12 +994,23 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 impl SegmentIndex {
     /// Encodes the index file; also returns its directory.
     pub fn encode(&self) -> (Vec<u8>, IndexDirectory) {
-        let (bytes, directory, _) = self.encode_with_starts();
+        let (bytes, directory, _) =
+            encode_index_bytes(self.segment, self.data_end, &self.grouped());
         (bytes, directory)
     }
 
+    /// Encodes the index file into `sink`; returns its directory.
+    pub(crate) fn encode_to(&self, sink: &mut IndexSink<'_>) -> Result<IndexDirectory> {
+        encode_index(self.segment, self.data_end, &self.grouped(), sink).map(|(d, _)| d)
+    }
+
     /// Encodes the index file; also returns its directory and each run's chunk directory.
+    #[cfg(test)]
     fn encode_with_starts(&self) -> (Vec<u8>, IndexDirectory, Vec<Vec<u64>>) {
+        encode_index_bytes(self.segment, self.data_end, &self.grouped())
+    }
+
+    fn grouped(&self) -> GroupedFrames<'_> {
         let mut group_of: HashMap<(u32, u32), u32> = HashMap::new();
         let groups: Vec<u32> = self
             .frames
@@ -1009,12 +1020,11 @@ impl SegmentIndex {
                 *group_of.entry((t, p)).or_insert(next)
             })
             .collect();
-        let frames = GroupedFrames {
+        GroupedFrames {
             frames: &self.frames,
             groups,
             count: group_of.len(),
-        };
-        encode_index_bytes(self.segment, self.data_end, &frames)
+        }
     }
 
     /// Decodes a whole index file, checking every checksum and that each run's entries are

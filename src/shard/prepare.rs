@@ -58,10 +58,11 @@ pub(crate) struct Seal {
 
 impl Seal {
     /// Writes the index file, then lets the partitions drop the segment's entries from memory.
-    fn write(&self, shard: &ShardShared) -> Result<()> {
-        let (directory, starts) = write_index_file_paced(&self.path, INDEX_WRITE_PAUSE, |sink| {
-            encode_index(self.segment, self.data_end, self, sink)
-        })?;
+    fn write(&self, shard: &ShardShared, backend: IoBackend) -> Result<()> {
+        let (directory, starts) =
+            write_index_file_paced(&self.path, backend, INDEX_WRITE_PAUSE, |sink| {
+                encode_index(self.segment, self.data_end, self, sink)
+            })?;
         let runs: Vec<_> = directory
             .runs
             .iter()
@@ -268,7 +269,7 @@ fn run(
             }
             std::mem::take(&mut state.seals)
         };
-        let mut outcome = seals.iter().try_for_each(|s| s.write(shard));
+        let mut outcome = seals.iter().try_for_each(|s| s.write(shard, backend));
         if outcome.is_ok() && retention.enabled() && Instant::now() >= retention_due.get() {
             retention_due.set(Instant::now() + RETENTION_INTERVAL);
             let now_ms = std::time::SystemTime::now()

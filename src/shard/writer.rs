@@ -820,42 +820,149 @@ pub(crate) fn write_index_file(
     path: &std::path::Path,
     index: &SegmentIndex,
 ) -> Result<IndexDirectory> {
-    write_index_file_paced(path, Duration::ZERO, |sink| {
-        let (bytes, directory) = index.encode();
-        sink(0, &bytes)?;
-        Ok(directory)
+    write_index_file_paced(path, IoBackend::Portable, Duration::ZERO, |sink| {
+        index.encode_to(sink)
     })
 }
 
 /// Writes an index file like [`write_index_file`], its bytes coming from `encode` through the
 /// sink it is given, pushing each piece to the disk with `pause` after it. A 1 GiB segment of
-/// small batches has an ~80 MB index; written and flushed in one go it delayed the writer's
-/// next fdatasyncs by ~80 ms.
+/// small batches has an ~80-200 MB index; written and flushed in one go it delayed the
+/// writer's next fdatasyncs by ~80 ms. With the io_uring backend the file is written with
+/// O_DIRECT from one reused buffer (see [`DirectPieces`]).
 pub(crate) fn write_index_file_paced<R>(
     path: &std::path::Path,
+    backend: IoBackend,
     pause: Duration,
     encode: impl FnOnce(&mut IndexSink<'_>) -> Result<R>,
 ) -> Result<R> {
     use std::os::unix::fs::FileExt;
     let tmp = path.with_extension("idx.tmp");
-    let f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let mut sink = |pos: u64, bytes: &[u8]| {
-        f.write_all_at(bytes, pos)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        if !pause.is_zero() {
-            io::start_writeback(&f, pos, bytes.len() as u64);
-            std::thread::sleep(pause);
-        }
-        Ok(())
+    let encoded = if backend == IoBackend::IoUring {
+        let f = io::open_segment(&tmp, backend, true, true)?;
+        let mut pieces = DirectPieces::new(&f, &tmp, pause);
+        let encoded = encode(&mut |pos, bytes| pieces.put(pos, bytes))?;
+        pieces.finish()?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        encoded
+    } else {
+        let f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let mut sink = |pos: u64, bytes: &[u8]| {
+            f.write_all_at(bytes, pos)
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            if !pause.is_zero() {
+                io::start_writeback(&f, pos, bytes.len() as u64);
+                std::thread::sleep(pause);
+            }
+            Ok(())
+        };
+        let encoded = encode(&mut sink)?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        encoded
     };
-    let encoded = encode(&mut sink)?;
-    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     io::sync_dir(
         path.parent()
             .expect("index files live in a shard directory"),
     )?;
     Ok(encoded)
+}
+
+/// An index file written with O_DIRECT: pieces arrive in file order after the first (the
+/// entries), and the bytes before the first piece's block (the header and directory) last.
+/// Those are held in memory; the rest goes out in aligned 1 MiB writes from one buffer.
+/// Buffered, the page cache copies took as much CPU as the rest of the helper's work at
+/// 10,000 partitions (1.9 s of 12.5 s of a 30 M record run), on fresh pages each time.
+struct DirectPieces<'a> {
+    file: &'a File,
+    path: &'a std::path::Path,
+    pause: Duration,
+    /// Bytes `0..front.len()` of the file, written last.
+    front: Vec<u8>,
+    /// The bytes after `front` not written yet, from `buf_pos`.
+    buf: AlignedBuf,
+    buf_len: usize,
+    buf_pos: u64,
+    /// The file's length so far.
+    end: u64,
+}
+
+impl<'a> DirectPieces<'a> {
+    const PIECE_BYTES: usize = 1 << 20;
+
+    fn new(file: &'a File, path: &'a std::path::Path, pause: Duration) -> DirectPieces<'a> {
+        DirectPieces {
+            file,
+            path,
+            pause,
+            front: Vec::new(),
+            buf: AlignedBuf::new(Self::PIECE_BYTES + BLOCK_BYTES),
+            buf_len: 0,
+            buf_pos: u64::MAX,
+            end: 0,
+        }
+    }
+
+    fn put(&mut self, pos: u64, mut bytes: &[u8]) -> Result<()> {
+        self.end = self.end.max(pos + bytes.len() as u64);
+        if self.buf_pos == u64::MAX {
+            // The first piece: the bytes before its block are the front.
+            self.buf_pos = pos.next_multiple_of(BLOCK_BYTES as u64);
+            self.front.resize(self.buf_pos as usize, 0);
+        }
+        if pos < self.buf_pos {
+            let n = bytes.len().min((self.buf_pos - pos) as usize);
+            self.front[pos as usize..pos as usize + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if bytes.is_empty() {
+                return Ok(());
+            }
+        }
+        let at = pos.max(self.buf_pos);
+        assert_eq!(
+            at,
+            self.buf_pos + self.buf_len as u64,
+            "index pieces come in file order"
+        );
+        while !bytes.is_empty() {
+            let n = bytes.len().min(Self::PIECE_BYTES - self.buf_len);
+            self.buf[self.buf_len..self.buf_len + n].copy_from_slice(&bytes[..n]);
+            self.buf_len += n;
+            bytes = &bytes[n..];
+            if self.buf_len == Self::PIECE_BYTES {
+                self.flush_buf()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered bytes, the last block padded with zeros (cut off by `finish`).
+    fn flush_buf(&mut self) -> Result<()> {
+        let padded = self.buf_len.next_multiple_of(BLOCK_BYTES);
+        self.buf[self.buf_len..padded].fill(0);
+        io::write_all_at(self.file, self.path, self.buf_pos, &self.buf[..padded])?;
+        self.buf_pos += self.buf_len as u64;
+        self.buf_len = 0;
+        if !self.pause.is_zero() {
+            std::thread::sleep(self.pause);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if self.buf_len > 0 {
+            self.flush_buf()?;
+        }
+        if !self.front.is_empty() {
+            let padded = self.front.len().next_multiple_of(BLOCK_BYTES);
+            let mut front = AlignedBuf::new(padded);
+            front[..self.front.len()].copy_from_slice(&self.front);
+            io::write_all_at(self.file, self.path, 0, &front)?;
+        }
+        self.file
+            .set_len(self.end)
+            .map_err(|e| Error::io("truncate", self.path, e))
+    }
 }
 
 /// Pins the calling thread to `core` (best effort: a failure only costs locality).
@@ -865,5 +972,51 @@ fn pin_to_core(core: usize) {
     let mut set = CpuSet::new();
     if set.set(core).is_ok() {
         let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index file written through O_DIRECT pieces (held front, aligned middle, padded
+    /// and cut tail) is byte for byte the encoded index, at every size around the edges.
+    #[test]
+    fn index_files_are_the_same_whichever_way_they_are_written() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/unit-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        // 0 entries (header only), a file within one block, one just past a piece, several pieces.
+        for n in [0u64, 2, 26_300, 80_000] {
+            let frames = (0..n)
+                .map(|i| {
+                    let entry = BatchEntry {
+                        base_offset: i / 3,
+                        last_offset: i / 3,
+                        max_timestamp: i as i64,
+                        segment: 7,
+                        pos: i * 100,
+                        frame_bytes: 100,
+                    };
+                    (1, (i % 3) as u32, entry)
+                })
+                .collect();
+            let index = SegmentIndex {
+                segment: 7,
+                data_end: n * 100,
+                frames,
+            };
+            let (expected, directory) = index.encode();
+            for backend in [IoBackend::IoUring, IoBackend::Portable] {
+                let path = dir.path().join(format!("{n}-{backend:?}.idx"));
+                let written = write_index_file_paced(&path, backend, Duration::ZERO, |sink| {
+                    index.encode_to(sink)
+                })
+                .unwrap();
+                assert_eq!(written, directory);
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(bytes == expected, "{n} entries, {backend:?}");
+            }
+        }
     }
 }
