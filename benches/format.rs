@@ -89,5 +89,27 @@ fn bench_crc(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_frames, bench_crc);
+/// The short-input CRC (frame headers, one-record batches) against the crate, same inputs.
+fn bench_crc_short(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crc32c-short");
+    let data: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();
+    for size in [28usize, 150, 300, 500] {
+        // Unaligned, as a batch's checksummed bytes are (they start at byte 21).
+        let bytes = &data[21..21 + size];
+        assert_eq!(
+            floodgate::segment::crc::crc32c(bytes),
+            crc32c::crc32c(bytes)
+        );
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::new("floodgate", size), |b| {
+            b.iter(|| floodgate::segment::crc::crc32c(black_box(bytes)))
+        });
+        group.bench_function(BenchmarkId::new("crate", size), |b| {
+            b.iter(|| crc32c::crc32c(black_box(bytes)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_frames, bench_crc, bench_crc_short);
 criterion_main!(benches);

@@ -116,7 +116,7 @@ impl FrameHeader {
         out[12..16].copy_from_slice(&self.partition.to_le_bytes());
         out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         out[24..28].copy_from_slice(&self.batch_bytes.to_le_bytes());
-        let crc = crc32c::crc32c(&out[0..28]);
+        let crc = crate::segment::crc::crc32c(&out[0..28]);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -133,7 +133,7 @@ impl FrameHeader {
             return fail(format!("bad frame magic {magic:#010x}"));
         }
         let crc_stored = u32::from_le_bytes(h[28..32].try_into().unwrap());
-        let crc = crc32c::crc32c(&h[0..28]);
+        let crc = crate::segment::crc::crc32c(&h[0..28]);
         if crc != crc_stored {
             return fail(format!(
                 "frame header checksum mismatch (stored {crc_stored:#010x}, computed {crc:#010x})"
@@ -336,7 +336,7 @@ pub fn seal_batch(batch: &mut [u8], meta: &BatchMeta) {
     batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
     batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
     batch[57..61].copy_from_slice(&(meta.record_count as i32).to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
+    let crc = crate::segment::crc::crc32c(&batch[21..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -382,7 +382,7 @@ impl<'a> BatchView<'a> {
             ));
         }
         let crc_stored = u32::from_be_bytes(bytes[17..21].try_into().unwrap());
-        let crc = crc32c::crc32c(&bytes[21..]);
+        let crc = crate::segment::crc::crc32c(&bytes[21..]);
         if crc != crc_stored {
             return fail(format!(
                 "record batch checksum mismatch (stored {crc_stored:#010x}, computed {crc:#010x})"
