@@ -703,7 +703,8 @@ impl IndexLog {
     /// Appends entries that are already in their partitions (recovery).
     pub fn publish_distributed(&mut self, segment: u64, entries: &[(u32, BatchEntry)]) {
         let log = self.segment_mut(segment);
-        let chunks = Arc::get_mut(&mut log.entries).expect("only sealed segments' are shared");
+        let chunks =
+            Arc::get_mut(&mut log.entries).expect("only sealed segments' entries are shared");
         chunks.extend(entries);
         log.distributed = chunks.len();
     }
@@ -823,12 +824,11 @@ pub(crate) type IndexSink<'a> = dyn FnMut(u64, &[u8]) -> Result<()> + 'a;
 /// Bytes of entries handed to the sink at a time.
 const ENCODE_PIECE_BYTES: usize = 1 << 20;
 
-/// Encodes an index file of `n` frames, `frame(i)` = (topic id, partition, entry) in file
-/// order, grouped into runs by `group(i)`: a dense id below `groups`, one per partition. Runs
-/// come in group order, each run's entries in file order. Also returns each run's chunk
-/// directory (see [`run_chunk_starts`]), so readers need not read it back. A counting sort, written
-/// straight out (a comparison sort of 5 M frames of 10,000 partitions, and the copies around it,
-/// took the helper thread over a second and 700 MB at every roll). The entries go to `sink` in
+/// Encodes an index file of `frames`, grouped into runs by partition: runs in group order,
+/// each run's entries in file order. Also returns each run's chunk directory (see
+/// [`run_chunk_starts`]), so readers need not read it back. A counting sort, written straight
+/// out (a comparison sort of 5 M frames of 10,000 partitions, and the copies around it, took
+/// the helper thread over a second and 700 MB at every roll). The entries go to `sink` in
 /// pieces of 1 MiB, then the header and directory at position 0: the file's 200 MB of a 1 GiB
 /// segment of 10,000 partitions were a fresh buffer at each roll (50,000 page faults).
 pub(crate) fn encode_index(
@@ -964,8 +964,9 @@ fn encode_index_bytes(
 /// A [`SegmentIndex`]'s frames with dense partition ids, in order of first appearance.
 struct GroupedFrames<'a> {
     frames: &'a [(u32, u32, BatchEntry)],
+    /// Each frame's partition id.
     groups: Vec<u32>,
-    count: usize,
+    partitions: usize,
 }
 
 impl IndexFrames for GroupedFrames<'_> {
@@ -973,7 +974,7 @@ impl IndexFrames for GroupedFrames<'_> {
         self.frames.len()
     }
     fn groups(&self) -> usize {
-        self.count
+        self.partitions
     }
     fn group(&self, i: usize) -> u32 {
         self.groups[i]
@@ -1023,7 +1024,7 @@ impl SegmentIndex {
         GroupedFrames {
             frames: &self.frames,
             groups,
-            count: group_of.len(),
+            partitions: group_of.len(),
         }
     }
 

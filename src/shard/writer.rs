@@ -896,7 +896,7 @@ impl<'a> DirectPieces<'a> {
             path,
             pause,
             front: Vec::new(),
-            buf: AlignedBuf::new(Self::PIECE_BYTES + BLOCK_BYTES),
+            buf: AlignedBuf::new(Self::PIECE_BYTES),
             buf_len: 0,
             buf_pos: u64::MAX,
             end: 0,
