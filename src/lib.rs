@@ -42,7 +42,7 @@ pub use config::{Config, Durability};
 pub use consumer::{Consumer, ConsumerRecord, RateLimit, StartAt};
 pub use error::{Error, Result};
 pub use io::IoBackend;
-pub use log::{GroupLag, Log, PartitionLag, TopicConfig, TopicInfo};
+pub use log::{GroupLag, Log, PartitionLag, ShardStats, TopicConfig, TopicInfo};
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::reader::StoredRecord;
 pub use segment::recovery::RecoveryReport;

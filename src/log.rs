@@ -43,6 +43,32 @@ impl TopicConfig {
     }
 }
 
+/// What one shard's writer has done since the log was opened; from [`Log::stats`]. Counters
+/// only grow: take two snapshots and subtract for rates. `write_nanos` and `flush_nanos` sum
+/// each write's and each flush's time from submission to completion, so
+/// `flush_nanos / flushes` is the mean flush latency and `records / writes` the mean group
+/// commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Records framed.
+    pub records: u64,
+    /// Record batches framed (one per partition per commit).
+    pub batches: u64,
+    /// Segment writes completed (one per group commit).
+    pub writes: u64,
+    /// Bytes those writes carried (aligned to 4 KiB; a tail block is written again by the
+    /// next commit).
+    pub write_bytes: u64,
+    /// Sum of each write's time from submission to completion.
+    pub write_nanos: u64,
+    /// Flushes (fdatasync) completed.
+    pub flushes: u64,
+    /// Sum of each flush's time from submission until its commits were durable.
+    pub flush_nanos: u64,
+    /// Segments sealed and replaced by a new one.
+    pub rolls: u64,
+}
+
 /// A consumer group's progress on a topic; from [`Log::group_lag`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupLag {
@@ -537,6 +563,15 @@ impl Log {
         self.compactor = Some(handle);
         inner.update_protection();
         Ok(())
+    }
+
+    /// Each shard's writer counters, by shard id.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.counters.snapshot())
+            .collect()
     }
 
     /// What recovery found and did when this log was opened.

@@ -422,14 +422,18 @@ impl Ack {
 
     /// Blocks up to `timeout`; `None` if the outcome is still unknown then.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<Acked>> {
+        let deadline = Instant::now() + timeout;
         let backoff = Backoff::new();
         while !backoff.is_completed() {
             if let Some(r) = self.try_get() {
                 return Some(r);
             }
+            // A short timeout ends the spin early: the caller may have other work.
+            if Instant::now() >= deadline {
+                return None;
+            }
             backoff.snooze();
         }
-        let deadline = Instant::now() + timeout;
         loop {
             self.ring.add_waiter(Waiter::Thread(std::thread::current()));
             if let Some(r) = self.try_get() {

@@ -62,6 +62,10 @@ fn a_stalled_disk_fills_the_ring_and_nothing_is_lost_when_it_resumes() {
             acks.iter().all(|a| a.try_get().is_none()),
             "nothing acked while stalled"
         );
+        assert!(acks[0].wait_timeout(Duration::ZERO).is_none());
+        let started = Instant::now();
+        assert!(acks[0].wait_timeout(Duration::from_millis(30)).is_none());
+        assert!(started.elapsed() >= Duration::from_millis(30));
         faults.resume();
         for (i, ack) in acks.into_iter().enumerate() {
             assert_eq!(ack.wait().unwrap().offset, i as u64);

@@ -81,10 +81,18 @@ fn produce_json_contract() {
             "produced",
             "produce_msgs_per_s",
             "produce_mb_per_s",
+            "records_per_write",
+            "batches_per_write",
+            "write_bytes_mean",
+            "write_latency_us_mean",
+            "flush_latency_us_mean",
+            "segment_rolls",
         ],
         &["durability", "io_backend"],
     );
     assert_eq!(v["produced"], 3000);
+    assert!(v["writes"].as_u64().is_some_and(|w| w > 0 && w <= 3000));
+    assert!(v["flushes"].as_u64().is_some_and(|f| f > 0));
     for p in ["p50", "p99", "p999", "max"] {
         assert!(v["ack_latency_us"][p].is_number(), "ack_latency_us.{p}");
     }

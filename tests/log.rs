@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{BACKENDS, payload, small_config, test_dir};
-use floodgate::{Durability, Error, Log, Record, TopicConfig};
+use floodgate::{Durability, Error, Log, Record, ShardStats, TopicConfig};
 
 /// Sends `n` records numbered from `first` round-robin over partitions and returns
 /// (partition, offset) → record number.
@@ -80,6 +80,41 @@ fn append_reopen_read_across_rolls_partitions_and_shards() {
         }
         let log = Log::open(config()).unwrap();
         check_all(&log, "orders", 5, &expect);
+    }
+}
+
+/// `Log::stats` counts each shard writer's records, batches, writes, flushes and rolls, and
+/// starts from zero at each open.
+#[test]
+fn writer_stats_count_what_the_writer_did() {
+    for backend in BACKENDS {
+        let dir = test_dir("stats");
+        let config = small_config(dir.path(), backend).shards(2);
+        let log = Log::open(config.clone()).unwrap();
+        assert!(log.stats().iter().all(|s| *s == ShardStats::default()));
+        log.create_topic("orders", TopicConfig::new(5)).unwrap();
+        produce(&log, "orders", 0, 3000);
+        let stats = log.stats();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 3000);
+        for s in &stats {
+            assert!(s.batches >= s.writes && s.batches <= s.records, "{s:?}");
+            assert!(
+                s.writes > 0 && s.flushes > 0 && s.flushes <= s.writes,
+                "{s:?}"
+            );
+            assert_eq!(s.write_bytes % 4096, 0, "{s:?}");
+            assert!(s.write_bytes >= s.records * 20, "{s:?}");
+            assert!(s.write_nanos > 0 && s.flush_nanos > 0, "{s:?}");
+        }
+        drop(log);
+        let rolled = common::segments(dir.path(), 0).len() as u64 - 1;
+        assert!(rolled > 0, "segments rolled");
+        assert_eq!(stats[0].rolls, rolled);
+        let log = Log::open(config).unwrap();
+        assert!(log.stats().iter().all(|s| *s == ShardStats::default()));
+        produce(&log, "orders", 3000, 10);
+        assert_eq!(log.stats().iter().map(|s| s.records).sum::<u64>(), 10);
     }
 }
 

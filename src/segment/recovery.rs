@@ -177,8 +177,7 @@ pub(crate) fn recover_shard(
     report.segments += ids.len();
     if ids.is_empty() {
         if params.prezero {
-            let unpaced = |_| true;
-            let prepared = prepare_segment(dir, params.segment_bytes, params.backend, &unpaced)?
+            let prepared = prepare_segment(dir, params.segment_bytes, params.backend, None)?
                 .expect("preparation without a stop signal completes");
             adopt_segment(shared, 0, &prepared, params.backend)?;
         } else {

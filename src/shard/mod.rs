@@ -215,9 +215,43 @@ pub(crate) struct SegmentFile {
     pub file: File,
 }
 
+/// What a shard's writer has done since the log was opened; read by `Log::stats`.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub write_nanos: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_nanos: AtomicU64,
+    pub rolls: AtomicU64,
+}
+
+impl WriterCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> crate::log::ShardStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::log::ShardStats {
+            records: get(&self.records),
+            batches: get(&self.batches),
+            writes: get(&self.writes),
+            write_bytes: get(&self.write_bytes),
+            write_nanos: get(&self.write_nanos),
+            flushes: get(&self.flushes),
+            flush_nanos: get(&self.flush_nanos),
+            rolls: get(&self.rolls),
+        }
+    }
+}
+
 /// What a shard shares with producers, readers and the `Log`.
 pub(crate) struct ShardShared {
     pub id: u32,
+    pub counters: CachePadded<WriterCounters>,
     pub dir: PathBuf,
     /// Set by the writer just before it parks; producers unpark it when set.
     pub sleeping: CachePadded<AtomicBool>,
@@ -266,6 +300,7 @@ impl ShardShared {
     ) -> ShardShared {
         ShardShared {
             id,
+            counters: CachePadded::default(),
             dir: dir.to_owned(),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             thread: OnceLock::new(),
