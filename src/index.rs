@@ -769,7 +769,7 @@ const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"FGIX");
 const INDEX_VERSION: u32 = 2;
 const INDEX_HEADER_BYTES: usize = 40;
 const INDEX_RUN_BYTES: usize = 48;
-const INDEX_ENTRY_BYTES: usize = 40;
+pub(crate) const INDEX_ENTRY_BYTES: usize = 40;
 
 /// An index file's content: the segment's frames as (topic id, partition, entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -821,16 +821,19 @@ pub(crate) trait IndexFrames {
 /// Where an index file's bytes go: `(position, bytes)`, each position written once.
 pub(crate) type IndexSink<'a> = dyn FnMut(u64, &[u8]) -> Result<()> + 'a;
 
-/// Bytes of entries handed to the sink at a time.
-const ENCODE_PIECE_BYTES: usize = 1 << 20;
+/// Bytes of entries handed to the sink at a time: encoding 1 MiB (26,000 entries) took the
+/// helper 1-2 ms at a stretch, and while the pieces came every 6-8 ms the shard writer's
+/// flushes came up to 1.3 ms apart instead of ~0.1 ms (peak scenario, 8 partitions).
+const ENCODE_PIECE_BYTES: usize = 128 << 10;
 
 /// Encodes an index file of `frames`, grouped into runs by partition: runs in group order,
 /// each run's entries in file order. Also returns each run's chunk directory (see
 /// [`run_chunk_starts`]), so readers need not read it back. A counting sort, written straight
 /// out (a comparison sort of 5 M frames of 10,000 partitions, and the copies around it, took
 /// the helper thread over a second and 700 MB at every roll). The entries go to `sink` in
-/// pieces of 1 MiB, then the header and directory at position 0: the file's 200 MB of a 1 GiB
+/// pieces, then the header and directory at position 0: the file's 200 MB of a 1 GiB
 /// segment of 10,000 partitions were a fresh buffer at each roll (50,000 page faults).
+/// (Pieces are [`ENCODE_PIECE_BYTES`].)
 pub(crate) fn encode_index(
     segment: u64,
     data_end: u64,

@@ -30,11 +30,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, IndexFrames, SegmentEntries, encode_index};
+use crate::index::{BatchEntry, INDEX_ENTRY_BYTES, IndexFrames, SegmentEntries, encode_index};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::shard::ShardShared;
 use crate::shard::retention::{Retention, enforce};
-use crate::shard::writer::{keep_off_core, write_index_file_paced};
+use crate::shard::writer::write_index_file_paced;
 
 /// Zeroing's write size, and (below) its lead and how often it looks at the writer's
 /// progress: every write completed before one of the writer's flushes is waited for by that
@@ -49,8 +49,16 @@ const ZERO_CHUNK_UNPACED_BYTES: usize = 1 << 20;
 const ZERO_LEAD_BYTES: u64 = 1 << 20;
 /// How often paced zeroing looks at the writer's progress.
 const PACE_POLL: std::time::Duration = Duration::from_millis(2);
-/// Pause per MiB of a sealed segment's index file (about 200 MB/s at most).
-const INDEX_WRITE_PAUSE_PER_MIB: std::time::Duration = Duration::from_millis(5);
+/// A sealed segment's index file is written over a quarter of the time the segment took to
+/// fill (the next roll is then far off), in small pieces with pauses between them: at full
+/// speed, an 8-partition peak load's 30 MB index file left the writer's flushes 1.3-3.6 ms
+/// apart for a third of a second, and the second holding the roll had a p99 ack latency of
+/// 2-4 ms.
+const INDEX_WRITE_SPREAD: u32 = 4;
+/// The shortest pause per MiB of index file (200 MB/s at most)...
+const INDEX_WRITE_PAUSE_PER_MIB_MIN: Duration = Duration::from_millis(5);
+/// ...and the longest (10 MB/s at least).
+const INDEX_WRITE_PAUSE_PER_MIB_MAX: Duration = Duration::from_millis(100);
 /// How often retention is checked.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -62,15 +70,35 @@ pub(crate) struct Seal {
     pub entries: SegmentEntries,
     /// Slot → (topic id, partition), for the entries.
     pub names: Vec<(u32, u32)>,
+    /// How long the writer took to fill the segment.
+    pub filled_in: Duration,
 }
 
 impl Seal {
     /// Writes the index file, then lets the partitions drop the segment's entries from memory.
-    fn write(&self, shard: &ShardShared, backend: IoBackend) -> Result<()> {
-        let (directory, starts) =
-            write_index_file_paced(&self.path, backend, INDEX_WRITE_PAUSE_PER_MIB, |sink| {
-                encode_index(self.segment, self.data_end, self, sink)
-            })?;
+    /// Paced (see [`INDEX_WRITE_SPREAD`]) unless `hurry()` says otherwise (more seals wait, or
+    /// the log is closing).
+    fn write(
+        &self,
+        shard: &ShardShared,
+        backend: IoBackend,
+        hurry: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let mib = (self.entries.len() * INDEX_ENTRY_BYTES).max(1) as f64 / f64::from(1 << 20);
+        let per_mib = (self.filled_in / INDEX_WRITE_SPREAD)
+            .div_f64(mib)
+            .clamp(INDEX_WRITE_PAUSE_PER_MIB_MIN, INDEX_WRITE_PAUSE_PER_MIB_MAX);
+        let mut pace = |bytes: usize| {
+            let pause = if hurry() {
+                INDEX_WRITE_PAUSE_PER_MIB_MIN
+            } else {
+                per_mib
+            };
+            std::thread::sleep(pause.mul_f64(bytes as f64 / f64::from(1 << 20)));
+        };
+        let (directory, starts) = write_index_file_paced(&self.path, backend, &mut pace, |sink| {
+            encode_index(self.segment, self.data_end, self, sink)
+        })?;
         let runs: Vec<_> = directory
             .runs
             .iter()
@@ -171,14 +199,12 @@ pub(crate) fn prepare_segment(
 }
 
 impl Preparer {
-    /// Starts the helper thread for a shard directory; it keeps off the writer's core (if the
-    /// writer is pinned and there is another).
+    /// Starts the helper thread for a shard directory.
     pub fn start(
         shard: &Arc<ShardShared>,
         segment_bytes: u64,
         backend: IoBackend,
         retention: Retention,
-        writer_core: Option<usize>,
     ) -> Result<Preparer> {
         let dir = &shard.dir;
         let shared: Arc<(Mutex<State>, Condvar)> = Arc::default();
@@ -189,9 +215,6 @@ impl Preparer {
         let thread = std::thread::Builder::new()
             .name(format!("floodgate-prep-{}", shard.id))
             .spawn(move || {
-                if let Some(core) = writer_core {
-                    keep_off_core(core);
-                }
                 run(
                     &thread_shared,
                     &thread_pos,
@@ -288,7 +311,13 @@ fn run(
             }
             std::mem::take(&mut state.seals)
         };
-        let mut outcome = seals.iter().try_for_each(|s| s.write(shard, backend));
+        let hurry = || {
+            let state = lock.lock().expect("preparer lock");
+            state.shutdown || !state.seals.is_empty()
+        };
+        let mut outcome = seals
+            .iter()
+            .try_for_each(|s| s.write(shard, backend, &hurry));
         if outcome.is_ok() && retention.enabled() && Instant::now() >= retention_due.get() {
             retention_due.set(Instant::now() + RETENTION_INTERVAL);
             let now_ms = std::time::SystemTime::now()

@@ -171,6 +171,8 @@ pub(crate) struct Writer {
     /// Flushes in flight, oldest first: (token, the commits they make durable, submitted at).
     flushes: std::collections::VecDeque<(u64, Vec<Commit>, Instant)>,
     write_submitted: Instant,
+    /// When the writer began the current segment (or opened the log).
+    segment_started: Instant,
     flush_next: u64,
     /// Segment position up to which everything is durable.
     durable_end: u64,
@@ -210,13 +212,8 @@ impl Writer {
             let block = io::read_aligned(&file, &path, block_start, BLOCK_BYTES)?;
             buf[..carried].copy_from_slice(&block[..carried]);
         }
-        let preparer = Preparer::start(
-            &shared,
-            start.segment_bytes,
-            start.backend,
-            start.retention,
-            start.pin_core,
-        )?;
+        let preparer =
+            Preparer::start(&shared, start.segment_bytes, start.backend, start.retention)?;
         if start.prezero {
             preparer.request();
         }
@@ -252,6 +249,7 @@ impl Writer {
             written: Vec::new(),
             flushes: std::collections::VecDeque::new(),
             write_submitted: Instant::now(),
+            segment_started: Instant::now(),
             flush_next: TOKEN_FLUSH_FIRST,
             durable_end: start.data_end,
             last_flush: Instant::now(),
@@ -717,7 +715,9 @@ impl Writer {
                 .iter()
                 .map(|p| (p.topic_id, p.partition))
                 .collect(),
+            filled_in: self.segment_started.elapsed(),
         });
+        self.segment_started = Instant::now();
         let id = self.segment.id + 1;
         // A zero-filled segment if the helper has one ready; otherwise a plain preallocated one
         // rather than waiting (the helper's one is then adopted at a later roll).
@@ -848,27 +848,27 @@ pub(crate) fn write_index_file(
     path: &std::path::Path,
     index: &SegmentIndex,
 ) -> Result<IndexDirectory> {
-    write_index_file_paced(path, IoBackend::Portable, Duration::ZERO, |sink| {
+    write_index_file_paced(path, IoBackend::Portable, &mut |_| {}, |sink| {
         index.encode_to(sink)
     })
 }
 
 /// Writes an index file like [`write_index_file`], its bytes coming from `encode` through the
-/// sink it is given, pushing each piece to the disk and then pausing `pause_per_mib` for each
-/// MiB of it. A 1 GiB segment of small batches has an ~80-200 MB index; written and flushed in
-/// one go it delayed the writer's next fdatasyncs by ~80 ms. With the io_uring backend the
-/// file is written with O_DIRECT from one reused buffer (see [`DirectPieces`]).
+/// sink it is given, pushing each piece to the disk and then calling `pace` with its size (to
+/// pause: a 1 GiB segment of small batches has an ~80-200 MB index; written and flushed in one
+/// go it delayed the writer's next fdatasyncs by ~80 ms). With the io_uring backend the file
+/// is written with O_DIRECT from one reused buffer (see [`DirectPieces`]).
 pub(crate) fn write_index_file_paced<R>(
     path: &std::path::Path,
     backend: IoBackend,
-    pause_per_mib: Duration,
+    pace: &mut dyn FnMut(usize),
     encode: impl FnOnce(&mut IndexSink<'_>) -> Result<R>,
 ) -> Result<R> {
     use std::os::unix::fs::FileExt;
     let tmp = path.with_extension("idx.tmp");
     let encoded = if backend == IoBackend::IoUring {
         let f = io::open_segment(&tmp, backend, true, true)?;
-        let mut pieces = DirectPieces::new(&f, &tmp, pause_per_mib);
+        let mut pieces = DirectPieces::new(&f, &tmp, pace);
         let encoded = encode(&mut |pos, bytes| pieces.put(pos, bytes))?;
         pieces.finish()?;
         f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
@@ -878,10 +878,8 @@ pub(crate) fn write_index_file_paced<R>(
         let mut sink = |pos: u64, bytes: &[u8]| {
             f.write_all_at(bytes, pos)
                 .map_err(|e| Error::io("write", &tmp, e))?;
-            if !pause_per_mib.is_zero() {
-                io::start_writeback(&f, pos, bytes.len() as u64);
-                std::thread::sleep(pause_for(pause_per_mib, bytes.len()));
-            }
+            io::start_writeback(&f, pos, bytes.len() as u64);
+            pace(bytes.len());
             Ok(())
         };
         let encoded = encode(&mut sink)?;
@@ -904,7 +902,8 @@ pub(crate) fn write_index_file_paced<R>(
 struct DirectPieces<'a> {
     file: &'a File,
     path: &'a std::path::Path,
-    pause_per_mib: Duration,
+    /// Called with each write's size after it.
+    pace: &'a mut dyn FnMut(usize),
     /// Bytes `0..front.len()` of the file, written last.
     front: Vec<u8>,
     /// The bytes after `front` not written yet, from `buf_pos`.
@@ -915,23 +914,22 @@ struct DirectPieces<'a> {
     end: u64,
 }
 
-/// `pause_per_mib` scaled to `bytes`.
-fn pause_for(pause_per_mib: Duration, bytes: usize) -> Duration {
-    pause_per_mib.mul_f64(bytes as f64 / f64::from(1 << 20))
-}
-
 impl<'a> DirectPieces<'a> {
     /// Each write's size. Every flush the shard writer issues waits for the disk to take the
-    /// writes completed before it, these too: 1 MiB pieces (5 ms apart) made the writer's
-    /// flushes 1.3-3.6 ms apart while an index file was written (peak scenario, 8 partitions),
-    /// where 128 KiB pieces at the same rate add a fraction of that to each.
+    /// writes completed before it, these too: with 1 MiB pieces (5 ms apart) the writer's
+    /// flushes came 1.3-3.6 ms apart while an index file was written (peak scenario, 8
+    /// partitions).
     const PIECE_BYTES: usize = 128 << 10;
 
-    fn new(file: &'a File, path: &'a std::path::Path, pause_per_mib: Duration) -> DirectPieces<'a> {
+    fn new(
+        file: &'a File,
+        path: &'a std::path::Path,
+        pace: &'a mut dyn FnMut(usize),
+    ) -> DirectPieces<'a> {
         DirectPieces {
             file,
             path,
-            pause_per_mib,
+            pace,
             front: Vec::new(),
             buf: AlignedBuf::new(Self::PIECE_BYTES),
             buf_len: 0,
@@ -980,9 +978,7 @@ impl<'a> DirectPieces<'a> {
         io::write_all_at(self.file, self.path, self.buf_pos, &self.buf[..padded])?;
         self.buf_pos += self.buf_len as u64;
         self.buf_len = 0;
-        if !self.pause_per_mib.is_zero() {
-            std::thread::sleep(pause_for(self.pause_per_mib, padded));
-        }
+        (self.pace)(padded);
         Ok(())
     }
 
@@ -1012,67 +1008,9 @@ fn pin_to_core(core: usize) {
     }
 }
 
-/// Keeps the calling thread off a shard writer's core, if it may run anywhere else. For the
-/// shard's helper threads: the scheduler woke the helper on the core of the writer that woke
-/// it, and its bursts of work (encoding an index file) then held the writer off its core for
-/// up to 4 ms while the other core idled (perf sched, 500k msgs/s paced).
-pub(crate) fn keep_off_core(core: usize) {
-    use nix::sched::{sched_getaffinity, sched_setaffinity};
-    use nix::unistd::Pid;
-    let Ok(mut set) = sched_getaffinity(Pid::from_raw(0)) else {
-        return;
-    };
-    if !set.is_set(core).unwrap_or(false) {
-        return;
-    }
-    let _ = set.unset(core);
-    let others = (0..nix::sched::CpuSet::count()).any(|c| set.is_set(c).unwrap_or(false));
-    if others {
-        let _ = sched_setaffinity(Pid::from_raw(0), &set);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A helper leaves the writer's core when it has another to go to, and stays put when it
-    /// has not.
-    #[test]
-    fn helpers_keep_off_the_writer_core() {
-        use nix::sched::{CpuSet, sched_getaffinity};
-        use nix::unistd::Pid;
-        let cpus = |set: CpuSet| -> Vec<usize> {
-            (0..CpuSet::count())
-                .filter(|&c| set.is_set(c).unwrap())
-                .collect()
-        };
-        let allowed = cpus(sched_getaffinity(Pid::from_raw(0)).unwrap());
-        let writer = allowed[0];
-        let after = std::thread::spawn(move || {
-            keep_off_core(writer);
-            cpus(sched_getaffinity(Pid::from_raw(0)).unwrap())
-        })
-        .join()
-        .unwrap();
-        if allowed.len() > 1 {
-            assert_eq!(after, allowed[1..]);
-        } else {
-            assert_eq!(after, allowed);
-        }
-        let alone = std::thread::spawn(move || {
-            pin_to_core(writer);
-            keep_off_core(writer);
-            cpus(sched_getaffinity(Pid::from_raw(0)).unwrap())
-        })
-        .join()
-        .unwrap();
-        assert_eq!(
-            alone,
-            [writer],
-            "no other core: the thread stays where it may run"
-        );
-    }
 
     /// An index file written through O_DIRECT pieces (held front, aligned middle, padded
     /// and cut tail) is byte for byte the encoded index, at every size around the edges.
@@ -1104,7 +1042,7 @@ mod tests {
             let (expected, directory) = index.encode();
             for backend in [IoBackend::IoUring, IoBackend::Portable] {
                 let path = dir.path().join(format!("{n}-{backend:?}.idx"));
-                let written = write_index_file_paced(&path, backend, Duration::ZERO, |sink| {
+                let written = write_index_file_paced(&path, backend, &mut |_| {}, |sink| {
                     index.encode_to(sink)
                 })
                 .unwrap();
