@@ -334,3 +334,49 @@ fn unfinished_segment_preparations_are_removed() {
     assert!(segments(dir.path(), 0).len() >= 2);
     assert_eq!(read_values(&log).len(), 403);
 }
+
+/// A roll renames `next.seg.prep` to the next segment's name without waiting for the rename to
+/// be durable. A crash that undoes it leaves the acknowledged records of the new segment in
+/// `next.seg.prep`: recovery gives the file its segment name back and loses nothing.
+#[test]
+fn a_roll_whose_rename_was_lost_keeps_its_records() {
+    for backend in BACKENDS {
+        let dir = test_dir("lost-rename");
+        let values = fill(small_config(dir.path(), backend), 700_000);
+        let shard = dir.path().join("shard-000");
+        let before = segments(dir.path(), 0);
+        assert!(before.len() >= 3, "the fill rolled segments");
+        let newest = before.last().unwrap().clone();
+        // The crash image: the helper's next preparation never happened (it makes the rename
+        // durable before it takes the name), and the newest segment is still the prepared file.
+        let _ = fs::remove_file(shard.join("next.seg.prep"));
+        fs::rename(&newest, shard.join("next.seg.prep")).unwrap();
+        let _ = fs::remove_file(newest.with_extension("idx"));
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        assert_eq!(
+            log.recovery_report().segments_adopted,
+            std::slice::from_ref(&newest)
+        );
+        assert_eq!(segments(dir.path(), 0), before);
+        assert_eq!(
+            read_values(&log),
+            values,
+            "every acknowledged record, in order"
+        );
+        // The log goes on from there, across more rolls, and reopens cleanly.
+        let mut producer = log.producer();
+        for i in 0..300u64 {
+            let at = producer
+                .send("t", Record::new(&payload(i, 1000)))
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(at.offset, values.len() as u64 + i);
+        }
+        drop(producer);
+        drop(log);
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        assert!(log.recovery_report().segments_adopted.is_empty());
+        assert_eq!(read_values(&log).len(), values.len() + 300);
+    }
+}

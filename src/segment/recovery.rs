@@ -12,6 +12,11 @@
 //! | non-zero beyond the window (or P in a sealed segment)  | damage  | error naming file and P,|
 //! |                                                        |         | or with repair: cut at P|
 //!
+//! A `next.seg.prep` that starts with a valid frame header was adopted by a roll (renamed to the
+//! next segment's name) whose rename the crash undid: the writer does not wait for the
+//! directory fsync at a roll. It becomes the segment after the newest and is the last segment.
+//! Any other holds nothing acknowledged and is deleted, like `.tmp` files.
+//!
 //! The unflushed window ([`unflushed_window_bytes`]) bounds where a crash can leave partial
 //! writes: the writer never has more than that many bytes written but not flushed. Damage within
 //! the window cannot be told from a torn write and is treated as one; every acknowledged record
@@ -30,7 +35,7 @@ use crate::io::{self, AlignedBuf, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame,
 };
-use crate::shard::prepare::prepare_segment;
+use crate::shard::prepare::{prepare_segment, prepared_path};
 use crate::shard::retention::{StartOffsets, remove_segment_files};
 use crate::shard::writer::{adopt_segment, create_segment, write_index_file};
 use crate::shard::{SegmentFile, ShardShared, index_path};
@@ -54,6 +59,9 @@ pub struct RecoveryReport {
     pub repaired: Vec<(PathBuf, u64, String, u64)>,
     /// Index files that were missing or damaged and were rebuilt from their segment.
     pub indexes_rebuilt: Vec<PathBuf>,
+    /// Prepared segments (`next.seg.prep`) found holding frames and given their segment name:
+    /// a crash came after a roll started writing one and before its rename was durable.
+    pub segments_adopted: Vec<PathBuf>,
 }
 
 /// Where a shard's writer starts.
@@ -150,6 +158,7 @@ pub(crate) fn recover_shard(
     }
     let mut ids = Vec::new();
     let mut indexes = Vec::new();
+    let mut adopted = None;
     for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let name = entry.file_name();
@@ -162,6 +171,8 @@ pub(crate) fn recover_shard(
             ids.push(id);
         } else if let Some(id) = id_of(".idx") {
             indexes.push(id);
+        } else if entry.path() == prepared_path(dir) && holds_frames(&entry.path()) {
+            adopted = Some(entry.path());
         } else if name.ends_with(".tmp") || name.ends_with(".prep") {
             let _ = fs::remove_file(entry.path());
         }
@@ -174,12 +185,22 @@ pub(crate) fn recover_shard(
         }
     }
     ids.drain(..deleted);
+    // A prepared segment holding frames was adopted by a roll whose rename was not durable
+    // yet: it is the segment after the newest.
+    if let Some(prepared) = adopted {
+        let id = ids.last().map_or(start.first_segment, |last| last + 1);
+        let path = shared.segment_path(id);
+        fs::rename(&prepared, &path).map_err(|e| Error::io("rename", &path, e))?;
+        io::sync_dir(dir)?;
+        report.segments_adopted.push(path);
+        ids.push(id);
+    }
     report.segments += ids.len();
     if ids.is_empty() {
         if params.prezero {
             let prepared = prepare_segment(dir, params.segment_bytes, params.backend, None)?
                 .expect("preparation without a stop signal completes");
-            adopt_segment(shared, 0, &prepared, params.backend)?;
+            adopt_segment(shared, 0, &prepared, params.backend, true)?;
         } else {
             create_segment(shared, 0, params.segment_bytes, params.backend)?;
         }
@@ -271,6 +292,17 @@ pub(crate) fn recover_shard(
         }
     }
     unreachable!("the last segment returns from the loop")
+}
+
+/// Whether a prepared segment file holds frames: it starts with a valid frame header. A roll's
+/// records are acknowledged only after a flush that covers the segment's first write, so a
+/// file without one holds nothing acknowledged.
+fn holds_frames(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+        .is_ok_and(|()| matches!(FrameHeader::decode(&head), Ok(HeaderSlot::Frame(_))))
 }
 
 /// Cuts the last segment at `data_end` (zeroing up to `garbage_end` if given) and hands it to

@@ -19,10 +19,13 @@
 //! later roll. Prezeroing thus speeds up commits when the disk has bandwidth to spare and costs
 //! nothing but that spare bandwidth otherwise.
 //!
-//! Files: the helper writes `next.seg.prep.tmp`, flushes it, renames it to `next.seg.prep` and
-//! fsyncs the directory. The writer adopts it at a roll by renaming it to `N.seg`. Recovery
-//! deletes any `.prep` or `.tmp` file, so a crash mid-way leaves nothing that looks like log
-//! data.
+//! Files: the helper writes `next.seg.prep.tmp`, flushes it, fsyncs the directory (see below),
+//! renames it to `next.seg.prep` and fsyncs the directory again. The writer adopts it at a roll
+//! by renaming it to `N.seg`, without waiting for that rename to be durable: recovery gives a
+//! `next.seg.prep` that holds frames the next segment's name, and deletes any other `.prep` or
+//! `.tmp` file, so a crash mid-way leaves nothing that looks like log data and loses nothing
+//! acknowledged. The first directory fsync makes the writer's rename durable before a new file
+//! takes the name `next.seg.prep`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -193,6 +196,11 @@ pub(crate) fn prepare_segment(
         at += n as u64;
     }
     file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    // The writer's last roll renamed the previous `next.seg.prep` without waiting for it to be
+    // durable (recovery adopts a prepared file that holds frames). Make that rename durable
+    // before this file takes the name, or a crash could leave the new, empty file under it
+    // and the old one, with acknowledged records, nameless.
+    io::sync_dir(dir)?;
     std::fs::rename(&tmp, &done).map_err(|e| Error::io("rename", &done, e))?;
     io::sync_dir(dir)?;
     Ok(Some(done))
