@@ -141,10 +141,12 @@ pub enum IoEvent {
         /// Its number.
         id: u64,
     },
-    /// A flush was submitted: it covers every write completed before this event.
+    /// A flush was submitted: it covers every write to its file completed before this event.
     FlushSubmitted {
         /// Its number.
         id: u64,
+        /// The file's inode.
+        inode: u64,
     },
     /// The flush completed.
     FlushDone {
@@ -227,8 +229,10 @@ impl Device for RecordingDevice {
     }
 
     fn flush(&mut self, file: &Arc<File>, token: u64) {
+        use std::os::unix::fs::MetadataExt;
         let id = self.id();
-        self.recorder.note(IoEvent::FlushSubmitted { id });
+        let inode = file.metadata().map_or(0, |m| m.ino());
+        self.recorder.note(IoEvent::FlushSubmitted { id, inode });
         self.pending.insert(token, (id, false));
         self.inner.flush(file, token);
     }
