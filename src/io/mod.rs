@@ -288,6 +288,16 @@ pub fn set_io_priority_idle() {
     }
 }
 
+/// Gives the calling thread the lowest CPU priority (nice 19; on Linux, nice is per thread).
+/// For background work that must not take a core from the writer or the producers when they
+/// wake. Best effort: an error only costs latency.
+pub fn set_cpu_priority_lowest() {
+    // SAFETY: setpriority takes integers only; who = 0 means the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 /// Starts writeback of `len` bytes at `pos` of a file written through the page cache, without
 /// waiting (a hint that spreads a large write over time; durability still needs an fsync).
 pub fn start_writeback(file: &File, pos: u64, len: u64) {

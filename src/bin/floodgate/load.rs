@@ -605,7 +605,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
     let cpu_start = process_cpu();
     let start = Instant::now();
     let mut backlog_series: Vec<(f64, u64)> = Vec::new();
-    let (results, consume_stats) = std::thread::scope(|s| {
+    let (results, consume_stats, finished) = std::thread::scope(|s| {
         let producers: Vec<_> = (0..args.log.producers)
             .map(|k| {
                 let (log, produce_args, live) = (&log, &produce_args, &live);
@@ -652,12 +652,14 @@ fn peak(args: PeakArgs) -> Result<(), String> {
             .map(|h| h.join().expect("producer thread"))
             .collect();
         let consumed = consumer.join().expect("consumer thread");
+        // Measured before the progress thread ends (it looks every 250 ms).
+        let finished = (start.elapsed().as_secs_f64(), process_cpu());
         done.store(true, Ordering::Release);
-        (results, consumed)
+        (results, consumed, finished)
     });
     let consume_stats = consume_stats?;
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = process_cpu() - cpu_start;
+    let elapsed = finished.0;
+    let cpu = finished.1 - cpu_start;
     let (histogram, produced, errors, first_error) = merge(&results);
     let writer = writer_json(&log);
     let verify = args.log.verify.then(|| {
@@ -1119,7 +1121,7 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
     let done = AtomicBool::new(false);
     let cpu_start = process_cpu();
     let start = Instant::now();
-    let results: Vec<ProducerResult> = std::thread::scope(|s| {
+    let (results, finished): (Vec<ProducerResult>, _) = std::thread::scope(|s| {
         let (live_ref, done_ref) = (&live, &done);
         s.spawn(move || show_progress(args.log.json, live_ref, None, done_ref));
         let handles: Vec<_> = (0..args.log.producers)
@@ -1138,11 +1140,14 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
             .into_iter()
             .map(|h| h.join().expect("producer thread"))
             .collect();
+        // Measured before the progress thread ends (it looks every 250 ms): after it, short
+        // runs came out up to 250 ms long, their rates a multiple of records / 0.25 s.
+        let finished = (start.elapsed().as_secs_f64(), process_cpu());
         done.store(true, Ordering::Release);
-        results
+        (results, finished)
     });
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = process_cpu() - cpu_start;
+    let elapsed = finished.0;
+    let cpu = finished.1 - cpu_start;
     let (histogram, produced, errors, first_error) = merge(&results);
     let writer = writer_json(&log);
     let verify = args.log.verify.then(|| verify(&log, &args, &results));
