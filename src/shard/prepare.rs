@@ -148,6 +148,24 @@ struct State {
     retention_now: bool,
 }
 
+/// Dropped when the helper thread ends: if that was not the writer's doing (a panic), the
+/// writer learns it at its next roll instead of waiting for index files nobody writes.
+struct Stopped<'a>(&'a (Mutex<State>, Condvar), &'a Path);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let (lock, cv) = self.0;
+        let mut state = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !state.shutdown {
+            let stopped = std::io::Error::other("the shard's helper thread stopped");
+            state
+                .failed
+                .get_or_insert(Error::io("segment helper", self.1, stopped));
+        }
+        cv.notify_all();
+    }
+}
+
 /// The handle the writer keeps; dropping it stops the helper thread.
 pub(crate) struct Preparer {
     shared: Arc<(Mutex<State>, Condvar)>,
@@ -224,6 +242,7 @@ impl Preparer {
         let thread = std::thread::Builder::new()
             .name(format!("floodgate-prep-{}", shard.id))
             .spawn(move || {
+                let _stopped = Stopped(&thread_shared, &thread_shard.dir);
                 run(
                     &thread_shared,
                     &thread_pos,
