@@ -134,8 +134,8 @@ impl WaitList {
 pub(crate) struct ReadCache {
     bytes_max: usize,
     held: usize,
-    /// (segment, position of the first byte) → bytes.
-    chunks: std::collections::BTreeMap<(u64, u64), bytes::Bytes>,
+    /// (segment, position of the first byte) → (bytes, the memory they hold).
+    chunks: std::collections::BTreeMap<(u64, u64), (bytes::Bytes, usize)>,
     /// Keys in insertion order, for eviction.
     order: std::collections::VecDeque<(u64, u64)>,
 }
@@ -150,19 +150,26 @@ impl ReadCache {
 
     /// Adds bytes of `segment` starting at `pos`.
     pub fn insert(&mut self, segment: u64, pos: u64, data: bytes::Bytes) {
-        if data.is_empty() || data.len() > self.bytes_max {
+        let held = data.len();
+        self.insert_holding(segment, pos, data, held);
+    }
+
+    /// Adds bytes of `segment` starting at `pos` that keep `held` bytes of memory alive (a
+    /// slice of a larger buffer), counted against the cache's size.
+    pub fn insert_holding(&mut self, segment: u64, pos: u64, data: bytes::Bytes, held: usize) {
+        if data.is_empty() || held > self.bytes_max {
             return;
         }
-        self.held += data.len();
-        if let Some(old) = self.chunks.insert((segment, pos), data) {
-            self.held -= old.len();
+        self.held += held;
+        if let Some((_, old)) = self.chunks.insert((segment, pos), (data, held)) {
+            self.held -= old;
         } else {
             self.order.push_back((segment, pos));
         }
         while self.held > self.bytes_max {
             let key = self.order.pop_front().expect("held bytes are in chunks");
-            let old = self.chunks.remove(&key).expect("ordered keys are cached");
-            self.held -= old.len();
+            let (_, old) = self.chunks.remove(&key).expect("ordered keys are cached");
+            self.held -= old;
         }
     }
 
@@ -177,7 +184,7 @@ impl ReadCache {
     /// if together they hold them without a gap (a frame crossing from one read-ahead window
     /// into the next: copying it beats reading it again).
     pub fn get(&self, segment: u64, pos: u64, len: usize) -> Option<bytes::Bytes> {
-        let ((s, start), data) = self.chunks.range(..=(segment, pos)).next_back()?;
+        let ((s, start), (data, _)) = self.chunks.range(..=(segment, pos)).next_back()?;
         let end = pos + len as u64;
         if *s != segment || start + (data.len() as u64) <= pos {
             return None;
@@ -189,7 +196,7 @@ impl ReadCache {
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&data[from..]);
         let mut at = start + data.len() as u64;
-        for ((s, next), data) in self.chunks.range((segment, pos + 1)..) {
+        for ((s, next), (data, _)) in self.chunks.range((segment, pos + 1)..) {
             if *s != segment || *next > at {
                 return None;
             }
