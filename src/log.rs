@@ -473,7 +473,7 @@ impl Log {
                 prezero: config.segment_prezero,
                 faults: config.io_faults.clone(),
                 recorder: config.io_recorder.clone(),
-                tail_cache: config.tail_cache_bytes > 0,
+                tail_cache_bytes: config.tail_cache_bytes,
                 retention: config.retention(),
                 pin_core: config
                     .pin_threads

@@ -73,8 +73,8 @@ pub(crate) struct WriterStart {
     pub pin_core: Option<usize>,
     pub faults: Option<Arc<crate::io::faults::IoFaults>>,
     pub recorder: Option<Arc<crate::io::faults::IoRecorder>>,
-    /// Copy each commit into the shard's tail cache.
-    pub tail_cache: bool,
+    /// The shard's tail cache size (0: no cache; commits are not kept).
+    pub tail_cache_bytes: usize,
     /// What the helper thread deletes, and the disk cap.
     pub retention: Retention,
     /// The last segment's id, and how many bytes of frames it holds.
@@ -171,6 +171,8 @@ pub(crate) struct Writer {
     spare: Vec<AlignedBuf>,
     /// Commit buffers back from the tail cache (see [`PooledBuf`]).
     buf_pool: Arc<Mutex<Vec<AlignedBuf>>>,
+    /// Where smaller commits are copied for the tail cache.
+    copies: CopyArenas,
     write_in_flight: Option<Commit>,
     written: Vec<Commit>,
     /// Flushes in flight, oldest first: (token, the commits they make durable, submitted at).
@@ -251,6 +253,7 @@ impl Writer {
             },
             spare: vec![AlignedBuf::new(start.commit_bytes_max)],
             buf_pool: Arc::default(),
+            copies: CopyArenas::new(start.tail_cache_bytes),
             write_in_flight: None,
             written: Vec::new(),
             flushes: std::collections::VecDeque::new(),
@@ -580,13 +583,13 @@ impl Writer {
         next[..carried].copy_from_slice(&build.buf[from..from + carried]);
         let pos = build.start + build.first_frame as u64;
         let frames = build.first_frame..build.len;
-        let (cached, share) = match self.start.tail_cache {
+        let (cached, share) = match self.start.tail_cache_bytes > 0 {
             false => (None, None),
             true if frames.len() >= build.buf.len() / SHARE_FILL_DIVISOR => {
                 (None, Some((self.segment.id, pos, frames)))
             }
             true => {
-                let data = bytes::Bytes::copy_from_slice(&build.buf[frames]);
+                let data = self.copies.copy(&build.buf[frames]);
                 let held = data.len();
                 (Some((self.segment.id, pos, data, held)), None)
             }
@@ -794,6 +797,57 @@ impl Writer {
 const SHARE_FILL_DIVISOR: usize = 2;
 /// Commit buffers kept for reuse once the tail cache lets go of them.
 const BUF_POOL_MAX: usize = 4;
+
+/// Where the tail cache's copies of commits are made: large arenas used in turn, each reused
+/// once every copy made in it has left the cache and the readers. A fresh allocation per copy
+/// (~170 KB per commit at 10,000 partitions) takes a page fault for every 4 KiB of it: the
+/// arenas took the writer's page faults from 102 k to 93 k per 5 M records there (the rest are
+/// the active segment's index entries, recycled only from the first roll on).
+struct CopyArenas {
+    /// The arena being filled (none before the first copy).
+    current: Option<bytes::BytesMut>,
+    /// Arenas filled before `current`, oldest first.
+    used: std::collections::VecDeque<bytes::BytesMut>,
+    arena_bytes: usize,
+}
+
+impl CopyArenas {
+    /// Arenas kept for reuse: the cache holds about 16 arenas' worth, so the oldest has
+    /// usually left it by the time it comes round.
+    const KEPT: usize = 18;
+
+    fn new(cache_bytes: usize) -> CopyArenas {
+        CopyArenas {
+            current: None,
+            used: std::collections::VecDeque::new(),
+            arena_bytes: (cache_bytes / 16).clamp(64 << 10, 4 << 20),
+        }
+    }
+
+    fn copy(&mut self, data: &[u8]) -> bytes::Bytes {
+        let room = self.current.as_ref().map_or(0, |c| c.capacity() - c.len());
+        if room < data.len() {
+            let need = self.arena_bytes.max(data.len());
+            self.used.extend(self.current.take());
+            let reclaimed = self
+                .used
+                .front_mut()
+                .is_some_and(|oldest| oldest.try_reclaim(need));
+            self.current = Some(if reclaimed {
+                self.used.pop_front().expect("the oldest arena")
+            } else {
+                if self.used.len() > Self::KEPT {
+                    // Still referenced: freed when its last copy goes.
+                    self.used.pop_front();
+                }
+                bytes::BytesMut::with_capacity(need)
+            });
+        }
+        let current = self.current.as_mut().expect("an arena");
+        current.extend_from_slice(data);
+        current.split().freeze()
+    }
+}
 
 /// A commit buffer lent to the tail cache; it goes back to the writer's pool when the cache
 /// and every reader are done with it (a fresh 4 MiB buffer per commit would cost its page
@@ -1081,6 +1135,41 @@ fn pin_to_core(core: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Copies come back intact however many arenas later, and an arena is reused only once
+    /// every copy made in it is gone.
+    #[test]
+    fn copy_arenas_reuse_only_released_memory() {
+        let mut arenas = CopyArenas::new(16 << 20); // 1 MiB arenas
+        let piece = |i: u64| -> Vec<u8> { (0..100_000).map(|k| (i * 7 + k) as u8).collect() };
+        let kept: Vec<(u64, bytes::Bytes)> = (0..300)
+            .map(|i| (i, arenas.copy(&piece(i))))
+            .filter(|(i, _)| i.is_multiple_of(37))
+            .collect();
+        for (i, copy) in &kept {
+            assert_eq!(copy[..], piece(*i)[..], "copy {i}");
+        }
+        // Memory still referenced by a kept copy is never written again.
+        for (i, copy) in &kept {
+            let range = copy.as_ptr() as usize..copy.as_ptr() as usize + copy.len();
+            for j in 300..330 {
+                let fresh = arenas.copy(&piece(j));
+                let at = fresh.as_ptr() as usize;
+                assert!(!range.contains(&at), "copy {j} landed on kept copy {i}");
+            }
+        }
+        // With every copy released, the oldest arenas come round again.
+        drop(kept);
+        let before: Vec<usize> = arenas.used.iter().map(|a| a.as_ptr() as usize).collect();
+        for j in 0..400 {
+            drop(arenas.copy(&piece(j)));
+        }
+        let reused = arenas.used.iter().any(|a| {
+            let p = a.as_ptr() as usize;
+            before.iter().any(|&b| p.abs_diff(b) < (1 << 20))
+        });
+        assert!(reused, "released arenas are reused");
+    }
 
     /// An index file written through O_DIRECT pieces (held front, aligned middle, padded
     /// and cut tail) is byte for byte the encoded index, at every size around the edges.
