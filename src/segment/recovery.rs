@@ -297,7 +297,7 @@ pub(crate) fn recover_shard(
 /// Whether a prepared segment file holds frames: it starts with a valid frame header. A roll's
 /// records are acknowledged only after a flush that covers the segment's first write, so a
 /// file without one holds nothing acknowledged.
-fn holds_frames(path: &Path) -> bool {
+pub fn holds_frames(path: &Path) -> bool {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; FRAME_HEADER_BYTES];
     fs::File::open(path)

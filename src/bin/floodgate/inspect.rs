@@ -10,7 +10,7 @@ use clap::Args;
 use floodgate::index::SegmentIndex;
 use floodgate::meta::Meta;
 use floodgate::segment::format::decode_frame;
-use floodgate::segment::recovery::{ScanEnd, scan_segment_file};
+use floodgate::segment::recovery::{ScanEnd, holds_frames, scan_segment_file};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -61,6 +61,15 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         segments.sort();
+        // A roll's rename that a crash undid: the next open gives the file its segment name.
+        let prepared = dir.join("next.seg.prep");
+        if holds_frames(&prepared) {
+            println!(
+                "  shard {shard}: next.seg.prep holds frames (a roll's rename was lost in a \
+                 crash; the next open names it as the segment after the newest)"
+            );
+            segments.push(prepared);
+        }
         println!("  shard {shard}: {} segment(s)", segments.len());
         for (i, seg) in segments.iter().enumerate() {
             let (frames, end) = scan_segment_file(seg, meta.commit_bytes_max as usize)
