@@ -8,34 +8,48 @@ use std::process::Command;
 use common::{BACKENDS, payload, segments, small_config, test_dir};
 use floodgate::{Log, Record, TopicConfig};
 
-#[test]
-fn inspect_verify_passes_then_catches_a_flipped_bit() {
-    let dir = test_dir("inspect");
-    {
-        let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
-        log.create_topic("orders", TopicConfig::new(2)).unwrap();
-        let mut producer = log.producer();
-        for i in 0..600u64 {
-            let v = payload(i, 900);
-            let r = Record::new(&v).partition((i % 2) as u32);
-            producer.send("orders", r).unwrap().wait().unwrap();
-        }
-    }
-    let inspect = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .arg("inspect")
-            .arg(dir.path())
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let out = inspect(&["--verify"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// `floodgate inspect DIR EXTRA...`.
+fn inspect(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .arg("inspect")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Runs `inspect --verify`, checks it passes, and returns what it printed.
+fn verify_passes(dir: &std::path::Path) -> String {
+    let out = inspect(dir, &["--verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// A log with topic "orders" of `partitions` partitions and `n` records of 900 bytes spread
+/// over them, closed.
+fn fill(dir: &std::path::Path, partitions: u32, n: u64) {
+    let log = Log::open(small_config(dir, BACKENDS[0])).unwrap();
+    log.create_topic("orders", TopicConfig::new(partitions))
+        .unwrap();
+    let mut producer = log.producer();
+    for i in 0..n {
+        let v = payload(i, 900);
+        let r = Record::new(&v).partition((i % u64::from(partitions)) as u32);
+        producer.send("orders", r).unwrap().wait().unwrap();
+    }
+}
+
+#[test]
+fn inspect_verify_passes_then_catches_a_flipped_bit() {
+    let dir = test_dir("inspect");
+    fill(dir.path(), 2, 600);
+    let inspect = |extra: &[&str]| inspect(dir.path(), extra);
+    let stdout = verify_passes(dir.path());
     assert!(stdout.contains("topic \"orders\""), "{stdout}");
     assert!(stdout.contains("orders/0: offsets 0..300"), "{stdout}");
     assert!(
@@ -64,35 +78,12 @@ fn inspect_verify_passes_then_catches_a_flipped_bit() {
 #[test]
 fn inspect_counts_a_prepared_file_that_holds_frames() {
     let dir = test_dir("inspect-prep");
-    {
-        let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
-        log.create_topic("orders", TopicConfig::new(1)).unwrap();
-        let mut producer = log.producer();
-        for i in 0..700u64 {
-            let v = payload(i, 900);
-            producer
-                .send("orders", Record::new(&v))
-                .unwrap()
-                .wait()
-                .unwrap();
-        }
-    }
+    fill(dir.path(), 1, 700);
     let shard = dir.path().join("shard-000");
     let newest = segments(dir.path(), 0).last().unwrap().clone();
     let _ = std::fs::remove_file(shard.join("next.seg.prep"));
     std::fs::rename(&newest, shard.join("next.seg.prep")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-        .arg("inspect")
-        .arg(dir.path())
-        .arg("--verify")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = verify_passes(dir.path());
     assert!(stdout.contains("next.seg.prep holds frames"), "{stdout}");
     assert!(stdout.contains("orders/0: offsets 0..700"), "{stdout}");
 }
