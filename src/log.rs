@@ -69,6 +69,20 @@ pub struct ShardStats {
     pub rolls: u64,
 }
 
+/// Adds another shard's counters (for totals over a log's shards).
+impl std::ops::AddAssign for ShardStats {
+    fn add_assign(&mut self, other: ShardStats) {
+        self.records += other.records;
+        self.batches += other.batches;
+        self.writes += other.writes;
+        self.write_bytes += other.write_bytes;
+        self.write_nanos += other.write_nanos;
+        self.flushes += other.flushes;
+        self.flush_nanos += other.flush_nanos;
+        self.rolls += other.rolls;
+    }
+}
+
 /// A consumer group's progress on a topic; from [`Log::group_lag`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupLag {

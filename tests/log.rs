@@ -97,6 +97,16 @@ fn writer_stats_count_what_the_writer_did() {
         let stats = log.stats();
         assert_eq!(stats.len(), 2);
         assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 3000);
+        let mut total = ShardStats::default();
+        for s in &stats {
+            total += *s;
+        }
+        assert_eq!(total.records, 3000);
+        assert_eq!(total.writes, stats[0].writes + stats[1].writes);
+        assert_eq!(
+            total.flush_nanos,
+            stats[0].flush_nanos + stats[1].flush_nanos
+        );
         for s in &stats {
             assert!(s.batches >= s.writes && s.batches <= s.records, "{s:?}");
             assert!(

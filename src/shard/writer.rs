@@ -140,15 +140,20 @@ struct Build {
     entries: Vec<(u32, BatchEntry)>,
 }
 
+/// A commit's frames on their way to the tail cache.
+enum TailBytes {
+    /// Copied: the bytes, and the memory they hold.
+    Copied(bytes::Bytes, usize),
+    /// The write's own buffer goes to the cache when it comes back: the frames' range in it.
+    Lent(std::ops::Range<usize>),
+}
+
 /// A submitted commit, waiting to become durable.
 struct Commit {
     segment: u64,
     end: u64,
-    /// The frames' bytes for the tail cache: (segment, position, bytes, memory they hold).
-    cached: Option<(u64, u64, bytes::Bytes, usize)>,
-    /// Instead of a copy, the write's own buffer goes to the tail cache when it comes back:
-    /// (segment, position, the frames' range in the buffer).
-    share: Option<(u64, u64, std::ops::Range<usize>)>,
+    /// The frames for the tail cache: (segment, position, their bytes).
+    cached: Option<(u64, u64, TailBytes)>,
     acks: Vec<(Arc<AckRing>, u64)>,
     /// (partition slot, entry) of each frame.
     entries: Vec<(u32, BatchEntry)>,
@@ -583,23 +588,21 @@ impl Writer {
         next[..carried].copy_from_slice(&build.buf[from..from + carried]);
         let pos = build.start + build.first_frame as u64;
         let frames = build.first_frame..build.len;
-        let (cached, share) = match self.start.tail_cache_bytes > 0 {
-            false => (None, None),
-            true if frames.len() >= build.buf.len() / SHARE_FILL_DIVISOR => {
-                (None, Some((self.segment.id, pos, frames)))
-            }
-            true => {
+        let cached = (self.start.tail_cache_bytes > 0).then(|| {
+            let bytes = if frames.len() >= build.buf.len() / SHARE_FILL_DIVISOR {
+                TailBytes::Lent(frames)
+            } else {
                 let data = self.copies.copy(&build.buf[frames]);
                 let held = data.len();
-                (Some((self.segment.id, pos, data, held)), None)
-            }
-        };
+                TailBytes::Copied(data, held)
+            };
+            (self.segment.id, pos, bytes)
+        });
         let buf = std::mem::replace(&mut build.buf, next);
         let commit = Commit {
             segment: self.segment.id,
             end,
             cached,
-            share,
             acks: std::mem::take(&mut build.acks),
             entries: std::mem::take(&mut build.entries),
         };
@@ -671,17 +674,19 @@ impl Writer {
                     );
                     let buf = c.buf.expect("a write returns its buffer");
                     let mut commit = self.write_in_flight.take().expect("a write in flight");
-                    match commit.share.take() {
-                        Some((segment, pos, frames)) => {
-                            let held = buf.len();
-                            let pooled = PooledBuf {
-                                buf: Some(buf),
-                                pool: Arc::clone(&self.buf_pool),
-                            };
-                            let data = bytes::Bytes::from_owner(pooled).slice(frames);
-                            commit.cached = Some((segment, pos, data, held));
-                        }
-                        None => self.spare.push(buf),
+                    if let Some((_, _, tail)) = &mut commit.cached
+                        && let TailBytes::Lent(frames) = tail
+                    {
+                        let frames = frames.clone();
+                        let held = buf.len();
+                        let pooled = PooledBuf {
+                            buf: Some(buf),
+                            pool: Arc::clone(&self.buf_pool),
+                        };
+                        *tail =
+                            TailBytes::Copied(bytes::Bytes::from_owner(pooled).slice(frames), held);
+                    } else {
+                        self.spare.push(buf);
                     }
                     if matches!(self.start.durability, Durability::Interval(_)) {
                         publish(&commit, &self.shared);
@@ -878,7 +883,7 @@ impl Drop for PooledBuf {
 /// then acknowledgements.
 fn publish(commit: &Commit, shared: &ShardShared) {
     *shared.published.lock().expect("published lock") = (commit.segment, commit.end);
-    if let Some((segment, pos, data, held)) = &commit.cached {
+    if let Some((segment, pos, TailBytes::Copied(data, held))) = &commit.cached {
         shared
             .read_cache
             .write()

@@ -1304,19 +1304,10 @@ fn print_device(report: &serde_json::Value) {
 /// Adds `extra`'s fields to the object `report`.
 /// The shard writers' group commits over the run: how many, how big, how long they took.
 fn writer_json(log: &Log) -> serde_json::Value {
-    let s = log
-        .stats()
-        .iter()
-        .fold(ShardStats::default(), |a, b| ShardStats {
-            records: a.records + b.records,
-            batches: a.batches + b.batches,
-            writes: a.writes + b.writes,
-            write_bytes: a.write_bytes + b.write_bytes,
-            write_nanos: a.write_nanos + b.write_nanos,
-            flushes: a.flushes + b.flushes,
-            flush_nanos: a.flush_nanos + b.flush_nanos,
-            rolls: a.rolls + b.rolls,
-        });
+    let mut s = ShardStats::default();
+    for shard in log.stats() {
+        s += shard;
+    }
     let per = |n: u64, d: u64| n as f64 / d.max(1) as f64;
     json!({
         "writes": s.writes,
