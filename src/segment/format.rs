@@ -46,6 +46,7 @@
 //! so a flipped bit there is caught too. docs/FORMAT.md has a worked hex example.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Every O_DIRECT write and read is aligned to, and a multiple of, this many bytes.
 pub const BLOCK_BYTES: usize = 4096;
@@ -108,15 +109,19 @@ pub enum HeaderSlot {
 impl FrameHeader {
     /// Writes the header into `out`.
     pub fn encode(&self, out: &mut [u8; FRAME_HEADER_BYTES]) {
-        out[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
-        out[4] = FRAME_VERSION;
-        out[5] = 0;
-        out[6..8].copy_from_slice(&0u16.to_le_bytes());
-        out[8..12].copy_from_slice(&self.topic_id.to_le_bytes());
-        out[12..16].copy_from_slice(&self.partition.to_le_bytes());
-        out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
-        out[24..28].copy_from_slice(&self.batch_bytes.to_le_bytes());
-        let crc = crate::segment::crc::crc32c(&out[0..28]);
+        // Bytes 0..24 as little-endian words: magic, version, two zero bytes of flags and
+        // reserved; topic id and partition; base offset. The checksum is taken from them.
+        let words = [
+            u64::from(FRAME_MAGIC) | u64::from(FRAME_VERSION) << 32,
+            u64::from(self.topic_id) | u64::from(self.partition) << 32,
+            self.base_offset,
+        ];
+        let batch_bytes = self.batch_bytes.to_le_bytes();
+        let crc = crate::segment::crc::crc32c_words(&words, &batch_bytes);
+        for (i, w) in words.iter().enumerate() {
+            out[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out[24..28].copy_from_slice(&batch_bytes);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -321,23 +326,73 @@ pub struct BatchMeta {
 /// Writes the 61-byte RecordBatch header into `batch[..61]` and computes the CRC over
 /// `batch[21..]`; the records must already be in `batch[61..]`.
 pub fn seal_batch(batch: &mut [u8], meta: &BatchMeta) {
-    assert!(batch.len() >= BATCH_HEADER_BYTES);
-    assert!(meta.record_count >= 1);
-    let batch_length = (batch.len() - 12) as i32;
-    batch[0..8].copy_from_slice(&(meta.base_offset as i64).to_be_bytes());
-    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    batch[12..16].copy_from_slice(&(-1i32).to_be_bytes());
-    batch[16] = BATCH_MAGIC as u8;
-    batch[21..23].copy_from_slice(&0i16.to_be_bytes());
-    batch[23..27].copy_from_slice(&((meta.record_count - 1) as i32).to_be_bytes());
-    batch[27..35].copy_from_slice(&meta.base_timestamp.to_be_bytes());
-    batch[35..43].copy_from_slice(&meta.max_timestamp.to_be_bytes());
-    batch[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    batch[57..61].copy_from_slice(&(meta.record_count as i32).to_be_bytes());
+    let words = write_batch_header(batch, meta);
+    let crc = crate::segment::crc::crc32c_words(&words, &batch[BATCH_HEADER_BYTES..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Writes the 61-byte RecordBatch header into `batch[..61]` but for its CRC, which
+/// [`checksum_batch`] adds later. A writer framing many small batches checksums them all after
+/// framing the last: a checksum read right after the bytes were stored a few at a time waits
+/// for those stores (a one-record frame: 39 ns with its checksum taken at once, 28 ns later,
+/// `benches/format.rs`).
+pub fn frame_batch(batch: &mut [u8], meta: &BatchMeta) {
+    write_batch_header(batch, meta);
+}
+
+/// Computes and stores the CRC of a batch whose header and records are in place.
+pub fn checksum_batch(batch: &mut [u8]) {
     let crc = crate::segment::crc::crc32c(&batch[21..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// [`checksum_batch`] for each of `batches` (ranges of `buf`), three at a time.
+pub fn checksum_batches(buf: &mut [u8], batches: &[Range<usize>]) {
+    let mut threes = batches.chunks_exact(3);
+    for three in &mut threes {
+        let crcs = crate::segment::crc::crc32c_3([
+            &buf[three[0].start + 21..three[0].end],
+            &buf[three[1].start + 21..three[1].end],
+            &buf[three[2].start + 21..three[2].end],
+        ]);
+        for (r, crc) in three.iter().zip(crcs) {
+            buf[r.start + 17..r.start + 21].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+    for r in threes.remainder() {
+        checksum_batch(&mut buf[r.clone()]);
+    }
+}
+
+/// Writes the header but its CRC; returns its checksummed bytes 21..61 as little-endian words.
+fn write_batch_header(batch: &mut [u8], meta: &BatchMeta) -> [u64; 5] {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    assert!(meta.record_count >= 1);
+    let batch_length = (batch.len() - 12) as u32;
+    // Bytes 21..61, big-endian fields packed into big-endian integers: attributes (0),
+    // lastOffsetDelta, baseTimestamp, maxTimestamp (its first 2 bytes) | maxTimestamp's other
+    // 6, producerId (-1), producerEpoch (-1) | baseSequence (-1), recordCount.
+    let (base_ts, max_ts) = (meta.base_timestamp as u64, meta.max_timestamp as u64);
+    let a = u128::from(meta.record_count - 1) << 80
+        | u128::from(base_ts) << 16
+        | u128::from(max_ts >> 48);
+    let b = u128::from(max_ts & 0xFFFF_FFFF_FFFF) << 80 | (u128::from(u64::MAX) << 16) | 0xFFFF;
+    let c = 0xFFFF_FFFF_0000_0000 | u64::from(meta.record_count);
+    let (a, b) = (a.to_be_bytes(), b.to_be_bytes());
+    batch[0..8].copy_from_slice(&meta.base_offset.to_be_bytes());
+    batch[8..16].copy_from_slice(&(u64::from(batch_length) << 32 | 0xFFFF_FFFF).to_be_bytes());
+    batch[16] = BATCH_MAGIC as u8;
+    batch[21..37].copy_from_slice(&a);
+    batch[37..53].copy_from_slice(&b);
+    batch[53..61].copy_from_slice(&c.to_be_bytes());
+    let le = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+    [
+        le(&a[..8]),
+        le(&a[8..]),
+        le(&b[..8]),
+        le(&b[8..]),
+        c.swap_bytes(),
+    ]
 }
 
 /// A verified RecordBatch borrowed from a buffer.

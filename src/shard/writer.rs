@@ -27,6 +27,7 @@
 //! retried).
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{Ordering, fence};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ use crate::index::{BatchEntry, IndexDirectory, IndexSink, SegmentIndex};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
-    RECORD_PREFIX_BYTES_MAX, record_bytes, seal_batch, write_record,
+    RECORD_PREFIX_BYTES_MAX, checksum_batches, frame_batch, record_bytes, write_record,
 };
 use crate::shard::prepare::{Preparer, Seal};
 use crate::shard::retention::Retention;
@@ -204,6 +205,8 @@ pub(crate) struct Writer {
     group_of: Vec<u32>,
     groups: Vec<(u32, u32, u32)>,
     order: Vec<(u32, u32)>,
+    /// The batches framed by a `fill`, checksummed after the last is framed.
+    unsummed: Vec<Range<usize>>,
 }
 
 impl Writer {
@@ -238,6 +241,7 @@ impl Writer {
             group_of: Vec::new(),
             groups: Vec::new(),
             order: Vec::new(),
+            unsummed: Vec::new(),
             window: unflushed_window_bytes(start.commit_bytes_max),
             device,
             rings: Vec::new(),
@@ -517,7 +521,8 @@ impl Writer {
                 base_timestamp,
                 max_timestamp,
             };
-            seal_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
+            frame_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
+            self.unsummed.push(frame_at + FRAME_HEADER_BYTES..at);
             let header = FrameHeader {
                 topic_id: partition.topic_id,
                 partition: partition.partition,
@@ -543,6 +548,8 @@ impl Writer {
             build.frames += 1;
             build.records += group.len();
         }
+        checksum_batches(&mut build.buf, &self.unsummed);
+        self.unsummed.clear();
         // Free the ring slots (the offsets are stored) and hand the record buffers back.
         for (chunk, ack, seq_popped, recycle) in chunks {
             let count = chunk.len() as u64;
