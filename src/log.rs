@@ -67,6 +67,10 @@ pub struct ShardStats {
     pub flush_nanos: u64,
     /// Segments sealed and replaced by a new one.
     pub rolls: u64,
+    /// Bytes of commits put in the tail cache for readers. The writer does that only while a
+    /// reader has read near the newest data in the last two seconds: otherwise no reader would
+    /// find them there.
+    pub tail_cached_bytes: u64,
 }
 
 /// Adds another shard's counters (for totals over a log's shards).
@@ -80,6 +84,7 @@ impl std::ops::AddAssign for ShardStats {
         self.flushes += other.flushes;
         self.flush_nanos += other.flush_nanos;
         self.rolls += other.rolls;
+        self.tail_cached_bytes += other.tail_cached_bytes;
     }
 }
 
@@ -306,6 +311,7 @@ impl LogInner {
         let entries = p.entries_from(offset, bytes_max, visible, &|r, o| shard.load_run(r, o))?;
         let mut out = Vec::new();
         let expect = (p.topic_id, p.partition);
+        shard.note_read(entries.last().map(|e| (e.segment, e.pos)));
         let readahead = &self.readahead[p.shard as usize];
         if mode == ReadMode::Ahead
             && let Some(last) = entries.last()

@@ -503,3 +503,48 @@ fn records_read_from_shared_commit_buffers_stay_intact() {
         }
     }
 }
+
+/// The writer puts commits in the tail cache only while some reader reads near the newest
+/// data: not while nobody reads, nor for a reader far behind; a reader at the end turns it on,
+/// and what it then reads is intact.
+#[test]
+fn tail_cache_fills_only_while_a_reader_is_near_the_newest_data() {
+    for backend in BACKENDS {
+        let dir = test_dir("tail-interest");
+        let config = || small_config(dir.path(), backend).tail_cache_bytes(64 << 10);
+        let cached = |log: &Log| log.stats().iter().map(|s| s.tail_cached_bytes).sum::<u64>();
+        let send = |log: &Log, first: u64, n: u64| {
+            let mut producer = log.producer();
+            for i in first..first + n {
+                let value = payload(i, 1000);
+                producer
+                    .send("t", Record::new(&value))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+            }
+        };
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        send(&log, 0, 300);
+        assert_eq!(cached(&log), 0, "nobody reads");
+        drop(log);
+
+        // A reader 300 KB behind, with a 64 KiB cache, would not find the commits there.
+        let log = Log::open(config()).unwrap();
+        assert_eq!(log.read("t", 0, 0, 1).unwrap().len(), 1);
+        send(&log, 300, 20);
+        assert_eq!(cached(&log), 0, "the only reader is far behind");
+
+        // A reader at the end.
+        assert!(log.read("t", 0, 320, 1 << 20).unwrap().is_empty());
+        send(&log, 320, 30);
+        assert!(cached(&log) >= 30 * 1000, "{}", cached(&log));
+        let records = log.read("t", 0, 320, 1 << 20).unwrap();
+        assert_eq!(records.len(), 30);
+        for (k, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, 320 + k as u64);
+            assert_eq!(r.value.as_deref(), Some(&payload(320 + k as u64, 1000)[..]));
+        }
+    }
+}

@@ -595,7 +595,12 @@ impl Writer {
         next[..carried].copy_from_slice(&build.buf[from..from + carried]);
         let pos = build.start + build.first_frame as u64;
         let frames = build.first_frame..build.len;
-        let cached = (self.start.tail_cache_bytes > 0).then(|| {
+        let now = Instant::now();
+        let wanted = self.start.tail_cache_bytes > 0 && self.shared.tail_wanted(now);
+        if wanted {
+            WriterCounters::add(&self.shared.counters.tail_cached_bytes, frames.len() as u64);
+        }
+        let cached = wanted.then(|| {
             let bytes = if frames.len() >= build.buf.len() / SHARE_FILL_DIVISOR {
                 TailBytes::Lent(frames)
             } else {
@@ -615,7 +620,7 @@ impl Writer {
         };
         self.device
             .write(&self.segment.file, build.start, buf, padded, TOKEN_WRITE);
-        self.write_submitted = Instant::now();
+        self.write_submitted = now;
         let counters = &self.shared.counters;
         WriterCounters::add(&counters.records, build.records as u64);
         WriterCounters::add(&counters.batches, build.frames as u64);
