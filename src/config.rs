@@ -25,6 +25,8 @@ pub enum Durability {
 pub const RECORD_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Default segment size: 1 GiB.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+/// Largest `segment_bytes`: positions within a segment are 32-bit in the index.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
 /// Default largest single write of a group commit: 4 MiB.
 pub const COMMIT_BYTES_MAX_DEFAULT: usize = 4 << 20;
 /// Smallest allowed commit buffer.
@@ -103,7 +105,8 @@ impl Config {
         self
     }
 
-    /// Size of each preallocated segment file (a multiple of 4 KiB).
+    /// Size of each preallocated segment file (a multiple of 4 KiB, at most 4 GiB: the index
+    /// holds positions within a segment in 32 bits).
     pub fn segment_bytes(mut self, n: u64) -> Config {
         self.segment_bytes = n;
         self
@@ -308,10 +311,11 @@ impl Config {
         }
         if !self.segment_bytes.is_multiple_of(BLOCK_BYTES as u64)
             || self.segment_bytes < self.commit_bytes_max as u64
+            || self.segment_bytes > SEGMENT_BYTES_MAX
         {
             return bad(format!(
-                "segment_bytes ({}) must be a multiple of {BLOCK_BYTES} and at least \
-                 commit_bytes_max ({})",
+                "segment_bytes ({}) must be a multiple of {BLOCK_BYTES}, at least \
+                 commit_bytes_max ({}) and at most {SEGMENT_BYTES_MAX} (4 GiB)",
                 self.segment_bytes, self.commit_bytes_max
             ));
         }

@@ -287,6 +287,15 @@ fn user_errors_are_clear() {
     ));
     // Nothing oversized was written.
     assert_eq!(log.offsets("t", 0).unwrap(), (0, 0));
+    // Segments above 4 GiB are refused (index positions are 32-bit).
+    let other = test_dir("errors-config");
+    let e = Log::open(small_config(other.path(), BACKENDS[0]).segment_bytes((4 << 30) + 4096))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&e, Error::Config(m) if m.contains("at most 4294967296")),
+        "{e}"
+    );
 }
 
 /// Sealed segments' index entries leave memory once their index file is written, and reads,

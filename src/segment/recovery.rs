@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::config::SEGMENT_BYTES_MAX;
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, IndexDirectory, Partition, SegmentIndex};
+use crate::index::{BatchEntry, IndexDirectory, Partition, SegmentIndex, SlotEntry};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame,
@@ -229,6 +230,16 @@ pub(crate) fn recover_shard(
             continue;
         }
         report.segments_scanned += 1;
+        if file_len > SEGMENT_BYTES_MAX {
+            return Err(Error::corrupt(
+                &segment.path,
+                SEGMENT_BYTES_MAX,
+                format!(
+                    "a segment file of {file_len} bytes: larger than {SEGMENT_BYTES_MAX} (4 GiB), \
+                     the most segment_bytes allows"
+                ),
+            ));
+        }
         let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
         let (frames, end) = scan(&mut reader, params.frame_bytes_max, params.window)?;
         let frame_list: Vec<(u32, u32, BatchEntry)> = frames
@@ -323,7 +334,7 @@ fn finish(
         .iter()
         .filter_map(|(t, p, e)| {
             let partition = params.partitions.get(&(*t, *p))?;
-            (e.pos < data_end).then_some((partition.slot, *e))
+            (e.pos < data_end).then_some(SlotEntry::new(partition.slot, e))
         })
         .collect();
     shared

@@ -407,7 +407,7 @@ impl ShardShared {
             return;
         }
         let table = self.partitions.read().expect("partitions lock");
-        for &(slot, entry) in batch.iter() {
+        for (slot, entry) in batch.iter() {
             let partition = &table[slot as usize];
             partition.push(entry);
             partition
@@ -447,7 +447,7 @@ impl ShardShared {
                 .offset_visible
                 .store(entry.last_offset + 1, Ordering::Release);
         };
-        for &(slot, entry) in batch.iter().take_while(|(_, e)| e.segment < segment) {
+        for (slot, entry) in batch.iter().take_while(|(_, e)| e.segment < segment) {
             publish(slot, entry, true);
         }
         let mut kept = std::collections::HashSet::new();
@@ -466,7 +466,7 @@ impl ShardShared {
                 kept.insert(p.slot);
             }
         }
-        for &(slot, entry) in batch.iter().skip_while(|(_, e)| e.segment < segment) {
+        for (slot, entry) in batch.iter().skip_while(|(_, e)| e.segment < segment) {
             publish(slot, entry, kept.contains(&slot));
         }
         batch.clear();

@@ -272,7 +272,7 @@ impl Preparer {
     /// it on the writer stalled commits for hundreds of milliseconds (tens of MB and an fsync).
     ///
     /// Waits while more than [`SEALS_PENDING_MAX`] seals are waiting or being written: each
-    /// holds its segment's index entries in memory (56 bytes a batch: 280 MB for a 1 GiB
+    /// holds its segment's index entries in memory (32 bytes a batch: 200 MB for a 1 GiB
     /// segment of one-record batches), so a helper that falls behind slows the writer rather
     /// than let memory grow.
     pub fn seal(&self, seal: Seal) {

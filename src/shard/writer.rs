@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, IndexDirectory, IndexSink, SegmentIndex};
+use crate::index::{BatchEntry, IndexDirectory, IndexSink, SegmentIndex, SlotEntry};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
@@ -138,7 +138,7 @@ struct Build {
     records: usize,
     acks: Vec<(Arc<AckRing>, u64)>,
     /// (partition slot, entry) of each frame.
-    entries: Vec<(u32, BatchEntry)>,
+    entries: Vec<SlotEntry>,
 }
 
 /// A commit's frames on their way to the tail cache.
@@ -157,7 +157,7 @@ struct Commit {
     cached: Option<(u64, u64, TailBytes)>,
     acks: Vec<(Arc<AckRing>, u64)>,
     /// (partition slot, entry) of each frame.
-    entries: Vec<(u32, BatchEntry)>,
+    entries: Vec<SlotEntry>,
 }
 
 struct Active {
@@ -543,7 +543,7 @@ impl Writer {
                 pos: build.start + frame_at as u64,
                 frame_bytes: (at - frame_at) as u32,
             };
-            build.entries.push((slot, entry));
+            build.entries.push(SlotEntry::new(slot, &entry));
             build.len = at;
             build.frames += 1;
             build.records += group.len();
@@ -906,7 +906,7 @@ fn publish(commit: &Commit, shared: &ShardShared) {
         .index_log
         .lock()
         .expect("index log lock")
-        .publish(&commit.entries);
+        .publish(commit.segment, &commit.entries);
     shared.data_waiters.wake_all();
     for (ack, seq_end) in &commit.acks {
         ack.seq_acked.store(*seq_end, Ordering::Release);
