@@ -160,6 +160,9 @@ struct Commit {
     entries: Vec<SlotEntry>,
 }
 
+/// The writer's requested scheduler slice (see [`crate::io::set_short_slices`]).
+const WRITER_SLICE: Duration = Duration::from_micros(100);
+
 struct Active {
     id: u64,
     file: Arc<File>,
@@ -283,6 +286,7 @@ impl Writer {
         if let Some(core) = self.start.pin_core {
             pin_to_core(core);
         }
+        crate::io::set_short_slices(WRITER_SLICE);
         let outcome = self.run_loop();
         // Every operation must finish before buffers and files are dropped.
         while self.device.in_flight() > 0 {
