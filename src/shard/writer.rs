@@ -311,6 +311,9 @@ impl Writer {
     fn run_loop(&mut self) -> Result<()> {
         loop {
             let mut progress = self.reap(false, None)?;
+            // A write that just completed is flushed before more records are framed: framing a
+            // few thousand records takes a few hundred microseconds, which the flush would wait.
+            progress |= self.maybe_flush();
             self.take_new_rings();
             progress |= self.fill();
             progress |= self.maybe_submit_write();
