@@ -462,9 +462,13 @@ impl<'a> BatchView<'a> {
                 "record count {record_count} impossible for the batch length"
             ));
         }
-        if last_offset_delta < record_count - 1 {
+        // floodgate's batches are dense (it never compacts): a lastOffsetDelta past the last
+        // record would name offsets that hold nothing. Found by the recovery fuzz target: a
+        // batch with valid checksums and lastOffsetDelta 1 over one record left a partition's
+        // next offset one past its records.
+        if last_offset_delta != record_count - 1 {
             return fail(format!(
-                "lastOffsetDelta {last_offset_delta} below record count {record_count} - 1"
+                "lastOffsetDelta {last_offset_delta} is not record count {record_count} - 1"
             ));
         }
         Ok(BatchView {
@@ -497,15 +501,12 @@ impl<'a> BatchView<'a> {
 
     /// Decodes every record, returning the first error; used to verify a batch whole.
     pub fn check_records(&self) -> Result<(), DecodeError> {
-        let mut last_delta: Option<u64> = None;
         let mut it = self.records();
-        for r in &mut it {
-            let r = r?;
-            let delta = r.offset - self.base_offset;
-            if last_delta.is_some_and(|d| delta <= d) || delta > u64::from(self.last_offset_delta) {
-                return fail(format!("record offset delta {delta} out of order"));
+        for (i, r) in (&mut it).enumerate() {
+            let delta = r?.offset - self.base_offset;
+            if delta != i as u64 {
+                return fail(format!("record {i} has offset delta {delta}"));
             }
-            last_delta = Some(delta);
         }
         if it.cursor.pos != it.cursor.bytes.len() {
             return fail("bytes left over after the last record");
@@ -752,6 +753,48 @@ mod tests {
         assert_eq!(records[1].offset, 1001);
         assert_eq!(records[1].timestamp, 1_700_000_000_005);
         assert_eq!((records[1].key, records[1].value), (None, None));
+    }
+
+    /// Rewrites a frame's batch field at `at` (batch bytes) and both checksums, as a writer
+    /// with a bug would have stored it.
+    fn forge(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+        let b = FRAME_HEADER_BYTES + at;
+        frame[b..b + bytes.len()].copy_from_slice(bytes);
+        let batch = &mut frame[FRAME_HEADER_BYTES..];
+        let crc = crate::segment::crc::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        frame
+    }
+
+    /// Batches are dense, whatever their checksums say: a lastOffsetDelta past the last record,
+    /// or a record whose offset delta is not its position, is refused (offsets that hold
+    /// nothing would otherwise become a partition's).
+    #[test]
+    fn batches_with_offset_gaps_are_refused() {
+        let records: [TestRecord<'_>; 2] = [(5, None, Some(b"a")), (6, None, Some(b"b"))];
+        let good = frame(1, 0, 10, &records);
+        let (_, batch) = decode_frame(&good).unwrap().unwrap();
+        batch.check_records().unwrap();
+        let gap = forge(good.clone(), 23, &2i32.to_be_bytes());
+        let e = decode_frame(&gap).unwrap_err();
+        assert!(e.to_string().contains("lastOffsetDelta 2"), "{e}");
+        // The second record's offset delta 1 -> 2: skip the first record, then the second's
+        // length, attributes and timestamp delta.
+        let mut c = Cursor {
+            bytes: &good[FRAME_HEADER_BYTES..],
+            pos: BATCH_HEADER_BYTES,
+        };
+        let first = c.varlong(10).unwrap() as usize;
+        c.pos += first;
+        c.varlong(10).unwrap();
+        c.pos += 1;
+        c.varlong(10).unwrap();
+        let delta_at = c.pos;
+        assert_eq!(c.varlong(10).unwrap(), 1);
+        let skipped = forge(good, delta_at, &[4]); // zigzag of 2
+        let (_, batch) = decode_frame(&skipped).unwrap().unwrap();
+        let e = batch.check_records().unwrap_err();
+        assert!(e.to_string().contains("record 1 has offset delta 2"), "{e}");
     }
 
     #[test]
