@@ -40,14 +40,23 @@ fn encode(tails: &[Vec<u8>], out: &mut Vec<u8>) {
 }
 
 /// Frames each record as its own batch, back to back in `out` (cleared): the writer's work at
-/// 10,000 partitions, where a commit holds one record per partition.
-fn encode_singles(tails: &[Vec<u8>], out: &mut Vec<u8>) {
+/// 10,000 partitions, where a commit holds one record per partition. With `deferred`, the
+/// batches are checksummed after all are framed (into its ranges), as the writer does;
+/// without, each as it is framed.
+fn encode_singles(
+    tails: &[Vec<u8>],
+    out: &mut Vec<u8>,
+    mut deferred: Option<&mut Vec<Range<usize>>>,
+) {
     out.clear();
     let total: usize = tails
         .iter()
         .map(|t| FRAME_HEADER_BYTES + BATCH_HEADER_BYTES + record_bytes(t.len(), 0, 0))
         .sum();
     out.resize(total, 0);
+    if let Some(frames) = deferred.as_deref_mut() {
+        frames.clear();
+    }
     let mut at = 0;
     for (i, t) in tails.iter().enumerate() {
         let frame_at = at;
@@ -59,7 +68,14 @@ fn encode_singles(tails: &[Vec<u8>], out: &mut Vec<u8>) {
             base_timestamp: 1_700_000_000_000,
             max_timestamp: 1_700_000_000_000,
         };
-        seal_batch(&mut out[frame_at + FRAME_HEADER_BYTES..at], &meta);
+        let batch = frame_at + FRAME_HEADER_BYTES..at;
+        match deferred.as_deref_mut() {
+            Some(frames) => {
+                frame_batch(&mut out[batch.clone()], &meta);
+                frames.push(batch);
+            }
+            None => seal_batch(&mut out[batch], &meta),
+        }
         let header = FrameHeader {
             topic_id: 1,
             partition: i as u32,
@@ -72,43 +88,9 @@ fn encode_singles(tails: &[Vec<u8>], out: &mut Vec<u8>) {
                 .unwrap(),
         );
     }
-}
-
-/// As [`encode_singles`], checksumming the batches after framing them all, as the writer does.
-fn encode_singles_deferred(tails: &[Vec<u8>], out: &mut Vec<u8>, frames: &mut Vec<Range<usize>>) {
-    out.clear();
-    frames.clear();
-    let total: usize = tails
-        .iter()
-        .map(|t| FRAME_HEADER_BYTES + BATCH_HEADER_BYTES + record_bytes(t.len(), 0, 0))
-        .sum();
-    out.resize(total, 0);
-    let mut at = 0;
-    for (i, t) in tails.iter().enumerate() {
-        let frame_at = at;
-        at += FRAME_HEADER_BYTES + BATCH_HEADER_BYTES;
-        at += write_record(&mut out[at..], t, 0, 0);
-        let meta = BatchMeta {
-            base_offset: 1000 + i as u64,
-            record_count: 1,
-            base_timestamp: 1_700_000_000_000,
-            max_timestamp: 1_700_000_000_000,
-        };
-        frame_batch(&mut out[frame_at + FRAME_HEADER_BYTES..at], &meta);
-        frames.push(frame_at + FRAME_HEADER_BYTES..at);
-        let header = FrameHeader {
-            topic_id: 1,
-            partition: i as u32,
-            base_offset: 1000 + i as u64,
-            batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
-        };
-        header.encode(
-            (&mut out[frame_at..frame_at + FRAME_HEADER_BYTES])
-                .try_into()
-                .unwrap(),
-        );
+    if let Some(frames) = deferred {
+        checksum_batches(out, frames);
     }
-    checksum_batches(out, frames);
 }
 
 fn tails(count: usize, size: usize) -> Vec<Vec<u8>> {
@@ -149,7 +131,7 @@ fn bench_frames(c: &mut Criterion) {
     // One record per batch (10,000 partitions): framing overhead and two checksums per record.
     let tails = tails(1000, 100);
     let mut frames = Vec::new();
-    encode_singles(&tails, &mut frames);
+    encode_singles(&tails, &mut frames, None);
     let mut at = 0;
     while at < frames.len() {
         let (header, batch) = decode_frame(&frames[at..]).unwrap().unwrap();
@@ -160,15 +142,15 @@ fn bench_frames(c: &mut Criterion) {
     assert_eq!(at, frames.len());
     group.throughput(Throughput::Bytes(100 * 1000));
     group.bench_function(BenchmarkId::new("encode", "1000x1x100B"), |b| {
-        b.iter(|| encode_singles(black_box(&tails), &mut frames))
+        b.iter(|| encode_singles(black_box(&tails), &mut frames, None))
     });
     let mut deferred = Vec::new();
     let mut ranges = Vec::new();
-    encode_singles_deferred(&tails, &mut deferred, &mut ranges);
+    encode_singles(&tails, &mut deferred, Some(&mut ranges));
     assert_eq!(deferred, frames);
     group.bench_function(
         BenchmarkId::new("encode_checksum_after", "1000x1x100B"),
-        |b| b.iter(|| encode_singles_deferred(black_box(&tails), &mut deferred, &mut ranges)),
+        |b| b.iter(|| encode_singles(black_box(&tails), &mut deferred, Some(&mut ranges))),
     );
     group.finish();
 }
