@@ -458,16 +458,26 @@ impl ShardShared {
                 .lock()
                 .expect("index cache lock")
                 .insert_starts(&sealed, starts.into());
-            if let Some(p) = by_name.get(&(run.topic_id, run.partition))
-                && !p.seal_run(segment, run, entries_pos)
-            {
-                // Cannot happen unless the writer and the file disagree; the partition then
-                // keeps its entries in memory (still correct, just not freed).
-                kept.insert(p.slot);
+            if let Some(p) = by_name.get(&(run.topic_id, run.partition)) {
+                if p.seal_run(segment, run, entries_pos) {
+                    // The run is in place: the watermark moves past it without a visit to each
+                    // of its entries (6 M of them in a segment of 10,000 one-record batches:
+                    // 80 ms of the helper per roll).
+                    p.offset_visible
+                        .fetch_max(run.last_offset + 1, Ordering::Release);
+                } else {
+                    // Cannot happen unless the writer and the file disagree; the partition
+                    // then keeps its entries in memory (still correct, just not freed).
+                    kept.insert(p.slot);
+                }
             }
         }
-        for (slot, entry) in batch.iter().skip_while(|(_, e)| e.segment < segment) {
-            publish(slot, entry, kept.contains(&slot));
+        if !kept.is_empty() {
+            for (slot, entry) in batch.iter().skip_while(|(_, e)| e.segment < segment) {
+                if kept.contains(&slot) {
+                    publish(slot, entry, true);
+                }
+            }
         }
         batch.clear();
     }
