@@ -7,7 +7,8 @@
 //!
 //! Two histories: one within a single segment (every cut of a long run of commits), and one
 //! across segment rolls, where the newest segment may also have lost its name (a roll renames
-//! the prepared file without waiting for the rename to be durable).
+//! the prepared file without waiting for the rename to be durable), and each sealed segment's
+//! index file is there or not (it is written whole, after the segment's last flush).
 
 mod common;
 
@@ -152,6 +153,7 @@ fn check_every_cut(
         })
         .collect();
     let mut checked = 0u64;
+    let mut with_indexes = 0;
     for &cut in &cuts {
         let images = crash_images(events, cut, rng, segment_bytes);
         let crash = test_dir("power-image");
@@ -159,6 +161,7 @@ fn check_every_cut(
         let shard = crash.path().join("shard-000");
         fs::create_dir_all(&shard).unwrap();
         let lost_rename = lose_renames && images.len() > 1 && rng.below(2) == 0;
+        let mut indexes = 0;
         for (id, image) in images.iter().enumerate() {
             let name = if lost_rename && id + 1 == images.len() {
                 "next.seg.prep".to_string()
@@ -166,10 +169,19 @@ fn check_every_cut(
                 format!("{id:020}.seg")
             };
             fs::write(shard.join(name), image).unwrap();
+            // A sealed segment's index file: written (temporary file, fsync, rename) after the
+            // segment's last flush, so a crash leaves it whole or absent. When present, open
+            // trusts it instead of scanning the segment.
+            let index = dir.join("shard-000").join(format!("{id:020}.idx"));
+            if id + 1 < images.len() && index.exists() && rng.below(2) == 0 {
+                fs::copy(&index, shard.join(format!("{id:020}.idx"))).unwrap();
+                indexes += 1;
+            }
         }
         let log =
             Log::open(small_config(crash.path(), IoBackend::IoUring).segment_bytes(segment_bytes))
                 .unwrap_or_else(|e| panic!("seed {seed} cut {cut}: open failed: {e}"));
+        with_indexes += usize::from(indexes > 0);
         let mut stored: HashMap<(u32, u64), u64> = HashMap::new();
         for p in 0..3 {
             let (_, end) = log.offsets("t", p).unwrap();
@@ -199,6 +211,12 @@ fn check_every_cut(
                 );
             }
         }
+    }
+    if segment_inodes(events).len() > 1 {
+        assert!(
+            with_indexes > 10,
+            "some images hold index files ({with_indexes})"
+        );
     }
     (cuts.len(), checked)
 }
