@@ -1,14 +1,16 @@
 //! Injected I/O faults, for tests: a [`Device`] wrapper that can stall (a disk that stops
-//! answering) and fail the next write or flush with a chosen errno (EIO, ENOSPC).
+//! answering), fail the next write or flush with a chosen errno (EIO, ENOSPC), and slow every
+//! flush down; and a switch that makes the io_uring device submit each write in two parts, so
+//! the kernel returns short writes.
 //!
 //! Enabled only through [`crate::Config::testing_io_faults`]; a production configuration never
 //! constructs one.
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{AlignedBuf, Completion, Device};
 use crate::error::Result;
@@ -20,6 +22,9 @@ pub struct IoFaults {
     resumed: Condvar,
     write_errno: AtomicI32,
     flush_errno: AtomicI32,
+    flush_delay: Mutex<Duration>,
+    short_writes: AtomicBool,
+    short_writes_done: AtomicU64,
 }
 
 impl IoFaults {
@@ -49,6 +54,32 @@ impl IoFaults {
         self.flush_errno.store(errno, Ordering::SeqCst);
     }
 
+    /// From now on, each flush completes `delay` after the disk finished it.
+    pub fn slow_flushes(&self, delay: Duration) {
+        *self.flush_delay.lock().expect("faults lock") = delay;
+    }
+
+    /// Makes io_uring devices created from now on submit each write of more than one block in
+    /// two parts: the kernel returns a short write, and the device must write the rest.
+    pub fn short_writes(&self, on: bool) {
+        self.short_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether devices should split writes (see [`IoFaults::short_writes`]).
+    pub(crate) fn short_writes_on(&self) -> bool {
+        self.short_writes.load(Ordering::SeqCst)
+    }
+
+    /// Notes a short write the kernel returned.
+    pub(crate) fn note_short_write(&self) {
+        self.short_writes_done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many short writes devices have seen and completed.
+    pub fn short_writes_done(&self) -> u64 {
+        self.short_writes_done.load(Ordering::SeqCst)
+    }
+
     fn wait_while_paused(&self) {
         let mut paused = self.paused.lock().expect("faults lock");
         while *paused {
@@ -62,6 +93,8 @@ pub struct FaultyDevice {
     inner: Box<dyn Device>,
     faults: Arc<IoFaults>,
     failed: Vec<Completion>,
+    /// Flush completions held back by a slow-flush delay, with when they may go.
+    held: Vec<(Instant, Completion)>,
 }
 
 impl FaultyDevice {
@@ -71,6 +104,7 @@ impl FaultyDevice {
             inner,
             faults,
             failed: Vec::new(),
+            held: Vec::new(),
         }
     }
 }
@@ -105,7 +139,7 @@ impl Device for FaultyDevice {
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.failed.len()
+        self.inner.in_flight() + self.failed.len() + self.held.len()
     }
 
     fn wait(
@@ -118,7 +152,39 @@ impl Device for FaultyDevice {
             out.append(&mut self.failed);
             return self.inner.wait(out, false, None);
         }
-        self.inner.wait(out, block, timeout)
+        let delay = *self.faults.flush_delay.lock().expect("faults lock");
+        if delay.is_zero() && self.held.is_empty() {
+            return self.inner.wait(out, block, timeout);
+        }
+        // Wait no longer than until the first held flush may go.
+        let now = Instant::now();
+        let first_due = self.held.iter().map(|(at, _)| *at).min();
+        let timeout = match (timeout, first_due) {
+            (t, None) => t,
+            (None, Some(due)) => Some(due.saturating_duration_since(now)),
+            (Some(t), Some(due)) => Some(t.min(due.saturating_duration_since(now))),
+        };
+        let blocking = block && self.inner.in_flight() > 0;
+        let mut done = Vec::new();
+        self.inner.wait(&mut done, blocking, timeout)?;
+        if block
+            && !blocking
+            && let Some(t) = timeout
+        {
+            std::thread::sleep(t);
+        }
+        let now = Instant::now();
+        for c in done {
+            if c.buf.is_none() && !delay.is_zero() {
+                self.held.push((now + delay, c));
+            } else {
+                out.push(c);
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(at, _)| *at <= now);
+        self.held = later;
+        out.extend(due.into_iter().map(|(_, c)| c));
+        Ok(())
     }
 }
 

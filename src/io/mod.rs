@@ -171,7 +171,13 @@ pub fn device(
     recorder: Option<&Arc<faults::IoRecorder>>,
 ) -> Result<Box<dyn Device>> {
     let mut device: Box<dyn Device> = match backend {
-        IoBackend::IoUring => Box::new(uring::UringDevice::new(queue_depth)?),
+        IoBackend::IoUring => {
+            let mut uring = uring::UringDevice::new(queue_depth)?;
+            if let Some(f) = faults.filter(|f| f.short_writes_on()) {
+                uring.split_writes(Arc::clone(f));
+            }
+            Box::new(uring)
+        }
         IoBackend::Portable => Box::new(portable::PortableDevice::default()),
     };
     if let Some(f) = faults {

@@ -55,6 +55,8 @@ pub struct UringDevice {
     free: Vec<u32>,
     in_flight: usize,
     finished: Vec<Completion>,
+    /// Tests: submit each write's first part only (see [`super::faults::IoFaults::short_writes`]).
+    split_writes: Option<Arc<super::faults::IoFaults>>,
 }
 
 impl UringDevice {
@@ -76,7 +78,15 @@ impl UringDevice {
             free: Vec::new(),
             in_flight: 0,
             finished: Vec::new(),
+            split_writes: None,
         })
+    }
+
+    /// Tests: from now on, submits only the first half (in whole blocks) of each write of more
+    /// than one block, so the kernel returns a short write and the rest is resubmitted like any
+    /// short write; each is counted in `faults`.
+    pub fn split_writes(&mut self, faults: Arc<super::faults::IoFaults>) {
+        self.split_writes = Some(faults);
     }
 
     fn take_slot(&mut self, token: u64, file: &Arc<File>, op: Op) -> u64 {
@@ -112,7 +122,10 @@ impl UringDevice {
             } => {
                 let at = *pos + *done as u64;
                 let ptr = buf[*done..].as_ptr();
-                let n = (*len - *done) as u32;
+                let mut n = (*len - *done) as u32;
+                if self.split_writes.is_some() && *done == 0 && n as usize > BLOCK_BYTES {
+                    n = (n / 2).next_multiple_of(BLOCK_BYTES as u32);
+                }
                 assert_aligned(at, ptr as usize, n, "write");
                 opcode::Write::new(fd, ptr, n).offset(at).build()
             }
@@ -183,6 +196,9 @@ impl UringDevice {
             };
             match (&mut op, outcome) {
                 (Op::Write { len, done, .. }, Ok(n)) if n > 0 && *done + n < *len => {
+                    if let Some(faults) = &self.split_writes {
+                        faults.note_short_write();
+                    }
                     *done += n;
                     retry(self, op);
                     continue;
