@@ -1037,6 +1037,15 @@ fn crash(args: CrashArgs) -> Result<(), String> {
             }
         }
         drop(log);
+        if (round + 1) % 50 == 0 {
+            // Long runs: a line now and then, so a run cut short still says what it checked.
+            eprintln!(
+                "floodgate load crash: {} kills, {} acks journaled, {acks_checked} checks: \
+                 {lost} lost, {corrupt} corrupt, {offset_gaps} offset gaps",
+                round + 1,
+                expected.len()
+            );
+        }
     }
     let report = json!({
         "scenario": "crash",
