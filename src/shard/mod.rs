@@ -258,6 +258,15 @@ impl WriterCounters {
     }
 }
 
+/// Puts a published entry into its partition's index and moves the partition's watermark past
+/// it.
+fn deliver(partition: &Partition, entry: BatchEntry) {
+    partition.push(entry);
+    partition
+        .offset_visible
+        .store(entry.last_offset + 1, Ordering::Release);
+}
+
 /// How long after a read near the newest data the writer keeps filling the tail cache.
 pub(crate) const TAIL_INTEREST: Duration = Duration::from_secs(2);
 
@@ -408,11 +417,7 @@ impl ShardShared {
         }
         let table = self.partitions.read().expect("partitions lock");
         for (slot, entry) in batch.iter() {
-            let partition = &table[slot as usize];
-            partition.push(entry);
-            partition
-                .offset_visible
-                .store(entry.last_offset + 1, Ordering::Release);
+            deliver(&table[slot as usize], entry);
         }
         batch.clear();
     }
@@ -435,21 +440,12 @@ impl ShardShared {
             .iter()
             .map(|p| ((p.topic_id, p.partition), p))
             .collect();
+        for (slot, entry) in batch.iter().take_while(|(_, e)| e.segment < segment) {
+            deliver(&table[slot as usize], entry);
+        }
         // The sealed segment's entries not yet in their partitions need not go there first
         // (10,000 partitions: millions of pushes, each a cache miss, undone at once): the runs
-        // replace them, and only the partitions' watermarks move.
-        let publish = |slot: u32, entry: BatchEntry, push: bool| {
-            let partition = &table[slot as usize];
-            if push {
-                partition.push(entry);
-            }
-            partition
-                .offset_visible
-                .store(entry.last_offset + 1, Ordering::Release);
-        };
-        for (slot, entry) in batch.iter().take_while(|(_, e)| e.segment < segment) {
-            publish(slot, entry, true);
-        }
+        // replace them.
         let mut kept = std::collections::HashSet::new();
         for (run, entries_pos, starts) in runs {
             // Readers find the run's chunk directory cached: they need not read it back.
@@ -475,7 +471,7 @@ impl ShardShared {
         if !kept.is_empty() {
             for (slot, entry) in batch.iter().skip_while(|(_, e)| e.segment < segment) {
                 if kept.contains(&slot) {
-                    publish(slot, entry, true);
+                    deliver(&table[slot as usize], entry);
                 }
             }
         }
