@@ -43,6 +43,30 @@ pub fn crc32c_words(words: &[u64], rest: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, rest)
 }
 
+/// [`crc32c_words`] of three words and four bytes (a frame header's checksummed bytes), with
+/// no loops: the general version's slice handling was 70 instructions a frame (callgrind), a
+/// cost paid per record with 10,000 partitions.
+#[inline]
+pub fn crc32c_3_words_u32(words: [u64; 3], rest: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2 (checked just above).
+        return unsafe { crc32c_3_words_u32_sse42(words, rest) };
+    }
+    crc32c_words(&words, &rest.to_le_bytes())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_3_words_u32_sse42(words: [u64; 3], rest: u32) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64};
+    let mut crc = u64::from(u32::MAX);
+    for w in words {
+        crc = _mm_crc32_u64(crc, w);
+    }
+    !_mm_crc32_u32(crc as u32, rest)
+}
+
 /// The CRC-32C of each of three inputs, as [`crc32c`] gives them. The CPU's CRC instruction
 /// takes three cycles before its result can feed the next step but accepts a new one every
 /// cycle, so three independent short inputs checksummed in step cost about as much as one.
@@ -61,23 +85,30 @@ pub fn crc32c_3(inputs: [&[u8]; 3]) -> [u32; 3] {
 #[target_feature(enable = "sse4.2")]
 fn crc32c_3_sse42(inputs: [&[u8]; 3]) -> [u32; 3] {
     use std::arch::x86_64::_mm_crc32_u64;
-    let words = inputs.iter().map(|b| b.len() / 8).min().unwrap_or(0);
-    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8"));
     let [a, b, c] = inputs;
     let (mut x, mut y, mut z) = (
         u64::from(u32::MAX),
         u64::from(u32::MAX),
         u64::from(u32::MAX),
     );
-    for i in 0..words {
-        x = _mm_crc32_u64(x, word(a, i));
-        y = _mm_crc32_u64(y, word(b, i));
-        z = _mm_crc32_u64(z, word(c, i));
+    // Zipped exact chunks: the words common to all three, without a bounds check per word
+    // (one per word and input was a third of the instructions).
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
+    let mut words = 0;
+    for ((wa, wb), wc) in a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .zip(c.chunks_exact(8))
+    {
+        x = _mm_crc32_u64(x, word(wa));
+        y = _mm_crc32_u64(y, word(wb));
+        z = _mm_crc32_u64(z, word(wc));
+        words += 8;
     }
     [
-        crc32c_sse42_from(x as u32, &a[8 * words..]),
-        crc32c_sse42_from(y as u32, &b[8 * words..]),
-        crc32c_sse42_from(z as u32, &c[8 * words..]),
+        crc32c_sse42_from(x as u32, &a[words..]),
+        crc32c_sse42_from(y as u32, &b[words..]),
+        crc32c_sse42_from(z as u32, &c[words..]),
     ]
 }
 
@@ -186,6 +217,24 @@ mod tests {
                     "{n_words} words + {len}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn header_words_agree_with_the_bytes_laid_out() {
+        for seed in 0..200u64 {
+            let words = [
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                !seed << 7,
+                seed ^ 0xDEAD_BEEF_0000_0001,
+            ];
+            let rest = (seed as u32).wrapping_mul(2_654_435_761);
+            let mut laid_out: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            laid_out.extend_from_slice(&rest.to_le_bytes());
+            assert_eq!(
+                super::crc32c_3_words_u32(words, rest),
+                crc32c::crc32c(&laid_out)
+            );
         }
     }
 

@@ -117,7 +117,7 @@ impl FrameHeader {
             self.base_offset,
         ];
         let batch_bytes = self.batch_bytes.to_le_bytes();
-        let crc = crate::segment::crc::crc32c_words(&words, &batch_bytes);
+        let crc = crate::segment::crc::crc32c_3_words_u32(words, self.batch_bytes);
         for (i, w) in words.iter().enumerate() {
             out[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
         }

@@ -119,13 +119,14 @@ impl IndexFrames for Seal {
     fn groups(&self) -> usize {
         self.names.len()
     }
-    fn group(&self, i: usize) -> u32 {
-        self.entries.get(i).0
+    fn each_group(&self, f: impl FnMut(u32)) {
+        self.entries.slots().for_each(f);
     }
-    fn frame(&self, i: usize) -> (u32, u32, BatchEntry) {
-        let (slot, e) = self.entries.get(i);
-        let (topic_id, partition) = self.names[slot as usize];
-        (topic_id, partition, e)
+    fn name(&self, g: u32) -> (u32, u32) {
+        self.names[g as usize]
+    }
+    fn entry(&self, i: usize) -> BatchEntry {
+        self.entries.get(i).1
     }
     fn prefetch(&self, i: usize) {
         self.entries.prefetch(i);

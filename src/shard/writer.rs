@@ -210,7 +210,15 @@ pub(crate) struct Writer {
     order: Vec<(u32, u32)>,
     /// The batches framed by a `fill`, checksummed after the last is framed.
     unsummed: Vec<Range<usize>>,
+    /// Published commits' entry lists, emptied, for the next commits (see
+    /// [`SPARE_ENTRY_LISTS`]).
+    spare_entries: Vec<Vec<SlotEntry>>,
 }
+
+/// Entry lists kept for reuse. A commit of 10,000 partitions' one-record batches lists about
+/// 3,000 entries; a fresh list grew to that by doubling at every commit: 34 instructions per
+/// record (callgrind), the copies and the allocator's work.
+const SPARE_ENTRY_LISTS: usize = 4;
 
 impl Writer {
     /// Sets the writer up on the shard thread (the io_uring instance belongs to it).
@@ -245,6 +253,7 @@ impl Writer {
             groups: Vec::new(),
             order: Vec::new(),
             unsummed: Vec::new(),
+            spare_entries: Vec::new(),
             window: unflushed_window_bytes(start.commit_bytes_max),
             device,
             rings: Vec::new(),
@@ -623,7 +632,10 @@ impl Writer {
             end,
             cached,
             acks: std::mem::take(&mut build.acks),
-            entries: std::mem::take(&mut build.entries),
+            entries: std::mem::replace(
+                &mut build.entries,
+                self.spare_entries.pop().unwrap_or_default(),
+            ),
         };
         self.device
             .write(&self.segment.file, build.start, buf, padded, TOKEN_WRITE);
@@ -731,6 +743,13 @@ impl Writer {
                     if self.start.durability == Durability::Sync {
                         for commit in &commits {
                             publish(commit, &self.shared);
+                        }
+                    }
+                    for commit in commits {
+                        if self.spare_entries.len() < SPARE_ENTRY_LISTS {
+                            let mut entries = commit.entries;
+                            entries.clear();
+                            self.spare_entries.push(entries);
                         }
                     }
                 }
