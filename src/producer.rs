@@ -19,7 +19,7 @@ use crate::consumer::offsets::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 
-use crate::log::{LogInner, TopicState};
+use crate::log::LogInner;
 use crate::segment::format::encode_record_tail;
 use crate::shard::{AckRing, Pending, Waiter};
 
@@ -96,7 +96,10 @@ struct ProducerRing {
 
 /// A topic as this producer last saw it, with its sticky partition for keyless records.
 struct CachedTopic {
-    state: Arc<TopicState>,
+    /// Each partition's (shard, slot), densely: looking them up through the partitions'
+    /// shared state took a cache miss per record with 10,000 partitions (the producer thread's
+    /// routing 1,380 -> 2,187 samples against 1 partition).
+    routes: Vec<(u32, u32)>,
     sticky_partition: u32,
     sticky_bytes: usize,
 }
@@ -233,7 +236,7 @@ impl Producer {
             self.topics.insert(
                 name.to_owned(),
                 CachedTopic {
-                    state,
+                    routes: state.partitions.iter().map(|p| (p.shard, p.slot)).collect(),
                     sticky_partition: self.sticky_seed % count,
                     sticky_bytes: 0,
                 },
@@ -252,7 +255,7 @@ impl Producer {
         now: i64,
     ) -> Result<Ack> {
         let record_bytes_max = self.log.config.record_bytes_max;
-        let count = cached.state.partitions.len() as u32;
+        let count = cached.routes.len() as u32;
         let partition = match (r.partition, r.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
@@ -272,8 +275,8 @@ impl Producer {
                 cached.sticky_partition
             }
         };
-        let target = &cached.state.partitions[partition as usize];
-        let (shard_id, slot) = (target.shard as usize, target.slot);
+        let (shard_id, slot) = cached.routes[partition as usize];
+        let shard_id = shard_id as usize;
         let shard = &self.log.shards[shard_id];
         if let Some(e) = shard.stopped() {
             return Err(e);
