@@ -5,9 +5,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
-use common::{BACKENDS, payload, segments, small_config, test_dir};
+use common::{BACKENDS, copy_dir, payload, segments, small_config, test_dir};
 use floodgate::{Config, Error, IoBackend, Log, Record, TopicConfig};
 
 /// Sends records one at a time (one commit, one frame each) and returns each frame's value.
@@ -32,22 +31,6 @@ fn read_values(log: &Log) -> Vec<Vec<u8>> {
         }
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name();
-        if name == "LOCK" {
-            continue;
-        }
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(&name));
-        } else {
-            fs::copy(e.path(), to.join(&name)).unwrap();
-        }
-    }
 }
 
 /// Frame boundaries of the records in a one-partition, one-record-per-frame segment.

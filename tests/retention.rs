@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BACKENDS, payload, segments, small_config, test_dir};
+use common::{BACKENDS, copy_dir, payload, segments, small_config, test_dir};
 use floodgate::{Error, Log, Record, TopicConfig};
 
 const SEGMENT: u64 = 256 << 10;
@@ -149,6 +149,71 @@ fn recovery_finishes_an_interrupted_deletion() {
     assert_eq!(segments(dir.path(), 0).len(), files.len() - 2);
     assert!(!files[0].with_extension("idx").exists());
     assert_eq!(check_from_earliest(&log, 0), (first, 2000));
+}
+
+/// Every state a power loss can leave of a deletion of the two oldest segments: the new
+/// `start-offsets.json` not yet durable (the old state: no file), or durable (it is replaced with
+/// an fsync and a directory fsync before any file goes) with any subset of the four doomed files
+/// (two segments, two index files) already unlinked: unlinks are ordered only by the directory
+/// fsync after the last. Each state opens with every record from its start offset, dense, none
+/// of a doomed segment left, and the next record at the offset after the last.
+#[test]
+fn every_crash_state_of_a_deletion_recovers() {
+    let dir = test_dir("retain-states");
+    {
+        let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        produce(&log, 0, 0, 2000, now_ms());
+    }
+    let files = segments(dir.path(), 0);
+    assert!(files.len() > 4);
+    let (frames, _) = floodgate::segment::recovery::scan_segment_file(&files[2], 64 << 10).unwrap();
+    let (first, topic_id) = (frames[0].entry.base_offset, frames[0].topic_id);
+    let doomed: Vec<_> = files[..2]
+        .iter()
+        .flat_map(|f| [f.clone(), f.with_extension("idx")])
+        .collect();
+    assert!(
+        doomed.iter().all(|f| f.exists()),
+        "sealed segments have index files"
+    );
+    let relative = |f: &std::path::Path| f.strip_prefix(dir.path()).unwrap().to_owned();
+    for state in 0..=(1u32 << doomed.len()) {
+        let image = test_dir("retain-state");
+        copy_dir(dir.path(), image.path());
+        let durable = state < 1 << doomed.len();
+        if durable {
+            std::fs::write(
+                image.path().join("shard-000/start-offsets.json"),
+                format!(
+                    r#"{{"version":1,"first_segment":2,"partitions":[[{topic_id},0,{first}]]}}"#
+                ),
+            )
+            .unwrap();
+            for (i, f) in doomed.iter().enumerate() {
+                if state & (1 << i) != 0 {
+                    std::fs::remove_file(image.path().join(relative(f))).unwrap();
+                }
+            }
+        }
+        let log = Log::open(small_config(image.path(), BACKENDS[0])).unwrap();
+        let start = if durable { first } else { 0 };
+        assert_eq!(check_from_earliest(&log, 0), (start, 2000), "state {state}");
+        if durable {
+            for f in &doomed {
+                assert!(
+                    !image.path().join(relative(f)).exists(),
+                    "state {state}: {f:?}"
+                );
+            }
+        }
+        let at = log
+            .producer()
+            .send("t", Record::new(b"next").partition(0))
+            .and_then(floodgate::Ack::wait)
+            .unwrap();
+        assert_eq!(at.offset, 2000, "state {state}");
+    }
 }
 
 /// Retention overtakes a consumer that has not read the oldest records: by default its poll
