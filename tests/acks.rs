@@ -49,7 +49,14 @@ fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
         for t in elsewhere {
             t.join().unwrap();
         }
-        // And what was stored is what was sent, in order.
+        // And what was stored is what was sent, in order. The newest records' acks may have
+        // been dropped unresolved, so nothing above waited for them to become durable: wait for
+        // them to be readable (a read at once found 19,999 records on a busy machine).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while log.offsets("t", 0).unwrap().1 < 20_000 {
+            assert!(std::time::Instant::now() < deadline, "records never became readable");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let records = log.read("t", 0, 0, 1 << 30).unwrap();
         assert_eq!(records.len(), 20_000);
         for (i, r) in records.iter().enumerate() {
