@@ -37,6 +37,9 @@ pub const RING_RECORDS_DEFAULT: usize = 1 << 14;
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 64 << 20;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 1 << 20;
+/// Most partitions of all topics together (each costs memory on open: its index state and
+/// a slot in its shard's table).
+pub const PARTITIONS_TOTAL_MAX: u64 = 1 << 22;
 /// Most shards.
 pub const SHARDS_MAX: usize = 256;
 

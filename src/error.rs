@@ -118,6 +118,18 @@ pub enum Error {
         max: u32,
     },
 
+    /// The topics together would have more than [`crate::config::PARTITIONS_TOTAL_MAX`]
+    /// partitions.
+    #[error("the log holds {held} partitions; {asked} more would pass its limit of {max}")]
+    TooManyPartitions {
+        /// The partitions the new topic asked for.
+        asked: u32,
+        /// The partitions the log's topics have now.
+        held: u64,
+        /// The limit.
+        max: u64,
+    },
+
     /// A record is larger than `record_bytes_max` once encoded; nothing was written.
     #[error("record of {bytes} bytes (encoded) exceeds record_bytes_max = {max}")]
     RecordTooLarge {

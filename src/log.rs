@@ -171,6 +171,7 @@ impl LogInner {
         if meta.topic(name).is_some() {
             return Err(Error::TopicExists(name.to_owned()));
         }
+        meta.check_room_for(partitions)?;
         let shards = self.shards.len();
         let t = TopicMeta {
             name: name.to_owned(),

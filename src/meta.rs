@@ -66,7 +66,61 @@ impl Meta {
                 ),
             ));
         }
+        meta.check().map_err(|why| Error::corrupt(&path, 0, why))?;
         Ok(Some(meta))
+    }
+
+    /// What floodgate itself never writes: opening would otherwise act on it (a topic of 333
+    /// M partitions, found by fuzzing, made open allocate and initialise each of them).
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::config::{PARTITIONS_MAX, PARTITIONS_TOTAL_MAX, SHARDS_MAX};
+        if self.shards == 0 || self.shards as usize > SHARDS_MAX {
+            return Err(format!("{} shards (1 to {SHARDS_MAX})", self.shards));
+        }
+        let mut total = 0u64;
+        for (i, t) in self.topics.iter().enumerate() {
+            validate_topic_name(&t.name).map_err(|e| e.to_string())?;
+            if t.partitions == 0 || t.partitions > PARTITIONS_MAX {
+                return Err(format!(
+                    "topic {} has {} partitions (1 to {PARTITIONS_MAX})",
+                    t.name, t.partitions
+                ));
+            }
+            if t.first_shard >= self.shards || t.id >= self.next_topic_id {
+                return Err(format!(
+                    "topic {} has first shard {} and id {} ({} shards, next id {})",
+                    t.name, t.first_shard, t.id, self.shards, self.next_topic_id
+                ));
+            }
+            if self.topics[..i]
+                .iter()
+                .any(|u| u.name == t.name || u.id == t.id)
+            {
+                return Err(format!("topic {} (id {}) is listed twice", t.name, t.id));
+            }
+            total += u64::from(t.partitions);
+        }
+        if total > PARTITIONS_TOTAL_MAX {
+            return Err(format!(
+                "{total} partitions in all (at most {PARTITIONS_TOTAL_MAX})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless a new topic of `partitions` keeps the log within
+    /// [`crate::config::PARTITIONS_TOTAL_MAX`].
+    pub fn check_room_for(&self, partitions: u32) -> Result<()> {
+        let held: u64 = self.topics.iter().map(|t| u64::from(t.partitions)).sum();
+        let max = crate::config::PARTITIONS_TOTAL_MAX;
+        if held + u64::from(partitions) > max {
+            return Err(Error::TooManyPartitions {
+                asked: partitions,
+                held,
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Replaces `dir/meta.json` atomically and durably.
@@ -199,9 +253,105 @@ mod tests {
             partitions: 3,
             first_shard: 1,
         });
+        meta.next_topic_id = 2;
         meta.store(dir.path()).unwrap();
         assert_eq!(Meta::load(dir.path()).unwrap(), Some(meta));
         assert!(!dir.path().join("meta.json.tmp").exists());
+    }
+
+    fn one_topic(partitions: u32) -> Meta {
+        Meta {
+            version: META_VERSION,
+            shards: 2,
+            commit_bytes_max: 1 << 20,
+            next_topic_id: 2,
+            topics: vec![TopicMeta {
+                name: "t".into(),
+                id: 1,
+                partitions,
+                first_shard: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn metadata_floodgate_never_writes_is_refused_before_open_acts_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let refuse = |meta: Meta, why: &str| {
+            // Written as JSON directly: `store` is for metadata floodgate made.
+            fs::write(
+                dir.path().join(META_FILE),
+                serde_json::to_vec(&meta).unwrap(),
+            )
+            .unwrap();
+            match Meta::load(dir.path()) {
+                Err(Error::Corrupt { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+                other => panic!("{why}: expected Corrupt, got {other:?}"),
+            }
+        };
+        // The fuzzer's find: a topic of 333 M partitions made open allocate each of them.
+        refuse(one_topic(333_333_333), "333333333 partitions");
+        refuse(one_topic(0), "0 partitions");
+        let mut m = one_topic(3);
+        m.shards = 0;
+        refuse(m, "0 shards");
+        let mut m = one_topic(3);
+        m.topics[0].first_shard = 2;
+        refuse(m, "first shard 2");
+        let mut m = one_topic(3);
+        m.next_topic_id = 1;
+        refuse(m, "next id 1");
+        let mut m = one_topic(3);
+        m.topics.push(m.topics[0].clone());
+        m.next_topic_id = 3;
+        refuse(m, "listed twice");
+        let mut m = one_topic(3);
+        m.topics[0].name = "a/b".into();
+        refuse(m, "a/b");
+        let mut m = one_topic(crate::config::PARTITIONS_MAX);
+        for id in 2..=4 {
+            m.topics.push(TopicMeta {
+                name: format!("t{id}"),
+                id,
+                partitions: crate::config::PARTITIONS_MAX,
+                first_shard: 0,
+            });
+        }
+        m.next_topic_id = 5;
+        fs::write(dir.path().join(META_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
+        assert!(
+            Meta::load(dir.path()).unwrap().is_some(),
+            "4 x 2^20 is the limit"
+        );
+        m.topics.push(TopicMeta {
+            name: "t5".into(),
+            id: 5,
+            partitions: 1,
+            first_shard: 0,
+        });
+        m.next_topic_id = 6;
+        refuse(m, "4194305 partitions in all");
+    }
+
+    #[test]
+    fn a_new_topic_must_keep_the_log_within_its_partition_limit() {
+        let mut meta = one_topic(crate::config::PARTITIONS_MAX);
+        meta.topics[0].partitions = 10;
+        let room = (crate::config::PARTITIONS_TOTAL_MAX - 10) as u32;
+        meta.check_room_for(room).unwrap();
+        match meta.check_room_for(room + 1) {
+            Err(Error::TooManyPartitions {
+                asked,
+                held: 10,
+                max,
+            }) => {
+                assert_eq!(
+                    (asked, max),
+                    (room + 1, crate::config::PARTITIONS_TOTAL_MAX)
+                )
+            }
+            other => panic!("expected TooManyPartitions, got {other:?}"),
+        }
     }
 
     #[test]

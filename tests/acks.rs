@@ -54,7 +54,10 @@ fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
         // them to be readable (a read at once found 19,999 records on a busy machine).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while log.offsets("t", 0).unwrap().1 < 20_000 {
-            assert!(std::time::Instant::now() < deadline, "records never became readable");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "records never became readable"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let records = log.read("t", 0, 0, 1 << 30).unwrap();
