@@ -56,6 +56,10 @@ fn produce_json_contract() {
         "2",
         "--size",
         "20..300",
+        "--window-bytes",
+        "4096",
+        "--ring-records",
+        "8",
         "--verify",
         "--compare-device",
         "--compare-device-bytes",
@@ -63,6 +67,11 @@ fn produce_json_contract() {
     ]);
     assert_eq!(v["scenario"], "produce");
     assert_eq!(v["message_size"], "20..300");
+    // 4096 bytes of 160-byte records on average; a ring of 8 makes the producer wait often.
+    assert_eq!(
+        (v["window_records"].as_u64(), v["ring_records"].as_u64()),
+        (Some(25), Some(8))
+    );
     for f in [
         "device_write_mb_per_s",
         "device_read_mb_per_s",

@@ -248,6 +248,16 @@ pub struct ProduceArgs {
     /// Memory per shard for its newest commits and recent reads (0: no read cache).
     #[arg(long, default_value_t = floodgate::config::TAIL_CACHE_BYTES_DEFAULT)]
     tail_cache_bytes: usize,
+    /// Bytes of records each producer thread keeps unacknowledged, as Kafka's
+    /// `buffer.memory` (32 MiB): past it the thread waits for its oldest ack (at most 2^20
+    /// records). Paced producers rarely come near it.
+    #[arg(long, default_value_t = WINDOW_BYTES_DEFAULT)]
+    window_bytes: usize,
+    /// Records in each producer's ring into a shard (`Config::ring_records`; the library's
+    /// default is 16,384): a larger ring lets the writer take more records per commit (see
+    /// docs/TUNING.md).
+    #[arg(long, default_value_t = LOAD_RING_RECORDS)]
+    ring_records: usize,
 }
 
 pub fn run(scenario: Scenario) -> Result<(), String> {
@@ -601,6 +611,8 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         no_prezero: false,
         no_pin: false,
         tail_cache_bytes: floodgate::config::TAIL_CACHE_BYTES_DEFAULT,
+        window_bytes: WINDOW_BYTES_DEFAULT,
+        ring_records: LOAD_RING_RECORDS,
     };
     let (log, dir, tmp, backend, device) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);
@@ -1325,6 +1337,8 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         "message_bytes": args.log.size.mean(),
         "message_size": args.log.size.label(),
         "partitions": args.partitions,
+        "window_records": window_records(&args),
+        "ring_records": args.ring_records,
         "producers": args.log.producers,
         "shards": args.log.shards,
         "durability": args.log.durability,
@@ -1419,7 +1433,8 @@ fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
         .commit_bytes_max(args.commit_bytes_max)
         .segment_prezero(!args.no_prezero)
         .pin_threads(!args.no_pin)
-        .tail_cache_bytes(args.tail_cache_bytes);
+        .tail_cache_bytes(args.tail_cache_bytes)
+        .ring_records(args.ring_records);
     let log = Log::open(config).map_err(|e| e.to_string())?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(args.partitions))
@@ -1696,6 +1711,17 @@ fn show_progress(json: bool, live: &Live, consumed: Option<&AtomicU64>, done: &A
 /// counted from each record's intended time, so the tick's delay is in the figures.
 const PACE_TICK: Duration = Duration::from_micros(50);
 
+/// See `ProduceArgs::window_bytes`.
+const WINDOW_BYTES_DEFAULT: usize = 32 << 20;
+/// See `ProduceArgs::ring_records`.
+const LOAD_RING_RECORDS: usize = 1 << 17;
+const WINDOW_RECORDS_MAX: f64 = (1 << 20) as f64;
+
+/// Unacknowledged records a producer thread keeps at most.
+fn window_records(args: &ProduceArgs) -> usize {
+    (args.window_bytes as f64 / args.log.size.mean()).clamp(1.0, WINDOW_RECORDS_MAX) as usize
+}
+
 fn producer_thread(
     log: &Log,
     args: &ProduceArgs,
@@ -1718,7 +1744,7 @@ fn producer_thread(
     };
     let interval = (args.rate > 0.0)
         .then(|| Duration::from_secs_f64(f64::from(args.log.producers) / args.rate));
-    let window_max = 8192;
+    let window_max = window_records(args);
     let mut window: VecDeque<(Ack, Instant)> = VecDeque::with_capacity(window_max);
     let batch_max = 128usize;
     let mut bufs: Vec<Vec<u8>> = (0..batch_max)
