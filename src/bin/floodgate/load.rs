@@ -611,8 +611,9 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         no_prezero: false,
         no_pin: false,
         tail_cache_bytes: floodgate::config::TAIL_CACHE_BYTES_DEFAULT,
+        // The mission's producer as an embedding application gets it: the library's ring.
         window_bytes: WINDOW_BYTES_DEFAULT,
-        ring_records: LOAD_RING_RECORDS,
+        ring_records: floodgate::config::RING_RECORDS_DEFAULT,
     };
     let (log, dir, tmp, backend, device) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);
