@@ -247,16 +247,20 @@ mod tests {
             topics: vec![],
         };
         meta.store(dir.path()).unwrap();
-        meta.topics.push(TopicMeta {
-            name: "t".into(),
-            id: 1,
-            partitions: 3,
-            first_shard: 1,
-        });
+        meta.topics.push(topic("t", 1, 3, 1));
         meta.next_topic_id = 2;
         meta.store(dir.path()).unwrap();
         assert_eq!(Meta::load(dir.path()).unwrap(), Some(meta));
         assert!(!dir.path().join("meta.json.tmp").exists());
+    }
+
+    fn topic(name: &str, id: u32, partitions: u32, first_shard: u32) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            id,
+            partitions,
+            first_shard,
+        }
     }
 
     fn one_topic(partitions: u32) -> Meta {
@@ -265,12 +269,7 @@ mod tests {
             shards: 2,
             commit_bytes_max: 1 << 20,
             next_topic_id: 2,
-            topics: vec![TopicMeta {
-                name: "t".into(),
-                id: 1,
-                partitions,
-                first_shard: 1,
-            }],
+            topics: vec![topic("t", 1, partitions, 1)],
         }
     }
 
@@ -310,12 +309,12 @@ mod tests {
         refuse(m, "a/b");
         let mut m = one_topic(crate::config::PARTITIONS_MAX);
         for id in 2..=4 {
-            m.topics.push(TopicMeta {
-                name: format!("t{id}"),
+            m.topics.push(topic(
+                &format!("t{id}"),
                 id,
-                partitions: crate::config::PARTITIONS_MAX,
-                first_shard: 0,
-            });
+                crate::config::PARTITIONS_MAX,
+                0,
+            ));
         }
         m.next_topic_id = 5;
         fs::write(dir.path().join(META_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
@@ -323,12 +322,7 @@ mod tests {
             Meta::load(dir.path()).unwrap().is_some(),
             "4 x 2^20 is the limit"
         );
-        m.topics.push(TopicMeta {
-            name: "t5".into(),
-            id: 5,
-            partitions: 1,
-            first_shard: 0,
-        });
+        m.topics.push(topic("t5", 5, 1, 0));
         m.next_topic_id = 6;
         refuse(m, "4194305 partitions in all");
     }
