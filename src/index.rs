@@ -928,7 +928,7 @@ const ENCODE_PIECE_BYTES: usize = 128 << 10;
 /// pieces, then the header and directory at position 0: the file's 200 MB of a 1 GiB
 /// segment of 10,000 partitions were a fresh buffer at each roll (50,000 page faults).
 /// (Pieces are [`ENCODE_PIECE_BYTES`].) Each run is encoded in one stretch, its header from
-/// its group: 244 -> ~100 instructions per entry (callgrind, 10,000 partitions) against a
+/// its group: 244 -> 130-144 instructions per entry (callgrind, 10,000 partitions) against a
 /// loop that compared every entry's partition with the run before and grew the piece field
 /// by field.
 pub(crate) fn encode_index(

@@ -77,7 +77,6 @@ impl Meta {
         if self.shards == 0 || self.shards as usize > SHARDS_MAX {
             return Err(format!("{} shards (1 to {SHARDS_MAX})", self.shards));
         }
-        let mut total = 0u64;
         for (i, t) in self.topics.iter().enumerate() {
             validate_topic_name(&t.name).map_err(|e| e.to_string())?;
             if t.partitions == 0 || t.partitions > PARTITIONS_MAX {
@@ -98,8 +97,8 @@ impl Meta {
             {
                 return Err(format!("topic {} (id {}) is listed twice", t.name, t.id));
             }
-            total += u64::from(t.partitions);
         }
+        let total = self.partitions_held();
         if total > PARTITIONS_TOTAL_MAX {
             return Err(format!(
                 "{total} partitions in all (at most {PARTITIONS_TOTAL_MAX})"
@@ -108,10 +107,15 @@ impl Meta {
         Ok(())
     }
 
+    /// The partitions of all topics together.
+    fn partitions_held(&self) -> u64 {
+        self.topics.iter().map(|t| u64::from(t.partitions)).sum()
+    }
+
     /// Fails unless a new topic of `partitions` keeps the log within
     /// [`crate::config::PARTITIONS_TOTAL_MAX`].
     pub fn check_room_for(&self, partitions: u32) -> Result<()> {
-        let held: u64 = self.topics.iter().map(|t| u64::from(t.partitions)).sum();
+        let held = self.partitions_held();
         let max = crate::config::PARTITIONS_TOTAL_MAX;
         if held + u64::from(partitions) > max {
             return Err(Error::TooManyPartitions {

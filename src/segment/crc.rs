@@ -94,7 +94,7 @@ fn crc32c_3_sse42(inputs: [&[u8]; 3]) -> [u32; 3] {
     // Zipped exact chunks: the words common to all three, without a bounds check per word
     // (one per word and input was a third of the instructions).
     let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
-    let mut words = 0;
+    let mut done = 0;
     for ((wa, wb), wc) in a
         .chunks_exact(8)
         .zip(b.chunks_exact(8))
@@ -103,12 +103,12 @@ fn crc32c_3_sse42(inputs: [&[u8]; 3]) -> [u32; 3] {
         x = _mm_crc32_u64(x, word(wa));
         y = _mm_crc32_u64(y, word(wb));
         z = _mm_crc32_u64(z, word(wc));
-        words += 8;
+        done += 8;
     }
     [
-        crc32c_sse42_from(x as u32, &a[words..]),
-        crc32c_sse42_from(y as u32, &b[words..]),
-        crc32c_sse42_from(z as u32, &c[words..]),
+        crc32c_sse42_from(x as u32, &a[done..]),
+        crc32c_sse42_from(y as u32, &b[done..]),
+        crc32c_sse42_from(z as u32, &c[done..]),
     ]
 }
 

@@ -970,7 +970,7 @@ struct CrashCheck {
     stored: Vec<Vec<u64>>,
     /// Every journaled ack: (partition, offset, payload hash).
     acks: Vec<(u32, u64, u64)>,
-    /// Journal bytes already taken into `acked`.
+    /// Journal bytes already taken into `acks`.
     journal_read: u64,
     journaled: u64,
     acks_checked: u64,
@@ -1000,38 +1000,27 @@ impl CrashCheck {
         let new_from = self.acks.len();
         self.read_new_acks(journal)?;
         let mut check_all = full;
+        self.full_checks += u64::from(full);
         for p in 0..CRASH_PARTITIONS {
-            let end = match log.offsets(CRASH_TOPIC, p) {
-                Ok((_, end)) => end,
-                Err(_) => 0,
-            };
+            let end = log.offsets(CRASH_TOPIC, p).map_or(0, |(_, end)| end);
             let known = self.stored[p as usize].len() as u64;
             if end < known {
                 self.changed += known - end;
                 self.stored[p as usize].truncate(end as usize);
                 check_all = true;
             }
-            let (from, again) = if full {
-                (0, known.min(end))
-            } else {
-                let older = known.min(end);
-                let at = if older > CRASH_SAMPLE_RECORDS {
-                    random() % (older - CRASH_SAMPLE_RECORDS)
-                } else {
-                    0
-                };
-                (at, (at + CRASH_SAMPLE_RECORDS).min(older))
-            };
-            if !full {
-                // The sample of older records first, then everything new.
-                self.samples += again - from;
-                check_all |= self.read_range(log, p, from, again)?;
-                let new_from = self.stored[p as usize].len() as u64;
-                check_all |= self.read_range(log, p, new_from, end)?;
-            } else {
-                self.full_checks += u64::from(p == 0);
+            if full {
                 check_all |= self.read_range(log, p, 0, end)?;
+                continue;
             }
+            // A random stretch of the older records, then everything new.
+            let older = known.min(end);
+            let at = random() % (older.saturating_sub(CRASH_SAMPLE_RECORDS) + 1);
+            let again = (at + CRASH_SAMPLE_RECORDS).min(older);
+            self.samples += again - at;
+            check_all |= self.read_range(log, p, at, again)?;
+            let new_from = self.stored[p as usize].len() as u64;
+            check_all |= self.read_range(log, p, new_from, end)?;
         }
         let from = if check_all { 0 } else { new_from };
         for i in from..self.acks.len() {
