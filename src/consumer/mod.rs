@@ -315,12 +315,15 @@ impl Consumer {
     /// by the rate limit. An empty result means the timeout passed.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
+        // From here on the application waits for records; while the log holds some, time it
+        // is held up (reading, or the host stalling the thread) is made up by the rate limits.
+        let mut held_since = Instant::now();
         loop {
             self.sync_group()?;
             let now = Instant::now();
             self.maybe_auto_commit(now)?;
             if !self.buffer.is_empty() {
-                let n = self.take_tokens(now);
+                let n = self.take_tokens(now, held_since);
                 if n > 0 {
                     let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
                     for r in &out {
@@ -329,7 +332,7 @@ impl Consumer {
                     }
                     return Ok(out);
                 }
-                let ready = self.ready_at(now);
+                let ready = self.ready_at(now, held_since);
                 if ready >= deadline {
                     std::thread::sleep(deadline.saturating_duration_since(now));
                     return Ok(Vec::new());
@@ -344,18 +347,21 @@ impl Consumer {
                 return Ok(Vec::new());
             }
             self.wait_for_data(deadline)?;
+            // Waiting for new records is not being held up.
+            held_since = Instant::now();
         }
     }
 
     /// How many buffered records the consumer's and its group's rate limits let out now
     /// (their tokens are taken).
-    fn take_tokens(&mut self, now: Instant) -> usize {
+    fn take_tokens(&mut self, now: Instant, held_since: Instant) -> usize {
         let sizes: Vec<usize> = self
             .buffer
             .iter()
             .take(self.poll_records_max)
             .map(record_bytes)
             .collect();
+        self.limiter.held_since(Some(held_since));
         let mine = self.limiter.take(now, sizes.iter().copied());
         let Some(m) = &self.membership else {
             return mine;
@@ -364,17 +370,22 @@ impl Consumer {
         let Some(group) = group.as_mut() else {
             return mine;
         };
+        group.held_since(Some(held_since));
         let both = group.take(now, sizes[..mine].iter().copied());
         self.limiter.give_back(sizes[both..mine].iter().copied());
         both
     }
 
     /// When the rate limits let the next record out.
-    fn ready_at(&mut self, now: Instant) -> Instant {
+    fn ready_at(&mut self, now: Instant, held_since: Instant) -> Instant {
+        self.limiter.held_since(Some(held_since));
         let mine = self.limiter.ready_at(now);
         let group = self.membership.as_ref().and_then(|m| {
             let mut limiter = m.group.limiter.lock().expect("group limiter lock");
-            limiter.as_mut().map(|l| l.ready_at(now))
+            limiter.as_mut().map(|l| {
+                l.held_since(Some(held_since));
+                l.ready_at(now)
+            })
         });
         group.map_or(mine, |g| g.max(mine))
     }
