@@ -157,6 +157,11 @@ fn peak_json_contract_and_plot() {
         v["backlog_max"].as_u64().unwrap() > 0,
         "producing faster than consuming builds a backlog"
     );
+    // The group's lag at the end, and its time to drain at the consume rate.
+    let lag = v["group_lag"].as_u64().unwrap();
+    assert!(lag > 0, "{v}");
+    let drain = v["time_to_drain_s"].as_f64().unwrap();
+    assert!((drain - lag as f64 / 5000.0).abs() < 1e-6, "{v}");
     assert_eq!(v["verify"]["missing"], 0);
     assert_eq!(v["verify"]["corrupt"], 0);
     for f in [

@@ -687,6 +687,14 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         v.out_of_order += consume_stats.out_of_order;
         v
     });
+    // What the group has not committed yet when the run ends, and how long it takes at its
+    // rate (the members committed as they left).
+    let group = log
+        .group_lag(PEAK_GROUP, TOPIC)
+        .map_err(|e| e.to_string())?;
+    let time_to_drain = group
+        .time_to_drain
+        .map_or(group.lag as f64 / args.consume_rate, |d| d.as_secs_f64());
     drop(log);
     let fs = fs_type(&dir);
     let whole = (args.duration.floor() as usize).min(consume_stats.per_second.len());
@@ -714,6 +722,8 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         "consumed_per_second": consume_stats.per_second,
         "backlog_max": backlog_series.iter().map(|b| b.1).max().unwrap_or(0),
         "backlog": backlog_series.iter().map(|(t, b)| json!([t, b])).collect::<Vec<_>>(),
+        "group_lag": group.lag,
+        "time_to_drain_s": time_to_drain,
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "ack_latency_us": latency_json(&histogram),
         "verify": verify_json(verify.as_ref()),
@@ -768,6 +778,10 @@ fn peak(args: PeakArgs) -> Result<(), String> {
             report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
             report["consume_rate_error_pct"].as_f64().unwrap_or(0.0),
             report["backlog_max"]
+        );
+        println!(
+            "  group lag    {} at the end: {time_to_drain:.1} s to drain at {} msgs/s",
+            group.lag, args.consume_rate
         );
         print_verify(verify.as_ref());
     }
@@ -826,6 +840,10 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
     let whole = (elapsed.floor() as usize).min(stats.per_second.len());
+    let group_lag = match &args.group {
+        Some(g) => Some(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let error = (args.consume_rate > 0.0)
         .then(|| rate_error_pct(&stats.per_second, whole, args.consume_rate));
     let mut report = json!({
@@ -840,10 +858,11 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "group": args.group,
         "consumers": args.consumers,
-        "group_lag": match &args.group {
-            Some(g) => json!(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?.lag),
-            None => serde_json::Value::Null,
-        },
+        "group_lag": group_lag.as_ref().map(|g| g.lag),
+        "time_to_drain_s": group_lag
+            .as_ref()
+            .and_then(|g| g.time_to_drain)
+            .map(|d| d.as_secs_f64()),
         "verify": if args.verify { json!({
             "checked": stats.consumed, "corrupt": stats.corrupt,
             "duplicated": stats.duplicated, "out_of_order": stats.out_of_order,
