@@ -403,8 +403,10 @@ struct ConsumeStats {
     bytes: u64,
     /// (producer, sequence) of every record checked, with `verify`.
     seen: HashSet<(u32, u64)>,
-    /// Records delivered in each whole second since the start.
+    /// Records delivered in each second since the consumer started.
     per_second: Vec<u64>,
+    /// Whole seconds it ran (those of `per_second` that measure a full second).
+    whole_seconds: usize,
     corrupt: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -469,6 +471,10 @@ fn consume_loop(
         ..ConsumeStats::default()
     };
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
+    // This member's seconds count from when its rate limit started (at its build), not from
+    // the run's start: building it took 2-10 ms, which a limiter starting empty never makes
+    // up, and the first second fell 0.15-1.03% short for it.
+    let start = start.max(Instant::now());
     while !stop(&consumer) {
         let records = consumer
             .poll(Duration::from_millis(50))
@@ -512,6 +518,7 @@ fn consume_loop(
             commit_and_journal(&mut consumer, journal.as_mut())?;
         }
     }
+    stats.whole_seconds = start.elapsed().as_secs() as usize;
     if options.group.is_some() {
         commit_and_journal(&mut consumer, journal.as_mut())?;
     }
@@ -545,9 +552,13 @@ fn consume_members(
             .map(|h| h.join().expect("consumer thread"))
             .collect()
     });
-    let mut all = ConsumeStats::default();
+    let mut all = ConsumeStats {
+        whole_seconds: usize::MAX,
+        ..ConsumeStats::default()
+    };
     for r in results {
         let r = r?;
+        all.whole_seconds = all.whole_seconds.min(r.whole_seconds);
         all.consumed += r.consumed;
         all.bytes += r.bytes;
         all.corrupt += r.corrupt;
@@ -585,6 +596,9 @@ fn commit_and_journal(
     }
     Ok(())
 }
+
+/// How long the peak scenario's consumers run past its producers.
+const CONSUMER_OVERRUN: Duration = Duration::from_millis(100);
 
 /// The worst deviation from `rate` over the whole seconds in `per_second` (the last, partial
 /// one excluded), in percent.
@@ -636,7 +650,10 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         s.spawn(move || show_progress(args.log.json, live, Some(consumed_ref), done_ref));
         let consumer = {
             let (log, consumed) = (&log, &consumed);
-            let stop = move |_: &floodgate::Consumer| start.elapsed() >= deadline;
+            // Members count their seconds from their own start, a few ms after the run's: they
+            // run on a little past the producers, so their last second is whole too.
+            let stop =
+                move |_: &floodgate::Consumer| start.elapsed() >= deadline + CONSUMER_OVERRUN;
             let expected = (args.consume_rate * args.duration * 1.1) as usize;
             s.spawn(move || {
                 let options = ConsumeOptions {
@@ -697,7 +714,9 @@ fn peak(args: PeakArgs) -> Result<(), String> {
         .map_or(group.lag as f64 / args.consume_rate, |d| d.as_secs_f64());
     drop(log);
     let fs = fs_type(&dir);
-    let whole = (args.duration.floor() as usize).min(consume_stats.per_second.len());
+    let whole = consume_stats
+        .whole_seconds
+        .min(consume_stats.per_second.len());
     let mut report = json!({
         "scenario": "peak",
         "message_bytes": args.log.size.mean(),
@@ -839,7 +858,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
     )?;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
-    let whole = (elapsed.floor() as usize).min(stats.per_second.len());
+    let whole = stats.whole_seconds.min(stats.per_second.len());
     let group_lag = match &args.group {
         Some(g) => Some(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?),
         None => None,
