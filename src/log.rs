@@ -67,6 +67,10 @@ pub struct ShardStats {
     pub flush_nanos: u64,
     /// Segments sealed and replaced by a new one.
     pub rolls: u64,
+    /// Rolls into a plain preallocated segment because the helper had not finished zeroing
+    /// the next one (with `segment_prezero`): that segment's commits convert unwritten
+    /// extents, slower to flush (docs/TUNING.md).
+    pub rolls_unzeroed: u64,
     /// Bytes of commits put in the tail cache for readers. The writer does that only while a
     /// reader has read near the newest data in the last two seconds: otherwise no reader would
     /// find them there.
@@ -84,6 +88,7 @@ impl std::ops::AddAssign for ShardStats {
         self.flushes += other.flushes;
         self.flush_nanos += other.flush_nanos;
         self.rolls += other.rolls;
+        self.rolls_unzeroed += other.rolls_unzeroed;
         self.tail_cached_bytes += other.tail_cached_bytes;
     }
 }

@@ -234,6 +234,7 @@ pub(crate) struct WriterCounters {
     pub flushes: AtomicU64,
     pub flush_nanos: AtomicU64,
     pub rolls: AtomicU64,
+    pub rolls_unzeroed: AtomicU64,
     pub tail_cached_bytes: AtomicU64,
 }
 
@@ -253,6 +254,7 @@ impl WriterCounters {
             flushes: get(&self.flushes),
             flush_nanos: get(&self.flush_nanos),
             rolls: get(&self.rolls),
+            rolls_unzeroed: get(&self.rolls_unzeroed),
             tail_cached_bytes: get(&self.tail_cached_bytes),
         }
     }

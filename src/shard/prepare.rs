@@ -12,7 +12,8 @@
 //! zeroing a whole 1 GiB segment at full speed made every flush meanwhile carry the zeros and
 //! queue behind them (p99 ack latency at 500k msgs/s, 100-byte records: 3.6-6.7 ms), while
 //! 256 KiB writes paced to twice the writer's progress gave 0.79-0.88 ms (three runs each),
-//! against 1.3-2.4 ms with no zeroing at all.
+//! against 1.3-2.4 ms with no zeroing at all (now 64 KiB writes, at 1.25 times the writer's
+//! progress: see [`ZERO_PACE_QUARTERS`]).
 //!
 //! When the writer fills segments faster than the helper can zero them (a bandwidth-bound load),
 //! it does not wait: it rolls into a plain preallocated segment and adopts the zeroed one at a
@@ -48,8 +49,14 @@ use crate::shard::writer::write_index_file_paced;
 const ZERO_CHUNK_BYTES: usize = 64 << 10;
 /// Zeroing's write size when nothing else is written.
 const ZERO_CHUNK_UNPACED_BYTES: usize = 1 << 20;
-/// How far zeroing may run ahead of twice the writer's progress.
+/// How far zeroing may run ahead of [`ZERO_PACE`] times the writer's progress.
 const ZERO_LEAD_BYTES: u64 = 1 << 20;
+/// Zeroing may run this many times the writer's progress ahead (in quarters): 5/4 finishes
+/// when the current segment is 80% full, with the disk taking zeros at 1.25 times the
+/// writer's bandwidth meanwhile. At twice the writer's progress (done at half) the peak
+/// scenario's ack p99 was worse in each of 6 alternating pairs (1,037-3,359 µs against
+/// 720-1,638 µs over the run, on a host slower than usual), mostly in the seconds zeroing ran.
+const ZERO_PACE_QUARTERS: u64 = 5;
 /// How often paced zeroing looks at the writer's progress.
 const PACE_POLL: std::time::Duration = Duration::from_millis(2);
 /// The longest poll while the writer makes no progress.
@@ -173,8 +180,8 @@ impl Drop for Stopped<'_> {
 pub(crate) struct Preparer {
     shared: Arc<(Mutex<State>, Condvar)>,
     /// The writer's position in its current segment: zeroing the next one is paced to stay
-    /// within `2 × writer_pos + ZERO_LEAD_BYTES`, so it finishes by the time the current
-    /// segment is half full, and never floods the disk (whose flushes would then carry the
+    /// within `ZERO_PACE_QUARTERS / 4 × writer_pos + ZERO_LEAD_BYTES`, so it finishes by the
+    /// time the current segment is 80% full, and never floods the disk (whose flushes would then carry the
     /// zeros too, which measured as multi-millisecond flushes).
     writer_pos: Arc<std::sync::atomic::AtomicU64>,
     dir: PathBuf,
@@ -428,7 +435,7 @@ fn run(
                 return false;
             }
             let pos = writer_pos.load(std::sync::atomic::Ordering::Relaxed);
-            if zeroed < 2 * pos + ZERO_LEAD_BYTES {
+            if zeroed < pos * ZERO_PACE_QUARTERS / 4 + ZERO_LEAD_BYTES {
                 return true;
             }
             poll.set(if pos == seen.replace(pos) {

@@ -800,12 +800,17 @@ impl Writer {
         let prepared = self.preparer.take_ready()?;
         let file = match prepared {
             Some(path) => adopt_segment(&self.shared, id, &path, self.start.backend, false)?,
-            None => create_segment(
-                &self.shared,
-                id,
-                self.start.segment_bytes,
-                self.start.backend,
-            )?,
+            None => {
+                if self.start.prezero {
+                    WriterCounters::add(&self.shared.counters.rolls_unzeroed, 1);
+                }
+                create_segment(
+                    &self.shared,
+                    id,
+                    self.start.segment_bytes,
+                    self.start.backend,
+                )?
+            }
         };
         if self.start.prezero {
             self.preparer.writer_progress(0);

@@ -1520,6 +1520,7 @@ fn writer_json(log: &Log) -> serde_json::Value {
         "writes": s.writes,
         "flushes": s.flushes,
         "segment_rolls": s.rolls,
+        "segment_rolls_unzeroed": s.rolls_unzeroed,
         "records_per_write": per(s.records, s.writes),
         "batches_per_write": per(s.batches, s.writes),
         "write_bytes_mean": per(s.write_bytes, s.writes),
