@@ -452,7 +452,17 @@ fn consume_loop(
     if options.group.is_some() {
         builder = builder.auto_commit(options.commit_interval);
     }
+    // The set is sized up front: growing a set of millions of entries stalls the consumer for
+    // tens of milliseconds, long enough to miss its rate.
+    let mut stats = ConsumeStats {
+        seen: HashSet::with_capacity(if verify { expected } else { 0 }),
+        ..ConsumeStats::default()
+    };
     let mut consumer = builder.build().map_err(|e| e.to_string())?;
+    // This member's seconds count from when its rate limit started (at its build), not from
+    // the run's start: building it took 2-10 ms, which a limiter starting empty never makes
+    // up, and the first second fell 0.15-1.03% short for it.
+    let start = start.max(Instant::now());
     let mut journal = match options.commit_journal {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -464,17 +474,7 @@ fn consume_loop(
         None => None,
     };
     let mut next_commit = Instant::now() + options.commit_interval;
-    // The set is sized up front: growing a set of millions of entries stalls the consumer for
-    // tens of milliseconds, long enough to miss its rate.
-    let mut stats = ConsumeStats {
-        seen: HashSet::with_capacity(if verify { expected } else { 0 }),
-        ..ConsumeStats::default()
-    };
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
-    // This member's seconds count from when its rate limit started (at its build), not from
-    // the run's start: building it took 2-10 ms, which a limiter starting empty never makes
-    // up, and the first second fell 0.15-1.03% short for it.
-    let start = start.max(Instant::now());
     while !stop(&consumer) {
         let records = consumer
             .poll(Duration::from_millis(50))
