@@ -208,6 +208,47 @@ fn the_rate_limit_holds_back_a_backlog() {
     assert!(matches!(bad, Err(Error::Config(_))));
 }
 
+/// A rate-limited consumer hands records out at most once per paced poll interval, in
+/// batches, however often it is polled; with a zero interval, record by record.
+#[test]
+fn a_paced_consumer_delivers_in_batches() {
+    let dir = test_dir("paced");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    produce(&log, 5_000, 1);
+    for (interval, rate) in [
+        (Duration::from_millis(2), 20_000.0),
+        (Duration::ZERO, 2_000.0),
+    ] {
+        let mut c = log
+            .consumer("t")
+            .max_rate(rate)
+            .paced_poll_interval(interval)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let (mut polls, mut delivered) = (0u64, 0usize);
+        while start.elapsed() < Duration::from_millis(300) {
+            let got = c.poll(Duration::from_millis(50)).unwrap();
+            polls += u64::from(!got.is_empty());
+            delivered += got.len();
+        }
+        let elapsed = start.elapsed();
+        assert!(delivered > 0);
+        if interval.is_zero() {
+            // Nothing held back: a token (every 0.5 ms) is a record handed out, so batches
+            // stay small (more than one only when a wake-up came late).
+            assert!(
+                delivered as u64 <= 2 * polls,
+                "{delivered} records in {polls} polls"
+            );
+        } else {
+            let most = elapsed.as_micros() / interval.as_micros() + 1;
+            assert!(u128::from(polls) <= most, "{polls} polls in {elapsed:?}");
+        }
+    }
+}
+
 /// A consumer follows producers closely across segment rolls, falling behind now and then,
 /// with a read cache small enough that what it read is evicted while in use: every record
 /// arrives intact, once, in order, whether it came from the cache or the disk.
