@@ -263,6 +263,13 @@ struct Membership {
     committed: HashMap<u32, u64>,
 }
 
+/// Sleeps until `at`, or until `deadline` if that comes first; returns whether it was the
+/// deadline.
+fn sleep_until(now: Instant, at: Instant, deadline: Instant) -> bool {
+    std::thread::sleep(at.min(deadline).saturating_duration_since(now));
+    at >= deadline
+}
+
 fn check_limit(limit: RateLimit) -> Result<()> {
     for rate in [limit.msgs_per_s, limit.bytes_per_s].into_iter().flatten() {
         if !(rate > 0.0 && rate.is_finite()) {
@@ -349,11 +356,9 @@ impl Consumer {
                 if let Some(next) = self.paced_next
                     && next > now
                 {
-                    if next >= deadline {
-                        std::thread::sleep(deadline.saturating_duration_since(now));
+                    if sleep_until(now, next, deadline) {
                         return Ok(Vec::new());
                     }
-                    std::thread::sleep(next - now);
                     continue;
                 }
                 let n = self.take_tokens(now, held_since);
@@ -367,11 +372,9 @@ impl Consumer {
                     return Ok(out);
                 }
                 let ready = self.ready_at(now, held_since);
-                if ready >= deadline {
-                    std::thread::sleep(deadline.saturating_duration_since(now));
+                if sleep_until(now, ready, deadline) {
                     return Ok(Vec::new());
                 }
-                std::thread::sleep(ready - now);
                 continue;
             }
             if self.fetch()? {
