@@ -51,7 +51,8 @@ fn assert_aligned(at: u64, ptr: usize, n: u32, op: &str) {
     );
 }
 
-/// io_uring-backed [`Device`].
+/// io_uring-backed [`Device`]. Used only by the thread that created it: the ring is
+/// SINGLE_ISSUER, and a submission from another thread fails.
 pub struct UringDevice {
     ring: IoUring,
     slots: Vec<Slot>,
