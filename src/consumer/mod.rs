@@ -398,8 +398,8 @@ impl Consumer {
             .take(self.poll_records_max)
             .map(record_bytes)
             .collect();
-        self.limiter.held_since(Some(held_since));
-        let mine = self.limiter.take(now, sizes.iter().copied());
+        let held_since = Some(held_since);
+        let mine = self.limiter.take(now, held_since, sizes.iter().copied());
         let Some(m) = &self.membership else {
             return mine;
         };
@@ -407,22 +407,18 @@ impl Consumer {
         let Some(group) = group.as_mut() else {
             return mine;
         };
-        group.held_since(Some(held_since));
-        let both = group.take(now, sizes[..mine].iter().copied());
+        let both = group.take(now, held_since, sizes[..mine].iter().copied());
         self.limiter.give_back(sizes[both..mine].iter().copied());
         both
     }
 
     /// When the rate limits let the next record out.
     fn ready_at(&mut self, now: Instant, held_since: Instant) -> Instant {
-        self.limiter.held_since(Some(held_since));
-        let mine = self.limiter.ready_at(now);
+        let held_since = Some(held_since);
+        let mine = self.limiter.ready_at(now, held_since);
         let group = self.membership.as_ref().and_then(|m| {
             let mut limiter = m.group.limiter.lock().expect("group limiter lock");
-            limiter.as_mut().map(|l| {
-                l.held_since(Some(held_since));
-                l.ready_at(now)
-            })
+            limiter.as_mut().map(|l| l.ready_at(now, held_since))
         });
         group.map_or(mine, |g| g.max(mine))
     }

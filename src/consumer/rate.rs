@@ -113,8 +113,6 @@ pub struct RateLimiter {
     limit: RateLimit,
     msgs: Option<Bucket>,
     bytes: Option<Bucket>,
-    /// Since when the consumer has been held up (see [`RateLimiter::held_since`]).
-    held_since: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -124,20 +122,13 @@ impl RateLimiter {
             limit,
             msgs: limit.msgs_per_s.map(|r| Bucket::new(r, 1.0, now)),
             bytes: limit.bytes_per_s.map(|r| Bucket::new(r, 1.0, now)),
-            held_since: None,
         }
     }
 
-    /// Tells the limiter that since `since` the consumer has been waiting inside `poll` for
-    /// records the log holds (`None`: it is not, or it waits for new records): the tokens a
-    /// full bucket loses from then on are owed and paid back. See the module documentation.
-    pub fn held_since(&mut self, since: Option<Instant>) {
-        self.held_since = since;
-    }
-
-    fn refill(&mut self, now: Instant) {
+    /// Refills both buckets to `now` (`held_since` as for [`RateLimiter::take`]).
+    fn refill(&mut self, now: Instant, held_since: Option<Instant>) {
         for b in [&mut self.msgs, &mut self.bytes].into_iter().flatten() {
-            b.refill(now, self.held_since);
+            b.refill(now, held_since);
         }
     }
 
@@ -165,9 +156,17 @@ impl RateLimiter {
     }
 
     /// Takes tokens for as many of the records (given by their byte sizes, in order) as may be
-    /// delivered at `now`, and returns how many.
-    pub fn take(&mut self, now: Instant, sizes: impl IntoIterator<Item = usize>) -> usize {
-        self.refill(now);
+    /// delivered at `now`, and returns how many. `held_since`: since when the consumer has been
+    /// waiting inside `poll` for records the log holds (`None`: it is not, or it waits for new
+    /// records); the tokens a full bucket loses from then on are owed and paid back (see the
+    /// module documentation).
+    pub fn take(
+        &mut self,
+        now: Instant,
+        held_since: Option<Instant>,
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> usize {
+        self.refill(now, held_since);
         let mut n = 0;
         for size in sizes {
             let msg_ok = self.msgs.as_ref().is_none_or(|b| b.tokens >= 1.0);
@@ -199,9 +198,9 @@ impl RateLimiter {
         }
     }
 
-    /// When the next record may be delivered (`now` if at once).
-    pub fn ready_at(&mut self, now: Instant) -> Instant {
-        self.refill(now);
+    /// When the next record may be delivered (`now` if at once; `held_since` as for `take`).
+    pub fn ready_at(&mut self, now: Instant, held_since: Option<Instant>) -> Instant {
+        self.refill(now, held_since);
         // One byte of credit is enough: the next record may go into debt.
         [&self.msgs, &self.bytes]
             .into_iter()
@@ -229,7 +228,7 @@ mod tests {
             .min(limit.bytes_per_s.map_or(f64::MAX, |b| b / size as f64));
         let ask = (rate * step.as_secs_f64() * 2.0) as usize + 10;
         while now < t0 + Duration::from_secs(u64::from(seconds)) {
-            let n = limiter.take(now, std::iter::repeat_n(size, ask));
+            let n = limiter.take(now, None, std::iter::repeat_n(size, ask));
             let w = now.duration_since(t0).as_secs() as usize;
             windows[w] += n as u64;
             now += step;
@@ -286,8 +285,7 @@ mod tests {
                 false => t0 + t,
             };
             last = t;
-            limiter.held_since(Some(since));
-            let n = limiter.take(t0 + t, [100; 100]) as u64;
+            let n = limiter.take(t0 + t, Some(since), [100; 100]) as u64;
             windows[t.as_secs() as usize] += n;
             slices[t.as_millis() as usize / 10] += n;
             t += Duration::from_micros(100);
@@ -359,14 +357,14 @@ mod tests {
             bytes_per_s: None,
         };
         let mut limiter = RateLimiter::new(limit, t0);
-        assert_eq!(limiter.take(t0, [1; 100]), 0, "buckets start empty");
+        assert_eq!(limiter.take(t0, None, [1; 100]), 0, "buckets start empty");
         // An hour idle: at most one burst (10 ms at 10,000/s = 100 records).
         let later = t0 + Duration::from_secs(3600);
-        assert_eq!(limiter.take(later, [1; 1000]), 100);
-        assert_eq!(limiter.take(later, [1; 1000]), 0);
-        let next = limiter.ready_at(later);
+        assert_eq!(limiter.take(later, None, [1; 1000]), 100);
+        assert_eq!(limiter.take(later, None, [1; 1000]), 0);
+        let next = limiter.ready_at(later, None);
         assert_eq!(next.duration_since(later), Duration::from_micros(100));
-        assert_eq!(limiter.take(next, [1; 10]), 1);
+        assert_eq!(limiter.take(next, None, [1; 10]), 1);
     }
 
     #[test]
@@ -383,7 +381,7 @@ mod tests {
             let mut n = 0;
             let mut t = from;
             while t < to {
-                n += limiter.take(t0 + t, [1; 100]);
+                n += limiter.take(t0 + t, None, [1; 100]);
                 t += Duration::from_micros(500);
             }
             n as f64
@@ -412,10 +410,10 @@ mod tests {
             },
             t0,
         );
-        let at = limiter.ready_at(t0);
-        assert_eq!(limiter.take(at, [1_000_000]), 1);
+        let at = limiter.ready_at(t0, None);
+        assert_eq!(limiter.take(at, None, [1_000_000]), 1);
         // The debt of ~a million bytes delays the next record by ~1,000 s.
-        let next = limiter.ready_at(at);
+        let next = limiter.ready_at(at, None);
         assert!(next.duration_since(at) >= Duration::from_secs(999));
     }
 }

@@ -49,7 +49,7 @@ use crate::shard::writer::write_index_file_paced;
 const ZERO_CHUNK_BYTES: usize = 64 << 10;
 /// Zeroing's write size when nothing else is written.
 const ZERO_CHUNK_UNPACED_BYTES: usize = 1 << 20;
-/// How far zeroing may run ahead of [`ZERO_PACE`] times the writer's progress.
+/// How far zeroing may run ahead of [`ZERO_PACE_QUARTERS`] quarters of the writer's progress.
 const ZERO_LEAD_BYTES: u64 = 1 << 20;
 /// Zeroing may run this many times the writer's progress ahead (in quarters): 5/4 finishes
 /// when the current segment is 80% full, with the disk taking zeros at 1.25 times the
@@ -181,8 +181,8 @@ pub(crate) struct Preparer {
     shared: Arc<(Mutex<State>, Condvar)>,
     /// The writer's position in its current segment: zeroing the next one is paced to stay
     /// within `ZERO_PACE_QUARTERS / 4 × writer_pos + ZERO_LEAD_BYTES`, so it finishes by the
-    /// time the current segment is 80% full, and never floods the disk (whose flushes would then carry the
-    /// zeros too, which measured as multi-millisecond flushes).
+    /// time the current segment is 80% full, and never floods the disk (whose flushes would
+    /// then carry the zeros too, which measured as multi-millisecond flushes).
     writer_pos: Arc<std::sync::atomic::AtomicU64>,
     dir: PathBuf,
     thread: Option<JoinHandle<()>>,
