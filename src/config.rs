@@ -156,20 +156,22 @@ impl Config {
     }
 
     /// The cores the shard writers are pinned to: shard i goes to `cores[i % cores.len()]`.
-    /// By default shard i goes to core `n - 1 - i % n` of the n cores, counting down from the
-    /// last one. Put writers on the cores that take the disk's interrupts, where completions
-    /// arrive: on the development machine (virtio, all block interrupts on core 1 of 2) the
-    /// writer on core 1 made 4.0-4.6M msgs/s and on core 0 1.5-2.5M, the producer then
-    /// competing with the interrupts.
+    /// By default shard i goes to the `i % n`-th of the process's n allowed cores (its
+    /// affinity mask, as `taskset` or a cpuset leave it), counting down from the last one.
+    /// Put writers on the cores that take the disk's interrupts, where completions arrive: on
+    /// the development machine (virtio, all block interrupts on core 1 of 2) the writer on
+    /// core 1 made 4.0-4.6M msgs/s and on core 0 1.5-2.5M, the producer then competing with
+    /// the interrupts. The shard's helper thread runs on the other cores (see
+    /// [`crate::Log::other_cores`]).
     pub fn writer_cores(mut self, cores: Vec<usize>) -> Config {
         self.writer_cores = cores;
         self
     }
 
-    /// The core shard `shard` is pinned to, of `available` cores.
-    pub(crate) fn writer_core(&self, shard: usize, available: usize) -> usize {
+    /// The core shard `shard` is pinned to, given the cores the process may use (not empty).
+    pub(crate) fn writer_core(&self, shard: usize, allowed: &[usize]) -> usize {
         if self.writer_cores.is_empty() {
-            available - 1 - shard % available
+            allowed[allowed.len() - 1 - shard % allowed.len()]
         } else {
             self.writer_cores[shard % self.writer_cores.len()]
         }

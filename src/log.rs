@@ -148,6 +148,10 @@ pub(crate) struct LogInner {
     groups: Mutex<HashMap<(String, u32), Arc<Group>>>,
     /// Each shard's read-ahead thread.
     readahead: Vec<Readahead>,
+    /// The cores the shard writers are pinned to (none when not pinned), and the others of
+    /// those the process may use.
+    writer_cores: Vec<usize>,
+    other_cores: Vec<usize>,
 }
 
 impl LogInner {
@@ -487,7 +491,18 @@ impl Log {
         }
         meta.commit_bytes_max = config.commit_bytes_max as u64;
         meta.store(&dir)?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let allowed = io::cores::allowed();
+        let pins: Vec<Option<usize>> = (0..shards.len())
+            .map(|shard| {
+                config
+                    .pin_threads
+                    .then(|| config.writer_core(shard, &allowed))
+            })
+            .collect();
+        let mut writer_cores: Vec<usize> = pins.iter().flatten().copied().collect();
+        writer_cores.sort_unstable();
+        writer_cores.dedup();
+        let other_cores = io::cores::others(&allowed, &writer_cores);
         let mut threads = Vec::new();
         let mut started = Vec::new();
         for (shared, end) in shards.iter().zip(ends) {
@@ -501,9 +516,8 @@ impl Log {
                 recorder: config.io_recorder.clone(),
                 tail_cache_bytes: config.tail_cache_bytes,
                 retention: config.retention(),
-                pin_core: config
-                    .pin_threads
-                    .then(|| config.writer_core(shared.id as usize, cores)),
+                pin_core: pins[shared.id as usize],
+                helper_cores: other_cores.clone(),
                 segment: end.segment,
                 data_end: end.data_end,
             };
@@ -541,6 +555,8 @@ impl Log {
             offsets: Arc::default(),
             groups: Mutex::new(HashMap::new()),
             readahead,
+            writer_cores,
+            other_cores,
         });
         let mut log = Log {
             inner,
@@ -589,6 +605,22 @@ impl Log {
         self.compactor = Some(handle);
         inner.update_protection();
         Ok(())
+    }
+
+    /// The cores the shard writers are pinned to, in increasing order (empty with
+    /// [`Config::pin_threads`] off).
+    pub fn writer_cores(&self) -> &[usize] {
+        &self.inner.writer_cores
+    }
+
+    /// The cores this process may use that no shard writer is pinned to (empty if the writers
+    /// take them all). The shards' helper threads run there; keep
+    /// latency-sensitive application threads (producers, consumers) there too, off the
+    /// writers' cores: on the development machine the paced consumer of the peak scenario,
+    /// scheduled on the writer's core, held it and the kernel's completion worker there for up
+    /// to 3.6 ms at a time.
+    pub fn other_cores(&self) -> &[usize] {
+        &self.inner.other_cores
     }
 
     /// Each shard's writer counters, by shard id.

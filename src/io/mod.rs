@@ -13,6 +13,7 @@
 //! (an `Arc<File>`) until then. Every `unsafe` block of floodgate is in this module (with
 //! `uring.rs`): buffers, system calls the standard library does not wrap.
 
+pub mod cores;
 pub mod faults;
 pub mod portable;
 pub mod uring;

@@ -242,6 +242,7 @@ impl Preparer {
         segment_bytes: u64,
         backend: IoBackend,
         retention: Retention,
+        cores: &[usize],
     ) -> Result<Preparer> {
         let dir = &shard.dir;
         let shared: Arc<(Mutex<State>, Condvar)> = Arc::default();
@@ -249,9 +250,11 @@ impl Preparer {
         let thread_shared = Arc::clone(&shared);
         let thread_pos = Arc::clone(&writer_pos);
         let thread_shard = Arc::clone(shard);
+        let cores = cores.to_vec();
         let thread = std::thread::Builder::new()
             .name(format!("floodgate-prep-{}", shard.id))
             .spawn(move || {
+                crate::io::cores::pin(&cores);
                 let _stopped = Stopped(&thread_shared, &thread_shard.dir);
                 run(
                     &thread_shared,

@@ -72,6 +72,8 @@ pub(crate) struct WriterStart {
     pub backend: IoBackend,
     pub prezero: bool,
     pub pin_core: Option<usize>,
+    /// Where the shard's helper thread runs (anywhere if empty).
+    pub helper_cores: Vec<usize>,
     pub faults: Option<Arc<crate::io::faults::IoFaults>>,
     pub recorder: Option<Arc<crate::io::faults::IoRecorder>>,
     /// The shard's tail cache size (0: no cache; commits are not kept).
@@ -238,8 +240,13 @@ impl Writer {
             let block = io::read_aligned(&file, &path, block_start, BLOCK_BYTES)?;
             buf[..carried].copy_from_slice(&block[..carried]);
         }
-        let preparer =
-            Preparer::start(&shared, start.segment_bytes, start.backend, start.retention)?;
+        let preparer = Preparer::start(
+            &shared,
+            start.segment_bytes,
+            start.backend,
+            start.retention,
+            &start.helper_cores,
+        )?;
         if start.prezero {
             preparer.request();
         }
@@ -293,7 +300,7 @@ impl Writer {
     /// Runs until shutdown or failure; then records why it stopped and wakes every waiter.
     pub fn run(mut self) {
         if let Some(core) = self.start.pin_core {
-            pin_to_core(core);
+            io::cores::pin(&[core]);
         }
         crate::io::set_short_slices(WRITER_SLICE);
         let outcome = self.run_loop();
@@ -1167,16 +1174,6 @@ impl<'a> DirectPieces<'a> {
         self.file
             .set_len(self.end)
             .map_err(|e| Error::io("truncate", self.path, e))
-    }
-}
-
-/// Pins the calling thread to `core` (best effort: a failure only costs locality).
-fn pin_to_core(core: usize) {
-    use nix::sched::{CpuSet, sched_setaffinity};
-    use nix::unistd::Pid;
-    let mut set = CpuSet::new();
-    if set.set(core).is_ok() {
-        let _ = sched_setaffinity(Pid::from_raw(0), &set);
     }
 }
 

@@ -242,7 +242,8 @@ pub struct ProduceArgs {
     /// Do not zero-fill segments ahead of the writer (see Config::segment_prezero).
     #[arg(long)]
     no_prezero: bool,
-    /// Do not pin shard writer threads, nor producer threads, to cores.
+    /// Do not pin shard writer threads to cores, nor keep producer and consumer threads off
+    /// the writers' cores.
     #[arg(long)]
     no_pin: bool,
     /// Memory per shard for its newest commits and recent reads (0: no read cache).
@@ -422,6 +423,8 @@ struct ConsumeOptions<'a> {
     commit_interval: Duration,
     /// After each commit, append `partition offset` lines of the committed positions here.
     commit_journal: Option<&'a Path>,
+    /// Keep the consumer threads off the shard writers' cores (see `Log::other_cores`).
+    pin: bool,
 }
 
 /// Consumes the load topic with `log.consumer` as `options` say, until `stop` says so; counts
@@ -435,6 +438,9 @@ fn consume_loop(
     consumed: &AtomicU64,
     stop: &dyn Fn(&floodgate::Consumer) -> bool,
 ) -> Result<ConsumeStats, String> {
+    if options.pin {
+        floodgate::io::cores::pin(log.other_cores());
+    }
     let mut builder = log.consumer(TOPIC);
     let limit = floodgate::RateLimit {
         msgs_per_s: (options.rate > 0.0).then_some(options.rate),
@@ -661,6 +667,7 @@ fn peak(args: PeakArgs) -> Result<(), String> {
                     group: Some(PEAK_GROUP),
                     commit_interval: Duration::from_secs(1),
                     commit_journal: None,
+                    pin: true,
                 };
                 consume_members(
                     log,
@@ -845,6 +852,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         group: args.group.as_deref(),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
         commit_journal: args.commit_journal.as_deref(),
+        pin: true,
     };
     let stats = consume_members(
         &log,
@@ -1760,8 +1768,9 @@ fn producer_thread(
     start: Instant,
     live: &Live,
 ) -> ProducerResult {
-    if !args.no_pin {
-        pin_producer(k as usize, args.log.shards);
+    let others = log.other_cores();
+    if !args.no_pin && !others.is_empty() {
+        floodgate::io::cores::pin(&[others[k as usize % others.len()]]);
     }
     let mut producer = log.producer();
     let mut result = ProducerResult {
@@ -1939,21 +1948,6 @@ fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
     let found_acked = seen.len() as u64;
     v.missing = acked.saturating_sub(found_acked);
     v
-}
-
-/// Pins producer thread `k` to a core the shard writers do not use (writers take the last
-/// cores, see `Config::writer_cores`); with no such core, leaves it to the scheduler.
-fn pin_producer(k: usize, shards: usize) {
-    use nix::sched::{CpuSet, sched_setaffinity};
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let free = cores.saturating_sub(shards);
-    if free == 0 {
-        return;
-    }
-    let mut set = CpuSet::new();
-    if set.set(k % free).is_ok() {
-        let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-    }
 }
 
 /// User plus system CPU time of this process so far (all threads, the library's included).
