@@ -614,11 +614,12 @@ impl Log {
     }
 
     /// The cores this process may use that no shard writer is pinned to (empty if the writers
-    /// take them all). The shards' helper threads run there; keep
-    /// latency-sensitive application threads (producers, consumers) there too, off the
-    /// writers' cores: on the development machine the paced consumer of the peak scenario,
-    /// scheduled on the writer's core, held it and the kernel's completion worker there for up
-    /// to 3.6 ms at a time.
+    /// take them all). The shards' helper threads run there. Application threads that wake
+    /// often (producers, consumers) are best there too when there are cores to spare; with a
+    /// single one, pinning them to it ties them to whatever else runs there: on the 2-core
+    /// development machine another process's 3 ms bursts every second held a producer pinned
+    /// to core 0 while the writer's core idled, and the peak scenario's ack p99 was higher in
+    /// 5 of 6 alternating runs than with the producer and consumer left to the scheduler.
     pub fn other_cores(&self) -> &[usize] {
         &self.inner.other_cores
     }
