@@ -251,10 +251,12 @@ impl Preparer {
         let thread_pos = Arc::clone(&writer_pos);
         let thread_shard = Arc::clone(shard);
         let cores = cores.to_vec();
+        let (pinned_tx, pinned) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("floodgate-prep-{}", shard.id))
             .spawn(move || {
                 crate::io::cores::pin(&cores);
+                let _ = pinned_tx.send(());
                 let _stopped = Stopped(&thread_shared, &thread_shard.dir);
                 run(
                     &thread_shared,
@@ -266,6 +268,8 @@ impl Preparer {
                 )
             })
             .map_err(|e| Error::io("spawn segment preparer", dir, e))?;
+        // The log opens with its threads where they belong.
+        let _ = pinned.recv();
         Ok(Preparer {
             shared,
             writer_pos,

@@ -223,8 +223,12 @@ pub(crate) struct Writer {
 const SPARE_ENTRY_LISTS: usize = 4;
 
 impl Writer {
-    /// Sets the writer up on the shard thread (the io_uring instance belongs to it).
+    /// Sets the writer up on the shard thread (the io_uring instance belongs to it), pinned
+    /// first: its ring and buffers are set up on its core, and the log opens with it pinned.
     pub fn new(shared: Arc<ShardShared>, start: WriterStart) -> Result<Writer> {
+        if let Some(core) = start.pin_core {
+            io::cores::pin(&[core]);
+        }
         let device = io::device(
             start.backend,
             64,
@@ -299,9 +303,6 @@ impl Writer {
 
     /// Runs until shutdown or failure; then records why it stopped and wakes every waiter.
     pub fn run(mut self) {
-        if let Some(core) = self.start.pin_core {
-            io::cores::pin(&[core]);
-        }
         crate::io::set_short_slices(WRITER_SLICE);
         let outcome = self.run_loop();
         // Every operation must finish before buffers and files are dropped.
