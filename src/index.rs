@@ -428,21 +428,36 @@ impl Partition {
 }
 
 /// Chunks of sealed runs' entries recently loaded from index files, and each run's chunk
-/// directory (the first offset of every chunk), bounded by bytes. Eviction is second chance:
-/// the oldest item goes first unless it was used since it came in or since its last chance,
-/// when it goes to the back instead. Oldest-first alone evicted the chunk directories of the
-/// runs a consumer was reading (handed over at each roll, then pushed out by the chunks loaded
-/// after them): every 20-27 s the peak scenario's consumer read each partition's whole run
-/// back to rebuild them, 2-19 ms a partition, 60 ms of `poll` in a row.
+/// directory (the first offset of every chunk), each kind within its own byte budget.
+///
+/// Directories have a quarter of the budget to themselves: they are small, handed over at
+/// each seal, and rebuilding one means reading the whole run back (2-26 ms a partition here,
+/// all of a consumer's partitions at once). Sharing one budget, the chunks a catching-up
+/// consumer streams through pushed out the directories of the segments ahead of it, and the
+/// peak scenario's consumer, entering a segment sealed a minute earlier, spent 200 ms of `poll`
+/// rebuilding eleven of them (that second 6.3% short of its rate).
+///
+/// Eviction within a kind is second chance: the oldest item goes first unless it was used
+/// since it came in or since its last chance, when it goes to the back instead (oldest-first
+/// alone evicted the directories of the runs being read, every 20-27 s).
 #[derive(Debug)]
 pub(crate) struct IndexCache {
-    bytes_max: usize,
-    bytes: usize,
+    /// By kind: [`CHUNKS`], [`DIRECTORIES`].
+    bytes_max: [usize; 2],
+    bytes: [usize; 2],
+    order: [VecDeque<(u64, u32, usize)>; 2],
     /// (segment, run's first entry, chunk) → entries and whether they were used since their
-    /// last chance; chunk `usize::MAX` is the directory.
+    /// last chance; chunk [`STARTS`] is the directory.
     items: HashMap<(u64, u32, usize), (CacheItem, bool), BuildHasherDefault<WordHasher>>,
-    order: VecDeque<(u64, u32, usize)>,
 }
+
+const CHUNKS: usize = 0;
+const DIRECTORIES: usize = 1;
+
+/// What an item costs beside its entries: its key in the map and the queue, the map's value
+/// and the shared allocation's counts. Counted for directories, most of which hold one or two
+/// offsets (10,000 partitions: 10,000 directories a segment).
+const ITEM_OVERHEAD_BYTES: usize = 80;
 
 #[derive(Debug, Clone)]
 enum CacheItem {
@@ -454,7 +469,14 @@ impl CacheItem {
     fn bytes(&self) -> usize {
         match self {
             CacheItem::Chunk(c) => c.len() * size_of::<BatchEntry>(),
-            CacheItem::Starts(s) => s.len() * 8,
+            CacheItem::Starts(s) => s.len() * 8 + ITEM_OVERHEAD_BYTES,
+        }
+    }
+
+    fn kind(&self) -> usize {
+        match self {
+            CacheItem::Chunk(_) => CHUNKS,
+            CacheItem::Starts(_) => DIRECTORIES,
         }
     }
 }
@@ -490,12 +512,17 @@ impl std::hash::Hasher for WordHasher {
 }
 
 impl IndexCache {
+    /// A cache of `bytes_max` bytes: a quarter for chunk directories, the rest for chunks.
     pub fn new(bytes_max: usize) -> IndexCache {
+        IndexCache::with_budgets(bytes_max - bytes_max / 4, bytes_max / 4)
+    }
+
+    fn with_budgets(chunks: usize, directories: usize) -> IndexCache {
         IndexCache {
-            bytes_max,
-            bytes: 0,
+            bytes_max: [chunks, directories],
+            bytes: [0, 0],
+            order: [VecDeque::new(), VecDeque::new()],
             items: HashMap::default(),
-            order: VecDeque::new(),
         }
     }
 
@@ -537,41 +564,44 @@ impl IndexCache {
     }
 
     fn insert(&mut self, key: (u64, u32, usize), item: CacheItem) {
-        let size = item.bytes();
-        if size > self.bytes_max {
+        let (size, kind) = (item.bytes(), item.kind());
+        if size > self.bytes_max[kind] {
             return;
         }
         match self.items.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => return,
             std::collections::hash_map::Entry::Vacant(v) => v.insert((item, false)),
         };
-        self.order.push_back(key);
-        self.bytes += size;
+        self.order[kind].push_back(key);
+        self.bytes[kind] += size;
         // Ends: each pass over the queue clears every mark it meets.
-        while self.bytes > self.bytes_max {
-            let old = self.order.pop_front().expect("bytes are held by some item");
+        while self.bytes[kind] > self.bytes_max[kind] {
+            let old = self.order[kind]
+                .pop_front()
+                .expect("bytes are held by some item");
             let (_, used) = self.items.get_mut(&old).expect("ordered items are held");
             if std::mem::take(used) {
-                self.order.push_back(old);
+                self.order[kind].push_back(old);
                 continue;
             }
             let (gone, _) = self.items.remove(&old).expect("ordered items are held");
-            self.bytes -= gone.bytes();
+            self.bytes[kind] -= gone.bytes();
         }
     }
 
     /// Forgets the runs of segments below `segment`.
     pub fn forget_below(&mut self, segment: u64) {
-        self.order.retain(|k| k.0 >= segment);
-        let mut freed = 0;
+        for order in &mut self.order {
+            order.retain(|k| k.0 >= segment);
+        }
+        let bytes = &mut self.bytes;
         self.items.retain(|k, (v, _)| {
             let keep = k.0 >= segment;
             if !keep {
-                freed += v.bytes();
+                bytes[v.kind()] -= v.bytes();
             }
             keep
         });
-        self.bytes -= freed;
     }
 }
 
@@ -1821,7 +1851,7 @@ mod tests {
             .into()
         };
         let one = size_of::<BatchEntry>();
-        let mut cache = IndexCache::new(3 * one);
+        let mut cache = IndexCache::with_budgets(3 * one, 0);
         cache.insert_chunk(&run(0), 0, entries(1));
         cache.insert_chunk(&run(0), 1, entries(2));
         cache.insert_chunk(&run(1), 0, entries(1));
@@ -1837,13 +1867,14 @@ mod tests {
         cache.forget_below(1);
         assert!(cache.chunk(&run(0), 1).is_none());
         assert!(cache.chunk(&run(2), 0).is_some());
-        assert_eq!(cache.bytes, one);
+        assert_eq!(cache.bytes, [one, 0]);
     }
 
-    /// A consumer reading a run looks its chunk directory up at every chunk it loads: the
-    /// directory stays however many chunks pass through, while an unread run's goes.
+    /// Chunks streaming through the cache leave the chunk directories alone (a consumer
+    /// reaches the segments ahead of it with their directories at hand); among directories,
+    /// the oldest unused goes first.
     #[test]
-    fn index_cache_keeps_the_chunk_directories_in_use() {
+    fn index_cache_keeps_chunk_directories_apart_from_chunks() {
         let run = |segment: u64| SealedRun {
             segment,
             run: IndexRun {
@@ -1871,9 +1902,11 @@ mod tests {
             4
         ]
         .into();
-        let mut cache = IndexCache::new(16 * size_of::<BatchEntry>());
-        cache.insert_starts(&run(0), vec![0, 4096].into());
-        cache.insert_starts(&run(1), vec![0, 4096].into());
+        let directory = 2 * 8 + ITEM_OVERHEAD_BYTES;
+        let mut cache = IndexCache::with_budgets(16 * size_of::<BatchEntry>(), 4 * directory);
+        for segment in 0..3 {
+            cache.insert_starts(&run(segment), vec![0, 4096].into());
+        }
         for c in 0..100 {
             assert!(
                 cache.starts(&run(0)).is_some(),
@@ -1881,9 +1914,24 @@ mod tests {
             );
             cache.insert_chunk(&run(0), c, Arc::clone(&chunk));
         }
-        assert!(cache.starts(&run(1)).is_none());
         assert!(cache.chunk(&run(0), 99).is_some());
-        assert!(cache.chunk(&run(0), 90).is_none());
-        assert!(cache.bytes <= 16 * size_of::<BatchEntry>());
+        assert!(cache.chunk(&run(0), 90).is_none(), "chunks evicted");
+        assert!(cache.bytes[CHUNKS] <= 16 * size_of::<BatchEntry>());
+        assert!(
+            cache.starts(&run(1)).is_some(),
+            "no directory evicted by chunks"
+        );
+        for segment in 3..6 {
+            cache.insert_starts(&run(segment), vec![0, 4096].into());
+        }
+        // Six directories in room for four: 0 and 1 were used, so 2 and 3 go.
+        assert!(cache.starts(&run(2)).is_none());
+        assert!(cache.starts(&run(3)).is_none());
+        for segment in [0, 1, 4, 5] {
+            assert!(cache.starts(&run(segment)).is_some(), "directory {segment}");
+        }
+        assert_eq!(cache.bytes[DIRECTORIES], 4 * directory);
+        cache.forget_below(5);
+        assert_eq!(cache.bytes, [0, directory]);
     }
 }
