@@ -364,7 +364,22 @@ impl Consumer {
                 let n = self.take_tokens(now, held_since);
                 if n > 0 {
                     self.paced_next = self.rate_limited().then(|| now + self.paced_interval);
-                    let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
+                    let mut out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
+                    // Paying back a hold-up, it reads on while its limits allow: one fetch
+                    // (about 130 records of 100 bytes) a millisecond fell short of twice
+                    // 80,000/s, and the debt of a 114 ms host stall spilled into the next
+                    // second.
+                    while self.buffer.is_empty()
+                        && out.len() < self.poll_records_max
+                        && self.repaying()
+                        && self.fetch()?
+                    {
+                        let more = self.take_tokens(now, held_since);
+                        out.extend(self.buffer.drain(..more));
+                        if more == 0 {
+                            break;
+                        }
+                    }
                     for r in &out {
                         let state = self.state_mut(r.partition).expect("a consumed partition");
                         state.position = r.record.offset + 1;
@@ -592,8 +607,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// Reads ahead from the next partition (round robin) that has records beyond what was
-    /// read. Returns whether anything was read.
     /// Whether a rate limit (this consumer's or its group's) paces delivery.
     fn rate_limited(&self) -> bool {
         let limited = |l: RateLimit| l.msgs_per_s.is_some() || l.bytes_per_s.is_some();
@@ -605,6 +618,21 @@ impl Consumer {
                 .is_some_and(limited)
     }
 
+    /// Whether this consumer's or its group's limiter is paying back a hold-up.
+    fn repaying(&self) -> bool {
+        self.limiter.repaying()
+            || self.membership.as_ref().is_some_and(|m| {
+                m.group
+                    .limiter
+                    .lock()
+                    .expect("group limiter lock")
+                    .as_ref()
+                    .is_some_and(RateLimiter::repaying)
+            })
+    }
+
+    /// Reads ahead from the next partition (round robin) that has records beyond what was
+    /// read. Returns whether anything was read.
     fn fetch(&mut self) -> Result<bool> {
         // A paced consumer reads little at a time and nothing ahead: its reads share the disk
         // with the writer's commits. One draining a backlog reads whole windows, ahead.

@@ -198,6 +198,14 @@ impl RateLimiter {
         }
     }
 
+    /// Whether owed tokens are being paid back (as of the last `take` or `ready_at`).
+    pub fn repaying(&self) -> bool {
+        [&self.msgs, &self.bytes]
+            .into_iter()
+            .flatten()
+            .any(|b| b.owed >= 1.0)
+    }
+
     /// When the next record may be delivered (`now` if at once; `held_since` as for `take`).
     pub fn ready_at(&mut self, now: Instant, held_since: Option<Instant>) -> Instant {
         self.refill(now, held_since);
@@ -313,6 +321,34 @@ mod tests {
             "{slices:?}"
         );
         assert!(slices[after + 8..].iter().all(|&n| n <= 800 + 1), "settled");
+    }
+
+    #[test]
+    fn a_limiter_says_while_it_pays_back() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(
+            RateLimit {
+                msgs_per_s: Some(80_000.0),
+                bytes_per_s: None,
+            },
+            t0,
+        );
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(limiter.take(at(5), Some(t0), [100; 400]), 400);
+        assert!(!limiter.repaying());
+        // Held 60 ms: 50 ms beyond the 10 ms burst are owed (4,000 records).
+        assert_eq!(limiter.take(at(65), Some(at(5)), [100; 10_000]), 800);
+        assert!(limiter.repaying());
+        let mut t = 65;
+        let mut delivered = 0;
+        while limiter.repaying() {
+            t += 1;
+            delivered += limiter.take(at(t), Some(at(t - 1)), [100; 10_000]);
+            assert!(t < 200, "still owing at {t} ms");
+        }
+        // Paid back at twice the rate: 50 ms of debt over about 50 ms.
+        assert!((45..=56).contains(&(t - 65)), "paid back by {t} ms");
+        assert!((7_600..=8_400).contains(&delivered), "{delivered}");
     }
 
     #[test]
