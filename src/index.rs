@@ -1819,9 +1819,9 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn index_cache_evicts_the_oldest_item() {
-        let run = |segment| SealedRun {
+    /// A sealed run of `segment` for the cache tests (only its key matters there).
+    fn cache_run(segment: u64) -> SealedRun {
+        SealedRun {
             segment,
             run: IndexRun {
                 topic_id: 1,
@@ -1835,21 +1835,28 @@ mod tests {
             },
             entries_pos: 0,
             running_max: 0,
-        };
-        let entries = |n| -> Arc<[BatchEntry]> {
-            vec![
-                BatchEntry {
-                    base_offset: 0,
-                    last_offset: 0,
-                    max_timestamp: 0,
-                    segment: 0,
-                    pos: 0,
-                    frame_bytes: 0,
-                };
-                n
-            ]
-            .into()
-        };
+        }
+    }
+
+    /// `n` entries, for the cache tests (only their number matters there).
+    fn cache_entries(n: usize) -> Arc<[BatchEntry]> {
+        vec![
+            BatchEntry {
+                base_offset: 0,
+                last_offset: 0,
+                max_timestamp: 0,
+                segment: 0,
+                pos: 0,
+                frame_bytes: 0,
+            };
+            n
+        ]
+        .into()
+    }
+
+    #[test]
+    fn index_cache_evicts_the_oldest_item() {
+        let (run, entries) = (cache_run, cache_entries);
         let one = size_of::<BatchEntry>();
         let mut cache = IndexCache::with_budgets(3 * one, 0);
         cache.insert_chunk(&run(0), 0, entries(1));
@@ -1875,33 +1882,7 @@ mod tests {
     /// the oldest unused goes first.
     #[test]
     fn index_cache_keeps_chunk_directories_apart_from_chunks() {
-        let run = |segment: u64| SealedRun {
-            segment,
-            run: IndexRun {
-                topic_id: 0,
-                partition: 0,
-                first_offset: 0,
-                last_offset: 0,
-                max_timestamp: 0,
-                first_entry: 0,
-                entry_count: 1,
-                crc: 0,
-            },
-            entries_pos: 0,
-            running_max: 0,
-        };
-        let chunk: Arc<[BatchEntry]> = vec![
-            BatchEntry {
-                base_offset: 0,
-                last_offset: 0,
-                max_timestamp: 0,
-                segment: 0,
-                pos: 0,
-                frame_bytes: 0,
-            };
-            4
-        ]
-        .into();
+        let (run, chunk) = (cache_run, cache_entries(4));
         let directory = 2 * 8 + ITEM_OVERHEAD_BYTES;
         let mut cache = IndexCache::with_budgets(16 * size_of::<BatchEntry>(), 4 * directory);
         for segment in 0..3 {
