@@ -222,6 +222,14 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    /// A limit of `rate` records a second.
+    fn msgs(rate: f64) -> RateLimit {
+        RateLimit {
+            msgs_per_s: Some(rate),
+            bytes_per_s: None,
+        }
+    }
+
     /// Drives a limiter with a fake clock: a consumer with an endless backlog asks for up to
     /// `batch` records every `step`; returns records delivered in each 1-second window.
     fn simulate(limit: RateLimit, size: usize, step: Duration, seconds: u32) -> Vec<u64> {
@@ -248,10 +256,7 @@ mod tests {
     fn every_one_second_window_is_within_one_percent() {
         for rate in [80_000.0, 1_234.5, 500_000.0] {
             for step in [Duration::from_micros(100), Duration::from_millis(3)] {
-                let limit = RateLimit {
-                    msgs_per_s: Some(rate),
-                    bytes_per_s: None,
-                };
+                let limit = msgs(rate);
                 for (i, got) in simulate(limit, 100, step, 5).into_iter().enumerate() {
                     let err = (got as f64 - rate).abs() / rate;
                     assert!(
@@ -273,10 +278,7 @@ mod tests {
         seconds: u64,
     ) -> (Vec<u64>, Vec<u64>) {
         let t0 = Instant::now();
-        let limit = RateLimit {
-            msgs_per_s: Some(80_000.0),
-            bytes_per_s: None,
-        };
+        let limit = msgs(80_000.0);
         let mut limiter = RateLimiter::new(limit, t0);
         let (mut windows, mut slices) =
             (vec![0; seconds as usize], vec![0; seconds as usize * 100]);
@@ -326,13 +328,7 @@ mod tests {
     #[test]
     fn a_limiter_says_while_it_pays_back() {
         let t0 = Instant::now();
-        let mut limiter = RateLimiter::new(
-            RateLimit {
-                msgs_per_s: Some(80_000.0),
-                bytes_per_s: None,
-            },
-            t0,
-        );
+        let mut limiter = RateLimiter::new(msgs(80_000.0), t0);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(limiter.take(at(5), Some(t0), [100; 400]), 400);
         assert!(!limiter.repaying());
@@ -388,10 +384,7 @@ mod tests {
     #[test]
     fn no_burst_at_start_and_idle_time_saves_at_most_one_burst() {
         let t0 = Instant::now();
-        let limit = RateLimit {
-            msgs_per_s: Some(10_000.0),
-            bytes_per_s: None,
-        };
+        let limit = msgs(10_000.0);
         let mut limiter = RateLimiter::new(limit, t0);
         assert_eq!(limiter.take(t0, None, [1; 100]), 0, "buckets start empty");
         // An hour idle: at most one burst (10 ms at 10,000/s = 100 records).
@@ -406,13 +399,7 @@ mod tests {
     #[test]
     fn the_rate_changes_while_running() {
         let t0 = Instant::now();
-        let mut limiter = RateLimiter::new(
-            RateLimit {
-                msgs_per_s: Some(1_000.0),
-                bytes_per_s: None,
-            },
-            t0,
-        );
+        let mut limiter = RateLimiter::new(msgs(1_000.0), t0);
         let count = |limiter: &mut RateLimiter, from: Duration, to: Duration| {
             let mut n = 0;
             let mut t = from;
@@ -424,13 +411,7 @@ mod tests {
         };
         let first = count(&mut limiter, Duration::ZERO, Duration::from_secs(1));
         assert!((first - 1_000.0).abs() <= 10.0, "{first}");
-        limiter.set_limit(
-            RateLimit {
-                msgs_per_s: Some(5_000.0),
-                bytes_per_s: None,
-            },
-            t0 + Duration::from_secs(1),
-        );
+        limiter.set_limit(msgs(5_000.0), t0 + Duration::from_secs(1));
         let second = count(&mut limiter, Duration::from_secs(1), Duration::from_secs(2));
         assert!((second - 5_000.0).abs() <= 50.0, "{second}");
         assert_eq!(limiter.limit().msgs_per_s, Some(5_000.0));

@@ -33,7 +33,7 @@ pub fn pin(cores: &[usize]) {
 }
 
 /// `cores` as a kernel CPU set, or None if it is empty or holds a core out of range.
-pub(crate) fn cpu_set(cores: &[usize]) -> Option<CpuSet> {
+fn cpu_set(cores: &[usize]) -> Option<CpuSet> {
     if cores.is_empty() {
         return None;
     }
