@@ -387,24 +387,6 @@ fn offset_for_timestamp() {
 }
 
 #[test]
-fn another_process_is_refused_with_the_holder_named() {
-    let dir = test_dir("lock-process");
-    let _log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
-        .args(["load", "produce", "--messages", "1", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let holder = format!(
-        "locked by another floodgate instance (pid {})",
-        std::process::id()
-    );
-    assert!(stderr.contains(&holder), "{stderr}");
-}
-
-#[test]
 fn routing_by_key_is_stable_and_keyless_records_are_sticky() {
     use floodgate::producer::{STICKY_BYTES, partition_for_key};
     // xxh3_64 with seed 0, modulo the partition count: pinned, so keys never move between

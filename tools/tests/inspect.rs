@@ -1,6 +1,7 @@
 //! `floodgate inspect`: a summary of a data directory; `--verify` passes on a healthy log and
 //! fails, naming file and position, on a flipped bit.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,7 @@
 //! each kill the log is reopened and every journaled ack must be present with its exact bytes,
 //! with dense offsets.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 #[test]

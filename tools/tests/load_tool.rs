@@ -1,6 +1,7 @@
 //! The load tool's JSON contract: one object on stdout with the field names later work relies
 //! on, each of the right type.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;

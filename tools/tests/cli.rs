@@ -1,0 +1,128 @@
+//! The command line against the library: a second process is refused a locked directory, and
+//! committed offsets survive SIGKILLs of a committing `load consume` process.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::{BACKENDS, small_config, test_dir};
+use std::time::Duration;
+
+use floodgate::Log;
+
+#[test]
+fn another_process_is_refused_with_the_holder_named() {
+    let dir = test_dir("lock-process");
+    let _log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["load", "produce", "--messages", "1", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let holder = format!(
+        "locked by another floodgate instance (pid {})",
+        std::process::id()
+    );
+    assert!(stderr.contains(&holder), "{stderr}");
+}
+
+/// A child process consumes as a group member and commits as it goes; it is SIGKILLed at
+/// random moments. Every offset it committed before the kill is there after reopening, the
+/// committed offsets never go back, and a last run drains the rest with nothing lost.
+#[test]
+fn committed_offsets_survive_sigkill_of_the_committing_process() {
+    use std::process::{Command, Stdio};
+    let base = test_dir("group-kill");
+    let dir = base.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_floodgate");
+    let status = Command::new(bin)
+        .args([
+            "load",
+            "produce",
+            "--messages",
+            "300000",
+            "--partitions",
+            "4",
+        ])
+        .args(["--segment-bytes", "4194304", "--json"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let journal = base.path().join("commits");
+    let consume = |extra: &[&str]| {
+        let mut c = Command::new(bin);
+        c.args([
+            "load",
+            "consume",
+            "--group",
+            "g",
+            "--commit-interval-ms",
+            "10",
+        ])
+        .args(extra)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--commit-journal")
+        .arg(&journal);
+        c
+    };
+    let mut rng = common::Rng::new(0x6b69_6c6c);
+    let mut floor = [0u64; 4];
+    for round in 0..4 {
+        let _ = std::fs::remove_file(&journal);
+        let mut child = consume(&["--consume-rate", "200000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700 + rng.below(500)));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        child.wait().unwrap();
+        let mut journaled = [0u64; 4];
+        for line in std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+        {
+            let mut it = line.split(' ').map(|w| w.parse::<u64>().unwrap());
+            let (p, offset) = (it.next().unwrap() as usize, it.next().unwrap());
+            journaled[p] = journaled[p].max(offset);
+        }
+        assert!(
+            journaled.iter().any(|&o| o > 0),
+            "round {round}: nothing committed"
+        );
+        let log = Log::open(floodgate::Config::new(&dir)).unwrap();
+        let lag = log.group_lag("g", "load").unwrap();
+        for p in lag.partitions {
+            let i = p.partition as usize;
+            let committed = p.committed.unwrap_or(0);
+            assert!(
+                committed >= journaled[i],
+                "round {round}: {p:?} < {journaled:?}"
+            );
+            assert!(committed >= floor[i], "committed offsets never go back");
+            assert!(committed <= p.next);
+            floor[i] = committed;
+        }
+    }
+    // The last run drains the rest, checking every record.
+    let out = consume(&["--verify", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["group_lag"], 0, "{report}");
+    assert_eq!(report["verify"]["corrupt"], 0);
+    let drained = report["consumed"].as_u64().unwrap();
+    assert_eq!(drained, 300_000 - floor.iter().sum::<u64>(), "{report}");
+}
