@@ -69,8 +69,7 @@ pub struct Config {
     pub(crate) retention_age: Option<std::time::Duration>,
     pub(crate) protect_unconsumed: bool,
     pub(crate) disk_bytes_max: Option<u64>,
-    pub(crate) io_faults: Option<std::sync::Arc<crate::io::faults::IoFaults>>,
-    pub(crate) io_recorder: Option<std::sync::Arc<crate::io::faults::IoRecorder>>,
+    pub(crate) io_hooks: crate::io::IoHooks,
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
 }
@@ -89,8 +88,7 @@ impl Config {
             io_backend: IoBackend::IoUring,
             pin_threads: true,
             writer_cores: Vec::new(),
-            io_faults: None,
-            io_recorder: None,
+            io_hooks: crate::io::IoHooks::default(),
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             index_cache_bytes: INDEX_CACHE_BYTES_DEFAULT,
             retention_bytes: None,
@@ -262,23 +260,22 @@ impl Config {
         }
     }
 
-    /// FOR TESTS ONLY: route the shard writers' I/O through `faults`, which can stall it or
-    /// fail writes and flushes on demand.
-    pub fn testing_io_faults(
-        mut self,
-        faults: std::sync::Arc<crate::io::faults::IoFaults>,
-    ) -> Config {
-        self.io_faults = Some(faults);
+    /// FOR TESTS ONLY (feature `testing`): route the shard writers' I/O through `faults`,
+    /// which can stall it, fail writes and flushes, or panic the writer on demand.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn testing_io_faults(mut self, faults: std::sync::Arc<crate::testing::IoFaults>) -> Config {
+        self.io_hooks.faults = Some(faults);
         self
     }
 
-    /// FOR TESTS ONLY: record every write and flush of the shard writers in `recorder`, so a
-    /// test can build the disk image a power loss would leave at any point.
+    /// FOR TESTS ONLY (feature `testing`): record every write and flush of the shard writers in
+    /// `recorder`, so a test can build the disk image a power loss would leave at any point.
+    #[cfg(any(test, feature = "testing"))]
     pub fn testing_io_recorder(
         mut self,
-        recorder: std::sync::Arc<crate::io::faults::IoRecorder>,
+        recorder: std::sync::Arc<crate::testing::IoRecorder>,
     ) -> Config {
-        self.io_recorder = Some(recorder);
+        self.io_hooks.recorder = Some(recorder);
         self
     }
 

@@ -90,6 +90,17 @@ pub enum Error {
         name: String,
     },
 
+    /// A consumer group name breaks the rule topic names follow: 1 to 249 characters of
+    /// `[a-zA-Z0-9._-]`.
+    #[error(
+        "invalid consumer group name {name:?}: a group name is 1 to 249 characters of \
+         [a-zA-Z0-9._-]"
+    )]
+    InvalidGroupName {
+        /// The rejected name.
+        name: String,
+    },
+
     /// A topic with that name exists already.
     #[error("topic {0:?} exists already")]
     TopicExists(String),
@@ -157,14 +168,25 @@ pub enum Error {
         next: u64,
     },
 
-    /// A shard's writer hit an I/O error and stopped accepting writes. Records that were not
-    /// acknowledged before the failure may or may not be on disk; acknowledged records are.
-    #[error("shard {shard} has failed and accepts no more writes: {reason}")]
+    /// A shard's writer stopped on an I/O error, or its thread panicked, and accepts no more
+    /// writes. Records that were not acknowledged before the failure may or may not be on
+    /// disk; acknowledged records are.
+    #[error("shard {shard} has failed and accepts no more writes: {cause}")]
     ShardFailed {
         /// The shard.
         shard: u32,
-        /// The first error, as text.
-        reason: String,
+        /// The first error: the failed operation, or [`Error::Panicked`].
+        #[source]
+        cause: Arc<Error>,
+    },
+
+    /// A floodgate thread panicked: a bug, reported instead of leaving waiters blocked.
+    #[error("the {thread} thread panicked: {message}")]
+    Panicked {
+        /// Which thread ("shard 0 writer", ...).
+        thread: String,
+        /// The panic's message.
+        message: String,
     },
 
     /// The log is closed.
@@ -208,6 +230,16 @@ impl Error {
             path: path.into(),
             source: Arc::new(source),
         }
+    }
+
+    /// An [`Error::Panicked`] from a panic's payload.
+    pub(crate) fn panicked(thread: String, payload: &(dyn std::any::Any + Send)) -> Error {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        Error::Panicked { thread, message }
     }
 
     /// An [`Error::Corrupt`].

@@ -37,11 +37,14 @@ pub mod meta;
 pub mod producer;
 pub mod segment;
 pub(crate) mod shard;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::{Config, Durability};
 pub use consumer::{Consumer, ConsumerRecord, RateLimit, StartAt};
 pub use error::{Error, Result};
 pub use io::IoBackend;
+pub use io::baseline::{DeviceBaseline, measure_device};
 pub use log::{GroupLag, Log, PartitionLag, ShardStats, TopicConfig, TopicInfo};
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::reader::StoredRecord;

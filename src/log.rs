@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
@@ -20,7 +21,9 @@ use crate::error::{Error, Result};
 use crate::index::BatchEntry;
 use crate::index::Partition;
 use crate::io::{self, IoBackend};
-use crate::meta::{DirLock, META_VERSION, Meta, TopicMeta, validate_topic_name};
+use crate::meta::{
+    DirLock, META_VERSION, Meta, TopicMeta, validate_group_name, validate_topic_name,
+};
 use crate::producer::Producer;
 use crate::segment::reader::{StoredRecord, decode_records, read_span};
 use crate::segment::recovery::{
@@ -204,6 +207,7 @@ impl LogInner {
     /// The group `name` consuming `topic`, created on first use (with the internal offsets
     /// topic, if this log has none yet).
     pub fn group(&self, name: &str, topic: &str) -> Result<Arc<Group>> {
+        validate_group_name(name)?;
         let t = self.topic(topic)?;
         if self.topic(OFFSETS_TOPIC).is_err() {
             match self.create_topic(OFFSETS_TOPIC, 1) {
@@ -512,8 +516,7 @@ impl Log {
                 durability: config.durability,
                 backend: config.io_backend,
                 prezero: config.segment_prezero,
-                faults: config.io_faults.clone(),
-                recorder: config.io_recorder.clone(),
+                io_hooks: config.io_hooks.clone(),
                 tail_cache_bytes: config.tail_cache_bytes,
                 retention: config.retention(),
                 pin_core: pins[shared.id as usize],
@@ -525,8 +528,13 @@ impl Log {
             let thread_shared = Arc::clone(shared);
             let handle = std::thread::Builder::new()
                 .name(format!("floodgate-shard-{}", shared.id))
-                .spawn(
-                    move || match Writer::new(Arc::clone(&thread_shared), start) {
+                .spawn(move || {
+                    let thread = format!("shard {} writer", thread_shared.id);
+                    let writer = panic::catch_unwind(AssertUnwindSafe(|| {
+                        Writer::new(Arc::clone(&thread_shared), start)
+                    }))
+                    .unwrap_or_else(|payload| Err(Error::panicked(thread, &*payload)));
+                    match writer {
                         Ok(w) => {
                             let _ = tx.send(Ok(()));
                             w.run();
@@ -535,8 +543,8 @@ impl Log {
                             let _ = thread_shared.failed.set(e.clone());
                             let _ = tx.send(Err(e));
                         }
-                    },
-                )
+                    }
+                })
                 .map_err(|e| Error::io("spawn shard thread", &dir, e))?;
             let _ = shared.thread.set(handle.thread().clone());
             threads.push(handle);
@@ -708,6 +716,7 @@ impl Log {
 
     /// How far consumer group `group` is behind on `topic`, by its committed offsets.
     pub fn group_lag(&self, group: &str, topic: &str) -> Result<GroupLag> {
+        validate_group_name(group)?;
         let t = self.inner.topic(topic)?;
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in 0..t.partitions.len() as u32 {
@@ -751,6 +760,7 @@ impl Log {
     /// [`Config::protect_unconsumed`], retention no longer keeps records for it. Members in
     /// this process keep consuming from where they are.
     pub fn delete_group(&self, group: &str) -> Result<()> {
+        validate_group_name(group)?;
         let keys: Vec<(OffsetKey, Option<u64>)> = self
             .inner
             .offsets

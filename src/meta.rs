@@ -141,20 +141,37 @@ impl Meta {
 
 /// Checks a topic name against Kafka's rule.
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
+    if is_legal_name(name) && name != "." && name != ".." {
         Ok(())
     } else {
         Err(Error::InvalidTopicName {
             name: name.to_owned(),
         })
     }
+}
+
+/// Checks a consumer group name: the characters and length of a topic name. (The committed
+/// offsets' keys store its length in 16 bits; this keeps every name far inside that.)
+pub fn validate_group_name(name: &str) -> Result<()> {
+    if is_legal_name(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidGroupName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// The most bytes in a topic or group name (Kafka's topic limit).
+pub(crate) const NAME_BYTES_MAX: usize = 249;
+
+/// 1 to [`NAME_BYTES_MAX`] characters of `[a-zA-Z0-9._-]`.
+fn is_legal_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// Reads a JSON file floodgate wrote; `None` if there is none, `Error::Corrupt` if it does not

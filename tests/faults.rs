@@ -1,14 +1,15 @@
 //! Faults injected below the shard writer: a stalled disk (backpressure); EIO / ENOSPC on a
 //! write or a flush (the affected acks fail, the shard latches failed with the reason, nothing
 //! acknowledged is lost, and a reopen recovers); slow flushes (nothing is acknowledged before
-//! its flush); short writes (the rest is written, nothing lost).
+//! its flush); short writes (the rest is written, nothing lost); a panic on the writer thread
+//! (waiters and senders get `ShardFailed` promptly, with the panic as its cause).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{BACKENDS, payload, small_config, test_dir};
-use floodgate::io::faults::IoFaults;
+use floodgate::testing::IoFaults;
 use floodgate::{Error, Log, Record, TopicConfig};
 
 #[test]
@@ -104,7 +105,10 @@ fn failed_commit(name: &str, fail: impl Fn(&IoFaults), reason: &str) {
                 .wait()
                 .unwrap_err();
             match &e {
-                Error::ShardFailed { reason: r, .. } => assert!(r.contains(reason), "{r}"),
+                Error::ShardFailed { cause, .. } => {
+                    let r = cause.to_string();
+                    assert!(r.contains(reason), "{r}")
+                }
                 other => panic!("expected ShardFailed, got {other}"),
             }
             // The shard stays failed: later sends are refused with the same reason.
@@ -259,4 +263,52 @@ fn short_writes_are_finished_and_lose_nothing() {
         faults.short_writes_done()
     );
     assert!(common::segments(dir.path(), 0).len() > 2, "segments rolled");
+}
+
+/// A panic on the writer thread fails the shard like an I/O error: the record in the commit
+/// gets `ShardFailed` with the panic as its cause (not a wait that never ends), later sends
+/// are refused at once, close reports it, and every acknowledged record is there on reopen.
+#[test]
+fn a_panicking_writer_fails_its_shard_and_wakes_every_waiter() {
+    for backend in BACKENDS {
+        let dir = test_dir("writer-panic");
+        let faults = IoFaults::new();
+        let config = small_config(dir.path(), backend).testing_io_faults(faults.clone());
+        let log = Log::open(config).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        for i in 0..50u64 {
+            let ack = producer.send("t", Record::new(&i.to_le_bytes())).unwrap();
+            ack.wait().unwrap();
+        }
+        faults.panic_next_write();
+        let doomed = producer.send("t", Record::new(b"doomed")).unwrap();
+        let outcome = doomed
+            .wait_timeout(Duration::from_secs(10))
+            .expect("the ack of a record in a panicked writer's commit resolves");
+        let e = outcome.unwrap_err();
+        let Error::ShardFailed { shard: 0, cause } = &e else {
+            panic!("expected ShardFailed, got {e}");
+        };
+        assert!(
+            matches!(&**cause, Error::Panicked { message, .. } if message.contains("injected panic")),
+            "{cause}"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+        producer.set_send_timeout(Duration::from_secs(10));
+        let started = Instant::now();
+        let again = producer.send("t", Record::new(b"after")).unwrap_err();
+        assert!(matches!(again, Error::ShardFailed { .. }), "{again}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at once"
+        );
+        assert!(matches!(log.close(), Err(Error::ShardFailed { .. })));
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        let records = log.read("t", 0, 0, 1 << 20).unwrap();
+        assert!((50..=51).contains(&records.len()), "{}", records.len());
+        for (i, r) in records.iter().take(50).enumerate() {
+            assert_eq!(r.value.as_deref(), Some(&(i as u64).to_le_bytes()[..]));
+        }
+    }
 }

@@ -314,3 +314,40 @@ fn protect_unconsumed_holds_retention_and_the_disk_cap_pushes_back() {
         "and nothing unconsumed"
     );
 }
+
+/// Group names follow the topic names' rule; a bad one is refused with a clear error before
+/// anything is committed under it (a name of 64 KiB or more used to write a key whose
+/// commits were lost on reopen), and the longest legal name's commits survive a reopen.
+#[test]
+fn group_names_are_validated_and_the_longest_legal_one_survives_reopen() {
+    let dir = test_dir("group-names");
+    let longest = "g".repeat(249);
+    {
+        let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        produce(&log, "t", 1, 10);
+        let huge = "g".repeat(64 << 10);
+        for bad in ["", "a b", "grüße", "x/y", &"g".repeat(250), &huge] {
+            let e = log.consumer("t").group(bad).build().err().expect(bad);
+            assert!(
+                matches!(&e, Error::InvalidGroupName { name } if name == bad),
+                "{e}"
+            );
+            assert!(e.to_string().contains("[a-zA-Z0-9._-]"), "{e}");
+            let e = log.delete_group(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidGroupName { .. }), "{e}");
+            let e = log.group_lag(bad, "t").unwrap_err();
+            assert!(matches!(e, Error::InvalidGroupName { .. }), "{e}");
+        }
+        let mut c = log.consumer("t").group(&longest).build().unwrap();
+        let mut got = 0;
+        while got < 10 {
+            got += c.poll(Duration::from_millis(50)).unwrap().len();
+        }
+        c.commit().unwrap();
+    }
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    let lag = log.group_lag(&longest, "t").unwrap();
+    assert_eq!(lag.partitions[0].committed, Some(10));
+    assert_eq!(lag.lag, 0);
+}

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use common::{Rng, payload, small_config, test_dir};
-use floodgate::io::faults::{IoEvent, IoRecorder};
+use floodgate::testing::{IoEvent, IoRecorder};
 use floodgate::{IoBackend, Log, Record, TopicConfig};
 
 const SECTOR: usize = 512;

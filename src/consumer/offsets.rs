@@ -36,6 +36,10 @@ pub(crate) struct OffsetKey {
 
 impl OffsetKey {
     fn encode(&self) -> Vec<u8> {
+        assert!(
+            self.group.len() <= crate::meta::NAME_BYTES_MAX,
+            "group names are validated before they reach a key"
+        );
         let mut out = Vec::with_capacity(11 + self.group.len());
         out.push(KEY_VERSION);
         out.extend_from_slice(&(self.group.len() as u16).to_be_bytes());

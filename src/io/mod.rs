@@ -13,8 +13,8 @@
 //! (an `Arc<File>`) until then. Every `unsafe` block of floodgate is in this module (with
 //! `uring.rs`): buffers, system calls the standard library does not wrap.
 
+pub mod baseline;
 pub mod cores;
-pub mod faults;
 pub mod portable;
 pub mod uring;
 
@@ -164,28 +164,56 @@ pub trait Device: Send {
     ) -> Result<()>;
 }
 
-/// Creates the device of a backend for a shard, with test faults and recording if asked.
-pub fn device(
+/// Test hooks a configuration hands to each shard's device: injected faults and a recorder of
+/// every write and flush. Empty, and without effect, unless the `testing` feature is on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IoHooks {
+    #[cfg(any(test, feature = "testing"))]
+    pub faults: Option<Arc<crate::testing::IoFaults>>,
+    #[cfg(any(test, feature = "testing"))]
+    pub recorder: Option<Arc<crate::testing::IoRecorder>>,
+}
+
+/// Creates the device of a backend for a shard, wrapped in the test hooks if any are set.
+#[cfg_attr(
+    not(any(test, feature = "testing")),
+    expect(
+        unused_variables,
+        reason = "the hooks are empty without the testing feature"
+    )
+)]
+pub(crate) fn device(
     backend: IoBackend,
     queue_depth: u32,
-    faults: Option<&Arc<faults::IoFaults>>,
-    recorder: Option<&Arc<faults::IoRecorder>>,
+    hooks: &IoHooks,
 ) -> Result<Box<dyn Device>> {
+    #[cfg_attr(
+        not(any(test, feature = "testing")),
+        expect(unused_mut, reason = "only the test hooks wrap the device")
+    )]
     let mut device: Box<dyn Device> = match backend {
         IoBackend::IoUring => {
+            #[cfg_attr(
+                not(any(test, feature = "testing")),
+                expect(unused_mut, reason = "only the test hooks split writes")
+            )]
             let mut uring = uring::UringDevice::new(queue_depth)?;
-            if let Some(f) = faults.filter(|f| f.short_writes_on()) {
+            #[cfg(any(test, feature = "testing"))]
+            if let Some(f) = hooks.faults.as_ref().filter(|f| f.short_writes_on()) {
                 uring.split_writes(Arc::clone(f));
             }
             Box::new(uring)
         }
         IoBackend::Portable => Box::new(portable::PortableDevice::default()),
     };
-    if let Some(f) = faults {
-        device = Box::new(faults::FaultyDevice::new(device, Arc::clone(f)));
-    }
-    if let Some(r) = recorder {
-        device = Box::new(faults::RecordingDevice::new(device, Arc::clone(r)));
+    #[cfg(any(test, feature = "testing"))]
+    {
+        if let Some(f) = &hooks.faults {
+            device = Box::new(crate::testing::FaultyDevice::new(device, Arc::clone(f)));
+        }
+        if let Some(r) = &hooks.recorder {
+            device = Box::new(crate::testing::RecordingDevice::new(device, Arc::clone(r)));
+        }
     }
     Ok(device)
 }

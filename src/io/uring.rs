@@ -59,8 +59,14 @@ pub struct UringDevice {
     free: Vec<u32>,
     in_flight: usize,
     finished: Vec<Completion>,
-    /// Tests: submit each write's first part only (see [`super::faults::IoFaults::short_writes`]).
-    split_writes: Option<Arc<super::faults::IoFaults>>,
+    /// Set when `io_uring_enter` failed in a way retrying cannot mend: every later wait
+    /// returns it, and dropping the device leaks the buffers still in flight instead of
+    /// waiting for completions that may never come.
+    broken: Option<Arc<io::Error>>,
+    /// Tests: submit each write's first part only (see
+    /// [`crate::testing::IoFaults::short_writes`]).
+    #[cfg(any(test, feature = "testing"))]
+    split_writes: Option<Arc<crate::testing::IoFaults>>,
 }
 
 impl UringDevice {
@@ -91,6 +97,8 @@ impl UringDevice {
             free: Vec::new(),
             in_flight: 0,
             finished: Vec::new(),
+            broken: None,
+            #[cfg(any(test, feature = "testing"))]
             split_writes: None,
         })
     }
@@ -98,8 +106,21 @@ impl UringDevice {
     /// Tests: from now on, submits only the first half (in whole blocks) of each write of more
     /// than one block, so the kernel returns a short write and the rest is resubmitted like any
     /// short write; each is counted in `faults`.
-    pub fn split_writes(&mut self, faults: Arc<super::faults::IoFaults>) {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn split_writes(&mut self, faults: Arc<crate::testing::IoFaults>) {
         self.split_writes = Some(faults);
+    }
+
+    /// Whether writes are submitted in two parts (tests only).
+    #[cfg(any(test, feature = "testing"))]
+    fn splitting_writes(&self) -> bool {
+        self.split_writes.is_some()
+    }
+
+    /// Without the `testing` feature, writes are never split.
+    #[cfg(not(any(test, feature = "testing")))]
+    fn splitting_writes(&self) -> bool {
+        false
     }
 
     fn take_slot(&mut self, token: u64, file: &Arc<File>, op: Op) -> u64 {
@@ -124,6 +145,7 @@ impl UringDevice {
     /// Pushes the submission entry for the operation in `slot`.
     fn push(&mut self, user_data: u64) {
         let index = (user_data & 0xffff_ffff) as usize;
+        let splitting = self.splitting_writes();
         let (_, file, op) = self.slots[index].busy.as_mut().expect("busy slot");
         let fd = types::Fd(file.as_raw_fd());
         let entry = match op {
@@ -136,7 +158,7 @@ impl UringDevice {
                 let at = *pos + *done as u64;
                 let ptr = buf[*done..].as_ptr();
                 let mut n = (*len - *done) as u32;
-                if self.split_writes.is_some() && *done == 0 && n as usize > BLOCK_BYTES {
+                if splitting && *done == 0 && n as usize > BLOCK_BYTES {
                     n = (n / 2).next_multiple_of(BLOCK_BYTES as u32);
                 }
                 assert_aligned(at, ptr as usize, n, "write");
@@ -169,7 +191,7 @@ impl UringDevice {
     }
 
     fn submit(&mut self) {
-        loop {
+        while self.broken.is_none() {
             match self.ring.submit() {
                 Ok(_) => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {}
@@ -177,9 +199,16 @@ impl UringDevice {
                     // The completion queue is full: reap before submitting more.
                     self.reap();
                 }
-                Err(e) => panic!("io_uring_enter failed: {e}"),
+                Err(e) => self.broken = Some(Arc::new(e)),
             }
         }
+    }
+
+    /// The error a broken ring gives every wait.
+    fn broken_error(&self) -> Option<Error> {
+        let e = self.broken.as_ref()?;
+        let source = io::Error::new(e.kind(), e.to_string());
+        Some(Error::io("io_uring_enter", "the io_uring ring", source))
     }
 
     fn reap(&mut self) {
@@ -214,6 +243,7 @@ impl UringDevice {
             };
             match (&mut op, outcome) {
                 (Op::Write { len, done, .. }, Ok(n)) if n > 0 && *done + n < *len => {
+                    #[cfg(any(test, feature = "testing"))]
                     if let Some(faults) = &self.split_writes {
                         faults.note_short_write();
                     }
@@ -285,6 +315,9 @@ impl Device for UringDevice {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        if let Some(e) = self.broken_error() {
+            return Err(e);
+        }
         self.reap();
         if block && self.finished.is_empty() && self.in_flight > 0 {
             let waited = match timeout {
@@ -298,7 +331,10 @@ impl Device for UringDevice {
             match waited {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
-                Err(e) => panic!("io_uring_enter failed while waiting: {e}"),
+                Err(e) => {
+                    self.broken = Some(Arc::new(e));
+                    return Err(self.broken_error().expect("just set"));
+                }
             }
             self.reap();
         }
@@ -309,10 +345,14 @@ impl Device for UringDevice {
 
 impl Drop for UringDevice {
     fn drop(&mut self) {
-        // The kernel may still write from our buffers: wait for every operation first.
+        // The kernel may still write from our buffers: wait for every operation first. A
+        // broken ring may never complete them; its buffers are leaked rather than freed.
         while self.in_flight > 0 {
             let mut done = Vec::new();
-            let _ = self.wait(&mut done, true, None);
+            if self.wait(&mut done, true, None).is_err() {
+                std::mem::forget(std::mem::take(&mut self.slots));
+                return;
+            }
         }
     }
 }

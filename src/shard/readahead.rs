@@ -139,7 +139,7 @@ impl Readahead {
 
 fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend) {
     let (lock, cv) = state;
-    let Ok(mut device) = io::device(backend, QUEUE_DEPTH, None, None) else {
+    let Ok(mut device) = io::device(backend, QUEUE_DEPTH, &io::IoHooks::default()) else {
         // No read-ahead then: readers read for themselves.
         return drop_all(state);
     };

@@ -28,6 +28,7 @@
 
 use std::fs::File;
 use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{Ordering, fence};
 use std::sync::{Arc, Mutex};
@@ -74,8 +75,7 @@ pub(crate) struct WriterStart {
     pub pin_core: Option<usize>,
     /// Where the shard's helper thread runs (anywhere if empty).
     pub helper_cores: Vec<usize>,
-    pub faults: Option<Arc<crate::io::faults::IoFaults>>,
-    pub recorder: Option<Arc<crate::io::faults::IoRecorder>>,
+    pub io_hooks: crate::io::IoHooks,
     /// The shard's tail cache size (0: no cache; commits are not kept).
     pub tail_cache_bytes: usize,
     /// What the helper thread deletes, and the disk cap.
@@ -229,12 +229,7 @@ impl Writer {
         if let Some(core) = start.pin_core {
             io::cores::pin(&[core]);
         }
-        let device = io::device(
-            start.backend,
-            64,
-            start.faults.as_ref(),
-            start.recorder.as_ref(),
-        )?;
+        let device = io::device(start.backend, 64, &start.io_hooks)?;
         let path = shared.segment_path(start.segment);
         let file = Arc::new(io::open_segment(&path, start.backend, false, true)?);
         let mut buf = AlignedBuf::new(start.commit_bytes_max);
@@ -301,20 +296,21 @@ impl Writer {
         })
     }
 
-    /// Runs until shutdown or failure; then records why it stopped and wakes every waiter.
+    /// Runs until shutdown or failure, a panic included; then records why it stopped and
+    /// wakes every waiter, so no `Ack::wait` or `send` blocks on a writer that is gone.
     pub fn run(mut self) {
         crate::io::set_short_slices(WRITER_SLICE);
-        let outcome = self.run_loop();
-        // Every operation must finish before buffers and files are dropped.
-        while self.device.in_flight() > 0 {
-            let mut done = Vec::new();
-            let _ = self.device.wait(&mut done, true, None);
-        }
+        let thread = format!("shard {} writer", self.shared.id);
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.run_loop()))
+            .unwrap_or_else(|payload| Err(Error::panicked(thread.clone(), &*payload)));
+        // Every operation must finish before buffers and files are dropped. A device that
+        // cannot finish them (its ring broken) keeps its buffers: the kernel may still use them.
+        let drained = panic::catch_unwind(AssertUnwindSafe(|| self.drain_io())).unwrap_or(false);
         let error = match outcome {
             Ok(()) => Error::Closed,
             Err(e) => Error::ShardFailed {
                 shard: self.shared.id,
-                reason: e.to_string(),
+                cause: Arc::new(e),
             },
         };
         let _ = self.shared.failed.set(error);
@@ -323,6 +319,21 @@ impl Writer {
             ring.ack.wake_all();
         }
         self.shared.data_waiters.wake_all();
+        if !drained {
+            std::mem::forget(self);
+        }
+    }
+
+    /// Waits for every operation in flight; false if the device cannot say they are done.
+    fn drain_io(&mut self) -> bool {
+        let mut done = Vec::new();
+        while self.device.in_flight() > 0 {
+            if self.device.wait(&mut done, true, None).is_err() {
+                return false;
+            }
+            done.clear();
+        }
+        true
     }
 
     fn run_loop(&mut self) -> Result<()> {

@@ -194,9 +194,11 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// The baseline on `dir`, if asked for. Call it before the log opens: the log's helper
     /// zero-fills a segment at start, which would share the disk with the measurement.
-    fn measure(&self, dir: &Path) -> Result<Option<crate::device::Baseline>, String> {
+    fn measure(&self, dir: &Path) -> Result<Option<floodgate::DeviceBaseline>, String> {
         self.compare_device
-            .then(|| crate::device::measure(dir, self.compare_device_bytes))
+            .then(|| {
+                floodgate::measure_device(dir, self.compare_device_bytes).map_err(|e| e.to_string())
+            })
             .transpose()
     }
 }
@@ -1449,7 +1451,7 @@ type LoadLog = (
     PathBuf,
     Option<tempfile::TempDir>,
     IoBackend,
-    Option<crate::device::Baseline>,
+    Option<floodgate::DeviceBaseline>,
 );
 
 fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
@@ -1480,7 +1482,7 @@ fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
 
 /// The device baseline's JSON fields, with the load's MB/s as ratios of it.
 fn device_json(
-    device: Option<crate::device::Baseline>,
+    device: Option<floodgate::DeviceBaseline>,
     write_mb_per_s: Option<f64>,
     read_mb_per_s: Option<f64>,
 ) -> serde_json::Value {

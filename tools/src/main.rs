@@ -1,6 +1,5 @@
 //! The `floodgate` command line: thin argument parsing over the library and the load tool.
 
-mod device;
 mod inspect;
 mod load;
 mod plot;

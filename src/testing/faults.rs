@@ -3,7 +3,7 @@
 //! flush down; and a switch that makes the io_uring device submit each write in two parts, so
 //! the kernel returns short writes.
 //!
-//! Enabled only through [`crate::Config::testing_io_faults`]; a production configuration never
+//! Enabled only through [`crate::Config::testing_io_faults`]; a configuration without it never
 //! constructs one.
 
 use std::fs::File;
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{AlignedBuf, Completion, Device};
 use crate::error::Result;
+use crate::io::{AlignedBuf, Completion, Device};
 
 /// Switches shared between a test and the shard writers' devices.
 #[derive(Debug, Default)]
@@ -25,6 +25,7 @@ pub struct IoFaults {
     flush_delay: Mutex<Duration>,
     short_writes: AtomicBool,
     short_writes_done: AtomicU64,
+    panic_next_write: AtomicBool,
 }
 
 impl IoFaults {
@@ -47,6 +48,12 @@ impl IoFaults {
     /// The next write fails with `errno` (without reaching the disk).
     pub fn fail_next_write(&self, errno: i32) {
         self.write_errno.store(errno, Ordering::SeqCst);
+    }
+
+    /// The next write submission panics, on the thread that submits it (a shard writer): a
+    /// stand-in for any bug that panics a writer.
+    pub fn panic_next_write(&self) {
+        self.panic_next_write.store(true, Ordering::SeqCst);
     }
 
     /// The next flush fails with `errno`.
@@ -112,6 +119,9 @@ impl FaultyDevice {
 impl Device for FaultyDevice {
     fn write(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, len: usize, token: u64) {
         self.faults.wait_while_paused();
+        if self.faults.panic_next_write.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in a write submission");
+        }
         match self.faults.write_errno.swap(0, Ordering::SeqCst) {
             0 => self.inner.write(file, pos, buf, len, token),
             errno => self.failed.push(Completion {
