@@ -32,6 +32,7 @@ pub mod consumer;
 pub mod error;
 pub mod index;
 pub mod io;
+pub mod layout;
 pub mod log;
 pub mod meta;
 pub mod producer;

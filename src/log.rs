@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::index::BatchEntry;
 use crate::index::Partition;
 use crate::io::{self, IoBackend};
+use crate::layout;
 use crate::meta::{
     DirLock, META_VERSION, Meta, TopicMeta, validate_group_name, validate_topic_name,
 };
@@ -459,7 +460,7 @@ impl Log {
         };
         let mut shards = Vec::new();
         for id in 0..config.shards {
-            let shard_dir = dir.join(format!("shard-{id:03}"));
+            let shard_dir = layout::shard_dir(&dir, id as u32);
             fs::create_dir_all(&shard_dir)
                 .map_err(|e| Error::io("create directory", &shard_dir, e))?;
             shards.push(Arc::new(ShardShared::new(

@@ -14,11 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::replace_file;
+use crate::layout;
 
 /// The metadata format version this code writes.
 pub const META_VERSION: u32 = 1;
-const META_FILE: &str = "meta.json";
-const LOCK_FILE: &str = "LOCK";
 
 /// One topic as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,7 +51,7 @@ pub struct Meta {
 impl Meta {
     /// Reads `dir/meta.json`, or `None` when the directory has none yet.
     pub fn load(dir: &Path) -> Result<Option<Meta>> {
-        let path = dir.join(META_FILE);
+        let path = layout::meta_path(dir);
         let Some(meta) = read_json_file::<Meta>(&path)? else {
             return Ok(None);
         };
@@ -130,7 +129,7 @@ impl Meta {
     /// Replaces `dir/meta.json` atomically and durably.
     pub fn store(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("metadata serialises");
-        replace_file(&dir.join(META_FILE), &bytes)
+        replace_file(&layout::meta_path(dir), &bytes)
     }
 
     /// The topic called `name`.
@@ -197,7 +196,7 @@ pub struct DirLock {
 impl DirLock {
     /// Takes the lock, or fails with [`Error::Locked`] naming the holder.
     pub fn acquire(dir: &Path) -> Result<DirLock> {
-        let path = dir.join(LOCK_FILE);
+        let path = layout::lock_path(dir);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -300,7 +299,7 @@ mod tests {
         let refuse = |meta: Meta, why: &str| {
             // Written as JSON directly: `store` is for metadata floodgate made.
             fs::write(
-                dir.path().join(META_FILE),
+                layout::meta_path(dir.path()),
                 serde_json::to_vec(&meta).unwrap(),
             )
             .unwrap();
@@ -338,7 +337,11 @@ mod tests {
             ));
         }
         m.next_topic_id = 5;
-        fs::write(dir.path().join(META_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
+        fs::write(
+            layout::meta_path(dir.path()),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
         assert!(
             Meta::load(dir.path()).unwrap().is_some(),
             "4 x 2^20 is the limit"
@@ -372,7 +375,7 @@ mod tests {
     #[test]
     fn damaged_meta_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(META_FILE), b"{\"version\": 1, \"sha").unwrap();
+        fs::write(layout::meta_path(dir.path()), b"{\"version\": 1, \"sha").unwrap();
         let err = Meta::load(dir.path()).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }

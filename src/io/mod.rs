@@ -288,9 +288,7 @@ pub fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
 /// renamed over `path`, and the directory fsynced, so a crash leaves the old or the new file.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = crate::layout::temporary_path(path);
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(bytes)
         .map_err(|e| Error::io("write", &tmp, e))?;

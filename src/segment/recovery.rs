@@ -33,13 +33,14 @@ use crate::config::SEGMENT_BYTES_MAX;
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, IndexDirectory, Partition, SegmentIndex, SlotEntry};
 use crate::io::{self, AlignedBuf, IoBackend};
+use crate::layout::{ShardFile, index_path};
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot, decode_frame,
 };
-use crate::shard::prepare::{prepare_segment, prepared_path};
+use crate::shard::prepare::prepare_segment;
 use crate::shard::retention::{StartOffsets, remove_segment_files};
 use crate::shard::writer::{adopt_segment, create_segment, write_index_file};
-use crate::shard::{SegmentFile, ShardShared, index_path};
+use crate::shard::{SegmentFile, ShardShared};
 
 pub use crate::shard::writer::unflushed_window_bytes;
 
@@ -162,20 +163,14 @@ pub(crate) fn recover_shard(
     let mut adopted = None;
     for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let id_of = |suffix| {
-            name.strip_suffix(suffix)
-                .and_then(|s| s.parse::<u64>().ok())
-        };
-        if let Some(id) = id_of(".seg") {
-            ids.push(id);
-        } else if let Some(id) = id_of(".idx") {
-            indexes.push(id);
-        } else if entry.path() == prepared_path(dir) && holds_frames(&entry.path()) {
-            adopted = Some(entry.path());
-        } else if name.ends_with(".tmp") || name.ends_with(".prep") {
-            let _ = fs::remove_file(entry.path());
+        match ShardFile::of(&entry.file_name().to_string_lossy()) {
+            ShardFile::Segment(id) => ids.push(id),
+            ShardFile::Index(id) => indexes.push(id),
+            ShardFile::Prepared if holds_frames(&entry.path()) => adopted = Some(entry.path()),
+            ShardFile::Prepared | ShardFile::Temporary => {
+                let _ = fs::remove_file(entry.path());
+            }
+            ShardFile::Other => {}
         }
     }
     ids.sort_unstable();

@@ -573,7 +573,7 @@ impl ShardShared {
     /// The chunk of a sealed run's entries holding `offset`, from the index cache or its index
     /// file (the first load of a run checks all its entries and keeps its chunk directory).
     pub fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
-        let path = index_path(&self.dir, run.segment);
+        let path = crate::layout::index_path(&self.dir, run.segment);
         let starts = self
             .index_cache
             .lock()
@@ -621,18 +621,8 @@ impl ShardShared {
 
     /// The path of segment `id`.
     pub fn segment_path(&self, id: u64) -> PathBuf {
-        segment_path(&self.dir, id)
+        crate::layout::segment_path(&self.dir, id)
     }
-}
-
-/// The path of segment `id` in a shard directory.
-pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.seg"))
-}
-
-/// The path of segment `id`'s index file in a shard directory.
-pub(crate) fn index_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.idx"))
 }
 
 #[cfg(test)]

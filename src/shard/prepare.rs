@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, INDEX_ENTRY_BYTES, IndexFrames, SegmentEntries, encode_index};
 use crate::io::{self, AlignedBuf, IoBackend};
+use crate::layout;
 use crate::shard::ShardShared;
 use crate::shard::retention::{Retention, enforce};
 use crate::shard::writer::write_index_file_paced;
@@ -188,11 +189,6 @@ pub(crate) struct Preparer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The path of the prepared, not yet adopted segment.
-pub(crate) fn prepared_path(dir: &Path) -> PathBuf {
-    dir.join("next.seg.prep")
-}
-
 /// Creates `next.seg.prep`: preallocated, zero-filled and flushed. Without `pace` it zeroes in
 /// large writes (nothing else is written meanwhile: a new log's first segment); with it, in
 /// [`ZERO_CHUNK_BYTES`] writes, calling `pace(bytes zeroed so far)` before each, which waits
@@ -203,8 +199,8 @@ pub(crate) fn prepare_segment(
     backend: IoBackend,
     pace: Option<&dyn Fn(u64) -> bool>,
 ) -> Result<Option<PathBuf>> {
-    let done = prepared_path(dir);
-    let tmp = done.with_extension("prep.tmp");
+    let done = layout::prepared_path(dir);
+    let tmp = layout::temporary_path(&done);
     let file = io::open_segment(&tmp, backend, true, true)?;
     io::preallocate(&file, &tmp, segment_bytes)?;
     let chunk = if pace.is_some() {
@@ -331,7 +327,7 @@ impl Preparer {
             return Ok(None);
         }
         state.ready = false;
-        Ok(Some(prepared_path(&self.dir)))
+        Ok(Some(layout::prepared_path(&self.dir)))
     }
 }
 

@@ -13,17 +13,17 @@
 //! from then on. Recovery starts each partition there and first finishes any deletion a crash
 //! interrupted (segments below the first one kept).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io;
+use crate::layout::{index_path, segment_path, start_offsets_path};
 use crate::meta::read_json_file;
-use crate::shard::{ShardShared, index_path};
+use crate::shard::ShardShared;
 
-const START_OFFSETS_FILE: &str = "start-offsets.json";
 const START_OFFSETS_VERSION: u32 = 1;
 
 /// How much of the log a shard keeps.
@@ -51,10 +51,6 @@ pub(crate) struct StartOffsets {
     pub first_segment: u64,
     /// (topic id, partition, earliest offset) of every partition of the shard.
     pub partitions: Vec<(u32, u32, u64)>,
-}
-
-fn start_offsets_path(dir: &Path) -> PathBuf {
-    dir.join(START_OFFSETS_FILE)
 }
 
 impl StartOffsets {
@@ -129,7 +125,7 @@ fn delete_through(shard: &ShardShared, keep_from: u64, doomed: &[u64]) -> Result
 
 /// Removes segment `id` and its index file (either may already be gone).
 pub(crate) fn remove_segment_files(dir: &Path, id: u64) -> Result<()> {
-    for path in [crate::shard::segment_path(dir, id), index_path(dir, id)] {
+    for path in [segment_path(dir, id), index_path(dir, id)] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

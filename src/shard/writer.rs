@@ -38,13 +38,14 @@ use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, IndexDirectory, IndexSink, SegmentIndex, SlotEntry};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
+use crate::layout::{index_path, temporary_path};
 use crate::segment::format::{
     BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
     RECORD_PREFIX_BYTES_MAX, checksum_batches, frame_batch, record_bytes, write_record,
 };
 use crate::shard::prepare::{Preparer, Seal};
 use crate::shard::retention::Retention;
-use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, WriterCounters, index_path};
+use crate::shard::{AckRing, Pending, SegmentFile, ShardShared, WriterCounters};
 
 /// The most bytes at the end of a shard's log that may not be durable. The writer holds back
 /// a write that would go past it (see `maybe_submit_write`); recovery treats damage within it
@@ -1056,7 +1057,7 @@ pub(crate) fn write_index_file_paced<R>(
     encode: impl FnOnce(&mut IndexSink<'_>) -> Result<R>,
 ) -> Result<R> {
     use std::os::unix::fs::FileExt;
-    let tmp = path.with_extension("idx.tmp");
+    let tmp = temporary_path(path);
     let encoded = if backend == IoBackend::IoUring {
         let f = io::open_segment(&tmp, backend, true, true)?;
         let mut pieces = DirectPieces::new(&f, &tmp, pace);

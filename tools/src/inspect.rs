@@ -54,7 +54,7 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
     // (topic id, partition) → (first offset, next offset, records, batches)
     let mut ranges: BTreeMap<(u32, u32), (u64, u64, u64, u64)> = BTreeMap::new();
     for shard in 0..meta.shards {
-        let dir = args.dir.join(format!("shard-{shard:03}"));
+        let dir = floodgate::layout::shard_dir(&args.dir, shard);
         let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -62,7 +62,7 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
             .collect();
         segments.sort();
         // A roll's rename that a crash undid: the next open gives the file its segment name.
-        let prepared = dir.join("next.seg.prep");
+        let prepared = floodgate::layout::prepared_path(&dir);
         if holds_frames(&prepared) {
             println!(
                 "  shard {shard}: next.seg.prep holds frames (a roll's rename was lost in a \

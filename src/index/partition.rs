@@ -1,0 +1,481 @@
+//! A partition's index: its entries, sealed runs and watermarks.
+
+use std::collections::VecDeque;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+use crate::error::Result;
+
+#[derive(Debug, Default)]
+struct PartitionIndex {
+    /// One run per sealed segment holding batches of the partition, in offset order.
+    sealed: Vec<SealedRun>,
+    /// Batches of segments whose index file is not written yet, in offset order, each with
+    /// the running maximum timestamp up to it (over the sealed runs too). A ring, so a sealed
+    /// segment's entries leave from the front without moving the newer ones.
+    active: VecDeque<(BatchEntry, i64)>,
+}
+
+impl PartitionIndex {
+    fn running_max(&self) -> Option<i64> {
+        self.active
+            .back()
+            .map(|(_, m)| *m)
+            .or(self.sealed.last().map(|r| r.running_max))
+    }
+
+    fn next_offset(&self) -> Option<u64> {
+        self.active
+            .back()
+            .map(|(e, _)| e.last_offset + 1)
+            .or(self.sealed.last().map(|r| r.run.last_offset + 1))
+    }
+}
+
+/// A partition's shared state: written by its shard writer, read by anyone.
+#[derive(Debug)]
+pub struct Partition {
+    /// The topic's id.
+    pub topic_id: u32,
+    /// The partition number.
+    pub partition: u32,
+    /// The shard that owns it.
+    pub shard: u32,
+    /// Its slot in the shard's partition table.
+    pub slot: u32,
+    /// The offset the next record will get. Only the shard writer (or recovery before it
+    /// starts) changes it.
+    pub(crate) offset_next: AtomicU64,
+    /// One past the last acknowledged record: readers see offsets below it.
+    pub(crate) offset_visible: AtomicU64,
+    index: RwLock<PartitionIndex>,
+}
+
+/// Appends entries to `out` while they fit in `frame_bytes_max` bytes of frames (the first
+/// always does) and lie below `visible`; returns false once one does not (the read is done).
+fn take_entries<'a>(
+    out: &mut Vec<BatchEntry>,
+    entries: impl Iterator<Item = &'a BatchEntry>,
+    frame_bytes_max: usize,
+    visible: u64,
+) -> bool {
+    let mut bytes: usize = out.iter().map(|e| e.frame_bytes as usize).sum();
+    for e in entries {
+        if e.base_offset >= visible
+            || (!out.is_empty() && bytes + e.frame_bytes as usize > frame_bytes_max)
+        {
+            return false;
+        }
+        bytes += e.frame_bytes as usize;
+        out.push(*e);
+    }
+    true
+}
+
+impl Partition {
+    /// An empty partition.
+    pub fn new(topic_id: u32, partition: u32, shard: u32, slot: u32) -> Partition {
+        Partition {
+            topic_id,
+            partition,
+            shard,
+            slot,
+            offset_next: AtomicU64::new(0),
+            offset_visible: AtomicU64::new(0),
+            index: RwLock::new(PartitionIndex::default()),
+        }
+    }
+
+    /// Appends an entry (the writer, when the batch becomes visible; recovery).
+    pub(crate) fn push(&self, entry: BatchEntry) {
+        let mut index = self.index.write().expect("index lock");
+        if let Some(next) = index.next_offset() {
+            assert_eq!(next, entry.base_offset, "index entries must be dense");
+        }
+        let running_max = index
+            .running_max()
+            .map_or(entry.max_timestamp, |m| m.max(entry.max_timestamp));
+        index.active.push_back((entry, running_max));
+    }
+
+    /// Appends a sealed run (recovery, from an index file's directory).
+    pub(crate) fn push_run(&self, segment: u64, run: IndexRun, entries_pos: u64) {
+        let mut index = self.index.write().expect("index lock");
+        if let Some(next) = index.next_offset() {
+            assert_eq!(next, run.first_offset, "index runs must be dense");
+        }
+        assert!(
+            index.active.is_empty(),
+            "sealed runs come before active entries"
+        );
+        let running_max = index
+            .running_max()
+            .map_or(run.max_timestamp, |m| m.max(run.max_timestamp));
+        index.sealed.push(SealedRun {
+            segment,
+            run,
+            entries_pos,
+            running_max,
+        });
+    }
+
+    /// Replaces the entries of `segment`, whose index file is now written, by its run: the
+    /// partition's oldest active entries that are of that segment (all, some or none of the
+    /// run's: the rest may never have been pushed) go. Returns false (and changes nothing)
+    /// unless the run continues the sealed runs and those entries are a prefix of it.
+    pub(crate) fn seal_run(&self, segment: u64, run: IndexRun, entries_pos: u64) -> bool {
+        let mut index = self.index.write().expect("index lock");
+        // Found by bisection: counting the segment's entries one by one read all of them (the
+        // peak scenario's 2 M) with the index lock held, and readers waited 10-20 ms at a roll.
+        let n = match index.active.front() {
+            Some((e, _)) if e.segment == segment => {
+                index.active.partition_point(|(e, _)| e.segment <= segment)
+            }
+            _ => 0,
+        };
+        let continues = index
+            .sealed
+            .last()
+            .is_none_or(|r| r.run.last_offset + 1 == run.first_offset);
+        let prefix = n == 0
+            || (index.active[0].0.base_offset == run.first_offset
+                && index.active[n - 1].0.last_offset <= run.last_offset);
+        let rest_follows = index
+            .active
+            .get(n)
+            .is_none_or(|(e, _)| e.base_offset == run.last_offset + 1);
+        if !(continues && prefix && rest_follows) {
+            return false;
+        }
+        let running_max = index
+            .sealed
+            .last()
+            .map_or(run.max_timestamp, |r| r.running_max.max(run.max_timestamp));
+        index.active.drain(..n);
+        index.sealed.push(SealedRun {
+            segment,
+            run,
+            entries_pos,
+            running_max,
+        });
+        true
+    }
+
+    /// Drops every batch of segments below `segment` (retention).
+    pub(crate) fn forget_below(&self, segment: u64) {
+        let mut index = self.index.write().expect("index lock");
+        let sealed = index.sealed.partition_point(|r| r.segment < segment);
+        index.sealed.drain(..sealed);
+        let active = index.active.partition_point(|(e, _)| e.segment < segment);
+        index.active.drain(..active);
+    }
+
+    /// The last offset stored in segments up to `segment`, if any.
+    pub(crate) fn last_offset_through(&self, segment: u64) -> Option<u64> {
+        let index = self.index.read().expect("index lock");
+        let active = index.active.partition_point(|(e, _)| e.segment <= segment);
+        if active > 0 {
+            return Some(index.active[active - 1].0.last_offset);
+        }
+        let sealed = index.sealed.partition_point(|r| r.segment <= segment);
+        (sealed > 0).then(|| index.sealed[sealed - 1].run.last_offset)
+    }
+
+    /// The earliest stored offset.
+    pub fn offset_earliest(&self) -> u64 {
+        let index = self.index.read().expect("index lock");
+        index
+            .sealed
+            .first()
+            .map(|r| r.run.first_offset)
+            .or(index.active.front().map(|(e, _)| e.base_offset))
+            .unwrap_or_else(|| self.offset_visible.load(Ordering::Acquire))
+    }
+
+    /// One past the last readable offset.
+    pub fn offset_visible(&self) -> u64 {
+        self.offset_visible.load(Ordering::Acquire)
+    }
+
+    /// Entries from the batch holding `offset` on, up to `frame_bytes_max` bytes of frames
+    /// (at least one entry), limited to offsets below `visible`.
+    pub(crate) fn entries_from(
+        &self,
+        offset: u64,
+        frame_bytes_max: usize,
+        visible: u64,
+        load: &RunLoader<'_>,
+    ) -> Result<Vec<BatchEntry>> {
+        let mut out = Vec::new();
+        let mut offset = offset;
+        loop {
+            let sealed = {
+                let index = self.index.read().expect("index lock");
+                let i = index.sealed.partition_point(|r| r.run.last_offset < offset);
+                match index.sealed.get(i) {
+                    Some(run) => *run,
+                    None => {
+                        let start = index
+                            .active
+                            .partition_point(|(e, _)| e.last_offset < offset);
+                        let active = index.active.range(start..).map(|(e, _)| e);
+                        take_entries(&mut out, active, frame_bytes_max, visible);
+                        return Ok(out);
+                    }
+                }
+            };
+            let entries = load(&sealed, offset)?;
+            let start = entries.partition_point(|e| e.last_offset < offset);
+            if !take_entries(&mut out, entries[start..].iter(), frame_bytes_max, visible) {
+                return Ok(out);
+            }
+            // The next chunk of this run, or the next run.
+            offset = entries
+                .last()
+                .map_or(sealed.run.last_offset, |e| e.last_offset)
+                + 1;
+        }
+    }
+
+    /// The first batch whose records may have a timestamp at or after `timestamp`.
+    pub(crate) fn entry_for_timestamp(
+        &self,
+        timestamp: i64,
+        visible: u64,
+        load: &RunLoader<'_>,
+    ) -> Result<Option<BatchEntry>> {
+        let sealed = {
+            let index = self.index.read().expect("index lock");
+            let i = index.sealed.partition_point(|r| r.running_max < timestamp);
+            match index.sealed.get(i) {
+                Some(run) => *run,
+                None => {
+                    let i = index.active.partition_point(|(_, m)| *m < timestamp);
+                    return Ok(index
+                        .active
+                        .get(i)
+                        .map(|(e, _)| *e)
+                        .filter(|e| e.base_offset < visible));
+                }
+            }
+        };
+        // Every earlier run's timestamps are below `timestamp`, so the first batch of this run
+        // reaching it is the answer.
+        let mut offset = sealed.run.first_offset;
+        while offset <= sealed.run.last_offset {
+            let entries = load(&sealed, offset)?;
+            if let Some(e) = entries.iter().find(|e| e.max_timestamp >= timestamp) {
+                return Ok(Some(*e).filter(|e| e.base_offset < visible));
+            }
+            offset = entries
+                .last()
+                .map_or(sealed.run.last_offset, |e| e.last_offset)
+                + 1;
+        }
+        Ok(None)
+    }
+
+    /// Batches held in memory (not yet replaced by a sealed run), for tests and metrics.
+    pub fn entries_in_memory(&self) -> usize {
+        self.index.read().expect("index lock").active.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::error::Result;
+
+    fn no_runs(_: &SealedRun, _: u64) -> Result<Arc<[BatchEntry]>> {
+        panic!("no sealed runs in this test")
+    }
+
+    #[test]
+    fn lookups_by_offset_and_time() {
+        let p = Partition::new(1, 0, 0, 0);
+        for (i, ts) in [100, 300, 200, 400].into_iter().enumerate() {
+            let base = i as u64 * 10;
+            p.push(BatchEntry {
+                base_offset: base,
+                last_offset: base + 9,
+                max_timestamp: ts,
+                segment: 0,
+                pos: i as u64 * 100,
+                frame_bytes: 100,
+            });
+        }
+        p.offset_visible.store(40, Ordering::Release);
+        let from = |o, max| {
+            p.entries_from(o, max, 40, &no_runs)
+                .unwrap()
+                .iter()
+                .map(|e| e.base_offset)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(from(0, 1), vec![0]);
+        assert_eq!(from(15, 250), vec![10, 20]);
+        assert_eq!(from(39, 10_000), vec![30]);
+        assert_eq!(from(40, 10_000), Vec::<u64>::new());
+        let at = |ts| {
+            p.entry_for_timestamp(ts, 40, &no_runs)
+                .unwrap()
+                .map(|e| e.base_offset)
+        };
+        assert_eq!(at(250), Some(10));
+        assert_eq!(at(50), Some(0));
+        assert_eq!(at(401), None);
+        assert_eq!(p.offset_earliest(), 0);
+    }
+
+    /// Two partitions interleaved over segments 0 and 1; segment 0's index file is written and
+    /// its entries replaced by runs, read back through the file.
+    #[test]
+    fn sealed_runs_replace_entries_and_read_back_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.idx");
+        let parts = [Partition::new(1, 0, 0, 0), Partition::new(1, 1, 0, 1)];
+        let mut frames = Vec::new();
+        for i in 0..20u64 {
+            let (segment, p) = (i / 10, (i % 2) as usize);
+            let base = i / 2 * 3;
+            let e = BatchEntry {
+                base_offset: base,
+                last_offset: base + 2,
+                max_timestamp: 1000 + i as i64 * if p == 0 { 1 } else { -1 },
+                segment,
+                pos: (i % 10) * 64,
+                frame_bytes: 64,
+            };
+            parts[p].push(e);
+            if segment == 0 {
+                frames.push((1, p as u32, e));
+            }
+        }
+        for p in &parts {
+            p.offset_visible.store(30, Ordering::Release);
+        }
+        let index = SegmentIndex {
+            segment: 0,
+            data_end: 640,
+            frames,
+        };
+        let (bytes, directory) = index.encode();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(IndexDirectory::read(&path).unwrap(), directory);
+        for run in &directory.runs {
+            let p = &parts[run.partition as usize];
+            assert!(p.seal_run(0, *run, directory.entries_pos(run)));
+            assert!(
+                !p.seal_run(0, *run, directory.entries_pos(run)),
+                "sealing twice changes nothing"
+            );
+            assert_eq!(p.entries_in_memory(), 5);
+        }
+        let loads = std::cell::Cell::new(0);
+        let load = |run: &SealedRun, offset: u64| -> Result<Arc<[BatchEntry]>> {
+            loads.set(loads.get() + 1);
+            let starts = run_chunk_starts(&path, run)?;
+            Ok(read_chunk(&path, run, &starts, offset)?.1.into())
+        };
+        for (pi, p) in parts.iter().enumerate() {
+            // Offsets 0..15 are in the sealed segment, 15..30 in memory.
+            let got: Vec<_> = p.entries_from(4, 4 * 64, 30, &load).unwrap();
+            assert_eq!(got.len(), 4, "the rest of segment 0");
+            assert_eq!(got[0].base_offset, 3);
+            assert_eq!(got[0].pos, 128 + 64 * pi as u64);
+            assert_eq!(got[0].segment, 0);
+            let got = p.entries_from(15, 10_000, 30, &load).unwrap();
+            assert_eq!((got.len(), got[0].segment), (5, 1));
+            let got = p.entries_from(0, 10_000, 30, &load).unwrap();
+            let bases: Vec<u64> = got.iter().map(|e| e.base_offset).collect();
+            assert_eq!(
+                bases,
+                (0..10).map(|i| i * 3).collect::<Vec<_>>(),
+                "across segments"
+            );
+            assert_eq!(p.offset_earliest(), 0);
+        }
+        // Partition 0's timestamps rise, partition 1's fall: the running maximum finds the
+        // first batch that may hold a later record.
+        let at = |p: &Partition, ts| {
+            p.entry_for_timestamp(ts, 30, &load)
+                .unwrap()
+                .map(|e| e.base_offset)
+        };
+        assert_eq!(at(&parts[0], 1004), Some(6));
+        assert_eq!(at(&parts[0], 1018), Some(27));
+        assert_eq!(at(&parts[0], 1019), None);
+        assert_eq!(at(&parts[1], 999), Some(0));
+        assert_eq!(at(&parts[1], 1000), None);
+        assert!(loads.get() > 0);
+        // Damage in a run's entries is caught when they are loaded.
+        let mut damaged = bytes.clone();
+        let last = bytes.len() - 10;
+        damaged[last] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(matches!(
+            parts[1].entries_from(0, 10_000, 30, &load),
+            Err(Error::Corrupt { .. })
+        ));
+        // Retention forgets whole segments.
+        parts[0].forget_below(1);
+        assert_eq!(parts[0].offset_earliest(), 15);
+    }
+
+    /// Segments sealed in turn while newer batches keep arriving: each seal takes exactly its
+    /// segment's batches from the front of the in-memory ones (which wrap around their ring),
+    /// the rest stay in order, and a seal that does not match leaves everything in place.
+    #[test]
+    fn sealing_in_turn_keeps_newer_entries_in_order() {
+        let p = Partition::new(1, 0, 0, 0);
+        let entry = |i: u64| BatchEntry {
+            base_offset: i,
+            last_offset: i,
+            max_timestamp: i as i64,
+            segment: i / 100,
+            pos: i % 100 * 64,
+            frame_bytes: 64,
+        };
+        let run_of = |segment: u64| IndexRun {
+            topic_id: 1,
+            partition: 0,
+            first_offset: segment * 100,
+            last_offset: segment * 100 + 99,
+            max_timestamp: segment as i64 * 100 + 99,
+            first_entry: 0,
+            entry_count: 100,
+            crc: 0,
+        };
+        for i in 0..150 {
+            p.push(entry(i));
+        }
+        for segment in 0..8u64 {
+            // Batches of the next segment but one arrive before this one is sealed.
+            for i in (segment + 1) * 100 + 50..(segment + 2) * 100 + 50 {
+                p.push(entry(i));
+            }
+            let wrong = IndexRun {
+                last_offset: segment * 100 + 98,
+                ..run_of(segment)
+            };
+            assert!(!p.seal_run(segment, wrong, 0), "a run ending early");
+            assert!(
+                !p.seal_run(segment + 1, run_of(segment + 1), 0),
+                "not the oldest"
+            );
+            assert_eq!(p.entries_in_memory(), 250);
+            assert!(p.seal_run(segment, run_of(segment), 0));
+            assert_eq!(p.entries_in_memory(), 150);
+            let index = p.index.read().unwrap();
+            let bases: Vec<u64> = index.active.iter().map(|(e, _)| e.base_offset).collect();
+            let first = (segment + 1) * 100;
+            assert_eq!(bases, (first..first + 150).collect::<Vec<_>>());
+            assert_eq!(index.sealed.len() as u64, segment + 1);
+        }
+    }
+}

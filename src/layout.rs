@@ -1,0 +1,127 @@
+//! Every path inside a data directory, named once.
+//!
+//! ```text
+//! DIR/LOCK                        flock'd by the open Log; names its holder ("pid 4242")
+//! DIR/meta.json                   topics and shard count (replaced through meta.json.tmp)
+//! DIR/shard-000/                  one folder per shard
+//!     00000000000000000007.seg    a segment file: preallocated, written with O_DIRECT
+//!     00000000000000000006.idx    a sealed segment's index file (written as .idx.tmp)
+//!     next.seg.prep               the next segment, zero-filled ahead (.prep.tmp meanwhile)
+//!     start-offsets.json          where retention has cut (first segment, earliest offsets)
+//! ```
+//!
+//! A file that ends in `.tmp` is always an unfinished write, removed when the shard opens.
+
+use std::path::{Path, PathBuf};
+
+/// The lock file, flock'd while a `Log` has the directory open.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("LOCK")
+}
+
+/// The metadata file: topics, partitions, the shard count.
+pub fn meta_path(dir: &Path) -> PathBuf {
+    dir.join("meta.json")
+}
+
+/// Shard `id`'s folder.
+pub fn shard_dir(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("shard-{id:03}"))
+}
+
+/// Segment `id`'s file in a shard folder.
+pub fn segment_path(shard_dir: &Path, id: u64) -> PathBuf {
+    shard_dir.join(format!("{id:020}.seg"))
+}
+
+/// The index file of sealed segment `id` in a shard folder.
+pub fn index_path(shard_dir: &Path, id: u64) -> PathBuf {
+    shard_dir.join(format!("{id:020}.idx"))
+}
+
+/// The next segment, zero-filled ahead of the roll that adopts it.
+pub fn prepared_path(shard_dir: &Path) -> PathBuf {
+    shard_dir.join("next.seg.prep")
+}
+
+/// The shard's retention record: the first segment kept and each partition's earliest offset.
+pub fn start_offsets_path(shard_dir: &Path) -> PathBuf {
+    shard_dir.join("start-offsets.json")
+}
+
+/// Where `path` is written before it is renamed into place.
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// What a file name in a shard folder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardFile {
+    /// A segment file, with its id.
+    Segment(u64),
+    /// A sealed segment's index file, with its id.
+    Index(u64),
+    /// The prepared next segment.
+    Prepared,
+    /// An unfinished write (`*.tmp`).
+    Temporary,
+    /// Anything else (`start-offsets.json`, files floodgate does not write).
+    Other,
+}
+
+impl ShardFile {
+    /// Classifies a file name found in a shard folder.
+    pub fn of(name: &str) -> ShardFile {
+        let id_of = |suffix| {
+            name.strip_suffix(suffix)
+                .and_then(|digits| digits.parse::<u64>().ok())
+        };
+        if let Some(id) = id_of(".seg") {
+            ShardFile::Segment(id)
+        } else if let Some(id) = id_of(".idx") {
+            ShardFile::Index(id)
+        } else if name == "next.seg.prep" {
+            ShardFile::Prepared
+        } else if name.ends_with(".tmp") {
+            ShardFile::Temporary
+        } else {
+            ShardFile::Other
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path the layout makes is classified back as what it is.
+    #[test]
+    fn names_round_trip() {
+        let shard = shard_dir(Path::new("/data"), 2);
+        assert_eq!(shard, Path::new("/data/shard-002"));
+        let name = |p: PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            ShardFile::of(&name(segment_path(&shard, 7))),
+            ShardFile::Segment(7)
+        );
+        assert_eq!(
+            ShardFile::of(&name(index_path(&shard, 7))),
+            ShardFile::Index(7)
+        );
+        assert_eq!(
+            ShardFile::of(&name(prepared_path(&shard))),
+            ShardFile::Prepared
+        );
+        let tmp = temporary_path(&index_path(&shard, 7));
+        assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);
+        let tmp = temporary_path(&prepared_path(&shard));
+        assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);
+        assert_eq!(
+            ShardFile::of(&name(start_offsets_path(&shard))),
+            ShardFile::Other
+        );
+        assert_eq!(ShardFile::of("x.seg"), ShardFile::Other);
+    }
+}
