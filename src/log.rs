@@ -26,12 +26,13 @@ use crate::meta::{
     DirLock, META_VERSION, Meta, TopicMeta, validate_group_name, validate_topic_name,
 };
 use crate::producer::Producer;
-use crate::segment::reader::{StoredRecord, decode_records, read_span};
-use crate::segment::recovery::{
+use crate::segment::records::{StoredRecord, decode_records};
+use crate::shard::ShardShared;
+use crate::shard::read::read_span;
+use crate::shard::readahead::Readahead;
+use crate::shard::recovery::{
     RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes,
 };
-use crate::shard::ShardShared;
-use crate::shard::readahead::Readahead;
 use crate::shard::writer::{Writer, WriterStart};
 
 /// How a topic is made.
@@ -323,7 +324,7 @@ impl LogInner {
     ) -> Result<Vec<StoredRecord>> {
         let visible = p.offset_visible();
         let shard = &self.shards[p.shard as usize];
-        let entries = p.entries_from(offset, bytes_max, visible, &|r, o| shard.load_run(r, o))?;
+        let entries = p.entries_from(offset, bytes_max, visible, &shard.sealed_runs)?;
         let mut out = Vec::new();
         let expect = (p.topic_id, p.partition);
         shard.note_read(entries.last().map(|e| (e.segment, e.pos)));
@@ -389,7 +390,7 @@ impl LogInner {
         let visible = p.offset_visible();
         let shard = &self.shards[p.shard as usize];
         let Some(entry) =
-            p.entry_for_timestamp(timestamp, visible, &|r, o| shard.load_run(r, o))?
+            p.entry_for_timestamp(timestamp, visible, &shard.sealed_runs)?
         else {
             return Ok(None);
         };

@@ -23,7 +23,7 @@ use crate::consumer::offsets::OffsetKey;
 use crate::error::{Error, Result};
 use crate::log::{LogInner, ReadMode};
 use crate::producer::Producer;
-use crate::segment::reader::StoredRecord;
+use crate::segment::records::StoredRecord;
 use crate::shard::Waiter;
 
 pub use rate::{RateLimit, RateLimiter};

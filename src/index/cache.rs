@@ -5,6 +5,10 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::layout::index_path;
 
 /// Chunks of sealed runs' entries recently loaded from index files, and each run's chunk
 /// directory (the first offset of every chunk), each kind within its own byte budget.
@@ -181,6 +185,63 @@ impl IndexCache {
             }
             keep
         });
+    }
+}
+
+/// A shard's sealed runs: their entries loaded on demand from the shard's index files, through
+/// a bounded [`IndexCache`]. The first load of a run checks all its entries and keeps its
+/// chunk directory; later loads read one chunk.
+#[derive(Debug)]
+pub(crate) struct SealedRuns {
+    /// The shard's folder, where the index files are.
+    dir: PathBuf,
+    cache: Mutex<IndexCache>,
+}
+
+impl SealedRuns {
+    /// Runs of the index files in `dir`, cached within `cache_bytes`.
+    pub fn new(dir: &Path, cache_bytes: usize) -> SealedRuns {
+        SealedRuns {
+            dir: dir.to_owned(),
+            cache: Mutex::new(IndexCache::new(cache_bytes)),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, IndexCache> {
+        self.cache.lock().expect("index cache lock")
+    }
+
+    /// Hands over a run's chunk directory, known when its index file was written.
+    pub fn insert_starts(&self, run: &SealedRun, starts: Arc<[u64]>) {
+        self.cache().insert_starts(run, starts);
+    }
+
+    /// Forgets the runs of segments below `segment` (deleted by retention).
+    pub fn forget_below(&self, segment: u64) {
+        self.cache().forget_below(segment);
+    }
+}
+
+impl RunLoader for SealedRuns {
+    fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
+        let path = index_path(&self.dir, run.segment);
+        let cached = self.cache().starts(run);
+        let starts = match cached {
+            Some(s) => s,
+            None => {
+                let s: Arc<[u64]> = run_chunk_starts(&path, run)?.into();
+                self.cache().insert_starts(run, Arc::clone(&s));
+                s
+            }
+        };
+        let chunk = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        if let Some(entries) = self.cache().chunk(run, chunk) {
+            return Ok(entries);
+        }
+        let (chunk, entries) = read_chunk(&path, run, &starts, offset)?;
+        let entries: Arc<[BatchEntry]> = entries.into();
+        self.cache().insert_chunk(run, chunk, Arc::clone(&entries));
+        Ok(entries)
     }
 }
 

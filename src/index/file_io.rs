@@ -9,6 +9,9 @@ use super::file::{
 };
 use super::*;
 use crate::error::{Error, Result};
+use crate::io::{self, AlignedBuf, IoBackend};
+use crate::layout::temporary_path;
+use crate::segment::format::BLOCK_BYTES;
 
 impl IndexDirectory {
     /// Reads and checks the header and directory of the index file at `path`.
@@ -106,6 +109,162 @@ pub(crate) fn read_run(path: &Path, run: &SealedRun) -> Result<Vec<BatchEntry>> 
     )
 }
 
+/// Writes an index file atomically (temp file, fsync, rename, directory fsync); returns its
+/// directory.
+pub(crate) fn write_index_file(
+    path: &std::path::Path,
+    index: &SegmentIndex,
+) -> Result<IndexDirectory> {
+    write_index_file_paced(path, IoBackend::Portable, &mut |_| {}, |sink| {
+        index.encode_to(sink)
+    })
+}
+
+/// Writes an index file like [`write_index_file`], its bytes coming from `encode` through the
+/// sink it is given, pushing each piece to the disk and then calling `pace` with its size (to
+/// pause: a 1 GiB segment of small batches has an ~80-200 MB index; written and flushed in one
+/// go it delayed the writer's next fdatasyncs by ~80 ms). With the io_uring backend the file
+/// is written with O_DIRECT from one reused buffer (see [`DirectPieces`]).
+pub(crate) fn write_index_file_paced<R>(
+    path: &std::path::Path,
+    backend: IoBackend,
+    pace: &mut dyn FnMut(usize),
+    encode: impl FnOnce(&mut IndexSink<'_>) -> Result<R>,
+) -> Result<R> {
+    use std::os::unix::fs::FileExt;
+    let tmp = temporary_path(path);
+    let encoded = if backend == IoBackend::IoUring {
+        let f = io::open_segment(&tmp, backend, true, true)?;
+        let mut pieces = DirectPieces::new(&f, &tmp, pace);
+        let encoded = encode(&mut |pos, bytes| pieces.put(pos, bytes))?;
+        pieces.finish()?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        encoded
+    } else {
+        let f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let mut sink = |pos: u64, bytes: &[u8]| {
+            f.write_all_at(bytes, pos)
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            io::start_writeback(&f, pos, bytes.len() as u64);
+            pace(bytes.len());
+            Ok(())
+        };
+        let encoded = encode(&mut sink)?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        encoded
+    };
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    io::sync_dir(
+        path.parent()
+            .expect("index files live in a shard directory"),
+    )?;
+    Ok(encoded)
+}
+
+/// An index file written with O_DIRECT: pieces arrive in file order after the first (the
+/// entries), and the bytes before the first piece's block (the header and directory) last.
+/// Those are held in memory; the rest goes out in aligned 1 MiB writes from one buffer.
+/// Buffered, the page cache copies took as much CPU as the rest of the helper's work at
+/// 10,000 partitions (1.9 s of 12.5 s of a 30 M record run), on fresh pages each time.
+struct DirectPieces<'a> {
+    file: &'a File,
+    path: &'a std::path::Path,
+    /// Called with each write's size after it.
+    pace: &'a mut dyn FnMut(usize),
+    /// Bytes `0..front.len()` of the file, written last.
+    front: Vec<u8>,
+    /// The bytes after `front` not written yet, from `buf_pos`.
+    buf: AlignedBuf,
+    buf_len: usize,
+    buf_pos: u64,
+    /// The file's length so far.
+    end: u64,
+}
+
+impl<'a> DirectPieces<'a> {
+    /// Each write's size. Every flush the shard writer issues waits for the disk to take the
+    /// writes completed before it, these too: with 1 MiB pieces (5 ms apart) the writer's
+    /// flushes came 1.3-3.6 ms apart while an index file was written (peak scenario, 8
+    /// partitions).
+    const PIECE_BYTES: usize = 128 << 10;
+
+    fn new(
+        file: &'a File,
+        path: &'a std::path::Path,
+        pace: &'a mut dyn FnMut(usize),
+    ) -> DirectPieces<'a> {
+        DirectPieces {
+            file,
+            path,
+            pace,
+            front: Vec::new(),
+            buf: AlignedBuf::new(Self::PIECE_BYTES),
+            buf_len: 0,
+            buf_pos: u64::MAX,
+            end: 0,
+        }
+    }
+
+    fn put(&mut self, pos: u64, mut bytes: &[u8]) -> Result<()> {
+        self.end = self.end.max(pos + bytes.len() as u64);
+        if self.buf_pos == u64::MAX {
+            // The first piece: the bytes before its block are the front.
+            self.buf_pos = pos.next_multiple_of(BLOCK_BYTES as u64);
+            self.front.resize(self.buf_pos as usize, 0);
+        }
+        if pos < self.buf_pos {
+            let n = bytes.len().min((self.buf_pos - pos) as usize);
+            self.front[pos as usize..pos as usize + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if bytes.is_empty() {
+                return Ok(());
+            }
+        }
+        let at = pos.max(self.buf_pos);
+        assert_eq!(
+            at,
+            self.buf_pos + self.buf_len as u64,
+            "index pieces come in file order"
+        );
+        while !bytes.is_empty() {
+            let n = bytes.len().min(Self::PIECE_BYTES - self.buf_len);
+            self.buf[self.buf_len..self.buf_len + n].copy_from_slice(&bytes[..n]);
+            self.buf_len += n;
+            bytes = &bytes[n..];
+            if self.buf_len == Self::PIECE_BYTES {
+                self.flush_buf()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered bytes, the last block padded with zeros (cut off by `finish`).
+    fn flush_buf(&mut self) -> Result<()> {
+        let padded = self.buf_len.next_multiple_of(BLOCK_BYTES);
+        self.buf[self.buf_len..padded].fill(0);
+        io::write_all_at(self.file, self.path, self.buf_pos, &self.buf[..padded])?;
+        self.buf_pos += self.buf_len as u64;
+        self.buf_len = 0;
+        (self.pace)(padded);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if self.buf_len > 0 {
+            self.flush_buf()?;
+        }
+        if !self.front.is_empty() {
+            let padded = self.front.len().next_multiple_of(BLOCK_BYTES);
+            let mut front = AlignedBuf::new(padded);
+            front[..self.front.len()].copy_from_slice(&self.front);
+            io::write_all_at(self.file, self.path, 0, &front)?;
+        }
+        self.file
+            .set_len(self.end)
+            .map_err(|e| Error::io("truncate", self.path, e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -198,5 +357,46 @@ mod tests {
             read_chunk(&path, &sealed, &starts, 2 * 5000),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    /// An index file written through O_DIRECT pieces (held front, aligned middle, padded
+    /// and cut tail) is byte for byte the encoded index, at every size around the edges.
+    #[test]
+    fn index_files_are_the_same_whichever_way_they_are_written() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/unit-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        // 0 entries (header only), a file within one block, one just past a piece, several pieces.
+        for n in [0u64, 2, 26_300, 80_000] {
+            let frames = (0..n)
+                .map(|i| {
+                    let entry = BatchEntry {
+                        base_offset: i / 3,
+                        last_offset: i / 3,
+                        max_timestamp: i as i64,
+                        segment: 7,
+                        pos: i * 100,
+                        frame_bytes: 100,
+                    };
+                    (1, (i % 3) as u32, entry)
+                })
+                .collect();
+            let index = SegmentIndex {
+                segment: 7,
+                data_end: n * 100,
+                frames,
+            };
+            let (expected, directory) = index.encode();
+            for backend in [IoBackend::IoUring, IoBackend::Portable] {
+                let path = dir.path().join(format!("{n}-{backend:?}.idx"));
+                let written = write_index_file_paced(&path, backend, &mut |_| {}, |sink| {
+                    index.encode_to(sink)
+                })
+                .unwrap();
+                assert_eq!(written, directory);
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(bytes == expected, "{n} entries, {backend:?}");
+            }
+        }
     }
 }

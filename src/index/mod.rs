@@ -28,23 +28,6 @@ use std::sync::Arc;
 
 use crate::error::Result;
 
-/// One stored batch of a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchEntry {
-    /// Offset of its first record.
-    pub base_offset: u64,
-    /// Offset of its last record.
-    pub last_offset: u64,
-    /// Its largest record timestamp.
-    pub max_timestamp: i64,
-    /// The segment holding it.
-    pub segment: u64,
-    /// Byte position of its frame in the segment.
-    pub pos: u64,
-    /// Length of its frame.
-    pub frame_bytes: u32,
-}
-
 /// A published entry as its segment's [`EntryChunks`] hold it: the partition's slot in its
 /// shard and the entry, in 32 bytes instead of 56 (the segment is the chunks', the last offset
 /// a delta, positions within a segment of at most 4 GiB). With 10,000 partitions every record
@@ -133,9 +116,19 @@ impl SealedRun {
     }
 }
 
-/// Loads the chunk of a sealed run's entries holding an offset (from the index cache or the
-/// index file): at most [`CHUNK_ENTRIES`] entries, in offset order.
-pub(crate) type RunLoader<'a> = dyn Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>> + 'a;
+/// Where a partition's lookups get sealed runs' entries: [`SealedRuns`] (a shard's index files
+/// through its cache), or any function (tests).
+pub(crate) trait RunLoader {
+    /// The chunk of `run`'s entries holding `offset`: at most [`CHUNK_ENTRIES`] entries, in
+    /// offset order.
+    fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>>;
+}
+
+impl<F: Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>>> RunLoader for F {
+    fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
+        self(run, offset)
+    }
+}
 
 /// Entries per chunk of a run loaded at once: a run of a busy partition holds hundreds of
 /// thousands of entries (small frames at a paced rate), and loading whole runs for each read
@@ -143,9 +136,10 @@ pub(crate) type RunLoader<'a> = dyn Fn(&SealedRun, u64) -> Result<Arc<[BatchEntr
 /// records/s once it read sealed segments).
 pub(crate) const CHUNK_ENTRIES: usize = 4096;
 
-pub(crate) use cache::IndexCache;
+pub use crate::segment::BatchEntry;
+pub(crate) use cache::{IndexCache, SealedRuns};
 pub(crate) use file::{INDEX_ENTRY_BYTES, IndexFrames, IndexSink, encode_index};
 pub use file::{IndexDirectory, SegmentIndex};
-pub(crate) use file_io::{read_chunk, run_chunk_starts};
+pub(crate) use file_io::{read_chunk, run_chunk_starts, write_index_file, write_index_file_paced};
 pub use partition::Partition;
 pub use published::{EntryChunks, IndexLog, SegmentEntries, Undistributed};

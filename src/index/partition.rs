@@ -205,7 +205,7 @@ impl Partition {
         offset: u64,
         frame_bytes_max: usize,
         visible: u64,
-        load: &RunLoader<'_>,
+        load: &dyn RunLoader,
     ) -> Result<Vec<BatchEntry>> {
         let mut out = Vec::new();
         let mut offset = offset;
@@ -225,7 +225,7 @@ impl Partition {
                     }
                 }
             };
-            let entries = load(&sealed, offset)?;
+            let entries = load.load_run(&sealed, offset)?;
             let start = entries.partition_point(|e| e.last_offset < offset);
             if !take_entries(&mut out, entries[start..].iter(), frame_bytes_max, visible) {
                 return Ok(out);
@@ -243,7 +243,7 @@ impl Partition {
         &self,
         timestamp: i64,
         visible: u64,
-        load: &RunLoader<'_>,
+        load: &dyn RunLoader,
     ) -> Result<Option<BatchEntry>> {
         let sealed = {
             let index = self.index.read().expect("index lock");
@@ -264,7 +264,7 @@ impl Partition {
         // reaching it is the answer.
         let mut offset = sealed.run.first_offset;
         while offset <= sealed.run.last_offset {
-            let entries = load(&sealed, offset)?;
+            let entries = load.load_run(&sealed, offset)?;
             if let Some(e) = entries.iter().find(|e| e.max_timestamp >= timestamp) {
                 return Ok(Some(*e).filter(|e| e.base_offset < visible));
             }

@@ -1,7 +1,26 @@
-//! Segments: the files of a shard's log. `format` is the pure byte layout; `recovery` scans
-//! segments on open; `reader` turns stored frames back into records.
+//! The bytes of a shard's log, and nothing else: no files, no threads. `format` lays out
+//! frames (a header and one Kafka RecordBatch v2), `crc` checksums them, `scan` walks a
+//! segment's bytes frame by frame and says how they end, `records` turns a stored frame back
+//! into records.
 
 pub mod crc;
 pub mod format;
-pub mod reader;
-pub mod recovery;
+pub(crate) mod records;
+pub mod scan;
+
+/// One stored batch of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset of its last record.
+    pub last_offset: u64,
+    /// Its largest record timestamp.
+    pub max_timestamp: i64,
+    /// The segment holding it.
+    pub segment: u64,
+    /// Byte position of its frame in the segment.
+    pub pos: u64,
+    /// Length of its frame.
+    pub frame_bytes: u32,
+}

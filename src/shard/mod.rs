@@ -7,18 +7,28 @@
 //! advances each ring's `seq_acked` and each partition's `offset_visible`. Nothing here is shared
 //! between shards.
 
+pub(crate) mod files;
 pub(crate) mod prepare;
+pub(crate) mod read;
+pub(crate) mod read_cache;
 pub(crate) mod readahead;
+pub mod recovery;
 pub(crate) mod retention;
+pub(crate) mod ring;
 pub(crate) mod slots;
+pub(crate) mod stats;
+pub(crate) mod tail_memory;
 pub(crate) mod writer;
 
+pub(crate) use files::SegmentFile;
+pub(crate) use read_cache::ReadCache;
+pub(crate) use ring::{AckRing, NewRing, Pending, WaitList, Waiter};
+pub(crate) use stats::WriterCounters;
+
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -27,238 +37,8 @@ use crossbeam_utils::CachePadded;
 use crate::error::Error;
 use crate::error::Result;
 use crate::index::{
-    BatchEntry, IndexCache, IndexLog, IndexRun, Partition, SealedRun, Undistributed,
+    BatchEntry, SealedRuns, IndexLog, IndexRun, Partition, SealedRun, Undistributed,
 };
-
-/// A record on its way from a producer to a shard writer: its partition's slot in the shard's
-/// partition table, its timestamp and its encoded tail (key, value, headers), encoded on the
-/// producer's thread. The tail's buffer goes back to the producer for reuse.
-pub(crate) struct Pending {
-    pub slot: u32,
-    pub timestamp: i64,
-    pub tail: Vec<u8>,
-}
-
-/// A new producer's rings into a shard: records in, acks, record buffers back; and whether it
-/// carries floodgate's own records (committed offsets), which a full shard still takes.
-pub(crate) type NewRing = (
-    rtrb::Consumer<Pending>,
-    Arc<AckRing>,
-    rtrb::Producer<Vec<u8>>,
-    bool,
-);
-
-/// Someone waiting for a ring's acknowledgements.
-pub(crate) enum Waiter {
-    Thread(Thread),
-    Task(Waker),
-}
-
-/// The acknowledgement side of one producer's ring into one shard: the watermark the writer
-/// publishes (`seq_acked`, one past the last acknowledged record, stored with release ordering
-/// once the commit holding it is durable), the records' offsets, and who waits for them.
-pub(crate) struct AckRing {
-    pub seq_acked: CachePadded<AtomicU64>,
-    pub slots: slots::AckSlots,
-    /// The shard's failure latch (shared, so an `Ack` needs no reference to the shard).
-    pub failed: Arc<OnceLock<Error>>,
-    pub shard: u32,
-    waiters: WaitList,
-}
-
-impl AckRing {
-    pub fn new(capacity: usize, shard: &ShardShared) -> AckRing {
-        AckRing {
-            seq_acked: CachePadded::new(AtomicU64::new(0)),
-            slots: slots::AckSlots::new(capacity),
-            failed: Arc::clone(&shard.failed),
-            shard: shard.id,
-            waiters: WaitList::default(),
-        }
-    }
-
-    /// Registers a waiter; the caller must re-check its condition afterwards, then sleep.
-    pub fn add_waiter(&self, w: Waiter) {
-        self.waiters.add(w);
-    }
-
-    /// Wakes everyone waiting; called after `seq_acked` moves or the shard fails.
-    pub fn wake_all(&self) {
-        self.waiters.wake_all();
-    }
-}
-
-/// Threads and tasks waiting for something to change, woken all at once. Waking costs one
-/// atomic load when nobody waits.
-#[derive(Default)]
-pub(crate) struct WaitList {
-    waiters: Mutex<Vec<Waiter>>,
-    present: AtomicBool,
-}
-
-impl WaitList {
-    /// Registers a waiter; the caller must re-check its condition afterwards, then sleep.
-    pub fn add(&self, w: Waiter) {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
-        waiters.push(w);
-        self.present.store(true, Ordering::SeqCst);
-        drop(waiters);
-        fence(Ordering::SeqCst);
-    }
-
-    /// Wakes everyone waiting.
-    pub fn wake_all(&self) {
-        fence(Ordering::SeqCst);
-        if !self.present.load(Ordering::SeqCst) {
-            return;
-        }
-        let waiters = {
-            let mut w = self.waiters.lock().expect("waiters lock");
-            self.present.store(false, Ordering::SeqCst);
-            std::mem::take(&mut *w)
-        };
-        for w in waiters {
-            match w {
-                Waiter::Thread(t) => t.unpark(),
-                Waiter::Task(w) => w.wake(),
-            }
-        }
-    }
-}
-
-/// Bytes of a shard's log held in memory for readers: each published commit's frames (so
-/// consumers that keep up never touch the disk) and each span read from disk (so consumers of
-/// other partitions whose frames lie in the same span do not read it again: partitions share
-/// one log, and reading a partition's frames drags its neighbours' along). At most `bytes_max`
-/// bytes, the oldest inserted evicted first.
-#[derive(Debug, Default)]
-pub(crate) struct ReadCache {
-    bytes_max: usize,
-    held: usize,
-    /// (segment, position of the first byte) → (bytes, the memory they hold).
-    chunks: std::collections::BTreeMap<(u64, u64), (bytes::Bytes, usize)>,
-    /// Keys in insertion order, for eviction.
-    order: std::collections::VecDeque<(u64, u64)>,
-}
-
-impl ReadCache {
-    pub fn new(bytes_max: usize) -> ReadCache {
-        ReadCache {
-            bytes_max,
-            ..ReadCache::default()
-        }
-    }
-
-    /// Adds bytes of `segment` starting at `pos`.
-    pub fn insert(&mut self, segment: u64, pos: u64, data: bytes::Bytes) {
-        let held = data.len();
-        self.insert_holding(segment, pos, data, held);
-    }
-
-    /// Adds bytes of `segment` starting at `pos` that keep `held` bytes of memory alive (a
-    /// slice of a larger buffer), counted against the cache's size.
-    pub fn insert_holding(&mut self, segment: u64, pos: u64, data: bytes::Bytes, held: usize) {
-        if data.is_empty() || held > self.bytes_max {
-            return;
-        }
-        self.held += held;
-        if let Some((_, old)) = self.chunks.insert((segment, pos), (data, held)) {
-            self.held -= old;
-        } else {
-            self.order.push_back((segment, pos));
-        }
-        while self.held > self.bytes_max {
-            let key = self.order.pop_front().expect("held bytes are in chunks");
-            let (_, old) = self.chunks.remove(&key).expect("ordered keys are cached");
-            self.held -= old;
-        }
-    }
-
-    /// Where the first cached chunk of `segment` after `pos` starts, if there is one.
-    pub fn next_chunk(&self, segment: u64, pos: u64) -> Option<u64> {
-        let ((s, start), _) = self.chunks.range((segment, pos + 1)..).next()?;
-        (*s == segment).then_some(*start)
-    }
-
-    /// The `len` bytes at `pos` in `segment`: shared with the cache if the chunk starting last
-    /// at or before `pos` holds all of them, else copied from that chunk and the ones after it
-    /// if together they hold them without a gap (a frame crossing from one read-ahead window
-    /// into the next: copying it beats reading it again).
-    pub fn get(&self, segment: u64, pos: u64, len: usize) -> Option<bytes::Bytes> {
-        let ((s, start), (data, _)) = self.chunks.range(..=(segment, pos)).next_back()?;
-        let end = pos + len as u64;
-        if *s != segment || start + (data.len() as u64) <= pos {
-            return None;
-        }
-        let from = (pos - start) as usize;
-        if from + len <= data.len() {
-            return Some(data.slice(from..from + len));
-        }
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&data[from..]);
-        let mut at = start + data.len() as u64;
-        for ((s, next), (data, _)) in self.chunks.range((segment, pos + 1)..) {
-            if *s != segment || *next > at {
-                return None;
-            }
-            let skip = (at - next) as usize;
-            if skip >= data.len() {
-                continue;
-            }
-            let take = (data.len() - skip).min((end - at) as usize);
-            out.extend_from_slice(&data[skip..skip + take]);
-            at += take as u64;
-            if at == end {
-                return Some(bytes::Bytes::from(out));
-            }
-        }
-        None
-    }
-}
-
-/// A segment file as readers see it.
-#[derive(Debug)]
-pub(crate) struct SegmentFile {
-    pub path: PathBuf,
-    pub file: File,
-}
-
-/// What a shard's writer has done since the log was opened; read by `Log::stats`.
-#[derive(Debug, Default)]
-pub(crate) struct WriterCounters {
-    pub records: AtomicU64,
-    pub batches: AtomicU64,
-    pub writes: AtomicU64,
-    pub write_bytes: AtomicU64,
-    pub write_nanos: AtomicU64,
-    pub flushes: AtomicU64,
-    pub flush_nanos: AtomicU64,
-    pub rolls: AtomicU64,
-    pub rolls_unzeroed: AtomicU64,
-    pub tail_cached_bytes: AtomicU64,
-}
-
-impl WriterCounters {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> crate::log::ShardStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        crate::log::ShardStats {
-            records: get(&self.records),
-            batches: get(&self.batches),
-            writes: get(&self.writes),
-            write_bytes: get(&self.write_bytes),
-            write_nanos: get(&self.write_nanos),
-            flushes: get(&self.flushes),
-            flush_nanos: get(&self.flush_nanos),
-            rolls: get(&self.rolls),
-            rolls_unzeroed: get(&self.rolls_unzeroed),
-            tail_cached_bytes: get(&self.tail_cached_bytes),
-        }
-    }
-}
 
 /// Puts a published entry into its partition's index and moves the partition's watermark past
 /// it.
@@ -295,8 +75,8 @@ pub(crate) struct ShardShared {
     /// `epoch`, plus 1; 0 for never): see [`ShardShared::tail_wanted`].
     tail_read_at: AtomicU64,
     epoch: Instant,
-    /// Entries of sealed runs loaded from index files.
-    index_cache: Mutex<IndexCache>,
+    /// Entries of sealed runs, loaded from index files.
+    pub sealed_runs: SealedRuns,
     /// Held while entries are moved into partitions, so they arrive in order.
     distributing: Mutex<Undistributed>,
     pub new_rings_flag: AtomicBool,
@@ -342,7 +122,7 @@ impl ShardShared {
             tail_cache_bytes,
             tail_read_at: AtomicU64::new(0),
             epoch: Instant::now(),
-            index_cache: Mutex::new(IndexCache::new(index_cache_bytes)),
+            sealed_runs: SealedRuns::new(dir, index_cache_bytes),
             distributing: Mutex::new(Undistributed::default()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
@@ -452,10 +232,7 @@ impl ShardShared {
         for (run, entries_pos, starts) in runs {
             // Readers find the run's chunk directory cached: they need not read it back.
             let sealed = SealedRun::new(segment, run, entries_pos);
-            self.index_cache
-                .lock()
-                .expect("index cache lock")
-                .insert_starts(&sealed, starts.into());
+            self.sealed_runs.insert_starts(&sealed, starts.into());
             if let Some(p) = by_name.get(&(run.topic_id, run.partition)) {
                 if p.seal_run(segment, run, entries_pos) {
                     // The run is in place: the watermark moves past it without a visit to each
@@ -561,49 +338,10 @@ impl ShardShared {
                 (p.topic_id, p.partition, p.offset_earliest())
             })
             .collect();
-        self.index_cache
-            .lock()
-            .expect("index cache lock")
-            .forget_below(keep_from);
+        self.sealed_runs.forget_below(keep_from);
         let mut sealed = self.sealed.lock().expect("sealed lock");
         *sealed = sealed.split_off(&keep_from);
         earliest
-    }
-
-    /// The chunk of a sealed run's entries holding `offset`, from the index cache or its index
-    /// file (the first load of a run checks all its entries and keeps its chunk directory).
-    pub fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
-        let path = crate::layout::index_path(&self.dir, run.segment);
-        let starts = self
-            .index_cache
-            .lock()
-            .expect("index cache lock")
-            .starts(run);
-        let starts = match starts {
-            Some(s) => s,
-            None => {
-                let s: Arc<[u64]> = crate::index::run_chunk_starts(&path, run)?.into();
-                let mut cache = self.index_cache.lock().expect("index cache lock");
-                cache.insert_starts(run, Arc::clone(&s));
-                s
-            }
-        };
-        let chunk = starts.partition_point(|&s| s <= offset).saturating_sub(1);
-        if let Some(entries) = self
-            .index_cache
-            .lock()
-            .expect("index cache lock")
-            .chunk(run, chunk)
-        {
-            return Ok(entries);
-        }
-        let (chunk, entries) = crate::index::read_chunk(&path, run, &starts, offset)?;
-        let entries: Arc<[BatchEntry]> = entries.into();
-        self.index_cache
-            .lock()
-            .expect("index cache lock")
-            .insert_chunk(run, chunk, Arc::clone(&entries));
-        Ok(entries)
     }
 
     /// Creates a partition owned by this shard, in the next slot of its table.
@@ -622,53 +360,5 @@ impl ShardShared {
     /// The path of segment `id`.
     pub fn segment_path(&self, id: u64) -> PathBuf {
         crate::layout::segment_path(&self.dir, id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ReadCache;
-    use bytes::Bytes;
-
-    #[test]
-    fn read_cache_serves_whole_frames_and_evicts_the_oldest() {
-        let mut cache = ReadCache::new(100);
-        cache.insert(0, 0, Bytes::from(vec![1u8; 40]));
-        cache.insert(0, 40, Bytes::from(vec![2u8; 40]));
-        assert_eq!(cache.get(0, 10, 20).as_deref(), Some(&[1u8; 20][..]));
-        assert_eq!(cache.get(0, 40, 40).as_deref(), Some(&[2u8; 40][..]));
-        assert_eq!(
-            cache.get(0, 30, 20).as_deref(),
-            Some(&[[1u8; 10], [2u8; 10]].concat()[..]),
-            "bytes spanning adjacent chunks are put together"
-        );
-        assert_eq!(cache.get(0, 70, 20), None, "past the cached bytes");
-        assert_eq!(cache.get(1, 0, 10), None, "another segment");
-        cache.insert(1, 0, Bytes::from(vec![3u8; 40]));
-        assert_eq!(cache.get(0, 0, 10), None, "the oldest commit was evicted");
-        assert_eq!(cache.get(1, 0, 40).as_deref(), Some(&[3u8; 40][..]));
-        assert_eq!(cache.next_chunk(1, 0), None);
-        assert_eq!(cache.next_chunk(0, 0), Some(40));
-        cache.insert(1, 40, Bytes::from(vec![4u8; 500]));
-        assert_eq!(
-            cache.get(1, 40, 10),
-            None,
-            "larger than the cache: not kept"
-        );
-        assert!(ReadCache::new(0).get(0, 0, 1).is_none());
-    }
-
-    #[test]
-    fn read_cache_joins_only_contiguous_chunks() {
-        let mut cache = ReadCache::new(1000);
-        cache.insert(0, 0, Bytes::from(vec![1u8; 40]));
-        cache.insert(0, 50, Bytes::from(vec![2u8; 40]));
-        cache.insert(0, 80, Bytes::from(vec![3u8; 40]));
-        assert_eq!(cache.get(0, 30, 20), None, "a gap at 40..50");
-        // Overlapping chunks: the bytes past the first one's end come from the next.
-        let joined = cache.get(0, 60, 50).unwrap();
-        assert_eq!(&joined[..], &[vec![2u8; 30], vec![3u8; 20]].concat()[..]);
-        cache.insert(1, 0, Bytes::from(vec![4u8; 10]));
-        assert_eq!(cache.get(0, 110, 20), None, "not into another segment");
     }
 }

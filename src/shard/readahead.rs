@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, Completion, IoBackend};
 use crate::segment::format::BLOCK_BYTES;
-use crate::segment::reader::shared_bytes;
 use crate::shard::ShardShared;
+use crate::shard::read::shared_bytes;
 
 /// The grid of reads from disk: a consumer's read and each read-ahead cover at most one
 /// window (a frame crossing a window's end extends its read).

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use floodgate::index::SegmentIndex;
-use floodgate::meta::Meta;
+use floodgate::inspect::{
+    Meta, ScanEnd, ScannedFrame, SegmentIndex, holds_frames, scan_segment_file,
+};
 use floodgate::segment::format::decode_frame;
-use floodgate::segment::recovery::{ScanEnd, holds_frames, scan_segment_file};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -161,12 +161,7 @@ fn name(path: &Path) -> String {
 }
 
 /// Compares a sealed segment's index file with what a scan of the segment found.
-fn check_index(
-    seg: &Path,
-    frames: &[floodgate::segment::recovery::ScannedFrame],
-    data_end: u64,
-    damage: &mut Vec<String>,
-) {
+fn check_index(seg: &Path, frames: &[ScannedFrame], data_end: u64, damage: &mut Vec<String>) {
     let path = seg.with_extension("idx");
     let Ok(bytes) = std::fs::read(&path) else {
         println!("    {}: missing (rebuilt on the next open)", name(&path));
@@ -197,7 +192,7 @@ fn check_index(
 
 fn dump(
     seg: &Path,
-    frames: &[floodgate::segment::recovery::ScannedFrame],
+    frames: &[ScannedFrame],
     names: &BTreeMap<u32, (String, u32)>,
 ) -> Result<(), String> {
     let bytes = std::fs::read(seg).map_err(|e| format!("{}: {e}", seg.display()))?;

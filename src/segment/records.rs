@@ -1,15 +1,13 @@
-//! Reading stored batches back: one aligned read covers a run of frames of a segment; the
-//! records share the read buffer (`Bytes::from_owner`), so keys and values are not copied.
+//! Records decoded from a stored frame; keys and values share the frame's memory (the read
+//! buffer, through `Bytes`), so they are not copied. No I/O.
 
 use std::path::Path;
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::index::BatchEntry;
-use crate::io::{self, AlignedBuf};
-use crate::segment::format::{BLOCK_BYTES, decode_frame};
-use crate::shard::SegmentFile;
+use crate::segment::BatchEntry;
+use crate::segment::format::decode_frame;
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,33 +22,6 @@ pub struct StoredRecord {
     pub value: Option<Bytes>,
     /// Its headers.
     pub headers: Vec<(String, Option<Bytes>)>,
-}
-
-struct Shared(AlignedBuf);
-
-impl AsRef<[u8]> for Shared {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// Reads bytes `[start, end)` of a segment (`start` block-aligned) with one aligned read;
-/// the returned bytes own the aligned buffer, and records sliced from them share it.
-pub(crate) fn read_span(segment: &SegmentFile, start: u64, end: u64) -> Result<Bytes> {
-    debug_assert!(start.is_multiple_of(BLOCK_BYTES as u64));
-    let aligned_end = end.next_multiple_of(BLOCK_BYTES as u64);
-    let buf = io::read_aligned(
-        &segment.file,
-        &segment.path,
-        start,
-        (aligned_end - start) as usize,
-    )?;
-    Ok(shared_bytes(buf).slice(..(end - start) as usize))
-}
-
-/// Bytes owning an aligned buffer (slices of them share it).
-pub(crate) fn shared_bytes(buf: AlignedBuf) -> Bytes {
-    Bytes::from_owner(Shared(buf))
 }
 
 /// Decodes one stored frame (`frame` holds exactly its bytes) and appends its records with
