@@ -16,38 +16,60 @@
 //! # Ok::<(), floodgate::Error>(())
 //! ```
 //!
-//! Modules, along the data path: [`producer`] (routing, encoding, acks) → `shard` (rings, the
-//! writer thread, its helper that zero-fills segments and writes index files, the read cache)
-//! → [`io`] (io_uring and portable devices, aligned buffers, injected faults for tests) →
-//! [`segment`] (the frame format, recovery, reading back) and [`index`] (offset and time
-//! lookups) → [`consumer`] (pull by offset, long-poll, exact rate limits); [`meta`] keeps
-//! topics; [`log`] ties them together.
+//! # The data path, module by module
+//!
+//! A record from `send` to the disk: [`Producer`] (`producer.rs`: routing by key, encoding
+//! the record on the caller's thread) → `shard/ring.rs` (one bounded SPSC ring per producer
+//! and shard; `shard/slots.rs` holds each record's offset for its ack) → `shard/writer.rs`
+//! (the shard's pinned writer thread: drains the rings, frames batches with `segment/format.rs`,
+//! writes and flushes through `io/` — `io/uring.rs`, or `io/portable.rs` — into the files of
+//! `shard/files.rs`, then publishes index entries to `index/published.rs` and advances the
+//! acks). Beside it, `shard/prepare.rs` (the helper thread) zero-fills the next segment,
+//! writes sealed segments' index files (`index/file.rs`, `index/file_io.rs`) and applies
+//! `shard/retention.rs`.
+//!
+//! A consumer's `poll`: [`Consumer`] (`consumer/mod.rs`: positions, the rate limit of
+//! `consumer/rate.rs`, groups in `consumer/group.rs` and `consumer/groups.rs`, committed offsets
+//! in `consumer/offsets.rs`) → `store.rs` (topic and partition; the offset's range) →
+//! `shard/read.rs` (the partition's index, `index/partition.rs`, gives the batches' positions,
+//! loading sealed runs through `index/cache.rs`; the bytes come from `shard/read_cache.rs` or
+//! an aligned read, ahead of time by `shard/readahead.rs`) → `segment/records.rs` (records
+//! decoded, sharing the read buffer).
+//!
+//! Opening: `log.rs` (the facade) locks the directory, reads `meta.rs`, recovers each shard
+//! with `shard/recovery.rs` (scanning with `segment/scan.rs`), starts the threads. Every path
+//! in a data directory is named in [`layout`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
+#![warn(rustdoc::broken_intra_doc_links, rustdoc::private_intra_doc_links)]
 
 pub mod config;
 pub mod consumer;
 pub mod error;
-pub mod index;
+pub(crate) mod index;
 pub mod inspect;
-pub mod io;
+pub(crate) mod io;
 pub mod layout;
-pub mod log;
-pub mod meta;
+pub(crate) mod log;
+pub(crate) mod meta;
 pub mod producer;
 pub mod segment;
 pub(crate) mod shard;
+pub(crate) mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use config::{Config, Durability};
-pub use consumer::{Consumer, ConsumerRecord, RateLimit, StartAt};
+pub use consumer::groups::{GroupLag, PartitionLag};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, RateLimit, StartAt};
 pub use error::{Error, Result};
-pub use io::IoBackend;
 pub use io::baseline::{DeviceBaseline, measure_device};
-pub use log::{GroupLag, Log, PartitionLag, ShardStats, TopicConfig, TopicInfo};
+pub use io::{IoBackend, cores};
+pub use log::Log;
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::records::StoredRecord;
 pub use shard::recovery::RecoveryReport;
+pub use shard::stats::ShardStats;
+pub use store::{TopicConfig, TopicInfo};

@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -190,7 +190,6 @@ pub(crate) fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Res
 #[derive(Debug)]
 pub struct DirLock {
     _lock: Flock<File>,
-    path: PathBuf,
 }
 
 impl DirLock {
@@ -226,12 +225,7 @@ impl DirLock {
             .and_then(|_| lock.rewind())
             .and_then(|_| lock.write_all(me.as_bytes()))
             .map_err(|e| Error::io("write", &path, e))?;
-        Ok(DirLock { _lock: lock, path })
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(DirLock { _lock: lock })
     }
 }
 

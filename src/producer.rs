@@ -19,9 +19,9 @@ use crate::consumer::offsets::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 
-use crate::log::LogInner;
 use crate::segment::format::encode_record_tail;
 use crate::shard::{AckRing, Pending, Waiter};
+use crate::store::Store;
 
 /// How long [`Producer::send`] waits for room before giving up, by default.
 pub const SEND_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -111,7 +111,7 @@ pub const STICKY_BYTES: usize = 16 << 10;
 
 /// Sends records; one per thread. Create with [`crate::Log::producer`].
 pub struct Producer {
-    log: Arc<LogInner>,
+    log: Arc<Store>,
     rings: Vec<Option<ProducerRing>>,
     topics: HashMap<String, CachedTopic>,
     topics_generation: u64,
@@ -123,7 +123,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(log: Arc<LogInner>) -> Producer {
+    pub(crate) fn new(log: Arc<Store>) -> Producer {
         static PRODUCERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let shards = log.shards.len();
         Producer {
@@ -141,7 +141,7 @@ impl Producer {
 
     /// A producer of floodgate's own records (committed offsets): the only kind that may
     /// write the internal offsets topic, and that a full shard still accepts.
-    pub(crate) fn internal(log: Arc<LogInner>) -> Producer {
+    pub(crate) fn internal(log: Arc<Store>) -> Producer {
         Producer {
             internal: true,
             ..Producer::new(log)
@@ -355,7 +355,7 @@ impl Producer {
     /// fields, so the caller can keep borrowing the log meanwhile.
     fn ring<'a>(
         rings: &'a mut [Option<ProducerRing>],
-        log: &LogInner,
+        log: &Store,
         shard: usize,
         internal: bool,
     ) -> &'a mut ProducerRing {

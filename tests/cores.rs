@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use floodgate::io::cores;
+use floodgate::cores;
 use floodgate::{Config, Log};
 use nix::sched::{CpuSet, sched_getaffinity};
 use nix::unistd::Pid;

@@ -69,11 +69,11 @@ fn frame_checked(data: &[u8]) {
 
 /// Index file decoding (whole file, and its directory from a file): never a panic.
 pub fn index(data: &[u8]) {
-    let _ = floodgate::index::SegmentIndex::decode(data, Path::new("fuzz.idx"));
+    let _ = floodgate::inspect::SegmentIndex::decode(data, Path::new("fuzz.idx"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("00000000000000000000.idx");
     std::fs::write(&path, data).unwrap();
-    let _ = floodgate::index::IndexDirectory::read(&path);
+    let _ = floodgate::inspect::IndexDirectory::read(&path);
 }
 
 /// `meta.json` as found on open: an error or a log, never a panic.

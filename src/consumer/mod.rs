@@ -2,31 +2,35 @@
 //!
 //! A [`Consumer`] is used from one thread. It keeps a position per partition (the next offset
 //! it will deliver), reads whole batches ahead into a small buffer (`fetch_bytes` per read),
-//! and hands records out through its [`RateLimiter`]. `poll` long-polls: with nothing to
+//! and hands records out through its rate limiter. `poll` long-polls: with nothing to
 //! deliver it parks until a shard writer publishes new records or the timeout passes; it never
 //! spins. Consumers see only acknowledged records (below each partition's visible offset).
 //!
-//! Delivery is at-least-once across restarts once committed offsets exist (consumer groups, a
-//! later step); within one `Consumer`, every record is delivered exactly once, in offset order
-//! per partition.
+//! Delivery is at-least-once across restarts once committed offsets exist (consumer groups);
+//! within one `Consumer`, every record is delivered exactly once, in offset order per
+//! partition.
 
 pub(crate) mod group;
+pub(crate) mod groups;
 pub(crate) mod offsets;
-pub mod rate;
+pub(crate) mod rate;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::consumer::group::{Group, MemberId};
+use crate::consumer::groups::Groups;
 use crate::consumer::offsets::OffsetKey;
 use crate::error::{Error, Result};
-use crate::log::{LogInner, ReadMode};
 use crate::producer::Producer;
 use crate::segment::records::StoredRecord;
 use crate::shard::Waiter;
+use crate::shard::read::ReadMode;
+use crate::store::Store;
 
-pub use rate::{RateLimit, RateLimiter};
+pub use rate::RateLimit;
+pub(crate) use rate::RateLimiter;
 
 /// Where a consumer starts in each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,7 +71,8 @@ pub const POLL_RECORDS_MAX_DEFAULT: usize = 10_000;
 
 /// Configures a [`Consumer`]; from [`crate::Log::consumer`].
 pub struct ConsumerBuilder {
-    log: Arc<LogInner>,
+    store: Arc<Store>,
+    groups: Arc<Groups>,
     topic: String,
     start: StartAt,
     partitions: Option<Vec<u32>>,
@@ -82,9 +87,10 @@ pub struct ConsumerBuilder {
 }
 
 impl ConsumerBuilder {
-    pub(crate) fn new(log: Arc<LogInner>, topic: &str) -> ConsumerBuilder {
+    pub(crate) fn new(store: Arc<Store>, groups: Arc<Groups>, topic: &str) -> ConsumerBuilder {
         ConsumerBuilder {
-            log,
+            store,
+            groups,
             topic: topic.to_owned(),
             start: StartAt::Earliest,
             partitions: None,
@@ -167,7 +173,7 @@ impl ConsumerBuilder {
     /// How often a rate-limited consumer hands out records at most (default
     /// [`PACED_POLL_INTERVAL_DEFAULT`]; zero: as soon as the limit lets one out). Longer means
     /// larger batches and fewer wake-ups; a 1-second window's count moves by up to this much
-    /// of the rate. At most the limiter's burst ([`rate::BURST`]), so nothing is lost waiting.
+    /// of the rate. At most the limiter's burst (10 ms of rate), so nothing is lost waiting.
     pub fn paced_poll_interval(mut self, interval: Duration) -> ConsumerBuilder {
         self.paced_interval = interval.min(rate::BURST);
         self
@@ -185,7 +191,7 @@ impl ConsumerBuilder {
         if let Some(limit) = self.group_limit {
             check_limit(limit)?;
         }
-        let topic = self.log.topic(&self.topic)?;
+        let topic = self.store.topic(&self.topic)?;
         let count = topic.partitions.len() as u32;
         let membership = match &self.group {
             Some(_) if self.partitions.is_some() => {
@@ -194,7 +200,7 @@ impl ConsumerBuilder {
                 ));
             }
             Some(name) => {
-                let group = self.log.group(name, &self.topic)?;
+                let group = self.groups.group(name, &self.topic)?;
                 if let Some(limit) = self.group_limit {
                     group.set_rate_limit(Some(limit), Instant::now());
                 }
@@ -219,7 +225,7 @@ impl ConsumerBuilder {
         };
         let mut partitions = Vec::with_capacity(chosen.len());
         for p in chosen {
-            let position = start_position(&self.log, &self.topic, p, self.start)?;
+            let position = start_position(&self.store, &self.topic, p, self.start)?;
             partitions.push(PartitionState {
                 partition: p,
                 position,
@@ -228,7 +234,8 @@ impl ConsumerBuilder {
             });
         }
         let mut consumer = Consumer {
-            log: self.log,
+            store: self.store,
+            groups: self.groups,
             topic: self.topic,
             topic_id: topic.id,
             start: self.start,
@@ -281,7 +288,7 @@ fn check_limit(limit: RateLimit) -> Result<()> {
     Ok(())
 }
 
-fn start_position(log: &LogInner, topic: &str, partition: u32, start: StartAt) -> Result<u64> {
+fn start_position(log: &Store, topic: &str, partition: u32, start: StartAt) -> Result<u64> {
     let p = log.partition(topic, partition)?;
     let (earliest, next) = (p.offset_earliest(), p.offset_visible());
     Ok(match start {
@@ -315,7 +322,8 @@ struct PartitionState {
 
 /// Pulls records of one topic. See the module documentation.
 pub struct Consumer {
-    log: Arc<LogInner>,
+    store: Arc<Store>,
+    groups: Arc<Groups>,
     topic: String,
     topic_id: u32,
     start: StartAt,
@@ -478,9 +486,9 @@ impl Consumer {
     /// earliest stored one if retention deleted past it), or the start policy.
     fn group_start(&self, partition: u32) -> Result<u64> {
         let Some(committed) = self.committed(partition) else {
-            return start_position(&self.log, &self.topic, partition, self.start);
+            return start_position(&self.store, &self.topic, partition, self.start);
         };
-        let p = self.log.partition(&self.topic, partition)?;
+        let p = self.store.partition(&self.topic, partition)?;
         Ok(committed.clamp(p.offset_earliest(), p.offset_visible()))
     }
 
@@ -495,7 +503,9 @@ impl Consumer {
     /// The group's committed offset of `partition` (the next offset it will consume), if any.
     pub fn committed(&self, partition: u32) -> Option<u64> {
         let m = self.membership.as_ref()?;
-        self.log.offsets.get(&self.offset_key(&m.group, partition))
+        self.groups
+            .offsets
+            .get(&self.offset_key(&m.group, partition))
     }
 
     /// Commits the position of every partition this consumer holds: the group resumes from
@@ -542,11 +552,11 @@ impl Consumer {
         }
         let producer = self
             .commit_producer
-            .get_or_insert_with(|| Producer::internal(Arc::clone(&self.log)));
-        self.log.offsets.commit(producer, &entries)?;
+            .get_or_insert_with(|| Producer::internal(Arc::clone(&self.store)));
+        self.groups.offsets.commit(producer, &entries)?;
         let m = self.membership.as_mut().expect("checked above");
         m.committed.extend(offsets.iter().copied());
-        self.log.update_protection();
+        self.groups.update_protection();
         Ok(())
     }
 
@@ -649,7 +659,7 @@ impl Consumer {
             if state.paused {
                 continue;
             }
-            let read = self.log.read_with(
+            let read = self.store.read_with(
                 &self.topic,
                 state.partition,
                 state.fetched,
@@ -687,7 +697,7 @@ impl Consumer {
 
     /// Parks until a shard publishes, the deadline passes, or data is already there.
     fn wait_for_data(&mut self, deadline: Instant) -> Result<()> {
-        let topic = self.log.topic(&self.topic)?;
+        let topic = self.store.topic(&self.topic)?;
         let mut shards: Vec<u32> = self
             .partitions
             .iter()
@@ -696,19 +706,19 @@ impl Consumer {
         shards.sort_unstable();
         shards.dedup();
         for &s in &shards {
-            self.log.shards[s as usize]
+            self.store.shards[s as usize]
                 .data_waiters
                 .add(Waiter::Thread(std::thread::current()));
         }
         // Look once more after registering, so a publish in between is not missed.
         for state in self.partitions.iter().filter(|s| !s.paused) {
-            let p = self.log.partition(&self.topic, state.partition)?;
+            let p = self.store.partition(&self.topic, state.partition)?;
             if p.offset_visible() > state.fetched {
                 return Ok(());
             }
         }
         for &s in &shards {
-            if let Some(e @ Error::ShardFailed { .. }) = self.log.shards[s as usize].stopped() {
+            if let Some(e @ Error::ShardFailed { .. }) = self.store.shards[s as usize].stopped() {
                 return Err(e);
             }
         }
@@ -741,7 +751,7 @@ impl Consumer {
     /// Moves `partition` to `offset`, which must lie in its stored range.
     pub fn seek(&mut self, partition: u32, offset: u64) -> Result<()> {
         self.state(partition)?;
-        let p = self.log.partition(&self.topic, partition)?;
+        let p = self.store.partition(&self.topic, partition)?;
         let (earliest, next) = (p.offset_earliest(), p.offset_visible());
         if !(earliest..=next).contains(&offset) {
             return Err(Error::OffsetOutOfRange {
@@ -799,7 +809,7 @@ impl Consumer {
         self.partitions
             .iter()
             .map(|s| {
-                let p = self.log.partition(&self.topic, s.partition)?;
+                let p = self.store.partition(&self.topic, s.partition)?;
                 Ok((s.partition, p.offset_visible().saturating_sub(s.position)))
             })
             .collect()

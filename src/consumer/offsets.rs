@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use crate::error::{Error, Result};
-use crate::log::LogInner;
 use crate::producer::{Producer, Record};
+use crate::store::Store;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -112,7 +112,7 @@ impl OffsetStore {
     }
 
     /// Reads the offsets partition (after recovery); returns how many records it held.
-    pub fn load(&self, log: &LogInner) -> Result<u64> {
+    pub fn load(&self, log: &Store) -> Result<u64> {
         let (mut offset, next) = {
             let p = log.partition(OFFSETS_TOPIC, 0)?;
             (p.offset_earliest(), p.offset_visible())
@@ -225,7 +225,7 @@ impl OffsetStore {
 }
 
 /// The compaction thread: waits for requests and compacts, until shutdown.
-pub(crate) fn compaction_thread(log: Weak<LogInner>, store: Arc<OffsetStore>) {
+pub(crate) fn compaction_thread(log: Weak<Store>, store: Arc<OffsetStore>) {
     loop {
         {
             let (lock, cv) = &store.compaction;

@@ -317,7 +317,7 @@ mod tests {
             "the writer's chunk directory is the one read back"
         );
         assert!(p.seal_run(0, run, directory.entries_pos(&run)));
-        let mut cache = IndexCache::new(1 << 20);
+        let mut cache = crate::index::cache::IndexCache::new(1 << 20);
         let load = |sealed: &SealedRun, offset: u64| -> Result<Arc<[BatchEntry]>> {
             let starts = run_chunk_starts(&path, sealed)?;
             let (chunk, entries) = read_chunk(&path, sealed, &starts, offset)?;

@@ -4,7 +4,7 @@
 //! the segments that are not sealed yet (appended when the batch becomes visible), and one
 //! [`IndexRun`] per sealed segment it has batches in. A sealed segment `N.seg` has an index file
 //! `N.idx` holding its entries grouped by partition; a run names where its partition's entries
-//! are in that file, and readers load them on demand through a bounded [`IndexCache`]. So the
+//! are in that file, and readers load them on demand through a bounded cache ([`SealedRuns`]). So the
 //! memory the index takes grows with the number of partitions and segments, not with the
 //! number of batches stored (at 10,000 partitions of 100-byte records, one entry per record:
 //! 32 bytes per record in the segment being written, 320 MB per 10 M records, before runs
@@ -15,7 +15,7 @@
 //!
 //! Files: [`partition`] (a partition's entries and runs, and its watermarks), [`published`]
 //! (entries the writer published, on their way to partitions), [`cache`] (sealed runs' entries
-//! loaded from index files), [`file`] (the index file's bytes) and [`file_io`] (reading and
+//! loaded from index files), [`mod@file`] (the index file's bytes) and [`file_io`] (reading and
 //! writing index files).
 
 mod cache;
@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 
-/// A published entry as its segment's [`EntryChunks`] hold it: the partition's slot in its
+/// A published entry as its segment's [`published::EntryChunks`] hold it: the partition's slot in its
 /// shard and the entry, in 32 bytes instead of 56 (the segment is the chunks', the last offset
 /// a delta, positions within a segment of at most 4 GiB). With 10,000 partitions every record
 /// is its own batch: a 1 GiB segment holds about 6 M of these until its index file is written.
@@ -137,9 +137,9 @@ impl<F: Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>>> RunLoader for F {
 pub(crate) const CHUNK_ENTRIES: usize = 4096;
 
 pub use crate::segment::BatchEntry;
-pub(crate) use cache::{IndexCache, SealedRuns};
+pub(crate) use cache::SealedRuns;
 pub(crate) use file::{INDEX_ENTRY_BYTES, IndexFrames, IndexSink, encode_index};
 pub use file::{IndexDirectory, SegmentIndex};
 pub(crate) use file_io::{read_chunk, run_chunk_starts, write_index_file, write_index_file_paced};
 pub use partition::Partition;
-pub use published::{EntryChunks, IndexLog, SegmentEntries, Undistributed};
+pub use published::{IndexLog, SegmentEntries, Undistributed};

@@ -88,11 +88,6 @@ impl EntryChunks {
         self.len
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Entry `i` (below `len()`).
     pub fn get(&self, i: usize) -> (u32, BatchEntry) {
         let e = &self.chunks[i / LOG_CHUNK_ENTRIES][i % LOG_CHUNK_ENTRIES];

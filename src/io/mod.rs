@@ -89,16 +89,6 @@ impl AlignedBuf {
     pub fn len(&self) -> usize {
         self.len
     }
-
-    /// Always false: buffers are never empty.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The buffer's first byte, for the kernel.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
 }
 
 impl std::ops::Deref for AlignedBuf {

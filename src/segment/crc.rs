@@ -30,7 +30,7 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 /// ago a few at a time (an 8-byte load over several smaller stores waits for them to retire: a
 /// one-record frame took 45 ns to encode, most of it such waits).
 #[inline]
-pub fn crc32c_words(words: &[u64], rest: &[u8]) -> u32 {
+pub(crate) fn crc32c_words(words: &[u64], rest: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if rest.len() < SHORT_BYTES && std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2 (checked just above).
@@ -47,7 +47,7 @@ pub fn crc32c_words(words: &[u64], rest: &[u8]) -> u32 {
 /// no loops: the general version's slice handling was 70 instructions a frame (callgrind), a
 /// cost paid per record with 10,000 partitions.
 #[inline]
-pub fn crc32c_3_words_u32(words: [u64; 3], rest: u32) -> u32 {
+pub(crate) fn crc32c_3_words_u32(words: [u64; 3], rest: u32) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2 (checked just above).
@@ -67,11 +67,11 @@ fn crc32c_3_words_u32_sse42(words: [u64; 3], rest: u32) -> u32 {
     !_mm_crc32_u32(crc as u32, rest)
 }
 
-/// The CRC-32C of each of three inputs, as [`crc32c`] gives them. The CPU's CRC instruction
+/// The CRC-32C of each of three inputs, as [`crc32c()`] gives them. The CPU's CRC instruction
 /// takes three cycles before its result can feed the next step but accepts a new one every
 /// cycle, so three independent short inputs checksummed in step cost about as much as one.
 #[inline]
-pub fn crc32c_3(inputs: [&[u8]; 3]) -> [u32; 3] {
+pub(crate) fn crc32c_3(inputs: [&[u8]; 3]) -> [u32; 3] {
     #[cfg(target_arch = "x86_64")]
     if inputs.iter().all(|b| b.len() < SHORT_BYTES) && std::arch::is_x86_feature_detected!("sse4.2")
     {

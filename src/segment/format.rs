@@ -175,7 +175,7 @@ impl FrameHeader {
 // Varints.
 
 /// Bytes needed for `v` as a zigzag varlong.
-pub fn varlong_bytes(v: i64) -> usize {
+pub(crate) fn varlong_bytes(v: i64) -> usize {
     let z = zigzag(v);
     (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
@@ -185,7 +185,7 @@ fn zigzag(v: i64) -> u64 {
 }
 
 /// Appends `v` as a zigzag varlong (varints use the same encoding for smaller values).
-pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = zigzag(v);
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -196,7 +196,7 @@ pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
 
 /// Writes `v` as a zigzag varlong at the start of `out`; returns the bytes written.
 /// `out` must have room for [`varlong_bytes`]`(v)` bytes.
-pub fn write_varlong(out: &mut [u8], v: i64) -> usize {
+pub(crate) fn write_varlong(out: &mut [u8], v: i64) -> usize {
     let mut z = zigzag(v);
     let mut i = 0;
     while z >= 0x80 {

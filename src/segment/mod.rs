@@ -6,7 +6,7 @@
 pub mod crc;
 pub mod format;
 pub(crate) mod records;
-pub mod scan;
+pub(crate) mod scan;
 
 /// One stored batch of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,9 +35,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::error::Error;
-use crate::error::Result;
 use crate::index::{
-    BatchEntry, SealedRuns, IndexLog, IndexRun, Partition, SealedRun, Undistributed,
+    BatchEntry, IndexLog, IndexRun, Partition, SealedRun, SealedRuns, Undistributed,
 };
 
 /// Puts a published entry into its partition's index and moves the partition's watermark past

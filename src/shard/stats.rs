@@ -22,9 +22,9 @@ impl WriterCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> crate::log::ShardStats {
+    pub fn snapshot(&self) -> ShardStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        crate::log::ShardStats {
+        ShardStats {
             records: get(&self.records),
             batches: get(&self.batches),
             writes: get(&self.writes),
@@ -36,5 +36,55 @@ impl WriterCounters {
             rolls_unzeroed: get(&self.rolls_unzeroed),
             tail_cached_bytes: get(&self.tail_cached_bytes),
         }
+    }
+}
+
+/// What one shard's writer has done since the log was opened; from [`crate::Log::stats`]. Counters
+/// only grow: take two snapshots and subtract for rates. `write_nanos` and `flush_nanos` sum
+/// each write's and each flush's time from submission to completion, so
+/// `flush_nanos / flushes` is the mean flush latency and `records / writes` the mean group
+/// commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Records framed.
+    pub records: u64,
+    /// Record batches framed (one per partition per commit).
+    pub batches: u64,
+    /// Segment writes completed (one per group commit).
+    pub writes: u64,
+    /// Bytes those writes carried (aligned to 4 KiB; a tail block is written again by the
+    /// next commit).
+    pub write_bytes: u64,
+    /// Sum of each write's time from submission to completion.
+    pub write_nanos: u64,
+    /// Flushes (fdatasync) completed.
+    pub flushes: u64,
+    /// Sum of each flush's time from submission until its commits were durable.
+    pub flush_nanos: u64,
+    /// Segments sealed and replaced by a new one.
+    pub rolls: u64,
+    /// Rolls into a plain preallocated segment because the helper had not finished zeroing
+    /// the next one (with `segment_prezero`): that segment's commits convert unwritten
+    /// extents, slower to flush (docs/TUNING.md).
+    pub rolls_unzeroed: u64,
+    /// Bytes of commits put in the tail cache for readers. The writer does that only while a
+    /// reader has read near the newest data in the last two seconds: otherwise no reader would
+    /// find them there.
+    pub tail_cached_bytes: u64,
+}
+
+/// Adds another shard's counters (for totals over a log's shards).
+impl std::ops::AddAssign for ShardStats {
+    fn add_assign(&mut self, other: ShardStats) {
+        self.records += other.records;
+        self.batches += other.batches;
+        self.writes += other.writes;
+        self.write_bytes += other.write_bytes;
+        self.write_nanos += other.write_nanos;
+        self.flushes += other.flushes;
+        self.flush_nanos += other.flush_nanos;
+        self.rolls += other.rolls;
+        self.rolls_unzeroed += other.rolls_unzeroed;
+        self.tail_cached_bytes += other.tail_cached_bytes;
     }
 }

@@ -1771,7 +1771,7 @@ fn producer_thread(
 ) -> ProducerResult {
     let others = log.other_cores();
     if !args.no_pin && !args.producers_free && !others.is_empty() {
-        floodgate::io::cores::pin(&[others[k as usize % others.len()]]);
+        floodgate::cores::pin(&[others[k as usize % others.len()]]);
     }
     let mut producer = log.producer();
     let mut result = ProducerResult {

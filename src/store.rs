@@ -1,0 +1,285 @@
+//! [`Store`]: the shards and the topics over them, which producers, consumers and the
+//! [`crate::Log`] facade share. It creates and deletes topics (in the metadata file first),
+//! finds a partition, and reads records by offset or time through the shard's read path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::Config;
+use crate::consumer::offsets::OFFSETS_TOPIC;
+use crate::error::{Error, Result};
+use crate::index::Partition;
+use crate::meta::{Meta, TopicMeta};
+use crate::segment::records::StoredRecord;
+use crate::shard::ShardShared;
+use crate::shard::read::{ReadMode, read_partition};
+use crate::shard::readahead::Readahead;
+
+/// How a topic is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfig {
+    partitions: u32,
+}
+
+impl TopicConfig {
+    /// A topic with `partitions` partitions.
+    pub fn new(partitions: u32) -> TopicConfig {
+        TopicConfig { partitions }
+    }
+
+    /// Its partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+}
+
+/// A topic as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Its name.
+    pub name: String,
+    /// Its partition count.
+    pub partitions: u32,
+}
+
+pub(crate) struct TopicState {
+    pub id: u32,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+/// The shards, the topics, and the metadata that names them.
+pub(crate) struct Store {
+    pub config: Config,
+    /// The metadata file's content; held while it is replaced.
+    meta: Mutex<Meta>,
+    /// Bumped whenever a topic is created or deleted, so producers can cache topics.
+    topics_generation: AtomicU64,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    /// By shard id.
+    pub shards: Vec<Arc<ShardShared>>,
+    /// Each shard's read-ahead thread, by shard id.
+    readahead: Vec<Readahead>,
+}
+
+impl Store {
+    /// A store over recovered shards, their read-ahead threads, and the metadata and topics
+    /// (from [`topic_states`]) they were recovered with.
+    pub fn new(
+        config: Config,
+        meta: Meta,
+        topics: HashMap<String, Arc<TopicState>>,
+        shards: Vec<Arc<ShardShared>>,
+        readahead: Vec<Readahead>,
+    ) -> Store {
+        Store {
+            config,
+            meta: Mutex::new(meta),
+            topics_generation: AtomicU64::new(0),
+            topics: RwLock::new(topics),
+            shards,
+            readahead,
+        }
+    }
+
+    pub fn topics_generation(&self) -> u64 {
+        self.topics_generation.load(Ordering::Acquire)
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<TopicState>> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    /// Creates a topic (the name is already validated).
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        if partitions == 0 || partitions > crate::config::PARTITIONS_MAX {
+            return Err(Error::InvalidPartitionCount {
+                asked: partitions,
+                max: crate::config::PARTITIONS_MAX,
+            });
+        }
+        let mut meta = self.meta.lock().expect("meta lock");
+        if meta.topic(name).is_some() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        meta.check_room_for(partitions)?;
+        let shards = self.shards.len();
+        let t = TopicMeta {
+            name: name.to_owned(),
+            id: meta.next_topic_id,
+            partitions,
+            first_shard: meta.next_topic_id % shards as u32,
+        };
+        let mut next = meta.clone();
+        next.next_topic_id += 1;
+        next.topics.push(t.clone());
+        next.store(&self.config.dir)?;
+        *meta = next;
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_owned(), Arc::new(topic_state(&t, &self.shards)));
+        self.topics_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Deletes a topic: unreachable at once, its bytes gone when retention removes them.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut meta = self.meta.lock().expect("meta lock");
+        if meta.topic(name).is_none() {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        let mut next = meta.clone();
+        next.topics.retain(|t| t.name != name);
+        next.store(&self.config.dir)?;
+        *meta = next;
+        self.topics.write().expect("topics lock").remove(name);
+        self.topics_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The user's topics (not floodgate's own), sorted by name.
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        let meta = self.meta.lock().expect("meta lock");
+        let mut out: Vec<TopicInfo> = meta
+            .topics
+            .iter()
+            .filter(|t| t.name != OFFSETS_TOPIC)
+            .map(|t| TopicInfo {
+                name: t.name.clone(),
+                partitions: t.partitions,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Stops every shard's read-ahead thread.
+    pub fn shutdown_readahead(&self) {
+        for r in &self.readahead {
+            r.shutdown();
+        }
+    }
+
+    /// Every topic, by id (topics of the metadata, floodgate's own included).
+    pub fn topics_by_id(&self) -> HashMap<u32, Arc<TopicState>> {
+        let topics = self.topics.read().expect("topics lock");
+        topics.values().map(|t| (t.id, Arc::clone(t))).collect()
+    }
+
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        self.read_with(topic, partition, offset, bytes_max, ReadMode::Exact)
+    }
+
+    /// [`Store::read`], choosing how much to read from disk on a cache miss.
+    pub fn read_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        bytes_max: usize,
+        mode: ReadMode,
+    ) -> Result<Vec<StoredRecord>> {
+        let p = self.partition(topic, partition)?;
+        let out_of_range = || {
+            let (earliest, next) = (p.offset_earliest(), p.offset_visible());
+            (offset < earliest || offset > next).then(|| Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                earliest,
+                next,
+            })
+        };
+        if let Some(e) = out_of_range() {
+            return Err(e);
+        }
+        // Retention may delete the segment (or its index file) while this reads it: then the
+        // offset is out of range, not the log damaged.
+        let shard = p.shard as usize;
+        let (shared, readahead) = (&self.shards[shard], &self.readahead[shard]);
+        let segment_bytes = self.config.segment_bytes;
+        read_partition(
+            shared,
+            readahead,
+            segment_bytes,
+            &p,
+            offset,
+            bytes_max,
+            mode,
+        )
+        .map_err(|e| out_of_range().unwrap_or(e))
+    }
+
+    /// See [`crate::Log::offset_for_timestamp`].
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<u64>> {
+        let p = self.partition(topic, partition)?;
+        let visible = p.offset_visible();
+        let shard = &self.shards[p.shard as usize];
+        let Some(entry) = p.entry_for_timestamp(timestamp, visible, &shard.sealed_runs)? else {
+            return Ok(None);
+        };
+        let records = self.read(topic, partition, entry.base_offset, 1)?;
+        Ok(records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| r.offset))
+    }
+
+    /// A partition, with its index brought up to date with what its writer published.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        let p = t
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })?;
+        self.shards[p.shard as usize].catch_up();
+        Ok(p)
+    }
+}
+
+/// The topics of `meta`, each partition made in its shard's table (once per open: the tables
+/// only grow).
+pub(crate) fn topic_states(
+    meta: &Meta,
+    shards: &[Arc<ShardShared>],
+) -> HashMap<String, Arc<TopicState>> {
+    meta.topics
+        .iter()
+        .map(|t| (t.name.clone(), Arc::new(topic_state(t, shards))))
+        .collect()
+}
+
+fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {
+    let partitions = (0..t.partitions)
+        .map(|p| {
+            let shard = (t.first_shard as usize + p as usize) % shards.len();
+            shards[shard].new_partition(t.id, p)
+        })
+        .collect();
+    TopicState {
+        id: t.id,
+        partitions,
+    }
+}
