@@ -69,7 +69,9 @@ pub struct Config {
     pub(crate) retention_age: Option<std::time::Duration>,
     pub(crate) protect_unconsumed: bool,
     pub(crate) disk_bytes_max: Option<u64>,
-    pub(crate) io_hooks: crate::io::IoHooks,
+    /// Test hooks for each shard's device (only with the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) io_hooks: crate::testing::IoHooks,
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
 }
@@ -88,7 +90,8 @@ impl Config {
             io_backend: IoBackend::IoUring,
             pin_threads: true,
             writer_cores: Vec::new(),
-            io_hooks: crate::io::IoHooks::default(),
+            #[cfg(any(test, feature = "testing"))]
+            io_hooks: crate::testing::IoHooks::default(),
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             index_cache_bytes: INDEX_CACHE_BYTES_DEFAULT,
             retention_bytes: None,
@@ -243,7 +246,7 @@ impl Config {
     }
 
     /// The retention policy of each shard.
-    pub(crate) fn retention(&self) -> crate::shard::retention::Retention {
+    pub(crate) fn retention(&self) -> Retention {
         let shards = self.shards as u64;
         // At a disk cap, retention also keeps a segment's room free for the next roll.
         let cap = self
@@ -253,7 +256,7 @@ impl Config {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        crate::shard::retention::Retention {
+        Retention {
             bytes,
             age: self.retention_age,
             disk_bytes_max: self.disk_bytes_max.map(|b| b / shards),
@@ -346,5 +349,22 @@ impl Config {
     /// The largest frame a single record can make.
     pub(crate) fn frame_bytes_max(&self) -> usize {
         self.record_bytes_max + RECORD_PREFIX_BYTES_MAX + FRAME_OVERHEAD_BYTES
+    }
+}
+
+/// How much of the log a shard keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Retention {
+    /// The most bytes of segment files the shard keeps (its share of the configured total).
+    pub bytes: Option<u64>,
+    /// Segments whose newest record is older than this are deleted.
+    pub age: Option<std::time::Duration>,
+    /// The most bytes of segment files the shard may hold (its share of the disk cap).
+    pub disk_bytes_max: Option<u64>,
+}
+
+impl Retention {
+    pub fn enabled(&self) -> bool {
+        self.bytes.is_some() || self.age.is_some()
     }
 }

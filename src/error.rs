@@ -129,7 +129,7 @@ pub enum Error {
         max: u32,
     },
 
-    /// The topics together would have more than [`crate::config::PARTITIONS_TOTAL_MAX`]
+    /// The topics together would have more than `config::PARTITIONS_TOTAL_MAX`
     /// partitions.
     #[error("the log holds {held} partitions; {asked} more would pass its limit of {max}")]
     TooManyPartitions {

@@ -131,6 +131,7 @@ impl Log {
                 durability: config.durability,
                 backend: config.io_backend,
                 prezero: config.segment_prezero,
+                #[cfg(any(test, feature = "testing"))]
                 io_hooks: config.io_hooks.clone(),
                 tail_cache_bytes: config.tail_cache_bytes,
                 retention: config.retention(),

@@ -138,6 +138,9 @@ impl Meta {
     }
 }
 
+/// The internal topic holding consumer groups' committed offsets (`consumer::offsets`).
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// Checks a topic name against Kafka's rule.
 pub fn validate_topic_name(name: &str) -> Result<()> {
     if is_legal_name(name) && name != "." && name != ".." {

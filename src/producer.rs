@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::Backoff;
 
-use crate::consumer::offsets::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
+use crate::meta::OFFSETS_TOPIC;
 use std::collections::HashMap;
 
 use crate::segment::format::encode_record_tail;

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Config;
-use crate::consumer::offsets::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
 use crate::index::Partition;
+use crate::meta::OFFSETS_TOPIC;
 use crate::meta::{Meta, TopicMeta};
 use crate::segment::records::StoredRecord;
 use crate::shard::ShardShared;

@@ -19,8 +19,7 @@ use crate::error::{Error, Result};
 use crate::producer::{Producer, Record};
 use crate::store::Store;
 
-/// The internal topic holding committed offsets.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub(crate) use crate::meta::OFFSETS_TOPIC;
 
 const KEY_VERSION: u8 = 1;
 /// The longest a commit waits for its records to be acknowledged.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{AlignedBuf, Completion, IoBackend, IoHooks};
+use super::{AlignedBuf, Completion, IoBackend};
 use crate::error::{Error, Result};
 
 const BLOCK: usize = 1 << 20;
@@ -35,7 +35,7 @@ pub fn measure_device(dir: &Path, bytes: u64) -> Result<DeviceBaseline> {
 fn run(path: &Path, blocks: u64) -> Result<DeviceBaseline> {
     let file = Arc::new(super::open_segment(path, IoBackend::IoUring, true, true)?);
     super::preallocate(&file, path, blocks * BLOCK as u64)?;
-    let mut device = super::device(IoBackend::IoUring, DEPTH as u32, &IoHooks::default())?;
+    let mut device = super::device(IoBackend::IoUring, DEPTH as u32)?;
     let mut spare: Vec<AlignedBuf> = (0..DEPTH)
         .map(|i| {
             let mut b = AlignedBuf::new(BLOCK);

@@ -154,58 +154,13 @@ pub trait Device: Send {
     ) -> Result<()>;
 }
 
-/// Test hooks a configuration hands to each shard's device: injected faults and a recorder of
-/// every write and flush. Empty, and without effect, unless the `testing` feature is on.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct IoHooks {
-    #[cfg(any(test, feature = "testing"))]
-    pub faults: Option<Arc<crate::testing::IoFaults>>,
-    #[cfg(any(test, feature = "testing"))]
-    pub recorder: Option<Arc<crate::testing::IoRecorder>>,
-}
-
-/// Creates the device of a backend for a shard, wrapped in the test hooks if any are set.
-#[cfg_attr(
-    not(any(test, feature = "testing")),
-    expect(
-        unused_variables,
-        reason = "the hooks are empty without the testing feature"
-    )
-)]
-pub(crate) fn device(
-    backend: IoBackend,
-    queue_depth: u32,
-    hooks: &IoHooks,
-) -> Result<Box<dyn Device>> {
-    #[cfg_attr(
-        not(any(test, feature = "testing")),
-        expect(unused_mut, reason = "only the test hooks wrap the device")
-    )]
-    let mut device: Box<dyn Device> = match backend {
-        IoBackend::IoUring => {
-            #[cfg_attr(
-                not(any(test, feature = "testing")),
-                expect(unused_mut, reason = "only the test hooks split writes")
-            )]
-            let mut uring = uring::UringDevice::new(queue_depth)?;
-            #[cfg(any(test, feature = "testing"))]
-            if let Some(f) = hooks.faults.as_ref().filter(|f| f.short_writes_on()) {
-                uring.split_writes(Arc::clone(f));
-            }
-            Box::new(uring)
-        }
+/// Creates the device of a backend (a shard's writer's, with test hooks, comes from
+/// `testing::device`).
+pub(crate) fn device(backend: IoBackend, queue_depth: u32) -> Result<Box<dyn Device>> {
+    Ok(match backend {
+        IoBackend::IoUring => Box::new(uring::UringDevice::new(queue_depth)?),
         IoBackend::Portable => Box::new(portable::PortableDevice::default()),
-    };
-    #[cfg(any(test, feature = "testing"))]
-    {
-        if let Some(f) = &hooks.faults {
-            device = Box::new(crate::testing::FaultyDevice::new(device, Arc::clone(f)));
-        }
-        if let Some(r) = &hooks.recorder {
-            device = Box::new(crate::testing::RecordingDevice::new(device, Arc::clone(r)));
-        }
-    }
-    Ok(device)
+    })
 }
 
 /// Checks that io_uring can be set up here, with an error that names the way out.
@@ -373,6 +328,20 @@ pub fn start_writeback(file: &File, pos: u64, len: u64) {
             libc::SYNC_FILE_RANGE_WRITE,
         );
     }
+}
+
+/// Owns an aligned buffer for [`shared_bytes`].
+struct SharedBuf(AlignedBuf);
+
+impl AsRef<[u8]> for SharedBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Bytes owning an aligned buffer (slices of them share it).
+pub(crate) fn shared_bytes(buf: AlignedBuf) -> bytes::Bytes {
+    bytes::Bytes::from_owner(SharedBuf(buf))
 }
 
 #[cfg(test)]

@@ -64,9 +64,9 @@ pub struct UringDevice {
     /// waiting for completions that may never come.
     broken: Option<Arc<io::Error>>,
     /// Tests: submit each write's first part only (see
-    /// [`crate::testing::IoFaults::short_writes`]).
+    /// `testing::IoFaults::short_writes`).
     #[cfg(any(test, feature = "testing"))]
-    split_writes: Option<Arc<crate::testing::IoFaults>>,
+    split_writes: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl UringDevice {
@@ -105,10 +105,10 @@ impl UringDevice {
 
     /// Tests: from now on, submits only the first half (in whole blocks) of each write of more
     /// than one block, so the kernel returns a short write and the rest is resubmitted like any
-    /// short write; each is counted in `faults`.
+    /// short write; each is counted in `done`.
     #[cfg(any(test, feature = "testing"))]
-    pub fn split_writes(&mut self, faults: Arc<crate::testing::IoFaults>) {
-        self.split_writes = Some(faults);
+    pub fn split_writes(&mut self, done: Arc<std::sync::atomic::AtomicU64>) {
+        self.split_writes = Some(done);
     }
 
     /// Whether writes are submitted in two parts (tests only).
@@ -244,8 +244,8 @@ impl UringDevice {
             match (&mut op, outcome) {
                 (Op::Write { len, done, .. }, Ok(n)) if n > 0 && *done + n < *len => {
                     #[cfg(any(test, feature = "testing"))]
-                    if let Some(faults) = &self.split_writes {
-                        faults.note_short_write();
+                    if let Some(done) = &self.split_writes {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     *done += n;
                     retry(self, op);

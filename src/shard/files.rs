@@ -4,8 +4,11 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::error::{Error, Result};
 use crate::io::{self, IoBackend};
+use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
 
 /// A segment file as readers see it.
@@ -13,6 +16,18 @@ use crate::shard::ShardShared;
 pub(crate) struct SegmentFile {
     pub path: PathBuf,
     pub file: File,
+}
+
+impl SegmentFile {
+    /// Reads bytes `[start, end)` (`start` block-aligned) with one aligned read; the returned
+    /// bytes own the aligned buffer, and records sliced from them share it.
+    pub fn read_span(&self, start: u64, end: u64) -> Result<Bytes> {
+        debug_assert!(start.is_multiple_of(BLOCK_BYTES as u64));
+        let aligned_end = end.next_multiple_of(BLOCK_BYTES as u64);
+        let len = (aligned_end - start) as usize;
+        let buf = io::read_aligned(&self.file, &self.path, start, len)?;
+        Ok(io::shared_bytes(buf).slice(..(end - start) as usize))
+    }
 }
 
 /// Creates, preallocates and registers segment `id` of a shard; fsyncs the directory.
@@ -34,7 +49,7 @@ pub(crate) fn create_segment(
 /// `durable_name`, fsyncs the directory so the new name is durable before this returns. The
 /// writer's rolls do without: the segment's records may be acknowledged while the rename is
 /// still only in memory, because recovery adopts a `next.seg.prep` that holds frames as the
-/// segment after the newest (see [`crate::shard::recovery`]). That directory fsync took
+/// segment after the newest (see `shard::recovery`). That directory fsync took
 /// 0.1-0.2 ms at most rolls and 1.4-3.7 ms at some, with the writer stopped meanwhile.
 pub(crate) fn adopt_segment(
     shared: &ShardShared,

@@ -33,13 +33,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::index::write_index_file_paced;
 use crate::index::{BatchEntry, INDEX_ENTRY_BYTES, IndexFrames, SegmentEntries, encode_index};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout;
 use crate::shard::ShardShared;
-use crate::shard::retention::{Retention, enforce};
+use crate::shard::retention::enforce;
 
 /// Zeroing's write size, and (below) its lead and how often it looks at the writer's
 /// progress: every write completed before one of the writer's flushes is waited for by that

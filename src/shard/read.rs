@@ -2,43 +2,11 @@
 //! the shard's read cache or read from its segment files with aligned reads; the records
 //! decoded from them share the read buffers. Runs on the reader's thread.
 
-use bytes::Bytes;
-
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Partition};
-use crate::io::{self, AlignedBuf};
-use crate::segment::format::BLOCK_BYTES;
 use crate::segment::records::{StoredRecord, decode_records};
 use crate::shard::ShardShared;
-use crate::shard::files::SegmentFile;
 use crate::shard::readahead::Readahead;
-
-struct Shared(AlignedBuf);
-
-impl AsRef<[u8]> for Shared {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// Reads bytes `[start, end)` of a segment (`start` block-aligned) with one aligned read;
-/// the returned bytes own the aligned buffer, and records sliced from them share it.
-pub(crate) fn read_span(segment: &SegmentFile, start: u64, end: u64) -> Result<Bytes> {
-    debug_assert!(start.is_multiple_of(BLOCK_BYTES as u64));
-    let aligned_end = end.next_multiple_of(BLOCK_BYTES as u64);
-    let buf = io::read_aligned(
-        &segment.file,
-        &segment.path,
-        start,
-        (aligned_end - start) as usize,
-    )?;
-    Ok(shared_bytes(buf).slice(..(end - start) as usize))
-}
-
-/// Bytes owning an aligned buffer (slices of them share it).
-pub(crate) fn shared_bytes(buf: AlignedBuf) -> Bytes {
-    Bytes::from_owner(Shared(buf))
-}
 
 /// Reads records of partition `p` (owned by `shard`) from `offset` on: whole batches up to
 /// about `bytes_max` bytes, at least one, none at or past the partition's visible watermark.
@@ -166,7 +134,7 @@ fn read_from_disk(
                 .max(needed)
         }
     };
-    let span = read_span(&segment, start, end)?;
+    let span = segment.read_span(start, end)?;
     shard
         .read_cache
         .write()

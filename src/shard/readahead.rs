@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, Completion, IoBackend};
 use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
-use crate::shard::read::shared_bytes;
 
 /// The grid of reads from disk: a consumer's read and each read-ahead cover at most one
 /// window (a frame crossing a window's end extends its read).
@@ -139,7 +138,7 @@ impl Readahead {
 
 fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend) {
     let (lock, cv) = state;
-    let Ok(mut device) = io::device(backend, QUEUE_DEPTH, &io::IoHooks::default()) else {
+    let Ok(mut device) = io::device(backend, QUEUE_DEPTH) else {
         // No read-ahead then: readers read for themselves.
         return drop_all(state);
     };
@@ -198,7 +197,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
             let w = slots[c.token as usize].take().expect("a read in flight");
             // A failed read is dropped: the reader then reads for itself and reports it.
             if let (Ok(()), Some(buf)) = (c.result, c.buf) {
-                let bytes = shared_bytes(buf).slice(..(w.end - w.start) as usize);
+                let bytes = io::shared_bytes(buf).slice(..(w.end - w.start) as usize);
                 shard
                     .read_cache
                     .write()

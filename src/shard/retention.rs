@@ -14,10 +14,10 @@
 //! interrupted (segments below the first one kept).
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::io;
 use crate::layout::{index_path, segment_path, start_offsets_path};
@@ -25,23 +25,6 @@ use crate::meta::read_json_file;
 use crate::shard::ShardShared;
 
 const START_OFFSETS_VERSION: u32 = 1;
-
-/// How much of the log a shard keeps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Retention {
-    /// The most bytes of segment files the shard keeps (its share of the configured total).
-    pub bytes: Option<u64>,
-    /// Segments whose newest record is older than this are deleted.
-    pub age: Option<Duration>,
-    /// The most bytes of segment files the shard may hold (its share of the disk cap).
-    pub disk_bytes_max: Option<u64>,
-}
-
-impl Retention {
-    pub fn enabled(&self) -> bool {
-        self.bytes.is_some() || self.age.is_some()
-    }
-}
 
 /// The shard's `start-offsets.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

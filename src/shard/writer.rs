@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Durability;
+use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, SlotEntry};
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
@@ -45,7 +46,6 @@ use crate::segment::format::{
 };
 use crate::shard::files::{adopt_segment, create_segment};
 use crate::shard::prepare::{Preparer, Seal};
-use crate::shard::retention::Retention;
 use crate::shard::tail_memory::{CopyArenas, PooledBuf};
 use crate::shard::{AckRing, Pending, ShardShared, WriterCounters};
 
@@ -78,7 +78,8 @@ pub(crate) struct WriterStart {
     pub pin_core: Option<usize>,
     /// Where the shard's helper thread runs (anywhere if empty).
     pub helper_cores: Vec<usize>,
-    pub io_hooks: crate::io::IoHooks,
+    #[cfg(any(test, feature = "testing"))]
+    pub io_hooks: crate::testing::IoHooks,
     /// The shard's tail cache size (0: no cache; commits are not kept).
     pub tail_cache_bytes: usize,
     /// What the helper thread deletes, and the disk cap.
@@ -232,7 +233,10 @@ impl Writer {
         if let Some(core) = start.pin_core {
             io::cores::pin(&[core]);
         }
-        let device = io::device(start.backend, 64, &start.io_hooks)?;
+        #[cfg(any(test, feature = "testing"))]
+        let device = crate::testing::device(start.backend, 64, &start.io_hooks)?;
+        #[cfg(not(any(test, feature = "testing")))]
+        let device = io::device(start.backend, 64)?;
         let path = shared.segment_path(start.segment);
         let file = Arc::new(io::open_segment(&path, start.backend, false, true)?);
         let mut buf = AlignedBuf::new(start.commit_bytes_max);

@@ -24,7 +24,7 @@ pub struct IoFaults {
     flush_errno: AtomicI32,
     flush_delay: Mutex<Duration>,
     short_writes: AtomicBool,
-    short_writes_done: AtomicU64,
+    short_writes_done: Arc<AtomicU64>,
     panic_next_write: AtomicBool,
 }
 
@@ -77,9 +77,9 @@ impl IoFaults {
         self.short_writes.load(Ordering::SeqCst)
     }
 
-    /// Notes a short write the kernel returned.
-    pub(crate) fn note_short_write(&self) {
-        self.short_writes_done.fetch_add(1, Ordering::SeqCst);
+    /// The counter of short writes a splitting device bumps.
+    pub(crate) fn short_writes_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.short_writes_done)
     }
 
     /// How many short writes devices have seen and completed.

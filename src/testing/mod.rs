@@ -8,3 +8,40 @@
 mod faults;
 
 pub use faults::{FaultyDevice, IoEvent, IoFaults, IoRecorder, RecordingDevice};
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::io::{self, Device, IoBackend};
+
+/// Test hooks a configuration hands to each shard writer's device: injected faults and a
+/// recorder of every write and flush. Empty unless the `testing` feature is on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IoHooks {
+    pub faults: Option<Arc<IoFaults>>,
+    pub recorder: Option<Arc<IoRecorder>>,
+}
+
+/// A shard writer's device, wrapped in the test hooks that are set.
+pub(crate) fn device(
+    backend: IoBackend,
+    queue_depth: u32,
+    hooks: &IoHooks,
+) -> Result<Box<dyn Device>> {
+    let split = hooks.faults.as_ref().filter(|f| f.short_writes_on());
+    let mut device: Box<dyn Device> = match (backend, split) {
+        (IoBackend::IoUring, Some(f)) => {
+            let mut uring = io::uring::UringDevice::new(queue_depth)?;
+            uring.split_writes(f.short_writes_counter());
+            Box::new(uring)
+        }
+        _ => io::device(backend, queue_depth)?,
+    };
+    if let Some(f) = &hooks.faults {
+        device = Box::new(FaultyDevice::new(device, Arc::clone(f)));
+    }
+    if let Some(r) = &hooks.recorder {
+        device = Box::new(RecordingDevice::new(device, Arc::clone(r)));
+    }
+    Ok(device)
+}
