@@ -228,6 +228,7 @@ pub(crate) fn recover_shard(
                     ScanEnd::Damaged { reason, .. } => reason,
                     _ => "a torn write in a sealed segment".to_string(),
                 };
+                let damage = Damage { pos, reason };
                 damaged(
                     shared,
                     params,
@@ -235,8 +236,7 @@ pub(crate) fn recover_shard(
                     &segment,
                     &mut reader,
                     &ids[i + 1..],
-                    pos,
-                    reason,
+                    damage,
                 )?;
                 return finish(shared, params, id, pos, &frame_list, Some(file_len));
             }
@@ -308,9 +308,14 @@ fn finish(
     })
 }
 
+/// Damage found before a segment's tail: where, and what is wrong.
+struct Damage {
+    pos: u64,
+    reason: String,
+}
+
 /// Handles damage before the tail: an error, or with repair, counts what is dropped and deletes
 /// the later segments.
-#[allow(clippy::too_many_arguments)]
 fn damaged(
     shared: &ShardShared,
     params: &RecoverParams<'_>,
@@ -318,9 +323,9 @@ fn damaged(
     segment: &SegmentFile,
     reader: &mut ChunkReader<'_>,
     later: &[u64],
-    pos: u64,
-    reason: String,
+    damage: Damage,
 ) -> Result<()> {
+    let Damage { pos, reason } = damage;
     if !params.repair {
         return Err(Error::corrupt(
             &segment.path,

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test crate uses its own subset of these helpers"
+)]
 
 use std::path::PathBuf;
 

@@ -1,0 +1,329 @@
+//! Consuming the load topic: the consumer loop, group members, commits and their journal,
+//! and `load consume`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use floodgate::{Config, Log};
+use serde_json::json;
+
+use super::*;
+
+/// What a consumer loop saw.
+#[derive(Default)]
+pub(crate) struct ConsumeStats {
+    pub(crate) consumed: u64,
+    pub(crate) bytes: u64,
+    /// (producer, sequence) of every record checked, with `verify`.
+    pub(crate) seen: HashSet<(u32, u64)>,
+    /// Records delivered in each second since the consumer started.
+    pub(crate) per_second: Vec<u64>,
+    /// Whole seconds it ran (those of `per_second` that measure a full second).
+    pub(crate) whole_seconds: usize,
+    pub(crate) corrupt: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) out_of_order: u64,
+}
+
+/// How a scenario's consumers run.
+pub(crate) struct ConsumeOptions<'a> {
+    /// Records per second (0: unlimited).
+    pub(crate) rate: f64,
+    /// Consume as a member of this group: the rate is the group's, positions are committed
+    /// every `commit_interval` (and when partitions move or the consumer stops).
+    pub(crate) group: Option<&'a str>,
+    pub(crate) commit_interval: Duration,
+    /// After each commit, append `partition offset` lines of the committed positions here.
+    pub(crate) commit_journal: Option<&'a Path>,
+}
+
+/// Consumes the load topic with `log.consumer` as `options` say, until `stop` says so; counts
+/// into `consumed` as it goes. With `verify`, checks every payload.
+pub(crate) fn consume_loop(
+    log: &Log,
+    options: &ConsumeOptions<'_>,
+    start: Instant,
+    verify: bool,
+    expected: usize,
+    consumed: &AtomicU64,
+    stop: &dyn Fn(&floodgate::Consumer) -> bool,
+) -> Result<ConsumeStats, String> {
+    let mut builder = log.consumer(TOPIC);
+    let limit = floodgate::RateLimit {
+        msgs_per_s: (options.rate > 0.0).then_some(options.rate),
+        bytes_per_s: None,
+    };
+    builder = match options.group {
+        Some(group) if options.rate > 0.0 => builder
+            .group(group)
+            .group_rate_limit(limit)
+            .fetch_bytes(floodgate::consumer::FETCH_BYTES_RATE_LIMITED),
+        Some(group) => builder.group(group),
+        None if options.rate > 0.0 => builder.max_rate(options.rate),
+        None => builder,
+    };
+    if options.group.is_some() {
+        builder = builder.auto_commit(options.commit_interval);
+    }
+    // The set is sized up front: growing a set of millions of entries stalls the consumer for
+    // tens of milliseconds, long enough to miss its rate.
+    let mut stats = ConsumeStats {
+        seen: HashSet::with_capacity(if verify { expected } else { 0 }),
+        ..ConsumeStats::default()
+    };
+    let mut consumer = builder.build().map_err(|e| e.to_string())?;
+    // This member's seconds count from when its rate limit started (at its build), not from
+    // the run's start: building it took 2-10 ms, which a limiter starting empty never makes
+    // up, and the first second fell 0.15-1.03% short for it.
+    let start = start.max(Instant::now());
+    let mut journal = match options.commit_journal {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut next_commit = Instant::now() + options.commit_interval;
+    let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
+    while !stop(&consumer) {
+        let records = consumer
+            .poll(Duration::from_millis(50))
+            .map_err(|e| e.to_string())?;
+        let second = start.elapsed().as_secs() as usize;
+        if stats.per_second.len() <= second {
+            stats.per_second.resize(second + 1, 0);
+        }
+        stats.per_second[second] += records.len() as u64;
+        consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
+        for r in records {
+            stats.consumed += 1;
+            let value = r.record.value.unwrap_or_default();
+            stats.bytes += value.len() as u64;
+            if !verify {
+                continue;
+            }
+            if value.len() < HEADER_BYTES {
+                stats.corrupt += 1;
+                continue;
+            }
+            let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
+            let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
+            let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
+            if sum != checksum(producer, seq, &value[HEADER_BYTES..]) {
+                stats.corrupt += 1;
+                continue;
+            }
+            if !stats.seen.insert((producer, seq)) {
+                stats.duplicated += 1;
+            }
+            if last_seq
+                .insert((r.partition, producer), seq)
+                .is_some_and(|prev| prev > seq)
+            {
+                stats.out_of_order += 1;
+            }
+        }
+        if options.group.is_some() && Instant::now() >= next_commit {
+            next_commit = Instant::now() + options.commit_interval;
+            commit_and_journal(&mut consumer, journal.as_mut())?;
+        }
+    }
+    stats.whole_seconds = start.elapsed().as_secs() as usize;
+    if options.group.is_some() {
+        commit_and_journal(&mut consumer, journal.as_mut())?;
+    }
+    Ok(stats)
+}
+
+/// Runs `members` consumers (group members when more than one) and merges what they saw: a
+/// record two members both delivered counts as duplicated.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the run's settings, its start, its verification and its stop condition"
+)]
+pub(crate) fn consume_members(
+    log: &Log,
+    options: &ConsumeOptions<'_>,
+    members: u32,
+    start: Instant,
+    verify: bool,
+    expected: usize,
+    consumed: &AtomicU64,
+    stop: &(dyn Fn(&floodgate::Consumer) -> bool + Sync),
+) -> Result<ConsumeStats, String> {
+    if members > 1 && options.group.is_none() {
+        return Err("more than one consumer needs --group (members share the partitions)".into());
+    }
+    let results: Vec<Result<ConsumeStats, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..members.max(1))
+            .map(|_| {
+                s.spawn(move || consume_loop(log, options, start, verify, expected, consumed, stop))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("consumer thread"))
+            .collect()
+    });
+    let mut all = ConsumeStats {
+        whole_seconds: usize::MAX,
+        ..ConsumeStats::default()
+    };
+    for r in results {
+        let r = r?;
+        all.whole_seconds = all.whole_seconds.min(r.whole_seconds);
+        all.consumed += r.consumed;
+        all.bytes += r.bytes;
+        all.corrupt += r.corrupt;
+        all.duplicated += r.duplicated;
+        all.out_of_order += r.out_of_order;
+        if all.per_second.len() < r.per_second.len() {
+            all.per_second.resize(r.per_second.len(), 0);
+        }
+        for (a, b) in all.per_second.iter_mut().zip(&r.per_second) {
+            *a += b;
+        }
+        let before = all.seen.len() + r.seen.len();
+        all.seen.extend(r.seen);
+        all.duplicated += (before - all.seen.len()) as u64;
+    }
+    Ok(all)
+}
+
+/// Commits the consumer's positions; then journals them (`partition offset` lines).
+pub(crate) fn commit_and_journal(
+    consumer: &mut floodgate::Consumer,
+    journal: Option<&mut std::fs::File>,
+) -> Result<(), String> {
+    consumer.commit().map_err(|e| format!("commit: {e}"))?;
+    if let Some(journal) = journal {
+        use std::io::Write;
+        let mut lines = String::new();
+        for p in consumer.assignment() {
+            let position = consumer.position(p).map_err(|e| e.to_string())?;
+            lines.push_str(&format!("{p} {position}\n"));
+        }
+        journal
+            .write_all(lines.as_bytes())
+            .map_err(|e| format!("commit journal: {e}"))?;
+    }
+    Ok(())
+}
+
+/// How long the peak scenario's consumers run past its producers.
+pub(crate) const CONSUMER_OVERRUN: Duration = Duration::from_millis(100);
+
+/// The worst deviation from `rate` over the whole seconds in `per_second` (the last, partial
+/// one excluded), in percent.
+pub(crate) fn rate_error_pct(per_second: &[u64], whole_seconds: usize, rate: f64) -> f64 {
+    per_second
+        .iter()
+        .take(whole_seconds)
+        .map(|&n| (n as f64 - rate).abs() / rate * 100.0)
+        .fold(0.0, f64::max)
+}
+
+pub(crate) fn consume(args: ConsumeArgs) -> Result<(), String> {
+    let backend = parse_backend(&args.backend)?;
+    if !args.dir.join("meta.json").exists() {
+        return Err(format!("{} holds no floodgate log", args.dir.display()));
+    }
+    let device = args.device.measure(&args.dir)?;
+    let config = Config::new(&args.dir)
+        .shards(args.shards)
+        .io_backend(backend);
+    let log = Log::open(config).map_err(|e| e.to_string())?;
+    let consumed = AtomicU64::new(0);
+    let cpu_start = process_cpu();
+    let start = Instant::now();
+    let stored = log
+        .consumer(TOPIC)
+        .build()
+        .and_then(|c| c.lag())
+        .map_or(0, |l| l.iter().map(|(_, n)| *n as usize).sum());
+    // Drain what is stored now: one consumer stops when its partitions' lag is zero; group
+    // members, when together they consumed the group's backlog at the start.
+    let backlog = match &args.group {
+        Some(g) => log.group_lag(g, TOPIC).map_err(|e| e.to_string())?.lag,
+        None => stored as u64,
+    };
+    let members = args.consumers;
+    let consumed_ref = &consumed;
+    let stop = move |c: &floodgate::Consumer| {
+        if members > 1 {
+            consumed_ref.load(Ordering::Relaxed) >= backlog
+        } else {
+            c.lag().is_ok_and(|l| l.iter().all(|(_, n)| *n == 0))
+        }
+    };
+    let options = ConsumeOptions {
+        rate: args.consume_rate,
+        group: args.group.as_deref(),
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+        commit_journal: args.commit_journal.as_deref(),
+    };
+    let stats = consume_members(
+        &log,
+        &options,
+        members,
+        start,
+        args.verify,
+        stored,
+        &consumed,
+        &stop,
+    )?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu_start;
+    let whole = stats.whole_seconds.min(stats.per_second.len());
+    let group_lag = match &args.group {
+        Some(g) => Some(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let error = (args.consume_rate > 0.0)
+        .then(|| rate_error_pct(&stats.per_second, whole, args.consume_rate));
+    let mut report = json!({
+        "scenario": "consume",
+        "io_backend": backend.name(),
+        "consume_rate": args.consume_rate,
+        "duration_s": elapsed,
+        "consumed": stats.consumed,
+        "consume_msgs_per_s": stats.consumed as f64 / elapsed,
+        "consume_mb_per_s": stats.bytes as f64 / 1e6 / elapsed,
+        "consume_rate_error_pct": error,
+        "cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "group": args.group,
+        "consumers": args.consumers,
+        "group_lag": group_lag.as_ref().map(|g| g.lag),
+        "time_to_drain_s": group_lag
+            .as_ref()
+            .and_then(|g| g.time_to_drain)
+            .map(|d| d.as_secs_f64()),
+        "verify": if args.verify { json!({
+            "checked": stats.consumed, "corrupt": stats.corrupt,
+            "duplicated": stats.duplicated, "out_of_order": stats.out_of_order,
+        }) } else { serde_json::Value::Null },
+        "env": env_json(&args.dir, &fs_type(&args.dir)),
+    });
+    let consume_mb = report["consume_mb_per_s"].as_f64();
+    merge_json(&mut report, device_json(device, None, consume_mb));
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "floodgate load consume: {} records in {elapsed:.2} s: {:.0} msgs/s, {:.1} MB/s",
+            stats.consumed,
+            report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
+            report["consume_mb_per_s"].as_f64().unwrap_or(0.0)
+        );
+        print_device(&report);
+    }
+    if stats.corrupt + stats.duplicated + stats.out_of_order > 0 {
+        return Err("consume found errors".into());
+    }
+    Ok(())
+}
