@@ -30,11 +30,11 @@ def threads(p):
     for f in glob.glob(f"{out}/cg.{p}-*"):
         text = open(f).read()
         total = int(re.search(r"^summary: (\d+)", text, re.M).group(1))
-        if "floodgate::shard::writer::Writer::run" in text:
+        if "floodgate::shard::writer::Writer::" in text:
             name = "writer"
         elif "floodgate::shard::prepare::run" in text:
             name = "helper"
-        elif "floodgate::load::producer_thread" in text:
+        elif "::producer_thread" in text:
             name = "producer"
         else:
             name = "other"

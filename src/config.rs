@@ -159,10 +159,8 @@ impl Config {
     /// The cores the shard writers are pinned to: shard i goes to `cores[i % cores.len()]`.
     /// By default shard i goes to the `i % n`-th of the process's n allowed cores (its
     /// affinity mask, as `taskset` or a cpuset leave it), counting down from the last one.
-    /// Put writers on the cores that take the disk's interrupts, where completions arrive: on
-    /// the development machine (virtio, all block interrupts on core 1 of 2) the writer on
-    /// core 1 made 4.0-4.6M msgs/s and on core 0 1.5-2.5M, the producer then competing with
-    /// the interrupts. The shard's helper thread runs on the other cores (see
+    /// Put writers on the cores that take the disk's interrupts, where completions arrive
+    /// (docs/TUNING.md, `writer_cores`). The shard's helper thread runs on the other cores (see
     /// [`crate::Log::other_cores`]).
     pub fn writer_cores(mut self, cores: Vec<usize>) -> Config {
         self.writer_cores = cores;

@@ -224,10 +224,8 @@ impl Log {
     /// The cores this process may use that no shard writer is pinned to (empty if the writers
     /// take them all). The shards' helper threads run there. Application threads that wake
     /// often (producers, consumers) are best there too when there are cores to spare; with a
-    /// single one, pinning them to it ties them to whatever else runs there: on the 2-core
-    /// development machine another process's 3 ms bursts every second held a producer pinned
-    /// to core 0 while the writer's core idled, and the peak scenario's ack p99 was higher in
-    /// 5 of 6 alternating runs than with the producer and consumer left to the scheduler.
+    /// single one, pinning them to it ties them to whatever else runs there, while the
+    /// scheduler could move them to an idle core (docs/TUNING.md, "Other processes").
     pub fn other_cores(&self) -> &[usize] {
         &self.other_cores
     }

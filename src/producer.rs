@@ -299,8 +299,8 @@ impl Producer {
         }
         let timestamp = r.timestamp.unwrap_or(now);
         let seq = ring.seq_next;
-        // The clock is read only once the ring is full (a read per record was 5-9% of a run's
-        // CPU): the wait starts then.
+        // The clock is read only once the ring is full (a read per record costs more than the
+        // rest of a small record's hand-off): the wait starts then.
         let mut deadline = None;
         // A full log (disk cap reached, nothing deletable) holds records back like a full ring;
         // committed offsets still go through (their reserved segment), so groups can commit

@@ -58,13 +58,13 @@ pub struct ConsumerRecord {
 /// Bytes a consumer reads from a partition at a time, by default, when it is not rate limited.
 pub const FETCH_BYTES_DEFAULT: usize = 256 << 10;
 /// ...and when it is: a rate-limited consumer needs little per read, and every read of the
-/// backlog occupies the disk ahead of the writer's commits. Peak scenario (500k in, 80k out):
-/// ack p99 2.8-3.0 ms with 256 KiB reads, 1.4-1.6 ms with 64 KiB, 0.94 ms with 16 KiB.
+/// backlog occupies the disk ahead of the writer's commits, whose ack latency grows with the
+/// read size (docs/TUNING.md, `fetch_bytes`).
 pub const FETCH_BYTES_RATE_LIMITED: usize = 16 << 10;
 /// A rate-limited consumer hands out records at most this often by default (what it may
 /// deliver keeps accruing meanwhile, within the limiter's burst): at 80,000/s, batches of
-/// about 80 records instead of one to six, each a wake-up (peak scenario: 0.07-0.10 of a core
-/// less). A 1-second window's count moves by at most this much of the rate (0.1%).
+/// about 80 records instead of one to six, each a wake-up. A 1-second window's count moves by
+/// at most this much of the rate.
 pub const PACED_POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(1);
 /// Records one `poll` returns at most, by default.
 pub const POLL_RECORDS_MAX_DEFAULT: usize = 10_000;
@@ -373,10 +373,9 @@ impl Consumer {
                 if n > 0 {
                     self.paced_next = self.rate_limited().then(|| now + self.paced_interval);
                     let mut out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
-                    // Paying back a hold-up, it reads on while its limits allow: one fetch
-                    // (about 130 records of 100 bytes) a millisecond fell short of twice
-                    // 80,000/s, and the debt of a 114 ms host stall spilled into the next
-                    // second.
+                    // Paying back a hold-up, it reads on while its limits allow: one fetch (about
+                    // 130 records of 100 bytes) a poll falls short of twice 80,000/s, and a long
+                    // hold-up's debt would spill into the next second.
                     while self.buffer.is_empty()
                         && out.len() < self.poll_records_max
                         && self.repaying()

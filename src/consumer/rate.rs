@@ -16,7 +16,7 @@
 //! tokens are owed, up to [`CATCH_UP_MAX`] of rate, and paid back at up to the rate again on
 //! top of it (twice the rate) until settled. A consumer held up 50 ms then delivers the
 //! missing 40 ms of records within the next 40 ms, and the 1-second window holding both is
-//! exact; without it, the peak scenario's seconds with a host stall of 50 ms fell 4% short.
+//! exact.
 //! Time the application spends outside `poll`, or `poll` spends waiting for new records,
 //! is never owed. So over any window of length w the delivered amount is at most
 //! `rate × w + burst + owed`, the owed part only after a hold-up of as long, and at least
@@ -33,9 +33,9 @@ pub struct RateLimit {
     pub bytes_per_s: Option<f64>,
 }
 
-/// The burst each bucket may hold, as time at its rate. A smaller one makes every hold-up
-/// longer than it a debt to pay back (with 5 ms and no catch-up, the peak scenario on the
-/// development machine missed its rate by up to 2.3% in some seconds).
+/// The burst each bucket may hold, as time at its rate: the error over a 1-second window is
+/// at most this much of the rate (1%). A smaller one makes every hold-up longer than it a
+/// debt to pay back.
 pub const BURST: Duration = Duration::from_millis(10);
 
 /// The most hold-up time, at the rate, a bucket owes and pays back (see the module

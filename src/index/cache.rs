@@ -14,11 +14,11 @@ use crate::layout::index_path;
 /// directory (the first offset of every chunk), each kind within its own byte budget.
 ///
 /// Directories have a quarter of the budget to themselves: they are small, handed over at
-/// each seal, and rebuilding one means reading the whole run back (2-26 ms a partition here,
+/// each seal, and rebuilding one means reading the whole run back (milliseconds a partition,
 /// all of a consumer's partitions at once). Sharing one budget, the chunks a catching-up
-/// consumer streams through pushed out the directories of the segments ahead of it, and the
-/// peak scenario's consumer, entering a segment sealed a minute earlier, spent 200 ms of `poll`
-/// rebuilding eleven of them (that second 6.3% short of its rate).
+/// consumer streams through would push out the directories of the segments ahead of it, and
+/// a paced consumer entering a segment would stall rebuilding them (docs/TUNING.md,
+/// `index_cache_bytes`).
 ///
 /// Eviction within a kind is second chance: the oldest item goes first unless it was used
 /// since it came in or since its last chance, when it goes to the back instead (oldest-first
@@ -67,8 +67,8 @@ impl CacheItem {
 const STARTS: usize = usize::MAX;
 
 /// Hashes the index cache's keys (segment ids and positions the shard made, never input from
-/// outside) with a multiply per word: SipHash made each insert of a roll's 10,000 chunk
-/// directories cost 1,300 instructions (callgrind).
+/// outside) with a multiply per word: SipHash's resistance to chosen keys buys nothing here, and
+/// a roll inserts a directory per partition.
 #[derive(Default)]
 struct WordHasher(u64);
 

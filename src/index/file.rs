@@ -77,22 +77,19 @@ pub(crate) trait IndexFrames {
 /// Where an index file's bytes go: `(position, bytes)`, each position written once.
 pub(crate) type IndexSink<'a> = dyn FnMut(u64, &[u8]) -> Result<()> + 'a;
 
-/// Bytes of entries handed to the sink at a time: encoding 1 MiB (26,000 entries) took the
-/// helper 1-2 ms at a stretch, and while the pieces came every 6-8 ms the shard writer's
-/// flushes came up to 1.3 ms apart instead of ~0.1 ms (peak scenario, 8 partitions).
+/// Bytes of entries handed to the sink at a time: small pieces keep the helper's stretches of
+/// encoding short and its writes spread out, so the shard writer's flushes do not wait behind
+/// them.
 const ENCODE_PIECE_BYTES: usize = 128 << 10;
 
 /// Encodes an index file of `frames`, grouped into runs by partition: runs in group order,
 /// each run's entries in file order. Also returns each run's chunk directory (see
 /// [`run_chunk_starts`]), so readers need not read it back. A counting sort, written straight
-/// out (a comparison sort of 5 M frames of 10,000 partitions, and the copies around it, took
-/// the helper thread over a second and 700 MB at every roll). The entries go to `sink` in
-/// pieces, then the header and directory at position 0: the file's 200 MB of a 1 GiB
-/// segment of 10,000 partitions were a fresh buffer at each roll (50,000 page faults).
-/// (Pieces are [`ENCODE_PIECE_BYTES`].) Each run is encoded in one stretch, its header from
-/// its group: 244 -> 130-144 instructions per entry (callgrind, 10,000 partitions) against a
-/// loop that compared every entry's partition with the run before and grew the piece field
-/// by field.
+/// out: a comparison sort of millions of frames, and the copies around it, would cost the
+/// helper seconds and hundreds of MB at every roll. The entries go to `sink` in pieces of
+/// [`ENCODE_PIECE_BYTES`], then the header and directory at position 0, so the file is never a
+/// whole buffer in memory. Each run is encoded in one stretch, its header from its group, not
+/// by comparing every entry's partition with the run before.
 pub(crate) fn encode_index(
     segment: u64,
     data_end: u64,
@@ -148,8 +145,8 @@ pub(crate) fn encode_index(
             crc: 0,
         };
         let mut run_starts = Vec::with_capacity((end - begin).div_ceil(CHUNK_ENTRIES));
-        // The run's CRC goes over whole stretches of it (one call per entry took 50 ms per
-        // 5 M entries): from `crc_from` in the piece.
+        // The run's CRC goes over whole stretches of it, not a call per entry: from
+        // `crc_from` in the piece.
         let mut crc_from = len;
         for k in begin..end {
             if let Some(&ahead) = order.get(k + PREFETCH_AHEAD) {

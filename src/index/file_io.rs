@@ -122,8 +122,9 @@ pub(crate) fn write_index_file(
 
 /// Writes an index file like [`write_index_file`], its bytes coming from `encode` through the
 /// sink it is given, pushing each piece to the disk and then calling `pace` with its size (to
-/// pause: a 1 GiB segment of small batches has an ~80-200 MB index; written and flushed in one
-/// go it delayed the writer's next fdatasyncs by ~80 ms). With the io_uring backend the file
+/// pause: a 1 GiB segment of small batches has an index of a hundred MB or more, which written
+/// and flushed in one go would delay the writer's next fdatasyncs). With the io_uring backend
+/// the file
 /// is written with O_DIRECT from one reused buffer (see [`DirectPieces`]).
 pub(crate) fn write_index_file_paced<R>(
     path: &std::path::Path,
@@ -183,9 +184,7 @@ struct DirectPieces<'a> {
 
 impl<'a> DirectPieces<'a> {
     /// Each write's size. Every flush the shard writer issues waits for the disk to take the
-    /// writes completed before it, these too: with 1 MiB pieces (5 ms apart) the writer's
-    /// flushes came 1.3-3.6 ms apart while an index file was written (peak scenario, 8
-    /// partitions).
+    /// writes completed before it, these too, so the pieces are small.
     const PIECE_BYTES: usize = 128 << 10;
 
     fn new(

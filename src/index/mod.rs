@@ -132,8 +132,7 @@ impl<F: Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>>> RunLoader for F {
 
 /// Entries per chunk of a run loaded at once: a run of a busy partition holds hundreds of
 /// thousands of entries (small frames at a paced rate), and loading whole runs for each read
-/// made a cache of 16 MiB thrash (peak scenario: the consumer fell from 80,000 to 20,000
-/// records/s once it read sealed segments).
+/// would make the index cache thrash.
 pub(crate) const CHUNK_ENTRIES: usize = 4096;
 
 pub use crate::segment::BatchEntry;

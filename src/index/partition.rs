@@ -126,8 +126,8 @@ impl Partition {
     /// unless the run continues the sealed runs and those entries are a prefix of it.
     pub(crate) fn seal_run(&self, segment: u64, run: IndexRun, entries_pos: u64) -> bool {
         let mut index = self.index.write().expect("index lock");
-        // Found by bisection: counting the segment's entries one by one read all of them (the
-        // peak scenario's 2 M) with the index lock held, and readers waited 10-20 ms at a roll.
+        // Found by bisection: counting the segment's entries one by one would read millions of
+        // them with the index lock held, and readers would wait.
         let n = match index.active.front() {
             Some((e, _)) if e.segment == segment => {
                 index.active.partition_point(|(e, _)| e.segment <= segment)

@@ -10,8 +10,8 @@ use super::*;
 /// partitions.
 ///
 /// The writer appends each commit's entries here under one short lock: one hot, contiguous
-/// append per commit instead of touching every partition's index (cold cache lines, measured as
-/// the writer's largest cost with 10,000 partitions). Readers move new entries into their
+/// append per commit instead of touching every partition's index (a cold cache line each, with
+/// many partitions). Readers move new entries into their
 /// partitions (`ShardShared::catch_up`) before they look a partition up. Entries stay here until
 /// they are distributed and their segment is sealed (its index file is written from them).
 #[derive(Debug, Default)]
@@ -28,11 +28,10 @@ type LogChunk = Vec<SlotEntry>;
 
 /// Chunks of published entries that no segment uses any more, kept for the next segments.
 ///
-/// With 10,000 partitions every record is its own batch, so a 1 GiB segment publishes about
-/// 5 M entries (280 MB). Held in one growing `Vec` and freed at each seal, they cost 444,000
-/// page faults per 10 M records (the kernel zeroing fresh pages, plus the copies of each
-/// doubling): `perf stat` counted 6.3 s of CPU against 2.8 s for one partition. Chunks that
-/// never move, recycled from segment to segment, take the faults once.
+/// With 10,000 partitions every record is its own batch, so a 1 GiB segment publishes millions
+/// of entries. Held in one growing `Vec` and freed at each seal, they would cost a page fault
+/// per 4 KiB at every segment (the kernel zeroing fresh pages) plus the copies of each
+/// doubling. Chunks that never move, recycled from segment to segment, take the faults once.
 #[derive(Debug, Default)]
 struct ChunkPool {
     free: Mutex<Vec<LogChunk>>,
@@ -138,10 +137,8 @@ impl EntryChunks {
 
     /// Asks the CPU to bring entry `i` into its cache (a hint: it reads nothing). Encoding
     /// the index file visits the entries in partition order, each a cache miss in hundreds of
-    /// megabytes: prefetched a few visits ahead, encoding a 10,000-partition segment took
-    /// half the helper's CPU (620 ms -> 290 ms per 5 M entries, with the writes). Both cache
-    /// lines an entry may span, 32 visits ahead: the helper's CPU per 10 M records at 10,000
-    /// partitions 398-505 ms -> 316-425 ms (one line, 16 ahead).
+    /// megabytes, so entries are prefetched 32 visits ahead, both cache lines an entry may
+    /// span (docs/TUNING.md, "Many partitions").
     pub fn prefetch(&self, i: usize) {
         #[cfg(target_arch = "x86_64")]
         if let Some(entry) = self

@@ -6,9 +6,8 @@
 //! per-core block work there (the disk's interrupt, the direct-I/O completion worker) cannot
 //! move elsewhere. [`crate::Log::other_cores`] tells an application which cores that leaves
 //! for its own threads. The io_uring workers that run the writer's fsyncs are left where the
-//! scheduler puts them: kept off the writer's core (`IORING_REGISTER_IOWQ_AFF`), the peak
-//! scenario's median ack latency rose from 232-298 to 311-350 µs (5 alternating pairs; a
-//! wake-up across cores for every flush) and its p99 did not fall.
+//! scheduler puts them: kept off the writer's core (`IORING_REGISTER_IOWQ_AFF`), every flush
+//! would cost a wake-up across cores (docs/TUNING.md, "The machine").
 
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;

@@ -4,11 +4,9 @@
 //! partitions most batches hold one 100-byte record, so the writer checksums ~28 and ~150
 //! bytes per record, and the `crc32c` crate's per-call work (an alignment prologue and
 //! epilogue a byte at a time, the three-way split's setup) dominates. Straight 8-byte steps
-//! with the SSE 4.2 instruction and a 4/2/1-byte tail, measured with criterion
-//! (`benches/format.rs`, group `crc32c-short`, unaligned input): 28 bytes 3.6 ns against the
-//! crate's 8.4, 150 bytes 9.3 against 15.2, 300 bytes 19.3 against 28.1, 500 bytes 39.4
-//! against 48.5. For long inputs the crate's
-//! parallel streams win (about 20 GB/s at 4 KiB), so from 512 bytes on inputs go to it.
+//! with the SSE 4.2 instruction and a 4/2/1-byte tail are faster below 512 bytes
+//! (`cargo bench --bench format -- crc32c-short`; figures in docs/TUNING.md); for longer inputs
+//! the crate's parallel streams win, so from 512 bytes on inputs go to it.
 
 /// Inputs shorter than this take the straight path.
 const SHORT_BYTES: usize = 512;
@@ -44,8 +42,8 @@ pub(crate) fn crc32c_words(words: &[u64], rest: &[u8]) -> u32 {
 }
 
 /// [`crc32c_words`] of three words and four bytes (a frame header's checksummed bytes), with
-/// no loops: the general version's slice handling was 70 instructions a frame (callgrind), a
-/// cost paid per record with 10,000 partitions.
+/// no loops: the general version's slice handling is a cost paid per record with many
+/// partitions.
 #[inline]
 pub(crate) fn crc32c_3_words_u32(words: [u64; 3], rest: u32) -> u32 {
     #[cfg(target_arch = "x86_64")]
@@ -91,8 +89,8 @@ fn crc32c_3_sse42(inputs: [&[u8]; 3]) -> [u32; 3] {
         u64::from(u32::MAX),
         u64::from(u32::MAX),
     );
-    // Zipped exact chunks: the words common to all three, without a bounds check per word
-    // (one per word and input was a third of the instructions).
+    // Zipped exact chunks: the words common to all three, without a bounds check per word and
+    // input.
     let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
     let mut done = 0;
     for ((wa, wb), wc) in a

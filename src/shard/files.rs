@@ -49,8 +49,8 @@ pub(crate) fn create_segment(
 /// `durable_name`, fsyncs the directory so the new name is durable before this returns. The
 /// writer's rolls do without: the segment's records may be acknowledged while the rename is
 /// still only in memory, because recovery adopts a `next.seg.prep` that holds frames as the
-/// segment after the newest (see `shard::recovery`). That directory fsync took
-/// 0.1-0.2 ms at most rolls and 1.4-3.7 ms at some, with the writer stopped meanwhile.
+/// segment after the newest (see `shard::recovery`), and a directory fsync at every roll
+/// would stop the writer for as long as the file system takes.
 pub(crate) fn adopt_segment(
     shared: &ShardShared,
     id: u64,

@@ -8,6 +8,7 @@
 //! between shards.
 
 pub(crate) mod files;
+pub(crate) mod framing;
 pub(crate) mod prepare;
 pub(crate) mod read;
 pub(crate) mod read_cache;
@@ -171,7 +172,7 @@ impl ShardShared {
 
     /// Whether the writer should put its commits in the tail cache: a reader read near the
     /// newest data within the last [`TAIL_INTEREST`]. Copying every commit costs the writer a
-    /// memcpy of everything it writes (5% of a 10,000-partition run's CPU); with no reader near
+    /// memcpy of everything it writes; with no reader near
     /// the tail, no reader would find those copies before they are evicted. A reader that comes
     /// to the tail reads its first frames from disk and the commits after it from memory.
     pub fn tail_wanted(&self, now: Instant) -> bool {
@@ -235,8 +236,7 @@ impl ShardShared {
             if let Some(p) = by_name.get(&(run.topic_id, run.partition)) {
                 if p.seal_run(segment, run, entries_pos) {
                     // The run is in place: the watermark moves past it without a visit to each
-                    // of its entries (6 M of them in a segment of 10,000 one-record batches:
-                    // 80 ms of the helper per roll).
+                    // of its entries (millions in a segment of one-record batches).
                     p.offset_visible
                         .fetch_max(run.last_offset + 1, Ordering::Release);
                 } else {

@@ -2,18 +2,15 @@
 //! fills the current one.
 //!
 //! Why: on ext4, a preallocated (fallocate) extent is "unwritten"; the first write to each block
-//! converts it, and the next fdatasync must commit that metadata change to the journal. Measured
-//! on the development machine (fio, O_DIRECT 4 KiB write + fdatasync, QD1): 193 µs per commit
-//! into a fallocated file, 88 µs into blocks already written. Writing zeros over a segment before
-//! it is used makes every commit an overwrite; the cost is writing each segment twice, off the
-//! critical path. `Config::segment_prezero(false)` turns it off for bandwidth-bound workloads.
+//! converts it, and the next fdatasync must commit that metadata change to the journal, which
+//! makes a commit into fresh blocks about twice as slow to flush as an overwrite
+//! (docs/TUNING.md, `segment_prezero`). Writing zeros over a segment before it is used makes
+//! every commit an overwrite; the cost is writing each segment twice, off the critical path.
+//! `Config::segment_prezero(false)` turns it off for bandwidth-bound workloads.
 //!
 //! Zeroing is paced by the writer's progress and done in small writes at idle I/O priority:
-//! zeroing a whole 1 GiB segment at full speed made every flush meanwhile carry the zeros and
-//! queue behind them (p99 ack latency at 500k msgs/s, 100-byte records: 3.6-6.7 ms), while
-//! 256 KiB writes paced to twice the writer's progress gave 0.79-0.88 ms (three runs each),
-//! against 1.3-2.4 ms with no zeroing at all (now 64 KiB writes, at 1.25 times the writer's
-//! progress: see [`ZERO_PACE_QUARTERS`]).
+//! every flush the writer issues waits for the writes completed before it, so zeros written in
+//! bursts would be carried by the writer's flushes (see [`ZERO_PACE_QUARTERS`]).
 //!
 //! When the writer fills segments faster than the helper can zero them (a bandwidth-bound load),
 //! it does not wait: it rolls into a plain preallocated segment and adopts the zeroed one at a
@@ -44,10 +41,8 @@ use crate::shard::retention::enforce;
 
 /// Zeroing's write size, and (below) its lead and how often it looks at the writer's
 /// progress: every write completed before one of the writer's flushes is waited for by that
-/// flush, so zeroing goes out in small writes spread over time rather than bursts. Measured
-/// (500k msgs/s paced, 100-byte records, 256 MiB segments): 256 KiB writes, a 16 MiB lead
-/// and a 20 ms poll made bursts of megabytes that left the writer's flushes 1-3 ms apart a
-/// few times a second.
+/// flush, so zeroing goes out in small writes spread over time rather than bursts of
+/// megabytes, which would hold the writer's flushes back by milliseconds.
 const ZERO_CHUNK_BYTES: usize = 64 << 10;
 /// Zeroing's write size when nothing else is written.
 const ZERO_CHUNK_UNPACED_BYTES: usize = 1 << 20;
@@ -55,19 +50,17 @@ const ZERO_CHUNK_UNPACED_BYTES: usize = 1 << 20;
 const ZERO_LEAD_BYTES: u64 = 1 << 20;
 /// Zeroing may run this many times the writer's progress ahead (in quarters): 5/4 finishes
 /// when the current segment is 80% full, with the disk taking zeros at 1.25 times the
-/// writer's bandwidth meanwhile. At twice the writer's progress (done at half) the peak
-/// scenario's ack p99 was worse in each of 6 alternating pairs (1,037-3,359 µs against
-/// 720-1,638 µs over the run, on a host slower than usual), mostly in the seconds zeroing ran.
+/// writer's bandwidth meanwhile: fast enough that a roll finds the next segment ready, slow
+/// enough that the zeros barely delay the writer's flushes (docs/TUNING.md has the figures).
 const ZERO_PACE_QUARTERS: u64 = 5;
 /// How often paced zeroing looks at the writer's progress.
 const PACE_POLL: std::time::Duration = Duration::from_millis(2);
 /// The longest poll while the writer makes no progress.
 const PACE_POLL_IDLE_MAX: std::time::Duration = Duration::from_millis(128);
 /// A sealed segment's index file is written over a quarter of the time the segment took to
-/// fill (the next roll is then far off), in small pieces with pauses between them: at full
-/// speed, an 8-partition peak load's 30 MB index file left the writer's flushes 1.3-3.6 ms
-/// apart for a third of a second, and the second holding the roll had a p99 ack latency of
-/// 2-4 ms.
+/// fill (the next roll is then far off), in small pieces with pauses between them: written at
+/// full speed, the file's bytes would hold the writer's flushes back for as long as the disk
+/// takes them.
 const INDEX_WRITE_SPREAD: u32 = 4;
 /// The shortest pause per MiB of index file (200 MB/s at most)...
 const INDEX_WRITE_PAUSE_PER_MIB_MIN: Duration = Duration::from_millis(5);
@@ -183,8 +176,8 @@ pub(crate) struct Preparer {
     shared: Arc<(Mutex<State>, Condvar)>,
     /// The writer's position in its current segment: zeroing the next one is paced to stay
     /// within `ZERO_PACE_QUARTERS / 4 × writer_pos + ZERO_LEAD_BYTES`, so it finishes by the
-    /// time the current segment is 80% full, and never floods the disk (whose flushes would
-    /// then carry the zeros too, which measured as multi-millisecond flushes).
+    /// time the current segment is 80% full, and never floods the disk (the writer's flushes
+    /// would then carry the zeros too).
     writer_pos: Arc<std::sync::atomic::AtomicU64>,
     dir: PathBuf,
     thread: Option<JoinHandle<()>>,
@@ -352,12 +345,9 @@ fn run(
     retention: Retention,
 ) {
     // The helper's work is background work, so it runs at the lowest CPU priority: at normal
-    // priority, encoding a sealed segment's index took the producer's core in slices, and
-    // the writer found nothing to commit for 3.6-4.5 ms at a time after a roll (500k msgs/s
-    // paced, 1 GiB segments: that second's p99 ack 7.0 ms, at nice 19 1.7 ms). With 10,000
-    // partitions at full speed it raised throughput from 3.07-3.33 M to 3.63-4.0 M msgs/s
-    // (perf/partitions-ratio.sh, two runs of three). It still gets every idle moment, and
-    // the writer waits for it rather than let sealed segments pile up (SEALS_PENDING_MAX).
+    // priority, encoding a sealed segment's index takes the producers' core in slices, and the
+    // writer finds nothing to commit meanwhile. It still gets every idle moment, and the writer
+    // waits for it rather than let sealed segments pile up (SEALS_PENDING_MAX).
     io::set_cpu_priority_lowest();
     io::set_io_priority_idle();
     let dir = &shard.dir;
@@ -428,8 +418,8 @@ fn run(
                 state = cv.wait_timeout(state, idle_wait).expect("preparer lock").0;
             }
         }
-        // The poll backs off while the writer stands still (an idle log: polls every 2 ms
-        // were 1% of a core here) and comes back to `PACE_POLL` once it moves.
+        // The poll backs off while the writer stands still (an idle log should cost no CPU)
+        // and comes back to `PACE_POLL` once it moves.
         let poll = std::cell::Cell::new(PACE_POLL);
         let seen = std::cell::Cell::new(u64::MAX);
         let pace = |zeroed: u64| loop {

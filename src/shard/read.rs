@@ -86,8 +86,8 @@ const READ_AHEAD_BYTES: u64 = crate::shard::readahead::WINDOW_BYTES;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadMode {
     /// Just the frames asked for: random reads, and rate-limited consumers, whose large reads
-    /// would only delay the writer's commits on the same disk (peak scenario, 500k in and 80k
-    /// out: ack p99 8-9 ms with 4 MiB windows read ahead, see `FETCH_BYTES_RATE_LIMITED`).
+    /// would only delay the writer's commits on the same disk (see
+    /// `FETCH_BYTES_RATE_LIMITED`).
     Exact,
     /// Whole windows, and the next ones read ahead in the background: consumers draining a
     /// backlog as fast as they can.
@@ -113,9 +113,9 @@ fn read_from_disk(
         .ok_or_else(|| {
             Error::corrupt(shard.segment_path(first.segment), 0, "segment file missing")
         })?;
-    // Stopping at the window's end and at cached bytes keeps reads from overlapping, when
-    // readers are at different positions and frames cross windows (measured: 2x the bytes
-    // read otherwise).
+    // Stopping at the window's end and at cached bytes keeps reads from overlapping when
+    // readers are at different positions and frames cross windows (the same bytes would be
+    // read twice).
     let block = crate::segment::format::BLOCK_BYTES as u64;
     let start = first.pos - first.pos % block;
     let needed = last.pos + u64::from(last.frame_bytes);

@@ -108,3 +108,33 @@ impl WaitList {
         }
     }
 }
+
+/// A producer's ring as the writer holds it.
+pub(crate) struct RingIn {
+    pub rx: rtrb::Consumer<Pending>,
+    pub ack: Arc<AckRing>,
+    /// Record buffers going back to the producer for reuse.
+    pub recycle: rtrb::Producer<Vec<u8>>,
+    /// One past the sequence number of the last record taken from `rx`.
+    pub seq_popped: u64,
+    /// Carries committed offsets: drained even while the shard is full.
+    pub internal: bool,
+}
+
+/// Record buffers up to this size always go back to their producer for reuse (the recycle ring
+/// is as long as the record ring, so at most `ring_records × 1 KiB` wait there)...
+pub(crate) const RECYCLE_SMALL_BYTES_MAX: usize = 1 << 10;
+/// ...and up to this size while fewer than `RECYCLE_LARGE_MAX` buffers wait; larger ones are
+/// freed.
+pub(crate) const RECYCLE_BYTES_MAX: usize = 16 << 10;
+pub(crate) const RECYCLE_LARGE_MAX: usize = 256;
+
+/// Hands a framed record's buffer back to its producer for reuse, within the limits above;
+/// otherwise frees it.
+pub(crate) fn recycle_buffer(recycle: &mut rtrb::Producer<Vec<u8>>, tail: Vec<u8>) {
+    let parked = recycle.buffer().capacity() - recycle.slots();
+    let cap = tail.capacity();
+    if cap <= RECYCLE_SMALL_BYTES_MAX || (cap <= RECYCLE_BYTES_MAX && parked < RECYCLE_LARGE_MAX) {
+        let _ = recycle.push(tail);
+    }
+}

@@ -29,7 +29,7 @@ pub(crate) const NO_OWNER: u64 = u64::MAX;
 /// See the module documentation.
 pub(crate) struct AckSlots {
     /// A power of two at least the ring's capacity (so `seq`'s slot is a mask, not a
-    /// division: three per record were 5% of a producer's instructions). A slot is reused
+    /// division, on the per-record path). A slot is reused
     /// for `seq + len`, which the ring lets in only after `seq` was framed: the same as at
     /// exactly the ring's capacity, later.
     offsets: Box<[AtomicU64]>,

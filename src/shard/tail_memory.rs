@@ -10,9 +10,8 @@ pub(crate) const BUF_POOL_MAX: usize = 4;
 
 /// Where the tail cache's copies of commits are made: large arenas used in turn, each reused
 /// once every copy made in it has left the cache and the readers. A fresh allocation per copy
-/// (~170 KB per commit at 10,000 partitions) takes a page fault for every 4 KiB of it: the
-/// arenas took the writer's page faults from 102 k to 93 k per 5 M records there (the rest are
-/// the active segment's index entries, recycled only from the first roll on).
+/// (a commit can be hundreds of KB) would take a page fault for every 4 KiB of it on the
+/// writer's thread.
 pub(crate) struct CopyArenas {
     /// The arena being filled (none before the first copy).
     current: Option<bytes::BytesMut>,

@@ -7,11 +7,8 @@
 //! ring's `seq_acked`. Pipelining: the next commit is built while the previous one is written
 //! and flushed; at most one write and [`FLUSHES_IN_FLIGHT_MAX`] flushes are in flight.
 //!
-//! Flush choice, measured on the development machine (ext4 on virtio, 100-byte records, 1
-//! producer, 3 runs each): `fdatasync` after each write gave 2.28-2.49M msgs/s unpaced and a p99
-//! ack latency of 1.7-2.4 ms at 500k msgs/s paced; RWF_DSYNC writes (no separate flush, so no
-//! overlap of one commit's flush with the next commit's write) gave 2.40-2.60M msgs/s but a
-//! p99 of 4.4-5.2 ms paced. fdatasync stays.
+//! Flushes are separate `fdatasync`s rather than `RWF_DSYNC` writes, so one commit's flush
+//! overlaps the next commit's write (docs/TUNING.md, `durability`).
 //!
 //! Writes never overlap in time: commit N+1 rewrites the last, partial block of commit N (the
 //! tail block) with the same leading bytes, so it is submitted only once write N completed.
@@ -37,17 +34,20 @@ use std::time::{Duration, Instant};
 use crate::config::Durability;
 use crate::config::Retention;
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, SlotEntry};
+use crate::index::SlotEntry;
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::layout::index_path;
 use crate::segment::format::{
-    BLOCK_BYTES, BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader,
-    RECORD_PREFIX_BYTES_MAX, checksum_batches, frame_batch, record_bytes, write_record,
+    BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX, checksum_batches,
 };
 use crate::shard::files::{adopt_segment, create_segment};
+use crate::shard::framing::{
+    Build, SlotState, entry_batch_range, frame_partition, refresh_partitions,
+};
 use crate::shard::prepare::{Preparer, Seal};
+use crate::shard::ring::{RingIn, recycle_buffer};
 use crate::shard::tail_memory::{CopyArenas, PooledBuf};
-use crate::shard::{AckRing, Pending, ShardShared, WriterCounters};
+use crate::shard::{AckRing, ShardShared, WriterCounters};
 
 /// The most bytes at the end of a shard's log that may not be durable. The writer holds back
 /// a write that would go past it (see `maybe_submit_write`); recovery treats damage within it
@@ -87,64 +87,6 @@ pub(crate) struct WriterStart {
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: u64,
     pub data_end: u64,
-}
-
-struct RingIn {
-    rx: rtrb::Consumer<Pending>,
-    ack: Arc<AckRing>,
-    /// Record buffers going back to the producer for reuse.
-    recycle: rtrb::Producer<Vec<u8>>,
-    seq_popped: u64,
-    /// Carries committed offsets: drained even while the shard is full.
-    internal: bool,
-}
-
-/// Record buffers up to this size always go back to their producer for reuse (the recycle ring
-/// is as long as the record ring, so at most `ring_records × 1 KiB` wait there)...
-pub(crate) const RECYCLE_SMALL_BYTES_MAX: usize = 1 << 10;
-/// ...and up to this size while fewer than `RECYCLE_LARGE_MAX` buffers wait; larger ones are
-/// freed.
-pub(crate) const RECYCLE_BYTES_MAX: usize = 16 << 10;
-pub(crate) const RECYCLE_LARGE_MAX: usize = 256;
-
-/// Brings the writer's copy of the shard's partition table up to date.
-fn refresh_partitions(
-    shared: &ShardShared,
-    local: &mut Vec<SlotState>,
-    seen: &mut Vec<u32>,
-    group_of: &mut Vec<u32>,
-) {
-    let table = shared.partitions.read().expect("partitions lock");
-    local.extend(table[local.len()..].iter().map(|p| SlotState {
-        topic_id: p.topic_id,
-        partition: p.partition,
-        offset_next: p.offset_next.load(Ordering::Relaxed),
-    }));
-    seen.resize(local.len(), 0);
-    group_of.resize(local.len(), 0);
-}
-
-/// What the writer keeps of each partition it owns, densely by slot (hot in cache even with
-/// many partitions): the frame header fields and the offset the next record gets.
-struct SlotState {
-    topic_id: u32,
-    partition: u32,
-    offset_next: u64,
-}
-
-/// The commit being built: `buf[..len]` goes to segment position `start` (block-aligned); its
-/// first `len_carried` bytes are the previous commit's tail block.
-struct Build {
-    buf: AlignedBuf,
-    start: u64,
-    len: usize,
-    /// Where this commit's first frame starts (after the carried tail block bytes).
-    first_frame: usize,
-    frames: usize,
-    records: usize,
-    acks: Vec<(Arc<AckRing>, u64)>,
-    /// (partition slot, entry) of each frame.
-    entries: Vec<SlotEntry>,
 }
 
 /// A commit's frames on their way to the tail cache.
@@ -222,8 +164,7 @@ pub(crate) struct Writer {
 }
 
 /// Entry lists kept for reuse. A commit of 10,000 partitions' one-record batches lists about
-/// 3,000 entries; a fresh list grew to that by doubling at every commit: 34 instructions per
-/// record (callgrind), the copies and the allocator's work.
+/// 3,000 entries; a fresh list would grow to that by doubling at every commit.
 const SPARE_ENTRY_LISTS: usize = 4;
 
 impl Writer {
@@ -453,8 +394,19 @@ impl Writer {
         // Drop rings whose producer is gone once everything they sent is framed.
         self.rings
             .retain(|r| !(r.rx.is_abandoned() && r.rx.is_empty()));
-        let segment_room = (self.start.segment_bytes - self.build.start) as usize;
+        let segment_room = self.start.segment_bytes.saturating_sub(self.build.start) as usize;
         let room = self.build.buf.len().min(segment_room);
+        if !self.count_fitting(room, segment_room) {
+            return false;
+        }
+        self.frame_counted(room);
+        true
+    }
+
+    /// The first pass of [`Writer::fill`]: counts, per ring, the records that fit in `room`
+    /// (and per partition, in `groups`); asks for a roll when the next one would not fit in
+    /// the segment. Returns whether any record fits.
+    fn count_fitting(&mut self, room: usize, segment_room: usize) -> bool {
         self.stamp = self.stamp.wrapping_add(1);
         let stamp = self.stamp;
         let mut used = self.build.len;
@@ -503,9 +455,13 @@ impl Writer {
                 self.counts[r] += 1;
             }
         }
-        if self.counts.iter().all(|&c| c == 0) {
-            return false;
-        }
+        self.counts.iter().any(|&c| c > 0)
+    }
+
+    /// The second pass of [`Writer::fill`]: takes the counted records from the rings, frames
+    /// them one batch per partition (stamping offsets and storing each for its ack), then frees
+    /// the ring slots and hands the record buffers back.
+    fn frame_counted(&mut self, room: usize) {
         let build = &mut self.build;
         let mut chunks = Vec::with_capacity(self.rings.len());
         // Group by partition with a counting sort: each group's start, then each record into its
@@ -534,61 +490,19 @@ impl Writer {
         for &(slot, len, start) in &self.groups {
             let group = &self.order[start as usize..(start + len) as usize];
             let partition = &mut self.partitions[slot as usize];
-            let item = |&(r, i): &(u32, u32)| {
-                let (a, b) = chunks[r as usize].0.as_slices();
+            let record = |&(r, i): &(u32, u32)| {
+                let (chunk, ack, seq_popped, _) = &chunks[r as usize];
+                let (a, b) = chunk.as_slices();
                 let i = i as usize;
-                if i < a.len() { &a[i] } else { &b[i - a.len()] }
+                let item = if i < a.len() { &a[i] } else { &b[i - a.len()] };
+                (item, &***ack, **seq_popped + i as u64)
             };
-            let base_timestamp = item(&group[0]).timestamp;
-            let base_offset = partition.offset_next;
-            let frame_at = build.len;
-            let mut at = frame_at + FRAME_OVERHEAD_BYTES;
-            let mut max_timestamp = base_timestamp;
-            for (count, key) in group.iter().enumerate() {
-                let it = item(key);
-                let delta = it.timestamp - base_timestamp;
-                let n = record_bytes(it.tail.len(), delta, count as u32);
-                assert!(at + n <= room, "records were counted to fit");
-                write_record(&mut build.buf[at..], &it.tail, delta, count as u32);
-                at += n;
-                max_timestamp = max_timestamp.max(it.timestamp);
-                let (_, ack, seq_popped, _) = &chunks[key.0 as usize];
-                let seq = **seq_popped + u64::from(key.1);
-                ack.slots.store(seq, base_offset + count as u64);
-            }
-            let count = group.len() as u64;
-            let meta = BatchMeta {
-                base_offset,
-                record_count: count as u32,
-                base_timestamp,
-                max_timestamp,
-            };
-            frame_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
-            self.unsummed.push(frame_at + FRAME_HEADER_BYTES..at);
-            let header = FrameHeader {
-                topic_id: partition.topic_id,
-                partition: partition.partition,
-                base_offset,
-                batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
-            };
-            header.encode(
-                (&mut build.buf[frame_at..frame_at + FRAME_HEADER_BYTES])
-                    .try_into()
-                    .expect("header slice"),
-            );
-            partition.offset_next = base_offset + count;
-            let entry = BatchEntry {
-                base_offset,
-                last_offset: base_offset + count - 1,
-                max_timestamp,
-                segment: self.segment.id,
-                pos: build.start + frame_at as u64,
-                frame_bytes: (at - frame_at) as u32,
-            };
+            let base_timestamp = record(&group[0]).0.timestamp;
+            let records = group.iter().map(record);
+            let segment = self.segment.id;
+            let entry = frame_partition(build, partition, segment, base_timestamp, records, room);
+            self.unsummed.push(entry_batch_range(build.start, &entry));
             build.entries.push(SlotEntry::new(slot, &entry));
-            build.len = at;
-            build.frames += 1;
-            build.records += group.len();
         }
         checksum_batches(&mut build.buf, &self.unsummed);
         self.unsummed.clear();
@@ -599,18 +513,11 @@ impl Writer {
                 continue;
             }
             for item in chunk {
-                let parked = recycle.buffer().capacity() - recycle.slots();
-                let cap = item.tail.capacity();
-                if cap <= RECYCLE_SMALL_BYTES_MAX
-                    || (cap <= RECYCLE_BYTES_MAX && parked < RECYCLE_LARGE_MAX)
-                {
-                    let _ = recycle.push(item.tail);
-                }
+                recycle_buffer(recycle, item.tail);
             }
             *seq_popped += count;
             build.acks.push((Arc::clone(ack), *seq_popped));
         }
-        true
     }
 
     /// Submits the commit being built, if there is one and the disk is free for it.
@@ -796,7 +703,7 @@ impl Writer {
         }
         // The sealed segment's index file, written by the helper: every commit is published
         // by now (the roll waits for the disk to go idle). Handing over the entries is O(1);
-        // building the file from 1.7M entries took 280 ms on the writer.
+        // building the file from millions of entries is not work for the writer's thread.
         let entries = self
             .shared
             .index_log
@@ -862,9 +769,9 @@ impl Writer {
 }
 
 /// A commit at least this fraction full (1/n of its buffer) gives the tail cache its write
-/// buffer instead of a copy: with 4 KiB records the copy cost 30% of the write bandwidth
-/// (`perf/write-ratio.sh 3`: ratio to fio 0.65 with the copy, 0.85 without a tail cache).
-/// Smaller commits are copied, so a cache of small commits is not mostly empty buffers.
+/// buffer instead of a copy: copying large commits costs a good part of the write bandwidth
+/// (docs/TUNING.md, `tail_cache_bytes`). Smaller commits are copied, so a cache of small
+/// commits is not mostly empty buffers.
 const SHARE_FILL_DIVISOR: usize = 2;
 
 /// Makes a durable commit visible: index entries first (readers move them into the partitions),

@@ -1,0 +1,123 @@
+//! Framing: the commit buffer a shard's writer fills, and the batches it frames into it, one
+//! per partition per commit (records stamped with their offsets, each offset stored for its
+//! ack). Runs on the writer's thread; the bytes are `segment::format`'s.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::index::{BatchEntry, SlotEntry};
+use crate::io::AlignedBuf;
+use crate::segment::format::{
+    BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader, frame_batch, record_bytes,
+    write_record,
+};
+use crate::shard::{AckRing, Pending, ShardShared};
+
+/// What the writer keeps of each partition it owns, densely by slot (hot in cache even with
+/// many partitions): the frame header fields and the offset the next record gets.
+pub(crate) struct SlotState {
+    pub topic_id: u32,
+    pub partition: u32,
+    pub offset_next: u64,
+}
+
+/// Brings the writer's copy of the shard's partition table up to date.
+pub(crate) fn refresh_partitions(
+    shared: &ShardShared,
+    local: &mut Vec<SlotState>,
+    seen: &mut Vec<u32>,
+    group_of: &mut Vec<u32>,
+) {
+    let table = shared.partitions.read().expect("partitions lock");
+    local.extend(table[local.len()..].iter().map(|p| SlotState {
+        topic_id: p.topic_id,
+        partition: p.partition,
+        offset_next: p.offset_next.load(Ordering::Relaxed),
+    }));
+    seen.resize(local.len(), 0);
+    group_of.resize(local.len(), 0);
+}
+
+/// The commit being built: `buf[..len]` goes to segment position `start` (block-aligned); its
+/// first `len_carried` bytes are the previous commit's tail block.
+pub(crate) struct Build {
+    pub buf: AlignedBuf,
+    pub start: u64,
+    pub len: usize,
+    /// Where this commit's first frame starts (after the carried tail block bytes).
+    pub first_frame: usize,
+    pub frames: usize,
+    pub records: usize,
+    /// (ring, one past the last of its records in this commit): the acks it resolves.
+    pub acks: Vec<(Arc<AckRing>, u64)>,
+    /// (partition slot, entry) of each frame.
+    pub entries: Vec<SlotEntry>,
+}
+
+/// Frames one partition's records (in order, with the ring each came from and its sequence
+/// number there) as one batch at the end of `build`: stamps their offsets (stored for their
+/// acks), encodes the RecordBatch v2 and the frame header. The batch is checksummed later,
+/// with the commit's others. `base_timestamp` is the first record's. Returns the batch's
+/// entry.
+pub(crate) fn frame_partition<'a>(
+    build: &mut Build,
+    partition: &mut SlotState,
+    segment: u64,
+    base_timestamp: i64,
+    records: impl Iterator<Item = (&'a Pending, &'a AckRing, u64)>,
+    room: usize,
+) -> BatchEntry {
+    let base_offset = partition.offset_next;
+    let frame_at = build.len;
+    let mut at = frame_at + FRAME_OVERHEAD_BYTES;
+    let mut max_timestamp = base_timestamp;
+    let mut count = 0u32;
+    for (item, ack, seq) in records {
+        let delta = item.timestamp - base_timestamp;
+        let n = record_bytes(item.tail.len(), delta, count);
+        assert!(at + n <= room, "records were counted to fit");
+        write_record(&mut build.buf[at..], &item.tail, delta, count);
+        at += n;
+        max_timestamp = max_timestamp.max(item.timestamp);
+        ack.slots.store(seq, base_offset + u64::from(count));
+        count += 1;
+    }
+    let meta = BatchMeta {
+        base_offset,
+        record_count: count,
+        base_timestamp,
+        max_timestamp,
+    };
+    frame_batch(&mut build.buf[frame_at + FRAME_HEADER_BYTES..at], &meta);
+    let header = FrameHeader {
+        topic_id: partition.topic_id,
+        partition: partition.partition,
+        base_offset,
+        batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
+    };
+    header.encode(
+        (&mut build.buf[frame_at..frame_at + FRAME_HEADER_BYTES])
+            .try_into()
+            .expect("header slice"),
+    );
+    partition.offset_next = base_offset + u64::from(count);
+    build.len = at;
+    build.frames += 1;
+    build.records += count as usize;
+    BatchEntry {
+        base_offset,
+        last_offset: base_offset + u64::from(count) - 1,
+        max_timestamp,
+        segment,
+        pos: build.start + frame_at as u64,
+        frame_bytes: (at - frame_at) as u32,
+    }
+}
+
+/// Where `entry`'s RecordBatch (its frame after the header) is in a commit buffer that starts
+/// at segment position `build_start`.
+pub(crate) fn entry_batch_range(build_start: u64, entry: &BatchEntry) -> Range<usize> {
+    let frame_at = (entry.pos - build_start) as usize;
+    frame_at + FRAME_HEADER_BYTES..frame_at + entry.frame_bytes as usize
+}
