@@ -18,6 +18,7 @@ use crate::io::{self, IoBackend};
 use crate::layout;
 use crate::meta::{DirLock, META_VERSION, Meta, validate_topic_name};
 use crate::producer::Producer;
+use crate::segment::TopicPartition;
 use crate::segment::records::StoredRecord;
 use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
@@ -91,7 +92,7 @@ impl Log {
         let by_id = topics
             .values()
             .flat_map(|t| t.partitions.iter())
-            .map(|p| ((p.topic_id, p.partition), Arc::clone(p)))
+            .map(|p| (p.id(), Arc::clone(p)))
             .collect();
         let commit_max = meta.commit_bytes_max.max(config.commit_bytes_max as u64) as usize;
         let params = RecoverParams {
@@ -194,10 +195,10 @@ impl Log {
     fn start_offsets(&mut self) -> Result<()> {
         self.groups.load()?;
         let weak = Arc::downgrade(&self.groups);
-        let on_blocked: Arc<dyn Fn(u32, u32) + Send + Sync> =
-            Arc::new(move |topic_id: u32, _partition: u32| {
+        let on_blocked: Arc<dyn Fn(TopicPartition) + Send + Sync> =
+            Arc::new(move |blocker: TopicPartition| {
                 if let Some(groups) = weak.upgrade() {
-                    groups.retention_blocked_by(topic_id);
+                    groups.retention_blocked_by(blocker);
                 }
             });
         for shard in &self.store.shards {

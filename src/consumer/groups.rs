@@ -13,6 +13,7 @@ use crate::consumer::rate::RateLimit;
 use crate::error::{Error, Result};
 use crate::meta::validate_group_name;
 use crate::producer::Producer;
+use crate::segment::TopicPartition;
 use crate::store::Store;
 
 /// A consumer group's progress on a topic; from [`crate::Log::group_lag`].
@@ -103,8 +104,8 @@ impl Groups {
     /// of the offsets partition, and with `protect_unconsumed`, each group's committed offset
     /// of every partition of its topic (0 where it has not committed).
     pub fn update_protection(&self) {
-        let mut floors: HashMap<(u32, u32), u64> = HashMap::new();
-        let mut keep = |key: (u32, u32), offset: u64| {
+        let mut floors: HashMap<TopicPartition, u64> = HashMap::new();
+        let mut keep = |key: TopicPartition, offset: u64| {
             let floor = floors.entry(key).or_insert(offset);
             *floor = (*floor).min(offset);
         };
@@ -113,7 +114,8 @@ impl Groups {
             self.store.topic(OFFSETS_TOPIC),
             self.offsets.oldest_live_record(),
         ) {
-            keep((t.id, 0), oldest);
+            let tp = TopicPartition::new(t.id, 0);
+            keep(tp, oldest);
         }
         if self.store.config.protect_unconsumed {
             let mut pairs: Vec<(String, u32)> = self
@@ -135,7 +137,8 @@ impl Groups {
                         topic_id,
                         partition: p,
                     };
-                    keep((topic_id, p), self.offsets.get(&key).unwrap_or(0));
+                    let tp = TopicPartition::new(topic_id, p);
+                    keep(tp, self.offsets.get(&key).unwrap_or(0));
                 }
             }
         }
@@ -186,14 +189,11 @@ impl Groups {
         })
     }
 
-    /// Retention stopped at a segment holding partition records of `topic_id`: if those are
-    /// live commits, compacting the offsets frees the segment.
-    pub fn retention_blocked_by(&self, topic_id: u32) {
-        if self
-            .store
-            .topic(OFFSETS_TOPIC)
-            .is_ok_and(|t| t.id == topic_id)
-        {
+    /// Retention stopped at a segment holding records of `blocker`: if those are live
+    /// commits, compacting the offsets frees the segment.
+    pub fn retention_blocked_by(&self, blocker: TopicPartition) {
+        let offsets_topic = self.store.topic(OFFSETS_TOPIC);
+        if offsets_topic.is_ok_and(|t| t.id == blocker.topic_id) {
             self.offsets.want_compaction();
         }
     }

@@ -25,7 +25,7 @@ pub(super) const INDEX_HEADER_BYTES: usize = 40;
 pub(super) const INDEX_RUN_BYTES: usize = 48;
 pub(crate) const INDEX_ENTRY_BYTES: usize = 40;
 
-/// An index file's content: the segment's frames as (topic id, partition, entry).
+/// An index file's content: the segment's frames, each with its partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentIndex {
     /// The segment's id.
@@ -33,7 +33,7 @@ pub struct SegmentIndex {
     /// Bytes of frames in the segment.
     pub data_end: u64,
     /// Every frame, in file order.
-    pub frames: Vec<(u32, u32, BatchEntry)>,
+    pub frames: Vec<(TopicPartition, BatchEntry)>,
 }
 
 /// An index file's header and directory: what recovery reads of a sealed segment.
@@ -67,7 +67,7 @@ pub(crate) trait IndexFrames {
     /// Calls `f` with each frame's partition, as a dense id, in file order.
     fn each_group(&self, f: impl FnMut(u32));
     /// Group `g`'s (topic id, partition).
-    fn name(&self, g: u32) -> (u32, u32);
+    fn name(&self, g: u32) -> TopicPartition;
     /// Frame `i`'s entry.
     fn entry(&self, i: usize) -> BatchEntry;
     /// A hint that frame `i` is wanted soon.
@@ -132,7 +132,10 @@ pub(crate) fn encode_index(
         if begin == end {
             continue;
         }
-        let (topic_id, partition) = frames.name(g as u32);
+        let TopicPartition {
+            topic_id,
+            partition,
+        } = frames.name(g as u32);
         let first = frames.entry(order[begin] as usize);
         let mut run = IndexRun {
             topic_id,
@@ -226,11 +229,11 @@ fn encode_index_bytes(
 
 /// A [`SegmentIndex`]'s frames with dense partition ids, in order of first appearance.
 struct GroupedFrames<'a> {
-    frames: &'a [(u32, u32, BatchEntry)],
+    frames: &'a [(TopicPartition, BatchEntry)],
     /// Each frame's partition id.
     groups: Vec<u32>,
     /// Each id's (topic id, partition).
-    names: Vec<(u32, u32)>,
+    names: Vec<TopicPartition>,
 }
 
 impl IndexFrames for GroupedFrames<'_> {
@@ -243,11 +246,11 @@ impl IndexFrames for GroupedFrames<'_> {
     fn each_group(&self, f: impl FnMut(u32)) {
         self.groups.iter().copied().for_each(f);
     }
-    fn name(&self, g: u32) -> (u32, u32) {
+    fn name(&self, g: u32) -> TopicPartition {
         self.names[g as usize]
     }
     fn entry(&self, i: usize) -> BatchEntry {
-        self.frames[i].2
+        self.frames[i].1
     }
 }
 
@@ -279,14 +282,14 @@ impl SegmentIndex {
     }
 
     fn grouped(&self) -> GroupedFrames<'_> {
-        let mut group_of: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut group_of: HashMap<TopicPartition, u32> = HashMap::new();
         let mut names = Vec::new();
         let groups: Vec<u32> = self
             .frames
             .iter()
-            .map(|&(t, p, _)| {
-                *group_of.entry((t, p)).or_insert_with(|| {
-                    names.push((t, p));
+            .map(|&(tp, _)| {
+                *group_of.entry(tp).or_insert_with(|| {
+                    names.push(tp);
                     names.len() as u32 - 1
                 })
             })
@@ -308,9 +311,10 @@ impl SegmentIndex {
             let at = directory.entries_pos(run) as usize;
             let len = run.entry_count as usize * INDEX_ENTRY_BYTES;
             let entries = decode_run(&bytes[at..at + len], run, directory.segment, path, at)?;
-            frames.extend(entries.iter().map(|e| (run.topic_id, run.partition, *e)));
+            let tp = TopicPartition::new(run.topic_id, run.partition);
+            frames.extend(entries.iter().map(|e| (tp, *e)));
         }
-        frames.sort_by_key(|(_, _, e)| e.pos);
+        frames.sort_by_key(|(_, e)| e.pos);
         Ok(SegmentIndex {
             segment: directory.segment,
             data_end: directory.data_end,
@@ -447,7 +451,10 @@ mod tests {
         SegmentIndex {
             segment: 3,
             data_end: 1000,
-            frames: vec![(1, 0, e(0, 0)), (2, 5, e(10, 500))],
+            frames: vec![
+                (TopicPartition::new(1, 0), e(0, 0)),
+                (TopicPartition::new(2, 5), e(10, 500)),
+            ],
         }
     }
 

@@ -281,7 +281,7 @@ mod tests {
         let path = dir.path().join("0.idx");
         let p = Partition::new(1, 0, 0, 0);
         let n = 10_000u64;
-        let frames: Vec<(u32, u32, BatchEntry)> = (0..n)
+        let frames: Vec<(TopicPartition, BatchEntry)> = (0..n)
             .map(|i| {
                 let e = BatchEntry {
                     base_offset: 2 * i,
@@ -292,7 +292,7 @@ mod tests {
                     frame_bytes: 10,
                 };
                 p.push(e);
-                (1, 0, e)
+                (TopicPartition::new(1, 0), e)
             })
             .collect();
         p.offset_visible.store(2 * n, Ordering::Release);
@@ -377,7 +377,7 @@ mod tests {
                         pos: i * 100,
                         frame_bytes: 100,
                     };
-                    (1, (i % 3) as u32, entry)
+                    (TopicPartition::new(1, (i % 3) as u32), entry)
                 })
                 .collect();
             let index = SegmentIndex {

@@ -91,6 +91,13 @@ pub struct IndexRun {
     pub crc: u32,
 }
 
+impl IndexRun {
+    /// Its partition.
+    pub fn id(&self) -> TopicPartition {
+        TopicPartition::new(self.topic_id, self.partition)
+    }
+}
+
 /// A sealed run held by a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealedRun {
@@ -135,7 +142,7 @@ impl<F: Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>>> RunLoader for F {
 /// would make the index cache thrash.
 pub(crate) const CHUNK_ENTRIES: usize = 4096;
 
-pub use crate::segment::BatchEntry;
+pub use crate::segment::{BatchEntry, TopicPartition};
 pub(crate) use cache::SealedRuns;
 pub(crate) use file::{INDEX_ENTRY_BYTES, IndexFrames, IndexSink, encode_index};
 pub use file::{IndexDirectory, SegmentIndex};

@@ -87,6 +87,11 @@ impl Partition {
         }
     }
 
+    /// Its (topic id, partition).
+    pub fn id(&self) -> TopicPartition {
+        TopicPartition::new(self.topic_id, self.partition)
+    }
+
     /// Appends an entry (the writer, when the batch becomes visible; recovery).
     pub(crate) fn push(&self, entry: BatchEntry) {
         let mut index = self.index.write().expect("index lock");
@@ -353,7 +358,7 @@ mod tests {
             };
             parts[p].push(e);
             if segment == 0 {
-                frames.push((1, p as u32, e));
+                frames.push((TopicPartition::new(1, p as u32), e));
             }
         }
         for p in &parts {

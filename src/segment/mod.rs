@@ -24,3 +24,23 @@ pub struct BatchEntry {
     /// Length of its frame.
     pub frame_bytes: u32,
 }
+
+/// A topic's partition as a frame names it: the topic's id (never reused) and the partition
+/// number. Not a shard and a slot, which say where a partition lives in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic's id.
+    pub topic_id: u32,
+    /// The partition number.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// Partition `partition` of topic `topic_id`.
+    pub const fn new(topic_id: u32, partition: u32) -> TopicPartition {
+        TopicPartition {
+            topic_id,
+            partition,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::index::{BatchEntry, SlotEntry};
+use crate::index::{BatchEntry, SlotEntry, TopicPartition};
 use crate::io::AlignedBuf;
 use crate::segment::format::{
     BatchMeta, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, FrameHeader, frame_batch, record_bytes,
@@ -20,6 +20,13 @@ pub(crate) struct SlotState {
     pub topic_id: u32,
     pub partition: u32,
     pub offset_next: u64,
+}
+
+impl SlotState {
+    /// The partition's (topic id, partition).
+    pub fn id(&self) -> TopicPartition {
+        TopicPartition::new(self.topic_id, self.partition)
+    }
 }
 
 /// Brings the writer's copy of the shard's partition table up to date.

@@ -37,7 +37,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::Error;
 use crate::index::{
-    BatchEntry, IndexLog, IndexRun, Partition, SealedRun, SealedRuns, Undistributed,
+    BatchEntry, IndexLog, IndexRun, Partition, SealedRun, SealedRuns, TopicPartition, Undistributed,
 };
 
 /// Puts a published entry into its partition's index and moves the partition's watermark past
@@ -93,11 +93,11 @@ pub(crate) struct ShardShared {
     /// Sealed segments whose index file is written, with their newest record timestamp:
     /// the candidates for retention.
     sealed: Mutex<BTreeMap<u64, i64>>,
-    /// Offsets retention must keep, by (topic id, partition): what consumer groups have not
-    /// committed, and live commit records (set by the log for every shard).
-    protected: Mutex<Arc<HashMap<(u32, u32), u64>>>,
+    /// Offsets retention must keep, by partition: what consumer groups have not committed, and
+    /// live commit records (set by the log for every shard).
+    protected: Mutex<Arc<HashMap<TopicPartition, u64>>>,
     /// Told which partition stopped retention (so the offsets store can compact itself).
-    on_retention_blocked: OnceLock<Arc<dyn Fn(u32, u32) + Send + Sync>>,
+    on_retention_blocked: OnceLock<Arc<dyn Fn(TopicPartition) + Send + Sync>>,
 }
 
 impl ShardShared {
@@ -218,10 +218,8 @@ impl ShardShared {
             .expect("index log lock")
             .take_undistributed_through(segment, &mut batch);
         let table = self.partitions.read().expect("partitions lock");
-        let by_name: HashMap<(u32, u32), &Arc<Partition>> = table
-            .iter()
-            .map(|p| ((p.topic_id, p.partition), p))
-            .collect();
+        let by_name: HashMap<TopicPartition, &Arc<Partition>> =
+            table.iter().map(|p| (p.id(), p)).collect();
         for (slot, entry) in batch.iter().take_while(|(_, e)| e.segment < segment) {
             deliver(&table[slot as usize], entry);
         }
@@ -233,7 +231,7 @@ impl ShardShared {
             // Readers find the run's chunk directory cached: they need not read it back.
             let sealed = SealedRun::new(segment, run, entries_pos);
             self.sealed_runs.insert_starts(&sealed, starts.into());
-            if let Some(p) = by_name.get(&(run.topic_id, run.partition)) {
+            if let Some(p) = by_name.get(&run.id()) {
                 if p.seal_run(segment, run, entries_pos) {
                     // The run is in place: the watermark moves past it without a visit to each
                     // of its entries (millions in a segment of one-record batches).
@@ -289,18 +287,18 @@ impl ShardShared {
     }
 
     /// Replaces the offsets retention must keep.
-    pub fn set_protected(&self, floors: Arc<HashMap<(u32, u32), u64>>) {
+    pub fn set_protected(&self, floors: Arc<HashMap<TopicPartition, u64>>) {
         *self.protected.lock().expect("protected lock") = floors;
     }
 
-    pub fn set_on_retention_blocked(&self, hook: Arc<dyn Fn(u32, u32) + Send + Sync>) {
+    pub fn set_on_retention_blocked(&self, hook: Arc<dyn Fn(TopicPartition) + Send + Sync>) {
         let _ = self.on_retention_blocked.set(hook);
     }
 
-    /// The partition (topic id, partition) that keeps segment `id` (and every later one) from
-    /// being deleted: one with a batch in segments up to `id` at or after its protected
-    /// offset. The hook is told about it.
-    pub fn retention_blocker(&self, id: u64) -> Option<(u32, u32)> {
+    /// The partition that keeps segment `id` (and every later one) from being deleted: one
+    /// with a batch in segments up to `id` at or after its protected offset. The hook is told
+    /// about it.
+    pub fn retention_blocker(&self, id: u64) -> Option<TopicPartition> {
         let floors = Arc::clone(&self.protected.lock().expect("protected lock"));
         if floors.is_empty() {
             return None;
@@ -308,12 +306,12 @@ impl ShardShared {
         self.catch_up();
         let table = self.partitions.read().expect("partitions lock");
         let blocker = table.iter().find_map(|p| {
-            let floor = floors.get(&(p.topic_id, p.partition))?;
+            let floor = floors.get(&p.id())?;
             let last = p.last_offset_through(id)?;
-            (last >= *floor).then_some((p.topic_id, p.partition))
+            (last >= *floor).then_some(p.id())
         })?;
         if let Some(hook) = self.on_retention_blocked.get() {
-            hook(blocker.0, blocker.1);
+            hook(blocker);
         }
         Some(blocker)
     }

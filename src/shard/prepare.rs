@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 use crate::config::Retention;
 use crate::error::{Error, Result};
 use crate::index::write_index_file_paced;
-use crate::index::{BatchEntry, INDEX_ENTRY_BYTES, IndexFrames, SegmentEntries, encode_index};
+use crate::index::{
+    BatchEntry, INDEX_ENTRY_BYTES, IndexFrames, SegmentEntries, TopicPartition, encode_index,
+};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout;
 use crate::shard::ShardShared;
@@ -77,8 +79,8 @@ pub(crate) struct Seal {
     pub segment: u64,
     pub data_end: u64,
     pub entries: SegmentEntries,
-    /// Slot → (topic id, partition), for the entries.
-    pub names: Vec<(u32, u32)>,
+    /// Slot → partition, for the entries.
+    pub names: Vec<TopicPartition>,
     /// How long the writer took to fill the segment.
     pub filled_in: Duration,
 }
@@ -126,7 +128,7 @@ impl IndexFrames for Seal {
     fn each_group(&self, f: impl FnMut(u32)) {
         self.entries.slots().for_each(f);
     }
-    fn name(&self, g: u32) -> (u32, u32) {
+    fn name(&self, g: u32) -> TopicPartition {
         self.names[g as usize]
     }
     fn entry(&self, i: usize) -> BatchEntry {

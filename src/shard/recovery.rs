@@ -32,7 +32,9 @@ use std::sync::atomic::Ordering;
 use crate::config::SEGMENT_BYTES_MAX;
 use crate::error::{Error, Result};
 use crate::index::write_index_file;
-use crate::index::{BatchEntry, IndexDirectory, Partition, SegmentIndex, SlotEntry};
+use crate::index::{
+    BatchEntry, IndexDirectory, Partition, SegmentIndex, SlotEntry, TopicPartition,
+};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::{ShardFile, index_path};
 use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
@@ -81,7 +83,7 @@ pub(crate) struct RecoverParams<'a> {
     pub window: u64,
     pub repair: bool,
     pub prezero: bool,
-    pub partitions: &'a HashMap<(u32, u32), Arc<Partition>>,
+    pub partitions: &'a HashMap<TopicPartition, Arc<Partition>>,
 }
 
 /// Scans one segment file read-only (no repair, no lock): every frame verified, and how the
@@ -116,7 +118,8 @@ pub(crate) fn recover_shard(
     // deleted now.
     let start = StartOffsets::load(dir)?.unwrap_or_default();
     for &(topic_id, partition, offset) in &start.partitions {
-        if let Some(p) = params.partitions.get(&(topic_id, partition)) {
+        let tp = TopicPartition::new(topic_id, partition);
+        if let Some(p) = params.partitions.get(&tp) {
             p.offset_next.store(offset, Ordering::Relaxed);
             p.offset_visible.store(offset, Ordering::Release);
         }
@@ -200,17 +203,15 @@ pub(crate) fn recover_shard(
         }
         let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
         let (frames, end) = scan(&mut reader, params.frame_bytes_max, params.window)?;
-        let frame_list: Vec<(u32, u32, BatchEntry)> = frames
+        let frame_list: Vec<(TopicPartition, BatchEntry)> = frames
             .iter()
             .map(|f| {
-                (
-                    f.topic_id,
-                    f.partition,
-                    BatchEntry {
-                        segment: id,
-                        ..f.entry
-                    },
-                )
+                let tp = TopicPartition::new(f.topic_id, f.partition);
+                let entry = BatchEntry {
+                    segment: id,
+                    ..f.entry
+                };
+                (tp, entry)
             })
             .collect();
         report.records += frames.iter().map(|f| u64::from(f.records)).sum::<u64>();
@@ -255,7 +256,7 @@ pub(crate) fn recover_shard(
         shared.note_sealed(id, directory.runs.iter());
         // The entries just applied give way to the runs of the new index file.
         for run in &directory.runs {
-            if let Some(p) = params.partitions.get(&(run.topic_id, run.partition)) {
+            if let Some(p) = params.partitions.get(&run.id()) {
                 p.seal_run(id, *run, directory.entries_pos(run));
             }
         }
@@ -281,7 +282,7 @@ fn finish(
     params: &RecoverParams<'_>,
     id: u64,
     data_end: u64,
-    frames: &[(u32, u32, BatchEntry)],
+    frames: &[(TopicPartition, BatchEntry)],
     garbage_end: Option<u64>,
 ) -> Result<ShardEnd> {
     if let Some(garbage_end) = garbage_end {
@@ -290,8 +291,8 @@ fn finish(
     // The active segment's frames, for its index file when the writer seals it.
     let slots: Vec<_> = frames
         .iter()
-        .filter_map(|(t, p, e)| {
-            let partition = params.partitions.get(&(*t, *p))?;
+        .filter_map(|(tp, e)| {
+            let partition = params.partitions.get(tp)?;
             (e.pos < data_end).then_some(SlotEntry::new(partition.slot, e))
         })
         .collect();
@@ -411,10 +412,10 @@ fn apply_runs(
     report.frames += u64::from(directory.entry_count);
     for run in &directory.runs {
         // Frames of deleted topics stay in the log until retention removes their segment.
-        let Some(p) = params.partitions.get(&(run.topic_id, run.partition)) else {
+        let Some(p) = params.partitions.get(&run.id()) else {
             continue;
         };
-        check_dense(path, run.topic_id, run.partition, p, run.first_offset, 0)?;
+        check_dense(path, run.id(), p, run.first_offset, 0)?;
         p.push_run(directory.segment, *run, directory.entries_pos(run));
         p.offset_next.store(run.last_offset + 1, Ordering::Relaxed);
         p.offset_visible
@@ -426,8 +427,10 @@ fn apply_runs(
 /// An error unless `first_offset` is the partition's next offset.
 fn check_dense(
     path: &Path,
-    topic_id: u32,
-    partition: u32,
+    TopicPartition {
+        topic_id,
+        partition,
+    }: TopicPartition,
     p: &Partition,
     first_offset: u64,
     pos: u64,
@@ -449,17 +452,17 @@ fn check_dense(
 /// Adds recovered frames to their partitions, checking that offsets stay dense.
 fn apply(
     path: &Path,
-    frames: impl Iterator<Item = (u32, u32, BatchEntry)>,
+    frames: impl Iterator<Item = (TopicPartition, BatchEntry)>,
     params: &RecoverParams<'_>,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    for (topic_id, partition, entry) in frames {
+    for (tp, entry) in frames {
         report.frames += 1;
         // Frames of deleted topics stay in the log until retention removes their segment.
-        let Some(p) = params.partitions.get(&(topic_id, partition)) else {
+        let Some(p) = params.partitions.get(&tp) else {
             continue;
         };
-        check_dense(path, topic_id, partition, p, entry.base_offset, entry.pos)?;
+        check_dense(path, tp, p, entry.base_offset, entry.pos)?;
         p.push(entry);
         p.offset_next
             .store(entry.last_offset + 1, Ordering::Relaxed);

@@ -151,16 +151,32 @@ pub(crate) struct Writer {
     seen: Vec<u32>,
     stamp: u32,
     /// Scratch for `fill`: records taken from each ring; per partition slot, its group in this
-    /// fill; each group's (slot, records, first index in `order`); (ring, index) of each record.
+    /// fill; the groups; where each record is, grouped by partition.
     counts: Vec<usize>,
     group_of: Vec<u32>,
-    groups: Vec<(u32, u32, u32)>,
-    order: Vec<(u32, u32)>,
+    groups: Vec<FillGroup>,
+    order: Vec<RecordAt>,
     /// The batches framed by a `fill`, checksummed after the last is framed.
     unsummed: Vec<Range<usize>>,
     /// Published commits' entry lists, emptied, for the next commits (see
     /// [`SPARE_ENTRY_LISTS`]).
     spare_entries: Vec<Vec<SlotEntry>>,
+}
+
+/// One partition's records in a fill: its slot, how many, and where they start in the fill's
+/// `order` (counted first, then placed).
+#[derive(Debug, Clone, Copy)]
+struct FillGroup {
+    slot: u32,
+    records: u32,
+    first: u32,
+}
+
+/// A record taken in a fill: its ring and its index in that ring's readable chunk.
+#[derive(Debug, Clone, Copy)]
+struct RecordAt {
+    ring: u32,
+    index: u32,
 }
 
 /// Entry lists kept for reuse. A commit of 10,000 partitions' one-record batches lists about
@@ -448,9 +464,13 @@ impl Writer {
                 if first {
                     self.seen[slot] = stamp;
                     self.group_of[slot] = self.groups.len() as u32;
-                    self.groups.push((item.slot, 0, 0));
+                    self.groups.push(FillGroup {
+                        slot: item.slot,
+                        records: 0,
+                        first: 0,
+                    });
                 }
-                self.groups[self.group_of[slot] as usize].1 += 1;
+                self.groups[self.group_of[slot] as usize].records += 1;
                 used += bytes;
                 self.counts[r] += 1;
             }
@@ -468,12 +488,13 @@ impl Writer {
         // group in ring order, so a partition's records keep their order within each ring.
         let mut next_start = 0u32;
         for group in &mut self.groups {
-            group.2 = next_start;
-            next_start += group.1;
-            group.1 = 0;
+            group.first = next_start;
+            next_start += group.records;
+            group.records = 0;
         }
         self.order.clear();
-        self.order.resize(next_start as usize, (0, 0));
+        self.order
+            .resize(next_start as usize, RecordAt { ring: 0, index: 0 });
         for (r, (ring, &count)) in self.rings.iter_mut().zip(&self.counts).enumerate() {
             let chunk = ring
                 .rx
@@ -482,15 +503,23 @@ impl Writer {
             let (a, b) = chunk.as_slices();
             for (i, item) in a.iter().chain(b).enumerate() {
                 let group = &mut self.groups[self.group_of[item.slot as usize] as usize];
-                self.order[(group.2 + group.1) as usize] = (r as u32, i as u32);
-                group.1 += 1;
+                self.order[(group.first + group.records) as usize] = RecordAt {
+                    ring: r as u32,
+                    index: i as u32,
+                };
+                group.records += 1;
             }
             chunks.push((chunk, &ring.ack, &mut ring.seq_popped, &mut ring.recycle));
         }
-        for &(slot, len, start) in &self.groups {
+        for &FillGroup {
+            slot,
+            records: len,
+            first: start,
+        } in &self.groups
+        {
             let group = &self.order[start as usize..(start + len) as usize];
             let partition = &mut self.partitions[slot as usize];
-            let record = |&(r, i): &(u32, u32)| {
+            let record = |&RecordAt { ring: r, index: i }: &RecordAt| {
                 let (chunk, ack, seq_popped, _) = &chunks[r as usize];
                 let (a, b) = chunk.as_slices();
                 let i = i as usize;
@@ -715,11 +744,7 @@ impl Writer {
             segment: self.segment.id,
             data_end: self.durable_end,
             entries,
-            names: self
-                .partitions
-                .iter()
-                .map(|p| (p.topic_id, p.partition))
-                .collect(),
+            names: self.partitions.iter().map(SlotState::id).collect(),
             filled_in: self.segment_started.elapsed(),
         });
         self.segment_started = Instant::now();

@@ -172,7 +172,7 @@ fn check_index(seg: &Path, frames: &[ScannedFrame], data_end: u64, damage: &mut 
         Ok(index) => {
             let same = index.data_end == data_end
                 && index.frames.len() <= frames.len()
-                && index.frames.iter().all(|(t, p, e)| {
+                && index.frames.iter().all(|(tp, e)| {
                     frames.iter().any(|f| {
                         (
                             f.topic_id,
@@ -180,7 +180,13 @@ fn check_index(seg: &Path, frames: &[ScannedFrame], data_end: u64, damage: &mut 
                             f.entry.pos,
                             f.entry.base_offset,
                             f.entry.last_offset,
-                        ) == (*t, *p, e.pos, e.base_offset, e.last_offset)
+                        ) == (
+                            tp.topic_id,
+                            tp.partition,
+                            e.pos,
+                            e.base_offset,
+                            e.last_offset,
+                        )
                     })
                 });
             if !same {
