@@ -313,7 +313,7 @@ impl Log {
     /// partition.
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
         let p = self.store.partition(topic, partition)?;
-        Ok((p.offset_earliest(), p.offset_visible()))
+        Ok((p.offset_earliest(), p.offset_acked()))
     }
 
     /// Reads records of a partition from `offset` on: whole batches up to about `bytes_max`

@@ -193,7 +193,7 @@ impl Store {
     ) -> Result<Vec<StoredRecord>> {
         let p = self.partition(topic, partition)?;
         let out_of_range = || {
-            let (earliest, next) = (p.offset_earliest(), p.offset_visible());
+            let (earliest, next) = (p.offset_earliest(), p.offset_acked());
             (offset < earliest || offset > next).then(|| Error::OffsetOutOfRange {
                 topic: topic.to_owned(),
                 partition,
@@ -230,7 +230,7 @@ impl Store {
         timestamp: i64,
     ) -> Result<Option<u64>> {
         let p = self.partition(topic, partition)?;
-        let visible = p.offset_visible();
+        let visible = p.offset_acked();
         let shard = &self.shards[p.shard as usize];
         let Some(entry) = p.entry_for_timestamp(timestamp, visible, &shard.sealed_runs)? else {
             return Ok(None);

@@ -161,7 +161,7 @@ impl Groups {
                 partition: p,
             };
             let committed = self.offsets.get(&key);
-            let next = part.offset_visible();
+            let next = part.offset_acked();
             let from = committed.unwrap_or_else(|| part.offset_earliest());
             partitions.push(PartitionLag {
                 partition: p,

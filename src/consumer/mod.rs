@@ -290,7 +290,7 @@ fn check_limit(limit: RateLimit) -> Result<()> {
 
 fn start_position(log: &Store, topic: &str, partition: u32, start: StartAt) -> Result<u64> {
     let p = log.partition(topic, partition)?;
-    let (earliest, next) = (p.offset_earliest(), p.offset_visible());
+    let (earliest, next) = (p.offset_earliest(), p.offset_acked());
     Ok(match start {
         StartAt::Earliest => earliest,
         StartAt::Latest => next,
@@ -488,7 +488,7 @@ impl Consumer {
             return start_position(&self.store, &self.topic, partition, self.start);
         };
         let p = self.store.partition(&self.topic, partition)?;
-        Ok(committed.clamp(p.offset_earliest(), p.offset_visible()))
+        Ok(committed.clamp(p.offset_earliest(), p.offset_acked()))
     }
 
     fn offset_key(&self, group: &Group, partition: u32) -> OffsetKey {
@@ -712,7 +712,7 @@ impl Consumer {
         // Look once more after registering, so a publish in between is not missed.
         for state in self.partitions.iter().filter(|s| !s.paused) {
             let p = self.store.partition(&self.topic, state.partition)?;
-            if p.offset_visible() > state.fetched {
+            if p.offset_acked() > state.fetched {
                 return Ok(());
             }
         }
@@ -751,7 +751,7 @@ impl Consumer {
     pub fn seek(&mut self, partition: u32, offset: u64) -> Result<()> {
         self.state(partition)?;
         let p = self.store.partition(&self.topic, partition)?;
-        let (earliest, next) = (p.offset_earliest(), p.offset_visible());
+        let (earliest, next) = (p.offset_earliest(), p.offset_acked());
         if !(earliest..=next).contains(&offset) {
             return Err(Error::OffsetOutOfRange {
                 topic: self.topic.clone(),
@@ -809,7 +809,7 @@ impl Consumer {
             .iter()
             .map(|s| {
                 let p = self.store.partition(&self.topic, s.partition)?;
-                Ok((s.partition, p.offset_visible().saturating_sub(s.position)))
+                Ok((s.partition, p.offset_acked().saturating_sub(s.position)))
             })
             .collect()
     }

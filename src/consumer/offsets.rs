@@ -114,7 +114,7 @@ impl OffsetStore {
     pub fn load(&self, log: &Store) -> Result<u64> {
         let (mut offset, next) = {
             let p = log.partition(OFFSETS_TOPIC, 0)?;
-            (p.offset_earliest(), p.offset_visible())
+            (p.offset_earliest(), p.offset_acked())
         };
         let records = next - offset;
         let mut live = self.live.lock().expect("offsets lock");

@@ -295,7 +295,7 @@ mod tests {
                 (TopicPartition::new(1, 0), e)
             })
             .collect();
-        p.offset_visible.store(2 * n, Ordering::Release);
+        p.offset_acked.store(2 * n, Ordering::Release);
         let (bytes, directory, starts) = SegmentIndex {
             segment: 0,
             data_end: n * 10,

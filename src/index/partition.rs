@@ -44,11 +44,15 @@ pub struct Partition {
     pub shard: u32,
     /// Its slot in the shard's partition table.
     pub slot: u32,
-    /// The offset the next record will get. Only the shard writer (or recovery before it
-    /// starts) changes it.
+    /// The offset the next record will get. Written by recovery, then only by the shard
+    /// writer (its own copy is `SlotState::offset_next`; this one is where it starts).
+    /// Watermarks: `offset_next ≥ offset_acked ≥ offset_earliest()`.
     pub(crate) offset_next: AtomicU64,
-    /// One past the last acknowledged record: readers see offsets below it.
-    pub(crate) offset_visible: AtomicU64,
+    /// One past the last acknowledged record (durable under `Durability::Sync`, written under
+    /// `Interval`): readers see offsets below it. Moved forward, with release ordering, by
+    /// readers delivering the writer's published entries and by the helper sealing a run;
+    /// never backwards.
+    pub(crate) offset_acked: AtomicU64,
     index: RwLock<PartitionIndex>,
 }
 
@@ -82,7 +86,7 @@ impl Partition {
             shard,
             slot,
             offset_next: AtomicU64::new(0),
-            offset_visible: AtomicU64::new(0),
+            offset_acked: AtomicU64::new(0),
             index: RwLock::new(PartitionIndex::default()),
         }
     }
@@ -195,12 +199,12 @@ impl Partition {
             .first()
             .map(|r| r.run.first_offset)
             .or(index.active.front().map(|(e, _)| e.base_offset))
-            .unwrap_or_else(|| self.offset_visible.load(Ordering::Acquire))
+            .unwrap_or_else(|| self.offset_acked.load(Ordering::Acquire))
     }
 
     /// One past the last readable offset.
-    pub fn offset_visible(&self) -> u64 {
-        self.offset_visible.load(Ordering::Acquire)
+    pub fn offset_acked(&self) -> u64 {
+        self.offset_acked.load(Ordering::Acquire)
     }
 
     /// Entries from the batch holding `offset` on, up to `frame_bytes_max` bytes of frames
@@ -314,7 +318,7 @@ mod tests {
                 frame_bytes: 100,
             });
         }
-        p.offset_visible.store(40, Ordering::Release);
+        p.offset_acked.store(40, Ordering::Release);
         let from = |o, max| {
             p.entries_from(o, max, 40, &no_runs)
                 .unwrap()
@@ -362,7 +366,7 @@ mod tests {
             }
         }
         for p in &parts {
-            p.offset_visible.store(30, Ordering::Release);
+            p.offset_acked.store(30, Ordering::Release);
         }
         let index = SegmentIndex {
             segment: 0,

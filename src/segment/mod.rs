@@ -25,6 +25,13 @@ pub struct BatchEntry {
     pub frame_bytes: u32,
 }
 
+impl BatchEntry {
+    /// Where its frame starts.
+    pub fn at(&self) -> LogPos {
+        LogPos::new(self.segment, self.pos)
+    }
+}
+
 /// A topic's partition as a frame names it: the topic's id (never reused) and the partition
 /// number. Not a shard and a slot, which say where a partition lives in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,5 +49,22 @@ impl TopicPartition {
             topic_id,
             partition,
         }
+    }
+}
+
+/// A byte of a shard's log: a segment and a position in it. Ordered as the log is written:
+/// by segment, then by position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogPos {
+    /// The segment's id.
+    pub segment: u64,
+    /// The byte position in the segment.
+    pub pos: u64,
+}
+
+impl LogPos {
+    /// Byte `pos` of segment `segment`.
+    pub const fn new(segment: u64, pos: u64) -> LogPos {
+        LogPos { segment, pos }
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::segment::BatchEntry;
 use crate::segment::format::decode_frame;
+use crate::segment::{BatchEntry, TopicPartition};
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,17 +31,24 @@ pub(crate) fn decode_records(
     e: &BatchEntry,
     path: &Path,
     range: (u64, u64),
-    expect: (u32, u32),
+    expect: TopicPartition,
     out: &mut Vec<StoredRecord>,
 ) -> Result<()> {
     let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
     let (header, batch) = decode_frame(frame)
         .map_err(|d| corrupt(d.0))?
         .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
-    if (header.topic_id, header.partition) != expect || batch.base_offset != e.base_offset {
+    let found = TopicPartition::new(header.topic_id, header.partition);
+    if found != expect || batch.base_offset != e.base_offset {
         return Err(corrupt(format!(
-            "indexed frame holds topic id {} partition {} offset {}, expected {:?} offset {}",
-            header.topic_id, header.partition, batch.base_offset, expect, e.base_offset
+            "indexed frame holds topic id {} partition {} offset {}, expected topic id {} \
+             partition {} offset {}",
+            found.topic_id,
+            found.partition,
+            batch.base_offset,
+            expect.topic_id,
+            expect.partition,
+            e.base_offset
         )));
     }
     for r in batch.records() {

@@ -4,7 +4,7 @@
 //! Producers hand records over through one bounded SPSC ring per (producer, shard)
 //! ([`AckRing`] is the ring's acknowledgement side). The writer (writer.rs) drains every ring,
 //! stamps offsets, frames batches into an aligned commit buffer, writes and flushes it, and then
-//! advances each ring's `seq_acked` and each partition's `offset_visible`. Nothing here is shared
+//! advances each ring's `seq_acked` and each partition's `offset_acked`. Nothing here is shared
 //! between shards.
 
 pub(crate) mod files;
@@ -39,13 +39,14 @@ use crate::error::Error;
 use crate::index::{
     BatchEntry, IndexLog, IndexRun, Partition, SealedRun, SealedRuns, TopicPartition, Undistributed,
 };
+use crate::segment::LogPos;
 
 /// Puts a published entry into its partition's index and moves the partition's watermark past
 /// it.
 fn deliver(partition: &Partition, entry: BatchEntry) {
     partition.push(entry);
     partition
-        .offset_visible
+        .offset_acked
         .store(entry.last_offset + 1, Ordering::Release);
 }
 
@@ -88,8 +89,9 @@ pub(crate) struct ShardShared {
     pub log_full: AtomicBool,
     /// Segment files by id, for readers.
     pub segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
-    /// (segment, end) of the last published commit: bytes below it never change.
-    pub published: Mutex<(u64, u64)>,
+    /// The end of the last acknowledged (published) commit: bytes below it never change.
+    /// Written by the writer at each publish (recovery before it starts).
+    pub acked_end: Mutex<LogPos>,
     /// Sealed segments whose index file is written, with their newest record timestamp:
     /// the candidates for retention.
     sealed: Mutex<BTreeMap<u64, i64>>,
@@ -129,7 +131,7 @@ impl ShardShared {
             log_full: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
             sealed: Mutex::new(BTreeMap::new()),
-            published: Mutex::new((0, 0)),
+            acked_end: Mutex::new(LogPos::default()),
             protected: Mutex::default(),
             on_retention_blocked: OnceLock::new(),
         }
@@ -157,12 +159,12 @@ impl ShardShared {
         self.failed.get().cloned()
     }
 
-    /// Notes a read whose newest frame starts at `(segment, pos)`, or (`None`) a read that found
+    /// Notes a read whose newest frame starts at `newest`, or (`None`) a read that found
     /// nothing new: a reader at or near the newest data, which the tail cache is for.
-    pub fn note_read(&self, newest: Option<(u64, u64)>) {
-        let near = newest.is_none_or(|(segment, pos)| {
-            let (published_segment, end) = *self.published.lock().expect("published lock");
-            segment == published_segment && pos + self.tail_cache_bytes as u64 >= end
+    pub fn note_read(&self, newest: Option<LogPos>) {
+        let near = newest.is_none_or(|at| {
+            let end = *self.acked_end.lock().expect("acked end lock");
+            at.segment == end.segment && at.pos + self.tail_cache_bytes as u64 >= end.pos
         });
         if near {
             let at = self.epoch.elapsed().as_nanos() as u64 + 1;
@@ -235,7 +237,7 @@ impl ShardShared {
                 if p.seal_run(segment, run, entries_pos) {
                     // The run is in place: the watermark moves past it without a visit to each
                     // of its entries (millions in a segment of one-record batches).
-                    p.offset_visible
+                    p.offset_acked
                         .fetch_max(run.last_offset + 1, Ordering::Release);
                 } else {
                     // Cannot happen unless the writer and the file disagree; the partition
@@ -278,10 +280,10 @@ impl ShardShared {
     /// How far segment `id` may be read and cached: bytes below this never change (the whole
     /// file for an older segment, the last published commit's end for the newest).
     pub fn readable_end(&self, id: u64) -> u64 {
-        let (segment, end) = *self.published.lock().expect("published lock");
-        match id.cmp(&segment) {
+        let end = *self.acked_end.lock().expect("acked end lock");
+        match id.cmp(&end.segment) {
             std::cmp::Ordering::Less => u64::MAX,
-            std::cmp::Ordering::Equal => end,
+            std::cmp::Ordering::Equal => end.pos,
             std::cmp::Ordering::Greater => 0,
         }
     }

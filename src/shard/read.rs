@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Partition};
+use crate::segment::LogPos;
 use crate::segment::records::{StoredRecord, decode_records};
 use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
@@ -21,15 +22,15 @@ pub(crate) fn read_partition(
     bytes_max: usize,
     mode: ReadMode,
 ) -> Result<Vec<StoredRecord>> {
-    let visible = p.offset_visible();
+    let visible = p.offset_acked();
     let entries = p.entries_from(offset, bytes_max, visible, &shard.sealed_runs)?;
     let mut out = Vec::new();
-    let expect = (p.topic_id, p.partition);
-    shard.note_read(entries.last().map(|e| (e.segment, e.pos)));
+    let expect = p.id();
+    shard.note_read(entries.last().map(BatchEntry::at));
     if mode == ReadMode::Ahead
         && let Some(last) = entries.last()
     {
-        readahead.advise(shard, last.segment, last.pos, segment_bytes);
+        readahead.advise(shard, last.at(), segment_bytes);
     }
     for run in coalesce(&entries) {
         let path = shard.segment_path(run[0].segment);
@@ -37,11 +38,8 @@ pub(crate) fn read_partition(
         while i < run.len() {
             // Fresh frames, and frames near ones read before, come from the read cache.
             let e = &run[i];
-            let cached = shard.read_cache.read().expect("read cache lock").get(
-                e.segment,
-                e.pos,
-                e.frame_bytes as usize,
-            );
+            let cached = (shard.read_cache.read().expect("read cache lock"))
+                .get(e.at(), e.frame_bytes as usize);
             if let Some(frame) = cached {
                 decode_records(&frame, e, &path, (offset, visible), expect, &mut out)?;
                 i += 1;
@@ -50,11 +48,9 @@ pub(crate) fn read_partition(
             // Being read ahead: wait for it rather than read it again.
             let cached = |shard: &ShardShared| {
                 let cache = shard.read_cache.read().expect("read cache lock");
-                cache
-                    .get(e.segment, e.pos, e.frame_bytes as usize)
-                    .is_some()
+                cache.get(e.at(), e.frame_bytes as usize).is_some()
             };
-            if readahead.wait_for(e.segment, e.pos) && cached(shard) {
+            if readahead.wait_for(e.at()) && cached(shard) {
                 continue;
             }
             let window = match mode {
@@ -126,7 +122,7 @@ fn read_from_disk(
                 .read_cache
                 .read()
                 .expect("read cache lock")
-                .next_chunk(first.segment, start);
+                .next_chunk(LogPos::new(first.segment, start));
             (w + 1)
                 .saturating_mul(window)
                 .min(cached_after.unwrap_or(u64::MAX))
@@ -139,7 +135,7 @@ fn read_from_disk(
         .read_cache
         .write()
         .expect("read cache lock")
-        .insert(first.segment, start, span.clone());
+        .insert(LogPos::new(first.segment, start), span.clone());
     Ok((start, span))
 }
 

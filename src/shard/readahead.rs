@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, Completion, IoBackend};
+use crate::segment::LogPos;
 use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
 
@@ -36,9 +37,9 @@ struct Window {
 struct State {
     queue: VecDeque<Window>,
     /// Queued or being read, by (segment, start).
-    pending: HashSet<(u64, u64)>,
+    pending: HashSet<LogPos>,
     /// The furthest window asked for, so readers skip asking again.
-    furthest: (u64, u64),
+    furthest: LogPos,
     shutdown: bool,
 }
 
@@ -64,13 +65,14 @@ impl Readahead {
         })
     }
 
-    /// A consumer read the frame at `pos` of `segment`: queues the next windows (as far as
-    /// published) unless they are cached or asked for already.
-    pub fn advise(&self, shard: &ShardShared, segment: u64, pos: u64, segment_bytes: u64) {
+    /// A consumer read the frame at `at`: queues the next windows (as far as published)
+    /// unless they are cached or asked for already.
+    pub fn advise(&self, shard: &ShardShared, at: LogPos, segment_bytes: u64) {
+        let LogPos { segment, pos } = at;
         let next = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
         let last = next + (WINDOWS_AHEAD - 1) * WINDOW_BYTES;
         let (lock, cv) = &*self.state;
-        if lock.lock().expect("read-ahead lock").furthest >= (segment, last) {
+        if lock.lock().expect("read-ahead lock").furthest >= LogPos::new(segment, last) {
             return;
         }
         let readable = shard.readable_end(segment).min(segment_bytes);
@@ -82,7 +84,7 @@ impl Readahead {
                 if start >= readable {
                     break;
                 }
-                if cache.get(segment, start, 1).is_none() {
+                if cache.get(LogPos::new(segment, start), 1).is_none() {
                     wanted.push(Window {
                         segment,
                         start,
@@ -94,11 +96,11 @@ impl Readahead {
         let mut state = lock.lock().expect("read-ahead lock");
         // Only whole windows count as asked for: a partly published one is asked again later.
         if readable >= last + WINDOW_BYTES {
-            state.furthest = state.furthest.max((segment, last));
+            state.furthest = state.furthest.max(LogPos::new(segment, last));
         }
         let mut queued = false;
         for w in wanted {
-            if state.pending.insert((w.segment, w.start)) {
+            if state.pending.insert(LogPos::new(w.segment, w.start)) {
                 state.queue.push_back(w);
                 queued = true;
             }
@@ -108,10 +110,10 @@ impl Readahead {
         }
     }
 
-    /// If the window holding `pos` is being read ahead, waits until it is in the cache (or
+    /// If the window holding `at` is being read ahead, waits until it is in the cache (or
     /// failed); returns whether it waited.
-    pub fn wait_for(&self, segment: u64, pos: u64) -> bool {
-        let key = (segment, pos - pos % WINDOW_BYTES);
+    pub fn wait_for(&self, at: LogPos) -> bool {
+        let key = LogPos::new(at.segment, at.pos - at.pos % WINDOW_BYTES);
         let (lock, cv) = &*self.state;
         let mut state = lock.lock().expect("read-ahead lock");
         if !state.pending.contains(&key) {
@@ -175,7 +177,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
                     }
                     // Deleted by retention meanwhile, or out of descriptors: not read ahead.
                     None => {
-                        s.pending.remove(&(w.segment, w.start));
+                        s.pending.remove(&LogPos::new(w.segment, w.start));
                         cv.notify_all();
                     }
                 }
@@ -202,13 +204,13 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
                     .read_cache
                     .write()
                     .expect("read cache lock")
-                    .insert(w.segment, w.start, bytes);
+                    .insert(LogPos::new(w.segment, w.start), bytes);
             }
             finished.push(w);
         }
         let mut s = lock.lock().expect("read-ahead lock");
         for w in finished {
-            s.pending.remove(&(w.segment, w.start));
+            s.pending.remove(&LogPos::new(w.segment, w.start));
         }
         cv.notify_all();
     }

@@ -37,6 +37,7 @@ use crate::index::{
 };
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::{ShardFile, index_path};
+use crate::segment::LogPos;
 use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
 use crate::segment::scan::{ScanEnd, ScannedFrame, SegmentBytes, count_records_after, scan};
 use crate::shard::ShardShared;
@@ -121,7 +122,7 @@ pub(crate) fn recover_shard(
         let tp = TopicPartition::new(topic_id, partition);
         if let Some(p) = params.partitions.get(&tp) {
             p.offset_next.store(offset, Ordering::Relaxed);
-            p.offset_visible.store(offset, Ordering::Release);
+            p.offset_acked.store(offset, Ordering::Release);
         }
     }
     let mut ids = Vec::new();
@@ -302,7 +303,7 @@ fn finish(
         .expect("index log lock")
         .publish_distributed(id, &slots);
     let _ = fs::remove_file(index_path(&shared.dir, id));
-    *shared.published.lock().expect("published lock") = (id, data_end);
+    *shared.acked_end.lock().expect("acked end lock") = LogPos::new(id, data_end);
     Ok(ShardEnd {
         segment: id,
         data_end,
@@ -418,8 +419,7 @@ fn apply_runs(
         check_dense(path, run.id(), p, run.first_offset, 0)?;
         p.push_run(directory.segment, *run, directory.entries_pos(run));
         p.offset_next.store(run.last_offset + 1, Ordering::Relaxed);
-        p.offset_visible
-            .store(run.last_offset + 1, Ordering::Release);
+        p.offset_acked.store(run.last_offset + 1, Ordering::Release);
     }
     Ok(())
 }
@@ -466,7 +466,7 @@ fn apply(
         p.push(entry);
         p.offset_next
             .store(entry.last_offset + 1, Ordering::Relaxed);
-        p.offset_visible
+        p.offset_acked
             .store(entry.last_offset + 1, Ordering::Release);
     }
     Ok(())

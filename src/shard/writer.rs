@@ -3,7 +3,7 @@
 //! Each turn of its loop it drains the producer rings into the commit buffer being built
 //! (stamping offsets and framing one batch per partition),
 //! submits that buffer as one aligned write when no write is in flight, flushes written commits,
-//! and publishes what became durable: partition index entries and `offset_visible`, then each
+//! and publishes what became durable: partition index entries and `offset_acked`, then each
 //! ring's `seq_acked`. Pipelining: the next commit is built while the previous one is written
 //! and flushed; at most one write and [`FLUSHES_IN_FLIGHT_MAX`] flushes are in flight.
 //!
@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::index::SlotEntry;
 use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::layout::index_path;
+use crate::segment::LogPos;
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX, checksum_batches,
 };
@@ -101,8 +102,8 @@ enum TailBytes {
 struct Commit {
     segment: u64,
     end: u64,
-    /// The frames for the tail cache: (segment, position, their bytes).
-    cached: Option<(u64, u64, TailBytes)>,
+    /// The frames for the tail cache: where they start, and their bytes.
+    cached: Option<(LogPos, TailBytes)>,
     acks: Vec<(Arc<AckRing>, u64)>,
     /// (partition slot, entry) of each frame.
     entries: Vec<SlotEntry>,
@@ -139,7 +140,7 @@ pub(crate) struct Writer {
     segment_started: Instant,
     flush_next: u64,
     /// Segment position up to which everything is durable.
-    durable_end: u64,
+    pos_durable: u64,
     last_flush: Instant,
     roll_pending: bool,
     completions: Vec<Completion>,
@@ -251,7 +252,7 @@ impl Writer {
             write_submitted: Instant::now(),
             segment_started: Instant::now(),
             flush_next: TOKEN_FLUSH_FIRST,
-            durable_end: start.data_end,
+            pos_durable: start.data_end,
             last_flush: Instant::now(),
             roll_pending: false,
             completions: Vec::new(),
@@ -555,7 +556,7 @@ impl Writer {
             return false;
         }
         let end = self.build.start + self.build.len as u64;
-        if end - self.durable_end > self.window {
+        if end - self.pos_durable > self.window {
             return false; // wait for a flush: keep the unflushed region within the window
         }
         let mut next = self
@@ -586,7 +587,7 @@ impl Writer {
                 let held = data.len();
                 TailBytes::Copied(data, held)
             };
-            (self.segment.id, pos, bytes)
+            (LogPos::new(self.segment.id, pos), bytes)
         });
         let buf = std::mem::replace(&mut build.buf, next);
         let commit = Commit {
@@ -624,7 +625,7 @@ impl Writer {
         let due = match self.start.durability {
             Durability::Sync => true,
             Durability::Interval(d) => {
-                let unflushed = self.written.last().map_or(0, |c| c.end) - self.durable_end;
+                let unflushed = self.written.last().map_or(0, |c| c.end) - self.pos_durable;
                 self.flushes.is_empty()
                     && (self.last_flush.elapsed() >= d
                         || unflushed >= self.start.commit_bytes_max as u64)
@@ -667,7 +668,7 @@ impl Writer {
                     );
                     let buf = c.buf.expect("a write returns its buffer");
                     let mut commit = self.write_in_flight.take().expect("a write in flight");
-                    if let Some((_, _, tail)) = &mut commit.cached
+                    if let Some((_, tail)) = &mut commit.cached
                         && let TailBytes::Lent(frames) = tail
                     {
                         let frames = frames.clone();
@@ -697,7 +698,7 @@ impl Writer {
                         commits.extend(flushed);
                     }
                     if let Some(last) = commits.last() {
-                        self.durable_end = last.end;
+                        self.pos_durable = last.end;
                     }
                     if self.start.durability == Durability::Sync {
                         for commit in &commits {
@@ -742,7 +743,7 @@ impl Writer {
         self.preparer.seal(Seal {
             path: index_path(&self.shared.dir, self.segment.id),
             segment: self.segment.id,
-            data_end: self.durable_end,
+            data_end: self.pos_durable,
             entries,
             names: self.partitions.iter().map(SlotState::id).collect(),
             filled_in: self.segment_started.elapsed(),
@@ -779,7 +780,7 @@ impl Writer {
         self.build.start = 0;
         self.build.len = 0;
         self.build.first_frame = 0;
-        self.durable_end = 0;
+        self.pos_durable = 0;
         self.roll_pending = false;
         WriterCounters::add(&self.shared.counters.rolls, 1);
         self.shared.update_full(
@@ -802,13 +803,13 @@ const SHARE_FILL_DIVISOR: usize = 2;
 /// Makes a durable commit visible: index entries first (readers move them into the partitions),
 /// then acknowledgements.
 fn publish(commit: &Commit, shared: &ShardShared) {
-    *shared.published.lock().expect("published lock") = (commit.segment, commit.end);
-    if let Some((segment, pos, TailBytes::Copied(data, held))) = &commit.cached {
+    *shared.acked_end.lock().expect("acked end lock") = LogPos::new(commit.segment, commit.end);
+    if let Some((at, TailBytes::Copied(data, held))) = &commit.cached {
         shared
             .read_cache
             .write()
             .expect("read cache lock")
-            .insert_holding(*segment, *pos, data.clone(), *held);
+            .insert_holding(*at, data.clone(), *held);
     }
     shared
         .index_log
