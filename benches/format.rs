@@ -3,8 +3,9 @@
 //! walking a stored batch). Throughput is in payload bytes.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use floodgate::segment::decode_frame;
 use floodgate::segment::format::{
-    BATCH_HEADER_BYTES, BatchMeta, FRAME_HEADER_BYTES, FrameHeader, checksum_batches, decode_frame,
+    BATCH_HEADER_BYTES, BatchMeta, FRAME_HEADER_BYTES, FrameHeader, checksum_batches,
     encode_record_tail, frame_batch, record_bytes, seal_batch, write_record,
 };
 use std::hint::black_box;

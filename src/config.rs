@@ -49,6 +49,11 @@ pub const INDEX_CACHE_BYTES_DEFAULT: usize = 16 << 20;
 const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT >= RECORD_BYTES_MAX_DEFAULT + FRAME_OVERHEAD_BYTES);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= COMMIT_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(COMMIT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(PARTITIONS_MAX as u64 <= PARTITIONS_TOTAL_MAX);
+// A shard id, a partition number and a slot in a shard's table are u32 everywhere.
+const _: () = assert!(SHARDS_MAX <= u32::MAX as usize && PARTITIONS_TOTAL_MAX <= u32::MAX as u64);
 
 /// How to open a [`crate::Log`].
 #[derive(Debug, Clone)]

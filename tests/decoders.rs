@@ -7,7 +7,7 @@ mod common;
 #[path = "../fuzz/src/props.rs"]
 mod fuzz_props;
 
-use floodgate::segment::format::decode_frame;
+use floodgate::segment::decode_frame;
 use floodgate::{IoBackend, Log};
 use proptest::prelude::*;
 

@@ -5,7 +5,8 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::{segments, small_config, test_dir};
-use floodgate::segment::format::{BatchView, FRAME_HEADER_BYTES, decode_frame};
+use floodgate::segment::format::FRAME_HEADER_BYTES;
+use floodgate::segment::{BatchView, decode_frame};
 use floodgate::{IoBackend, Log, Record, TopicConfig};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use floodgate::segment::format::{FRAME_HEADER_BYTES, FrameHeader, decode_frame};
+use floodgate::segment::decode_frame;
+use floodgate::segment::format::{FRAME_HEADER_BYTES, FrameHeader};
 use floodgate::{Config, IoBackend, Log, Record};
 
 /// Rewrites the checksums of the frames laid end to end in `bytes` (as far as their headers'

@@ -182,6 +182,8 @@ struct DirectPieces<'a> {
     end: u64,
 }
 
+const _: () = assert!(DirectPieces::<'static>::PIECE_BYTES.is_multiple_of(BLOCK_BYTES));
+
 impl<'a> DirectPieces<'a> {
     /// Each write's size. Every flush the shard writer issues waits for the disk to take the
     /// writes completed before it, these too, so the pieces are small.

@@ -11,6 +11,7 @@ use super::{AlignedBuf, Completion, IoBackend};
 use crate::error::{Error, Result};
 
 const BLOCK: usize = 1 << 20;
+const _: () = assert!(BLOCK.is_multiple_of(crate::segment::format::BLOCK_BYTES));
 const DEPTH: usize = 4;
 
 /// Sequential O_DIRECT write (then one fdatasync) and read bandwidth of a device.

@@ -3,10 +3,13 @@
 //! segment's bytes frame by frame and says how they end, `records` turns a stored frame back
 //! into records.
 
+pub(crate) mod batch;
 pub mod crc;
 pub mod format;
 pub(crate) mod records;
 pub(crate) mod scan;
+
+pub use batch::{BatchView, RecordIter, RecordRef, decode_frame};
 
 /// One stored batch of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::segment::format::decode_frame;
+use crate::segment::batch::decode_frame;
 use crate::segment::{BatchEntry, TopicPartition};
 
 /// A record read back from the log.

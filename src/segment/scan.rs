@@ -3,8 +3,9 @@
 
 use crate::error::Result;
 use crate::segment::BatchEntry;
+use crate::segment::batch::decode_frame;
 use crate::segment::format::{
-    BLOCK_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FrameHeader, HeaderSlot, decode_frame,
+    BLOCK_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FrameHeader, HeaderSlot,
 };
 
 /// A segment's bytes, as a scan reads them.

@@ -38,6 +38,7 @@ use crate::index::{
 };
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout;
+use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
 use crate::shard::retention::enforce;
 
@@ -55,6 +56,13 @@ const ZERO_LEAD_BYTES: u64 = 1 << 20;
 /// writer's bandwidth meanwhile: fast enough that a roll finds the next segment ready, slow
 /// enough that the zeros barely delay the writer's flushes (docs/TUNING.md has the figures).
 const ZERO_PACE_QUARTERS: u64 = 5;
+
+const _: () = assert!(ZERO_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(ZERO_CHUNK_UNPACED_BYTES.is_multiple_of(BLOCK_BYTES));
+// Zeroing may always take its next chunk once the writer has moved at all.
+const _: () = assert!(ZERO_LEAD_BYTES >= ZERO_CHUNK_BYTES as u64);
+// Zeroing runs ahead of the writer, or the next roll would find the segment unzeroed.
+const _: () = assert!(ZERO_PACE_QUARTERS > 4);
 /// How often paced zeroing looks at the writer's progress.
 const PACE_POLL: std::time::Duration = Duration::from_millis(2);
 /// The longest poll while the writer makes no progress.

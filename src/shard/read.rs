@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Partition};
 use crate::segment::LogPos;
+use crate::segment::format::BLOCK_BYTES;
 use crate::segment::records::{StoredRecord, decode_records};
 use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
@@ -112,7 +113,7 @@ fn read_from_disk(
     // Stopping at the window's end and at cached bytes keeps reads from overlapping when
     // readers are at different positions and frames cross windows (the same bytes would be
     // read twice).
-    let block = crate::segment::format::BLOCK_BYTES as u64;
+    let block = BLOCK_BYTES as u64;
     let start = first.pos - first.pos % block;
     let needed = last.pos + u64::from(last.frame_bytes);
     let end = match start.checked_div(window) {
@@ -144,6 +145,9 @@ fn read_from_disk(
 const READ_GAP_BYTES_MAX: u64 = 64 << 10;
 /// The most bytes one read spans.
 const READ_SPAN_BYTES_MAX: u64 = 4 << 20;
+
+const _: () = assert!(READ_GAP_BYTES_MAX < READ_SPAN_BYTES_MAX);
+const _: () = assert!(READ_AHEAD_BYTES.is_multiple_of(BLOCK_BYTES as u64));
 
 /// Splits a partition's entries into runs each read with one aligned read: same segment,
 /// gaps of at most `READ_GAP_BYTES_MAX`, spans of at most `READ_SPAN_BYTES_MAX` (or one frame).

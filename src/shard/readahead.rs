@@ -9,9 +9,10 @@
 //! again.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::config::TAIL_CACHE_BYTES_DEFAULT;
 use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, Completion, IoBackend};
 use crate::segment::LogPos;
@@ -23,6 +24,10 @@ use crate::shard::ShardShared;
 pub(crate) const WINDOW_BYTES: u64 = 4 << 20;
 /// Windows read ahead of the one a consumer is in.
 const WINDOWS_AHEAD: u64 = 4;
+
+const _: () = assert!(WINDOW_BYTES.is_multiple_of(BLOCK_BYTES as u64));
+// Windows read ahead land in the read cache: by default it holds them twice over.
+const _: () = assert!(WINDOW_BYTES * WINDOWS_AHEAD * 2 <= TAIL_CACHE_BYTES_DEFAULT as u64);
 /// Reads in flight at once.
 const QUEUE_DEPTH: u32 = 4;
 
@@ -72,7 +77,7 @@ impl Readahead {
         let next = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
         let last = next + (WINDOWS_AHEAD - 1) * WINDOW_BYTES;
         let (lock, cv) = &*self.state;
-        if lock.lock().expect("read-ahead lock").furthest >= LogPos::new(segment, last) {
+        if locked(lock).furthest >= LogPos::new(segment, last) {
             return;
         }
         let readable = shard.readable_end(segment).min(segment_bytes);
@@ -93,7 +98,7 @@ impl Readahead {
                 }
             }
         }
-        let mut state = lock.lock().expect("read-ahead lock");
+        let mut state = locked(lock);
         // Only whole windows count as asked for: a partly published one is asked again later.
         if readable >= last + WINDOW_BYTES {
             state.furthest = state.furthest.max(LogPos::new(segment, last));
@@ -115,12 +120,12 @@ impl Readahead {
     pub fn wait_for(&self, at: LogPos) -> bool {
         let key = LogPos::new(at.segment, at.pos - at.pos % WINDOW_BYTES);
         let (lock, cv) = &*self.state;
-        let mut state = lock.lock().expect("read-ahead lock");
+        let mut state = locked(lock);
         if !state.pending.contains(&key) {
             return false;
         }
         while state.pending.contains(&key) && !state.shutdown {
-            state = cv.wait(state).expect("read-ahead lock");
+            state = cv.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
         true
     }
@@ -130,7 +135,7 @@ impl Readahead {
     /// Stops the thread (readers then read for themselves).
     pub fn shutdown(&self) {
         let (lock, cv) = &*self.state;
-        lock.lock().expect("read-ahead lock").shutdown = true;
+        locked(lock).shutdown = true;
         cv.notify_all();
         if let Some(t) = self.thread.lock().expect("read-ahead thread lock").take() {
             let _ = t.join();
@@ -138,11 +143,22 @@ impl Readahead {
     }
 }
 
+/// Dropped when the thread ends, a panic included: readers waiting for a window are woken and
+/// read for themselves.
+struct Stopped<'a>(&'a (Mutex<State>, Condvar));
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        drop_all(self.0);
+    }
+}
+
 fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend) {
+    let _stopped = Stopped(state);
     let (lock, cv) = state;
     let Ok(mut device) = io::device(backend, QUEUE_DEPTH) else {
         // No read-ahead then: readers read for themselves.
-        return drop_all(state);
+        return;
     };
     // Reads in flight, by token; a new one starts as soon as one finishes.
     let mut slots: Vec<Option<Window>> = vec![None; QUEUE_DEPTH as usize];
@@ -150,9 +166,9 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
     loop {
         let mut start = Vec::new();
         {
-            let mut s = lock.lock().expect("read-ahead lock");
+            let mut s = locked(lock);
             while s.queue.is_empty() && device.in_flight() == 0 && !s.shutdown {
-                s = cv.wait(s).expect("read-ahead lock");
+                s = cv.wait(s).unwrap_or_else(PoisonError::into_inner);
             }
             if s.shutdown {
                 break;
@@ -208,20 +224,25 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
             }
             finished.push(w);
         }
-        let mut s = lock.lock().expect("read-ahead lock");
+        let mut s = locked(lock);
         for w in finished {
             s.pending.remove(&LogPos::new(w.segment, w.start));
         }
         cv.notify_all();
     }
-    // (Dropping the device waits for reads still in flight.)
-    // Wake anyone waiting on a window that will not come.
-    drop_all(state);
+    // Dropping the device waits for reads still in flight; then `_stopped` wakes anyone
+    // waiting on a window that will not come.
+}
+
+/// The read-ahead state. A panic of the thread may have poisoned its lock; the state is still
+/// whole (every change to it is a single step), so readers and the cleanup go on with it.
+fn locked(lock: &Mutex<State>) -> MutexGuard<'_, State> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn drop_all(state: &(Mutex<State>, Condvar)) {
     let (lock, cv) = state;
-    let mut s = lock.lock().expect("read-ahead lock");
+    let mut s = locked(lock);
     s.queue.clear();
     s.pending.clear();
     s.shutdown = true;

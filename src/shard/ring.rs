@@ -129,6 +129,8 @@ pub(crate) const RECYCLE_SMALL_BYTES_MAX: usize = 1 << 10;
 pub(crate) const RECYCLE_BYTES_MAX: usize = 16 << 10;
 pub(crate) const RECYCLE_LARGE_MAX: usize = 256;
 
+const _: () = assert!(RECYCLE_SMALL_BYTES_MAX <= RECYCLE_BYTES_MAX);
+
 /// Hands a framed record's buffer back to its producer for reuse, within the limits above;
 /// otherwise frees it.
 pub(crate) fn recycle_buffer(recycle: &mut rtrb::Producer<Vec<u8>>, tail: Vec<u8>) {

@@ -22,6 +22,11 @@
 //! A failed write or flush latches the shard into a failed state: nothing after the last good
 //! flush is acknowledged, waiters get the error, and the writer stops (an fsync is never
 //! retried).
+//!
+//! This file is longer than most (about 840 lines): it holds the loop and the commit pipeline
+//! (submit, reap, flush, publish, roll), through which one commit's state moves as a whole.
+//! Framing is in `framing.rs`, segment files in `files.rs`, tail-cache memory in
+//! `tail_memory.rs`.
 
 use std::fs::File;
 use std::ops::Range;
@@ -829,7 +834,7 @@ fn align_down(pos: u64) -> u64 {
 
 /// Checks every frame written by a commit decodes (a debug assertion before each write).
 fn verify_frames(bytes: &[u8]) -> bool {
-    use crate::segment::format::decode_frame;
+    use crate::segment::decode_frame;
     let mut pos = 0usize;
     while pos < bytes.len() {
         match decode_frame(&bytes[pos..]) {

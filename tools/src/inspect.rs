@@ -10,7 +10,7 @@ use clap::Args;
 use floodgate::inspect::{
     Meta, ScanEnd, ScannedFrame, SegmentIndex, holds_frames, scan_segment_file,
 };
-use floodgate::segment::format::decode_frame;
+use floodgate::segment::decode_frame;
 
 #[derive(Args)]
 pub struct InspectArgs {
