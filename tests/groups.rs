@@ -351,3 +351,63 @@ fn group_names_are_validated_and_the_longest_legal_one_survives_reopen() {
     assert_eq!(lag.partitions[0].committed, Some(10));
     assert_eq!(lag.lag, 0);
 }
+
+/// Reopening a log whose retention would delete what a group has not committed deletes
+/// nothing of it: retention waits until the committed offsets are loaded and the protection
+/// floors set (it used to run first, at every open). The group's commits survive too, so a
+/// member resumes where it committed.
+#[test]
+fn reopening_never_deletes_what_a_group_has_not_committed() {
+    let dir = test_dir("group-protect-reopen");
+    let segment = 256u64 << 10;
+    let config = || {
+        small_config(dir.path(), BACKENDS[0])
+            .retention_bytes(2 * segment)
+            .protect_unconsumed(true)
+    };
+    let committed = {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(2)).unwrap();
+        let mut c = log.consumer("t").group("g").build().unwrap();
+        // Ten segments of records, of which the group commits a few hundred per partition
+        // (many commits, so the offsets partition takes a while to load).
+        let mut producer = log.producer();
+        let value = vec![5u8; 1000];
+        let mut acks = Vec::new();
+        for i in 0..2600u32 {
+            acks.push(producer.send("t", Record::new(&value).partition(i % 2)).unwrap());
+        }
+        for ack in acks {
+            ack.wait().unwrap();
+        }
+        let mut got = 0;
+        while got < 600 {
+            got += c.poll(Duration::from_millis(20)).unwrap().len();
+            c.commit().unwrap();
+        }
+        [c.committed(0).unwrap(), c.committed(1).unwrap()]
+    };
+    for round in 0..5 {
+        let log = Log::open(config()).unwrap();
+        // Give a premature retention pass time to run.
+        std::thread::sleep(Duration::from_millis(100));
+        for p in 0..2u32 {
+            let (earliest, next) = log.offsets("t", p).unwrap();
+            assert!(
+                earliest <= committed[p as usize],
+                "round {round}, partition {p}: records from {earliest} kept, the group \
+                 committed {} (next {next})",
+                committed[p as usize]
+            );
+        }
+        let lag = log.group_lag("g", "t").unwrap();
+        for p in &lag.partitions {
+            assert_eq!(
+                p.committed,
+                Some(committed[p.partition as usize]),
+                "round {round}: the group's commit survives"
+            );
+        }
+        log.close().unwrap();
+    }
+}

@@ -96,8 +96,9 @@ pub(crate) struct ShardShared {
     /// the candidates for retention.
     sealed: Mutex<BTreeMap<u64, i64>>,
     /// Offsets retention must keep, by partition: what consumer groups have not committed, and
-    /// live commit records (set by the log for every shard).
-    protected: Mutex<Arc<HashMap<TopicPartition, u64>>>,
+    /// live commit records (set by the log for every shard). `None` until the log has loaded
+    /// the committed offsets and set them: until then retention deletes nothing.
+    protected: Mutex<Option<Arc<HashMap<TopicPartition, u64>>>>,
     /// Told which partition stopped retention (so the offsets store can compact itself).
     on_retention_blocked: OnceLock<Arc<dyn Fn(TopicPartition) + Send + Sync>>,
 }
@@ -290,18 +291,24 @@ impl ShardShared {
 
     /// Replaces the offsets retention must keep.
     pub fn set_protected(&self, floors: Arc<HashMap<TopicPartition, u64>>) {
-        *self.protected.lock().expect("protected lock") = floors;
+        *self.protected.lock().expect("protected lock") = Some(floors);
     }
 
     pub fn set_on_retention_blocked(&self, hook: Arc<dyn Fn(TopicPartition) + Send + Sync>) {
         let _ = self.on_retention_blocked.set(hook);
     }
 
+    /// Whether the offsets retention must keep are known yet (see `protected`).
+    pub fn protection_set(&self) -> bool {
+        self.protected.lock().expect("protected lock").is_some()
+    }
+
     /// The partition that keeps segment `id` (and every later one) from being deleted: one
     /// with a batch in segments up to `id` at or after its protected offset. The hook is told
     /// about it.
     pub fn retention_blocker(&self, id: u64) -> Option<TopicPartition> {
-        let floors = Arc::clone(&self.protected.lock().expect("protected lock"));
+        let floors = self.protected.lock().expect("protected lock").clone();
+        let floors = floors.expect("retention runs once protection is set");
         if floors.is_empty() {
             return None;
         }

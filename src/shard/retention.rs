@@ -66,6 +66,10 @@ pub(crate) fn enforce(
     segment_bytes: u64,
     now_ms: i64,
 ) -> Result<usize> {
+    // Before the log has loaded what groups committed, nothing is known to be safe to delete.
+    if !shard.protection_set() {
+        return Ok(0);
+    }
     let sealed = shard.sealed_segments();
     let mut held = shard.segments.read().expect("segments lock").len() as u64 * segment_bytes;
     let age_ms = policy.age.map(|a| a.as_millis() as i64);
