@@ -375,7 +375,11 @@ fn reopening_never_deletes_what_a_group_has_not_committed() {
         let value = vec![5u8; 1000];
         let mut acks = Vec::new();
         for i in 0..2600u32 {
-            acks.push(producer.send("t", Record::new(&value).partition(i % 2)).unwrap());
+            acks.push(
+                producer
+                    .send("t", Record::new(&value).partition(i % 2))
+                    .unwrap(),
+            );
         }
         for ack in acks {
             ack.wait().unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{BACKENDS, payload, small_config, test_dir};
+use common::{BACKENDS, payload, segments, small_config, test_dir};
 use floodgate::{Durability, Error, Log, Record, ShardStats, TopicConfig};
 
 /// Sends `n` records numbered from `first` round-robin over partitions and returns
@@ -537,5 +537,51 @@ fn tail_cache_fills_only_while_a_reader_is_near_the_newest_data() {
             assert_eq!(r.offset, 320 + k as u64);
             assert_eq!(r.value.as_deref(), Some(&payload(320 + k as u64, 1000)[..]));
         }
+    }
+}
+
+/// Reopening with a smaller `segment_bytes` than the active segment already holds: the next
+/// commit rolls to a new segment of the new size (the room left used to wrap around, so the
+/// segment never rolled and grew without bound), and every record reads back.
+#[test]
+fn a_smaller_segment_size_on_reopen_rolls_at_the_next_commit() {
+    for backend in BACKENDS {
+        let dir = test_dir("shrink-segments");
+        let config =
+            |segment_bytes: u64| small_config(dir.path(), backend).segment_bytes(segment_bytes);
+        let value = vec![3u8; 1000];
+        let send = |log: &Log, n: u64| {
+            let mut producer = log.producer();
+            let acks: Vec<_> = (0..n)
+                .map(|_| producer.send("t", Record::new(&value)).unwrap())
+                .collect();
+            for ack in acks {
+                ack.wait().unwrap();
+            }
+        };
+        {
+            let log = Log::open(config(1 << 20)).unwrap();
+            log.create_topic("t", TopicConfig::new(1)).unwrap();
+            send(&log, 700); // about 700 KiB into the first 1 MiB segment
+        }
+        {
+            let log = Log::open(config(256 << 10)).unwrap();
+            send(&log, 1000);
+            assert_eq!(log.offsets("t", 0).unwrap(), (0, 1700));
+        }
+        let files = segments(dir.path(), 0);
+        assert!(files.len() >= 4, "rolled into 256 KiB segments: {files:?}");
+        for f in &files {
+            let len = std::fs::metadata(f).unwrap().len();
+            assert!(len <= 1 << 20, "{} grew to {len} bytes", f.display());
+        }
+        let log = Log::open(config(256 << 10)).unwrap();
+        let records = log.read("t", 0, 0, 1 << 30).unwrap();
+        assert_eq!(records.len(), 1700);
+        assert!(
+            records
+                .iter()
+                .all(|r| r.value.as_deref() == Some(&value[..]))
+        );
     }
 }
