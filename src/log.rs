@@ -23,7 +23,7 @@ use crate::segment::records::StoredRecord;
 use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
 use crate::shard::recovery::{
-    RecoverParams, RecoveryReport, recover_shard, unflushed_window_bytes,
+    RecoverParams, RecoveryReport, holds_frames, recover_shard, unflushed_window_bytes,
 };
 use crate::shard::stats::ShardStats;
 use crate::shard::writer::{Writer, WriterStart};
@@ -68,13 +68,16 @@ impl Log {
                 }
                 m
             }
-            None => Meta {
-                version: META_VERSION,
-                shards: config.shards as u32,
-                commit_bytes_max: config.commit_bytes_max as u64,
-                next_topic_id: 1,
-                topics: Vec::new(),
-            },
+            None => {
+                refuse_data_without_meta(&dir)?;
+                Meta {
+                    version: META_VERSION,
+                    shards: config.shards as u32,
+                    commit_bytes_max: config.commit_bytes_max as u64,
+                    next_topic_id: 1,
+                    topics: Vec::new(),
+                }
+            }
         };
         let mut shards = Vec::new();
         for id in 0..config.shards {
@@ -379,4 +382,47 @@ impl Drop for Log {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// A directory without `meta.json` is a new log only if it holds no log data: segment files
+/// without their metadata cannot be read (which topic is which), and opening them as a new log
+/// would hand their topic ids and offsets to new records.
+fn refuse_data_without_meta(dir: &std::path::Path) -> Result<()> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let shard = entry.path();
+        if !shard.is_dir() {
+            continue;
+        }
+        let Ok(files) = fs::read_dir(&shard) else {
+            continue;
+        };
+        // A segment without frames is a new log's first one, made before its metadata.
+        found.extend(files.flatten().map(|f| f.path()).filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            match name.as_deref().map(layout::ShardFile::of) {
+                Some(layout::ShardFile::Segment(_)) => holds_frames(p),
+                Some(layout::ShardFile::Index(_)) => true,
+                _ => false,
+            }
+        }));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    Err(Error::corrupt(
+        layout::meta_path(dir),
+        0,
+        format!(
+            "the metadata file is missing but the directory holds {} segment and index files \
+             holding records (first: {}): without it the topics of the stored records are unknown. Restore \
+             meta.json, or move the data away to start a new log here",
+            found.len(),
+            found[0].display()
+        ),
+    ))
 }

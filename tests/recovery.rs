@@ -390,3 +390,43 @@ fn a_segment_over_4_gib_is_refused() {
     let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
     assert_eq!(read_values(&log).len(), 3);
 }
+
+/// `meta.json` gone while segments hold records: open refuses, naming the metadata file, and
+/// leaves everything as it was (it used to open a new log, whose first topic took the old
+/// topic's id from offset 0, and the directory then never opened again). A new log whose first
+/// segment exists but holds nothing yet opens normally.
+#[test]
+fn segments_without_their_metadata_are_refused_not_reused() {
+    for backend in BACKENDS {
+        let dir = test_dir("no-meta");
+        {
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            log.create_topic("t", TopicConfig::new(1)).unwrap();
+            let mut producer = log.producer();
+            for i in 0..100u64 {
+                let ack = producer.send("t", Record::new(&i.to_le_bytes())).unwrap();
+                ack.wait().unwrap();
+            }
+        }
+        let meta = dir.path().join("meta.json");
+        let saved = std::fs::read(&meta).unwrap();
+        std::fs::remove_file(&meta).unwrap();
+        let e = Log::open(small_config(dir.path(), backend)).err().expect("refused");
+        let text = e.to_string();
+        assert!(matches!(&e, Error::Corrupt { path, .. } if path.ends_with("meta.json")), "{e}");
+        assert!(text.contains("metadata file is missing"), "{text}");
+        assert!(!meta.exists(), "nothing was written");
+        // With the metadata back, every record is there.
+        std::fs::write(&meta, saved).unwrap();
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        assert_eq!(log.read("t", 0, 0, 1 << 20).unwrap().len(), 100);
+        drop(log);
+        // A log that never got its metadata (a crash during its first open) holds only an
+        // empty first segment: it opens as new.
+        let fresh = test_dir("no-meta-fresh");
+        drop(Log::open(small_config(fresh.path(), backend)).unwrap());
+        std::fs::remove_file(fresh.path().join("meta.json")).unwrap();
+        let log = Log::open(small_config(fresh.path(), backend)).unwrap();
+        assert!(log.list_topics().is_empty());
+    }
+}
