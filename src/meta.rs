@@ -6,7 +6,7 @@
 //! `flock(LOCK_EX)` for the life of a [`crate::Log`]; it names the holder's pid.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -189,16 +189,33 @@ pub(crate) fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Res
         .map_err(|e| Error::corrupt(path, e.column() as u64, e.to_string()))
 }
 
-/// The exclusive lock on a data directory, released on drop.
+/// The exclusive lock on a data directory, released on drop: a `flock` on the directory itself,
+/// which no file operation inside it can undo, and one on its `LOCK` file, which names the
+/// holder (deleting that file used to let a second process in).
 #[derive(Debug)]
 pub struct DirLock {
-    _lock: Flock<File>,
+    _dir: Flock<File>,
+    _file: Flock<File>,
 }
 
 impl DirLock {
     /// Takes the lock, or fails with [`Error::Locked`] naming the holder.
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path = layout::lock_path(dir);
+        let locked = || Error::Locked {
+            dir: dir.to_owned(),
+            holder: fs::read_to_string(&path)
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "unknown holder".into()),
+        };
+        let handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+        let dir_lock = match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(locked()),
+            Err((_, errno)) => return Err(Error::io("flock", dir, errno.into())),
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -208,19 +225,8 @@ impl DirLock {
             .map_err(|e| Error::io("open", &path, e))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
-            Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(Error::Locked {
-                    dir: dir.to_owned(),
-                    holder: if holder.is_empty() {
-                        "unknown holder".into()
-                    } else {
-                        holder.to_owned()
-                    },
-                });
-            }
+            // A process that locks only the file (an older floodgate) holds it.
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(locked()),
             Err((_, errno)) => return Err(Error::io("flock", &path, errno.into())),
         };
         let me = format!("pid {}\n", std::process::id());
@@ -228,7 +234,10 @@ impl DirLock {
             .and_then(|_| lock.rewind())
             .and_then(|_| lock.write_all(me.as_bytes()))
             .map_err(|e| Error::io("write", &path, e))?;
-        Ok(DirLock { _lock: lock })
+        Ok(DirLock {
+            _dir: dir_lock,
+            _file: lock,
+        })
     }
 }
 

@@ -585,3 +585,18 @@ fn a_smaller_segment_size_on_reopen_rolls_at_the_next_commit() {
         );
     }
 }
+
+/// Deleting the `LOCK` file does not open the directory to a second log: the directory itself
+/// is locked too (a second log used to lock a new `LOCK` file and both wrote the same log).
+#[test]
+fn a_deleted_lock_file_does_not_let_a_second_log_in() {
+    let dir = test_dir("lock-deleted");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    let e = Log::open(small_config(dir.path(), BACKENDS[0]))
+        .err()
+        .expect("refused");
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    drop(log);
+    Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+}

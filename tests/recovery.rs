@@ -411,9 +411,14 @@ fn segments_without_their_metadata_are_refused_not_reused() {
         let meta = dir.path().join("meta.json");
         let saved = std::fs::read(&meta).unwrap();
         std::fs::remove_file(&meta).unwrap();
-        let e = Log::open(small_config(dir.path(), backend)).err().expect("refused");
+        let e = Log::open(small_config(dir.path(), backend))
+            .err()
+            .expect("refused");
         let text = e.to_string();
-        assert!(matches!(&e, Error::Corrupt { path, .. } if path.ends_with("meta.json")), "{e}");
+        assert!(
+            matches!(&e, Error::Corrupt { path, .. } if path.ends_with("meta.json")),
+            "{e}"
+        );
         assert!(text.contains("metadata file is missing"), "{text}");
         assert!(!meta.exists(), "nothing was written");
         // With the metadata back, every record is there.
