@@ -97,6 +97,9 @@ impl Log {
             .flat_map(|t| t.partitions.iter())
             .map(|p| (p.id(), Arc::clone(p)))
             .collect();
+        let topic_counts = (meta.topics.iter())
+            .map(|t| (t.id, (t.name.clone(), t.partitions)))
+            .collect();
         let commit_max = meta.commit_bytes_max.max(config.commit_bytes_max as u64) as usize;
         let params = RecoverParams {
             backend: config.io_backend,
@@ -106,6 +109,8 @@ impl Log {
             repair: config.repair_truncate_damaged,
             prezero: config.segment_prezero,
             partitions: &by_id,
+            topics: &topic_counts,
+            next_topic_id: meta.next_topic_id,
         };
         let mut report = RecoveryReport::default();
         let mut ends = Vec::new();

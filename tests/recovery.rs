@@ -435,3 +435,51 @@ fn segments_without_their_metadata_are_refused_not_reused() {
         assert!(log.list_topics().is_empty());
     }
 }
+
+/// `meta.json` edited to fewer partitions than the segments hold records of: open refuses,
+/// naming the topic and the partition (the extra partitions' records used to be hidden
+/// silently). Records of a deleted topic still open as before.
+#[test]
+fn records_the_metadata_cannot_account_for_are_refused_not_hidden() {
+    for backend in BACKENDS {
+        let dir = test_dir("meta-fewer");
+        {
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            log.create_topic("gone", TopicConfig::new(1)).unwrap();
+            log.create_topic("t", TopicConfig::new(4)).unwrap();
+            let mut producer = log.producer();
+            let mut acks = Vec::new();
+            for i in 0..40u32 {
+                acks.push(
+                    producer
+                        .send("t", Record::new(b"x").partition(i % 4))
+                        .unwrap(),
+                );
+                acks.push(producer.send("gone", Record::new(b"y")).unwrap());
+            }
+            for ack in acks {
+                ack.wait().unwrap();
+            }
+            log.delete_topic("gone").unwrap();
+        }
+        // The deleted topic's records are still in the segment, and open accepts them.
+        drop(Log::open(small_config(dir.path(), backend)).unwrap());
+        let meta = dir.path().join("meta.json");
+        let text = fs::read_to_string(&meta).unwrap();
+        let fewer = text.replace("\"partitions\": 4", "\"partitions\": 2");
+        assert_ne!(text, fewer, "the metadata names the partition count");
+        fs::write(&meta, fewer).unwrap();
+        let e = Log::open(small_config(dir.path(), backend))
+            .err()
+            .expect("refused");
+        let message = e.to_string();
+        assert!(matches!(e, Error::Corrupt { .. }), "{message}");
+        assert!(message.contains("topic \"t\""), "{message}");
+        assert!(message.contains("gives 2 partitions"), "{message}");
+        fs::write(&meta, text).unwrap();
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        for p in 0..4 {
+            assert_eq!(log.read("t", p, 0, 1 << 20).unwrap().len(), 10);
+        }
+    }
+}

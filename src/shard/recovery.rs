@@ -85,6 +85,48 @@ pub(crate) struct RecoverParams<'a> {
     pub repair: bool,
     pub prezero: bool,
     pub partitions: &'a HashMap<TopicPartition, Arc<Partition>>,
+    /// The metadata's topics, by id: (name, partition count).
+    pub topics: &'a HashMap<u32, (String, u32)>,
+    /// The metadata's next topic id: every id below it was assigned once.
+    pub next_topic_id: u32,
+}
+
+impl RecoverParams<'_> {
+    /// The partition stored records at `pos` of `path` belong to; `None` for a topic deleted
+    /// since (its records stay until retention removes their segment). Records the metadata
+    /// cannot account for (a partition past its topic's count, a topic id never assigned) are
+    /// refused: they would be hidden, and their ids and offsets handed out again.
+    fn partition_of(
+        &self,
+        tp: TopicPartition,
+        path: &Path,
+        pos: u64,
+    ) -> Result<Option<&Arc<Partition>>> {
+        if let Some(p) = self.partitions.get(&tp) {
+            return Ok(Some(p));
+        }
+        let TopicPartition {
+            topic_id,
+            partition,
+        } = tp;
+        let reason = match self.topics.get(&topic_id) {
+            Some((name, count)) => format!(
+                "records of partition {partition} of topic {name:?} (id {topic_id}), which \
+                 meta.json gives {count} partitions"
+            ),
+            None if topic_id >= self.next_topic_id => format!(
+                "records of topic id {topic_id}, which meta.json never assigned (its next id \
+                 is {})",
+                self.next_topic_id
+            ),
+            None => return Ok(None),
+        };
+        Err(Error::corrupt(
+            path,
+            pos,
+            format!("{reason}: the metadata does not match the data; restore meta.json"),
+        ))
+    }
 }
 
 /// Scans one segment file read-only (no repair, no lock): every frame verified, and how the
@@ -412,8 +454,7 @@ fn apply_runs(
 ) -> Result<()> {
     report.frames += u64::from(directory.entry_count);
     for run in &directory.runs {
-        // Frames of deleted topics stay in the log until retention removes their segment.
-        let Some(p) = params.partitions.get(&run.id()) else {
+        let Some(p) = params.partition_of(run.id(), path, 0)? else {
             continue;
         };
         check_dense(path, run.id(), p, run.first_offset, 0)?;
@@ -458,8 +499,7 @@ fn apply(
 ) -> Result<()> {
     for (tp, entry) in frames {
         report.frames += 1;
-        // Frames of deleted topics stay in the log until retention removes their segment.
-        let Some(p) = params.partitions.get(&tp) else {
+        let Some(p) = params.partition_of(tp, path, entry.pos)? else {
             continue;
         };
         check_dense(path, tp, p, entry.base_offset, entry.pos)?;
