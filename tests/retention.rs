@@ -250,3 +250,50 @@ fn a_consumer_overtaken_by_retention_fails_clearly_or_skips_when_asked() {
     assert_eq!(lenient.skipped(), earliest);
     assert_eq!(expect, Some(next));
 }
+
+/// A damaged `start-offsets.json` (one digit of `first_segment` changed) is refused before
+/// open deletes anything, whether it points past the newest segment or at records retention
+/// never deleted: every segment is still there, and with the file restored every record reads
+/// back (open used to delete the segments below it, all of them past the newest).
+#[test]
+fn a_damaged_start_offsets_file_deletes_nothing() {
+    let dir = test_dir("retain-damaged-start");
+    let config = || small_config(dir.path(), BACKENDS[0]).retention_bytes(4 * SEGMENT);
+    {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        produce(&log, 0, 0, 3000, now_ms());
+        wait_until("segments are deleted", || {
+            segments(dir.path(), 0).len() <= 5
+        });
+    }
+    let start = dir.path().join("shard-000/start-offsets.json");
+    let good = std::fs::read_to_string(&start).unwrap();
+    let files = segments(dir.path(), 0);
+    let first: u64 = files[0]
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    let newest = first + files.len() as u64 - 1;
+    let field = format!("\"first_segment\":{first}");
+    assert!(good.contains(&field), "{good}");
+    for wrong in [newest + 10, first + 2] {
+        let damaged = good.replace(&field, &format!("\"first_segment\":{wrong}"));
+        std::fs::write(&start, damaged).unwrap();
+        let e = Log::open(config()).err().expect("refused");
+        let message = e.to_string();
+        assert!(
+            matches!(&e, Error::Corrupt { path, .. } if path.ends_with("start-offsets.json")),
+            "{message}"
+        );
+        assert!(message.contains("does not match the segments"), "{message}");
+        assert_eq!(segments(dir.path(), 0), files, "nothing deleted ({wrong})");
+    }
+    std::fs::write(&start, good).unwrap();
+    let log = Log::open(config()).unwrap();
+    let (earliest, next) = check_from_earliest(&log, 0);
+    assert!(earliest > 0);
+    assert_eq!(next, 3000);
+}

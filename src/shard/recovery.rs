@@ -36,7 +36,7 @@ use crate::index::{
     BatchEntry, IndexDirectory, Partition, SegmentIndex, SlotEntry, TopicPartition,
 };
 use crate::io::{self, AlignedBuf, IoBackend};
-use crate::layout::{ShardFile, index_path};
+use crate::layout::{self, ShardFile, index_path};
 use crate::segment::LogPos;
 use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
 use crate::segment::scan::{ScanEnd, ScannedFrame, SegmentBytes, count_records_after, scan};
@@ -183,6 +183,7 @@ pub(crate) fn recover_shard(
         }
     }
     ids.sort_unstable();
+    check_start_offsets(shared, params, &start, &ids)?;
     let deleted = ids.partition_point(|&id| id < start.first_segment);
     for &id in ids[..deleted].iter().chain(&indexes) {
         if id < start.first_segment || ids.binary_search(&id).is_err() {
@@ -305,6 +306,69 @@ pub(crate) fn recover_shard(
         }
     }
     unreachable!("the last segment returns from the loop")
+}
+
+/// Checks `start-offsets.json` against the segments before it decides what open deletes:
+/// retention records the first segment it keeps and each partition's earliest offset before it
+/// removes anything, so the segments below that first one (left by a deletion a crash
+/// interrupted) hold only records below those offsets, and the newest segment is never below
+/// it. A damaged file would have open delete records nobody deleted: it is refused instead.
+fn check_start_offsets(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    start: &StartOffsets,
+    ids: &[u64],
+) -> Result<()> {
+    let path = layout::start_offsets_path(&shared.dir);
+    let refuse = |reason: String| {
+        Err(Error::corrupt(
+            &path,
+            0,
+            format!("{reason}: the file does not match the segments; restore it or remove it"),
+        ))
+    };
+    if let Some(&newest) = ids.last()
+        && start.first_segment > newest
+    {
+        return refuse(format!(
+            "it says segments below {} are deleted, but the newest segment is {newest}",
+            start.first_segment
+        ));
+    }
+    let earliest: HashMap<TopicPartition, u64> = (start.partitions.iter())
+        .map(|&(topic_id, partition, offset)| (TopicPartition::new(topic_id, partition), offset))
+        .collect();
+    for &id in ids.iter().take_while(|&&id| id < start.first_segment) {
+        let runs: Vec<(TopicPartition, u64)> =
+            match load_directory(&index_path(&shared.dir, id), id) {
+                Some(d) => d.runs.iter().map(|r| (r.id(), r.last_offset)).collect(),
+                None => {
+                    let segment = shared.segment_path(id);
+                    let (frames, _) = scan_segment_file(&segment, params.frame_bytes_max as usize)?;
+                    (frames.iter())
+                        .map(|f| {
+                            (
+                                TopicPartition::new(f.topic_id, f.partition),
+                                f.entry.last_offset,
+                            )
+                        })
+                        .collect()
+                }
+            };
+        for (tp, last) in runs {
+            // Records of a deleted topic may go; a partition's records at or past its earliest
+            // offset were never deleted.
+            let floor = earliest.get(&tp).copied().unwrap_or(0);
+            if params.partitions.contains_key(&tp) && last >= floor {
+                return refuse(format!(
+                    "segment {id}, below its first kept segment {}, holds offset {last} of topic \
+                     id {} partition {}, whose earliest kept offset it says is {floor}",
+                    start.first_segment, tp.topic_id, tp.partition
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a prepared segment file holds frames: it starts with a valid frame header. A roll's
