@@ -172,6 +172,7 @@ impl Store {
         topics.values().map(|t| (t.id, Arc::clone(t))).collect()
     }
 
+    /// See [`crate::Log::read`].
     pub fn read(
         &self,
         topic: &str,

@@ -22,9 +22,9 @@ pub(crate) fn peak(args: PeakArgs) -> Result<(), String> {
         commit_bytes_max: 4 << 20,
         no_prezero: false,
         no_pin: false,
-        // Pinned to the one core the writer leaves here, the producer waited out another
-        // process's bursts there while the writer's core idled: ack p99 higher in 5 of 6
-        // alternating runs (see Log::other_cores).
+        // Pinned to the one core the writer leaves on a 2-core machine, the producer would wait
+        // out whatever else runs there while the writer's core idles (see Log::other_cores;
+        // docs/TUNING.md, "Other processes on the machine").
         producers_free: true,
         tail_cache_bytes: floodgate::config::TAIL_CACHE_BYTES_DEFAULT,
         // The mission's producer as an embedding application gets it: the library's ring.
