@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::outln;
 use clap::Args;
 use floodgate::inspect::{
     Meta, ScanEnd, ScannedFrame, SegmentIndex, holds_frames, scan_segment_file,
@@ -38,16 +39,18 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         .iter()
         .map(|t| (t.id, (t.name.clone(), t.partitions)))
         .collect();
-    println!(
+    outln!(
         "{}: {} shard(s), commit_bytes_max {}",
         args.dir.display(),
         meta.shards,
         meta.commit_bytes_max
     );
     for t in &meta.topics {
-        println!(
+        outln!(
             "  topic {:?} (id {}): {} partition(s)",
-            t.name, t.id, t.partitions
+            t.name,
+            t.id,
+            t.partitions
         );
     }
     let mut damage = Vec::new();
@@ -64,20 +67,20 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         // A roll's rename that a crash undid: the next open gives the file its segment name.
         let prepared = floodgate::layout::prepared_path(&dir);
         if holds_frames(&prepared) {
-            println!(
+            outln!(
                 "  shard {shard}: next.seg.prep holds frames (a roll's rename was lost in a \
                  crash; the next open names it as the segment after the newest)"
             );
             segments.push(prepared);
         }
-        println!("  shard {shard}: {} segment(s)", segments.len());
+        outln!("  shard {shard}: {} segment(s)", segments.len());
         for (i, seg) in segments.iter().enumerate() {
             let (frames, end) = scan_segment_file(seg, meta.commit_bytes_max as usize)
                 .map_err(|e| e.to_string())?;
             let data_end = match &end {
                 ScanEnd::Clean { pos } => *pos,
                 ScanEnd::Torn { pos, garbage_end } if i + 1 == segments.len() => {
-                    println!(
+                    outln!(
                         "    torn tail at {pos} ({} bytes; cut on the next open)",
                         garbage_end - pos
                     );
@@ -97,7 +100,7 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
                 }
             };
             let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
-            println!(
+            outln!(
                 "    {}: {} frame(s), {records} record(s), {data_end} bytes of data",
                 name(seg),
                 frames.len()
@@ -136,13 +139,13 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         let topic = names
             .get(topic_id)
             .map_or("(deleted topic)", |(n, _)| n.as_str());
-        println!(
+        outln!(
             "  {topic}/{partition}: offsets {first}..{next}, {records} record(s) in {batches} batch(es)"
         );
     }
     if damage.is_empty() {
         if args.verify {
-            println!("verify: every frame, record and index entry checks out");
+            outln!("verify: every frame, record and index entry checks out");
         }
         return Ok(());
     }
@@ -164,7 +167,7 @@ fn name(path: &Path) -> String {
 fn check_index(seg: &Path, frames: &[ScannedFrame], data_end: u64, damage: &mut Vec<String>) {
     let path = seg.with_extension("idx");
     let Ok(bytes) = std::fs::read(&path) else {
-        println!("    {}: missing (rebuilt on the next open)", name(&path));
+        outln!("    {}: missing (rebuilt on the next open)", name(&path));
         return;
     };
     match SegmentIndex::decode(&bytes, &path) {
@@ -207,7 +210,7 @@ fn dump(
             .get(&f.topic_id)
             .map_or("(deleted)", |(n, _)| n.as_str());
         let at = f.entry.pos as usize;
-        println!(
+        outln!(
             "      pos {at} frame {} bytes: {topic}/{} offsets {}..={} records {} max_ts {}",
             f.entry.frame_bytes,
             f.partition,
@@ -219,7 +222,7 @@ fn dump(
         let frame = &bytes[at..at + f.entry.frame_bytes as usize];
         if let Ok(Some((_, batch))) = decode_frame(frame) {
             for r in batch.records().flatten() {
-                println!(
+                outln!(
                     "        offset {} ts {} key {} value {} headers {}",
                     r.offset,
                     r.timestamp,

@@ -6,6 +6,27 @@ mod plot;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` for the command's output: when the reader has gone (`floodgate inspect --dump |
+/// head`), the process ends quietly instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::emit(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes one line of output (see [`outln`]).
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("floodgate: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "floodgate",

@@ -88,3 +88,35 @@ fn inspect_counts_a_prepared_file_that_holds_frames() {
     assert!(stdout.contains("next.seg.prep holds frames"), "{stdout}");
     assert!(stdout.contains("orders/0: offsets 0..700"), "{stdout}");
 }
+
+/// `inspect --dump | head`: when the reader goes away, inspect stops quietly (it used to panic
+/// on the broken pipe and exit 101).
+#[test]
+fn a_closed_pipe_ends_the_dump_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = test_dir("inspect-pipe");
+    fill(dir.path(), 4, 3000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .arg("inspect")
+        .arg(dir.path())
+        .arg("--dump")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout); // like `head` exiting after its lines
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -10,6 +10,7 @@ use floodgate::{Config, Log};
 use serde_json::json;
 
 use super::*;
+use crate::outln;
 
 /// What a consumer loop saw.
 #[derive(Default)]
@@ -312,9 +313,9 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<(), String> {
     let consume_mb = report["consume_mb_per_s"].as_f64();
     merge_json(&mut report, device_json(device, None, consume_mb));
     if args.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!(
+        outln!(
             "floodgate load consume: {} records in {elapsed:.2} s: {:.0} msgs/s, {:.1} MB/s",
             stats.consumed,
             report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),

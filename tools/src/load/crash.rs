@@ -9,6 +9,7 @@ use floodgate::{Config, Log, Record, TopicConfig};
 use serde_json::json;
 
 use super::*;
+use crate::outln;
 
 pub(crate) const CRASH_TOPIC: &str = "crash";
 
@@ -339,9 +340,9 @@ pub(crate) fn crash(args: CrashArgs) -> Result<(), String> {
         "env": env_json(&dir, &fs_type(&dir)),
     });
     if args.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!(
+        outln!(
             "floodgate load crash: {} kills (seed {seed}), {} acknowledged records journaled, {} \
              checks ({} full): {} lost, {} corrupt, {} offset gaps; {torn_tails} torn tails \
              recovered",

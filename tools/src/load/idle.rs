@@ -6,6 +6,7 @@ use floodgate::{Ack, Config, Log, Record, TopicConfig};
 use serde_json::json;
 
 use super::*;
+use crate::outln;
 
 /// Opens a log, sends one record (so a producer ring exists), then stays idle and reports the
 /// process's CPU use over that time as a percentage of one core.
@@ -38,11 +39,12 @@ pub(crate) fn idle(args: IdleArgs) -> Result<(), String> {
         "env": env_json(&dir, &fs_type(&dir)),
     });
     if args.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!(
+        outln!(
             "floodgate load idle: {pct:.3}% of one core over {:.1} s ({} shard(s))",
-            args.duration, args.shards
+            args.duration,
+            args.shards
         );
     }
     Ok(())

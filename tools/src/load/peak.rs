@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::*;
+use crate::outln;
 
 pub(crate) fn peak(args: PeakArgs) -> Result<(), String> {
     if args.consume_rate <= 0.0 || args.produce_rate <= 0.0 {
@@ -172,9 +173,9 @@ pub(crate) fn peak(args: PeakArgs) -> Result<(), String> {
         )?;
     }
     if args.log.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!(
+        outln!(
             "floodgate load peak: produce {} msgs/s, consume {} msgs/s, {} B, {} partition(s), {} s, durability {}, {} on {}",
             args.produce_rate,
             args.consume_rate,
@@ -186,23 +187,24 @@ pub(crate) fn peak(args: PeakArgs) -> Result<(), String> {
             fs
         );
         print_device(&report);
-        println!(
+        outln!(
             "  produced     {produced} ({:.0} msgs/s)   ack p50 {} µs  p99 {} µs  p99.9 {} µs",
             report["produce_msgs_per_s"].as_f64().unwrap_or(0.0),
             report["ack_latency_us"]["p50"],
             report["ack_latency_us"]["p99"],
             report["ack_latency_us"]["p999"]
         );
-        println!(
+        outln!(
             "  consumed     {} ({:.0} msgs/s)   worst 1 s window off by {:.3}%   backlog max {}",
             consume_stats.consumed,
             report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
             report["consume_rate_error_pct"].as_f64().unwrap_or(0.0),
             report["backlog_max"]
         );
-        println!(
+        outln!(
             "  group lag    {} at the end: {time_to_drain:.1} s to drain at {} msgs/s",
-            group.lag, args.consume_rate
+            group.lag,
+            args.consume_rate
         );
         print_verify(verify.as_ref());
     }

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::*;
+use crate::outln;
 
 pub(crate) struct ProducerResult {
     pub(crate) histogram: Histogram<u64>,
@@ -110,9 +111,9 @@ pub(crate) fn produce(args: ProduceArgs) -> Result<(), String> {
         plot(path, title, &seconds, None, &[])?;
     }
     if args.log.json {
-        println!("{report}");
+        outln!("{report}");
     } else {
-        println!(
+        outln!(
             "floodgate load produce: {} × {} B, {} partition(s), {} producer(s), {} shard(s), durability {}, {} on {}",
             produced,
             args.log.size,
@@ -124,18 +125,23 @@ pub(crate) fn produce(args: ProduceArgs) -> Result<(), String> {
             fs
         );
         print_device(&report);
-        println!(
+        outln!(
             "  throughput   {:>12.0} msgs/s   {:>8.1} MB/s   over {:.2} s",
-            msgs_per_s, mb_per_s, elapsed
+            msgs_per_s,
+            mb_per_s,
+            elapsed
         );
-        println!(
+        outln!(
             "  cpu          {:.0} ns per message, {:.2} cores busy",
             report["cpu_ns_per_msg"].as_f64().unwrap_or(0.0),
             report["cpu_cores_used"].as_f64().unwrap_or(0.0)
         );
-        println!(
+        outln!(
             "  ack latency  p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs",
-            latency["p50"], latency["p99"], latency["p999"], latency["max"]
+            latency["p50"],
+            latency["p99"],
+            latency["p999"],
+            latency["max"]
         );
         print_verify(verify.as_ref());
     }

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::*;
+use crate::outln;
 
 /// The device baseline's JSON fields, with the load's MB/s as ratios of it.
 pub(crate) fn device_json(
@@ -39,7 +40,7 @@ pub(crate) fn print_device(report: &serde_json::Value) {
             .as_f64()
             .map_or(String::new(), |x| format!(" (floodgate: {x:.2} of it)"))
     };
-    println!(
+    outln!(
         "  device       O_DIRECT sequential write {w:.0} MB/s{}, read {r:.0} MB/s{}",
         ratio("device_write_ratio"),
         ratio("device_read_ratio")
@@ -177,9 +178,13 @@ pub(crate) fn verify_json(v: Option<&Verify>) -> serde_json::Value {
 
 pub(crate) fn print_verify(v: Option<&Verify>) {
     if let Some(v) = v {
-        println!(
+        outln!(
             "  verify       checked {}  missing {}  duplicated {}  corrupt {}  out of order {}",
-            v.checked, v.missing, v.duplicated, v.corrupt, v.out_of_order
+            v.checked,
+            v.missing,
+            v.duplicated,
+            v.corrupt,
+            v.out_of_order
         );
     }
 }
