@@ -275,3 +275,21 @@ fn verify_catches_a_corrupted_payload() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["verify"]["corrupt"].as_u64().unwrap() >= 1, "{v}");
 }
+
+/// A record size the log would refuse is refused before the run starts, naming the flag and
+/// the limit (it used to be found only after a gigabyte of buffers and up to a minute).
+#[test]
+fn an_impossible_size_is_refused_before_the_run() {
+    let base = common::test_dir("loadtool-size");
+    let started = std::time::Instant::now();
+    let out = load(
+        &base.path().join("data"),
+        &["produce", "--messages", "10", "--size", "100000000"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--size 100000000"), "{stderr}");
+    assert!(stderr.contains("at most"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!base.path().join("data").exists(), "no log was made");
+}

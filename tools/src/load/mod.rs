@@ -339,6 +339,10 @@ pub struct Size {
     pub(crate) max: usize,
 }
 
+/// The largest record value the load tool sends: the library's default largest record, less
+/// room for the record's key (8 bytes) and its varint framing.
+const SIZE_MAX: usize = floodgate::config::RECORD_BYTES_MAX_DEFAULT - 64;
+
 pub(crate) fn parse_size(s: &str) -> Result<Size, String> {
     let number = |t: &str| {
         t.trim()
@@ -352,6 +356,13 @@ pub(crate) fn parse_size(s: &str) -> Result<Size, String> {
     if min < HEADER_BYTES || max < min {
         return Err(format!(
             "sizes must be at least {HEADER_BYTES} bytes, and a range low..high with low <= high"
+        ));
+    }
+    if max > SIZE_MAX {
+        return Err(format!(
+            "--size {max} is larger than a record may be: at most {SIZE_MAX} bytes (the log's \
+             largest record, {} bytes, less the record's key and framing)",
+            floodgate::config::RECORD_BYTES_MAX_DEFAULT
         ));
     }
     Ok(Size { min, max })
