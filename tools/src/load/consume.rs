@@ -18,7 +18,7 @@ pub(crate) struct ConsumeStats {
     pub(crate) consumed: u64,
     pub(crate) bytes: u64,
     /// (producer, sequence) of every record checked, with `verify`.
-    pub(crate) seen: HashSet<(u32, u64)>,
+    pub(crate) seen: HashSet<RecordId>,
     /// Records delivered in each second since the consumer started.
     pub(crate) per_second: Vec<u64>,
     /// Whole seconds it ran (those of `per_second` that measure a full second).
@@ -90,7 +90,7 @@ pub(crate) fn consume_loop(
         None => None,
     };
     let mut next_commit = Instant::now() + options.commit_interval;
-    let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut last_seq: HashMap<(u32, u32, u32), u64> = HashMap::new();
     while !stop(&consumer) {
         let records = consumer
             .poll(Duration::from_millis(50))
@@ -108,23 +108,17 @@ pub(crate) fn consume_loop(
             if !verify {
                 continue;
             }
-            if value.len() < HEADER_BYTES {
+            let checked = RecordId::read(&value).filter(|(id, sum)| id.checks_out(*sum, &value));
+            let Some((id, _)) = checked else {
                 stats.corrupt += 1;
                 continue;
-            }
-            let producer = u32::from_le_bytes(value[0..4].try_into().unwrap());
-            let seq = u64::from_le_bytes(value[4..12].try_into().unwrap());
-            let sum = u64::from_le_bytes(value[12..20].try_into().unwrap());
-            if sum != checksum(producer, seq, &value[HEADER_BYTES..]) {
-                stats.corrupt += 1;
-                continue;
-            }
-            if !stats.seen.insert((producer, seq)) {
+            };
+            if !stats.seen.insert(id) {
                 stats.duplicated += 1;
             }
             if last_seq
-                .insert((r.partition, producer), seq)
-                .is_some_and(|prev| prev > seq)
+                .insert((r.partition, id.run, id.producer), id.seq)
+                .is_some_and(|prev| prev > id.seq)
             {
                 stats.out_of_order += 1;
             }

@@ -79,9 +79,9 @@ pub(crate) fn crash_child(args: CrashChildArgs) -> Result<(), String> {
     let mut acks = VecDeque::new();
     for seq in 0u64.. {
         // Varied sizes so frames straddle sectors and blocks.
-        let size = 20 + (seq as usize * 7919) % 3000;
+        let size = HEADER_BYTES + (seq as usize * 7919) % 3000;
         let mut value = Vec::new();
-        payload(args.round, seq, size, &mut value);
+        payload(RecordId::new(args.round, seq), size, &mut value);
         let hash = xxhash_rust::xxh3::xxh3_64(&value);
         let ack = producer
             .send(CRASH_TOPIC, Record::new(&value).partition((seq % 4) as u32))

@@ -3,8 +3,10 @@
 //! coordinated omission), and optionally read everything back to verify it.
 //!
 //! Payload layout (so corruption, loss and duplication are detectable):
-//! `[u32 producer][u64 seq][u64 checksum][filler]`, little-endian, where the checksum is
-//! xxh3_64 of the filler seeded with `producer << 32 ^ seq`.
+//! `[u32 run][u32 producer][u64 seq][u32 checksum][filler]`, little-endian, where the run is
+//! drawn at random for each run of the tool (so a directory written by several runs, killed or
+//! not, verifies right) and the checksum is the low half of xxh3_64 of the filler seeded with
+//! the record's identity.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +34,56 @@ pub(crate) const TOPIC: &str = "load";
 /// The consumer group of the peak scenario.
 pub(crate) const PEAK_GROUP: &str = "peak";
 pub(crate) const HEADER_BYTES: usize = 20;
+
+/// A load record's identity: its run, its producer thread and its sequence number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RecordId {
+    pub(crate) run: u32,
+    pub(crate) producer: u32,
+    pub(crate) seq: u64,
+}
+
+impl RecordId {
+    /// A record of this run.
+    pub(crate) fn new(producer: u32, seq: u64) -> RecordId {
+        RecordId {
+            run: run_id(),
+            producer,
+            seq,
+        }
+    }
+
+    /// The identity and checksum at the start of a payload, if it is long enough to hold them.
+    pub(crate) fn read(value: &[u8]) -> Option<(RecordId, u32)> {
+        let word = |at: usize| u64::from_le_bytes(value[at..at + 8].try_into().expect("8 bytes"));
+        let half = |at: usize| u32::from_le_bytes(value[at..at + 4].try_into().expect("4 bytes"));
+        (value.len() >= HEADER_BYTES).then(|| {
+            let id = RecordId {
+                run: half(0),
+                producer: half(4),
+                seq: word(8),
+            };
+            (id, half(16))
+        })
+    }
+
+    /// Whether `value` is this record's payload: its checksum matches its filler.
+    pub(crate) fn checks_out(&self, sum: u32, value: &[u8]) -> bool {
+        sum == checksum(*self, &value[HEADER_BYTES..])
+    }
+}
+
+/// This run's id: drawn once per process from the clock and the process id.
+pub(crate) fn run_id() -> u32 {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = nanos ^ (u64::from(std::process::id()) << 40);
+        xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes()) as u32
+    })
+}
 
 #[derive(Subcommand)]
 pub enum Scenario {
@@ -402,14 +454,17 @@ impl std::fmt::Display for Size {
     }
 }
 
-pub(crate) fn payload(producer: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn payload(id: RecordId, size: usize, out: &mut Vec<u8>) {
     out.clear();
     out.resize(size, 0);
-    out[0..4].copy_from_slice(&producer.to_le_bytes());
-    out[4..12].copy_from_slice(&seq.to_le_bytes());
+    out[0..4].copy_from_slice(&id.run.to_le_bytes());
+    out[4..8].copy_from_slice(&id.producer.to_le_bytes());
+    out[8..16].copy_from_slice(&id.seq.to_le_bytes());
     // Filler that differs per record and costs little to make: a word pattern seeded by the
     // record, so a payload swapped for another record's fails its checksum.
-    let seed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(producer);
+    let seed = id.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(id.producer)
+        ^ (u64::from(id.run) << 32);
     let mut words = out[HEADER_BYTES..].chunks_exact_mut(8);
     for (i, w) in (&mut words).enumerate() {
         w.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_le_bytes());
@@ -418,10 +473,11 @@ pub(crate) fn payload(producer: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     let last = seed.to_le_bytes();
     let n = rest.len();
     rest.copy_from_slice(&last[..n]);
-    let sum = checksum(producer, seq, &out[HEADER_BYTES..]);
-    out[12..20].copy_from_slice(&sum.to_le_bytes());
+    let sum = checksum(id, &out[HEADER_BYTES..]);
+    out[16..20].copy_from_slice(&sum.to_le_bytes());
 }
 
-pub(crate) fn checksum(producer: u32, seq: u64, filler: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(filler, (u64::from(producer) << 32) ^ seq)
+pub(crate) fn checksum(id: RecordId, filler: &[u8]) -> u32 {
+    let seed = ((u64::from(id.run) << 32) | u64::from(id.producer)) ^ id.seq.rotate_left(29);
+    xxhash_rust::xxh3::xxh3_64_with_seed(filler, seed) as u32
 }
