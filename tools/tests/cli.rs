@@ -126,3 +126,85 @@ fn committed_offsets_survive_sigkill_of_the_committing_process() {
     let drained = report["consumed"].as_u64().unwrap();
     assert_eq!(drained, 300_000 - floor.iter().sum::<u64>(), "{report}");
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM during a load run removes its temporary data directory and says
+/// so (the directory, gigabytes after a peak run, used to stay behind).
+#[test]
+fn an_interrupted_load_run_removes_its_temporary_directory() {
+    use std::process::{Command, Stdio};
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let tmp = test_dir("interrupt");
+        let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args(["load", "produce", "--rate", "2000", "--duration", "60"])
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let made = || {
+            std::fs::read_dir(tmp.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("floodgate-load-")
+                })
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while made() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no data directory made"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + signal as i32), "{stderr}");
+        assert!(
+            stderr.contains("removed the temporary data directory"),
+            "{stderr}"
+        );
+        assert_eq!(made(), 0, "{signal}: the temporary directory is gone");
+    }
+}
+
+/// A load run on tmpfs is warned about: nothing there survives a reboot. Skips (saying why)
+/// where `/dev/shm` is not a tmpfs.
+#[test]
+fn a_data_directory_on_tmpfs_is_warned_about() {
+    let shm = std::path::Path::new("/dev/shm");
+    let is_tmpfs = nix::sys::statfs::statfs(shm)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if !is_tmpfs {
+        eprintln!("skipped: /dev/shm is not a tmpfs here");
+        return;
+    }
+    let dir = shm.join(format!("floodgate-test-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args([
+            "load",
+            "produce",
+            "--messages",
+            "100",
+            "--backend",
+            "portable",
+            "--json",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is on tmpfs"), "{stderr}");
+    assert!(stderr.contains("survives a reboot"), "{stderr}");
+}

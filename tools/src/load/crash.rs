@@ -254,7 +254,7 @@ impl CrashCheck {
 }
 
 pub(crate) fn crash(args: CrashArgs) -> Result<(), String> {
-    let (dir, tmp) = data_dir(args.dir.as_ref())?;
+    let (dir, tmp) = data_dir(args.dir.as_ref(), args.keep)?;
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let journal = dir.with_extension("acks");
     let _ = std::fs::remove_file(&journal);

@@ -26,6 +26,7 @@ pub fn fs_type(path: &Path) -> String {
             0xEF53 => "ext4".into(),
             0x5846_5342 => "xfs".into(),
             0x0102_1994 => "tmpfs".into(),
+            0x8584_58F6 => "ramfs".into(),
             0x9123_683E => "btrfs".into(),
             0x2FC1_2FC1 => "zfs".into(),
             0x794C_7630 => "overlayfs".into(),

@@ -11,7 +11,7 @@ use crate::outln;
 /// Opens a log, sends one record (so a producer ring exists), then stays idle and reports the
 /// process's CPU use over that time as a percentage of one core.
 pub(crate) fn idle(args: IdleArgs) -> Result<(), String> {
-    let (dir, _tmp) = data_dir(args.dir.as_ref())?;
+    let (dir, _tmp) = data_dir(args.dir.as_ref(), false)?;
     let log = Log::open(Config::new(&dir).shards(args.shards)).map_err(|e| e.to_string())?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(1))

@@ -330,6 +330,12 @@ pub struct ProduceArgs {
 }
 
 pub fn run(scenario: Scenario) -> Result<(), String> {
+    if matches!(scenario, Scenario::CrashChild(_)) {
+        // Killed by its parent; Ctrl-C reaches it too.
+        unblock_interrupts();
+    } else {
+        handle_interrupts();
+    }
     match scenario {
         Scenario::Produce(args) => produce(args),
         Scenario::Idle(args) => idle(args),
@@ -361,10 +367,77 @@ pub(crate) fn parse_backend(s: &str) -> Result<IoBackend, String> {
 }
 
 /// The data directory: the given one, or a fresh one on a disk-backed file system.
+/// The run's temporary data directory, and whether to keep it, for an interrupted run.
+static TEMPORARY_DIR: std::sync::Mutex<Option<(PathBuf, bool)>> = std::sync::Mutex::new(None);
+
+/// SIGINT and SIGTERM go to a thread of their own (blocked in every other thread, which
+/// inherit the mask from this one): it removes the run's temporary data directory (unless
+/// `--keep`), says so, and ends the process with the shell's code for an interrupt.
+fn handle_interrupts() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("floodgate-signals".into())
+        .spawn(move || {
+            let Ok(signal) = set.wait() else {
+                return;
+            };
+            let dir = TEMPORARY_DIR
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            match dir {
+                Some((dir, false)) => match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => eprintln!(
+                        "floodgate: {signal}: stopped; removed the temporary data directory {}",
+                        dir.display()
+                    ),
+                    Err(e) => eprintln!(
+                        "floodgate: {signal}: stopped; could not remove the temporary data \
+                         directory {}: {e}",
+                        dir.display()
+                    ),
+                },
+                Some((dir, true)) => eprintln!(
+                    "floodgate: {signal}: stopped; kept the data directory {}",
+                    dir.display()
+                ),
+                None => eprintln!("floodgate: {signal}: stopped"),
+            }
+            std::process::exit(128 + signal as i32);
+        });
+    if spawned.is_err() {
+        unblock_interrupts();
+    }
+}
+
+/// SIGINT and SIGTERM act as usual on this thread (and those it starts).
+fn unblock_interrupts() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    let _ = set.thread_unblock();
+}
+
 pub(crate) fn data_dir(
     dir: Option<&PathBuf>,
+    keep: bool,
 ) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
     if let Some(d) = dir {
+        let fs = fs_type(d);
+        if fs == "tmpfs" || fs == "ramfs" {
+            eprintln!(
+                "warning: {} is on {fs}: nothing there survives a reboot, and its figures are \
+                 memory's, not a disk's",
+                d.display()
+            );
+        }
         return Ok((d.clone(), None));
     }
     let mut base = std::env::temp_dir();
@@ -381,6 +454,9 @@ pub(crate) fn data_dir(
         .prefix("floodgate-load-")
         .tempdir_in(&base)
         .map_err(|e| format!("creating a data directory in {}: {e}", base.display()))?;
+    *TEMPORARY_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((tmp.path().to_owned(), keep));
     Ok((tmp.path().to_owned(), Some(tmp)))
 }
 

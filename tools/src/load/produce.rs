@@ -165,7 +165,7 @@ pub(crate) fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
     }
     let durability = parse_durability(&args.log.durability)?;
     let backend = parse_backend(&args.log.backend)?;
-    let (dir, tmp) = data_dir(args.log.dir.as_ref())?;
+    let (dir, tmp) = data_dir(args.log.dir.as_ref(), args.log.keep)?;
     let device = args.log.device.measure(&dir)?;
     let config = Config::new(&dir)
         .shards(args.log.shards)
