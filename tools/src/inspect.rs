@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::error::CliResult;
 use crate::outln;
 use clap::Args;
 use floodgate::inspect::{
@@ -25,7 +26,7 @@ pub struct InspectArgs {
     dump: bool,
 }
 
-pub fn run(args: InspectArgs) -> Result<(), String> {
+pub fn run(args: InspectArgs) -> CliResult {
     let meta = Meta::load(&args.dir)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
@@ -153,7 +154,7 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         eprintln!("damage: {d}");
     }
     if args.verify {
-        return Err(format!("{} damaged place(s)", damage.len()));
+        return Err(format!("{} damaged place(s)", damage.len()).into());
     }
     Ok(())
 }
@@ -199,11 +200,7 @@ fn check_index(seg: &Path, frames: &[ScannedFrame], data_end: u64, damage: &mut 
     }
 }
 
-fn dump(
-    seg: &Path,
-    frames: &[ScannedFrame],
-    names: &BTreeMap<u32, (String, u32)>,
-) -> Result<(), String> {
+fn dump(seg: &Path, frames: &[ScannedFrame], names: &BTreeMap<u32, (String, u32)>) -> CliResult {
     let bytes = std::fs::read(seg).map_err(|e| format!("{}: {e}", seg.display()))?;
     for f in frames {
         let topic = names

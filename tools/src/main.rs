@@ -1,5 +1,6 @@
 //! The `floodgate` command line: thin argument parsing over the library and the load tool.
 
+mod error;
 mod inspect;
 mod load;
 mod plot;

@@ -10,6 +10,7 @@ use floodgate::{Config, Log};
 use serde_json::json;
 
 use super::*;
+use crate::error::CliResult;
 use crate::outln;
 
 /// What a consumer loop saw.
@@ -50,7 +51,7 @@ pub(crate) fn consume_loop(
     expected: usize,
     consumed: &AtomicU64,
     stop: &dyn Fn(&floodgate::Consumer) -> bool,
-) -> Result<ConsumeStats, String> {
+) -> CliResult<ConsumeStats> {
     let mut builder = log.consumer(TOPIC);
     let limit = floodgate::RateLimit {
         msgs_per_s: (options.rate > 0.0).then_some(options.rate),
@@ -74,7 +75,7 @@ pub(crate) fn consume_loop(
         seen: HashSet::with_capacity(if verify { expected } else { 0 }),
         ..ConsumeStats::default()
     };
-    let mut consumer = builder.build().map_err(|e| e.to_string())?;
+    let mut consumer = builder.build()?;
     // This member's seconds count from when its rate limit started (at its build), not from
     // the run's start: building it took 2-10 ms, which a limiter starting empty never makes
     // up, and the first second fell 0.15-1.03% short for it.
@@ -150,11 +151,11 @@ pub(crate) fn consume_members(
     expected: usize,
     consumed: &AtomicU64,
     stop: &(dyn Fn(&floodgate::Consumer) -> bool + Sync),
-) -> Result<ConsumeStats, String> {
+) -> CliResult<ConsumeStats> {
     if members > 1 && options.group.is_none() {
         return Err("more than one consumer needs --group (members share the partitions)".into());
     }
-    let results: Vec<Result<ConsumeStats, String>> = std::thread::scope(|s| {
+    let results: Vec<CliResult<ConsumeStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..members.max(1))
             .map(|_| {
                 s.spawn(move || consume_loop(log, options, start, verify, expected, consumed, stop))
@@ -194,13 +195,13 @@ pub(crate) fn consume_members(
 pub(crate) fn commit_and_journal(
     consumer: &mut floodgate::Consumer,
     journal: Option<&mut std::fs::File>,
-) -> Result<(), String> {
+) -> CliResult {
     consumer.commit().map_err(|e| format!("commit: {e}"))?;
     if let Some(journal) = journal {
         use std::io::Write;
         let mut lines = String::new();
         for p in consumer.assignment() {
-            let position = consumer.position(p).map_err(|e| e.to_string())?;
+            let position = consumer.position(p)?;
             lines.push_str(&format!("{p} {position}\n"));
         }
         journal
@@ -223,16 +224,16 @@ pub(crate) fn rate_error_pct(per_second: &[u64], whole_seconds: usize, rate: f64
         .fold(0.0, f64::max)
 }
 
-pub(crate) fn consume(args: ConsumeArgs) -> Result<(), String> {
+pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
     let backend = parse_backend(&args.backend)?;
     if !args.dir.join("meta.json").exists() {
-        return Err(format!("{} holds no floodgate log", args.dir.display()));
+        return Err(format!("{} holds no floodgate log", args.dir.display()).into());
     }
     let device = args.device.measure(&args.dir)?;
     let config = Config::new(&args.dir)
         .shards(args.shards)
         .io_backend(backend);
-    let log = Log::open(config).map_err(|e| e.to_string())?;
+    let log = Log::open(config)?;
     let consumed = AtomicU64::new(0);
     let cpu_start = process_cpu();
     let start = Instant::now();
@@ -244,7 +245,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<(), String> {
     // Drain what is stored now: one consumer stops when its partitions' lag is zero; group
     // members, when together they consumed the group's backlog at the start.
     let backlog = match &args.group {
-        Some(g) => log.group_lag(g, TOPIC).map_err(|e| e.to_string())?.lag,
+        Some(g) => log.group_lag(g, TOPIC)?.lag,
         None => stored as u64,
     };
     let members = args.consumers;
@@ -276,7 +277,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<(), String> {
     let cpu = process_cpu() - cpu_start;
     let whole = stats.whole_seconds.min(stats.per_second.len());
     let group_lag = match &args.group {
-        Some(g) => Some(log.group_lag(g, TOPIC).map_err(|e| e.to_string())?),
+        Some(g) => Some(log.group_lag(g, TOPIC)?),
         None => None,
     };
     let error = (args.consume_rate > 0.0)

@@ -9,6 +9,7 @@ use floodgate::{Config, Log, Record, TopicConfig};
 use serde_json::json;
 
 use super::*;
+use crate::error::{CliError, CliResult};
 use crate::outln;
 
 pub(crate) const CRASH_TOPIC: &str = "crash";
@@ -40,14 +41,14 @@ pub(crate) fn journal_record(partition: u32, offset: u64, hash: u64) -> [u8; JOU
 pub(crate) type AckJournal = Vec<((u32, u64), u64)>;
 
 /// The journal's records; `Err` names a damaged record.
-pub(crate) fn read_journal(bytes: &[u8]) -> Result<AckJournal, String> {
+pub(crate) fn read_journal(bytes: &[u8]) -> CliResult<AckJournal> {
     bytes
         .chunks_exact(JOURNAL_RECORD_BYTES)
         .enumerate()
         .map(|(i, r)| {
             let word = |at: usize| u64::from_le_bytes(r[at..at + 8].try_into().unwrap());
             if xxhash_rust::xxh3::xxh3_64(&r[..24]) != word(24) {
-                return Err(format!("ack journal record {i} is damaged"));
+                return Err(CliError::from(format!("ack journal record {i} is damaged")));
             }
             let partition = u32::from_le_bytes(r[0..4].try_into().unwrap());
             Ok(((partition, word(8)), word(16)))
@@ -57,9 +58,9 @@ pub(crate) fn read_journal(bytes: &[u8]) -> Result<AckJournal, String> {
 
 /// The child: sends records forever (until killed), each waited for (Sync), and appends
 /// `partition offset hash` to the journal after each ack.
-pub(crate) fn crash_child(args: CrashChildArgs) -> Result<(), String> {
+pub(crate) fn crash_child(args: CrashChildArgs) -> CliResult {
     use std::io::Write;
-    let log = Log::open(crash_config(&args.dir)).map_err(|e| e.to_string())?;
+    let log = Log::open(crash_config(&args.dir))?;
     if !log.list_topics().iter().any(|t| t.name == CRASH_TOPIC) {
         log.create_topic(CRASH_TOPIC, TopicConfig::new(CRASH_PARTITIONS))
             .map_err(|e| e.to_string())?;
@@ -90,7 +91,7 @@ pub(crate) fn crash_child(args: CrashChildArgs) -> Result<(), String> {
         // Keep up to 64 records in flight so commits group several records.
         while acks.len() > 64 || acks.front().is_some_and(|(a, _)| a.try_get().is_some()) {
             let (ack, hash) = acks.pop_front().expect("non-empty");
-            let at = ack.wait().map_err(|e| e.to_string())?;
+            let at = ack.wait()?;
             journal
                 .write_all(&journal_record(at.partition, at.offset, hash))
                 .map_err(|e| e.to_string())?;
@@ -137,7 +138,7 @@ impl CrashCheck {
         journal: &Path,
         full: bool,
         random: &mut impl FnMut() -> u64,
-    ) -> Result<(), String> {
+    ) -> CliResult {
         self.stored.resize(CRASH_PARTITIONS as usize, Vec::new());
         let new_from = self.acks.len();
         self.read_new_acks(journal)?;
@@ -173,7 +174,7 @@ impl CrashCheck {
     }
 
     /// Appends the journal's new records to `acks`.
-    fn read_new_acks(&mut self, journal: &Path) -> Result<(), String> {
+    fn read_new_acks(&mut self, journal: &Path) -> CliResult {
         use std::io::{Read, Seek};
         let mut bytes = Vec::new();
         if let Ok(mut f) = std::fs::File::open(journal) {
@@ -185,7 +186,7 @@ impl CrashCheck {
         self.journal_read += bytes.len() as u64;
         for ((p, offset), hash) in read_journal(&bytes)? {
             if p >= CRASH_PARTITIONS {
-                return Err(format!("the ack journal names partition {p}"));
+                return Err(format!("the ack journal names partition {p}").into());
             }
             self.acks.push((p, offset, hash));
             self.journaled += 1;
@@ -195,7 +196,7 @@ impl CrashCheck {
 
     /// Reads partition `p`'s records `from..to` into `stored`; true when a record read again
     /// differs from the earlier reading.
-    fn read_range(&mut self, log: &Log, p: u32, from: u64, to: u64) -> Result<bool, String> {
+    fn read_range(&mut self, log: &Log, p: u32, from: u64, to: u64) -> CliResult<bool> {
         let mut differs = false;
         let mut offset = from;
         while offset < to {
@@ -253,7 +254,7 @@ impl CrashCheck {
     }
 }
 
-pub(crate) fn crash(args: CrashArgs) -> Result<(), String> {
+pub(crate) fn crash(args: CrashArgs) -> CliResult {
     let (dir, tmp) = data_dir(args.dir.as_ref(), args.keep)?;
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let journal = dir.with_extension("acks");
@@ -291,7 +292,7 @@ pub(crate) fn crash(args: CrashArgs) -> Result<(), String> {
         let wait_ms = 20 + next() % args.kill_after_ms_max.max(1);
         std::thread::sleep(Duration::from_millis(wait_ms));
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("round {round}: the child exited early ({status})"));
+            return Err(format!("round {round}: the child exited early ({status})").into());
         }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -362,7 +363,7 @@ pub(crate) fn crash(args: CrashArgs) -> Result<(), String> {
         eprintln!("kept data directory {}", t.keep().display());
     }
     if check.lost + check.corrupt + check.offset_gaps > 0 {
-        return Err(format!("crash test failed (seed {seed})"));
+        return Err(format!("crash test failed (seed {seed})").into());
     }
     Ok(())
 }

@@ -6,13 +6,14 @@ use floodgate::{Ack, Config, Log, Record, TopicConfig};
 use serde_json::json;
 
 use super::*;
+use crate::error::CliResult;
 use crate::outln;
 
 /// Opens a log, sends one record (so a producer ring exists), then stays idle and reports the
 /// process's CPU use over that time as a percentage of one core.
-pub(crate) fn idle(args: IdleArgs) -> Result<(), String> {
+pub(crate) fn idle(args: IdleArgs) -> CliResult {
     let (dir, _tmp) = data_dir(args.dir.as_ref(), false)?;
-    let log = Log::open(Config::new(&dir).shards(args.shards)).map_err(|e| e.to_string())?;
+    let log = Log::open(Config::new(&dir).shards(args.shards))?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(1))
             .map_err(|e| e.to_string())?;

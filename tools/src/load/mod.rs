@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use floodgate::{Durability, IoBackend};
 
@@ -258,10 +259,10 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// The baseline on `dir`, if asked for. Call it before the log opens: the log's helper
     /// zero-fills a segment at start, which would share the disk with the measurement.
-    fn measure(&self, dir: &Path) -> Result<Option<floodgate::DeviceBaseline>, String> {
+    fn measure(&self, dir: &Path) -> CliResult<Option<floodgate::DeviceBaseline>> {
         self.compare_device
             .then(|| {
-                floodgate::measure_device(dir, self.compare_device_bytes).map_err(|e| e.to_string())
+                floodgate::measure_device(dir, self.compare_device_bytes).map_err(CliError::from)
             })
             .transpose()
     }
@@ -329,7 +330,7 @@ pub struct ProduceArgs {
     pub(crate) ring_records: usize,
 }
 
-pub fn run(scenario: Scenario) -> Result<(), String> {
+pub fn run(scenario: Scenario) -> CliResult {
     if matches!(scenario, Scenario::CrashChild(_)) {
         // Killed by its parent; Ctrl-C reaches it too.
         unblock_interrupts();

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::*;
+use crate::error::CliResult;
 use crate::outln;
 
-pub(crate) fn peak(args: PeakArgs) -> Result<(), String> {
+pub(crate) fn peak(args: PeakArgs) -> CliResult {
     if args.consume_rate <= 0.0 || args.produce_rate <= 0.0 {
         return Err("--produce-rate and --consume-rate must be positive".into());
     }

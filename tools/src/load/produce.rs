@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::*;
+use crate::error::CliResult;
 use crate::outln;
 
 pub(crate) struct ProducerResult {
@@ -22,7 +23,7 @@ pub(crate) struct ProducerResult {
     pub(crate) first_error: Option<String>,
 }
 
-pub(crate) fn produce(args: ProduceArgs) -> Result<(), String> {
+pub(crate) fn produce(args: ProduceArgs) -> CliResult {
     let (log, dir, tmp, backend, device) = open_load_log(&args)?;
     let messages = match (args.messages, args.duration) {
         (Some(n), _) => Some(n),
@@ -159,7 +160,7 @@ pub(crate) type LoadLog = (
     Option<floodgate::DeviceBaseline>,
 );
 
-pub(crate) fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
+pub(crate) fn open_load_log(args: &ProduceArgs) -> CliResult<LoadLog> {
     if args.log.producers == 0 || args.partitions == 0 {
         return Err("--producers and --partitions must be at least 1".into());
     }
@@ -177,7 +178,7 @@ pub(crate) fn open_load_log(args: &ProduceArgs) -> Result<LoadLog, String> {
         .pin_threads(!args.no_pin)
         .tail_cache_bytes(args.tail_cache_bytes)
         .ring_records(args.ring_records);
-    let log = Log::open(config).map_err(|e| e.to_string())?;
+    let log = Log::open(config)?;
     if !log.list_topics().iter().any(|t| t.name == TOPIC) {
         log.create_topic(TOPIC, TopicConfig::new(args.partitions))
             .map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::*;
+use crate::error::{CliError, CliResult};
 use crate::outln;
 
 /// The device baseline's JSON fields, with the load's MB/s as ratios of it.
@@ -106,7 +107,7 @@ pub(crate) fn plot(
     seconds: &[Histogram<u64>],
     consumed: Option<&[u64]>,
     backlog: &[(f64, u64)],
-) -> Result<(), String> {
+) -> CliResult {
     // Whole seconds only: the last, partial one would show as a drop.
     let whole = seconds.len().saturating_sub(1).max(1).min(seconds.len());
     let seconds = &seconds[..whole];
@@ -130,6 +131,7 @@ pub(crate) fn plot(
             max_us: &max,
         },
     )
+    .map_err(CliError::from)
 }
 
 /// Per-second series of a load run: records acknowledged (by intended second), and ack latency
@@ -196,7 +198,7 @@ pub(crate) fn finish_run(
     verify: Option<&Verify>,
     keep: bool,
     tmp: Option<tempfile::TempDir>,
-) -> Result<(), String> {
+) -> CliResult {
     if let Some(e) = first_error {
         eprintln!("floodgate: {errors} send(s) failed; first: {e}");
     }
