@@ -144,6 +144,22 @@ pub fn run(args: InspectArgs) -> CliResult {
             "  {topic}/{partition}: offsets {first}..{next}, {records} record(s) in {batches} batch(es)"
         );
     }
+    // Records the metadata cannot account for: open refuses them (a partition past its
+    // topic's count, a topic id never assigned); a deleted topic's records are fine.
+    for (topic_id, partition) in ranges.keys() {
+        match names.get(topic_id) {
+            Some((name, count)) if partition >= count => damage.push(format!(
+                "records of partition {partition} of topic {name:?} (id {topic_id}), which \
+                 meta.json gives {count} partitions"
+            )),
+            None if *topic_id >= meta.next_topic_id => damage.push(format!(
+                "records of topic id {topic_id}, which meta.json never assigned (its next id is \
+                 {})",
+                meta.next_topic_id
+            )),
+            _ => {}
+        }
+    }
     if damage.is_empty() {
         if args.verify {
             outln!("verify: every frame, record and index entry checks out");

@@ -120,3 +120,21 @@ fn a_closed_pipe_ends_the_dump_quietly() {
     assert!(status.success(), "exit {status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `inspect --verify` fails on a `meta.json` that gives a topic fewer partitions than the
+/// segments hold records of, as open does (it used to say the log checks out).
+#[test]
+fn verify_fails_on_records_the_metadata_cannot_account_for() {
+    let dir = test_dir("inspect-meta-fewer");
+    fill(dir.path(), 4, 200);
+    verify_passes(dir.path());
+    let meta = dir.path().join("meta.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let fewer = text.replace("\"partitions\": 4", "\"partitions\": 2");
+    assert_ne!(text, fewer);
+    std::fs::write(&meta, fewer).unwrap();
+    let out = inspect(dir.path(), &["--verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("meta.json gives 2 partitions"), "{stderr}");
+}
