@@ -11,24 +11,6 @@ use std::process::Command;
 use common::payload;
 use floodgate::{Config, Error, Log, Record, TopicConfig};
 
-/// Unmounts a test mount when dropped.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(at: &Path, size: &str) -> bool {
-    Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(at)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn config(dir: &Path) -> Config {
     Config::new(dir)
         .segment_bytes(1 << 20)
@@ -40,11 +22,9 @@ fn config(dir: &Path) -> Config {
 #[test]
 fn a_full_file_system_fails_the_shard_clearly_and_loses_nothing_acknowledged() {
     let base = common::test_dir("enospc");
-    if !mount_tmpfs(base.path(), "6m") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(_mount) = common::mount("tmpfs", Some("size=6m"), base.path()) else {
         return;
-    }
-    let _mount = Mount(base.path().to_owned());
+    };
     let dir = base.path().join("data");
     let mut acked = Vec::new();
     let failure = {

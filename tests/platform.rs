@@ -26,34 +26,14 @@ fn produce_and_read(dir: &Path) {
     assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
 }
 
-/// Unmounts a test mount when dropped.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A file system that refuses O_DIRECT. tmpfs accepts it since Linux 6.6, so the test mounts a
 /// ramfs (which still refuses it) where it may; elsewhere it skips with the reason.
 #[test]
 fn a_file_system_without_o_direct_gives_a_clear_error() {
     let base = common::test_dir("ramfs");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "ramfs", "ramfs"])
-        .arg(base.path())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a ramfs here (needs root)");
+    let Some(_mount) = common::mount("ramfs", None, base.path()) else {
         return;
-    }
-    let _mount = Mount(base.path().to_owned());
+    };
     let dir = base.path().join("data");
     match Log::open(Config::new(&dir)) {
         Err(e @ Error::DirectIoUnsupported { .. }) => {

@@ -101,3 +101,34 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A test mount, unmounted when dropped.
+pub struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Mounts a file system of type `fs` (with mount `options`, if any) at `at`; `None` where this
+/// process may not mount (it needs root), after saying the test skips.
+pub fn mount(fs: &str, options: Option<&str>, at: &std::path::Path) -> Option<Mount> {
+    let mut cmd = std::process::Command::new("mount");
+    cmd.args(["-t", fs]);
+    if let Some(o) = options {
+        cmd.args(["-o", o]);
+    }
+    let mounted = (cmd.arg(fs).arg(at))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a {fs} here (needs root)");
+        return None;
+    }
+    Some(Mount(at.to_owned()))
+}

@@ -215,25 +215,15 @@ fn a_data_directory_on_tmpfs_is_warned_about() {
 #[test]
 fn errors_name_the_command_lines_flags() {
     let base = test_dir("cli-ramfs");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "ramfs", "ramfs"])
-        .arg(base.path())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a ramfs here (needs root)");
+    let Some(mount) = common::mount("ramfs", None, base.path()) else {
         return;
-    }
+    };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
         .args(["load", "produce", "--messages", "10", "--dir"])
         .arg(base.path().join("data"))
         .output()
         .unwrap();
-    let _ = std::process::Command::new("umount")
-        .arg("-l")
-        .arg(base.path())
-        .status();
+    drop(mount);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("O_DIRECT"), "{stderr}");
