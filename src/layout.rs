@@ -19,6 +19,37 @@ pub fn lock_path(dir: &Path) -> PathBuf {
     dir.join("LOCK")
 }
 
+/// A segment's id: its place in the shard's sequence of segment files (each new segment takes
+/// the next id, never reused) and its file name. Not an offset and not a byte position.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct SegmentId(pub u64);
+
+impl SegmentId {
+    /// The id of the segment after this one.
+    pub const fn next(self) -> SegmentId {
+        SegmentId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The metadata file: topics, partitions, the shard count.
 pub fn meta_path(dir: &Path) -> PathBuf {
     dir.join("meta.json")
@@ -30,12 +61,12 @@ pub fn shard_dir(dir: &Path, id: u32) -> PathBuf {
 }
 
 /// Segment `id`'s file in a shard folder.
-pub fn segment_path(shard_dir: &Path, id: u64) -> PathBuf {
+pub fn segment_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.seg"))
 }
 
 /// The index file of sealed segment `id` in a shard folder.
-pub fn index_path(shard_dir: &Path, id: u64) -> PathBuf {
+pub fn index_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.idx"))
 }
 
@@ -60,9 +91,9 @@ pub fn temporary_path(path: &Path) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardFile {
     /// A segment file, with its id.
-    Segment(u64),
+    Segment(SegmentId),
     /// A sealed segment's index file, with its id.
-    Index(u64),
+    Index(SegmentId),
     /// The prepared next segment.
     Prepared,
     /// An unfinished write (`*.tmp`).
@@ -77,6 +108,7 @@ impl ShardFile {
         let id_of = |suffix| {
             name.strip_suffix(suffix)
                 .and_then(|digits| digits.parse::<u64>().ok())
+                .map(SegmentId)
         };
         if let Some(id) = id_of(".seg") {
             ShardFile::Segment(id)
@@ -103,18 +135,18 @@ mod tests {
         assert_eq!(shard, Path::new("/data/shard-002"));
         let name = |p: PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(
-            ShardFile::of(&name(segment_path(&shard, 7))),
-            ShardFile::Segment(7)
+            ShardFile::of(&name(segment_path(&shard, SegmentId(7)))),
+            ShardFile::Segment(SegmentId(7))
         );
         assert_eq!(
-            ShardFile::of(&name(index_path(&shard, 7))),
-            ShardFile::Index(7)
+            ShardFile::of(&name(index_path(&shard, SegmentId(7)))),
+            ShardFile::Index(SegmentId(7))
         );
         assert_eq!(
             ShardFile::of(&name(prepared_path(&shard))),
             ShardFile::Prepared
         );
-        let tmp = temporary_path(&index_path(&shard, 7));
+        let tmp = temporary_path(&index_path(&shard, SegmentId(7)));
         assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);
         let tmp = temporary_path(&prepared_path(&shard));
         assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);

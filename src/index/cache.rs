@@ -1,5 +1,6 @@
 //! Sealed runs' entries loaded from index files, within a byte budget.
 
+use crate::segment::SegmentId;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -28,10 +29,10 @@ pub(crate) struct IndexCache {
     /// By kind: [`CHUNKS`], [`DIRECTORIES`].
     bytes_max: [usize; 2],
     bytes: [usize; 2],
-    order: [VecDeque<(u64, u32, usize)>; 2],
+    order: [VecDeque<(SegmentId, u32, usize)>; 2],
     /// (segment, run's first entry, chunk) → entries and whether they were used since their
     /// last chance; chunk [`STARTS`] is the directory.
-    items: HashMap<(u64, u32, usize), (CacheItem, bool), BuildHasherDefault<WordHasher>>,
+    items: HashMap<(SegmentId, u32, usize), (CacheItem, bool), BuildHasherDefault<WordHasher>>,
 }
 
 const CHUNKS: usize = 0;
@@ -126,7 +127,7 @@ impl IndexCache {
     }
 
     /// The item under `key`, marked used.
-    fn used(&mut self, key: (u64, u32, usize)) -> Option<&CacheItem> {
+    fn used(&mut self, key: (SegmentId, u32, usize)) -> Option<&CacheItem> {
         let (item, used) = self.items.get_mut(&key)?;
         *used = true;
         Some(item)
@@ -146,7 +147,7 @@ impl IndexCache {
         );
     }
 
-    fn insert(&mut self, key: (u64, u32, usize), item: CacheItem) {
+    fn insert(&mut self, key: (SegmentId, u32, usize), item: CacheItem) {
         let (size, kind) = (item.bytes(), item.kind());
         if size > self.bytes_max[kind] {
             return;
@@ -173,7 +174,7 @@ impl IndexCache {
     }
 
     /// Forgets the runs of segments below `segment`.
-    pub fn forget_below(&mut self, segment: u64) {
+    pub fn forget_below(&mut self, segment: SegmentId) {
         for order in &mut self.order {
             order.retain(|k| k.0 >= segment);
         }
@@ -217,7 +218,7 @@ impl SealedRuns {
     }
 
     /// Forgets the runs of segments below `segment` (deleted by retention).
-    pub fn forget_below(&self, segment: u64) {
+    pub fn forget_below(&self, segment: SegmentId) {
         self.cache().forget_below(segment);
     }
 }
@@ -253,7 +254,7 @@ mod tests {
     use super::*;
 
     /// A sealed run of `segment` for the cache tests (only its key matters there).
-    fn cache_run(segment: u64) -> SealedRun {
+    fn cache_run(segment: SegmentId) -> SealedRun {
         SealedRun {
             segment,
             run: IndexRun {
@@ -278,7 +279,7 @@ mod tests {
                 base_offset: 0,
                 last_offset: 0,
                 max_timestamp: 0,
-                segment: 0,
+                segment: SegmentId(0),
                 pos: 0,
                 frame_bytes: 0,
             };
@@ -292,21 +293,30 @@ mod tests {
         let (run, entries) = (cache_run, cache_entries);
         let one = size_of::<BatchEntry>();
         let mut cache = IndexCache::with_budgets(3 * one, 0);
-        cache.insert_chunk(&run(0), 0, entries(1));
-        cache.insert_chunk(&run(0), 1, entries(2));
-        cache.insert_chunk(&run(1), 0, entries(1));
-        assert!(cache.chunk(&run(0), 0).is_none(), "oldest evicted");
-        assert_eq!(cache.chunk(&run(0), 1).unwrap().len(), 2);
+        cache.insert_chunk(&run(SegmentId(0)), 0, entries(1));
+        cache.insert_chunk(&run(SegmentId(0)), 1, entries(2));
+        cache.insert_chunk(&run(SegmentId(1)), 0, entries(1));
+        assert!(
+            cache.chunk(&run(SegmentId(0)), 0).is_none(),
+            "oldest evicted"
+        );
+        assert_eq!(cache.chunk(&run(SegmentId(0)), 1).unwrap().len(), 2);
         // Used since it came in, (0, 1) gets a second chance: (1, 0) goes instead.
-        cache.insert_chunk(&run(2), 0, entries(1));
-        assert!(cache.chunk(&run(1), 0).is_none(), "oldest unused evicted");
-        assert!(cache.chunk(&run(0), 1).is_some());
-        assert!(cache.chunk(&run(2), 0).is_some());
-        cache.insert_chunk(&run(3), 0, entries(4));
-        assert!(cache.chunk(&run(3), 0).is_none(), "larger than the cache");
-        cache.forget_below(1);
-        assert!(cache.chunk(&run(0), 1).is_none());
-        assert!(cache.chunk(&run(2), 0).is_some());
+        cache.insert_chunk(&run(SegmentId(2)), 0, entries(1));
+        assert!(
+            cache.chunk(&run(SegmentId(1)), 0).is_none(),
+            "oldest unused evicted"
+        );
+        assert!(cache.chunk(&run(SegmentId(0)), 1).is_some());
+        assert!(cache.chunk(&run(SegmentId(2)), 0).is_some());
+        cache.insert_chunk(&run(SegmentId(3)), 0, entries(4));
+        assert!(
+            cache.chunk(&run(SegmentId(3)), 0).is_none(),
+            "larger than the cache"
+        );
+        cache.forget_below(SegmentId(1));
+        assert!(cache.chunk(&run(SegmentId(0)), 1).is_none());
+        assert!(cache.chunk(&run(SegmentId(2)), 0).is_some());
         assert_eq!(cache.bytes, [one, 0]);
     }
 
@@ -319,33 +329,39 @@ mod tests {
         let directory = 2 * 8 + ITEM_OVERHEAD_BYTES;
         let mut cache = IndexCache::with_budgets(16 * size_of::<BatchEntry>(), 4 * directory);
         for segment in 0..3 {
-            cache.insert_starts(&run(segment), vec![0, 4096].into());
+            cache.insert_starts(&run(SegmentId(segment)), vec![0, 4096].into());
         }
         for c in 0..100 {
             assert!(
-                cache.starts(&run(0)).is_some(),
+                cache.starts(&run(SegmentId(0))).is_some(),
                 "directory in use, chunk {c}"
             );
-            cache.insert_chunk(&run(0), c, Arc::clone(&chunk));
+            cache.insert_chunk(&run(SegmentId(0)), c, Arc::clone(&chunk));
         }
-        assert!(cache.chunk(&run(0), 99).is_some());
-        assert!(cache.chunk(&run(0), 90).is_none(), "chunks evicted");
+        assert!(cache.chunk(&run(SegmentId(0)), 99).is_some());
+        assert!(
+            cache.chunk(&run(SegmentId(0)), 90).is_none(),
+            "chunks evicted"
+        );
         assert!(cache.bytes[CHUNKS] <= 16 * size_of::<BatchEntry>());
         assert!(
-            cache.starts(&run(1)).is_some(),
+            cache.starts(&run(SegmentId(1))).is_some(),
             "no directory evicted by chunks"
         );
         for segment in 3..6 {
-            cache.insert_starts(&run(segment), vec![0, 4096].into());
+            cache.insert_starts(&run(SegmentId(segment)), vec![0, 4096].into());
         }
         // Six directories in room for four: 0 and 1 were used, so 2 and 3 go.
-        assert!(cache.starts(&run(2)).is_none());
-        assert!(cache.starts(&run(3)).is_none());
+        assert!(cache.starts(&run(SegmentId(2))).is_none());
+        assert!(cache.starts(&run(SegmentId(3))).is_none());
         for segment in [0, 1, 4, 5] {
-            assert!(cache.starts(&run(segment)).is_some(), "directory {segment}");
+            assert!(
+                cache.starts(&run(SegmentId(segment))).is_some(),
+                "directory {segment}"
+            );
         }
         assert_eq!(cache.bytes[DIRECTORIES], 4 * directory);
-        cache.forget_below(5);
+        cache.forget_below(SegmentId(5));
         assert_eq!(cache.bytes, [0, directory]);
     }
 }

@@ -13,6 +13,7 @@
 //!        u32 reserved
 //! ```
 
+use crate::segment::SegmentId;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -29,7 +30,7 @@ pub(crate) const INDEX_ENTRY_BYTES: usize = 40;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentIndex {
     /// The segment's id.
-    pub segment: u64,
+    pub segment: SegmentId,
     /// Bytes of frames in the segment.
     pub data_end: u64,
     /// Every frame, in file order.
@@ -40,7 +41,7 @@ pub struct SegmentIndex {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDirectory {
     /// The segment's id.
-    pub segment: u64,
+    pub segment: SegmentId,
     /// Bytes of frames in the segment.
     pub data_end: u64,
     /// Entries in the file.
@@ -91,7 +92,7 @@ const ENCODE_PIECE_BYTES: usize = 128 << 10;
 /// whole buffer in memory. Each run is encoded in one stretch, its header from its group, not
 /// by comparing every entry's partition with the run before.
 pub(crate) fn encode_index(
-    segment: u64,
+    segment: SegmentId,
     data_end: u64,
     frames: &impl IndexFrames,
     sink: &mut IndexSink<'_>,
@@ -184,7 +185,7 @@ pub(crate) fn encode_index(
     let mut head = Vec::with_capacity(dir_end);
     head.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
     head.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-    head.extend_from_slice(&segment.to_le_bytes());
+    head.extend_from_slice(&segment.0.to_le_bytes());
     head.extend_from_slice(&data_end.to_le_bytes());
     head.extend_from_slice(&(directory.runs.len() as u32).to_le_bytes());
     head.extend_from_slice(&(n as u32).to_le_bytes());
@@ -209,7 +210,7 @@ pub(crate) fn encode_index(
 
 /// [`encode_index`] into memory: the file's bytes.
 fn encode_index_bytes(
-    segment: u64,
+    segment: SegmentId,
     data_end: u64,
     frames: &impl IndexFrames,
 ) -> (Vec<u8>, IndexDirectory, Vec<Vec<u64>>) {
@@ -374,7 +375,7 @@ impl IndexDirectory {
             return corrupt(28, "index runs do not cover the entries");
         }
         Ok(IndexDirectory {
-            segment: u64_at(bytes, 8),
+            segment: SegmentId(u64_at(bytes, 8)),
             data_end: u64_at(bytes, 16),
             entry_count,
             runs,
@@ -393,7 +394,7 @@ impl IndexDirectory {
 pub(super) fn decode_run(
     bytes: &[u8],
     run: &IndexRun,
-    segment: u64,
+    segment: SegmentId,
     path: &Path,
     file_pos: usize,
 ) -> Result<Vec<BatchEntry>> {
@@ -423,7 +424,7 @@ pub(super) fn decode_run(
 }
 
 /// Decodes one 40-byte index file entry of `segment`.
-pub(super) fn decode_entry(e: &[u8], segment: u64) -> BatchEntry {
+pub(super) fn decode_entry(e: &[u8], segment: SegmentId) -> BatchEntry {
     BatchEntry {
         base_offset: u64_at(e, 0),
         last_offset: u64_at(e, 8),
@@ -444,12 +445,12 @@ mod tests {
             base_offset: base,
             last_offset: base + 9,
             max_timestamp: 1_700_000_000_000 + base as i64,
-            segment: 3,
+            segment: SegmentId(3),
             pos,
             frame_bytes: 500,
         };
         SegmentIndex {
-            segment: 3,
+            segment: SegmentId(3),
             data_end: 1000,
             frames: vec![
                 (TopicPartition::new(1, 0), e(0, 0)),

@@ -289,7 +289,7 @@ mod tests {
                     base_offset: 2 * i,
                     last_offset: 2 * i + 1,
                     max_timestamp: i as i64,
-                    segment: 0,
+                    segment: SegmentId(0),
                     pos: i * 10,
                     frame_bytes: 10,
                 };
@@ -299,7 +299,7 @@ mod tests {
             .collect();
         p.offset_acked.store(2 * n, Ordering::Release);
         let (bytes, directory, starts) = SegmentIndex {
-            segment: 0,
+            segment: SegmentId(0),
             data_end: n * 10,
             frames,
         }
@@ -307,7 +307,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let run = directory.runs[0];
         let sealed_run = SealedRun {
-            segment: 0,
+            segment: SegmentId(0),
             run,
             entries_pos: directory.entries_pos(&run),
             running_max: 0,
@@ -317,7 +317,7 @@ mod tests {
             run_chunk_starts(&path, &sealed_run).unwrap(),
             "the writer's chunk directory is the one read back"
         );
-        assert!(p.seal_run(0, run, directory.entries_pos(&run)));
+        assert!(p.seal_run(SegmentId(0), run, directory.entries_pos(&run)));
         let mut cache = crate::index::cache::IndexCache::new(1 << 20);
         let load = |sealed: &SealedRun, offset: u64| -> Result<Arc<[BatchEntry]>> {
             let starts = run_chunk_starts(&path, sealed)?;
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(at.base_offset, 18_000);
         // Chunks and directories in the cache.
         let sealed = SealedRun {
-            segment: 0,
+            segment: SegmentId(0),
             run,
             entries_pos: directory.entries_pos(&run),
             running_max: 0,
@@ -375,7 +375,7 @@ mod tests {
                         base_offset: i / 3,
                         last_offset: i / 3,
                         max_timestamp: i as i64,
-                        segment: 7,
+                        segment: SegmentId(7),
                         pos: i * 100,
                         frame_bytes: 100,
                     };
@@ -383,7 +383,7 @@ mod tests {
                 })
                 .collect();
             let index = SegmentIndex {
-                segment: 7,
+                segment: SegmentId(7),
                 data_end: n * 100,
                 frames,
             };

@@ -24,6 +24,7 @@ mod file_io;
 mod partition;
 mod published;
 
+use crate::segment::SegmentId;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -57,7 +58,7 @@ impl SlotEntry {
     }
 
     /// The entry, in `segment`.
-    pub fn entry(&self, segment: u64) -> BatchEntry {
+    pub fn entry(&self, segment: SegmentId) -> BatchEntry {
         BatchEntry {
             base_offset: self.base_offset,
             last_offset: self.base_offset + u64::from(self.last_delta),
@@ -102,7 +103,7 @@ impl IndexRun {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealedRun {
     /// The sealed segment.
-    pub segment: u64,
+    pub segment: SegmentId,
     /// Its entry in the directory of the segment's index file.
     pub run: IndexRun,
     /// Byte position of its entries in the index file.
@@ -113,7 +114,7 @@ pub struct SealedRun {
 
 impl SealedRun {
     /// A run as the index cache knows it (the running maximum is the partition's business).
-    pub(crate) fn new(segment: u64, run: IndexRun, entries_pos: u64) -> SealedRun {
+    pub(crate) fn new(segment: SegmentId, run: IndexRun, entries_pos: u64) -> SealedRun {
         SealedRun {
             segment,
             run,

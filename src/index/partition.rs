@@ -1,5 +1,6 @@
 //! A partition's index: its entries, sealed runs and watermarks.
 
+use crate::segment::SegmentId;
 use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +110,7 @@ impl Partition {
     }
 
     /// Appends a sealed run (recovery, from an index file's directory).
-    pub(crate) fn push_run(&self, segment: u64, run: IndexRun, entries_pos: u64) {
+    pub(crate) fn push_run(&self, segment: SegmentId, run: IndexRun, entries_pos: u64) {
         let mut index = self.index.write().expect("index lock");
         if let Some(next) = index.next_offset() {
             assert_eq!(next, run.first_offset, "index runs must be dense");
@@ -133,7 +134,7 @@ impl Partition {
     /// partition's oldest active entries that are of that segment (all, some or none of the
     /// run's: the rest may never have been pushed) go. Returns false (and changes nothing)
     /// unless the run continues the sealed runs and those entries are a prefix of it.
-    pub(crate) fn seal_run(&self, segment: u64, run: IndexRun, entries_pos: u64) -> bool {
+    pub(crate) fn seal_run(&self, segment: SegmentId, run: IndexRun, entries_pos: u64) -> bool {
         let mut index = self.index.write().expect("index lock");
         // Found by bisection: counting the segment's entries one by one would read millions of
         // them with the index lock held, and readers would wait.
@@ -172,7 +173,7 @@ impl Partition {
     }
 
     /// Drops every batch of segments below `segment` (retention).
-    pub(crate) fn forget_below(&self, segment: u64) {
+    pub(crate) fn forget_below(&self, segment: SegmentId) {
         let mut index = self.index.write().expect("index lock");
         let sealed = index.sealed.partition_point(|r| r.segment < segment);
         index.sealed.drain(..sealed);
@@ -181,7 +182,7 @@ impl Partition {
     }
 
     /// The last offset stored in segments up to `segment`, if any.
-    pub(crate) fn last_offset_through(&self, segment: u64) -> Option<u64> {
+    pub(crate) fn last_offset_through(&self, segment: SegmentId) -> Option<u64> {
         let index = self.index.read().expect("index lock");
         let active = index.active.partition_point(|(e, _)| e.segment <= segment);
         if active > 0 {
@@ -313,7 +314,7 @@ mod tests {
                 base_offset: base,
                 last_offset: base + 9,
                 max_timestamp: ts,
-                segment: 0,
+                segment: SegmentId(0),
                 pos: i as u64 * 100,
                 frame_bytes: 100,
             });
@@ -350,7 +351,7 @@ mod tests {
         let parts = [Partition::new(1, 0, 0, 0), Partition::new(1, 1, 0, 1)];
         let mut frames = Vec::new();
         for i in 0..20u64 {
-            let (segment, p) = (i / 10, (i % 2) as usize);
+            let (segment, p) = (SegmentId(i / 10), (i % 2) as usize);
             let base = i / 2 * 3;
             let e = BatchEntry {
                 base_offset: base,
@@ -361,7 +362,7 @@ mod tests {
                 frame_bytes: 64,
             };
             parts[p].push(e);
-            if segment == 0 {
+            if segment == SegmentId(0) {
                 frames.push((TopicPartition::new(1, p as u32), e));
             }
         }
@@ -369,7 +370,7 @@ mod tests {
             p.offset_acked.store(30, Ordering::Release);
         }
         let index = SegmentIndex {
-            segment: 0,
+            segment: SegmentId(0),
             data_end: 640,
             frames,
         };
@@ -378,9 +379,9 @@ mod tests {
         assert_eq!(IndexDirectory::read(&path).unwrap(), directory);
         for run in &directory.runs {
             let p = &parts[run.partition as usize];
-            assert!(p.seal_run(0, *run, directory.entries_pos(run)));
+            assert!(p.seal_run(SegmentId(0), *run, directory.entries_pos(run)));
             assert!(
-                !p.seal_run(0, *run, directory.entries_pos(run)),
+                !p.seal_run(SegmentId(0), *run, directory.entries_pos(run)),
                 "sealing twice changes nothing"
             );
             assert_eq!(p.entries_in_memory(), 5);
@@ -397,9 +398,9 @@ mod tests {
             assert_eq!(got.len(), 4, "the rest of segment 0");
             assert_eq!(got[0].base_offset, 3);
             assert_eq!(got[0].pos, 128 + 64 * pi as u64);
-            assert_eq!(got[0].segment, 0);
+            assert_eq!(got[0].segment, SegmentId(0));
             let got = p.entries_from(15, 10_000, 30, &load).unwrap();
-            assert_eq!((got.len(), got[0].segment), (5, 1));
+            assert_eq!((got.len(), got[0].segment), (5, SegmentId(1)));
             let got = p.entries_from(0, 10_000, 30, &load).unwrap();
             let bases: Vec<u64> = got.iter().map(|e| e.base_offset).collect();
             assert_eq!(
@@ -432,7 +433,7 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         // Retention forgets whole segments.
-        parts[0].forget_below(1);
+        parts[0].forget_below(SegmentId(1));
         assert_eq!(parts[0].offset_earliest(), 15);
     }
 
@@ -446,7 +447,7 @@ mod tests {
             base_offset: i,
             last_offset: i,
             max_timestamp: i as i64,
-            segment: i / 100,
+            segment: SegmentId(i / 100),
             pos: i % 100 * 64,
             frame_bytes: 64,
         };
@@ -472,13 +473,14 @@ mod tests {
                 last_offset: segment * 100 + 98,
                 ..run_of(segment)
             };
-            assert!(!p.seal_run(segment, wrong, 0), "a run ending early");
+            let id = SegmentId(segment);
+            assert!(!p.seal_run(id, wrong, 0), "a run ending early");
             assert!(
-                !p.seal_run(segment + 1, run_of(segment + 1), 0),
+                !p.seal_run(id.next(), run_of(segment + 1), 0),
                 "not the oldest"
             );
             assert_eq!(p.entries_in_memory(), 250);
-            assert!(p.seal_run(segment, run_of(segment), 0));
+            assert!(p.seal_run(id, run_of(segment), 0));
             assert_eq!(p.entries_in_memory(), 150);
             let index = p.index.read().unwrap();
             let bases: Vec<u64> = index.active.iter().map(|(e, _)| e.base_offset).collect();

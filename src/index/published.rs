@@ -1,5 +1,6 @@
 //! Index entries the writer published, in commit order, on their way to partitions.
 
+use crate::segment::SegmentId;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -66,14 +67,14 @@ impl ChunkPool {
 /// whose memory goes back to the shard's pool when dropped.
 #[derive(Debug)]
 pub struct EntryChunks {
-    segment: u64,
+    segment: SegmentId,
     chunks: Vec<LogChunk>,
     len: usize,
     pool: Arc<ChunkPool>,
 }
 
 impl EntryChunks {
-    fn new(segment: u64, pool: Arc<ChunkPool>) -> EntryChunks {
+    fn new(segment: SegmentId, pool: Arc<ChunkPool>) -> EntryChunks {
         EntryChunks {
             segment,
             chunks: Vec::new(),
@@ -176,7 +177,7 @@ pub type SegmentEntries = Arc<EntryChunks>;
 
 #[derive(Debug)]
 struct SegmentLog {
-    segment: u64,
+    segment: SegmentId,
     entries: SegmentEntries,
     /// Entries before this index are distributed to their partitions.
     distributed: usize,
@@ -214,7 +215,7 @@ impl Undistributed {
 }
 
 impl IndexLog {
-    fn segment_mut(&mut self, segment: u64) -> &mut SegmentLog {
+    fn segment_mut(&mut self, segment: SegmentId) -> &mut SegmentLog {
         if self.segments.back().is_none_or(|s| s.segment != segment) {
             self.segments.push_back(SegmentLog {
                 segment,
@@ -227,7 +228,7 @@ impl IndexLog {
     }
 
     /// Appends entries published by the writer (all of one commit, so of one segment).
-    pub fn publish(&mut self, segment: u64, entries: &[SlotEntry]) {
+    pub fn publish(&mut self, segment: SegmentId, entries: &[SlotEntry]) {
         if entries.is_empty() {
             return;
         }
@@ -239,7 +240,7 @@ impl IndexLog {
     }
 
     /// Appends entries that are already in their partitions (recovery).
-    pub fn publish_distributed(&mut self, segment: u64, entries: &[SlotEntry]) {
+    pub fn publish_distributed(&mut self, segment: SegmentId, entries: &[SlotEntry]) {
         let log = self.segment_mut(segment);
         let chunks =
             Arc::get_mut(&mut log.entries).expect("only sealed segments' entries are shared");
@@ -249,12 +250,12 @@ impl IndexLog {
 
     /// Takes the entries not yet distributed into `out` and marks them distributed.
     pub fn take_undistributed(&mut self, out: &mut Undistributed) {
-        self.take_undistributed_through(u64::MAX, out);
+        self.take_undistributed_through(SegmentId(u64::MAX), out);
     }
 
     /// Takes the entries not yet distributed of segments up to `segment` into `out` and marks
     /// them distributed.
-    pub fn take_undistributed_through(&mut self, segment: u64, out: &mut Undistributed) {
+    pub fn take_undistributed_through(&mut self, segment: SegmentId, out: &mut Undistributed) {
         for log in self
             .segments
             .iter_mut()
@@ -275,7 +276,7 @@ impl IndexLog {
     }
 
     /// Marks `segment` sealed and returns its entries (shared, without copying).
-    pub fn seal(&mut self, segment: u64) -> SegmentEntries {
+    pub fn seal(&mut self, segment: SegmentId) -> SegmentEntries {
         let Some(log) = self.segments.iter_mut().find(|s| s.segment == segment) else {
             // Nothing was published into it.
             return Arc::new(EntryChunks::new(segment, Arc::clone(&self.pool)));
@@ -320,28 +321,37 @@ mod tests {
         };
         let mut log = IndexLog::default();
         let packed = |slot, e: BatchEntry| [SlotEntry::new(slot, &e)];
-        log.publish_distributed(0, &packed(0, e(0, 0)));
-        log.publish(0, &packed(1, e(0, 1)));
-        log.publish(1, &packed(0, e(1, 2)));
+        log.publish_distributed(SegmentId(0), &packed(0, e(SegmentId(0), 0)));
+        log.publish(SegmentId(0), &packed(1, e(SegmentId(0), 1)));
+        log.publish(SegmentId(1), &packed(0, e(SegmentId(1), 2)));
         let mut out = Undistributed::default();
         let taken = |log: &mut IndexLog, out: &mut Undistributed| {
             out.clear();
             log.take_undistributed(out);
             out.iter().collect::<Vec<_>>()
         };
-        assert_eq!(taken(&mut log, &mut out), vec![(1, e(0, 1)), (0, e(1, 2))]);
+        assert_eq!(
+            taken(&mut log, &mut out),
+            vec![(1, e(SegmentId(0), 1)), (0, e(SegmentId(1), 2))]
+        );
         assert!(
             taken(&mut log, &mut out).is_empty(),
             "each entry is distributed once"
         );
-        log.publish(1, &packed(1, e(1, 3)));
+        log.publish(SegmentId(1), &packed(1, e(SegmentId(1), 3)));
         // Sealing segment 0 returns its entries and forgets them (all distributed).
-        assert_eq!(log.seal(0).to_vec(), vec![(0, e(0, 0)), (1, e(0, 1))]);
+        assert_eq!(
+            log.seal(SegmentId(0)).to_vec(),
+            vec![(0, e(SegmentId(0), 0)), (1, e(SegmentId(0), 1))]
+        );
         assert_eq!(log.held(), 2);
         // Segment 1's undistributed entry survives its sealing until a reader takes it.
-        assert_eq!(log.seal(1).to_vec(), vec![(0, e(1, 2)), (1, e(1, 3))]);
+        assert_eq!(
+            log.seal(SegmentId(1)).to_vec(),
+            vec![(0, e(SegmentId(1), 2)), (1, e(SegmentId(1), 3))]
+        );
         assert_eq!(log.held(), 2);
-        assert_eq!(taken(&mut log, &mut out), vec![(1, e(1, 3))]);
+        assert_eq!(taken(&mut log, &mut out), vec![(1, e(SegmentId(1), 3))]);
         assert_eq!(log.held(), 0);
     }
 
@@ -351,7 +361,7 @@ mod tests {
             base_offset: base,
             last_offset: base,
             max_timestamp: 0,
-            segment: 0,
+            segment: SegmentId(0),
             pos: base,
             frame_bytes: 1,
         };
@@ -361,12 +371,12 @@ mod tests {
         let mut log = IndexLog::default();
         // Commits of uneven sizes, crossing chunk boundaries.
         for part in packed.chunks(1000) {
-            log.publish(0, part);
+            log.publish(SegmentId(0), part);
         }
         let mut out = Undistributed::default();
         log.take_undistributed(&mut out);
         assert!(out.iter().eq(all.iter().copied()));
-        let sealed = log.seal(0);
+        let sealed = log.seal(SegmentId(0));
         assert_eq!(sealed.len(), n);
         assert_eq!(sealed.get(LOG_CHUNK_ENTRIES), all[LOG_CHUNK_ENTRIES]);
         let mid = LOG_CHUNK_ENTRIES - 3..2 * LOG_CHUNK_ENTRIES + 7;
@@ -378,7 +388,7 @@ mod tests {
             4,
             "the chunks went back"
         );
-        log.publish(0, &packed[..10]);
+        log.publish(SegmentId(0), &packed[..10]);
         assert_eq!(
             log.pool.free.lock().unwrap().len(),
             3,

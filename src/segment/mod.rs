@@ -9,6 +9,7 @@ pub mod format;
 pub(crate) mod records;
 pub(crate) mod scan;
 
+pub use crate::layout::SegmentId;
 pub use batch::{BatchView, RecordIter, RecordRef, decode_frame};
 
 /// One stored batch of a partition.
@@ -21,7 +22,7 @@ pub struct BatchEntry {
     /// Its largest record timestamp.
     pub max_timestamp: i64,
     /// The segment holding it.
-    pub segment: u64,
+    pub segment: SegmentId,
     /// Byte position of its frame in the segment.
     pub pos: u64,
     /// Length of its frame.
@@ -60,14 +61,14 @@ impl TopicPartition {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LogPos {
     /// The segment's id.
-    pub segment: u64,
+    pub segment: SegmentId,
     /// The byte position in the segment.
     pub pos: u64,
 }
 
 impl LogPos {
     /// Byte `pos` of segment `segment`.
-    pub const fn new(segment: u64, pos: u64) -> LogPos {
+    pub const fn new(segment: SegmentId, pos: u64) -> LogPos {
         LogPos { segment, pos }
     }
 }

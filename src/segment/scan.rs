@@ -2,11 +2,11 @@
 //! table of `shard::recovery`). No I/O: the bytes come through [`SegmentBytes`].
 
 use crate::error::Result;
-use crate::segment::BatchEntry;
 use crate::segment::batch::decode_frame;
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FrameHeader, HeaderSlot,
 };
+use crate::segment::{BatchEntry, SegmentId};
 
 /// A segment's bytes, as a scan reads them.
 pub(crate) trait SegmentBytes {
@@ -95,7 +95,7 @@ pub(crate) fn scan(
                 base_offset: batch.base_offset,
                 last_offset: batch.last_offset(),
                 max_timestamp: batch.max_timestamp,
-                segment: 0,
+                segment: SegmentId(0),
                 pos,
                 frame_bytes: frame_bytes as u32,
             },

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::io::{self, IoBackend};
+use crate::segment::SegmentId;
 use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
 
@@ -33,7 +34,7 @@ impl SegmentFile {
 /// Creates, preallocates and registers segment `id` of a shard; fsyncs the directory.
 pub(crate) fn create_segment(
     shared: &ShardShared,
-    id: u64,
+    id: SegmentId,
     segment_bytes: u64,
     backend: IoBackend,
 ) -> Result<File> {
@@ -53,7 +54,7 @@ pub(crate) fn create_segment(
 /// would stop the writer for as long as the file system takes.
 pub(crate) fn adopt_segment(
     shared: &ShardShared,
-    id: u64,
+    id: SegmentId,
     prepared: &std::path::Path,
     backend: IoBackend,
     durable_name: bool,
@@ -69,7 +70,7 @@ pub(crate) fn adopt_segment(
 }
 
 /// Opens segment `id` for readers and lists it in the shard.
-fn register_segment(shared: &ShardShared, id: u64, backend: IoBackend) -> Result<()> {
+fn register_segment(shared: &ShardShared, id: SegmentId, backend: IoBackend) -> Result<()> {
     let path = shared.segment_path(id);
     let read = io::open_segment(&path, backend, false, false)?;
     shared

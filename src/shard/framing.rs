@@ -2,6 +2,7 @@
 //! per partition per commit (records stamped with their offsets, each offset stored for its
 //! ack). Runs on the writer's thread; the bytes are `segment::format`'s.
 
+use crate::segment::SegmentId;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,7 +71,7 @@ pub(crate) struct Build {
 pub(crate) fn frame_partition<'a>(
     build: &mut Build,
     partition: &mut SlotState,
-    segment: u64,
+    segment: SegmentId,
     base_timestamp: i64,
     records: impl Iterator<Item = (&'a Pending, &'a AckRing, u64)>,
     room: usize,

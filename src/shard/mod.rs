@@ -26,6 +26,7 @@ pub(crate) use read_cache::ReadCache;
 pub(crate) use ring::{AckRing, NewRing, Pending, WaitList, Waiter};
 pub(crate) use stats::WriterCounters;
 
+use crate::segment::SegmentId;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -88,13 +89,13 @@ pub(crate) struct ShardShared {
     /// segment reserved for committed offsets: producers' records are refused meanwhile.
     pub log_full: AtomicBool,
     /// Segment files by id, for readers.
-    pub segments: RwLock<BTreeMap<u64, Arc<SegmentFile>>>,
+    pub segments: RwLock<BTreeMap<SegmentId, Arc<SegmentFile>>>,
     /// The end of the last acknowledged (published) commit: bytes below it never change.
     /// Written by the writer at each publish (recovery before it starts).
     pub acked_end: Mutex<LogPos>,
     /// Sealed segments whose index file is written, with their newest record timestamp:
     /// the candidates for retention.
-    sealed: Mutex<BTreeMap<u64, i64>>,
+    sealed: Mutex<BTreeMap<SegmentId, i64>>,
     /// Offsets retention must keep, by partition: what consumer groups have not committed, and
     /// live commit records (set by the log for every shard). `None` until the log has loaded
     /// the committed offsets and set them: until then retention deletes nothing.
@@ -210,7 +211,7 @@ impl ShardShared {
     /// Called once `segment`'s index file is durable: each partition's entries of that segment
     /// give way to its run in the file (`runs`, with each run's entries' byte position and its
     /// chunk directory), so the memory they took is freed.
-    pub fn index_sealed(&self, segment: u64, runs: Vec<(IndexRun, u64, Vec<u64>)>) {
+    pub fn index_sealed(&self, segment: SegmentId, runs: Vec<(IndexRun, u64, Vec<u64>)>) {
         self.note_sealed(segment, runs.iter().map(|(r, _, _)| r));
         let mut batch = self.distributing.lock().expect("distribute lock");
         // Newer segments' entries stay for readers to distribute when they need them: with
@@ -258,7 +259,7 @@ impl ShardShared {
     }
 
     /// Records that `segment` is sealed with an index file holding `runs`.
-    pub fn note_sealed<'a>(&self, segment: u64, runs: impl Iterator<Item = &'a IndexRun>) {
+    pub fn note_sealed<'a>(&self, segment: SegmentId, runs: impl Iterator<Item = &'a IndexRun>) {
         let newest = runs.map(|r| r.max_timestamp).max().unwrap_or(i64::MIN);
         self.sealed
             .lock()
@@ -280,7 +281,7 @@ impl ShardShared {
 
     /// How far segment `id` may be read and cached: bytes below this never change (the whole
     /// file for an older segment, the last published commit's end for the newest).
-    pub fn readable_end(&self, id: u64) -> u64 {
+    pub fn readable_end(&self, id: SegmentId) -> u64 {
         let end = *self.acked_end.lock().expect("acked end lock");
         match id.cmp(&end.segment) {
             std::cmp::Ordering::Less => u64::MAX,
@@ -306,7 +307,7 @@ impl ShardShared {
     /// The partition that keeps segment `id` (and every later one) from being deleted: one
     /// with a batch in segments up to `id` at or after its protected offset. The hook is told
     /// about it.
-    pub fn retention_blocker(&self, id: u64) -> Option<TopicPartition> {
+    pub fn retention_blocker(&self, id: SegmentId) -> Option<TopicPartition> {
         let floors = self.protected.lock().expect("protected lock").clone();
         let floors = floors.expect("retention runs once protection is set");
         if floors.is_empty() {
@@ -326,14 +327,14 @@ impl ShardShared {
     }
 
     /// Sealed segments with index files, oldest first, with their newest record timestamp.
-    pub fn sealed_segments(&self) -> Vec<(u64, i64)> {
+    pub fn sealed_segments(&self) -> Vec<(SegmentId, i64)> {
         let sealed = self.sealed.lock().expect("sealed lock");
         sealed.iter().map(|(&id, &ts)| (id, ts)).collect()
     }
 
     /// Drops every batch of segments below `keep_from` from the partitions' indexes and the
     /// caches; returns each partition's (topic id, partition, earliest offset) afterwards.
-    pub fn forget_segments_below(&self, keep_from: u64) -> Vec<(u32, u32, u64)> {
+    pub fn forget_segments_below(&self, keep_from: SegmentId) -> Vec<(u32, u32, u64)> {
         let mut batch = self.distributing.lock().expect("distribute lock");
         self.distribute(&mut batch);
         let table = self.partitions.read().expect("partitions lock");
@@ -364,7 +365,7 @@ impl ShardShared {
     }
 
     /// The path of segment `id`.
-    pub fn segment_path(&self, id: u64) -> PathBuf {
+    pub fn segment_path(&self, id: SegmentId) -> PathBuf {
         crate::layout::segment_path(&self.dir, id)
     }
 }

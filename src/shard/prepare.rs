@@ -25,6 +25,7 @@
 //! acknowledged. The first directory fsync makes the writer's rename durable before a new file
 //! takes the name `next.seg.prep`.
 
+use crate::segment::SegmentId;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -84,7 +85,7 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 /// A sealed segment whose index file is to be written.
 pub(crate) struct Seal {
     pub path: PathBuf,
-    pub segment: u64,
+    pub segment: SegmentId,
     pub data_end: u64,
     pub entries: SegmentEntries,
     /// Slot → partition, for the entries.

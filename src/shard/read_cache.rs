@@ -101,67 +101,79 @@ impl ReadCache {
 #[cfg(test)]
 mod tests {
     use super::ReadCache;
-    use crate::segment::LogPos;
+    use crate::segment::{LogPos, SegmentId};
     use bytes::Bytes;
 
     #[test]
     fn read_cache_serves_whole_frames_and_evicts_the_oldest() {
         let mut cache = ReadCache::new(100);
-        cache.insert(LogPos::new(0, 0), Bytes::from(vec![1u8; 40]));
-        cache.insert(LogPos::new(0, 40), Bytes::from(vec![2u8; 40]));
+        cache.insert(LogPos::new(SegmentId(0), 0), Bytes::from(vec![1u8; 40]));
+        cache.insert(LogPos::new(SegmentId(0), 40), Bytes::from(vec![2u8; 40]));
         assert_eq!(
-            cache.get(LogPos::new(0, 10), 20).as_deref(),
+            cache.get(LogPos::new(SegmentId(0), 10), 20).as_deref(),
             Some(&[1u8; 20][..])
         );
         assert_eq!(
-            cache.get(LogPos::new(0, 40), 40).as_deref(),
+            cache.get(LogPos::new(SegmentId(0), 40), 40).as_deref(),
             Some(&[2u8; 40][..])
         );
         assert_eq!(
-            cache.get(LogPos::new(0, 30), 20).as_deref(),
+            cache.get(LogPos::new(SegmentId(0), 30), 20).as_deref(),
             Some(&[[1u8; 10], [2u8; 10]].concat()[..]),
             "bytes spanning adjacent chunks are put together"
         );
         assert_eq!(
-            cache.get(LogPos::new(0, 70), 20),
+            cache.get(LogPos::new(SegmentId(0), 70), 20),
             None,
             "past the cached bytes"
         );
-        assert_eq!(cache.get(LogPos::new(1, 0), 10), None, "another segment");
-        cache.insert(LogPos::new(1, 0), Bytes::from(vec![3u8; 40]));
         assert_eq!(
-            cache.get(LogPos::new(0, 0), 10),
+            cache.get(LogPos::new(SegmentId(1), 0), 10),
+            None,
+            "another segment"
+        );
+        cache.insert(LogPos::new(SegmentId(1), 0), Bytes::from(vec![3u8; 40]));
+        assert_eq!(
+            cache.get(LogPos::new(SegmentId(0), 0), 10),
             None,
             "the oldest commit was evicted"
         );
         assert_eq!(
-            cache.get(LogPos::new(1, 0), 40).as_deref(),
+            cache.get(LogPos::new(SegmentId(1), 0), 40).as_deref(),
             Some(&[3u8; 40][..])
         );
-        assert_eq!(cache.next_chunk(LogPos::new(1, 0)), None);
-        assert_eq!(cache.next_chunk(LogPos::new(0, 0)), Some(40));
-        cache.insert(LogPos::new(1, 40), Bytes::from(vec![4u8; 500]));
+        assert_eq!(cache.next_chunk(LogPos::new(SegmentId(1), 0)), None);
+        assert_eq!(cache.next_chunk(LogPos::new(SegmentId(0), 0)), Some(40));
+        cache.insert(LogPos::new(SegmentId(1), 40), Bytes::from(vec![4u8; 500]));
         assert_eq!(
-            cache.get(LogPos::new(1, 40), 10),
+            cache.get(LogPos::new(SegmentId(1), 40), 10),
             None,
             "larger than the cache: not kept"
         );
-        assert!(ReadCache::new(0).get(LogPos::new(0, 0), 1).is_none());
+        assert!(
+            ReadCache::new(0)
+                .get(LogPos::new(SegmentId(0), 0), 1)
+                .is_none()
+        );
     }
 
     #[test]
     fn read_cache_joins_only_contiguous_chunks() {
         let mut cache = ReadCache::new(1000);
-        cache.insert(LogPos::new(0, 0), Bytes::from(vec![1u8; 40]));
-        cache.insert(LogPos::new(0, 50), Bytes::from(vec![2u8; 40]));
-        cache.insert(LogPos::new(0, 80), Bytes::from(vec![3u8; 40]));
-        assert_eq!(cache.get(LogPos::new(0, 30), 20), None, "a gap at 40..50");
-        // Overlapping chunks: the bytes past the first one's end come from the next.
-        let joined = cache.get(LogPos::new(0, 60), 50).unwrap();
-        assert_eq!(&joined[..], &[vec![2u8; 30], vec![3u8; 20]].concat()[..]);
-        cache.insert(LogPos::new(1, 0), Bytes::from(vec![4u8; 10]));
+        cache.insert(LogPos::new(SegmentId(0), 0), Bytes::from(vec![1u8; 40]));
+        cache.insert(LogPos::new(SegmentId(0), 50), Bytes::from(vec![2u8; 40]));
+        cache.insert(LogPos::new(SegmentId(0), 80), Bytes::from(vec![3u8; 40]));
         assert_eq!(
-            cache.get(LogPos::new(0, 110), 20),
+            cache.get(LogPos::new(SegmentId(0), 30), 20),
+            None,
+            "a gap at 40..50"
+        );
+        // Overlapping chunks: the bytes past the first one's end come from the next.
+        let joined = cache.get(LogPos::new(SegmentId(0), 60), 50).unwrap();
+        assert_eq!(&joined[..], &[vec![2u8; 30], vec![3u8; 20]].concat()[..]);
+        cache.insert(LogPos::new(SegmentId(1), 0), Bytes::from(vec![4u8; 10]));
+        assert_eq!(
+            cache.get(LogPos::new(SegmentId(0), 110), 20),
             None,
             "not into another segment"
         );

@@ -8,6 +8,7 @@
 //! reader that misses the cache on a window being read waits for it instead of reading it
 //! again.
 
+use crate::segment::SegmentId;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -33,7 +34,7 @@ const QUEUE_DEPTH: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Window {
-    segment: u64,
+    segment: SegmentId,
     start: u64,
     end: u64,
 }

@@ -23,6 +23,7 @@
 //! lies before the window in Sync mode, except the last commits, which the window covers by
 //! being at least three commits long.
 
+use crate::segment::SegmentId;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ pub struct RecoveryReport {
 
 /// Where a shard's writer starts.
 pub(crate) struct ShardEnd {
-    pub segment: u64,
+    pub segment: SegmentId,
     pub data_end: u64,
 }
 
@@ -194,7 +195,7 @@ pub(crate) fn recover_shard(
     // A prepared segment holding frames was adopted by a roll whose rename was not durable
     // yet: it is the segment after the newest.
     if let Some(prepared) = adopted {
-        let id = ids.last().map_or(start.first_segment, |last| last + 1);
+        let id = ids.last().map_or(start.first_segment, |last| last.next());
         let path = shared.segment_path(id);
         fs::rename(&prepared, &path).map_err(|e| Error::io("rename", &path, e))?;
         io::sync_dir(dir)?;
@@ -206,12 +207,12 @@ pub(crate) fn recover_shard(
         if params.prezero {
             let prepared = prepare_segment(dir, params.segment_bytes, params.backend, None)?
                 .expect("preparation without a stop signal completes");
-            adopt_segment(shared, 0, &prepared, params.backend, true)?;
+            adopt_segment(shared, SegmentId(0), &prepared, params.backend, true)?;
         } else {
-            create_segment(shared, 0, params.segment_bytes, params.backend)?;
+            create_segment(shared, SegmentId(0), params.segment_bytes, params.backend)?;
         }
         return Ok(ShardEnd {
-            segment: 0,
+            segment: SegmentId(0),
             data_end: 0,
         });
     }
@@ -317,7 +318,7 @@ fn check_start_offsets(
     shared: &ShardShared,
     params: &RecoverParams<'_>,
     start: &StartOffsets,
-    ids: &[u64],
+    ids: &[SegmentId],
 ) -> Result<()> {
     let path = layout::start_offsets_path(&shared.dir);
     let refuse = |reason: String| {
@@ -387,7 +388,7 @@ pub fn holds_frames(path: &Path) -> bool {
 fn finish(
     shared: &ShardShared,
     params: &RecoverParams<'_>,
-    id: u64,
+    id: SegmentId,
     data_end: u64,
     frames: &[(TopicPartition, BatchEntry)],
     garbage_end: Option<u64>,
@@ -430,7 +431,7 @@ fn damaged(
     report: &mut RecoveryReport,
     segment: &SegmentFile,
     reader: &mut ChunkReader<'_>,
-    later: &[u64],
+    later: &[SegmentId],
     damage: Damage,
 ) -> Result<()> {
     let Damage { pos, reason } = damage;
@@ -469,7 +470,7 @@ fn damaged(
 fn zero_after(
     shared: &ShardShared,
     params: &RecoverParams<'_>,
-    id: u64,
+    id: SegmentId,
     pos: u64,
     end: u64,
 ) -> Result<()> {
@@ -504,7 +505,7 @@ fn zero_after(
 
 /// The directory of a sealed segment's index file, if it is there and sound (else the segment
 /// is scanned and its index file rebuilt).
-fn load_directory(path: &Path, id: u64) -> Option<IndexDirectory> {
+fn load_directory(path: &Path, id: SegmentId) -> Option<IndexDirectory> {
     IndexDirectory::read(path).ok().filter(|d| d.segment == id)
 }
 

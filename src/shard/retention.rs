@@ -13,6 +13,7 @@
 //! from then on. Recovery starts each partition there and first finishes any deletion a crash
 //! interrupted (segments below the first one kept).
 
+use crate::segment::SegmentId;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ const START_OFFSETS_VERSION: u32 = 1;
 pub(crate) struct StartOffsets {
     pub version: u32,
     /// Segments below this one are deleted (or about to be).
-    pub first_segment: u64,
+    pub first_segment: SegmentId,
     /// (topic id, partition, earliest offset) of every partition of the shard.
     pub partitions: Vec<(u32, u32, u64)>,
 }
@@ -86,13 +87,13 @@ pub(crate) fn enforce(
     let Some(&last) = doomed.last() else {
         return Ok(0);
     };
-    delete_through(shard, last + 1, &doomed)?;
+    delete_through(shard, last.next(), &doomed)?;
     shard.update_full(policy.disk_bytes_max, segment_bytes);
     Ok(doomed.len())
 }
 
 /// Deletes `doomed` (every sealed segment below `keep_from`).
-fn delete_through(shard: &ShardShared, keep_from: u64, doomed: &[u64]) -> Result<()> {
+fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId]) -> Result<()> {
     // Readers stop seeing the batches first; then the new start offsets are made durable;
     // only then do files go. A crash in between leaves data that recovery deletes or keeps,
     // never offsets that restart.
@@ -111,7 +112,7 @@ fn delete_through(shard: &ShardShared, keep_from: u64, doomed: &[u64]) -> Result
 }
 
 /// Removes segment `id` and its index file (either may already be gone).
-pub(crate) fn remove_segment_files(dir: &Path, id: u64) -> Result<()> {
+pub(crate) fn remove_segment_files(dir: &Path, id: SegmentId) -> Result<()> {
     for path in [segment_path(dir, id), index_path(dir, id)] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}

@@ -28,6 +28,7 @@
 //! Framing is in `framing.rs`, segment files in `files.rs`, tail-cache memory in
 //! `tail_memory.rs`.
 
+use crate::segment::SegmentId;
 use std::fs::File;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
@@ -91,7 +92,7 @@ pub(crate) struct WriterStart {
     /// What the helper thread deletes, and the disk cap.
     pub retention: Retention,
     /// The last segment's id, and how many bytes of frames it holds.
-    pub segment: u64,
+    pub segment: SegmentId,
     pub data_end: u64,
 }
 
@@ -105,7 +106,7 @@ enum TailBytes {
 
 /// A submitted commit, waiting to become durable.
 struct Commit {
-    segment: u64,
+    segment: SegmentId,
     end: u64,
     /// The frames for the tail cache: where they start, and their bytes.
     cached: Option<(LogPos, TailBytes)>,
@@ -118,7 +119,7 @@ struct Commit {
 const WRITER_SLICE: Duration = Duration::from_micros(100);
 
 struct Active {
-    id: u64,
+    id: SegmentId,
     file: Arc<File>,
     path: PathBuf,
 }
@@ -754,7 +755,7 @@ impl Writer {
             filled_in: self.segment_started.elapsed(),
         });
         self.segment_started = Instant::now();
-        let id = self.segment.id + 1;
+        let id = self.segment.id.next();
         // A zero-filled segment if the helper has one ready; otherwise a plain preallocated one
         // rather than waiting (the helper's one is then adopted at a later roll).
         // Taken even without prezeroing: it reports a failed index file write.
