@@ -36,6 +36,7 @@ fn encode(tails: &[Vec<u8>], out: &mut Vec<u8>) {
         partition: 0,
         base_offset: 1000,
         batch_bytes: (out.len() - FRAME_HEADER_BYTES) as u32,
+        durable_behind_blocks: 1,
     };
     header.encode((&mut out[..FRAME_HEADER_BYTES]).try_into().unwrap());
 }
@@ -82,6 +83,7 @@ fn encode_singles(
             partition: i as u32,
             base_offset: 1000 + i as u64,
             batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
+            durable_behind_blocks: 1,
         };
         header.encode(
             (&mut out[frame_at..frame_at + FRAME_HEADER_BYTES])

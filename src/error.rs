@@ -242,6 +242,12 @@ impl Error {
         Error::Panicked { thread, message }
     }
 
+    /// Whether this is an I/O error for lack of disk space (ENOSPC or EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+
     /// An [`Error::Corrupt`].
     pub fn corrupt(path: impl Into<PathBuf>, pos: u64, reason: impl Into<String>) -> Error {
         Error::Corrupt {

@@ -3,5 +3,12 @@
 
 pub use crate::index::{IndexDirectory, SegmentIndex};
 pub use crate::meta::{Meta, TopicMeta};
-pub use crate::segment::scan::{ScanEnd, ScannedFrame};
-pub use crate::shard::recovery::{holds_frames, scan_segment_file};
+pub use crate::segment::scan::{Known, ScanEnd, ScannedFrame};
+pub use crate::shard::checkpoint::Checkpoint;
+pub use crate::shard::recovery::{holds_frames, known_for, scan_segment_file};
+
+/// A shard folder's checkpoint: how far its log was known durable, and whether it closed
+/// cleanly. `None` if it has none (a log written by an older build, or never opened).
+pub fn load_checkpoint(shard_dir: &std::path::Path) -> crate::Result<Option<Checkpoint>> {
+    Ok(crate::shard::checkpoint::load(shard_dir)?.map(|(_, c)| c))
+}

@@ -80,6 +80,11 @@ pub fn start_offsets_path(shard_dir: &Path) -> PathBuf {
     shard_dir.join("start-offsets.json")
 }
 
+/// The shard's checkpoint: how far its log was known durable, and whether it closed cleanly.
+pub fn checkpoint_path(shard_dir: &Path) -> PathBuf {
+    shard_dir.join("checkpoint")
+}
+
 /// Where `path` is written before it is renamed into place.
 pub fn temporary_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
@@ -98,7 +103,7 @@ pub enum ShardFile {
     Prepared,
     /// An unfinished write (`*.tmp`).
     Temporary,
-    /// Anything else (`start-offsets.json`, files floodgate does not write).
+    /// Anything else (`start-offsets.json`, `checkpoint`, files floodgate does not write).
     Other,
 }
 
@@ -152,6 +157,10 @@ mod tests {
         assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);
         assert_eq!(
             ShardFile::of(&name(start_offsets_path(&shard))),
+            ShardFile::Other
+        );
+        assert_eq!(
+            ShardFile::of(&name(checkpoint_path(&shard))),
             ShardFile::Other
         );
         assert_eq!(ShardFile::of("x.seg"), ShardFile::Other);

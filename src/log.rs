@@ -148,6 +148,7 @@ impl Log {
                 helper_cores: other_cores.clone(),
                 segment: end.segment,
                 data_end: end.data_end,
+                checkpoint: end.checkpoint,
             };
             let (tx, rx) = mpsc::channel();
             let thread_shared = Arc::clone(shared);

@@ -33,6 +33,11 @@ fn read_values(log: &Log) -> Vec<Vec<u8>> {
     out
 }
 
+/// Shard 0's checkpoint file.
+fn checkpoint_file(dir: &std::path::Path) -> std::path::PathBuf {
+    floodgate::layout::checkpoint_path(&floodgate::layout::shard_dir(dir, 0))
+}
+
 /// Frame boundaries of the records in a one-partition, one-record-per-frame segment.
 fn frame_ends(image: &[u8]) -> Vec<usize> {
     let mut ends = Vec::new();
@@ -49,11 +54,21 @@ fn frame_ends(image: &[u8]) -> Vec<usize> {
 fn last_frame_cut_at_every_byte_loses_only_that_frame() {
     for backend in BACKENDS {
         let dir = test_dir("cut");
-        let values;
+        let (values, checkpoint);
         {
             let log = Log::open(small_config(dir.path(), backend)).unwrap();
             log.create_topic("t", TopicConfig::new(1)).unwrap();
-            values = produce_one_by_one(&log, 5, 40);
+            let first = produce_one_by_one(&log, 4, 40);
+            // The checkpoint as a crash during the last record's write would leave it.
+            checkpoint = fs::read(checkpoint_file(dir.path())).unwrap();
+            let mut producer = log.producer();
+            let last = payload(4, 40);
+            producer
+                .send("t", Record::new(&last))
+                .unwrap()
+                .wait()
+                .unwrap();
+            values = [first, vec![last]].concat();
         }
         let seg = &segments(dir.path(), 0)[0];
         let image = fs::read(seg).unwrap();
@@ -67,6 +82,7 @@ fn last_frame_cut_at_every_byte_loses_only_that_frame() {
                 continue; // the frame ends in zero bytes (no headers): nothing was cut
             }
             fs::write(seg, &damaged).unwrap();
+            fs::write(checkpoint_file(dir.path()), &checkpoint).unwrap();
             let log = Log::open(small_config(dir.path(), backend)).unwrap();
             let report = log.recovery_report().clone();
             if cut == start {
@@ -104,7 +120,7 @@ fn last_frame_cut_at_every_byte_loses_only_that_frame() {
 fn torn_tail_block_rewrite_never_loses_acknowledged_records() {
     for backend in BACKENDS {
         let dir = test_dir("torn");
-        let (old, new, values);
+        let (old, new, values, checkpoint);
         {
             let log = Log::open(small_config(dir.path(), backend)).unwrap();
             log.create_topic("t", TopicConfig::new(1)).unwrap();
@@ -112,6 +128,8 @@ fn torn_tail_block_rewrite_never_loses_acknowledged_records() {
             let first = produce_one_by_one(&log, 7, 300);
             let seg = segments(dir.path(), 0)[0].clone();
             old = fs::read(&seg).unwrap();
+            // The checkpoint as a crash during the next write would leave it.
+            checkpoint = fs::read(checkpoint_file(dir.path())).unwrap();
             let mut producer = log.producer();
             let last = payload(99, 1500);
             producer
@@ -140,6 +158,7 @@ fn torn_tail_block_rewrite_never_loses_acknowledged_records() {
             let crash = test_dir("torn-image");
             copy_dir(dir.path(), crash.path());
             fs::write(crash.path().join("shard-000").join(&seg_name), &image).unwrap();
+            fs::write(checkpoint_file(crash.path()), &checkpoint).unwrap();
             let log = Log::open(small_config(crash.path(), backend)).unwrap();
             let got = read_values(&log);
             assert!(

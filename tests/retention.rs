@@ -137,7 +137,8 @@ fn recovery_finishes_an_interrupted_deletion() {
     let files = segments(dir.path(), 0);
     assert!(files.len() > 4);
     // The first frame of segment 2 is where partition 0 starts once segments 0 and 1 go.
-    let (frames, _) = floodgate::inspect::scan_segment_file(&files[2], 64 << 10).unwrap();
+    let (frames, _) =
+        floodgate::inspect::scan_segment_file(&files[2], 64 << 10, Default::default()).unwrap();
     let first = frames[0].entry.base_offset;
     let topic_id = frames[0].topic_id;
     std::fs::write(
@@ -167,7 +168,8 @@ fn every_crash_state_of_a_deletion_recovers() {
     }
     let files = segments(dir.path(), 0);
     assert!(files.len() > 4);
-    let (frames, _) = floodgate::inspect::scan_segment_file(&files[2], 64 << 10).unwrap();
+    let (frames, _) =
+        floodgate::inspect::scan_segment_file(&files[2], 64 << 10, Default::default()).unwrap();
     let (first, topic_id) = (frames[0].entry.base_offset, frames[0].topic_id);
     let doomed: Vec<_> = files[..2]
         .iter()

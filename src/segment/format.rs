@@ -7,9 +7,10 @@
 //! ```text
 //! frame header, 32 bytes, little-endian (floodgate's own):
 //!   0  u32  magic            0x4C47_4746 ("FGGL" read as bytes F G G L)
-//!   4  u8   version          1
+//!   4  u8   version          2 (1: written by older builds; read, with no durable claim)
 //!   5  u8   flags            0 (reserved, must be 0)
-//!   6  u16  reserved         0
+//!   6  u16  durable_behind   the segment was durable through (frame position - this × 4096)
+//!                            when the frame's commit was built; 0xFFFF: no claim (version 1: 0)
 //!   8  u32  topic_id         the topic's id in the metadata file (never reused)
 //!  12  u32  partition        partition number within the topic
 //!  16  u64  base_offset      offset of the batch's first record (equals the batch's baseOffset)
@@ -54,8 +55,12 @@ pub const BLOCK_BYTES: usize = 4096;
 pub const SECTOR_BYTES: usize = 512;
 /// The frame magic ("FGGL" as bytes).
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"FGGL");
-/// The frame format version this code writes and reads.
-pub const FRAME_VERSION: u8 = 1;
+/// The frame format version this code writes.
+pub const FRAME_VERSION: u8 = 2;
+/// The oldest frame format version this code reads: version 1 frames carry no durable claim.
+pub const FRAME_VERSION_MIN: u8 = 1;
+/// [`FrameHeader::durable_behind_blocks`] of a frame that makes no claim.
+pub const DURABLE_BEHIND_UNKNOWN: u16 = u16::MAX;
 /// Size of the frame header.
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// Size of a RecordBatch v2 header, up to and including the record count.
@@ -95,6 +100,11 @@ pub struct FrameHeader {
     pub base_offset: u64,
     /// The length of the RecordBatch after the header.
     pub batch_bytes: u32,
+    /// How far behind this frame the segment was known durable when its commit was built, in
+    /// blocks: every byte before `frame position - durable_behind_blocks × BLOCK_BYTES` had
+    /// been flushed. Recovery takes damage before that point for lost acknowledged data, not
+    /// a torn tail. [`DURABLE_BEHIND_UNKNOWN`]: no claim.
+    pub durable_behind_blocks: u16,
 }
 
 /// What a frame header slot holds.
@@ -109,10 +119,12 @@ pub enum HeaderSlot {
 impl FrameHeader {
     /// Writes the header into `out`.
     pub fn encode(&self, out: &mut [u8; FRAME_HEADER_BYTES]) {
-        // Bytes 0..24 as little-endian words: magic, version, two zero bytes of flags and
-        // reserved; topic id and partition; base offset. The checksum is taken from them.
+        // Bytes 0..24 as little-endian words: magic, version, a zero byte of flags, the durable
+        // claim; topic id and partition; base offset. The checksum is taken from them.
         let words = [
-            u64::from(FRAME_MAGIC) | u64::from(FRAME_VERSION) << 32,
+            u64::from(FRAME_MAGIC)
+                | u64::from(FRAME_VERSION) << 32
+                | u64::from(self.durable_behind_blocks) << 48,
             u64::from(self.topic_id) | u64::from(self.partition) << 32,
             self.base_offset,
         ];
@@ -144,13 +156,20 @@ impl FrameHeader {
                 "frame header checksum mismatch (stored {crc_stored:#010x}, computed {crc:#010x})"
             ));
         }
-        if h[4] != FRAME_VERSION {
-            return fail(format!("unsupported frame version {}", h[4]));
+        let version = h[4];
+        if !(FRAME_VERSION_MIN..=FRAME_VERSION).contains(&version) {
+            return fail(format!("unsupported frame version {version}"));
         }
-        if h[5] != 0 || h[6] != 0 || h[7] != 0 {
+        let durable_behind_blocks = u16::from_le_bytes([h[6], h[7]]);
+        if h[5] != 0 || (version == 1 && durable_behind_blocks != 0) {
             return fail("reserved frame header bytes are not zero");
         }
         let header = FrameHeader {
+            durable_behind_blocks: if version == 1 {
+                DURABLE_BEHIND_UNKNOWN
+            } else {
+                durable_behind_blocks
+            },
             topic_id: u32::from_le_bytes(h[8..12].try_into().unwrap()),
             partition: u32::from_le_bytes(h[12..16].try_into().unwrap()),
             base_offset: u64::from_le_bytes(h[16..24].try_into().unwrap()),
@@ -168,6 +187,22 @@ impl FrameHeader {
     /// The frame's total length: header plus batch.
     pub fn frame_bytes(&self) -> u64 {
         FRAME_HEADER_BYTES as u64 + u64::from(self.batch_bytes)
+    }
+
+    /// The claim to write in a frame at `pos` of a segment durable through `durable`: the
+    /// distance rounded up to whole blocks, so the claim never covers more than was flushed.
+    pub fn durable_behind(pos: u64, durable: u64) -> u16 {
+        let blocks = pos.saturating_sub(durable).div_ceil(BLOCK_BYTES as u64);
+        u16::try_from(blocks)
+            .ok()
+            .filter(|&b| b != DURABLE_BEHIND_UNKNOWN)
+            .unwrap_or(DURABLE_BEHIND_UNKNOWN)
+    }
+
+    /// The position through which this frame, found at `pos`, says its segment was durable.
+    pub fn durable_through(&self, pos: u64) -> Option<u64> {
+        (self.durable_behind_blocks != DURABLE_BEHIND_UNKNOWN)
+            .then(|| pos.saturating_sub(u64::from(self.durable_behind_blocks) * BLOCK_BYTES as u64))
     }
 }
 
@@ -383,6 +418,7 @@ mod tests {
             partition,
             base_offset,
             batch_bytes: batch.len() as u32,
+            durable_behind_blocks: 1,
         }
         .encode((&mut out[..FRAME_HEADER_BYTES]).try_into().unwrap());
         out.extend_from_slice(&batch);

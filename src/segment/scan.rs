@@ -29,6 +29,19 @@ pub struct ScannedFrame {
     pub entry: BatchEntry,
     /// Its record count.
     pub records: u32,
+    /// The position through which its header says the segment was durable, if it says.
+    pub durable_through: Option<u64>,
+}
+
+/// What is known of a segment from outside its frames, before it is scanned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known {
+    /// The segment was durable through this position (the shard's checkpoint; 0 if unknown).
+    pub durable: u64,
+    /// Whether the bytes after the frames must be read to the end of the file: a crash may
+    /// have left frames anywhere past a stretch of damage. Not needed after a clean close,
+    /// where the checkpoint says where the log ends.
+    pub read_to_end: bool,
 }
 
 /// How a scan ended: the decision table of the module documentation.
@@ -46,7 +59,8 @@ pub enum ScanEnd {
         /// One past the last non-zero byte of the tear.
         garbage_end: u64,
     },
-    /// Damage at `pos` with data beyond the window: not a torn tail.
+    /// Damage at `pos` before the position the segment was known durable through, or with
+    /// data beyond the window: not a torn tail.
     Damaged {
         /// Where the damage is.
         pos: u64,
@@ -55,29 +69,29 @@ pub enum ScanEnd {
     },
 }
 
-/// Scans frames from the start of a segment until they stop, and classifies the end.
+/// Scans frames from the start of a segment until they stop, and classifies the end. The
+/// frames' own durable claims add to what `known` says.
 pub(crate) fn scan(
     reader: &mut impl SegmentBytes,
     frame_bytes_max: u64,
     window: u64,
+    known: Known,
 ) -> Result<(Vec<ScannedFrame>, ScanEnd)> {
-    let mut frames = Vec::new();
+    let mut frames: Vec<ScannedFrame> = Vec::new();
     let mut pos = 0u64;
-    loop {
+    // Where the frames stop, and why if not at zeros.
+    let stop: Option<String> = loop {
         if pos + FRAME_HEADER_BYTES as u64 > reader.len() {
-            return Ok((frames, classify(reader, pos, None, window)?));
+            break None;
         }
         let header = match FrameHeader::decode(reader.get(pos, FRAME_HEADER_BYTES)?) {
-            Ok(HeaderSlot::Zero) => {
-                return Ok((frames, classify(reader, pos, None, window)?));
-            }
-            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), window)?)),
+            Ok(HeaderSlot::Zero) => break None,
+            Err(e) => break Some(e.0),
             Ok(HeaderSlot::Frame(h)) => h,
         };
         let frame_bytes = header.frame_bytes();
         if frame_bytes > frame_bytes_max || pos + frame_bytes > reader.len() {
-            let reason = format!("frame length {frame_bytes} is impossible here");
-            return Ok((frames, classify(reader, pos, Some(reason), window)?));
+            break Some(format!("frame length {frame_bytes} is impossible here"));
         }
         let bytes = reader.get(pos, frame_bytes as usize)?;
         let checked = decode_frame(bytes).and_then(|f| {
@@ -86,7 +100,7 @@ pub(crate) fn scan(
         });
         let batch = match checked {
             Ok(b) => b,
-            Err(e) => return Ok((frames, classify(reader, pos, Some(e.0), window)?)),
+            Err(e) => break Some(e.0),
         };
         frames.push(ScannedFrame {
             topic_id: header.topic_id,
@@ -100,9 +114,19 @@ pub(crate) fn scan(
                 frame_bytes: frame_bytes as u32,
             },
             records: batch.record_count,
+            durable_through: header.durable_through(pos),
         });
         pos += frame_bytes;
-    }
+    };
+    let claimed = frames.iter().filter_map(|f| f.durable_through).max();
+    let known = Known {
+        durable: known.durable.max(claimed.unwrap_or(0)),
+        // Frames past where a clean close said the log ended: that word is stale, so the
+        // bytes after them are read as after a crash.
+        read_to_end: known.read_to_end || pos > known.durable,
+    };
+    let end = classify(reader, pos, stop, window, known)?;
+    Ok((frames, end))
 }
 
 /// The decision table: what the bytes after the last good frame at `pos` mean.
@@ -111,20 +135,71 @@ pub(crate) fn classify(
     pos: u64,
     reason: Option<String>,
     window: u64,
+    known: Known,
 ) -> Result<ScanEnd> {
-    let window_end = (pos - pos % BLOCK_BYTES as u64 + window).min(reader.len());
-    let beyond_end = (window_end + BLOCK_BYTES as u64).min(reader.len());
-    if reader.last_nonzero(window_end, beyond_end)?.is_some() {
-        let reason = reason.unwrap_or_else(|| "zeroed bytes in the middle of the log".into());
+    if pos < known.durable {
+        let what = reason.unwrap_or_else(|| "zeroed bytes".into());
+        let reason = format!(
+            "{what}, before position {} through which the segment was known durable: \
+             acknowledged records are damaged or missing",
+            known.durable
+        );
         return Ok(ScanEnd::Damaged { pos, reason });
     }
-    Ok(match reader.last_nonzero(pos, window_end)? {
-        None => ScanEnd::Clean { pos },
-        Some(last) => ScanEnd::Torn {
-            pos,
-            garbage_end: last + 1,
-        },
+    let window_end = (pos - pos % BLOCK_BYTES as u64 + window).min(reader.len());
+    let beyond_end = if known.read_to_end {
+        reader.len()
+    } else {
+        (window_end + BLOCK_BYTES as u64).min(reader.len())
+    };
+    if let Some(at) = reader.last_nonzero(window_end, beyond_end)? {
+        let what = reason.unwrap_or_else(|| "zeroed bytes in the middle of the log".into());
+        let reason = format!(
+            "{what}; data lies beyond the unflushed window (a non-zero byte at {at}), so this \
+             is not a torn tail"
+        );
+        return Ok(ScanEnd::Damaged { pos, reason });
+    }
+    let Some(last) = reader.last_nonzero(pos, window_end)? else {
+        return Ok(ScanEnd::Clean { pos });
+    };
+    // A torn write leaves only frames that were never flushed after `pos`. A frame found
+    // there that says the log was flushed past `pos` before it was written proves the bytes
+    // at `pos` were durable, and are damaged.
+    if let Some((at, durable)) = latest_claim(reader, pos + 1, last + 1)?
+        && durable > pos
+    {
+        let what = reason.unwrap_or_else(|| "zeroed bytes".into());
+        let reason = format!(
+            "{what}; the frame at {at} was written once the segment was durable through \
+             {durable}, so acknowledged records are damaged here, not torn"
+        );
+        return Ok(ScanEnd::Damaged { pos, reason });
+    }
+    Ok(ScanEnd::Torn {
+        pos,
+        garbage_end: last + 1,
     })
+}
+
+/// The frame header in `[from, to)` that claims the segment durable the furthest: its
+/// position and the claim. Headers are found by their magic and checksum, wherever they are.
+fn latest_claim(reader: &mut impl SegmentBytes, from: u64, to: u64) -> Result<Option<(u64, u64)>> {
+    let mut best: Option<(u64, u64)> = None;
+    let end = to.min(reader.len());
+    let mut at = from;
+    while at + FRAME_HEADER_BYTES as u64 <= end {
+        let header = reader.get(at, FRAME_HEADER_BYTES)?;
+        if header[..4] == FRAME_MAGIC.to_le_bytes()
+            && let Ok(HeaderSlot::Frame(h)) = FrameHeader::decode(header)
+            && let Some(claim) = h.durable_through(at)
+            && best.is_none_or(|(_, b)| claim > b)
+        {
+            best = Some((at, claim));
+        }
+        at += 1;
+    }
+    Ok(best)
 }
 
 /// Counts the records of every valid frame found at or after `pos`, resynchronising byte by

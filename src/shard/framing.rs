@@ -66,12 +66,13 @@ pub(crate) struct Build {
 /// Frames one partition's records (in order, with the ring each came from and its sequence
 /// number there) as one batch at the end of `build`: stamps their offsets (stored for their
 /// acks), encodes the RecordBatch v2 and the frame header. The batch is checksummed later,
-/// with the commit's others. `base_timestamp` is the first record's. Returns the batch's
-/// entry.
+/// with the commit's others. `base_timestamp` is the first record's; `durable` is where the
+/// segment is durable through now (the frame header's claim). Returns the batch's entry.
 pub(crate) fn frame_partition<'a>(
     build: &mut Build,
     partition: &mut SlotState,
     segment: SegmentId,
+    durable: u64,
     base_timestamp: i64,
     records: impl Iterator<Item = (&'a Pending, &'a AckRing, u64)>,
     room: usize,
@@ -103,6 +104,7 @@ pub(crate) fn frame_partition<'a>(
         partition: partition.partition,
         base_offset,
         batch_bytes: (at - frame_at - FRAME_HEADER_BYTES) as u32,
+        durable_behind_blocks: FrameHeader::durable_behind(build.start + frame_at as u64, durable),
     };
     header.encode(
         (&mut build.buf[frame_at..frame_at + FRAME_HEADER_BYTES])

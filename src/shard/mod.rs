@@ -7,6 +7,7 @@
 //! advances each ring's `seq_acked` and each partition's `offset_acked`. Nothing here is shared
 //! between shards.
 
+pub(crate) mod checkpoint;
 pub(crate) mod files;
 pub(crate) mod framing;
 pub(crate) mod prepare;

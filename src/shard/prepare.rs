@@ -26,6 +26,7 @@
 //! takes the name `next.seg.prep`.
 
 use crate::segment::SegmentId;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -41,6 +42,7 @@ use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout;
 use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
+use crate::shard::checkpoint::{CHECKPOINT_INTERVAL, Checkpoint, CheckpointFile};
 use crate::shard::retention::enforce;
 
 /// Zeroing's write size, and (below) its lead and how often it looks at the writer's
@@ -244,6 +246,7 @@ impl Preparer {
         backend: IoBackend,
         retention: Retention,
         cores: &[usize],
+        checkpoint: Option<CheckpointFile>,
     ) -> Result<Preparer> {
         let dir = &shard.dir;
         let shared: Arc<(Mutex<State>, Condvar)> = Arc::default();
@@ -259,6 +262,7 @@ impl Preparer {
                 crate::io::cores::pin(&cores);
                 let _ = pinned_tx.send(());
                 let _stopped = Stopped(&thread_shared, &thread_shard.dir);
+                let checkpoint = RefCell::new(checkpoint);
                 run(
                     &thread_shared,
                     &thread_pos,
@@ -266,7 +270,15 @@ impl Preparer {
                     segment_bytes,
                     backend,
                     retention,
-                )
+                    &checkpoint,
+                );
+                // The writer has stopped (it drops this helper last): the log ends where its
+                // acknowledgements do, and it closed cleanly unless the writer failed.
+                let clean = matches!(thread_shard.failed.get(), Some(Error::Closed));
+                if let Some(file) = checkpoint.borrow_mut().as_mut() {
+                    let durable = *thread_shard.acked_end.lock().expect("acked end lock");
+                    let _ = file.write(Checkpoint { durable, clean });
+                }
             })
             .map_err(|e| Error::io("spawn segment preparer", dir, e))?;
         // The log opens with its threads where they belong.
@@ -354,6 +366,7 @@ fn run(
     segment_bytes: u64,
     backend: IoBackend,
     retention: Retention,
+    checkpoint: &RefCell<Option<CheckpointFile>>,
 ) {
     // The helper's work is background work, so it runs at the lowest CPU priority: at normal
     // priority, encoding a sealed segment's index takes the producers' core in slices, and the
@@ -364,8 +377,10 @@ fn run(
     let dir = &shard.dir;
     let (lock, cv) = shared;
     let retention_due = std::cell::Cell::new(Instant::now());
-    // Writes pending index files, then applies retention if it is due; a failure is reported
-    // to the writer like a failed preparation.
+    let checkpoint_due = std::cell::Cell::new(Instant::now() + CHECKPOINT_INTERVAL);
+    // Writes pending index files, then applies retention if it is due, then records how far
+    // the log is durable if that is due; a failure is reported to the writer like a failed
+    // preparation.
     let maintain = || {
         let seals = {
             let mut state = lock.lock().expect("preparer lock");
@@ -393,16 +408,26 @@ fn run(
                 .map_or(0, |d| d.as_millis() as i64);
             outcome = enforce(shard, &retention, segment_bytes, now_ms).map(drop);
         }
+        if outcome.is_ok() && Instant::now() >= checkpoint_due.get() {
+            checkpoint_due.set(Instant::now() + CHECKPOINT_INTERVAL);
+            if let Some(file) = checkpoint.borrow_mut().as_mut() {
+                let durable = *shard.acked_end.lock().expect("acked end lock");
+                outcome = file.write(Checkpoint {
+                    durable,
+                    clean: false,
+                });
+            }
+        }
         if let Err(e) = outcome {
             lock.lock().expect("preparer lock").failed.get_or_insert(e);
             cv.notify_all();
         }
     };
-    // How long the helper may sleep with nothing to do.
+    // How long the helper may sleep with nothing to do: until the next checkpoint is due.
     let idle_wait = if retention.enabled() {
-        RETENTION_INTERVAL
+        RETENTION_INTERVAL.min(CHECKPOINT_INTERVAL)
     } else {
-        Duration::from_secs(3600)
+        CHECKPOINT_INTERVAL
     };
     loop {
         {
@@ -411,6 +436,7 @@ fn run(
                 if !state.seals.is_empty()
                     || state.retention_now
                     || Instant::now() >= retention_due.get()
+                    || Instant::now() >= checkpoint_due.get()
                 {
                     drop(state);
                     maintain();

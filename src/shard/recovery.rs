@@ -40,8 +40,9 @@ use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::{self, ShardFile, index_path};
 use crate::segment::LogPos;
 use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
-use crate::segment::scan::{ScanEnd, ScannedFrame, SegmentBytes, count_records_after, scan};
+use crate::segment::scan::{Known, ScanEnd, ScannedFrame, SegmentBytes, count_records_after, scan};
 use crate::shard::ShardShared;
+use crate::shard::checkpoint::{self, Checkpoint, CheckpointFile};
 use crate::shard::files::{SegmentFile, adopt_segment, create_segment};
 use crate::shard::prepare::prepare_segment;
 use crate::shard::retention::{StartOffsets, remove_segment_files};
@@ -74,6 +75,31 @@ pub struct RecoveryReport {
 pub(crate) struct ShardEnd {
     pub segment: SegmentId,
     pub data_end: u64,
+    /// The shard's checkpoint file, recording this end as durable (not clean: the log is
+    /// open). `None` if the file could not be created for lack of space: open goes on, and
+    /// the next recovery reads every segment end in full.
+    pub checkpoint: Option<CheckpointFile>,
+}
+
+impl ShardEnd {
+    fn with_checkpoint(mut self, dir: &Path, seq: u64) -> Result<ShardEnd> {
+        self.checkpoint = open_checkpoint(dir, seq, LogPos::new(self.segment, self.data_end))?;
+        Ok(self)
+    }
+}
+
+/// Opens (or creates) the shard's checkpoint file and records `end` as durable, not clean.
+fn open_checkpoint(dir: &Path, seq: u64, end: LogPos) -> Result<Option<CheckpointFile>> {
+    let mut file = match CheckpointFile::open(dir, seq) {
+        Ok(f) => f,
+        Err(e) if e.is_no_space() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.write(Checkpoint {
+        durable: end,
+        clean: false,
+    })?;
+    Ok(Some(file))
 }
 
 /// What recovery needs to know.
@@ -132,10 +158,12 @@ impl RecoverParams<'_> {
 
 /// Scans one segment file read-only (no repair, no lock): every frame verified, and how the
 /// frames end. `commit_bytes_max` is the log's (from meta.json), which bounds frames and the
-/// unflushed window. Used by `floodgate inspect`.
+/// unflushed window; `known` is what the shard's checkpoint says of the segment
+/// ([`known_for`]). Used by `floodgate inspect`.
 pub fn scan_segment_file(
     path: &Path,
     commit_bytes_max: usize,
+    known: Known,
 ) -> Result<(Vec<ScannedFrame>, ScanEnd)> {
     let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
@@ -147,7 +175,65 @@ pub fn scan_segment_file(
         &mut reader,
         commit_bytes_max as u64,
         unflushed_window_bytes(commit_bytes_max),
+        known,
     )
+}
+
+/// What a shard's checkpoint says of its segment `id` when `newest` is its newest segment:
+/// how far it was known durable, and whether its end must be read in full (any segment after
+/// a crash; a sealed segment always, since nothing records where it ended but its index file).
+pub fn known_for(checkpoint: Option<&Checkpoint>, id: SegmentId, newest: SegmentId) -> Known {
+    match checkpoint {
+        Some(c) if id == newest && c.durable.segment == id => Known {
+            durable: c.durable.pos,
+            read_to_end: !c.clean,
+        },
+        _ => Known {
+            durable: 0,
+            read_to_end: true,
+        },
+    }
+}
+
+/// Refuses a shard whose checkpoint names a segment past its newest: segments that held
+/// acknowledged records are gone (with repair, says so in the report and goes on).
+fn check_newest_segment(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    report: &mut RecoveryReport,
+    checkpoint: Option<&Checkpoint>,
+    newest: Option<SegmentId>,
+) -> Result<()> {
+    let Some(c) = checkpoint else {
+        return Ok(());
+    };
+    let missing = match newest {
+        Some(newest) => c.durable.segment > newest,
+        None => c.durable > LogPos::default(),
+    };
+    if !missing {
+        return Ok(());
+    }
+    let path = shared.segment_path(c.durable.segment);
+    let reason = format!(
+        "segment file missing: the shard's checkpoint says the log was durable through position \
+         {} of segment {}, but its newest segment is {}",
+        c.durable.pos,
+        c.durable.segment,
+        newest.map_or("none".to_string(), |n| n.to_string())
+    );
+    if !params.repair {
+        return Err(Error::corrupt(
+            &path,
+            c.durable.pos,
+            format!(
+                "{reason}. Acknowledged records are lost; restore the file, or open with \
+                 Config::repair_truncate_damaged(true) to go on without them"
+            ),
+        ));
+    }
+    report.repaired.push((path, c.durable.pos, reason, 0));
+    Ok(())
 }
 
 /// Recovers one shard: lists its segments, loads or scans each, fills the partitions' indexes,
@@ -158,6 +244,8 @@ pub(crate) fn recover_shard(
     report: &mut RecoveryReport,
 ) -> Result<ShardEnd> {
     let dir = &shared.dir;
+    let loaded = checkpoint::load(dir)?;
+    let checkpoint = loaded.map(|(_, c)| c);
     // Where retention left each partition; segments it was deleting when a crash came are
     // deleted now.
     let start = StartOffsets::load(dir)?.unwrap_or_default();
@@ -203,6 +291,14 @@ pub(crate) fn recover_shard(
         ids.push(id);
     }
     report.segments += ids.len();
+    check_newest_segment(
+        shared,
+        params,
+        report,
+        checkpoint.as_ref(),
+        ids.last().copied(),
+    )?;
+    let seq = loaded.map_or(0, |(seq, _)| seq);
     if ids.is_empty() {
         if params.prezero {
             let prepared = prepare_segment(dir, params.segment_bytes, params.backend, None)?
@@ -211,11 +307,14 @@ pub(crate) fn recover_shard(
         } else {
             create_segment(shared, SegmentId(0), params.segment_bytes, params.backend)?;
         }
+        let end = LogPos::new(SegmentId(0), 0);
         return Ok(ShardEnd {
-            segment: SegmentId(0),
-            data_end: 0,
+            segment: end.segment,
+            data_end: end.pos,
+            checkpoint: open_checkpoint(dir, seq, end)?,
         });
     }
+    let newest = *ids.last().expect("segments are listed");
     for (i, &id) in ids.iter().enumerate() {
         let path = shared.segment_path(id);
         let file = io::open_segment(&path, params.backend, false, false)?;
@@ -230,10 +329,16 @@ pub(crate) fn recover_shard(
             .expect("segments lock")
             .insert(id, Arc::clone(&segment));
         let last = i + 1 == ids.len();
+        let mut known = known_for(checkpoint.as_ref(), id, newest);
         if !last && let Some(directory) = load_directory(&index_path(dir, id), id) {
-            apply_runs(&segment.path, &directory, params, report)?;
-            shared.note_sealed(id, directory.runs.iter());
-            continue;
+            if file_len >= directory.data_end {
+                apply_runs(&segment.path, &directory, params, report)?;
+                shared.note_sealed(id, directory.runs.iter());
+                continue;
+            }
+            // Cut short: its index file says how far its frames went, and the scan below
+            // finds them ending earlier.
+            known.durable = directory.data_end;
         }
         report.segments_scanned += 1;
         if file_len > SEGMENT_BYTES_MAX {
@@ -247,7 +352,7 @@ pub(crate) fn recover_shard(
             ));
         }
         let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
-        let (frames, end) = scan(&mut reader, params.frame_bytes_max, params.window)?;
+        let (frames, end) = scan(&mut reader, params.frame_bytes_max, params.window, known)?;
         let frame_list: Vec<(TopicPartition, BatchEntry)> = frames
             .iter()
             .map(|f| {
@@ -284,11 +389,13 @@ pub(crate) fn recover_shard(
                     &ids[i + 1..],
                     damage,
                 )?;
-                return finish(shared, params, id, pos, &frame_list, Some(file_len));
+                let end = finish(shared, params, id, pos, &frame_list, Some(file_len))?;
+                return end.with_checkpoint(dir, seq);
             }
         };
         if last {
-            return finish(shared, params, id, data_end, &frame_list, cut);
+            return finish(shared, params, id, data_end, &frame_list, cut)?
+                .with_checkpoint(dir, seq);
         }
         let index = SegmentIndex {
             segment: id,
@@ -345,7 +452,8 @@ fn check_start_offsets(
                 Some(d) => d.runs.iter().map(|r| (r.id(), r.last_offset)).collect(),
                 None => {
                     let segment = shared.segment_path(id);
-                    let (frames, _) = scan_segment_file(&segment, params.frame_bytes_max as usize)?;
+                    let bytes_max = params.frame_bytes_max as usize;
+                    let (frames, _) = scan_segment_file(&segment, bytes_max, Known::default())?;
                     (frames.iter())
                         .map(|f| {
                             (
@@ -414,6 +522,7 @@ fn finish(
     Ok(ShardEnd {
         segment: id,
         data_end,
+        checkpoint: None,
     })
 }
 
@@ -440,9 +549,8 @@ fn damaged(
             &segment.path,
             pos,
             format!(
-                "{reason}; data follows the damage, so this is not a torn tail. Open with \
-                 Config::repair_truncate_damaged(true) to cut the log here (records after this \
-                 point are dropped and counted)"
+                "{reason}. Open with Config::repair_truncate_damaged(true) to cut the log here \
+                 (records after this point are dropped and counted)"
             ),
         ));
     }

@@ -47,6 +47,7 @@ use crate::segment::LogPos;
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX, checksum_batches,
 };
+use crate::shard::checkpoint::CheckpointFile;
 use crate::shard::files::{adopt_segment, create_segment};
 use crate::shard::framing::{
     Build, SlotState, entry_batch_range, frame_partition, refresh_partitions,
@@ -94,6 +95,8 @@ pub(crate) struct WriterStart {
     /// The last segment's id, and how many bytes of frames it holds.
     pub segment: SegmentId,
     pub data_end: u64,
+    /// The shard's checkpoint file, for the helper thread to keep up to date.
+    pub checkpoint: Option<CheckpointFile>,
 }
 
 /// A commit's frames on their way to the tail cache.
@@ -193,7 +196,7 @@ const SPARE_ENTRY_LISTS: usize = 4;
 impl Writer {
     /// Sets the writer up on the shard thread (the io_uring instance belongs to it), pinned
     /// first: its ring and buffers are set up on its core, and the log opens with it pinned.
-    pub fn new(shared: Arc<ShardShared>, start: WriterStart) -> Result<Writer> {
+    pub fn new(shared: Arc<ShardShared>, mut start: WriterStart) -> Result<Writer> {
         if let Some(core) = start.pin_core {
             io::cores::pin(&[core]);
         }
@@ -216,6 +219,7 @@ impl Writer {
             start.backend,
             start.retention,
             &start.helper_cores,
+            start.checkpoint.take(),
         )?;
         if start.prezero {
             preparer.request();
@@ -535,8 +539,16 @@ impl Writer {
             };
             let base_timestamp = record(&group[0]).0.timestamp;
             let records = group.iter().map(record);
-            let segment = self.segment.id;
-            let entry = frame_partition(build, partition, segment, base_timestamp, records, room);
+            let (segment, durable) = (self.segment.id, self.pos_durable);
+            let entry = frame_partition(
+                build,
+                partition,
+                segment,
+                durable,
+                base_timestamp,
+                records,
+                room,
+            );
             self.unsummed.push(entry_batch_range(build.start, &entry));
             build.entries.push(SlotEntry::new(slot, &entry));
         }

@@ -10,8 +10,11 @@ use crate::error::CliResult;
 use crate::outln;
 use clap::Args;
 use floodgate::inspect::{
-    Meta, ScanEnd, ScannedFrame, SegmentIndex, holds_frames, scan_segment_file,
+    Meta, ScanEnd, ScannedFrame, SegmentIndex, holds_frames, known_for, load_checkpoint,
+    scan_segment_file,
 };
+use floodgate::layout::ShardFile;
+use floodgate::segment::SegmentId;
 use floodgate::segment::decode_frame;
 
 #[derive(Args)]
@@ -65,6 +68,14 @@ pub fn run(args: InspectArgs) -> CliResult {
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         segments.sort();
+        let mut ids: Vec<SegmentId> = segments
+            .iter()
+            .filter_map(|p| match ShardFile::of(&name(p)) {
+                ShardFile::Segment(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        segments.retain(|p| matches!(ShardFile::of(&name(p)), ShardFile::Segment(_)));
         // A roll's rename that a crash undid: the next open gives the file its segment name.
         let prepared = floodgate::layout::prepared_path(&dir);
         if holds_frames(&prepared) {
@@ -72,11 +83,49 @@ pub fn run(args: InspectArgs) -> CliResult {
                 "  shard {shard}: next.seg.prep holds frames (a roll's rename was lost in a \
                  crash; the next open names it as the segment after the newest)"
             );
+            ids.push(ids.last().map_or(SegmentId(0), |id| id.next()));
             segments.push(prepared);
+        }
+        let checkpoint = match load_checkpoint(&dir) {
+            Ok(c) => c,
+            Err(e) => {
+                damage.push(e.to_string());
+                None
+            }
+        };
+        let newest = ids.last().copied();
+        match &checkpoint {
+            Some(c) => {
+                outln!(
+                    "  shard {shard}: known durable through segment {} byte {}, {}",
+                    c.durable.segment,
+                    c.durable.pos,
+                    if c.clean {
+                        "closed cleanly"
+                    } else {
+                        "open, or stopped by a crash"
+                    }
+                );
+                let missing = match newest {
+                    Some(n) => n < c.durable.segment,
+                    None => c.durable > Default::default(),
+                };
+                if missing {
+                    damage.push(format!(
+                        "{}: segment {} is missing (the checkpoint says the log was durable \
+                         through its byte {}): acknowledged records are lost",
+                        dir.display(),
+                        c.durable.segment,
+                        c.durable.pos
+                    ));
+                }
+            }
+            None => outln!("  shard {shard}: no checkpoint"),
         }
         outln!("  shard {shard}: {} segment(s)", segments.len());
         for (i, seg) in segments.iter().enumerate() {
-            let (frames, end) = scan_segment_file(seg, meta.commit_bytes_max as usize)
+            let known = known_for(checkpoint.as_ref(), ids[i], newest.unwrap_or_default());
+            let (frames, end) = scan_segment_file(seg, meta.commit_bytes_max as usize, known)
                 .map_err(|e| e.to_string())?;
             let data_end = match &end {
                 ScanEnd::Clean { pos } => *pos,

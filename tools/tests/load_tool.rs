@@ -251,7 +251,8 @@ fn verify_catches_a_corrupted_payload() {
             .success()
     );
     let segment = common::segments(&dir, 0)[0].clone();
-    let (frames, _) = floodgate::inspect::scan_segment_file(&segment, 4 << 20).unwrap();
+    let (frames, _) =
+        floodgate::inspect::scan_segment_file(&segment, 4 << 20, Default::default()).unwrap();
     let frame = frames[0].entry;
     let file = std::fs::OpenOptions::new()
         .read(true)
