@@ -1,16 +1,26 @@
 //! Recovery on open: rebuild each shard's index and find where its log ends.
 //!
-//! Sealed segments with a valid index file (the checkpoint) are not scanned; the last segment,
-//! and any sealed one whose index file is missing or damaged, are scanned frame by frame,
-//! verifying both checksums of every frame. Where the frames stop, at position P, the bytes
-//! after P decide what happened (the decision table, walked by tests/recovery.rs):
+//! Sealed segments with a valid index file are not scanned (a file shorter than its index
+//! says is); the last segment, and any sealed one whose index file is missing or damaged, are
+//! scanned frame by frame, verifying both checksums of every frame. Where the frames stop, at
+//! position P, what is known of the log decides what happened. D is the position through which
+//! the segment was known durable: the largest of the shard's checkpoint (`shard::checkpoint`)
+//! and the durable claims of the frames before P. The decision table, walked by
+//! tests/recovery.rs and tests/durable.rs:
 //!
-//! | bytes after P                                          | verdict | action                  |
-//! |--------------------------------------------------------|---------|-------------------------|
-//! | all zero                                               | clean   | the log ends at P       |
-//! | non-zero only within the unflushed window after P      | torn    | zero them, end at P     |
-//! | non-zero beyond the window (or P in a sealed segment)  | damage  | error naming file and P,|
-//! |                                                        |         | or with repair: cut at P|
+//! | what is found                                               | verdict | action                |
+//! |-------------------------------------------------------------|---------|-----------------------|
+//! | P < D (frames cut short, zeroed, damaged, or the file gone)  | damage  | error naming file, P  |
+//! | non-zero bytes beyond the unflushed window after P          | damage  | and D; with repair:   |
+//! | a frame after P claiming the log durable past P             | damage  | cut at P, counted     |
+//! | P in a sealed segment, not at zeros                         | damage  |                       |
+//! | all zero after P                                            | clean   | the log ends at P     |
+//! | non-zero only within the unflushed window after P           | torn    | zero them, end at P   |
+//!
+//! After a clean close the checkpoint says exactly where the log ends, so only the window
+//! after it is read; after a crash the rest of the segment is read to its end, since frames
+//! may lie anywhere past a stretch of damage. A checkpoint naming a segment newer than the
+//! newest one found means segments were lost: refused too.
 //!
 //! A `next.seg.prep` that starts with a valid frame header was adopted by a roll (renamed to the
 //! next segment's name) whose rename the crash undid: the writer does not wait for the
@@ -18,10 +28,10 @@
 //! Any other holds nothing acknowledged and is deleted, like `.tmp` files.
 //!
 //! The unflushed window ([`unflushed_window_bytes`]) bounds where a crash can leave partial
-//! writes: the writer never has more than that many bytes written but not flushed. Damage within
-//! the window cannot be told from a torn write and is treated as one; every acknowledged record
-//! lies before the window in Sync mode, except the last commits, which the window covers by
-//! being at least three commits long.
+//! writes: the writer never has more than that many bytes written but not flushed. Damage
+//! within the window and past D, with no later frame saying otherwise, cannot be told from a
+//! torn write and is treated as one: every acknowledged record lies before D except those of
+//! the last commits, whose frames the window covers.
 
 use crate::segment::SegmentId;
 use std::collections::HashMap;

@@ -138,3 +138,30 @@ fn verify_fails_on_records_the_metadata_cannot_account_for() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("meta.json gives 2 partitions"), "{stderr}");
 }
+
+/// The newest segment cut short after a clean close: acknowledged records are gone, and
+/// `--verify` says so (it said "checks out" and the next open cut the log silently), as it
+/// does for the deleted segment.
+#[test]
+fn verify_fails_on_a_newest_segment_cut_short_or_missing() {
+    let dir = test_dir("inspect-cut");
+    fill(dir.path(), 2, 200);
+    let stdout = verify_passes(dir.path());
+    assert!(stdout.contains("closed cleanly"), "{stdout}");
+    let seg = segments(dir.path(), 0).pop().unwrap();
+    let image = std::fs::read(&seg).unwrap();
+    let data_end = image.iter().rposition(|&b| b != 0).unwrap();
+    std::fs::write(&seg, &image[..data_end / 2]).unwrap();
+    let out = inspect(dir.path(), &["--verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("acknowledged records are damaged or missing"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&seg).unwrap();
+    let out = inspect(dir.path(), &["--verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("segment 0 is missing"), "{stderr}");
+}
