@@ -70,6 +70,6 @@ pub use io::{IoBackend, cores};
 pub use log::Log;
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::records::StoredRecord;
-pub use shard::recovery::RecoveryReport;
+pub use shard::recovery::{DamagedCommits, RecoveryReport};
 pub use shard::stats::ShardStats;
 pub use store::{TopicConfig, TopicInfo};

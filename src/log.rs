@@ -202,7 +202,7 @@ impl Log {
     /// Loads the committed offsets (compacting them), then starts the compaction thread that
     /// retention wakes when a segment it would delete holds live commits.
     fn start_offsets(&mut self) -> Result<()> {
-        self.groups.load()?;
+        self.report.commits_damaged = self.groups.load()?;
         let weak = Arc::downgrade(&self.groups);
         let on_blocked: Arc<dyn Fn(TopicPartition) + Send + Sync> =
             Arc::new(move |blocker: TopicPartition| {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::index::Partition;
 use crate::meta::OFFSETS_TOPIC;
 use crate::meta::{Meta, TopicMeta};
+use crate::segment::BatchEntry;
 use crate::segment::records::StoredRecord;
 use crate::shard::ShardShared;
 use crate::shard::read::{ReadMode, read_partition};
@@ -221,6 +222,21 @@ impl Store {
             mode,
         )
         .map_err(|e| out_of_range().unwrap_or(e))
+    }
+
+    /// The stored batch holding `offset` of a partition, from the index (the batch itself is
+    /// not read): how far to skip past a batch that fails to read.
+    pub fn batch_holding(&self, topic: &str, partition: u32, offset: u64) -> Result<BatchEntry> {
+        let p = self.partition(topic, partition)?;
+        let shard = &self.shards[p.shard as usize];
+        let entries = p.entries_from(offset, 1, p.offset_acked(), &shard.sealed_runs)?;
+        entries.first().copied().ok_or(Error::OffsetOutOfRange {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            earliest: p.offset_earliest(),
+            next: p.offset_acked(),
+        })
     }
 
     /// See [`crate::Log::offset_for_timestamp`].

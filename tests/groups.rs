@@ -415,3 +415,85 @@ fn reopening_never_deletes_what_a_group_has_not_committed() {
         log.close().unwrap();
     }
 }
+
+/// One flipped bit in an old `__consumer_offsets` batch (a sealed segment's, not scanned at
+/// open) costs that commit only: the log opens, the group falls back to its commit before,
+/// and the report names the batch. It used to make the whole log unopenable, even with repair.
+#[test]
+fn a_damaged_commit_costs_only_that_commit() {
+    let dir = test_dir("groups-damaged-commit");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let mut committed = Vec::new();
+    {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        let value = vec![3u8; 1000];
+        let mut c = log.consumer("t").group("g").build().unwrap();
+        let mut consumed = 0;
+        for target in [100, 300] {
+            while consumed < target {
+                producer
+                    .send("t", Record::new(&value))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                consumed += c.poll(Duration::from_millis(100)).unwrap().len();
+            }
+            c.commit().unwrap();
+            committed.push(consumed as u64);
+        }
+        // Enough records after the commits that their segment is sealed.
+        for _ in 0..600 {
+            producer
+                .send("t", Record::new(&value))
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        drop(c);
+    }
+    let meta = floodgate::inspect::Meta::load(dir.path()).unwrap().unwrap();
+    let offsets_topic = meta
+        .topics
+        .iter()
+        .find(|t| t.name == "__consumer_offsets")
+        .unwrap()
+        .id;
+    let segs = common::segments(dir.path(), 0);
+    let (seg, frame) = segs
+        .iter()
+        .flat_map(|seg| {
+            let (frames, _) =
+                floodgate::inspect::scan_segment_file(seg, 64 << 10, Default::default()).unwrap();
+            frames
+                .into_iter()
+                .filter(|f| f.topic_id == offsets_topic)
+                .map(move |f| (seg.clone(), f.entry))
+        })
+        .last()
+        .unwrap();
+    assert_ne!(&seg, segs.last().unwrap(), "the commit's segment is sealed");
+    let mut image = std::fs::read(&seg).unwrap();
+    image[(frame.pos + u64::from(frame.frame_bytes) - 3) as usize] ^= 0x01;
+    std::fs::write(&seg, &image).unwrap();
+
+    let log = Log::open(config()).unwrap();
+    let damaged = &log.recovery_report().commits_damaged;
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!((&damaged[0].path, damaged[0].pos), (&seg, frame.pos));
+    let lag = log.group_lag("g", "t").unwrap();
+    let (first, second) = (committed[0], committed[1]);
+    assert_eq!(
+        lag.partitions[0].committed,
+        Some(first),
+        "second was {second}"
+    );
+    drop(log);
+    // The fallback is written again: the next open finds nothing damaged that it needs.
+    let log = Log::open(config()).unwrap();
+    assert_eq!(
+        log.group_lag("g", "t").unwrap().partitions[0].committed,
+        Some(first)
+    );
+}

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::meta::validate_group_name;
 use crate::producer::Producer;
 use crate::segment::TopicPartition;
+use crate::shard::recovery::DamagedCommits;
 use crate::store::Store;
 
 /// A consumer group's progress on a topic; from [`crate::Log::group_lag`].
@@ -65,16 +66,20 @@ impl Groups {
 
     /// Loads the committed offsets from the offsets topic, if the log has one, and compacts
     /// them (the last commit of each key is written again) when older commits are stored.
-    pub fn load(&self) -> Result<()> {
+    /// Returns the batches of commits that were damaged and skipped.
+    pub fn load(&self) -> Result<Vec<DamagedCommits>> {
+        let mut damaged = Vec::new();
         if self.store.topic(OFFSETS_TOPIC).is_ok() {
-            let records = self.offsets.load(&self.store)?;
-            if records > self.offsets.all().len() as u64 {
+            let records;
+            (records, damaged) = self.offsets.load(&self.store)?;
+            // Compacting writes every live commit again, so a damaged record is never needed.
+            if records > self.offsets.all().len() as u64 || !damaged.is_empty() {
                 let mut producer = Producer::internal(Arc::clone(&self.store));
                 self.offsets.compact(&mut producer)?;
             }
         }
         self.update_protection();
-        Ok(())
+        Ok(damaged)
     }
 
     /// The group `name` consuming `topic`, created on first use (with the internal offsets

@@ -17,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use crate::error::{Error, Result};
 use crate::producer::{Producer, Record};
+use crate::shard::recovery::DamagedCommits;
 use crate::store::Store;
 
 pub(crate) use crate::meta::OFFSETS_TOPIC;
@@ -110,16 +111,39 @@ impl OffsetStore {
         live.values().map(|c| c.record).min()
     }
 
-    /// Reads the offsets partition (after recovery); returns how many records it held.
-    pub fn load(&self, log: &Store) -> Result<u64> {
+    /// Reads the offsets partition (after recovery); returns how many records it held, and
+    /// the batches that failed their checks and were skipped. A damaged batch costs only the
+    /// commits in it: each of its groups keeps its commit from before it.
+    pub fn load(&self, log: &Store) -> Result<(u64, Vec<DamagedCommits>)> {
         let (mut offset, next) = {
             let p = log.partition(OFFSETS_TOPIC, 0)?;
             (p.offset_earliest(), p.offset_acked())
         };
         let records = next - offset;
+        let mut damaged = Vec::new();
         let mut live = self.live.lock().expect("offsets lock");
         while offset < next {
-            let batch = log.read(OFFSETS_TOPIC, 0, offset, 1 << 20)?;
+            let read = log.read(OFFSETS_TOPIC, 0, offset, 1 << 20);
+            // A damaged batch fails the whole read: read the next batch alone to find it.
+            let read = match read {
+                Err(Error::Corrupt { .. }) => log.read(OFFSETS_TOPIC, 0, offset, 1),
+                other => other,
+            };
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(Error::Corrupt { path, pos, reason }) => {
+                    let entry = log.batch_holding(OFFSETS_TOPIC, 0, offset)?;
+                    damaged.push(DamagedCommits {
+                        path,
+                        pos,
+                        reason,
+                        offsets: entry.base_offset..entry.last_offset + 1,
+                    });
+                    offset = entry.last_offset + 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(last) = batch.last() else {
                 break;
             };
@@ -144,7 +168,7 @@ impl OffsetStore {
                 }
             }
         }
-        Ok(records)
+        Ok((records, damaged))
     }
 
     /// Makes `entries` (key, offset; `None` deletes) durable, in order, and then visible.

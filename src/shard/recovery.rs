@@ -79,6 +79,23 @@ pub struct RecoveryReport {
     /// Prepared segments (`next.seg.prep`) found holding frames and given their segment name:
     /// a crash came after a roll started writing one and before its rename was durable.
     pub segments_adopted: Vec<PathBuf>,
+    /// Batches of consumer group commits that failed their checks: skipped, each group
+    /// concerned keeping its commit from before (the log opens; only those commits are lost).
+    pub commits_damaged: Vec<DamagedCommits>,
+}
+
+/// A batch of the offsets partition that failed its checks when the log opened: the commits
+/// in it were skipped, and each of their groups fell back to its commit from before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedCommits {
+    /// The segment holding the batch.
+    pub path: std::path::PathBuf,
+    /// The batch's position in it.
+    pub pos: u64,
+    /// What was wrong.
+    pub reason: String,
+    /// The offsets partition's records lost with it.
+    pub offsets: std::ops::Range<u64>,
 }
 
 /// Where a shard's writer starts.
