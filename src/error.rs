@@ -242,10 +242,16 @@ impl Error {
         Error::Panicked { thread, message }
     }
 
-    /// Whether this is an I/O error for lack of disk space (ENOSPC or EDQUOT).
+    /// Whether this is an I/O error for lack of disk space (ENOSPC or EDQUOT), or a shard
+    /// failed by one.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, Error::Io { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+        match self {
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            Error::ShardFailed { cause, .. } => cause.is_no_space(),
+            _ => false,
+        }
     }
 
     /// An [`Error::Corrupt`].

@@ -117,8 +117,13 @@ impl Log {
         for shared in &shards {
             ends.push(recover_shard(shared, &params, &mut report)?);
         }
+        // Rewritten only when it changes: opening a log on a full disk to read it needs no
+        // new space.
+        let changed = meta.commit_bytes_max != config.commit_bytes_max as u64;
         meta.commit_bytes_max = config.commit_bytes_max as u64;
-        meta.store(&dir)?;
+        if changed || !layout::meta_path(&dir).exists() {
+            meta.store(&dir)?;
+        }
         let allowed = io::cores::allowed();
         let pins: Vec<Option<usize>> = (0..shards.len())
             .map(|shard| {

@@ -230,10 +230,17 @@ impl DirLock {
             Err((_, errno)) => return Err(Error::io("flock", &path, errno.into())),
         };
         let me = format!("pid {}\n", std::process::id());
-        lock.set_len(0)
+        let written = lock
+            .set_len(0)
             .and_then(|_| lock.rewind())
             .and_then(|_| lock.write_all(me.as_bytes()))
-            .map_err(|e| Error::io("write", &path, e))?;
+            .map_err(|e| Error::io("write", &path, e));
+        match written {
+            // The pid only helps the next user read `Error::Locked`; the lock is the flock. A
+            // full disk must not keep a log from opening to be read.
+            Err(e) if e.is_no_space() => {}
+            other => other?,
+        }
         Ok(DirLock {
             _dir: dir_lock,
             _file: lock,

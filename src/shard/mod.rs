@@ -262,6 +262,12 @@ impl ShardShared {
     /// Records that `segment` is sealed with an index file holding `runs`.
     pub fn note_sealed<'a>(&self, segment: SegmentId, runs: impl Iterator<Item = &'a IndexRun>) {
         let newest = runs.map(|r| r.max_timestamp).max().unwrap_or(i64::MIN);
+        self.note_sealed_at(segment, newest);
+    }
+
+    /// Records that `segment` is sealed, its newest record stamped `newest` (for retention by
+    /// age).
+    pub fn note_sealed_at(&self, segment: SegmentId, newest: i64) {
         self.sealed
             .lock()
             .expect("sealed lock")

@@ -83,6 +83,8 @@ const INDEX_WRITE_PAUSE_PER_MIB_MAX: Duration = Duration::from_millis(100);
 const SEALS_PENDING_MAX: usize = 2;
 /// How often retention is checked.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an index file that met a full disk is tried again.
+const SEAL_RETRY: Duration = Duration::from_secs(1);
 
 /// A sealed segment whose index file is to be written.
 pub(crate) struct Seal {
@@ -164,6 +166,15 @@ struct State {
     sealing: usize,
     /// Apply retention now, not at its next interval.
     retention_now: bool,
+    /// Index files wait for disk space until then.
+    seals_retry: Option<Instant>,
+}
+
+impl State {
+    /// Whether index files wait to be written now.
+    fn seals_due(&self) -> bool {
+        !self.seals.is_empty() && self.seals_retry.is_none_or(|at| Instant::now() >= at)
+    }
 }
 
 /// Dropped when the helper thread ends: if that was not the writer's doing (a panic), the
@@ -387,18 +398,45 @@ fn run(
             if std::mem::take(&mut state.retention_now) {
                 retention_due.set(Instant::now());
             }
-            state.sealing = state.seals.len();
-            std::mem::take(&mut state.seals)
+            if state.seals_due() {
+                state.sealing = state.seals.len();
+                std::mem::take(&mut state.seals)
+            } else {
+                Vec::new()
+            }
         };
         let hurry = || {
             let state = lock.lock().expect("preparer lock");
             state.shutdown || !state.seals.is_empty()
         };
-        let mut outcome = seals
-            .iter()
-            .try_for_each(|s| s.write(shard, backend, &hurry));
-        if !seals.is_empty() {
-            lock.lock().expect("preparer lock").sealing = 0;
+        let any = !seals.is_empty();
+        let mut outcome = Ok(());
+        let mut seals = seals.into_iter();
+        let mut waiting = Vec::new();
+        while let Some(seal) = seals.next() {
+            match seal.write(shard, backend, &hurry) {
+                Ok(()) => {}
+                // An index file waits for space (retention may make some): the shard goes on,
+                // its entries of the segment kept in memory meanwhile.
+                Err(e) if e.is_no_space() => {
+                    waiting.push(seal);
+                    waiting.extend(seals.by_ref());
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        if any {
+            let mut state = lock.lock().expect("preparer lock");
+            state.sealing = 0;
+            state.seals_retry = None;
+            if !waiting.is_empty() {
+                waiting.append(&mut state.seals);
+                state.seals = waiting;
+                state.seals_retry = Some(Instant::now() + SEAL_RETRY);
+            }
             cv.notify_all();
         }
         if outcome.is_ok() && retention.enabled() && Instant::now() >= retention_due.get() {
@@ -433,7 +471,7 @@ fn run(
         {
             let mut state = lock.lock().expect("preparer lock");
             loop {
-                if !state.seals.is_empty()
+                if state.seals_due()
                     || state.retention_now
                     || Instant::now() >= retention_due.get()
                     || Instant::now() >= checkpoint_due.get()
@@ -441,7 +479,7 @@ fn run(
                     drop(state);
                     maintain();
                     state = lock.lock().expect("preparer lock");
-                    if !state.seals.is_empty() {
+                    if state.seals_due() {
                         continue;
                     }
                 }

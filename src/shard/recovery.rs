@@ -76,6 +76,9 @@ pub struct RecoveryReport {
     pub repaired: Vec<(PathBuf, u64, String, u64)>,
     /// Index files that were missing or damaged and were rebuilt from their segment.
     pub indexes_rebuilt: Vec<PathBuf>,
+    /// Index files that were missing or damaged and could not be written for lack of disk
+    /// space: their segments' entries are kept in memory until a later open writes them.
+    pub indexes_unwritten: Vec<PathBuf>,
     /// Prepared segments (`next.seg.prep`) found holding frames and given their segment name:
     /// a crash came after a roll started writing one and before its rename was durable.
     pub segments_adopted: Vec<PathBuf>,
@@ -299,7 +302,8 @@ pub(crate) fn recover_shard(
         }
     }
     ids.sort_unstable();
-    check_start_offsets(shared, params, &start, &ids)?;
+    let live = |tp: TopicPartition| params.partitions.contains_key(&tp);
+    check_start_offsets(dir, params.frame_bytes_max as usize, &ids, &live)?;
     let deleted = ids.partition_point(|&id| id < start.first_segment);
     for &id in ids[..deleted].iter().chain(&indexes) {
         if id < start.first_segment || ids.binary_search(&id).is_err() {
@@ -430,7 +434,18 @@ pub(crate) fn recover_shard(
             frames: frame_list,
         };
         let idx_path = index_path(dir, id);
-        let directory = write_index_file(&idx_path, &index)?;
+        let directory = match write_index_file(&idx_path, &index) {
+            Ok(directory) => directory,
+            // A full disk: the segment's entries stay in memory (as the active segment's do),
+            // and the next open with room writes the file. Reading needs no new space.
+            Err(e) if e.is_no_space() => {
+                let newest = index.frames.iter().map(|(_, e)| e.max_timestamp).max();
+                shared.note_sealed_at(id, newest.unwrap_or(i64::MIN));
+                report.indexes_unwritten.push(idx_path);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         report.indexes_rebuilt.push(idx_path);
         shared.note_sealed(id, directory.runs.iter());
         // The entries just applied give way to the runs of the new index file.
@@ -448,13 +463,20 @@ pub(crate) fn recover_shard(
 /// removes anything, so the segments below that first one (left by a deletion a crash
 /// interrupted) hold only records below those offsets, and the newest segment is never below
 /// it. A damaged file would have open delete records nobody deleted: it is refused instead.
-fn check_start_offsets(
-    shared: &ShardShared,
-    params: &RecoverParams<'_>,
-    start: &StartOffsets,
+///
+/// Also used by `floodgate inspect --verify`: `ids` are the shard's segments, sorted;
+/// `live(partition)` says whether the metadata has the partition; `frame_bytes_max` bounds the
+/// frames of a segment without an index file, which is scanned.
+pub fn check_start_offsets(
+    shard_dir: &Path,
+    frame_bytes_max: usize,
     ids: &[SegmentId],
+    live: &dyn Fn(TopicPartition) -> bool,
 ) -> Result<()> {
-    let path = layout::start_offsets_path(&shared.dir);
+    let Some(start) = StartOffsets::load(shard_dir)? else {
+        return Ok(());
+    };
+    let path = layout::start_offsets_path(shard_dir);
     let refuse = |reason: String| {
         Err(Error::corrupt(
             &path,
@@ -474,28 +496,28 @@ fn check_start_offsets(
         .map(|&(topic_id, partition, offset)| (TopicPartition::new(topic_id, partition), offset))
         .collect();
     for &id in ids.iter().take_while(|&&id| id < start.first_segment) {
-        let runs: Vec<(TopicPartition, u64)> =
-            match load_directory(&index_path(&shared.dir, id), id) {
-                Some(d) => d.runs.iter().map(|r| (r.id(), r.last_offset)).collect(),
-                None => {
-                    let segment = shared.segment_path(id);
-                    let bytes_max = params.frame_bytes_max as usize;
-                    let (frames, _) = scan_segment_file(&segment, bytes_max, Known::default())?;
-                    (frames.iter())
-                        .map(|f| {
-                            (
-                                TopicPartition::new(f.topic_id, f.partition),
-                                f.entry.last_offset,
-                            )
-                        })
-                        .collect()
-                }
-            };
+        let runs: Vec<(TopicPartition, u64)> = match load_directory(&index_path(shard_dir, id), id)
+        {
+            Some(d) => d.runs.iter().map(|r| (r.id(), r.last_offset)).collect(),
+            None => {
+                let segment = layout::segment_path(shard_dir, id);
+                let bytes_max = frame_bytes_max;
+                let (frames, _) = scan_segment_file(&segment, bytes_max, Known::default())?;
+                (frames.iter())
+                    .map(|f| {
+                        (
+                            TopicPartition::new(f.topic_id, f.partition),
+                            f.entry.last_offset,
+                        )
+                    })
+                    .collect()
+            }
+        };
         for (tp, last) in runs {
             // Records of a deleted topic may go; a partition's records at or past its earliest
             // offset were never deleted.
             let floor = earliest.get(&tp).copied().unwrap_or(0);
-            if params.partitions.contains_key(&tp) && last >= floor {
+            if live(tp) && last >= floor {
                 return refuse(format!(
                     "segment {id}, below its first kept segment {}, holds offset {last} of topic \
                      id {} partition {}, whose earliest kept offset it says is {floor}",

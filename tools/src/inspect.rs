@@ -10,12 +10,12 @@ use crate::error::CliResult;
 use crate::outln;
 use clap::Args;
 use floodgate::inspect::{
-    Meta, ScanEnd, ScannedFrame, SegmentIndex, holds_frames, known_for, load_checkpoint,
-    scan_segment_file,
+    Meta, ScanEnd, ScannedFrame, SegmentIndex, check_start_offsets, holds_frames, known_for,
+    load_checkpoint, scan_segment_file,
 };
 use floodgate::layout::ShardFile;
-use floodgate::segment::SegmentId;
 use floodgate::segment::decode_frame;
+use floodgate::segment::{SegmentId, TopicPartition};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -76,6 +76,15 @@ pub fn run(args: InspectArgs) -> CliResult {
             })
             .collect();
         segments.retain(|p| matches!(ShardFile::of(&name(p)), ShardFile::Segment(_)));
+        // What open checks before it deletes anything: retention's record of what it deleted.
+        let live = |tp: TopicPartition| {
+            names
+                .get(&tp.topic_id)
+                .is_some_and(|(_, count)| tp.partition < *count)
+        };
+        if let Err(e) = check_start_offsets(&dir, meta.commit_bytes_max as usize, &ids, &live) {
+            damage.push(e.to_string());
+        }
         // A roll's rename that a crash undid: the next open gives the file its segment name.
         let prepared = floodgate::layout::prepared_path(&dir);
         if holds_frames(&prepared) {

@@ -165,3 +165,40 @@ fn verify_fails_on_a_newest_segment_cut_short_or_missing() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("segment 0 is missing"), "{stderr}");
 }
+
+/// A damaged `start-offsets.json`, which open refuses, fails `--verify` too (it used to pass).
+#[test]
+fn verify_fails_on_a_damaged_start_offsets_file() {
+    let dir = test_dir("inspect-start");
+    {
+        let config = small_config(dir.path(), BACKENDS[0]).retention_bytes(4 * (256 << 10));
+        let log = Log::open(config).unwrap();
+        log.create_topic("orders", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        for i in 0..3000 {
+            let v = payload(i, 900);
+            producer
+                .send("orders", Record::new(&v))
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while segments(dir.path(), 0).len() > 6 {
+            assert!(std::time::Instant::now() < deadline, "retention never ran");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    verify_passes(dir.path());
+    let start = dir.path().join("shard-000/start-offsets.json");
+    let good = std::fs::read_to_string(&start).unwrap();
+    let damaged = good.replace("\"first_segment\":", "\"first_segment\":9");
+    assert_ne!(damaged, good);
+    std::fs::write(&start, damaged).unwrap();
+    let out = inspect(dir.path(), &["--verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("start-offsets.json"), "{stderr}");
+    std::fs::write(&start, good).unwrap();
+    verify_passes(dir.path());
+}

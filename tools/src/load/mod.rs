@@ -393,7 +393,7 @@ fn handle_interrupts() {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             match dir {
-                Some((dir, false)) => match std::fs::remove_dir_all(&dir) {
+                Some((dir, false)) => match remove_while_running(&dir) {
                     Ok(()) => eprintln!(
                         "floodgate: {signal}: stopped; removed the temporary data directory {}",
                         dir.display()
@@ -414,6 +414,23 @@ fn handle_interrupts() {
         });
     if spawned.is_err() {
         unblock_interrupts();
+    }
+}
+
+/// Removes a data directory that the log's threads may still be adding files to (the run
+/// goes on until the process exits): a file made after `remove_dir_all` listed its folder
+/// makes that fail, so it tries again a few times.
+fn remove_while_running(dir: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries > 0 => return Ok(()),
+            Err(_) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            outcome => return outcome,
+        }
     }
 }
 
