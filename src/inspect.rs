@@ -3,8 +3,9 @@
 
 pub use crate::index::{IndexDirectory, SegmentIndex};
 pub use crate::meta::{Meta, TopicMeta};
-pub use crate::segment::scan::{Known, ScanEnd, ScannedFrame};
+pub use crate::segment::scan::{Dropped, Known, ScanEnd, ScannedFrame};
 pub use crate::shard::checkpoint::Checkpoint;
+pub use crate::shard::plan::{RepairAction, plan_repair};
 pub use crate::shard::recovery::{check_start_offsets, holds_frames, known_for, scan_segment_file};
 
 /// A shard folder's checkpoint: how far its log was known durable, and whether it closed

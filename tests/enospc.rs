@@ -113,5 +113,9 @@ fn fill_up(path: &Path) {
     use std::io::Write;
     let mut file = std::fs::File::create(path).unwrap();
     let chunk = vec![1u8; 4096];
-    while file.write_all(&chunk).and_then(|()| file.sync_data()).is_ok() {}
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
 }

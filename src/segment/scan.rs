@@ -202,14 +202,39 @@ fn latest_claim(reader: &mut impl SegmentBytes, from: u64, to: u64) -> Result<Op
     Ok(best)
 }
 
-/// Counts the records of every valid frame found at or after `pos`, resynchronising byte by
-/// byte past damage (used by repair to report what it drops).
-pub(crate) fn count_records_after(
+/// What the valid frames found at or after a position hold, per partition: offsets and
+/// record counts. What repair drops, said before (`floodgate repair --dry-run`) and after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Per (topic id, partition): the first and last offset found, and the records.
+    pub partitions: std::collections::BTreeMap<(u32, u32), (u64, u64, u64)>,
+}
+
+impl Dropped {
+    /// Records in all.
+    pub fn records(&self) -> u64 {
+        self.partitions.values().map(|&(_, _, n)| n).sum()
+    }
+
+    /// Adds the records of `other`.
+    pub fn add(&mut self, other: &Dropped) {
+        for (&tp, &(first, last, n)) in &other.partitions {
+            let e = self.partitions.entry(tp).or_insert((first, last, 0));
+            e.0 = e.0.min(first);
+            e.1 = e.1.max(last);
+            e.2 += n;
+        }
+    }
+}
+
+/// The records of every valid frame found at or after `pos`, resynchronising byte by byte
+/// past damage (what repair drops from there).
+pub(crate) fn records_after(
     reader: &mut impl SegmentBytes,
     pos: u64,
     frame_bytes_max: u64,
-) -> Result<u64> {
-    let mut records = 0;
+) -> Result<Dropped> {
+    let mut dropped = Dropped::default();
     let mut at = pos;
     while at + FRAME_HEADER_BYTES as u64 <= reader.len() {
         let header = reader.get(at, FRAME_HEADER_BYTES)?;
@@ -222,11 +247,22 @@ pub(crate) fn count_records_after(
             && at + h.frame_bytes() <= reader.len()
             && let Ok(Some((_, batch))) = decode_frame(reader.get(at, h.frame_bytes() as usize)?)
         {
-            records += u64::from(batch.record_count);
+            let one = Dropped {
+                partitions: [(
+                    (h.topic_id, h.partition),
+                    (
+                        batch.base_offset,
+                        batch.last_offset(),
+                        u64::from(batch.record_count),
+                    ),
+                )]
+                .into(),
+            };
+            dropped.add(&one);
             at += h.frame_bytes();
             continue;
         }
         at += 1;
     }
-    Ok(records)
+    Ok(dropped)
 }

@@ -10,6 +10,7 @@
 pub(crate) mod checkpoint;
 pub(crate) mod files;
 pub(crate) mod framing;
+pub(crate) mod plan;
 pub(crate) mod prepare;
 pub(crate) mod read;
 pub(crate) mod read_cache;

@@ -50,7 +50,7 @@ use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::{self, ShardFile, index_path};
 use crate::segment::LogPos;
 use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
-use crate::segment::scan::{Known, ScanEnd, ScannedFrame, SegmentBytes, count_records_after, scan};
+use crate::segment::scan::{Known, ScanEnd, ScannedFrame, SegmentBytes, records_after, scan};
 use crate::shard::ShardShared;
 use crate::shard::checkpoint::{self, Checkpoint, CheckpointFile};
 use crate::shard::files::{SegmentFile, adopt_segment, create_segment};
@@ -603,13 +603,13 @@ fn damaged(
             ),
         ));
     }
-    let mut dropped = count_records_after(reader, pos, params.frame_bytes_max)?;
+    let mut dropped = records_after(reader, pos, params.frame_bytes_max)?;
     for &id in later {
         let path = shared.segment_path(id);
         if let Ok(file) = io::open_segment(&path, params.backend, false, false) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let mut r = ChunkReader::new(&file, &path, len);
-            dropped += count_records_after(&mut r, 0, params.frame_bytes_max)?;
+            dropped.add(&records_after(&mut r, 0, params.frame_bytes_max)?);
         }
         shared.segments.write().expect("segments lock").remove(&id);
         fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
@@ -618,7 +618,7 @@ fn damaged(
     io::sync_dir(&shared.dir)?;
     report
         .repaired
-        .push((segment.path.clone(), pos, reason, dropped));
+        .push((segment.path.clone(), pos, reason, dropped.records()));
     Ok(())
 }
 

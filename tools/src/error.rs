@@ -48,7 +48,16 @@ impl fmt::Display for CliError {
                  disk-backed file system (ext4, xfs), or run with --backend portable",
                 path.display()
             ),
-            CliError::Log(e) => write!(f, "{e}"),
+            // The library names the Config call; the command line has a command for it.
+            CliError::Log(e) => write!(
+                f,
+                "{}",
+                e.to_string().replace(
+                    "Open with Config::repair_truncate_damaged(true) to cut the log here",
+                    "`floodgate repair DIR --dry-run` says what repair would cut and drop; \
+                     without --dry-run it cuts the log there"
+                )
+            ),
             CliError::Failed(message) => f.write_str(message),
         }
     }

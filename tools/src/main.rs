@@ -4,6 +4,7 @@ mod error;
 mod inspect;
 mod load;
 mod plot;
+mod repair;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,8 @@ enum Command {
     },
     /// Show what a data directory holds; verify or dump its segments (read-only).
     Inspect(inspect::InspectArgs),
+    /// Say what repairing a damaged data directory drops, and (without --dry-run) do it.
+    Repair(repair::RepairArgs),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
     let result = match cli.command {
         Command::Load { scenario } => load::run(scenario),
         Command::Inspect(args) => inspect::run(args),
+        Command::Repair(args) => repair::run(args),
     };
     if let Err(e) = result {
         eprintln!("floodgate: {e}");
