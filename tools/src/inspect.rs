@@ -1,5 +1,5 @@
 //! `floodgate inspect DIR`: what a data directory holds, read-only (no lock, no repair).
-//! `--verify` checks every frame's checksums and records and every index file against its
+//! `--json` prints the same as one JSON object. `--verify` checks every frame's checksums and records and every index file against its
 //! segment, naming file and position of any damage (exit status 1); `--dump` prints each frame
 //! and record, like kafka-dump-log.
 
@@ -15,6 +15,16 @@ use floodgate::inspect::{
 };
 use floodgate::layout::ShardFile;
 use floodgate::segment::decode_frame;
+use serde_json::{Value, json};
+
+/// `outln!` unless the output is JSON.
+macro_rules! say {
+    ($text:expr, $($arg:tt)*) => {
+        if $text {
+            outln!($($arg)*)
+        }
+    };
+}
 use floodgate::segment::{SegmentId, TopicPartition};
 
 #[derive(Args)]
@@ -25,11 +35,17 @@ pub struct InspectArgs {
     #[arg(long)]
     verify: bool,
     /// Print every frame and record.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     dump: bool,
+    /// Print one JSON object on stdout instead of text: shards (checkpoint, segments and how
+    /// each ends), partitions (offsets, records, batches), and every damaged place.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: InspectArgs) -> CliResult {
+    let text = !args.json;
+    let mut shards_json = Vec::new();
     let meta = Meta::load(&args.dir)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
@@ -43,14 +59,16 @@ pub fn run(args: InspectArgs) -> CliResult {
         .iter()
         .map(|t| (t.id, (t.name.clone(), t.partitions)))
         .collect();
-    outln!(
+    say!(
+        text,
         "{}: {} shard(s), commit_bytes_max {}",
         args.dir.display(),
         meta.shards,
         meta.commit_bytes_max
     );
     for t in &meta.topics {
-        outln!(
+        say!(
+            text,
             "  topic {:?} (id {}): {} partition(s)",
             t.name,
             t.id,
@@ -88,7 +106,8 @@ pub fn run(args: InspectArgs) -> CliResult {
         // A roll's rename that a crash undid: the next open gives the file its segment name.
         let prepared = floodgate::layout::prepared_path(&dir);
         if holds_frames(&prepared) {
-            outln!(
+            say!(
+                text,
                 "  shard {shard}: next.seg.prep holds frames (a roll's rename was lost in a \
                  crash; the next open names it as the segment after the newest)"
             );
@@ -105,7 +124,8 @@ pub fn run(args: InspectArgs) -> CliResult {
         let newest = ids.last().copied();
         match &checkpoint {
             Some(c) => {
-                outln!(
+                say!(
+                    text,
                     "  shard {shard}: known durable through segment {} byte {}, {}",
                     c.durable.segment,
                     c.durable.pos,
@@ -129,9 +149,10 @@ pub fn run(args: InspectArgs) -> CliResult {
                     ));
                 }
             }
-            None => outln!("  shard {shard}: no checkpoint"),
+            None => say!(text, "  shard {shard}: no checkpoint"),
         }
-        outln!("  shard {shard}: {} segment(s)", segments.len());
+        say!(text, "  shard {shard}: {} segment(s)", segments.len());
+        let mut segments_json = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
             let known = known_for(checkpoint.as_ref(), ids[i], newest.unwrap_or_default());
             let (frames, end) = scan_segment_file(seg, meta.commit_bytes_max as usize, known)
@@ -139,7 +160,8 @@ pub fn run(args: InspectArgs) -> CliResult {
             let data_end = match &end {
                 ScanEnd::Clean { pos } => *pos,
                 ScanEnd::Torn { pos, garbage_end } if i + 1 == segments.len() => {
-                    outln!(
+                    say!(
+                        text,
                         "    torn tail at {pos} ({} bytes; cut on the next open)",
                         garbage_end - pos
                     );
@@ -159,7 +181,17 @@ pub fn run(args: InspectArgs) -> CliResult {
                 }
             };
             let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
-            outln!(
+            let (ends, detail) = match &end {
+                ScanEnd::Clean { .. } => ("clean", Value::Null),
+                ScanEnd::Torn { pos, garbage_end } => ("torn", json!(garbage_end - pos)),
+                ScanEnd::Damaged { reason, .. } => ("damaged", json!(reason)),
+            };
+            segments_json.push(json!({
+                "file": seg, "frames": frames.len(), "records": records,
+                "data_end": data_end, "end": ends, "end_detail": detail,
+            }));
+            say!(
+                text,
                 "    {}: {} frame(s), {records} record(s), {data_end} bytes of data",
                 name(seg),
                 frames.len()
@@ -187,20 +219,34 @@ pub fn run(args: InspectArgs) -> CliResult {
                 r.3 += 1;
             }
             if args.verify && i + 1 < segments.len() {
-                check_index(seg, &frames, data_end, &mut damage);
+                check_index(seg, &frames, data_end, &mut damage, text);
             }
             if args.dump {
                 dump(seg, &frames, &names)?;
             }
         }
+        shards_json.push(json!({
+            "shard": shard,
+            "checkpoint": checkpoint.map(|c| json!({
+                "segment": c.durable.segment.0, "pos": c.durable.pos, "clean": c.clean,
+            })),
+            "segments": segments_json,
+        }));
     }
+    let mut partitions_json = Vec::new();
     for ((topic_id, partition), (first, next, records, batches)) in &ranges {
         let topic = names
             .get(topic_id)
             .map_or("(deleted topic)", |(n, _)| n.as_str());
-        outln!(
+        say!(
+            text,
             "  {topic}/{partition}: offsets {first}..{next}, {records} record(s) in {batches} batch(es)"
         );
+        partitions_json.push(json!({
+            "topic": names.get(topic_id).map(|(n, _)| n), "topic_id": topic_id,
+            "partition": partition, "first": first, "next": next, "records": records,
+            "batches": batches,
+        }));
     }
     // Records the metadata cannot account for: open refuses them (a partition past its
     // topic's count, a topic id never assigned); a deleted topic's records are fine.
@@ -218,9 +264,22 @@ pub fn run(args: InspectArgs) -> CliResult {
             _ => {}
         }
     }
+    if args.json {
+        let topics: Vec<Value> = (meta.topics.iter())
+            .map(|t| json!({"name": t.name, "id": t.id, "partitions": t.partitions}))
+            .collect();
+        let out = json!({
+            "dir": args.dir, "shards": shards_json, "topics": topics,
+            "partitions": partitions_json, "verified": args.verify, "damage": damage,
+        });
+        outln!("{out}");
+    }
     if damage.is_empty() {
         if args.verify {
-            outln!("verify: every frame, record and index entry checks out");
+            say!(
+                text,
+                "verify: every frame, record and index entry checks out"
+            );
         }
         return Ok(());
     }
@@ -239,10 +298,20 @@ fn name(path: &Path) -> String {
 }
 
 /// Compares a sealed segment's index file with what a scan of the segment found.
-fn check_index(seg: &Path, frames: &[ScannedFrame], data_end: u64, damage: &mut Vec<String>) {
+fn check_index(
+    seg: &Path,
+    frames: &[ScannedFrame],
+    data_end: u64,
+    damage: &mut Vec<String>,
+    text: bool,
+) {
     let path = seg.with_extension("idx");
     let Ok(bytes) = std::fs::read(&path) else {
-        outln!("    {}: missing (rebuilt on the next open)", name(&path));
+        say!(
+            text,
+            "    {}: missing (rebuilt on the next open)",
+            name(&path)
+        );
         return;
     };
     match SegmentIndex::decode(&bytes, &path) {

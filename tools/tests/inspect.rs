@@ -202,3 +202,43 @@ fn verify_fails_on_a_damaged_start_offsets_file() {
     std::fs::write(&start, good).unwrap();
     verify_passes(dir.path());
 }
+
+/// `--json` prints one JSON object: shards with their checkpoint and segments, partitions
+/// with their offsets, and the damage `--verify` found (exit 1 then, as in text).
+#[test]
+fn json_output_says_the_same() {
+    let dir = test_dir("inspect-json");
+    fill(dir.path(), 2, 600);
+    let parse = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let out = inspect(dir.path(), &["--verify", "--json"]);
+    assert!(out.status.success());
+    let v = parse(&out);
+    assert_eq!(v["damage"], serde_json::json!([]));
+    assert_eq!(v["shards"][0]["checkpoint"]["clean"], true);
+    let p0 = &v["partitions"][0];
+    assert_eq!(
+        (&p0["topic"], &p0["partition"], &p0["first"], &p0["next"]),
+        (
+            &serde_json::json!("orders"),
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::json!(300)
+        )
+    );
+    let seg = segments(dir.path(), 0).pop().unwrap();
+    let mut image = std::fs::read(&seg).unwrap();
+    image[200] ^= 1;
+    std::fs::write(&seg, &image).unwrap();
+    let out = inspect(dir.path(), &["--verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = parse(&out);
+    let damage = v["damage"].as_array().unwrap();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert!(
+        damage[0].as_str().unwrap().contains("at byte 0"),
+        "{damage:?}"
+    );
+}
