@@ -1,7 +1,8 @@
 //! `floodgate inspect DIR`: what a data directory holds, read-only (no lock, no repair).
-//! `--json` prints the same as one JSON object. `--verify` checks every frame's checksums and records and every index file against its
-//! segment, naming file and position of any damage (exit status 1); `--dump` prints each frame
-//! and record, like kafka-dump-log.
+//! `--verify` checks every frame's checksums and records, every index file against its
+//! segment, the checkpoint and `start-offsets.json`, naming file and position of any damage
+//! (exit status 1); `--dump` prints each frame and record, like kafka-dump-log; `--json`
+//! prints the summary and the damage as one JSON object.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
