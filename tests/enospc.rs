@@ -119,3 +119,68 @@ fn fill_up(path: &Path) {
         .is_ok()
     {}
 }
+
+/// The disk fills while the log runs, and space comes back before the next segment is needed:
+/// the sealed segment's index file waits for space instead of failing the shard, and so does
+/// the next segment's preparation. Both used to fail the shard for good.
+#[test]
+fn background_work_waits_for_space_instead_of_failing_the_shard() {
+    let base = common::test_dir("enospc-wait");
+    let Some(_mount) = common::mount("tmpfs", Some("size=4m"), base.path()) else {
+        return;
+    };
+    let dir = base.path().join("data");
+    let small = || config(&dir).segment_bytes(512 << 10);
+    let log = Log::open(small()).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut producer = log.producer();
+    let mut next = 0u64;
+    let mut send = |n: u64| {
+        for _ in 0..n {
+            let at = producer
+                .send("t", Record::new(&payload(next, 1000)))
+                .unwrap()
+                .wait()
+                .unwrap_or_else(|e| panic!("record {next}: {e}"));
+            assert_eq!(at.offset, next);
+            next += 1;
+        }
+    };
+    let shard = dir.join("shard-000");
+    let segment_count = || common::segments(&dir, 0).len();
+    // Into the second segment, with the third prepared.
+    send(600);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !shard.join("next.seg.prep").exists() {
+        assert!(std::time::Instant::now() < deadline, "no segment prepared");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(segment_count(), 2);
+    fill_up(&base.path().join("filler"));
+    // Past the roll into the prepared segment: its index file and the next preparation meet
+    // a full disk, and producing goes on.
+    send(500);
+    assert_eq!(segment_count(), 3);
+    let index = shard.join(format!("{:020}.idx", 1));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !index.exists(),
+        "the index file could not have been written"
+    );
+    std::fs::remove_file(base.path().join("filler")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !index.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index file waited for ever"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The next roll finds room for a segment.
+    send(600);
+    assert!(segment_count() >= 4);
+    drop(producer);
+    drop(log);
+    let log = Log::open(small()).unwrap();
+    check_acked(&log, &(0..next).collect::<Vec<_>>());
+}

@@ -770,8 +770,13 @@ impl Writer {
         let id = self.segment.id.next();
         // A zero-filled segment if the helper has one ready; otherwise a plain preallocated one
         // rather than waiting (the helper's one is then adopted at a later roll).
-        // Taken even without prezeroing: it reports a failed index file write.
-        let prepared = self.preparer.take_ready()?;
+        // Taken even without prezeroing: it reports a failed index file write. A preparation
+        // that met a full disk is not the end: the plain segment below fails the same way if
+        // the disk is still full, and succeeds once space was made.
+        let prepared = match self.preparer.take_ready() {
+            Err(e) if e.is_no_space() => None,
+            other => other?,
+        };
         let file = match prepared {
             Some(path) => adopt_segment(&self.shared, id, &path, self.start.backend, false)?,
             None => {
