@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::index::Partition;
 use crate::meta::OFFSETS_TOPIC;
 use crate::meta::{Meta, TopicMeta};
-use crate::segment::BatchEntry;
 use crate::segment::records::StoredRecord;
+use crate::segment::{BatchEntry, LogPos};
 use crate::shard::ShardShared;
 use crate::shard::read::{ReadMode, read_partition};
 use crate::shard::readahead::Readahead;
@@ -193,6 +193,21 @@ impl Store {
         bytes_max: usize,
         mode: ReadMode,
     ) -> Result<Vec<StoredRecord>> {
+        self.read_before(topic, partition, offset, bytes_max, mode, None)
+    }
+
+    /// [`Store::read_with`], taking only batches that lie before `before` in the shard's log
+    /// (none if the batch holding `offset` does not): a reader of many partitions moves
+    /// through the log in position order, so each region is read from disk once.
+    pub fn read_before(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        bytes_max: usize,
+        mode: ReadMode,
+        before: Option<LogPos>,
+    ) -> Result<Vec<StoredRecord>> {
         let p = self.partition(topic, partition)?;
         let out_of_range = || {
             let (earliest, next) = (p.offset_earliest(), p.offset_acked());
@@ -219,7 +234,7 @@ impl Store {
             &p,
             offset,
             bytes_max,
-            mode,
+            (mode, before),
         )
         .map_err(|e| out_of_range().unwrap_or(e))
     }

@@ -169,6 +169,7 @@ impl ConsumerBuilder {
             let position = start_position(&self.store, &self.topic, p, self.start)?;
             partitions.push(PartitionState {
                 partition: p,
+                shard: topic.partitions[p as usize].shard,
                 position,
                 fetched: position,
                 paused: false,
@@ -192,6 +193,7 @@ impl ConsumerBuilder {
             paced_interval: self.paced_interval,
             poll_records_max: self.poll_records_max,
             fetch_bytes: self.fetch_bytes,
+            horizons: Vec::new(),
         };
         consumer.sync_group()?;
         Ok(consumer)

@@ -25,6 +25,7 @@ use crate::consumer::groups::Groups;
 use crate::consumer::offsets::OffsetKey;
 use crate::error::{Error, Result};
 use crate::producer::Producer;
+use crate::segment::LogPos;
 use crate::segment::records::StoredRecord;
 use crate::shard::Waiter;
 use crate::shard::read::ReadMode;
@@ -122,6 +123,8 @@ fn start_position(log: &Store, topic: &str, partition: u32, start: StartAt) -> R
 #[derive(Debug, Clone)]
 struct PartitionState {
     partition: u32,
+    /// The shard holding it.
+    shard: u32,
     /// The next offset to deliver.
     position: u64,
     /// The next offset to read (records in between are in the buffer).
@@ -153,7 +156,17 @@ pub struct Consumer {
     poll_records_max: usize,
     /// Bytes per read, if chosen (else by whether a rate limit applies).
     fetch_bytes: Option<usize>,
+    /// Per shard (by id), where in its log the partitions' reads are: each reads only batches
+    /// below it plus [`HORIZON_BYTES`]. `None`: no partition of that shard has records to read.
+    horizons: Vec<Option<LogPos>>,
 }
+
+/// How far past the earliest unread batch of its partitions in a shard's log a consumer of
+/// many partitions reads: partition by partition, each region of the log is then read from
+/// disk once and served from the read cache to every partition with batches in it, instead of
+/// once per partition (each running its own way through the whole log). Two read-ahead
+/// windows: the read cache holds them while every partition takes its batches.
+pub const HORIZON_BYTES: u64 = 2 * crate::shard::readahead::WINDOW_BYTES;
 
 impl Consumer {
     /// Returns the next records, waiting up to `timeout` for some to be available and allowed
@@ -279,8 +292,10 @@ impl Consumer {
         }
         for p in group.take(member, &changes.take) {
             let position = self.group_start(p)?;
+            let shard = self.store.partition(&self.topic, p)?.shard;
             self.partitions.push(PartitionState {
                 partition: p,
+                shard,
                 position,
                 fetched: position,
                 paused: false,
@@ -460,6 +475,30 @@ impl Consumer {
             false => (FETCH_BYTES_DEFAULT, ReadMode::Ahead),
         };
         let fetch_bytes = self.fetch_bytes.unwrap_or(fetch_bytes);
+        // One partition reads as far as it likes; many read in log order (see HORIZON_BYTES).
+        let in_order = self.partitions.len() > 1;
+        for round in 0..2 {
+            if in_order && (round == 1 || self.horizons.is_empty()) && !self.move_horizons()? {
+                return Ok(false);
+            }
+            if let Some(read) = self.fetch_round(fetch_bytes, mode, in_order)? {
+                return Ok(read);
+            }
+            if !in_order {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// One round over the partitions, reading the first that has records (below its shard's
+    /// horizon when `in_order`). `None` if none had.
+    fn fetch_round(
+        &mut self,
+        fetch_bytes: usize,
+        mode: ReadMode,
+        in_order: bool,
+    ) -> Result<Option<bool>> {
         for _ in 0..self.partitions.len() {
             let i = self.next % self.partitions.len();
             self.next = i + 1;
@@ -467,12 +506,20 @@ impl Consumer {
             if state.paused {
                 continue;
             }
-            let read = self.store.read_with(
+            let before = match in_order {
+                false => None,
+                true => match self.horizons.get(state.shard as usize).copied().flatten() {
+                    Some(at) => Some(LogPos::new(at.segment, at.pos + HORIZON_BYTES)),
+                    None => continue,
+                },
+            };
+            let read = self.store.read_before(
                 &self.topic,
                 state.partition,
                 state.fetched,
                 fetch_bytes,
                 mode,
+                before,
             );
             let records = match read {
                 Err(Error::OffsetOutOfRange {
@@ -485,7 +532,7 @@ impl Consumer {
                     if !buffered {
                         state.position = earliest;
                     }
-                    return Ok(true);
+                    return Ok(Some(true));
                 }
                 r => r?,
             };
@@ -497,10 +544,40 @@ impl Consumer {
                         .into_iter()
                         .map(|record| ConsumerRecord { partition, record }),
                 );
-                return Ok(true);
+                return Ok(Some(true));
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Moves each shard's horizon to the earliest batch any of its partitions has yet to
+    /// read. Returns whether any partition has records to read.
+    fn move_horizons(&mut self) -> Result<bool> {
+        let mut horizons: Vec<Option<LogPos>> = Vec::new();
+        for state in self.partitions.iter().filter(|s| !s.paused) {
+            let shard = state.shard as usize;
+            if horizons.len() <= shard {
+                horizons.resize(shard + 1, None);
+            }
+            let p = self.store.partition(&self.topic, state.partition)?;
+            if p.offset_acked() <= state.fetched {
+                continue;
+            }
+            let at = match self
+                .store
+                .batch_holding(&self.topic, state.partition, state.fetched)
+            {
+                Ok(entry) => entry.at(),
+                // Retention deleted it: the read that follows says so (or skips).
+                Err(Error::OffsetOutOfRange { .. }) => LogPos::default(),
+                Err(e) => return Err(e),
+            };
+            let h = &mut horizons[shard];
+            *h = Some(h.map_or(at, |h| h.min(at)));
+        }
+        let any = horizons.iter().any(Option::is_some);
+        self.horizons = horizons;
+        Ok(any)
     }
 
     /// Parks until a shard publishes, the deadline passes, or data is already there.

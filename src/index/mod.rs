@@ -148,5 +148,6 @@ pub(crate) use cache::SealedRuns;
 pub(crate) use file::{INDEX_ENTRY_BYTES, IndexFrames, IndexSink, encode_index};
 pub use file::{IndexDirectory, SegmentIndex};
 pub(crate) use file_io::{read_chunk, run_chunk_starts, write_index_file, write_index_file_paced};
+pub(crate) use partition::Limit;
 pub use partition::Partition;
 pub use published::{IndexLog, SegmentEntries, Undistributed};

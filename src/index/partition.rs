@@ -1,6 +1,6 @@
 //! A partition's index: its entries, sealed runs and watermarks.
 
-use crate::segment::SegmentId;
+use crate::segment::{LogPos, SegmentId};
 use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,15 +59,24 @@ pub struct Partition {
 
 /// Appends entries to `out` while they fit in `frame_bytes_max` bytes of frames (the first
 /// always does) and lie below `visible`; returns false once one does not (the read is done).
+/// Where a read of a partition's entries stops: offsets at `visible` and on (not yet
+/// acknowledged), and with `before`, batches at that position of the log and after it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    pub visible: u64,
+    pub before: Option<LogPos>,
+}
+
 fn take_entries<'a>(
     out: &mut Vec<BatchEntry>,
     entries: impl Iterator<Item = &'a BatchEntry>,
     frame_bytes_max: usize,
-    visible: u64,
+    limit: Limit,
 ) -> bool {
     let mut bytes: usize = out.iter().map(|e| e.frame_bytes as usize).sum();
     for e in entries {
-        if e.base_offset >= visible
+        if e.base_offset >= limit.visible
+            || limit.before.is_some_and(|before| e.at() >= before)
             || (!out.is_empty() && bytes + e.frame_bytes as usize > frame_bytes_max)
         {
             return false;
@@ -217,6 +226,22 @@ impl Partition {
         visible: u64,
         load: &dyn RunLoader,
     ) -> Result<Vec<BatchEntry>> {
+        let limit = Limit {
+            visible,
+            before: None,
+        };
+        self.entries_within(offset, frame_bytes_max, limit, load)
+    }
+
+    /// [`Partition::entries_from`], also stopping at the first batch at or after
+    /// `limit.before` in the log (none if the batch holding `offset` is there).
+    pub(crate) fn entries_within(
+        &self,
+        offset: u64,
+        frame_bytes_max: usize,
+        limit: Limit,
+        load: &dyn RunLoader,
+    ) -> Result<Vec<BatchEntry>> {
         let mut out = Vec::new();
         let mut offset = offset;
         loop {
@@ -230,14 +255,14 @@ impl Partition {
                             .active
                             .partition_point(|(e, _)| e.last_offset < offset);
                         let active = index.active.range(start..).map(|(e, _)| e);
-                        take_entries(&mut out, active, frame_bytes_max, visible);
+                        take_entries(&mut out, active, frame_bytes_max, limit);
                         return Ok(out);
                     }
                 }
             };
             let entries = load.load_run(&sealed, offset)?;
             let start = entries.partition_point(|e| e.last_offset < offset);
-            if !take_entries(&mut out, entries[start..].iter(), frame_bytes_max, visible) {
+            if !take_entries(&mut out, entries[start..].iter(), frame_bytes_max, limit) {
                 return Ok(out);
             }
             // The next chunk of this run, or the next run.

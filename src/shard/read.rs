@@ -3,17 +3,17 @@
 //! decoded from them share the read buffers. Runs on the reader's thread.
 
 use crate::error::{Error, Result};
-use crate::index::{BatchEntry, Partition};
+use crate::index::{BatchEntry, Limit, Partition};
 use crate::segment::LogPos;
 use crate::segment::format::BLOCK_BYTES;
 use crate::segment::records::{StoredRecord, decode_records};
-use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
+use crate::shard::{ShardShared, WriterCounters};
 
 /// Reads records of partition `p` (owned by `shard`) from `offset` on: whole batches up to
 /// about `bytes_max` bytes, at least one, none at or past the partition's visible watermark.
 /// Frames come from the read cache where it has them, else from the segment files, read as
-/// `mode` says.
+/// `mode` says; with `before`, only batches before that position of the log.
 pub(crate) fn read_partition(
     shard: &ShardShared,
     readahead: &Readahead,
@@ -21,10 +21,11 @@ pub(crate) fn read_partition(
     p: &Partition,
     offset: u64,
     bytes_max: usize,
-    mode: ReadMode,
+    (mode, before): (ReadMode, Option<LogPos>),
 ) -> Result<Vec<StoredRecord>> {
     let visible = p.offset_acked();
-    let entries = p.entries_from(offset, bytes_max, visible, &shard.sealed_runs)?;
+    let limit = Limit { visible, before };
+    let entries = p.entries_within(offset, bytes_max, limit, &shard.sealed_runs)?;
     let mut out = Vec::new();
     let expect = p.id();
     shard.note_read(entries.last().map(BatchEntry::at));
@@ -70,6 +71,8 @@ pub(crate) fn read_partition(
             }
         }
     }
+    let frames = entries.iter().map(|e| u64::from(e.frame_bytes)).sum();
+    WriterCounters::add(&shard.counters.read_frame_bytes, frames);
     Ok(out)
 }
 
@@ -132,6 +135,7 @@ fn read_from_disk(
         }
     };
     let span = segment.read_span(start, end)?;
+    WriterCounters::add(&shard.counters.read_disk_bytes, span.len() as u64);
     shard
         .read_cache
         .write()

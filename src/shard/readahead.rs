@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, Completion, IoBackend};
 use crate::segment::LogPos;
 use crate::segment::format::BLOCK_BYTES;
-use crate::shard::ShardShared;
+use crate::shard::{ShardShared, WriterCounters};
 
 /// The grid of reads from disk: a consumer's read and each read-ahead cover at most one
 /// window (a frame crossing a window's end extends its read).
@@ -202,6 +202,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
         }
         for (token, w, file) in start {
             let len = (w.end - w.start).next_multiple_of(BLOCK_BYTES as u64) as usize;
+            WriterCounters::add(&shard.counters.read_disk_bytes, len as u64);
             device.read(&file, w.start, AlignedBuf::new(len), token as u64);
         }
         if device.in_flight() == 0 {

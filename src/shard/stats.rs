@@ -1,4 +1,4 @@
-//! What a shard's writer has done: counters it bumps, snapshots `Log::stats` reads.
+//! What a shard has done: counters its writer and readers bump, snapshots `Log::stats` reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +15,8 @@ pub(crate) struct WriterCounters {
     pub rolls: AtomicU64,
     pub rolls_unzeroed: AtomicU64,
     pub tail_cached_bytes: AtomicU64,
+    pub read_disk_bytes: AtomicU64,
+    pub read_frame_bytes: AtomicU64,
 }
 
 impl WriterCounters {
@@ -35,6 +37,8 @@ impl WriterCounters {
             rolls: get(&self.rolls),
             rolls_unzeroed: get(&self.rolls_unzeroed),
             tail_cached_bytes: get(&self.tail_cached_bytes),
+            read_disk_bytes: get(&self.read_disk_bytes),
+            read_frame_bytes: get(&self.read_frame_bytes),
         }
     }
 }
@@ -71,6 +75,12 @@ pub struct ShardStats {
     /// reader has read near the newest data in the last two seconds: otherwise no reader would
     /// find them there.
     pub tail_cached_bytes: u64,
+    /// Bytes readers and read-ahead read from the segment files (on the device).
+    pub read_disk_bytes: u64,
+    /// Bytes of frames handed to readers. `read_disk_bytes / read_frame_bytes` is the read
+    /// amplification of a consumer that reads each frame once: 1.0 when every byte read from
+    /// disk is consumed once (frames served from the tail cache make it lower).
+    pub read_frame_bytes: u64,
 }
 
 /// Adds another shard's counters (for totals over a log's shards).
@@ -86,5 +96,7 @@ impl std::ops::AddAssign for ShardStats {
         self.rolls += other.rolls;
         self.rolls_unzeroed += other.rolls_unzeroed;
         self.tail_cached_bytes += other.tail_cached_bytes;
+        self.read_disk_bytes += other.read_disk_bytes;
+        self.read_frame_bytes += other.read_frame_bytes;
     }
 }

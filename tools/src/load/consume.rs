@@ -235,6 +235,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
         .io_backend(backend);
     let log = Log::open(config)?;
     let consumed = AtomicU64::new(0);
+    let reads_before = read_totals(&log);
     let cpu_start = process_cpu();
     let start = Instant::now();
     let stored = log
@@ -275,6 +276,8 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
     )?;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
+    let (disk, frames) = read_totals(&log);
+    let (disk, frames) = (disk - reads_before.0, frames - reads_before.1);
     let whole = stats.whole_seconds.min(stats.per_second.len());
     let group_lag = match &args.group {
         Some(g) => Some(log.group_lag(g, TOPIC)?),
@@ -291,6 +294,8 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
         "consume_msgs_per_s": stats.consumed as f64 / elapsed,
         "consume_mb_per_s": stats.bytes as f64 / 1e6 / elapsed,
         "consume_rate_error_pct": error,
+        "read_disk_bytes": disk,
+        "read_amplification": (frames > 0).then(|| disk as f64 / frames as f64),
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
         "group": args.group,
         "consumers": args.consumers,
@@ -311,10 +316,13 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
         outln!("{report}");
     } else {
         outln!(
-            "floodgate load consume: {} records in {elapsed:.2} s: {:.0} msgs/s, {:.1} MB/s",
+            "floodgate load consume: {} records in {elapsed:.2} s: {:.0} msgs/s, {:.1} MB/s; \
+             read {:.1} MB from the device, {:.2} times the frames consumed",
             stats.consumed,
             report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
-            report["consume_mb_per_s"].as_f64().unwrap_or(0.0)
+            report["consume_mb_per_s"].as_f64().unwrap_or(0.0),
+            disk as f64 / 1e6,
+            report["read_amplification"].as_f64().unwrap_or(0.0)
         );
         print_device(&report);
     }
@@ -322,4 +330,12 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
         return Err("consume found errors".into());
     }
     Ok(())
+}
+
+/// Bytes the log's readers read from the device, and bytes of frames they were handed, so
+/// far (over every shard): read amplification is the first over the second.
+pub(crate) fn read_totals(log: &Log) -> (u64, u64) {
+    log.stats().iter().fold((0, 0), |(d, f), s| {
+        (d + s.read_disk_bytes, f + s.read_frame_bytes)
+    })
 }
