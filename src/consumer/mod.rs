@@ -222,6 +222,7 @@ impl Consumer {
                 continue;
             }
             if self.fetch()? {
+                self.fetch_more()?;
                 continue;
             }
             if now >= deadline {
@@ -489,6 +490,26 @@ impl Consumer {
             }
         }
         Ok(false)
+    }
+
+    /// Reads on after a fetch, for a consumer that no rate limit paces, until the buffer holds
+    /// a fetch's worth of bytes or `poll_records_max` records, or nothing is left to read: with
+    /// many partitions one read hands over a batch of a few records, and a poll per batch
+    /// spent more on the poll than on the records.
+    fn fetch_more(&mut self) -> Result<()> {
+        if self.rate_limited() {
+            return Ok(());
+        }
+        let bytes_max = self.fetch_bytes.unwrap_or(FETCH_BYTES_DEFAULT);
+        let mut bytes: usize = self.buffer.iter().map(record_bytes).sum();
+        while self.buffer.len() < self.poll_records_max && bytes < bytes_max {
+            let before = self.buffer.len();
+            if !self.fetch()? {
+                break;
+            }
+            bytes += self.buffer.iter().skip(before).map(record_bytes).sum::<usize>();
+        }
+        Ok(())
     }
 
     /// One round over the partitions, reading the first that has records (below its shard's
