@@ -507,7 +507,12 @@ impl Consumer {
             if !self.fetch()? {
                 break;
             }
-            bytes += self.buffer.iter().skip(before).map(record_bytes).sum::<usize>();
+            bytes += self
+                .buffer
+                .iter()
+                .skip(before)
+                .map(record_bytes)
+                .sum::<usize>();
         }
         Ok(())
     }
