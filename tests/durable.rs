@@ -6,9 +6,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{payload, segments, small_config, test_dir};
+use common::{checkpoint_file, payload, read_values, segments, small_config, test_dir};
 use floodgate::{Config, Error, IoBackend, Log, Record, TopicConfig};
 
 fn config(dir: &Path) -> Config {
@@ -42,17 +42,6 @@ fn fill(dir: &Path, n: u64) -> Vec<Vec<u8>> {
     values
 }
 
-fn read_values(log: &Log) -> Vec<Vec<u8>> {
-    let (_, next) = log.offsets("t", 0).unwrap();
-    let mut out = Vec::new();
-    while (out.len() as u64) < next {
-        for r in log.read("t", 0, out.len() as u64, 1 << 20).unwrap() {
-            out.push(r.value.unwrap().to_vec());
-        }
-    }
-    out
-}
-
 /// Frame start positions in a segment image.
 fn frame_starts(image: &[u8]) -> Vec<usize> {
     let mut starts = Vec::new();
@@ -63,10 +52,6 @@ fn frame_starts(image: &[u8]) -> Vec<usize> {
         pos += 32 + batch;
     }
     starts
-}
-
-fn checkpoint_file(dir: &Path) -> PathBuf {
-    floodgate::layout::checkpoint_path(&floodgate::layout::shard_dir(dir, 0))
 }
 
 /// Opening must fail with `Corrupt` naming `seg`; returns the position it names.

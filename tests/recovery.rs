@@ -6,7 +6,9 @@ mod common;
 
 use std::fs;
 
-use common::{BACKENDS, copy_dir, payload, segments, small_config, test_dir};
+use common::{
+    BACKENDS, checkpoint_file, copy_dir, payload, read_values, segments, small_config, test_dir,
+};
 use floodgate::{Config, Error, IoBackend, Log, Record, TopicConfig};
 
 /// Sends records one at a time (one commit, one frame each) and returns each frame's value.
@@ -20,22 +22,6 @@ fn produce_one_by_one(log: &Log, n: u64, len: usize) -> Vec<Vec<u8>> {
             v
         })
         .collect()
-}
-
-fn read_values(log: &Log) -> Vec<Vec<u8>> {
-    let (_, next) = log.offsets("t", 0).unwrap();
-    let mut out = Vec::new();
-    while (out.len() as u64) < next {
-        for r in log.read("t", 0, out.len() as u64, 1 << 20).unwrap() {
-            out.push(r.value.unwrap().to_vec());
-        }
-    }
-    out
-}
-
-/// Shard 0's checkpoint file.
-fn checkpoint_file(dir: &std::path::Path) -> std::path::PathBuf {
-    floodgate::layout::checkpoint_path(&floodgate::layout::shard_dir(dir, 0))
 }
 
 /// Frame boundaries of the records in a one-partition, one-record-per-frame segment.

@@ -132,3 +132,20 @@ pub fn mount(fs: &str, options: Option<&str>, at: &std::path::Path) -> Option<Mo
     }
     Some(Mount(at.to_owned()))
 }
+
+/// Every record of partition 0 of topic "t", in order: each value.
+pub fn read_values(log: &floodgate::Log) -> Vec<Vec<u8>> {
+    let (_, next) = log.offsets("t", 0).unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < next {
+        for r in log.read("t", 0, out.len() as u64, 1 << 20).unwrap() {
+            out.push(r.value.unwrap().to_vec());
+        }
+    }
+    out
+}
+
+/// Shard 0's checkpoint file.
+pub fn checkpoint_file(dir: &std::path::Path) -> PathBuf {
+    floodgate::layout::checkpoint_path(&floodgate::layout::shard_dir(dir, 0))
+}
