@@ -3,6 +3,7 @@
 //! second through ring, framing, io_uring write and fdatasync, and the read path back.
 //! The data directory is under target/, on the disk the build runs on (never tmpfs).
 
+use floodgate::Offset;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -55,7 +56,7 @@ fn bench_append(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("read_back", format!("{size}B")), |b| {
             b.iter(|| {
-                let records = log.read("b", 0, 0, batch as usize * size).unwrap();
+                let records = log.read("b", 0, Offset(0), batch as usize * size).unwrap();
                 assert!(!records.is_empty());
                 records.len()
             })

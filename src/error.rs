@@ -161,11 +161,11 @@ pub enum Error {
         /// The partition.
         partition: u32,
         /// The offset asked for.
-        offset: u64,
+        offset: crate::offset::Offset,
         /// The earliest offset still stored.
-        earliest: u64,
+        earliest: crate::offset::Offset,
         /// The offset the next record will get (one past the last readable record).
-        next: u64,
+        next: crate::offset::Offset,
     },
 
     /// A shard's writer stopped on an I/O error, or its thread panicked, and accepts no more

@@ -18,8 +18,8 @@ use crate::io::{self, IoBackend};
 use crate::layout;
 use crate::meta::{DirLock, META_VERSION, Meta, validate_topic_name};
 use crate::producer::Producer;
-use crate::segment::TopicPartition;
 use crate::segment::records::StoredRecord;
+use crate::segment::{Offset, TopicPartition};
 use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
 use crate::shard::recovery::{
@@ -325,7 +325,7 @@ impl Log {
 
     /// The earliest stored offset and the next offset (one past the last readable record) of a
     /// partition.
-    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(Offset, Offset)> {
         let p = self.store.partition(topic, partition)?;
         Ok((p.offset_earliest(), p.offset_acked()))
     }
@@ -338,7 +338,7 @@ impl Log {
         &self,
         topic: &str,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         bytes_max: usize,
     ) -> Result<Vec<StoredRecord>> {
         self.store.read(topic, partition, offset, bytes_max)
@@ -351,7 +351,7 @@ impl Log {
         topic: &str,
         partition: u32,
         timestamp: i64,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Offset>> {
         self.store.offset_for_timestamp(topic, partition, timestamp)
     }
 

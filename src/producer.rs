@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::meta::OFFSETS_TOPIC;
 use std::collections::HashMap;
 
+use crate::segment::Offset;
 use crate::segment::format::encode_record_tail;
 use crate::shard::{AckRing, Pending, Waiter};
 use crate::store::Store;
@@ -83,7 +84,7 @@ pub struct Acked {
     /// Its partition.
     pub partition: u32,
     /// Its offset in that partition.
-    pub offset: u64,
+    pub offset: Offset,
 }
 
 struct ProducerRing {
@@ -420,7 +421,7 @@ impl Ack {
         if self.seq < self.ring.seq_acked.load(Ordering::Acquire) {
             return Some(Ok(Acked {
                 partition: self.partition,
-                offset: self.ring.slots.offset_of(self.seq),
+                offset: Offset(self.ring.slots.offset_of(self.seq)),
             }));
         }
         let e = self.ring.failed.get().cloned()?;

@@ -12,7 +12,7 @@ use crate::index::Partition;
 use crate::meta::OFFSETS_TOPIC;
 use crate::meta::{Meta, TopicMeta};
 use crate::segment::records::StoredRecord;
-use crate::segment::{BatchEntry, LogPos};
+use crate::segment::{BatchEntry, LogPos, Offset};
 use crate::shard::ShardShared;
 use crate::shard::read::{ReadMode, read_partition};
 use crate::shard::readahead::Readahead;
@@ -178,7 +178,7 @@ impl Store {
         &self,
         topic: &str,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         bytes_max: usize,
     ) -> Result<Vec<StoredRecord>> {
         self.read_with(topic, partition, offset, bytes_max, ReadMode::Exact)
@@ -189,7 +189,7 @@ impl Store {
         &self,
         topic: &str,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         bytes_max: usize,
         mode: ReadMode,
     ) -> Result<Vec<StoredRecord>> {
@@ -203,7 +203,7 @@ impl Store {
         &self,
         topic: &str,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         bytes_max: usize,
         mode: ReadMode,
         before: Option<LogPos>,
@@ -241,7 +241,7 @@ impl Store {
 
     /// The stored batch holding `offset` of a partition, from the index (the batch itself is
     /// not read): how far to skip past a batch that fails to read.
-    pub fn batch_holding(&self, topic: &str, partition: u32, offset: u64) -> Result<BatchEntry> {
+    pub fn batch_holding(&self, topic: &str, partition: u32, offset: Offset) -> Result<BatchEntry> {
         let p = self.partition(topic, partition)?;
         let shard = &self.shards[p.shard as usize];
         let entries = p.entries_from(offset, 1, p.offset_acked(), &shard.sealed_runs)?;
@@ -260,7 +260,7 @@ impl Store {
         topic: &str,
         partition: u32,
         timestamp: i64,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Offset>> {
         let p = self.partition(topic, partition)?;
         let visible = p.offset_acked();
         let shard = &self.shards[p.shard as usize];

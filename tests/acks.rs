@@ -5,6 +5,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::time::Duration;
 
 use common::{Rng, small_config, test_dir};
@@ -25,12 +26,16 @@ fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
             match rng.below(10) {
                 0..=3 => drop(ack),
                 4..=7 => held.push((i, ack)),
-                _ => assert_eq!(ack.wait().unwrap().offset, i),
+                _ => assert_eq!(ack.wait().unwrap().offset, Offset(i)),
             }
             // Resolve a random held ack now and then, out of order.
             if !held.is_empty() && rng.below(3) == 0 {
                 let (n, ack) = held.swap_remove(rng.below(held.len() as u64) as usize);
-                assert_eq!(ack.wait().unwrap().offset, n, "held ack of record {n}");
+                assert_eq!(
+                    ack.wait().unwrap().offset,
+                    Offset(n),
+                    "held ack of record {n}"
+                );
             }
             // Hand a batch of held acks to another thread to wait on.
             if held.len() > 500 {
@@ -38,13 +43,13 @@ fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
                 elsewhere.push(std::thread::spawn(move || {
                     for (n, ack) in batch.into_iter().rev() {
                         let at = ack.wait_timeout(Duration::from_secs(60)).unwrap().unwrap();
-                        assert_eq!(at.offset, n, "moved ack of record {n}");
+                        assert_eq!(at.offset, Offset(n), "moved ack of record {n}");
                     }
                 }));
             }
         }
         for (n, ack) in held.into_iter().rev() {
-            assert_eq!(ack.wait().unwrap().offset, n);
+            assert_eq!(ack.wait().unwrap().offset, Offset(n));
         }
         for t in elsewhere {
             t.join().unwrap();
@@ -53,14 +58,14 @@ fn acks_resolve_to_their_own_offsets_while_slots_are_reused() {
         // been dropped unresolved, so nothing above waited for them to become durable: wait for
         // them to be readable (a read at once found 19,999 records on a busy machine).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while log.offsets("t", 0).unwrap().1 < 20_000 {
+        while log.offsets("t", 0).unwrap().1 < Offset(20_000) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "records never became readable"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        let records = log.read("t", 0, 0, 1 << 30).unwrap();
+        let records = log.read("t", 0, Offset(0), 1 << 30).unwrap();
         assert_eq!(records.len(), 20_000);
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.value.as_deref(), Some(&(i as u64).to_le_bytes()[..]));
@@ -94,7 +99,7 @@ fn many_producers_many_shards_every_ack_unique_and_dense() {
                     acks.into_iter()
                         .map(|(k, i, a)| {
                             let at = a.wait().unwrap();
-                            (at.partition, at.offset, k, i)
+                            (at.partition, at.offset.0, k, i)
                         })
                         .collect()
                 })
@@ -109,10 +114,10 @@ fn many_producers_many_shards_every_ack_unique_and_dense() {
     for p in 0..7u32 {
         let mine: Vec<_> = all.iter().filter(|r| r.0 == p).collect();
         let (_, next) = log.offsets("t", p).unwrap();
-        assert_eq!(next, mine.len() as u64, "partition {p} is dense");
-        let records = log.read("t", p, 0, 1 << 30).unwrap();
+        assert_eq!(next, Offset(mine.len() as u64), "partition {p} is dense");
+        let records = log.read("t", p, Offset(0), 1 << 30).unwrap();
         for (r, (_, offset, k, i)) in records.iter().zip(&mine) {
-            assert_eq!(r.offset, *offset);
+            assert_eq!(r.offset, Offset(*offset));
             let v = [k.to_le_bytes(), i.to_le_bytes()].concat();
             assert_eq!(r.value.as_deref(), Some(&v[..]), "payload intact");
         }

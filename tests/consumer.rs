@@ -3,6 +3,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::time::{Duration, Instant};
 
 use common::{BACKENDS, small_config, test_dir};
@@ -50,10 +51,10 @@ fn delivers_everything_in_order_per_partition() {
         }
         for (p, got) in seen.iter().enumerate() {
             for (i, (offset, value)) in got.iter().enumerate() {
-                assert_eq!(*offset, i as u64, "partition {p} in order");
+                assert_eq!(*offset, Offset(i as u64), "partition {p} in order");
                 assert_eq!(*value, i as u32 * 3 + p as u32);
             }
-            assert_eq!(consumer.position(p as u32).unwrap(), 1000);
+            assert_eq!(consumer.position(p as u32).unwrap(), Offset(1000));
         }
         assert!(consumer.lag().unwrap().iter().all(|(_, lag)| *lag == 0));
         assert!(consumer.poll(Duration::from_millis(10)).unwrap().is_empty());
@@ -89,7 +90,7 @@ fn long_poll_wakes_on_new_data_and_times_out_on_none() {
         // Woken by the publish, long before the 60 s timeout.
         let got = consumer.poll(Duration::from_secs(60)).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].partition, got[0].record.offset), (1, 0));
+        assert_eq!((got[0].partition, got[0].record.offset), (1, Offset(0)));
     });
     assert!(started.elapsed() < Duration::from_secs(30));
 }
@@ -105,10 +106,10 @@ fn start_positions_seek_pause_and_resume() {
     let mut c = log
         .consumer("t")
         .partitions(vec![1])
-        .start_at(StartAt::Offset(40))
+        .start_at(StartAt::Offset(Offset(40)))
         .build()
         .unwrap();
-    assert_eq!(first(&mut c).record.offset, 40);
+    assert_eq!(first(&mut c).record.offset, Offset(40));
     let mut c = log
         .consumer("t")
         .partitions(vec![0])
@@ -118,7 +119,7 @@ fn start_positions_seek_pause_and_resume() {
     let r = first(&mut c);
     assert_eq!(
         (r.record.offset, value_of(&r)),
-        (26, 52),
+        (Offset(26), 52),
         "first record at or after ts 1051"
     );
     let mut c = log.consumer("t").start_at(StartAt::Latest).build().unwrap();
@@ -126,7 +127,7 @@ fn start_positions_seek_pause_and_resume() {
     assert_eq!(c.lag().unwrap(), vec![(0, 0), (1, 0)]);
     let e = log
         .consumer("t")
-        .start_at(StartAt::Offset(101))
+        .start_at(StartAt::Offset(Offset(101)))
         .build()
         .err()
         .unwrap();
@@ -134,8 +135,8 @@ fn start_positions_seek_pause_and_resume() {
         matches!(
             e,
             Error::OffsetOutOfRange {
-                offset: 101,
-                next: 100,
+                offset: Offset(101),
+                next: Offset(100),
                 ..
             }
         ),
@@ -144,7 +145,7 @@ fn start_positions_seek_pause_and_resume() {
 
     let mut c = log.consumer("t").build().unwrap();
     assert_eq!(c.lag().unwrap(), vec![(0, 100), (1, 100)]);
-    c.seek(0, 90).unwrap();
+    c.seek(0, Offset(90)).unwrap();
     c.pause(&[1]);
     let mut got = Vec::new();
     while let Some(r) = c
@@ -160,16 +161,19 @@ fn start_positions_seek_pause_and_resume() {
         got.iter().all(|r| r.partition == 0),
         "paused partition 1 delivers nothing"
     );
-    assert_eq!(got.first().unwrap().record.offset, 90);
-    assert_eq!(c.position(0).unwrap(), 100);
+    assert_eq!(got.first().unwrap().record.offset, Offset(90));
+    assert_eq!(c.position(0).unwrap(), Offset(100));
     c.resume(&[1]);
     let r = first(&mut c);
-    assert_eq!((r.partition, r.record.offset), (1, 0));
+    assert_eq!((r.partition, r.record.offset), (1, Offset(0)));
     assert!(matches!(
-        c.seek(0, 101),
+        c.seek(0, Offset(101)),
         Err(Error::OffsetOutOfRange { .. })
     ));
-    assert!(matches!(c.seek(7, 0), Err(Error::UnknownPartition { .. })));
+    assert!(matches!(
+        c.seek(7, Offset(0)),
+        Err(Error::UnknownPartition { .. })
+    ));
 }
 
 #[test]
@@ -285,7 +289,7 @@ fn tailing_reader_sees_every_record_intact() {
                 }
                 for r in c.poll(Duration::from_millis(20)).unwrap() {
                     let p = r.partition as usize;
-                    assert_eq!(r.record.offset, next[p], "partition {p}");
+                    assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
                     let i =
                         u64::from_le_bytes(r.record.key.as_deref().unwrap().try_into().unwrap());
                     assert_eq!((i % 2, i / 2), (p as u64, next[p]));

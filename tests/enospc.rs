@@ -6,6 +6,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::path::Path;
 use std::process::Command;
 
@@ -38,7 +39,7 @@ fn a_full_file_system_fails_the_shard_clearly_and_loses_nothing_acknowledged() {
             let sent = producer.send("t", Record::new(&payload(i, 1000)));
             match sent.and_then(|ack| ack.wait()) {
                 Ok(at) => {
-                    assert_eq!(at.offset, i, "dense while there is room");
+                    assert_eq!(at.offset, Offset(i), "dense while there is room");
                     acked.push(i);
                 }
                 Err(e) => break e,
@@ -78,9 +79,9 @@ fn a_full_file_system_fails_the_shard_clearly_and_loses_nothing_acknowledged() {
     assert!(grown, "remounting the tmpfs larger");
     let log = Log::open(config(&dir)).unwrap();
     let (earliest, next) = log.offsets("t", 0).unwrap();
-    assert_eq!(earliest, 0);
+    assert_eq!(earliest, Offset(0));
     assert!(
-        next >= acked.len() as u64,
+        next >= Offset(acked.len() as u64),
         "{next} < {} acknowledged",
         acked.len()
     );
@@ -97,13 +98,14 @@ fn a_full_file_system_fails_the_shard_clearly_and_loses_nothing_acknowledged() {
 
 /// Every acknowledged record reads back with its bytes.
 fn check_acked(log: &Log, acked: &[u64]) {
-    let mut offset = 0;
-    while offset < acked.len() as u64 {
+    let end = Offset(acked.len() as u64);
+    let mut offset = Offset(0);
+    while offset < end {
         for r in log.read("t", 0, offset, 64 << 10).unwrap() {
-            if r.offset < acked.len() as u64 {
-                assert_eq!(r.value.as_deref(), Some(&payload(r.offset, 1000)[..]));
+            if r.offset < end {
+                assert_eq!(r.value.as_deref(), Some(&payload(r.offset.0, 1000)[..]));
             }
-            offset = r.offset + 1;
+            offset = r.offset.next();
         }
     }
 }
@@ -142,7 +144,7 @@ fn background_work_waits_for_space_instead_of_failing_the_shard() {
                 .unwrap()
                 .wait()
                 .unwrap_or_else(|e| panic!("record {next}: {e}"));
-            assert_eq!(at.offset, next);
+            assert_eq!(at.offset, Offset(next));
             next += 1;
         }
     };

@@ -6,6 +6,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::time::{Duration, Instant};
 
 use common::{BACKENDS, payload, small_config, test_dir};
@@ -70,11 +71,11 @@ fn a_stalled_disk_fills_the_ring_and_nothing_is_lost_when_it_resumes() {
         assert!(started.elapsed() >= Duration::from_millis(30));
         faults.resume();
         for (i, ack) in acks.into_iter().enumerate() {
-            assert_eq!(ack.wait().unwrap().offset, i as u64);
+            assert_eq!(ack.wait().unwrap().offset, Offset(i as u64));
         }
         let n = log.offsets("t", 0).unwrap().1;
-        let records = log.read("t", 0, 0, 1 << 30).unwrap();
-        assert_eq!(records.len() as u64, n);
+        let records = log.read("t", 0, Offset(0), 1 << 30).unwrap();
+        assert_eq!(records.len() as u64, n.0);
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.value.as_deref(), Some(&(i as u64).to_le_bytes()[..]));
         }
@@ -115,7 +116,7 @@ fn failed_commit(name: &str, fail: impl Fn(&IoFaults), reason: &str) {
             let again = producer.send("t", Record::new(b"after")).unwrap_err();
             assert!(matches!(again, Error::ShardFailed { .. }), "{again}");
             // Reads of acknowledged records still work.
-            assert_eq!(log.read("t", 0, 0, 1 << 20).unwrap().len(), 100);
+            assert_eq!(log.read("t", 0, Offset(0), 1 << 20).unwrap().len(), 100);
             let closed = log.close();
             assert!(
                 matches!(closed, Err(Error::ShardFailed { .. })),
@@ -123,7 +124,7 @@ fn failed_commit(name: &str, fail: impl Fn(&IoFaults), reason: &str) {
             );
         }
         let log = Log::open(small_config(dir.path(), backend)).unwrap();
-        let records = log.read("t", 0, 0, 1 << 20).unwrap();
+        let records = log.read("t", 0, Offset(0), 1 << 20).unwrap();
         assert!(
             records.len() == 100 || records.len() == 101,
             "{} records",
@@ -140,7 +141,7 @@ fn failed_commit(name: &str, fail: impl Fn(&IoFaults), reason: &str) {
             .unwrap();
         assert_eq!(
             at.offset,
-            records.len() as u64,
+            Offset(records.len() as u64),
             "offsets stay dense after the failure"
         );
     }
@@ -197,14 +198,17 @@ fn send_all_and_read_back(config: floodgate::Config, n: u64) {
         }
         for (i, ack) in acks.into_iter().enumerate() {
             let at = ack.wait().unwrap();
-            assert_eq!((at.partition, at.offset), ((i % 3) as u32, i as u64 / 3));
+            assert_eq!(
+                (at.partition, at.offset),
+                ((i % 3) as u32, Offset(i as u64 / 3))
+            );
         }
     }
     let log = Log::open(config).unwrap();
     for p in 0..3u32 {
         let mut offset = 0;
         while offset < n / 3 {
-            for r in log.read("t", p, offset, 1 << 20).unwrap() {
+            for r in log.read("t", p, Offset(offset), 1 << 20).unwrap() {
                 let i = offset * 3 + u64::from(p);
                 assert_eq!(
                     r.value.as_deref(),
@@ -234,7 +238,7 @@ fn slow_flushes_delay_acks_and_lose_nothing() {
             ack.wait_timeout(Duration::from_millis(100)).is_none(),
             "acknowledged before its flush completed"
         );
-        assert_eq!(ack.wait().unwrap().offset, 0);
+        assert_eq!(ack.wait().unwrap().offset, Offset(0));
         assert!(started.elapsed() >= Duration::from_millis(300));
         // Under load, commits queue behind slow flushes; all of them arrive.
         faults.slow_flushes(Duration::from_millis(2));
@@ -305,7 +309,7 @@ fn a_panicking_writer_fails_its_shard_and_wakes_every_waiter() {
         );
         assert!(matches!(log.close(), Err(Error::ShardFailed { .. })));
         let log = Log::open(small_config(dir.path(), backend)).unwrap();
-        let records = log.read("t", 0, 0, 1 << 20).unwrap();
+        let records = log.read("t", 0, Offset(0), 1 << 20).unwrap();
         assert!((50..=51).contains(&records.len()), "{}", records.len());
         for (i, r) in records.iter().take(50).enumerate() {
             assert_eq!(r.value.as_deref(), Some(&(i as u64).to_le_bytes()[..]));

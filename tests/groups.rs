@@ -4,6 +4,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ fn produce(log: &Log, topic: &str, partitions: u32, per_partition: u64) {
     }
 }
 
-fn poll_some(c: &mut floodgate::Consumer) -> Vec<(u32, u64)> {
+fn poll_some(c: &mut floodgate::Consumer) -> Vec<(u32, Offset)> {
     c.poll(Duration::from_millis(50))
         .unwrap()
         .iter()
@@ -102,7 +103,7 @@ fn group_delivers_every_record_at_least_once_across_rebalances() {
     log.create_topic("t", TopicConfig::new(8)).unwrap();
     let per_partition = 400u64;
     produce(&log, "t", 8, per_partition);
-    let seen: Vec<Vec<(u32, u64)>> = std::thread::scope(|s| {
+    let seen: Vec<Vec<(u32, Offset)>> = std::thread::scope(|s| {
         let worker = |stay: Duration, delay: Duration| {
             let log = &log;
             s.spawn(move || {
@@ -132,12 +133,12 @@ fn group_delivers_every_record_at_least_once_across_rebalances() {
     });
     // Whatever is left, a last member drains from the committed offsets.
     let mut last = log.consumer("t").group("g").build().unwrap();
-    let mut all: Vec<(u32, u64)> = seen.into_iter().flatten().collect();
+    let mut all: Vec<(u32, Offset)> = seen.into_iter().flatten().collect();
     while log.group_lag("g", "t").unwrap().lag > 0 {
         all.extend(poll_some(&mut last));
         last.commit().unwrap();
     }
-    let distinct: HashSet<(u32, u64)> = all.iter().copied().collect();
+    let distinct: HashSet<(u32, Offset)> = all.iter().copied().collect();
     assert_eq!(
         distinct.len() as u64,
         8 * per_partition,
@@ -147,7 +148,7 @@ fn group_delivers_every_record_at_least_once_across_rebalances() {
     assert!(
         lag.partitions
             .iter()
-            .all(|p| p.committed == Some(per_partition))
+            .all(|p| p.committed == Some(Offset(per_partition)))
     );
 }
 
@@ -163,9 +164,10 @@ fn committed_offsets_survive_reopen_and_compaction() {
             let mut c = log.consumer("t").group("g").build().unwrap();
             // Many commits of the same keys: garbage for compaction.
             for o in 1..=30 {
-                c.commit_offsets(&[(0, o), (1, 2 * o)]).unwrap();
+                c.commit_offsets(&[(0, Offset(o)), (1, Offset(2 * o))])
+                    .unwrap();
             }
-            assert_eq!(c.committed(0), Some(30));
+            assert_eq!(c.committed(0), Some(Offset(30)));
             let lag = log.group_lag("g", "t").unwrap();
             assert_eq!(lag.lag, 70 + 40);
             assert_eq!(lag.members, 1);
@@ -174,8 +176,8 @@ fn committed_offsets_survive_reopen_and_compaction() {
         {
             let log = Log::open(config()).unwrap();
             let lag = log.group_lag("g", "t").unwrap();
-            assert_eq!(lag.partitions[0].committed, Some(30));
-            assert_eq!(lag.partitions[1].committed, Some(60));
+            assert_eq!(lag.partitions[0].committed, Some(Offset(30)));
+            assert_eq!(lag.partitions[1].committed, Some(Offset(60)));
             assert_eq!(lag.members, 0);
             let mut c = log
                 .consumer("t")
@@ -183,10 +185,13 @@ fn committed_offsets_survive_reopen_and_compaction() {
                 .start_at(StartAt::Latest)
                 .build()
                 .unwrap();
-            assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (30, 60));
+            assert_eq!(
+                (c.position(0).unwrap(), c.position(1).unwrap()),
+                (Offset(30), Offset(60))
+            );
             let first = poll_some(&mut c);
             assert!(
-                first.contains(&(0, 30)) || first.contains(&(1, 60)),
+                first.contains(&(0, Offset(30))) || first.contains(&(1, Offset(60))),
                 "{first:?}"
             );
             // A group with no commits starts where it is told.
@@ -196,7 +201,7 @@ fn committed_offsets_survive_reopen_and_compaction() {
                 .start_at(StartAt::Latest)
                 .build()
                 .unwrap();
-            assert_eq!(d.position(0).unwrap(), 100);
+            assert_eq!(d.position(0).unwrap(), Offset(100));
             drop(d);
             log.delete_group("g").unwrap();
         }
@@ -291,7 +296,7 @@ fn protect_unconsumed_holds_retention_and_the_disk_cap_pushes_back() {
     assert!(matches!(full, Error::LogFull { .. }), "{full}");
     assert_eq!(
         log.offsets("t", 0).unwrap().0,
-        0,
+        Offset(0),
         "nothing unconsumed was deleted"
     );
     // The group consumes and commits: retention frees space and producing resumes.
@@ -308,7 +313,7 @@ fn protect_unconsumed_holds_retention_and_the_disk_cap_pushes_back() {
     resumed.wait().unwrap();
     assert!(consumed > 0);
     let (earliest, _) = log.offsets("t", 0).unwrap();
-    assert!(earliest > 0, "retention deleted consumed segments");
+    assert!(earliest > Offset(0), "retention deleted consumed segments");
     assert!(
         earliest <= c.committed(0).unwrap(),
         "and nothing unconsumed"
@@ -348,7 +353,7 @@ fn group_names_are_validated_and_the_longest_legal_one_survives_reopen() {
     }
     let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
     let lag = log.group_lag(&longest, "t").unwrap();
-    assert_eq!(lag.partitions[0].committed, Some(10));
+    assert_eq!(lag.partitions[0].committed, Some(Offset(10)));
     assert_eq!(lag.lag, 0);
 }
 
@@ -486,7 +491,7 @@ fn a_damaged_commit_costs_only_that_commit() {
     let (first, second) = (committed[0], committed[1]);
     assert_eq!(
         lag.partitions[0].committed,
-        Some(first),
+        Some(Offset(first)),
         "second was {second}"
     );
     drop(log);
@@ -494,6 +499,6 @@ fn a_damaged_commit_costs_only_that_commit() {
     let log = Log::open(config()).unwrap();
     assert_eq!(
         log.group_lag("g", "t").unwrap().partitions[0].committed,
-        Some(first)
+        Some(Offset(first))
     );
 }

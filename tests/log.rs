@@ -3,6 +3,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ fn produce(log: &Log, topic: &str, first: u64, n: u64) -> HashMap<(u32, u64), u6
     acks.into_iter()
         .map(|(i, ack)| {
             let at = ack.wait().unwrap();
-            ((at.partition, at.offset), i)
+            ((at.partition, at.offset.0), i)
         })
         .collect()
 }
@@ -35,13 +36,13 @@ fn check_all(log: &Log, topic: &str, partitions: u32, expect: &HashMap<(u32, u64
     let mut seen = 0;
     for p in 0..partitions {
         let (earliest, next) = log.offsets(topic, p).unwrap();
-        assert_eq!(earliest, 0);
+        assert_eq!(earliest, Offset(0));
         let mut offset = 0;
-        while offset < next {
-            let records = log.read(topic, p, offset, 64 << 10).unwrap();
+        while offset < next.0 {
+            let records = log.read(topic, p, Offset(offset), 64 << 10).unwrap();
             assert!(!records.is_empty(), "no progress at {p}/{offset}");
             for r in records {
-                assert_eq!(r.offset, offset, "offsets are dense");
+                assert_eq!(r.offset, Offset(offset), "offsets are dense");
                 let i = expect[&(p, offset)];
                 assert_eq!(r.key.as_deref(), Some(&i.to_le_bytes()[..]));
                 let want = payload(i, 20 + (i as usize * 37) % 3000);
@@ -168,7 +169,7 @@ fn ack_is_a_future() {
             Poll::Pending => std::thread::park_timeout(Duration::from_secs(1)),
         }
     };
-    assert_eq!((at.partition, at.offset), (0, 0));
+    assert_eq!((at.partition, at.offset), (0, Offset(0)));
 }
 
 #[test]
@@ -196,16 +197,16 @@ fn topics_create_list_delete() {
     log.delete_topic("a").unwrap();
     assert!(matches!(log.delete_topic("a"), Err(Error::UnknownTopic(_))));
     assert!(matches!(
-        log.read("a", 0, 0, 100),
+        log.read("a", 0, Offset(0), 100),
         Err(Error::UnknownTopic(_))
     ));
     // A new topic of the same name starts empty: the old records are not resurrected.
     log.create_topic("a", TopicConfig::new(1)).unwrap();
-    assert_eq!(log.offsets("a", 0).unwrap(), (0, 0));
+    assert_eq!(log.offsets("a", 0).unwrap(), (Offset(0), Offset(0)));
     drop(producer);
     drop(log);
     let log = Log::open(small_config(dir.path(), BACKENDS[1])).unwrap();
-    assert_eq!(log.offsets("a", 0).unwrap(), (0, 0));
+    assert_eq!(log.offsets("a", 0).unwrap(), (Offset(0), Offset(0)));
     assert_eq!(log.list_topics().len(), 2);
 }
 
@@ -262,15 +263,15 @@ fn user_errors_are_clear() {
             .wait()
             .unwrap();
     }
-    assert_eq!(log.read("t", 1, 3, 100).unwrap(), vec![]);
-    let e = log.read("t", 1, 4, 100).unwrap_err();
+    assert_eq!(log.read("t", 1, Offset(3), 100).unwrap(), vec![]);
+    let e = log.read("t", 1, Offset(4), 100).unwrap_err();
     assert!(
         matches!(
             e,
             Error::OffsetOutOfRange {
-                offset: 4,
-                earliest: 0,
-                next: 3,
+                offset: Offset(4),
+                earliest: Offset(0),
+                next: Offset(3),
                 ..
             }
         ),
@@ -282,11 +283,11 @@ fn user_errors_are_clear() {
         "{e}"
     );
     assert!(matches!(
-        log.read("t", 9, 0, 100),
+        log.read("t", 9, Offset(0), 100),
         Err(Error::UnknownPartition { .. })
     ));
     // Nothing oversized was written.
-    assert_eq!(log.offsets("t", 0).unwrap(), (0, 0));
+    assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(0)));
     // Segments above 4 GiB are refused (index positions are 32-bit).
     let other = test_dir("errors-config");
     let e = Log::open(small_config(other.path(), BACKENDS[0]).segment_bytes((4 << 30) + 4096))
@@ -309,12 +310,15 @@ fn index_memory_is_freed_when_segments_seal() {
     let check = |log: &Log| {
         for p in 0..partitions {
             let (earliest, next) = log.offsets("t", p).unwrap();
-            assert_eq!((earliest, next), (0, n / u64::from(partitions)));
+            assert_eq!(
+                (earliest, next),
+                (Offset(0), Offset(n / u64::from(partitions)))
+            );
             let mut offset = 0;
-            while offset < next {
-                for r in log.read("t", p, offset, 2 << 10).unwrap() {
+            while offset < next.0 {
+                for r in log.read("t", p, Offset(offset), 2 << 10).unwrap() {
                     let i = offset * u64::from(partitions) + u64::from(p);
-                    assert_eq!(r.offset, offset);
+                    assert_eq!(r.offset, Offset(offset));
                     assert_eq!(r.timestamp, 1_000_000 + i as i64);
                     assert_eq!(r.value.as_deref(), Some(&payload(i, 500)[..]));
                     offset += 1;
@@ -323,7 +327,10 @@ fn index_memory_is_freed_when_segments_seal() {
             let ts = 1_000_000 + (n / 2) as i64;
             // The first offset o of partition p with o × partitions + p ≥ n / 2.
             let want = (n / 2 - u64::from(p)).div_ceil(u64::from(partitions));
-            assert_eq!(log.offset_for_timestamp("t", p, ts).unwrap(), Some(want));
+            assert_eq!(
+                log.offset_for_timestamp("t", p, ts).unwrap(),
+                Some(Offset(want))
+            );
         }
     };
     {
@@ -376,12 +383,24 @@ fn offset_for_timestamp() {
             .wait()
             .unwrap();
     }
-    assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), Some(0));
-    assert_eq!(log.offset_for_timestamp("t", 0, 1200).unwrap(), Some(1));
-    assert_eq!(log.offset_for_timestamp("t", 0, 2500).unwrap(), Some(3));
-    assert_eq!(log.offset_for_timestamp("t", 0, 4000).unwrap(), Some(4));
+    assert_eq!(
+        log.offset_for_timestamp("t", 0, 0).unwrap(),
+        Some(Offset(0))
+    );
+    assert_eq!(
+        log.offset_for_timestamp("t", 0, 1200).unwrap(),
+        Some(Offset(1))
+    );
+    assert_eq!(
+        log.offset_for_timestamp("t", 0, 2500).unwrap(),
+        Some(Offset(3))
+    );
+    assert_eq!(
+        log.offset_for_timestamp("t", 0, 4000).unwrap(),
+        Some(Offset(4))
+    );
     assert_eq!(log.offset_for_timestamp("t", 0, 4001).unwrap(), None);
-    let records = log.read("t", 0, 0, 1 << 20).unwrap();
+    let records = log.read("t", 0, Offset(0), 1 << 20).unwrap();
     let times: Vec<_> = records.iter().map(|r| r.timestamp).collect();
     assert_eq!(times, vec![1000, 2000, 1500, 3000, 4000]);
 }
@@ -464,7 +483,7 @@ fn records_read_from_shared_commit_buffers_stay_intact() {
                 ack.wait().unwrap();
             }
             // Read the fresh records (from the tail cache) and keep some of them.
-            let records = log.read("t", 0, next, 1 << 20).unwrap();
+            let records = log.read("t", 0, Offset(next), 1 << 20).unwrap();
             assert_eq!(records.len(), 60, "round {round}");
             for (r, v) in records.iter().zip(&values) {
                 assert_eq!(r.value.as_deref(), Some(&v[..]));
@@ -478,7 +497,7 @@ fn records_read_from_shared_commit_buffers_stay_intact() {
         for (first, records) in &held {
             for (k, r) in records.iter().enumerate() {
                 let i = first + k as u64;
-                assert_eq!(r.offset, i);
+                assert_eq!(r.offset, Offset(i));
                 assert_eq!(r.value.as_deref(), Some(&payload(i, 1000)[..]));
             }
         }
@@ -487,7 +506,7 @@ fn records_read_from_shared_commit_buffers_stay_intact() {
         let log = Log::open(config()).unwrap();
         let mut offset = 0;
         while offset < next {
-            for r in log.read("t", 0, offset, 1 << 20).unwrap() {
+            for r in log.read("t", 0, Offset(offset), 1 << 20).unwrap() {
                 assert_eq!(r.value.as_deref(), Some(&payload(offset, 1000)[..]));
                 offset += 1;
             }
@@ -523,18 +542,18 @@ fn tail_cache_fills_only_while_a_reader_is_near_the_newest_data() {
 
         // A reader 300 KB behind, with a 64 KiB cache, would not find the commits there.
         let log = Log::open(config()).unwrap();
-        assert_eq!(log.read("t", 0, 0, 1).unwrap().len(), 1);
+        assert_eq!(log.read("t", 0, Offset(0), 1).unwrap().len(), 1);
         send(&log, 300, 20);
         assert_eq!(cached(&log), 0, "the only reader is far behind");
 
         // A reader at the end.
-        assert!(log.read("t", 0, 320, 1 << 20).unwrap().is_empty());
+        assert!(log.read("t", 0, Offset(320), 1 << 20).unwrap().is_empty());
         send(&log, 320, 30);
         assert!(cached(&log) >= 30 * 1000, "{}", cached(&log));
-        let records = log.read("t", 0, 320, 1 << 20).unwrap();
+        let records = log.read("t", 0, Offset(320), 1 << 20).unwrap();
         assert_eq!(records.len(), 30);
         for (k, r) in records.iter().enumerate() {
-            assert_eq!(r.offset, 320 + k as u64);
+            assert_eq!(r.offset, Offset(320 + k as u64));
             assert_eq!(r.value.as_deref(), Some(&payload(320 + k as u64, 1000)[..]));
         }
     }
@@ -567,7 +586,7 @@ fn a_smaller_segment_size_on_reopen_rolls_at_the_next_commit() {
         {
             let log = Log::open(config(256 << 10)).unwrap();
             send(&log, 1000);
-            assert_eq!(log.offsets("t", 0).unwrap(), (0, 1700));
+            assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(1700)));
         }
         let files = segments(dir.path(), 0);
         assert!(files.len() >= 4, "rolled into 256 KiB segments: {files:?}");
@@ -576,7 +595,7 @@ fn a_smaller_segment_size_on_reopen_rolls_at_the_next_commit() {
             assert!(len <= 1 << 20, "{} grew to {len} bytes", f.display());
         }
         let log = Log::open(config(256 << 10)).unwrap();
-        let records = log.read("t", 0, 0, 1 << 30).unwrap();
+        let records = log.read("t", 0, Offset(0), 1 << 30).unwrap();
         assert_eq!(records.len(), 1700);
         assert!(
             records

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{Rng, small_config, test_dir};
+use floodgate::Offset;
 use floodgate::{Error, IoBackend, Log, Record, StoredRecord, TopicConfig};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +98,7 @@ fn run(seed: u64) {
                     let list = &mut model[t][p as usize];
                     assert_eq!(
                         at.offset,
-                        list.len() as u64,
+                        Offset(list.len() as u64),
                         "seed {seed} step {step}: dense offsets"
                     );
                     list.push(m);
@@ -110,10 +111,10 @@ fn run(seed: u64) {
                 let len = list.len() as u64;
                 let offset = rng.below(len + 1);
                 let bytes_max = 1 + rng.below(40_000) as usize;
-                let got = log.read(TOPICS[t].0, p, offset, bytes_max).unwrap();
+                let got = log.read(TOPICS[t].0, p, Offset(offset), bytes_max).unwrap();
                 assert_eq!(
                     log.offsets(TOPICS[t].0, p).unwrap(),
-                    (0, len),
+                    (Offset(0), Offset(len)),
                     "seed {seed}"
                 );
                 if offset < len {
@@ -124,13 +125,13 @@ fn run(seed: u64) {
                 }
                 for (i, r) in got.iter().enumerate() {
                     let want = offset + i as u64;
-                    assert_eq!(r.offset, want, "seed {seed} step {step}");
+                    assert_eq!(r.offset, Offset(want), "seed {seed} step {step}");
                     assert!(
                         list[want as usize].matches(r),
                         "seed {seed} step {step}: record {want}"
                     );
                 }
-                let beyond = log.read(TOPICS[t].0, p, len + 1, 100);
+                let beyond = log.read(TOPICS[t].0, p, Offset(len + 1), 100);
                 assert!(
                     matches!(beyond, Err(Error::OffsetOutOfRange { .. })),
                     "seed {seed}"
@@ -146,7 +147,7 @@ fn run(seed: u64) {
             let list = &model[t][p as usize];
             let mut offset = 0;
             while offset < list.len() {
-                for r in log.read(name, p, offset as u64, 1 << 16).unwrap() {
+                for r in log.read(name, p, Offset(offset as u64), 1 << 16).unwrap() {
                     assert!(
                         list[offset].matches(&r),
                         "seed {seed}: final {name}/{p}/{offset}"

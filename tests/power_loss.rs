@@ -12,6 +12,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 
@@ -52,7 +53,7 @@ fn record_history(
             let at = ack.wait().unwrap();
             recorder.note(IoEvent::Acked {
                 partition: at.partition,
-                offset: at.offset,
+                offset: at.offset.0,
                 hash,
             });
         }
@@ -186,11 +187,15 @@ fn check_every_cut(
         for p in 0..3 {
             let (_, end) = log.offsets("t", p).unwrap();
             let mut offset = 0;
-            while offset < end {
-                for r in log.read("t", p, offset, 1 << 20).unwrap() {
-                    assert_eq!(r.offset, offset, "seed {seed} cut {cut}: dense offsets");
+            while offset < end.0 {
+                for r in log.read("t", p, Offset(offset), 1 << 20).unwrap() {
+                    assert_eq!(
+                        r.offset,
+                        Offset(offset),
+                        "seed {seed} cut {cut}: dense offsets"
+                    );
                     let v = r.value.unwrap();
-                    stored.insert((p, r.offset), xxhash_rust::xxh3::xxh3_64(&v));
+                    stored.insert((p, r.offset.0), xxhash_rust::xxh3::xxh3_64(&v));
                     offset += 1;
                 }
             }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::fs;
 
 use common::{
@@ -18,7 +19,7 @@ fn produce_one_by_one(log: &Log, n: u64, len: usize) -> Vec<Vec<u8>> {
         .map(|i| {
             let v = payload(i, len);
             let at = producer.send("t", Record::new(&v)).unwrap().wait().unwrap();
-            assert_eq!(at.offset, i);
+            assert_eq!(at.offset, Offset(i));
             v
         })
         .collect()
@@ -85,7 +86,7 @@ fn last_frame_cut_at_every_byte_loses_only_that_frame() {
                 .unwrap()
                 .wait()
                 .unwrap();
-            assert_eq!(at.offset, 4);
+            assert_eq!(at.offset, Offset(4));
             drop(producer);
             drop(log);
             let log = Log::open(small_config(dir.path(), backend)).unwrap();
@@ -280,7 +281,7 @@ fn damage_in_a_sealed_segment_is_caught_on_read() {
     image[500] ^= 0x80;
     fs::write(&seg, &image).unwrap();
     let log = Log::open(small_config(dir.path(), IoBackend::IoUring)).unwrap();
-    match log.read("t", 0, 0, 1 << 20) {
+    match log.read("t", 0, Offset(0), 1 << 20) {
         Err(Error::Corrupt { path, pos, .. }) => {
             assert_eq!(path, seg);
             assert_eq!(pos, 0);
@@ -359,7 +360,7 @@ fn a_roll_whose_rename_was_lost_keeps_its_records() {
                 .unwrap()
                 .wait()
                 .unwrap();
-            assert_eq!(at.offset, values.len() as u64 + i);
+            assert_eq!(at.offset, Offset(values.len() as u64 + i));
         }
         drop(producer);
         drop(log);
@@ -429,7 +430,7 @@ fn segments_without_their_metadata_are_refused_not_reused() {
         // With the metadata back, every record is there.
         std::fs::write(&meta, saved).unwrap();
         let log = Log::open(small_config(dir.path(), backend)).unwrap();
-        assert_eq!(log.read("t", 0, 0, 1 << 20).unwrap().len(), 100);
+        assert_eq!(log.read("t", 0, Offset(0), 1 << 20).unwrap().len(), 100);
         drop(log);
         // A log that never got its metadata (a crash during its first open) holds only an
         // empty first segment: it opens as new.
@@ -484,7 +485,7 @@ fn records_the_metadata_cannot_account_for_are_refused_not_hidden() {
         fs::write(&meta, text).unwrap();
         let log = Log::open(small_config(dir.path(), backend)).unwrap();
         for p in 0..4 {
-            assert_eq!(log.read("t", p, 0, 1 << 20).unwrap().len(), 10);
+            assert_eq!(log.read("t", p, Offset(0), 1 << 20).unwrap().len(), 10);
         }
     }
 }

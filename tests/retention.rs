@@ -3,6 +3,7 @@
 
 mod common;
 
+use floodgate::Offset;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{BACKENDS, copy_dir, payload, segments, small_config, test_dir};
@@ -33,7 +34,7 @@ fn produce(log: &Log, partition: u32, first: u64, n: u64, timestamp: i64) {
         })
         .collect();
     for (i, ack) in (first..).zip(acks) {
-        assert_eq!(ack.wait().unwrap().offset, i);
+        assert_eq!(ack.wait().unwrap().offset, Offset(i));
     }
 }
 
@@ -46,18 +47,18 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Every record from the earliest offset on is intact, and just below it is out of range.
-fn check_from_earliest(log: &Log, partition: u32) -> (u64, u64) {
+fn check_from_earliest(log: &Log, partition: u32) -> (Offset, Offset) {
     let (earliest, next) = log.offsets("t", partition).unwrap();
     let mut offset = earliest;
     while offset < next {
         for r in log.read("t", partition, offset, 64 << 10).unwrap() {
             assert_eq!(r.offset, offset);
-            assert_eq!(r.value.as_deref(), Some(&payload(offset, 1024)[..]));
+            assert_eq!(r.value.as_deref(), Some(&payload(offset.0, 1024)[..]));
             offset += 1;
         }
     }
-    if earliest > 0 {
-        match log.read("t", partition, earliest - 1, 1 << 10) {
+    if earliest > Offset(0) {
+        match log.read("t", partition, earliest.prev().unwrap(), 1 << 10) {
             Err(Error::OffsetOutOfRange {
                 earliest: e,
                 next: n,
@@ -83,21 +84,24 @@ fn retention_by_size_deletes_the_oldest_segments_and_offsets_never_restart() {
             segments(dir.path(), 0).len() <= 5
         });
         let (earliest, next) = check_from_earliest(&log, 0);
-        assert!(earliest > 0, "old records were deleted");
-        assert_eq!(next, 3000);
+        assert!(earliest > Offset(0), "old records were deleted");
+        assert_eq!(next, Offset(3000));
         assert_eq!(
             check_from_earliest(&log, 1),
-            (50, 50),
+            (Offset(50), Offset(50)),
             "all deleted, none restart"
         );
         drop(log);
 
         let log = Log::open(config()).unwrap();
-        assert_eq!(check_from_earliest(&log, 0), (earliest, 3000));
-        assert_eq!(check_from_earliest(&log, 1), (50, 50));
+        assert_eq!(
+            check_from_earliest(&log, 0),
+            (Offset(earliest.0), Offset(3000))
+        );
+        assert_eq!(check_from_earliest(&log, 1), (Offset(50), Offset(50)));
         // New records continue the partition's offsets.
         produce(&log, 1, 50, 5, now_ms());
-        assert_eq!(check_from_earliest(&log, 1), (50, 55));
+        assert_eq!(check_from_earliest(&log, 1), (Offset(50), Offset(55)));
     }
 }
 
@@ -111,16 +115,16 @@ fn retention_by_age_keeps_recent_segments() {
     produce(&log, 0, 0, 2000, now_ms() - 3_600_000);
     produce(&log, 0, 2000, 1000, now_ms());
     wait_until("old segments are deleted", || {
-        log.offsets("t", 0).unwrap().0 > 1000
+        log.offsets("t", 0).unwrap().0 > Offset(1000)
     });
     let (earliest, next) = check_from_earliest(&log, 0);
     assert!(
-        earliest <= 2000,
+        earliest <= Offset(2000),
         "fresh records are kept (earliest {earliest})"
     );
-    assert_eq!(next, 3000);
+    assert_eq!(next, Offset(3000));
     let fresh = log.offset_for_timestamp("t", 0, now_ms() - 60_000).unwrap();
-    assert_eq!(fresh, Some(2000));
+    assert_eq!(fresh, Some(Offset(2000)));
 }
 
 /// A crash after `start-offsets.json` is written but before the files go: recovery deletes
@@ -149,7 +153,7 @@ fn recovery_finishes_an_interrupted_deletion() {
     let log = Log::open(config()).unwrap();
     assert_eq!(segments(dir.path(), 0).len(), files.len() - 2);
     assert!(!files[0].with_extension("idx").exists());
-    assert_eq!(check_from_earliest(&log, 0), (first, 2000));
+    assert_eq!(check_from_earliest(&log, 0), (first, Offset(2000)));
 }
 
 /// Every state a power loss can leave of a deletion of the two oldest segments: the new
@@ -199,8 +203,12 @@ fn every_crash_state_of_a_deletion_recovers() {
             }
         }
         let log = Log::open(small_config(image.path(), BACKENDS[0])).unwrap();
-        let start = if durable { first } else { 0 };
-        assert_eq!(check_from_earliest(&log, 0), (start, 2000), "state {state}");
+        let start = if durable { first } else { Offset(0) };
+        assert_eq!(
+            check_from_earliest(&log, 0),
+            (start, Offset(2000)),
+            "state {state}"
+        );
         if durable {
             for f in &doomed {
                 assert!(
@@ -214,7 +222,7 @@ fn every_crash_state_of_a_deletion_recovers() {
             .send("t", Record::new(b"next").partition(0))
             .and_then(floodgate::Ack::wait)
             .unwrap();
-        assert_eq!(at.offset, 2000, "state {state}");
+        assert_eq!(at.offset, Offset(2000), "state {state}");
     }
 }
 
@@ -231,11 +239,13 @@ fn a_consumer_overtaken_by_retention_fails_clearly_or_skips_when_asked() {
     let mut lenient = log.consumer("t").skip_deleted(true).build().unwrap();
     produce(&log, 0, 0, 2000, now_ms());
     wait_until("old segments are deleted", || {
-        log.offsets("t", 0).unwrap().0 > 0
+        log.offsets("t", 0).unwrap().0 > Offset(0)
     });
     let (earliest, next) = log.offsets("t", 0).unwrap();
     match strict.poll(Duration::from_millis(100)) {
-        Err(Error::OffsetOutOfRange { offset: 0, .. }) => {}
+        Err(Error::OffsetOutOfRange {
+            offset: Offset(0), ..
+        }) => {}
         other => panic!("expected OffsetOutOfRange at 0, got {other:?}"),
     }
     let mut expect = None;
@@ -244,12 +254,12 @@ fn a_consumer_overtaken_by_retention_fails_clearly_or_skips_when_asked() {
         for r in lenient.poll(Duration::from_millis(100)).unwrap() {
             let o = r.record.offset;
             assert_eq!(*expect.get_or_insert(o), o, "dense from where it resumed");
-            assert_eq!(r.record.value.as_deref(), Some(&payload(o, 1024)[..]));
+            assert_eq!(r.record.value.as_deref(), Some(&payload(o.0, 1024)[..]));
             expect = Some(o + 1);
             seen += 1;
         }
     }
-    assert_eq!(lenient.skipped(), earliest);
+    assert_eq!(lenient.skipped(), earliest.0);
     assert_eq!(expect, Some(next));
 }
 
@@ -296,6 +306,6 @@ fn a_damaged_start_offsets_file_deletes_nothing() {
     std::fs::write(&start, good).unwrap();
     let log = Log::open(config()).unwrap();
     let (earliest, next) = check_from_earliest(&log, 0);
-    assert!(earliest > 0);
-    assert_eq!(next, 3000);
+    assert!(earliest > Offset(0));
+    assert_eq!(next, Offset(3000));
 }

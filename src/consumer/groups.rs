@@ -13,6 +13,7 @@ use crate::consumer::rate::RateLimit;
 use crate::error::{Error, Result};
 use crate::meta::validate_group_name;
 use crate::producer::Producer;
+use crate::segment::Offset;
 use crate::segment::TopicPartition;
 use crate::shard::recovery::DamagedCommits;
 use crate::store::Store;
@@ -38,9 +39,9 @@ pub struct PartitionLag {
     /// The partition.
     pub partition: u32,
     /// The group's committed offset (the next it will consume), if it has committed.
-    pub committed: Option<u64>,
+    pub committed: Option<Offset>,
     /// The partition's next offset.
-    pub next: u64,
+    pub next: Offset,
     /// Records from the committed offset (or the earliest stored one) to `next`.
     pub lag: u64,
 }
@@ -109,8 +110,8 @@ impl Groups {
     /// of the offsets partition, and with `protect_unconsumed`, each group's committed offset
     /// of every partition of its topic (0 where it has not committed).
     pub fn update_protection(&self) {
-        let mut floors: HashMap<TopicPartition, u64> = HashMap::new();
-        let mut keep = |key: TopicPartition, offset: u64| {
+        let mut floors: HashMap<TopicPartition, Offset> = HashMap::new();
+        let mut keep = |key: TopicPartition, offset: Offset| {
             let floor = floors.entry(key).or_insert(offset);
             *floor = (*floor).min(offset);
         };
@@ -143,7 +144,7 @@ impl Groups {
                         partition: p,
                     };
                     let tp = TopicPartition::new(topic_id, p);
-                    keep(tp, self.offsets.get(&key).unwrap_or(0));
+                    keep(tp, self.offsets.get(&key).unwrap_or_default());
                 }
             }
         }
@@ -172,7 +173,7 @@ impl Groups {
                 partition: p,
                 committed,
                 next,
-                lag: next.saturating_sub(from),
+                lag: next.since(from),
             });
         }
         let lag = partitions.iter().map(|p| p.lag).sum();
@@ -206,7 +207,7 @@ impl Groups {
     /// Forgets group `group`'s committed offsets (on every topic), durably.
     pub fn delete(&self, group: &str) -> Result<()> {
         validate_group_name(group)?;
-        let keys: Vec<(OffsetKey, Option<u64>)> = self
+        let keys: Vec<(OffsetKey, Option<Offset>)> = self
             .offsets
             .all()
             .into_iter()

@@ -25,8 +25,8 @@ use crate::consumer::groups::Groups;
 use crate::consumer::offsets::OffsetKey;
 use crate::error::{Error, Result};
 use crate::producer::Producer;
-use crate::segment::LogPos;
 use crate::segment::records::StoredRecord;
+use crate::segment::{LogPos, Offset};
 use crate::shard::Waiter;
 use crate::shard::read::ReadMode;
 use crate::store::Store;
@@ -45,7 +45,7 @@ pub enum StartAt {
     /// After the last record stored now: only new records.
     Latest,
     /// This offset (it must lie in each partition's stored range).
-    Offset(u64),
+    Offset(Offset),
     /// The first record with a timestamp at or after this one (ms); the end if none.
     Timestamp(i64),
 }
@@ -88,7 +88,7 @@ struct Membership {
     next_auto_commit: Instant,
     /// What this member last committed, per partition (unchanged positions are not
     /// committed again).
-    committed: HashMap<u32, u64>,
+    committed: HashMap<u32, Offset>,
 }
 
 /// Sleeps until `at`, or until `deadline` if that comes first; returns whether it was the
@@ -98,7 +98,7 @@ fn sleep_until(now: Instant, at: Instant, deadline: Instant) -> bool {
     at >= deadline
 }
 
-fn start_position(log: &Store, topic: &str, partition: u32, start: StartAt) -> Result<u64> {
+fn start_position(log: &Store, topic: &str, partition: u32, start: StartAt) -> Result<Offset> {
     let p = log.partition(topic, partition)?;
     let (earliest, next) = (p.offset_earliest(), p.offset_acked());
     Ok(match start {
@@ -126,9 +126,9 @@ struct PartitionState {
     /// The shard holding it.
     shard: u32,
     /// The next offset to deliver.
-    position: u64,
+    position: Offset,
     /// The next offset to read (records in between are in the buffer).
-    fetched: u64,
+    fetched: Offset,
     paused: bool,
 }
 
@@ -308,7 +308,7 @@ impl Consumer {
 
     /// Where a partition taken from the group starts: its committed offset (moved up to the
     /// earliest stored one if retention deleted past it), or the start policy.
-    fn group_start(&self, partition: u32) -> Result<u64> {
+    fn group_start(&self, partition: u32) -> Result<Offset> {
         let Some(committed) = self.committed(partition) else {
             return start_position(&self.store, &self.topic, partition, self.start);
         };
@@ -325,7 +325,7 @@ impl Consumer {
     }
 
     /// The group's committed offset of `partition` (the next offset it will consume), if any.
-    pub fn committed(&self, partition: u32) -> Option<u64> {
+    pub fn committed(&self, partition: u32) -> Option<Offset> {
         let m = self.membership.as_ref()?;
         self.groups
             .offsets
@@ -345,7 +345,7 @@ impl Consumer {
     }
 
     /// Commits these offsets (partition, next offset to consume) of partitions it holds.
-    pub fn commit_offsets(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+    pub fn commit_offsets(&mut self, offsets: &[(u32, Offset)]) -> Result<()> {
         for &(p, _) in offsets {
             self.state(p)?;
         }
@@ -353,7 +353,7 @@ impl Consumer {
     }
 
     fn commit_partitions(&mut self, partitions: &[u32]) -> Result<()> {
-        let offsets: Vec<(u32, u64)> = self
+        let offsets: Vec<(u32, Offset)> = self
             .partitions
             .iter()
             .filter(|s| partitions.contains(&s.partition))
@@ -362,11 +362,11 @@ impl Consumer {
         self.write_commits(&offsets)
     }
 
-    fn write_commits(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+    fn write_commits(&mut self, offsets: &[(u32, Offset)]) -> Result<()> {
         let Some(m) = &self.membership else {
             return Err(Error::NoGroup("commit"));
         };
-        let entries: Vec<(OffsetKey, Option<u64>)> = offsets
+        let entries: Vec<(OffsetKey, Option<Offset>)> = offsets
             .iter()
             .filter(|(p, o)| m.committed.get(p) != Some(o))
             .map(|&(p, o)| (self.offset_key(&m.group, p), Some(o)))
@@ -655,12 +655,12 @@ impl Consumer {
     }
 
     /// The next offset this consumer delivers from `partition`.
-    pub fn position(&self, partition: u32) -> Result<u64> {
+    pub fn position(&self, partition: u32) -> Result<Offset> {
         Ok(self.state(partition)?.position)
     }
 
     /// Moves `partition` to `offset`, which must lie in its stored range.
-    pub fn seek(&mut self, partition: u32, offset: u64) -> Result<()> {
+    pub fn seek(&mut self, partition: u32, offset: Offset) -> Result<()> {
         self.state(partition)?;
         let p = self.store.partition(&self.topic, partition)?;
         let (earliest, next) = (p.offset_earliest(), p.offset_acked());
@@ -699,7 +699,7 @@ impl Consumer {
         }
         if paused {
             // Paused partitions' buffered records go back to being unread.
-            let held: Vec<(u32, u64)> = self
+            let held: Vec<(u32, Offset)> = self
                 .partitions
                 .iter()
                 .filter(|s| s.paused)
@@ -721,7 +721,7 @@ impl Consumer {
             .iter()
             .map(|s| {
                 let p = self.store.partition(&self.topic, s.partition)?;
-                Ok((s.partition, p.offset_acked().saturating_sub(s.position)))
+                Ok((s.partition, p.offset_acked().since(s.position)))
             })
             .collect()
     }

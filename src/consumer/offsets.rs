@@ -17,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use crate::error::{Error, Result};
 use crate::producer::{Producer, Record};
+use crate::segment::Offset;
 use crate::shard::recovery::DamagedCommits;
 use crate::store::Store;
 
@@ -70,8 +71,8 @@ impl OffsetKey {
 /// A live commit: the committed offset and where its record is in the offsets partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Committed {
-    offset: u64,
-    record: u64,
+    offset: Offset,
+    record: Offset,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +92,7 @@ pub(crate) struct OffsetStore {
 
 impl OffsetStore {
     /// The committed offset of `key`, if any.
-    pub fn get(&self, key: &OffsetKey) -> Option<u64> {
+    pub fn get(&self, key: &OffsetKey) -> Option<Offset> {
         self.live
             .lock()
             .expect("offsets lock")
@@ -100,13 +101,13 @@ impl OffsetStore {
     }
 
     /// Every live commit, as (key, committed offset).
-    pub fn all(&self) -> Vec<(OffsetKey, u64)> {
+    pub fn all(&self) -> Vec<(OffsetKey, Offset)> {
         let live = self.live.lock().expect("offsets lock");
         live.iter().map(|(k, c)| (k.clone(), c.offset)).collect()
     }
 
     /// The oldest record of the offsets partition that is still a live commit.
-    pub fn oldest_live_record(&self) -> Option<u64> {
+    pub fn oldest_live_record(&self) -> Option<Offset> {
         let live = self.live.lock().expect("offsets lock");
         live.values().map(|c| c.record).min()
     }
@@ -137,9 +138,9 @@ impl OffsetStore {
                         path,
                         pos,
                         reason,
-                        offsets: entry.base_offset..entry.last_offset + 1,
+                        offsets: entry.base_offset..entry.last_offset.next(),
                     });
-                    offset = entry.last_offset + 1;
+                    offset = entry.last_offset.next();
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -147,7 +148,7 @@ impl OffsetStore {
             let Some(last) = batch.last() else {
                 break;
             };
-            offset = last.offset + 1;
+            offset = last.offset.next();
             for r in batch {
                 let key = r.key.as_deref().and_then(OffsetKey::decode);
                 let Some(key) = key else {
@@ -156,7 +157,7 @@ impl OffsetStore {
                 match r.value.as_deref().map(<[u8; 8]>::try_from) {
                     Some(Ok(v)) => {
                         let committed = Committed {
-                            offset: u64::from_be_bytes(v),
+                            offset: Offset(u64::from_be_bytes(v)),
                             record: r.offset,
                         };
                         live.insert(key, committed);
@@ -175,7 +176,7 @@ impl OffsetStore {
     pub fn commit(
         &self,
         producer: &mut Producer,
-        entries: &[(OffsetKey, Option<u64>)],
+        entries: &[(OffsetKey, Option<Offset>)],
     ) -> Result<()> {
         let _writing = self.writing.lock().expect("offsets write lock");
         self.write(producer, entries)
@@ -187,18 +188,22 @@ impl OffsetStore {
         // Snapshot and write under the commit lock: a commit in between would otherwise be
         // followed in the log by an older value.
         let _writing = self.writing.lock().expect("offsets write lock");
-        let entries: Vec<(OffsetKey, Option<u64>)> =
+        let entries: Vec<(OffsetKey, Option<Offset>)> =
             self.all().into_iter().map(|(k, o)| (k, Some(o))).collect();
         self.write(producer, &entries)
     }
 
     /// Sends the records, waits for their acks, then updates the live map. The caller holds
     /// `writing`.
-    fn write(&self, producer: &mut Producer, entries: &[(OffsetKey, Option<u64>)]) -> Result<()> {
+    fn write(
+        &self,
+        producer: &mut Producer,
+        entries: &[(OffsetKey, Option<Offset>)],
+    ) -> Result<()> {
         let mut acks = Vec::with_capacity(entries.len());
         for (key, offset) in entries {
             let key_bytes = key.encode();
-            let value = offset.map(u64::to_be_bytes);
+            let value = offset.map(|o| o.0.to_be_bytes());
             let record = match &value {
                 Some(v) => Record::new(v),
                 None => Record::tombstone(),

@@ -1,6 +1,6 @@
 //! Sealed runs' entries loaded from index files, within a byte budget.
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ const ITEM_OVERHEAD_BYTES: usize = 80;
 #[derive(Debug, Clone)]
 enum CacheItem {
     Chunk(Arc<[BatchEntry]>),
-    Starts(Arc<[u64]>),
+    Starts(Arc<[Offset]>),
 }
 
 impl CacheItem {
@@ -119,7 +119,7 @@ impl IndexCache {
     }
 
     /// The chunk directory of `run`, if cached.
-    pub fn starts(&mut self, run: &SealedRun) -> Option<Arc<[u64]>> {
+    pub fn starts(&mut self, run: &SealedRun) -> Option<Arc<[Offset]>> {
         match self.used((run.segment, run.run.first_entry, STARTS)) {
             Some(CacheItem::Starts(s)) => Some(Arc::clone(s)),
             _ => None,
@@ -140,7 +140,7 @@ impl IndexCache {
         );
     }
 
-    pub fn insert_starts(&mut self, run: &SealedRun, starts: Arc<[u64]>) {
+    pub fn insert_starts(&mut self, run: &SealedRun, starts: Arc<[Offset]>) {
         self.insert(
             (run.segment, run.run.first_entry, STARTS),
             CacheItem::Starts(starts),
@@ -213,7 +213,7 @@ impl SealedRuns {
     }
 
     /// Hands over a run's chunk directory, known when its index file was written.
-    pub fn insert_starts(&self, run: &SealedRun, starts: Arc<[u64]>) {
+    pub fn insert_starts(&self, run: &SealedRun, starts: Arc<[Offset]>) {
         self.cache().insert_starts(run, starts);
     }
 
@@ -224,13 +224,13 @@ impl SealedRuns {
 }
 
 impl RunLoader for SealedRuns {
-    fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
+    fn load_run(&self, run: &SealedRun, offset: Offset) -> Result<Arc<[BatchEntry]>> {
         let path = index_path(&self.dir, run.segment);
         let cached = self.cache().starts(run);
         let starts = match cached {
             Some(s) => s,
             None => {
-                let s: Arc<[u64]> = run_chunk_starts(&path, run)?.into();
+                let s: Arc<[Offset]> = run_chunk_starts(&path, run)?.into();
                 self.cache().insert_starts(run, Arc::clone(&s));
                 s
             }
@@ -260,8 +260,8 @@ mod tests {
             run: IndexRun {
                 topic_id: 1,
                 partition: 0,
-                first_offset: 0,
-                last_offset: 0,
+                first_offset: Offset(0),
+                last_offset: Offset(0),
                 max_timestamp: 0,
                 first_entry: 0,
                 entry_count: 1,
@@ -276,8 +276,8 @@ mod tests {
     fn cache_entries(n: usize) -> Arc<[BatchEntry]> {
         vec![
             BatchEntry {
-                base_offset: 0,
-                last_offset: 0,
+                base_offset: Offset(0),
+                last_offset: Offset(0),
                 max_timestamp: 0,
                 segment: SegmentId(0),
                 pos: 0,
@@ -329,7 +329,10 @@ mod tests {
         let directory = 2 * 8 + ITEM_OVERHEAD_BYTES;
         let mut cache = IndexCache::with_budgets(16 * size_of::<BatchEntry>(), 4 * directory);
         for segment in 0..3 {
-            cache.insert_starts(&run(SegmentId(segment)), vec![0, 4096].into());
+            cache.insert_starts(
+                &run(SegmentId(segment)),
+                vec![Offset(0), Offset(4096)].into(),
+            );
         }
         for c in 0..100 {
             assert!(
@@ -349,7 +352,10 @@ mod tests {
             "no directory evicted by chunks"
         );
         for segment in 3..6 {
-            cache.insert_starts(&run(SegmentId(segment)), vec![0, 4096].into());
+            cache.insert_starts(
+                &run(SegmentId(segment)),
+                vec![Offset(0), Offset(4096)].into(),
+            );
         }
         // Six directories in room for four: 0 and 1 were used, so 2 and 3 go.
         assert!(cache.starts(&run(SegmentId(2))).is_none());

@@ -13,7 +13,7 @@
 //!        u32 reserved
 //! ```
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -52,8 +52,8 @@ pub struct IndexDirectory {
 
 /// Stores `e` as an index file entry (40 bytes).
 fn put_entry(out: &mut [u8; INDEX_ENTRY_BYTES], e: &BatchEntry) {
-    out[0..8].copy_from_slice(&e.base_offset.to_le_bytes());
-    out[8..16].copy_from_slice(&e.last_offset.to_le_bytes());
+    out[0..8].copy_from_slice(&e.base_offset.0.to_le_bytes());
+    out[8..16].copy_from_slice(&e.last_offset.0.to_le_bytes());
     out[16..24].copy_from_slice(&e.max_timestamp.to_le_bytes());
     out[24..32].copy_from_slice(&e.pos.to_le_bytes());
     out[32..40].copy_from_slice(&u64::from(e.frame_bytes).to_le_bytes());
@@ -96,7 +96,7 @@ pub(crate) fn encode_index(
     data_end: u64,
     frames: &impl IndexFrames,
     sink: &mut IndexSink<'_>,
-) -> Result<(IndexDirectory, Vec<Vec<u64>>)> {
+) -> Result<(IndexDirectory, Vec<Vec<Offset>>)> {
     /// Frames visited ahead of their prefetch.
     const PREFETCH_AHEAD: usize = 32;
     let (n, groups) = (frames.count(), frames.groups());
@@ -122,7 +122,7 @@ pub(crate) fn encode_index(
         entry_count: n as u32,
         runs: Vec::with_capacity(runs),
     };
-    let mut starts: Vec<Vec<u64>> = Vec::with_capacity(runs);
+    let mut starts: Vec<Vec<Offset>> = Vec::with_capacity(runs);
     let piece_entries = ENCODE_PIECE_BYTES / INDEX_ENTRY_BYTES;
     let mut piece = vec![0u8; piece_entries.min(n) * INDEX_ENTRY_BYTES];
     let mut len = 0;
@@ -194,8 +194,8 @@ pub(crate) fn encode_index(
     for r in &directory.runs {
         head.extend_from_slice(&r.topic_id.to_le_bytes());
         head.extend_from_slice(&r.partition.to_le_bytes());
-        head.extend_from_slice(&r.first_offset.to_le_bytes());
-        head.extend_from_slice(&r.last_offset.to_le_bytes());
+        head.extend_from_slice(&r.first_offset.0.to_le_bytes());
+        head.extend_from_slice(&r.last_offset.0.to_le_bytes());
         head.extend_from_slice(&r.max_timestamp.to_le_bytes());
         head.extend_from_slice(&r.first_entry.to_le_bytes());
         head.extend_from_slice(&r.entry_count.to_le_bytes());
@@ -213,7 +213,7 @@ fn encode_index_bytes(
     segment: SegmentId,
     data_end: u64,
     frames: &impl IndexFrames,
-) -> (Vec<u8>, IndexDirectory, Vec<Vec<u64>>) {
+) -> (Vec<u8>, IndexDirectory, Vec<Vec<Offset>>) {
     let mut bytes = Vec::new();
     let mut sink = |pos: u64, piece: &[u8]| {
         let end = pos as usize + piece.len();
@@ -278,7 +278,7 @@ impl SegmentIndex {
 
     /// Encodes the index file; also returns its directory and each run's chunk directory.
     #[cfg(test)]
-    pub(super) fn encode_with_starts(&self) -> (Vec<u8>, IndexDirectory, Vec<Vec<u64>>) {
+    pub(super) fn encode_with_starts(&self) -> (Vec<u8>, IndexDirectory, Vec<Vec<Offset>>) {
         encode_index_bytes(self.segment, self.data_end, &self.grouped())
     }
 
@@ -355,8 +355,8 @@ impl IndexDirectory {
             let run = IndexRun {
                 topic_id: u32_at(r, 0),
                 partition: u32_at(r, 4),
-                first_offset: u64_at(r, 8),
-                last_offset: u64_at(r, 16),
+                first_offset: Offset(u64_at(r, 8)),
+                last_offset: Offset(u64_at(r, 16)),
                 max_timestamp: u64_at(r, 24) as i64,
                 first_entry: u32_at(r, 32),
                 entry_count: u32_at(r, 36),
@@ -413,11 +413,11 @@ pub(super) fn decode_run(
         if entry.base_offset != next || entry.last_offset < entry.base_offset {
             return corrupt("index run entries are not dense");
         }
-        next = entry.last_offset + 1;
+        next = entry.last_offset.next();
         max_timestamp = max_timestamp.max(entry.max_timestamp);
         entries.push(entry);
     }
-    if next != run.last_offset + 1 || max_timestamp != run.max_timestamp {
+    if next != run.last_offset.next() || max_timestamp != run.max_timestamp {
         return corrupt("index run entries disagree with the directory");
     }
     Ok(entries)
@@ -426,8 +426,8 @@ pub(super) fn decode_run(
 /// Decodes one 40-byte index file entry of `segment`.
 pub(super) fn decode_entry(e: &[u8], segment: SegmentId) -> BatchEntry {
     BatchEntry {
-        base_offset: u64_at(e, 0),
-        last_offset: u64_at(e, 8),
+        base_offset: Offset(u64_at(e, 0)),
+        last_offset: Offset(u64_at(e, 8)),
         max_timestamp: u64_at(e, 16) as i64,
         segment,
         pos: u64_at(e, 24),
@@ -441,9 +441,9 @@ mod tests {
     use super::*;
 
     fn sample() -> SegmentIndex {
-        let e = |base, pos| BatchEntry {
-            base_offset: base,
-            last_offset: base + 9,
+        let e = |base: u64, pos| BatchEntry {
+            base_offset: Offset(base),
+            last_offset: Offset(base + 9),
             max_timestamp: 1_700_000_000_000 + base as i64,
             segment: SegmentId(3),
             pos,

@@ -11,6 +11,7 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::temporary_path;
+use crate::segment::Offset;
 use crate::segment::format::BLOCK_BYTES;
 
 impl IndexDirectory {
@@ -42,7 +43,7 @@ impl IndexDirectory {
 
 /// Checks a sealed run's entries in its index file (checksum, density) and returns the base
 /// offset of each chunk's first entry: the run's chunk directory.
-pub(crate) fn run_chunk_starts(path: &Path, run: &SealedRun) -> Result<Vec<u64>> {
+pub(crate) fn run_chunk_starts(path: &Path, run: &SealedRun) -> Result<Vec<Offset>> {
     let entries = read_run(path, run)?;
     Ok(entries
         .iter()
@@ -58,8 +59,8 @@ pub(crate) fn run_chunk_starts(path: &Path, run: &SealedRun) -> Result<Vec<u64>>
 pub(crate) fn read_chunk(
     path: &Path,
     run: &SealedRun,
-    starts: &[u64],
-    offset: u64,
+    starts: &[Offset],
+    offset: Offset,
 ) -> Result<(usize, Vec<BatchEntry>)> {
     let chunk = starts.partition_point(|&s| s <= offset).saturating_sub(1);
     let first = chunk * CHUNK_ENTRIES;
@@ -79,12 +80,12 @@ pub(crate) fn read_chunk(
         .chunks_exact(INDEX_ENTRY_BYTES)
         .map(|e| decode_entry(e, run.segment))
         .collect();
-    let dense = entries
-        .windows(2)
-        .all(|w| w[1].base_offset == w[0].last_offset + 1 && w[0].base_offset <= w[0].last_offset);
+    let dense = entries.windows(2).all(|w| {
+        w[1].base_offset == w[0].last_offset.next() && w[0].base_offset <= w[0].last_offset
+    });
     let last = entries.last().expect("count > 0").last_offset;
     let end_ok = match starts.get(chunk + 1) {
-        Some(&next) => next == last + 1,
+        Some(&next) => next == last.next(),
         None => last == run.run.last_offset,
     };
     if !dense || entries[0].base_offset != starts[chunk] || !end_ok {
@@ -286,8 +287,8 @@ mod tests {
         let frames: Vec<(TopicPartition, BatchEntry)> = (0..n)
             .map(|i| {
                 let e = BatchEntry {
-                    base_offset: 2 * i,
-                    last_offset: 2 * i + 1,
+                    base_offset: Offset(2 * i),
+                    last_offset: Offset(2 * i + 1),
                     max_timestamp: i as i64,
                     segment: SegmentId(0),
                     pos: i * 10,
@@ -319,21 +320,28 @@ mod tests {
         );
         assert!(p.seal_run(SegmentId(0), run, directory.entries_pos(&run)));
         let mut cache = crate::index::cache::IndexCache::new(1 << 20);
-        let load = |sealed: &SealedRun, offset: u64| -> Result<Arc<[BatchEntry]>> {
+        let load = |sealed: &SealedRun, offset: Offset| -> Result<Arc<[BatchEntry]>> {
             let starts = run_chunk_starts(&path, sealed)?;
             let (chunk, entries) = read_chunk(&path, sealed, &starts, offset)?;
-            assert_eq!(chunk, (offset / 2) as usize / CHUNK_ENTRIES);
+            assert_eq!(chunk, (offset.0 / 2) as usize / CHUNK_ENTRIES);
             Ok(entries.into())
         };
         // Across the first chunk boundary: entries 4090.. 4105.
-        let got = p.entries_from(2 * 4090, 16 * 10, 2 * n, &load).unwrap();
-        let bases: Vec<u64> = got.iter().map(|e| e.base_offset / 2).collect();
+        let got = p
+            .entries_from(Offset(2 * 4090), 16 * 10, Offset(2 * n), &load)
+            .unwrap();
+        let bases: Vec<u64> = got.iter().map(|e| e.base_offset.0 / 2).collect();
         assert_eq!(bases, (4090..4106).collect::<Vec<_>>());
-        let last = p.entries_from(2 * n - 1, 1000, 2 * n, &load).unwrap();
+        let last = p
+            .entries_from(Offset(2 * n - 1), 1000, Offset(2 * n), &load)
+            .unwrap();
         assert_eq!(last.len(), 1);
-        assert_eq!(last[0].base_offset, 2 * n - 2);
-        let at = p.entry_for_timestamp(9000, 2 * n, &load).unwrap().unwrap();
-        assert_eq!(at.base_offset, 18_000);
+        assert_eq!(last[0].base_offset, Offset(2 * n - 2));
+        let at = p
+            .entry_for_timestamp(9000, Offset(2 * n), &load)
+            .unwrap()
+            .unwrap();
+        assert_eq!(at.base_offset, Offset(18_000));
         // Chunks and directories in the cache.
         let sealed = SealedRun {
             segment: SegmentId(0),
@@ -343,8 +351,11 @@ mod tests {
         };
         cache.insert_starts(&sealed, run_chunk_starts(&path, &sealed).unwrap().into());
         assert_eq!(cache.starts(&sealed).unwrap().len(), 3);
-        cache.insert_chunk(&sealed, 1, load(&sealed, 2 * 5000).unwrap());
-        assert_eq!(cache.chunk(&sealed, 1).unwrap()[0].base_offset, 2 * 4096);
+        cache.insert_chunk(&sealed, 1, load(&sealed, Offset(2 * 5000)).unwrap());
+        assert_eq!(
+            cache.chunk(&sealed, 1).unwrap()[0].base_offset,
+            Offset(2 * 4096)
+        );
         assert!(cache.chunk(&sealed, 2).is_none());
         // A flipped byte in the second chunk: caught by the run's checksum when the directory
         // is made, and by the chunk's own checks when it is read with a stale directory.
@@ -355,7 +366,7 @@ mod tests {
         std::fs::write(&path, &damaged).unwrap();
         assert!(run_chunk_starts(&path, &sealed).is_err());
         assert!(matches!(
-            read_chunk(&path, &sealed, &starts, 2 * 5000),
+            read_chunk(&path, &sealed, &starts, Offset(2 * 5000)),
             Err(Error::Corrupt { .. })
         ));
     }
@@ -372,8 +383,8 @@ mod tests {
             let frames = (0..n)
                 .map(|i| {
                     let entry = BatchEntry {
-                        base_offset: i / 3,
-                        last_offset: i / 3,
+                        base_offset: Offset(i / 3),
+                        last_offset: Offset(i / 3),
                         max_timestamp: i as i64,
                         segment: SegmentId(7),
                         pos: i * 100,

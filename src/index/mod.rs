@@ -24,7 +24,7 @@ mod file_io;
 mod partition;
 mod published;
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -38,7 +38,7 @@ pub struct SlotEntry {
     /// The partition's slot in its shard.
     pub slot: u32,
     last_delta: u32,
-    base_offset: u64,
+    base_offset: Offset,
     max_timestamp: i64,
     pos: u32,
     frame_bytes: u32,
@@ -49,7 +49,8 @@ impl SlotEntry {
     pub fn new(slot: u32, e: &BatchEntry) -> SlotEntry {
         SlotEntry {
             slot,
-            last_delta: u32::try_from(e.last_offset - e.base_offset).expect("records per batch"),
+            last_delta: u32::try_from(e.last_offset.since(e.base_offset))
+                .expect("records per batch"),
             base_offset: e.base_offset,
             max_timestamp: e.max_timestamp,
             pos: u32::try_from(e.pos).expect("segments are at most 4 GiB"),
@@ -79,9 +80,9 @@ pub struct IndexRun {
     /// The partition.
     pub partition: u32,
     /// Offset of the first record of its first batch.
-    pub first_offset: u64,
+    pub first_offset: Offset,
     /// Offset of the last record of its last batch.
-    pub last_offset: u64,
+    pub last_offset: Offset,
     /// The largest record timestamp in it.
     pub max_timestamp: i64,
     /// Index of its first entry among the file's entries.
@@ -129,11 +130,11 @@ impl SealedRun {
 pub(crate) trait RunLoader {
     /// The chunk of `run`'s entries holding `offset`: at most [`CHUNK_ENTRIES`] entries, in
     /// offset order.
-    fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>>;
+    fn load_run(&self, run: &SealedRun, offset: Offset) -> Result<Arc<[BatchEntry]>>;
 }
 
-impl<F: Fn(&SealedRun, u64) -> Result<Arc<[BatchEntry]>>> RunLoader for F {
-    fn load_run(&self, run: &SealedRun, offset: u64) -> Result<Arc<[BatchEntry]>> {
+impl<F: Fn(&SealedRun, Offset) -> Result<Arc<[BatchEntry]>>> RunLoader for F {
+    fn load_run(&self, run: &SealedRun, offset: Offset) -> Result<Arc<[BatchEntry]>> {
         self(run, offset)
     }
 }

@@ -1,6 +1,6 @@
 //! A partition's index: its entries, sealed runs and watermarks.
 
-use crate::segment::{LogPos, SegmentId};
+use crate::segment::{LogPos, Offset, SegmentId};
 use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,11 +26,11 @@ impl PartitionIndex {
             .or(self.sealed.last().map(|r| r.running_max))
     }
 
-    fn next_offset(&self) -> Option<u64> {
+    fn next_offset(&self) -> Option<Offset> {
         self.active
             .back()
-            .map(|(e, _)| e.last_offset + 1)
-            .or(self.sealed.last().map(|r| r.run.last_offset + 1))
+            .map(|(e, _)| e.last_offset.next())
+            .or(self.sealed.last().map(|r| r.run.last_offset.next()))
     }
 }
 
@@ -63,7 +63,7 @@ pub struct Partition {
 /// acknowledged), and with `before`, batches at that position of the log and after it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limit {
-    pub visible: u64,
+    pub visible: Offset,
     pub before: Option<LogPos>,
 }
 
@@ -156,14 +156,14 @@ impl Partition {
         let continues = index
             .sealed
             .last()
-            .is_none_or(|r| r.run.last_offset + 1 == run.first_offset);
+            .is_none_or(|r| r.run.last_offset.next() == run.first_offset);
         let prefix = n == 0
             || (index.active[0].0.base_offset == run.first_offset
                 && index.active[n - 1].0.last_offset <= run.last_offset);
         let rest_follows = index
             .active
             .get(n)
-            .is_none_or(|(e, _)| e.base_offset == run.last_offset + 1);
+            .is_none_or(|(e, _)| e.base_offset == run.last_offset.next());
         if !(continues && prefix && rest_follows) {
             return false;
         }
@@ -191,7 +191,7 @@ impl Partition {
     }
 
     /// The last offset stored in segments up to `segment`, if any.
-    pub(crate) fn last_offset_through(&self, segment: SegmentId) -> Option<u64> {
+    pub(crate) fn last_offset_through(&self, segment: SegmentId) -> Option<Offset> {
         let index = self.index.read().expect("index lock");
         let active = index.active.partition_point(|(e, _)| e.segment <= segment);
         if active > 0 {
@@ -202,28 +202,28 @@ impl Partition {
     }
 
     /// The earliest stored offset.
-    pub fn offset_earliest(&self) -> u64 {
+    pub fn offset_earliest(&self) -> Offset {
         let index = self.index.read().expect("index lock");
         index
             .sealed
             .first()
             .map(|r| r.run.first_offset)
             .or(index.active.front().map(|(e, _)| e.base_offset))
-            .unwrap_or_else(|| self.offset_acked.load(Ordering::Acquire))
+            .unwrap_or_else(|| self.offset_acked())
     }
 
     /// One past the last readable offset.
-    pub fn offset_acked(&self) -> u64 {
-        self.offset_acked.load(Ordering::Acquire)
+    pub fn offset_acked(&self) -> Offset {
+        Offset(self.offset_acked.load(Ordering::Acquire))
     }
 
     /// Entries from the batch holding `offset` on, up to `frame_bytes_max` bytes of frames
     /// (at least one entry), limited to offsets below `visible`.
     pub(crate) fn entries_from(
         &self,
-        offset: u64,
+        offset: Offset,
         frame_bytes_max: usize,
-        visible: u64,
+        visible: Offset,
         load: &dyn RunLoader,
     ) -> Result<Vec<BatchEntry>> {
         let limit = Limit {
@@ -237,7 +237,7 @@ impl Partition {
     /// `limit.before` in the log (none if the batch holding `offset` is there).
     pub(crate) fn entries_within(
         &self,
-        offset: u64,
+        offset: Offset,
         frame_bytes_max: usize,
         limit: Limit,
         load: &dyn RunLoader,
@@ -269,7 +269,7 @@ impl Partition {
             offset = entries
                 .last()
                 .map_or(sealed.run.last_offset, |e| e.last_offset)
-                + 1;
+                .next();
         }
     }
 
@@ -277,7 +277,7 @@ impl Partition {
     pub(crate) fn entry_for_timestamp(
         &self,
         timestamp: i64,
-        visible: u64,
+        visible: Offset,
         load: &dyn RunLoader,
     ) -> Result<Option<BatchEntry>> {
         let sealed = {
@@ -306,7 +306,7 @@ impl Partition {
             offset = entries
                 .last()
                 .map_or(sealed.run.last_offset, |e| e.last_offset)
-                + 1;
+                .next();
         }
         Ok(None)
     }
@@ -326,7 +326,7 @@ mod tests {
     use super::*;
     use crate::error::Result;
 
-    fn no_runs(_: &SealedRun, _: u64) -> Result<Arc<[BatchEntry]>> {
+    fn no_runs(_: &SealedRun, _: Offset) -> Result<Arc<[BatchEntry]>> {
         panic!("no sealed runs in this test")
     }
 
@@ -336,8 +336,8 @@ mod tests {
         for (i, ts) in [100, 300, 200, 400].into_iter().enumerate() {
             let base = i as u64 * 10;
             p.push(BatchEntry {
-                base_offset: base,
-                last_offset: base + 9,
+                base_offset: Offset(base),
+                last_offset: Offset(base + 9),
                 max_timestamp: ts,
                 segment: SegmentId(0),
                 pos: i as u64 * 100,
@@ -346,10 +346,10 @@ mod tests {
         }
         p.offset_acked.store(40, Ordering::Release);
         let from = |o, max| {
-            p.entries_from(o, max, 40, &no_runs)
+            p.entries_from(Offset(o), max, Offset(40), &no_runs)
                 .unwrap()
                 .iter()
-                .map(|e| e.base_offset)
+                .map(|e| e.base_offset.0)
                 .collect::<Vec<_>>()
         };
         assert_eq!(from(0, 1), vec![0]);
@@ -357,14 +357,14 @@ mod tests {
         assert_eq!(from(39, 10_000), vec![30]);
         assert_eq!(from(40, 10_000), Vec::<u64>::new());
         let at = |ts| {
-            p.entry_for_timestamp(ts, 40, &no_runs)
+            p.entry_for_timestamp(ts, Offset(40), &no_runs)
                 .unwrap()
-                .map(|e| e.base_offset)
+                .map(|e| e.base_offset.0)
         };
         assert_eq!(at(250), Some(10));
         assert_eq!(at(50), Some(0));
         assert_eq!(at(401), None);
-        assert_eq!(p.offset_earliest(), 0);
+        assert_eq!(p.offset_earliest(), Offset(0));
     }
 
     /// Two partitions interleaved over segments 0 and 1; segment 0's index file is written and
@@ -379,8 +379,8 @@ mod tests {
             let (segment, p) = (SegmentId(i / 10), (i % 2) as usize);
             let base = i / 2 * 3;
             let e = BatchEntry {
-                base_offset: base,
-                last_offset: base + 2,
+                base_offset: Offset(base),
+                last_offset: Offset(base + 2),
                 max_timestamp: 1000 + i as i64 * if p == 0 { 1 } else { -1 },
                 segment,
                 pos: (i % 10) * 64,
@@ -412,35 +412,41 @@ mod tests {
             assert_eq!(p.entries_in_memory(), 5);
         }
         let loads = std::cell::Cell::new(0);
-        let load = |run: &SealedRun, offset: u64| -> Result<Arc<[BatchEntry]>> {
+        let load = |run: &SealedRun, offset: Offset| -> Result<Arc<[BatchEntry]>> {
             loads.set(loads.get() + 1);
             let starts = run_chunk_starts(&path, run)?;
             Ok(read_chunk(&path, run, &starts, offset)?.1.into())
         };
         for (pi, p) in parts.iter().enumerate() {
             // Offsets 0..15 are in the sealed segment, 15..30 in memory.
-            let got: Vec<_> = p.entries_from(4, 4 * 64, 30, &load).unwrap();
+            let got: Vec<_> = p
+                .entries_from(Offset(4), 4 * 64, Offset(30), &load)
+                .unwrap();
             assert_eq!(got.len(), 4, "the rest of segment 0");
-            assert_eq!(got[0].base_offset, 3);
+            assert_eq!(got[0].base_offset, Offset(3));
             assert_eq!(got[0].pos, 128 + 64 * pi as u64);
             assert_eq!(got[0].segment, SegmentId(0));
-            let got = p.entries_from(15, 10_000, 30, &load).unwrap();
+            let got = p
+                .entries_from(Offset(15), 10_000, Offset(30), &load)
+                .unwrap();
             assert_eq!((got.len(), got[0].segment), (5, SegmentId(1)));
-            let got = p.entries_from(0, 10_000, 30, &load).unwrap();
-            let bases: Vec<u64> = got.iter().map(|e| e.base_offset).collect();
+            let got = p
+                .entries_from(Offset(0), 10_000, Offset(30), &load)
+                .unwrap();
+            let bases: Vec<u64> = got.iter().map(|e| e.base_offset.0).collect();
             assert_eq!(
                 bases,
                 (0..10).map(|i| i * 3).collect::<Vec<_>>(),
                 "across segments"
             );
-            assert_eq!(p.offset_earliest(), 0);
+            assert_eq!(p.offset_earliest(), Offset(0));
         }
         // Partition 0's timestamps rise, partition 1's fall: the running maximum finds the
         // first batch that may hold a later record.
         let at = |p: &Partition, ts| {
-            p.entry_for_timestamp(ts, 30, &load)
+            p.entry_for_timestamp(ts, Offset(30), &load)
                 .unwrap()
-                .map(|e| e.base_offset)
+                .map(|e| e.base_offset.0)
         };
         assert_eq!(at(&parts[0], 1004), Some(6));
         assert_eq!(at(&parts[0], 1018), Some(27));
@@ -454,12 +460,12 @@ mod tests {
         damaged[last] ^= 1;
         std::fs::write(&path, &damaged).unwrap();
         assert!(matches!(
-            parts[1].entries_from(0, 10_000, 30, &load),
+            parts[1].entries_from(Offset(0), 10_000, Offset(30), &load),
             Err(Error::Corrupt { .. })
         ));
         // Retention forgets whole segments.
         parts[0].forget_below(SegmentId(1));
-        assert_eq!(parts[0].offset_earliest(), 15);
+        assert_eq!(parts[0].offset_earliest(), Offset(15));
     }
 
     /// Segments sealed in turn while newer batches keep arriving: each seal takes exactly its
@@ -469,8 +475,8 @@ mod tests {
     fn sealing_in_turn_keeps_newer_entries_in_order() {
         let p = Partition::new(1, 0, 0, 0);
         let entry = |i: u64| BatchEntry {
-            base_offset: i,
-            last_offset: i,
+            base_offset: Offset(i),
+            last_offset: Offset(i),
             max_timestamp: i as i64,
             segment: SegmentId(i / 100),
             pos: i % 100 * 64,
@@ -479,8 +485,8 @@ mod tests {
         let run_of = |segment: u64| IndexRun {
             topic_id: 1,
             partition: 0,
-            first_offset: segment * 100,
-            last_offset: segment * 100 + 99,
+            first_offset: Offset(segment * 100),
+            last_offset: Offset(segment * 100 + 99),
             max_timestamp: segment as i64 * 100 + 99,
             first_entry: 0,
             entry_count: 100,
@@ -495,7 +501,7 @@ mod tests {
                 p.push(entry(i));
             }
             let wrong = IndexRun {
-                last_offset: segment * 100 + 98,
+                last_offset: Offset(segment * 100 + 98),
                 ..run_of(segment)
             };
             let id = SegmentId(segment);
@@ -508,7 +514,7 @@ mod tests {
             assert!(p.seal_run(id, run_of(segment), 0));
             assert_eq!(p.entries_in_memory(), 150);
             let index = p.index.read().unwrap();
-            let bases: Vec<u64> = index.active.iter().map(|(e, _)| e.base_offset).collect();
+            let bases: Vec<u64> = index.active.iter().map(|(e, _)| e.base_offset.0).collect();
             let first = (segment + 1) * 100;
             assert_eq!(bases, (first..first + 150).collect::<Vec<_>>());
             assert_eq!(index.sealed.len() as u64, segment + 1);

@@ -311,9 +311,9 @@ mod tests {
 
     #[test]
     fn index_log_keeps_entries_until_distributed_and_sealed() {
-        let e = |segment, base| BatchEntry {
-            base_offset: base,
-            last_offset: base,
+        let e = |segment, base: u64| BatchEntry {
+            base_offset: Offset(base),
+            last_offset: Offset(base),
             max_timestamp: 0,
             segment,
             pos: base * 100,
@@ -357,9 +357,9 @@ mod tests {
 
     #[test]
     fn index_log_chunks_hold_entries_in_order_and_are_reused() {
-        let e = |base| BatchEntry {
-            base_offset: base,
-            last_offset: base,
+        let e = |base: u64| BatchEntry {
+            base_offset: Offset(base),
+            last_offset: Offset(base),
             max_timestamp: 0,
             segment: SegmentId(0),
             pos: base,

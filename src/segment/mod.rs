@@ -10,15 +10,16 @@ pub(crate) mod records;
 pub(crate) mod scan;
 
 pub use crate::layout::SegmentId;
+pub use crate::offset::Offset;
 pub use batch::{BatchView, RecordIter, RecordRef, decode_frame};
 
 /// One stored batch of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchEntry {
     /// Offset of its first record.
-    pub base_offset: u64,
+    pub base_offset: Offset,
     /// Offset of its last record.
-    pub last_offset: u64,
+    pub last_offset: Offset,
     /// Its largest record timestamp.
     pub max_timestamp: i64,
     /// The segment holding it.

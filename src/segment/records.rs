@@ -7,13 +7,13 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::segment::batch::decode_frame;
-use crate::segment::{BatchEntry, TopicPartition};
+use crate::segment::{BatchEntry, Offset, TopicPartition};
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// Its offset in the partition.
-    pub offset: u64,
+    pub offset: crate::segment::Offset,
     /// Its timestamp, milliseconds since the Unix epoch.
     pub timestamp: i64,
     /// Its key, if it has one.
@@ -30,7 +30,7 @@ pub(crate) fn decode_records(
     frame: &Bytes,
     e: &BatchEntry,
     path: &Path,
-    range: (u64, u64),
+    range: (Offset, Offset),
     expect: TopicPartition,
     out: &mut Vec<StoredRecord>,
 ) -> Result<()> {
@@ -39,7 +39,7 @@ pub(crate) fn decode_records(
         .map_err(|d| corrupt(d.0))?
         .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
     let found = TopicPartition::new(header.topic_id, header.partition);
-    if found != expect || batch.base_offset != e.base_offset {
+    if found != expect || Offset(batch.base_offset) != e.base_offset {
         return Err(corrupt(format!(
             "indexed frame holds topic id {} partition {} offset {}, expected topic id {} \
              partition {} offset {}",
@@ -53,7 +53,8 @@ pub(crate) fn decode_records(
     }
     for r in batch.records() {
         let r = r.map_err(|d| corrupt(d.0))?;
-        if r.offset < range.0 || r.offset >= range.1 {
+        let offset = Offset(r.offset);
+        if offset < range.0 || offset >= range.1 {
             continue;
         }
         let share = |s: &[u8]| frame.slice_ref(s);
@@ -63,7 +64,7 @@ pub(crate) fn decode_records(
             headers.push((k.to_owned(), v.map(share)));
         }
         out.push(StoredRecord {
-            offset: r.offset,
+            offset,
             timestamp: r.timestamp,
             key: r.key.map(share),
             value: r.value.map(share),

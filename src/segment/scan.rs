@@ -6,7 +6,7 @@ use crate::segment::batch::decode_frame;
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FrameHeader, HeaderSlot,
 };
-use crate::segment::{BatchEntry, SegmentId};
+use crate::segment::{BatchEntry, Offset, SegmentId};
 
 /// A segment's bytes, as a scan reads them.
 pub(crate) trait SegmentBytes {
@@ -106,8 +106,8 @@ pub(crate) fn scan(
             topic_id: header.topic_id,
             partition: header.partition,
             entry: BatchEntry {
-                base_offset: batch.base_offset,
-                last_offset: batch.last_offset(),
+                base_offset: Offset(batch.base_offset),
+                last_offset: Offset(batch.last_offset()),
                 max_timestamp: batch.max_timestamp,
                 segment: SegmentId(0),
                 pos,

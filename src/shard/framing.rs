@@ -2,7 +2,7 @@
 //! per partition per commit (records stamped with their offsets, each offset stored for its
 //! ack). Runs on the writer's thread; the bytes are `segment::format`'s.
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -116,8 +116,8 @@ pub(crate) fn frame_partition<'a>(
     build.frames += 1;
     build.records += count as usize;
     BatchEntry {
-        base_offset,
-        last_offset: base_offset + u64::from(count) - 1,
+        base_offset: Offset(base_offset),
+        last_offset: Offset(base_offset + u64::from(count) - 1),
         max_timestamp,
         segment,
         pos: build.start + frame_at as u64,

@@ -28,7 +28,7 @@ pub(crate) use read_cache::ReadCache;
 pub(crate) use ring::{AckRing, NewRing, Pending, WaitList, Waiter};
 pub(crate) use stats::WriterCounters;
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -50,7 +50,7 @@ fn deliver(partition: &Partition, entry: BatchEntry) {
     partition.push(entry);
     partition
         .offset_acked
-        .store(entry.last_offset + 1, Ordering::Release);
+        .store(entry.last_offset.next().0, Ordering::Release);
 }
 
 /// How long after a read near the newest data the writer keeps filling the tail cache.
@@ -101,7 +101,7 @@ pub(crate) struct ShardShared {
     /// Offsets retention must keep, by partition: what consumer groups have not committed, and
     /// live commit records (set by the log for every shard). `None` until the log has loaded
     /// the committed offsets and set them: until then retention deletes nothing.
-    protected: Mutex<Option<Arc<HashMap<TopicPartition, u64>>>>,
+    protected: Mutex<Option<Arc<HashMap<TopicPartition, Offset>>>>,
     /// Told which partition stopped retention (so the offsets store can compact itself).
     on_retention_blocked: OnceLock<Arc<dyn Fn(TopicPartition) + Send + Sync>>,
 }
@@ -213,7 +213,7 @@ impl ShardShared {
     /// Called once `segment`'s index file is durable: each partition's entries of that segment
     /// give way to its run in the file (`runs`, with each run's entries' byte position and its
     /// chunk directory), so the memory they took is freed.
-    pub fn index_sealed(&self, segment: SegmentId, runs: Vec<(IndexRun, u64, Vec<u64>)>) {
+    pub fn index_sealed(&self, segment: SegmentId, runs: Vec<(IndexRun, u64, Vec<Offset>)>) {
         self.note_sealed(segment, runs.iter().map(|(r, _, _)| r));
         let mut batch = self.distributing.lock().expect("distribute lock");
         // Newer segments' entries stay for readers to distribute when they need them: with
@@ -242,7 +242,7 @@ impl ShardShared {
                     // The run is in place: the watermark moves past it without a visit to each
                     // of its entries (millions in a segment of one-record batches).
                     p.offset_acked
-                        .fetch_max(run.last_offset + 1, Ordering::Release);
+                        .fetch_max(run.last_offset.next().0, Ordering::Release);
                 } else {
                     // Cannot happen unless the writer and the file disagree; the partition
                     // then keeps its entries in memory (still correct, just not freed).
@@ -299,7 +299,7 @@ impl ShardShared {
     }
 
     /// Replaces the offsets retention must keep.
-    pub fn set_protected(&self, floors: Arc<HashMap<TopicPartition, u64>>) {
+    pub fn set_protected(&self, floors: Arc<HashMap<TopicPartition, Offset>>) {
         *self.protected.lock().expect("protected lock") = Some(floors);
     }
 
@@ -342,7 +342,7 @@ impl ShardShared {
 
     /// Drops every batch of segments below `keep_from` from the partitions' indexes and the
     /// caches; returns each partition's (topic id, partition, earliest offset) afterwards.
-    pub fn forget_segments_below(&self, keep_from: SegmentId) -> Vec<(u32, u32, u64)> {
+    pub fn forget_segments_below(&self, keep_from: SegmentId) -> Vec<(u32, u32, Offset)> {
         let mut batch = self.distributing.lock().expect("distribute lock");
         self.distribute(&mut batch);
         let table = self.partitions.read().expect("partitions lock");

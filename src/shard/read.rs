@@ -4,9 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Limit, Partition};
-use crate::segment::LogPos;
 use crate::segment::format::BLOCK_BYTES;
 use crate::segment::records::{StoredRecord, decode_records};
+use crate::segment::{LogPos, Offset};
 use crate::shard::readahead::Readahead;
 use crate::shard::{ShardShared, WriterCounters};
 
@@ -19,7 +19,7 @@ pub(crate) fn read_partition(
     readahead: &Readahead,
     segment_bytes: u64,
     p: &Partition,
-    offset: u64,
+    offset: Offset,
     bytes_max: usize,
     (mode, before): (ReadMode, Option<LogPos>),
 ) -> Result<Vec<StoredRecord>> {

@@ -33,7 +33,7 @@
 //! torn write and is treated as one: every acknowledged record lies before D except those of
 //! the last commits, whose frames the window covers.
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,7 @@ pub struct DamagedCommits {
     /// What was wrong.
     pub reason: String,
     /// The offsets partition's records lost with it.
-    pub offsets: std::ops::Range<u64>,
+    pub offsets: std::ops::Range<crate::segment::Offset>,
 }
 
 /// Where a shard's writer starts.
@@ -282,8 +282,8 @@ pub(crate) fn recover_shard(
     for &(topic_id, partition, offset) in &start.partitions {
         let tp = TopicPartition::new(topic_id, partition);
         if let Some(p) = params.partitions.get(&tp) {
-            p.offset_next.store(offset, Ordering::Relaxed);
-            p.offset_acked.store(offset, Ordering::Release);
+            p.offset_next.store(offset.0, Ordering::Relaxed);
+            p.offset_acked.store(offset.0, Ordering::Release);
         }
     }
     let mut ids = Vec::new();
@@ -492,31 +492,31 @@ pub fn check_start_offsets(
             start.first_segment
         ));
     }
-    let earliest: HashMap<TopicPartition, u64> = (start.partitions.iter())
+    let earliest: HashMap<TopicPartition, Offset> = (start.partitions.iter())
         .map(|&(topic_id, partition, offset)| (TopicPartition::new(topic_id, partition), offset))
         .collect();
     for &id in ids.iter().take_while(|&&id| id < start.first_segment) {
-        let runs: Vec<(TopicPartition, u64)> = match load_directory(&index_path(shard_dir, id), id)
-        {
-            Some(d) => d.runs.iter().map(|r| (r.id(), r.last_offset)).collect(),
-            None => {
-                let segment = layout::segment_path(shard_dir, id);
-                let bytes_max = frame_bytes_max;
-                let (frames, _) = scan_segment_file(&segment, bytes_max, Known::default())?;
-                (frames.iter())
-                    .map(|f| {
-                        (
-                            TopicPartition::new(f.topic_id, f.partition),
-                            f.entry.last_offset,
-                        )
-                    })
-                    .collect()
-            }
-        };
+        let runs: Vec<(TopicPartition, Offset)> =
+            match load_directory(&index_path(shard_dir, id), id) {
+                Some(d) => d.runs.iter().map(|r| (r.id(), r.last_offset)).collect(),
+                None => {
+                    let segment = layout::segment_path(shard_dir, id);
+                    let bytes_max = frame_bytes_max;
+                    let (frames, _) = scan_segment_file(&segment, bytes_max, Known::default())?;
+                    (frames.iter())
+                        .map(|f| {
+                            (
+                                TopicPartition::new(f.topic_id, f.partition),
+                                f.entry.last_offset,
+                            )
+                        })
+                        .collect()
+                }
+            };
         for (tp, last) in runs {
             // Records of a deleted topic may go; a partition's records at or past its earliest
             // offset were never deleted.
-            let floor = earliest.get(&tp).copied().unwrap_or(0);
+            let floor = earliest.get(&tp).copied().unwrap_or_default();
             if live(tp) && last >= floor {
                 return refuse(format!(
                     "segment {id}, below its first kept segment {}, holds offset {last} of topic \
@@ -681,8 +681,10 @@ fn apply_runs(
         };
         check_dense(path, run.id(), p, run.first_offset, 0)?;
         p.push_run(directory.segment, *run, directory.entries_pos(run));
-        p.offset_next.store(run.last_offset + 1, Ordering::Relaxed);
-        p.offset_acked.store(run.last_offset + 1, Ordering::Release);
+        p.offset_next
+            .store(run.last_offset.next().0, Ordering::Relaxed);
+        p.offset_acked
+            .store(run.last_offset.next().0, Ordering::Release);
     }
     Ok(())
 }
@@ -695,10 +697,10 @@ fn check_dense(
         partition,
     }: TopicPartition,
     p: &Partition,
-    first_offset: u64,
+    first_offset: Offset,
     pos: u64,
 ) -> Result<()> {
-    let next = p.offset_next.load(Ordering::Relaxed);
+    let next = Offset(p.offset_next.load(Ordering::Relaxed));
     if first_offset == next {
         return Ok(());
     }
@@ -727,9 +729,9 @@ fn apply(
         check_dense(path, tp, p, entry.base_offset, entry.pos)?;
         p.push(entry);
         p.offset_next
-            .store(entry.last_offset + 1, Ordering::Relaxed);
+            .store(entry.last_offset.next().0, Ordering::Relaxed);
         p.offset_acked
-            .store(entry.last_offset + 1, Ordering::Release);
+            .store(entry.last_offset.next().0, Ordering::Release);
     }
     Ok(())
 }

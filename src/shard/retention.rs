@@ -13,7 +13,7 @@
 //! from then on. Recovery starts each partition there and first finishes any deletion a crash
 //! interrupted (segments below the first one kept).
 
-use crate::segment::SegmentId;
+use crate::segment::{Offset, SegmentId};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ pub(crate) struct StartOffsets {
     /// Segments below this one are deleted (or about to be).
     pub first_segment: SegmentId,
     /// (topic id, partition, earliest offset) of every partition of the shard.
-    pub partitions: Vec<(u32, u32, u64)>,
+    pub partitions: Vec<(u32, u32, Offset)>,
 }
 
 impl StartOffsets {

@@ -4,6 +4,7 @@
     reason = "each test crate uses its own subset of these helpers"
 )]
 
+use floodgate::Offset;
 use std::path::PathBuf;
 
 use floodgate::{Config, IoBackend};
@@ -137,8 +138,8 @@ pub fn mount(fs: &str, options: Option<&str>, at: &std::path::Path) -> Option<Mo
 pub fn read_values(log: &floodgate::Log) -> Vec<Vec<u8>> {
     let (_, next) = log.offsets("t", 0).unwrap();
     let mut out = Vec::new();
-    while (out.len() as u64) < next {
-        for r in log.read("t", 0, out.len() as u64, 1 << 20).unwrap() {
+    while (out.len() as u64) < next.0 {
+        for r in log.read("t", 0, Offset(out.len() as u64), 1 << 20).unwrap() {
             out.push(r.value.unwrap().to_vec());
         }
     }

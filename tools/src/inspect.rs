@@ -199,12 +199,12 @@ pub fn run(args: InspectArgs) -> CliResult {
             );
             for f in &frames {
                 let r = ranges.entry((f.topic_id, f.partition)).or_insert((
-                    f.entry.base_offset,
-                    f.entry.base_offset,
+                    f.entry.base_offset.0,
+                    f.entry.base_offset.0,
                     0,
                     0,
                 ));
-                if f.entry.base_offset != r.1 {
+                if f.entry.base_offset.0 != r.1 {
                     damage.push(format!(
                         "{} at byte {}: topic id {} partition {} jumps from offset {} to {}",
                         seg.display(),
@@ -215,7 +215,7 @@ pub fn run(args: InspectArgs) -> CliResult {
                         f.entry.base_offset
                     ));
                 }
-                r.1 = f.entry.last_offset + 1;
+                r.1 = f.entry.last_offset.0 + 1;
                 r.2 += u64::from(f.records);
                 r.3 += 1;
             }

@@ -334,7 +334,10 @@ fn verify_is_right_on_a_directory_written_by_several_runs() {
     // A record stored twice is a duplicate.
     {
         let log = floodgate::Log::open(floodgate::Config::new(&dir)).unwrap();
-        let first = log.read("load", 0, 0, 1).unwrap().remove(0);
+        let first = log
+            .read("load", 0, floodgate::Offset(0), 1)
+            .unwrap()
+            .remove(0);
         let mut producer = log.producer();
         let value = first.value.unwrap();
         let copy = floodgate::Record::new(&value).partition(1);

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
-use floodgate::{Config, Log, Record, TopicConfig};
+use floodgate::{Config, Log, Offset, Record, TopicConfig};
 use serde_json::json;
 
 use super::*;
@@ -93,7 +93,7 @@ pub(crate) fn crash_child(args: CrashChildArgs) -> CliResult {
             let (ack, hash) = acks.pop_front().expect("non-empty");
             let at = ack.wait()?;
             journal
-                .write_all(&journal_record(at.partition, at.offset, hash))
+                .write_all(&journal_record(at.partition, at.offset.0, hash))
                 .map_err(|e| e.to_string())?;
         }
     }
@@ -145,7 +145,7 @@ impl CrashCheck {
         let mut check_all = full;
         self.full_checks += u64::from(full);
         for p in 0..CRASH_PARTITIONS {
-            let end = log.offsets(CRASH_TOPIC, p).map_or(0, |(_, end)| end);
+            let end = log.offsets(CRASH_TOPIC, p).map_or(0, |(_, end)| end.0);
             let known = self.stored[p as usize].len() as u64;
             if end < known {
                 self.changed += known - end;
@@ -201,33 +201,34 @@ impl CrashCheck {
         let mut offset = from;
         while offset < to {
             let records = log
-                .read(CRASH_TOPIC, p, offset, 1 << 20)
+                .read(CRASH_TOPIC, p, Offset(offset), 1 << 20)
                 .map_err(|e| format!("reading {p}/{offset}: {e}"))?;
             if records.is_empty() {
                 break;
             }
             for r in records {
-                if r.offset >= to {
+                let read_at = r.offset.0;
+                if read_at >= to {
                     break;
                 }
-                if r.offset != offset {
+                if read_at != offset {
                     self.offset_gaps += 1;
                 }
                 let hash = xxhash_rust::xxh3::xxh3_64(&r.value.unwrap_or_default());
                 let stored = &mut self.stored[p as usize];
                 let len = stored.len();
-                match stored.get_mut(r.offset as usize) {
+                match stored.get_mut(read_at as usize) {
                     Some(h) if *h != hash => {
                         *h = hash;
                         self.changed += 1;
                         differs = true;
                     }
                     Some(_) => {}
-                    None if r.offset as usize == len => stored.push(hash),
+                    None if read_at as usize == len => stored.push(hash),
                     None => self.offset_gaps += 1,
                 }
                 self.records_read += 1;
-                offset = r.offset + 1;
+                offset = read_at + 1;
             }
         }
         if offset < to {
@@ -389,7 +390,7 @@ mod tests {
                 .and_then(Ack::wait)
                 .unwrap();
             let hash = xxhash_rust::xxh3::xxh3_64(&value);
-            lines.extend_from_slice(&journal_record(at.partition, at.offset, hash));
+            lines.extend_from_slice(&journal_record(at.partition, at.offset.0, hash));
         }
         std::fs::write(&journal, lines).unwrap();
         (log, journal)
