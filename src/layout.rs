@@ -55,6 +55,12 @@ pub fn meta_path(dir: &Path) -> PathBuf {
     dir.join("meta.json")
 }
 
+/// The recovery journal: a line for each change an open made to the log (a cut, a gap, a
+/// rebuilt index file), appended, never read by floodgate.
+pub fn recovery_log_path(dir: &Path) -> PathBuf {
+    dir.join("recovery.log")
+}
+
 /// Shard `id`'s folder.
 pub fn shard_dir(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("shard-{id:03}"))

@@ -201,7 +201,31 @@ impl Log {
             rx.recv().unwrap_or(Err(Error::Closed))?;
         }
         log.start_offsets()?;
+        log.journal_recovery();
         Ok(log)
+    }
+
+    /// Appends what recovery changed to the recovery journal, a line each. Best effort: the
+    /// report says the same, and a full disk must not keep a log from opening.
+    fn journal_recovery(&self) {
+        use std::io::Write;
+        let lines = self.report.lines();
+        if lines.is_empty() {
+            return;
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&format!("{} {line}\n", utc_time(at)));
+        }
+        let path = layout::recovery_log_path(&self.store.config.dir);
+        let _ = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_data()));
     }
 
     /// Loads the committed offsets (compacting them), then starts the compaction thread that
@@ -333,7 +357,8 @@ impl Log {
     /// Reads records of a partition from `offset` on: whole batches up to about `bytes_max`
     /// bytes (at least one batch, however large). Only acknowledged records are returned.
     /// Reading at the next offset returns nothing; outside `[earliest, next]` is an
-    /// [`Error::OffsetOutOfRange`].
+    /// [`Error::OffsetOutOfRange`]. Offsets a repair cut off hold no records: a read from
+    /// among them returns the records after them, or nothing if none came yet.
     pub fn read(
         &self,
         topic: &str,
@@ -395,6 +420,27 @@ impl Drop for Log {
     }
 }
 
+/// `secs` since the Unix epoch as an RFC 3339 UTC time (`2026-12-04T05:59:07Z`).
+fn utc_time(secs: u64) -> String {
+    // Days to a civil date: Howard Hinnant's `civil_from_days`.
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let s = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// A directory without `meta.json` is a new log only if it holds no log data: segment files
 /// without their metadata cannot be read (which topic is which), and opening them as a new log
 /// would hand their topic ids and offsets to new records.
@@ -436,4 +482,17 @@ fn refuse_data_without_meta(dir: &std::path::Path) -> Result<()> {
             found[0].display()
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_time;
+
+    #[test]
+    fn utc_times_are_rfc3339() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_time(1_796_356_747), "2026-12-04T03:59:07Z");
+        assert_eq!(utc_time(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
 }

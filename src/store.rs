@@ -14,7 +14,7 @@ use crate::meta::{Meta, TopicMeta};
 use crate::segment::records::StoredRecord;
 use crate::segment::{BatchEntry, LogPos, Offset};
 use crate::shard::ShardShared;
-use crate::shard::read::{ReadMode, read_partition};
+use crate::shard::read::{PartitionRead, ReadMode, read_partition};
 use crate::shard::readahead::Readahead;
 
 /// How a topic is made.
@@ -193,7 +193,8 @@ impl Store {
         bytes_max: usize,
         mode: ReadMode,
     ) -> Result<Vec<StoredRecord>> {
-        self.read_before(topic, partition, offset, bytes_max, mode, None)
+        let read = self.read_before(topic, partition, offset, bytes_max, mode, None)?;
+        Ok(read.records)
     }
 
     /// [`Store::read_with`], taking only batches that lie before `before` in the shard's log
@@ -207,7 +208,7 @@ impl Store {
         bytes_max: usize,
         mode: ReadMode,
         before: Option<LogPos>,
-    ) -> Result<Vec<StoredRecord>> {
+    ) -> Result<PartitionRead> {
         let p = self.partition(topic, partition)?;
         let out_of_range = || {
             let (earliest, next) = (p.offset_earliest(), p.offset_acked());

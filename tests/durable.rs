@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{checkpoint_file, payload, read_values, segments, small_config, test_dir};
-use floodgate::{Config, Error, IoBackend, Log, Record, TopicConfig};
+use floodgate::{Config, Error, IoBackend, Log, Offset, Record, TopicConfig};
 
 fn config(dir: &Path) -> Config {
     // One 4 MiB segment; commits of at most 64 KiB, so the unflushed window is 264 KiB.
@@ -179,4 +179,105 @@ fn damage_a_crash_cannot_explain_is_refused_after_a_crash() {
     damaged[hole..hole + (400 << 10)].fill(0);
     crash(&damaged);
     assert_eq!(refused(dir.path(), &seg, "zeros"), hole as u64);
+}
+
+/// A repair that cuts records off never gives their offsets to new records: a gap frame
+/// stands for them, readers and consumers pass over it, and a group that had committed past
+/// the cut receives the records produced after the repair instead of skipping them.
+#[test]
+fn offsets_cut_off_by_a_repair_are_never_given_again() {
+    let dir = test_dir("durable-gap");
+    // Two shards: "t" (the first topic) in shard 1, the group commits in shard 0.
+    let config = || config(dir.path()).shards(2);
+    let values: Vec<Vec<u8>> = (0..2000).map(|i| payload(i, 1000)).collect();
+    {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        for chunk in values.chunks(50) {
+            let acks: Vec<_> = (chunk.iter())
+                .map(|v| producer.send("t", Record::new(v)).unwrap())
+                .collect();
+            for a in acks {
+                a.wait().unwrap();
+            }
+        }
+        let mut c = log.consumer("t").group("g").build().unwrap();
+        c.commit_offsets(&[(0, Offset(1900))]).unwrap();
+    }
+    let seg = segments(dir.path(), 1)[0].clone();
+    let mut image = fs::read(&seg).unwrap();
+    let starts = frame_starts(&image);
+    let middle = starts[starts.len() / 2];
+    image[middle + 40] ^= 0x10;
+    fs::write(&seg, &image).unwrap();
+    assert!(matches!(Log::open(config()), Err(Error::Corrupt { .. })));
+
+    let log = Log::open(config().repair_truncate_damaged(true)).unwrap();
+    let report = log.recovery_report().clone();
+    assert_eq!(report.repaired.len(), 1, "{report:?}");
+    assert_eq!(report.offsets_skipped.len(), 1, "{report:?}");
+    let (_, first, last) = report.offsets_skipped[0];
+    assert!(first > Offset(0) && first < Offset(1900), "{report:?}");
+    assert_eq!(last, Offset(1999), "through the last offset ever given");
+    assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(2000)));
+    // The recovery journal has a line for the cut and one for the gap.
+    let journal = fs::read_to_string(floodgate::layout::recovery_log_path(dir.path())).unwrap();
+    let lines: Vec<&str> = journal.lines().collect();
+    assert_eq!(lines.len(), 2, "{journal}");
+    assert!(lines[0].contains("repair cut") && lines[0].contains(&seg.display().to_string()));
+    assert!(
+        lines[1].contains(&format!("offsets {first}..=1999")),
+        "{journal}"
+    );
+    // New records continue after the gap.
+    let mut producer = log.producer();
+    let at = producer
+        .send("t", Record::new(b"after"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(at.offset, Offset(2000));
+    // A read from inside the gap passes over it.
+    let read = log.read("t", 0, first, 1 << 20).unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        (read[0].offset, read[0].value.as_deref()),
+        (Offset(2000), Some(&b"after"[..]))
+    );
+    // The group resumes at its commit, past the cut, and gets the new record.
+    let mut c = log.consumer("t").group("g").build().unwrap();
+    assert_eq!(c.position(0).unwrap(), Offset(1900));
+    let got = poll_until(&mut c, 1);
+    assert_eq!(got, vec![(Offset(2000), b"after".to_vec())]);
+    // A consumer from the start gets the records kept, then the new one, and waits past
+    // the gap without spinning on it.
+    let mut all = log.consumer("t").build().unwrap();
+    let kept = first.0 as usize;
+    let got = poll_until(&mut all, kept + 1);
+    assert_eq!(got.len(), kept + 1);
+    for (i, (offset, value)) in got[..kept].iter().enumerate() {
+        assert_eq!((*offset, value), (Offset(i as u64), &values[i]));
+    }
+    assert_eq!(got[kept], (Offset(2000), b"after".to_vec()));
+    assert_eq!(all.position(0).unwrap(), Offset(2001));
+    drop((c, all, producer));
+    drop(log);
+    // The gap is part of the log: it opens without repair, the same.
+    let log = Log::open(config()).unwrap();
+    assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(2001)));
+    let read = log.read("t", 0, first, 1 << 20).unwrap();
+    assert_eq!(read[0].offset, Offset(2000));
+}
+
+/// Polls until `n` records came (or 10 s passed): (offset, value) of each.
+fn poll_until(c: &mut floodgate::Consumer, n: usize) -> Vec<(Offset, Vec<u8>)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < n && std::time::Instant::now() < deadline {
+        for r in c.poll(std::time::Duration::from_millis(100)).unwrap() {
+            got.push((r.record.offset, r.record.value.unwrap().to_vec()));
+        }
+    }
+    got
 }

@@ -547,7 +547,7 @@ impl Consumer {
                 mode,
                 before,
             );
-            let records = match read {
+            let read = match read {
                 Err(Error::OffsetOutOfRange {
                     offset, earliest, ..
                 }) if self.skip_deleted && offset < earliest => {
@@ -562,11 +562,12 @@ impl Consumer {
                 }
                 r => r?,
             };
-            if let Some(last) = records.last() {
-                let partition = state.partition;
-                self.partitions[i].fetched = last.offset + 1;
+            // Past a gap a repair left, even if it held all that was read.
+            self.partitions[i].fetched = read.next.max(state.fetched);
+            if !read.records.is_empty() {
+                let partition = self.partitions[i].partition;
                 self.buffer.extend(
-                    records
+                    read.records
                         .into_iter()
                         .map(|record| ConsumerRecord { partition, record }),
                 );

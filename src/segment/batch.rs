@@ -122,7 +122,9 @@ impl<'a> BatchView<'a> {
             return fail(format!("negative base offset {base_offset}"));
         }
         let records = &bytes[BATCH_HEADER_BYTES..];
-        if record_count < 1 || record_count as usize > records.len() / RECORD_BYTES_MIN {
+        // No records: a gap (`format::encode_gap_frame`), offsets a repair cut off.
+        let gap = record_count == 0 && records.is_empty() && last_offset_delta >= 0;
+        if !gap && (record_count < 1 || record_count as usize > records.len() / RECORD_BYTES_MIN) {
             return fail(format!(
                 "record count {record_count} impossible for the batch length"
             ));
@@ -131,7 +133,7 @@ impl<'a> BatchView<'a> {
         // record would name offsets that hold nothing. Found by the recovery fuzz target: a
         // batch with valid checksums and lastOffsetDelta 1 over one record left a partition's
         // next offset one past its records.
-        if last_offset_delta != record_count - 1 {
+        if !gap && last_offset_delta != record_count - 1 {
             return fail(format!(
                 "lastOffsetDelta {last_offset_delta} is not record count {record_count} - 1"
             ));

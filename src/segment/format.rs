@@ -297,7 +297,7 @@ pub fn write_record(out: &mut [u8], tail: &[u8], timestamp_delta: i64, offset_de
 pub struct BatchMeta {
     /// Offset of the first record.
     pub base_offset: u64,
-    /// Number of records (at least 1).
+    /// Number of records (at least 1 in a batch of records; 0 in a gap).
     pub record_count: u32,
     /// Timestamp of the first record (ms).
     pub base_timestamp: i64,
@@ -308,7 +308,8 @@ pub struct BatchMeta {
 /// Writes the 61-byte RecordBatch header into `batch[..61]` and computes the CRC over
 /// `batch[21..]`; the records must already be in `batch[61..]`.
 pub fn seal_batch(batch: &mut [u8], meta: &BatchMeta) {
-    let words = write_batch_header(batch, meta);
+    assert!(meta.record_count >= 1);
+    let words = write_batch_header(batch, meta, meta.record_count - 1);
     let crc = crate::segment::crc::crc32c_words(&words, &batch[BATCH_HEADER_BYTES..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
@@ -319,7 +320,46 @@ pub fn seal_batch(batch: &mut [u8], meta: &BatchMeta) {
 /// for those stores (a one-record frame: 39 ns with its checksum taken at once, 28 ns later,
 /// `benches/format.rs`).
 pub fn frame_batch(batch: &mut [u8], meta: &BatchMeta) {
-    write_batch_header(batch, meta);
+    assert!(meta.record_count >= 1);
+    write_batch_header(batch, meta, meta.record_count - 1);
+}
+
+/// A frame that holds no records and stands for offsets `first..=last` of a partition: the
+/// offsets of records a repair cut off, so that they are never given to new records (a
+/// consumer that had read past them would otherwise skip the new ones). A RecordBatch with no
+/// records and `lastOffsetDelta = last - first`, as Kafka leaves after compaction; its
+/// timestamps are -1 (none), so time lookups pass over it.
+pub fn encode_gap_frame(
+    topic_id: u32,
+    partition: u32,
+    first: u64,
+    last: u64,
+    durable_behind_blocks: u16,
+) -> Vec<u8> {
+    let delta = u32::try_from(last - first).expect("a gap of at most 2^32 offsets");
+    let mut frame = vec![0u8; FRAME_OVERHEAD_BYTES];
+    let meta = BatchMeta {
+        base_offset: first,
+        record_count: 0,
+        base_timestamp: -1,
+        max_timestamp: -1,
+    };
+    let batch = &mut frame[FRAME_HEADER_BYTES..];
+    write_batch_header(batch, &meta, delta);
+    checksum_batch(batch);
+    let header = FrameHeader {
+        topic_id,
+        partition,
+        base_offset: first,
+        batch_bytes: BATCH_HEADER_BYTES as u32,
+        durable_behind_blocks,
+    };
+    header.encode(
+        (&mut frame[..FRAME_HEADER_BYTES])
+            .try_into()
+            .expect("header"),
+    );
+    frame
 }
 
 /// Computes and stores the CRC of a batch whose header and records are in place.
@@ -347,17 +387,15 @@ pub fn checksum_batches(buf: &mut [u8], batches: &[Range<usize>]) {
 }
 
 /// Writes the header but its CRC; returns its checksummed bytes 21..61 as little-endian words.
-fn write_batch_header(batch: &mut [u8], meta: &BatchMeta) -> [u64; 5] {
+fn write_batch_header(batch: &mut [u8], meta: &BatchMeta, last_offset_delta: u32) -> [u64; 5] {
     assert!(batch.len() >= BATCH_HEADER_BYTES);
-    assert!(meta.record_count >= 1);
     let batch_length = (batch.len() - 12) as u32;
     // Bytes 21..61, big-endian fields packed into big-endian integers: attributes (0),
     // lastOffsetDelta, baseTimestamp, maxTimestamp (its first 2 bytes) | maxTimestamp's other
     // 6, producerId (-1), producerEpoch (-1) | baseSequence (-1), recordCount.
     let (base_ts, max_ts) = (meta.base_timestamp as u64, meta.max_timestamp as u64);
-    let a = u128::from(meta.record_count - 1) << 80
-        | u128::from(base_ts) << 16
-        | u128::from(max_ts >> 48);
+    let a =
+        u128::from(last_offset_delta) << 80 | u128::from(base_ts) << 16 | u128::from(max_ts >> 48);
     let b = u128::from(max_ts & 0xFFFF_FFFF_FFFF) << 80 | (u128::from(u64::MAX) << 16) | 0xFFFF;
     let c = 0xFFFF_FFFF_0000_0000 | u64::from(meta.record_count);
     let (a, b) = (a.to_be_bytes(), b.to_be_bytes());
@@ -423,6 +461,29 @@ mod tests {
         .encode((&mut out[..FRAME_HEADER_BYTES]).try_into().unwrap());
         out.extend_from_slice(&batch);
         out
+    }
+
+    /// A gap frame decodes as a batch of no records spanning its offsets; a gap whose batch
+    /// holds bytes, or a batch of records whose lastOffsetDelta runs past them, is refused.
+    #[test]
+    fn gap_frames_span_offsets_and_hold_no_records() {
+        let bytes = encode_gap_frame(4, 2, 100, 149, DURABLE_BEHIND_UNKNOWN);
+        let (header, batch) = decode_frame(&bytes).unwrap().unwrap();
+        assert_eq!((header.topic_id, header.partition), (4, 2));
+        assert_eq!((batch.base_offset, batch.last_offset()), (100, 149));
+        assert_eq!(batch.record_count, 0);
+        assert_eq!(batch.records().count(), 0);
+        batch.check_records().unwrap();
+        assert_eq!(header.frame_bytes(), bytes.len() as u64);
+        // A gap of one offset.
+        let one = encode_gap_frame(4, 2, 7, 7, 0);
+        let (_, one) = decode_frame(&one).unwrap().unwrap();
+        assert_eq!(one.last_offset(), 7);
+        // One record claiming two offsets: still refused.
+        let mut two = frame(4, 2, 100, &[(1, None, Some(b"v"))]);
+        two[FRAME_HEADER_BYTES + 26] = 1; // lastOffsetDelta's low byte
+        checksum_batch(&mut two[FRAME_HEADER_BYTES..]);
+        assert!(decode_frame(&two).is_err());
     }
 
     #[test]

@@ -242,7 +242,8 @@ pub(crate) fn records_after(
             at += 1;
             continue;
         }
-        if let Ok(HeaderSlot::Frame(h)) = FrameHeader::decode(header)
+        let slot = FrameHeader::decode(header);
+        if let Ok(HeaderSlot::Frame(h)) = slot
             && h.frame_bytes() <= frame_bytes_max
             && at + h.frame_bytes() <= reader.len()
             && let Ok(Some((_, batch))) = decode_frame(reader.get(at, h.frame_bytes() as usize)?)
@@ -261,6 +262,13 @@ pub(crate) fn records_after(
             dropped.add(&one);
             at += h.frame_bytes();
             continue;
+        }
+        // A sound header on a damaged batch still says its first offset was given.
+        if let Ok(HeaderSlot::Frame(h)) = slot {
+            let one = Dropped {
+                partitions: [((h.topic_id, h.partition), (h.base_offset, h.base_offset, 0))].into(),
+            };
+            dropped.add(&one);
         }
         at += 1;
     }

@@ -10,6 +10,17 @@ use crate::segment::{LogPos, Offset};
 use crate::shard::readahead::Readahead;
 use crate::shard::{ShardShared, WriterCounters};
 
+/// What a read of a partition returns.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionRead {
+    /// The records, in offset order.
+    pub records: Vec<StoredRecord>,
+    /// The offset after the last batch read (`offset` if none was): where the next read
+    /// starts. Past the last record when the read ended in a gap a repair left (offsets with
+    /// no records).
+    pub next: Offset,
+}
+
 /// Reads records of partition `p` (owned by `shard`) from `offset` on: whole batches up to
 /// about `bytes_max` bytes, at least one, none at or past the partition's visible watermark.
 /// Frames come from the read cache where it has them, else from the segment files, read as
@@ -22,7 +33,7 @@ pub(crate) fn read_partition(
     offset: Offset,
     bytes_max: usize,
     (mode, before): (ReadMode, Option<LogPos>),
-) -> Result<Vec<StoredRecord>> {
+) -> Result<PartitionRead> {
     let visible = p.offset_acked();
     let limit = Limit { visible, before };
     let entries = p.entries_within(offset, bytes_max, limit, &shard.sealed_runs)?;
@@ -73,7 +84,8 @@ pub(crate) fn read_partition(
     }
     let frames = entries.iter().map(|e| u64::from(e.frame_bytes)).sum();
     WriterCounters::add(&shard.counters.read_frame_bytes, frames);
-    Ok(out)
+    let next = entries.last().map_or(offset, |e| e.last_offset.next());
+    Ok(PartitionRead { records: out, next })
 }
 
 /// A read from disk in [`ReadMode::Ahead`] covers up to the end of its window on this grid

@@ -49,8 +49,13 @@ use crate::index::{
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::{self, ShardFile, index_path};
 use crate::segment::LogPos;
-use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
-use crate::segment::scan::{Known, ScanEnd, ScannedFrame, SegmentBytes, records_after, scan};
+use crate::segment::format::{
+    BLOCK_BYTES, DURABLE_BEHIND_UNKNOWN, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot,
+    encode_gap_frame,
+};
+use crate::segment::scan::{
+    Dropped, Known, ScanEnd, ScannedFrame, SegmentBytes, records_after, scan,
+};
 use crate::shard::ShardShared;
 use crate::shard::checkpoint::{self, Checkpoint, CheckpointFile};
 use crate::shard::files::{SegmentFile, adopt_segment, create_segment};
@@ -82,9 +87,63 @@ pub struct RecoveryReport {
     /// Prepared segments (`next.seg.prep`) found holding frames and given their segment name:
     /// a crash came after a roll started writing one and before its rename was durable.
     pub segments_adopted: Vec<PathBuf>,
+    /// Offsets of records a repair cut off, per partition (first, last): a gap frame stands
+    /// for them at the new end of the log, so they are never given to new records; reads
+    /// pass over them.
+    pub offsets_skipped: Vec<(TopicPartition, Offset, Offset)>,
     /// Batches of consumer group commits that failed their checks: skipped, each group
     /// concerned keeping its commit from before (the log opens; only those commits are lost).
     pub commits_damaged: Vec<DamagedCommits>,
+}
+
+impl RecoveryReport {
+    /// A line for each change recovery made to the log: what a log file or an operator
+    /// should see (the recovery journal, `recovery.log`, holds these).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, pos, bytes) in &self.torn_tails {
+            out.push(format!(
+                "cut a torn tail of {bytes} bytes at byte {pos} of {} (never acknowledged)",
+                path.display()
+            ));
+        }
+        for (path, pos, reason, records) in &self.repaired {
+            out.push(format!(
+                "repair cut {} at byte {pos}, dropping {records} records: {reason}",
+                path.display()
+            ));
+        }
+        for (tp, first, last) in &self.offsets_skipped {
+            out.push(format!(
+                "topic id {} partition {}: offsets {first}..={last} were cut off and stay taken",
+                tp.topic_id, tp.partition
+            ));
+        }
+        for path in &self.indexes_rebuilt {
+            out.push(format!("rebuilt index file {}", path.display()));
+        }
+        for path in &self.indexes_unwritten {
+            out.push(format!(
+                "index file {} not written: no disk space (kept in memory)",
+                path.display()
+            ));
+        }
+        for path in &self.segments_adopted {
+            out.push(format!("adopted prepared segment {}", path.display()));
+        }
+        for d in &self.commits_damaged {
+            out.push(format!(
+                "skipped damaged group commits at byte {} of {} (offsets {}..{} of \
+                 __consumer_offsets): {}",
+                d.pos,
+                d.path.display(),
+                d.offsets.start,
+                d.offsets.end,
+                d.reason
+            ));
+        }
+        out
+    }
 }
 
 /// A batch of the offsets partition that failed its checks when the log opened: the commits
@@ -411,16 +470,13 @@ pub(crate) fn recover_shard(
                     _ => "a torn write in a sealed segment".to_string(),
                 };
                 let damage = Damage { pos, reason };
-                damaged(
-                    shared,
-                    params,
-                    report,
-                    &segment,
-                    &mut reader,
-                    &ids[i + 1..],
-                    damage,
-                )?;
-                let end = finish(shared, params, id, pos, &frame_list, Some(file_len))?;
+                let later = &ids[i + 1..];
+                let dropped =
+                    damaged(shared, params, report, &segment, &mut reader, later, damage)?;
+                let mut frames = frame_list;
+                let end = skip_dropped(shared, params, report, (id, pos, file_len), &dropped)?;
+                frames.extend(end.1);
+                let end = finish(shared, params, id, end.0, &frames, None)?;
                 return end.with_checkpoint(dir, seq);
             }
         };
@@ -551,7 +607,7 @@ fn finish(
     garbage_end: Option<u64>,
 ) -> Result<ShardEnd> {
     if let Some(garbage_end) = garbage_end {
-        zero_after(shared, params, id, data_end, garbage_end)?;
+        write_tail(shared, params, id, data_end, &[], garbage_end)?;
     }
     // The active segment's frames, for its index file when the writer seals it.
     let slots: Vec<_> = frames
@@ -591,7 +647,7 @@ fn damaged(
     reader: &mut ChunkReader<'_>,
     later: &[SegmentId],
     damage: Damage,
-) -> Result<()> {
+) -> Result<Dropped> {
     let Damage { pos, reason } = damage;
     if !params.repair {
         return Err(Error::corrupt(
@@ -619,22 +675,70 @@ fn damaged(
     report
         .repaired
         .push((segment.path.clone(), pos, reason, dropped.records()));
-    Ok(())
+    Ok(dropped)
 }
 
-/// Zeroes `[pos, end)` of segment `id`, keeping the bytes before `pos` in its block, and
-/// flushes, so no stale bytes lie after the new end of the log.
-fn zero_after(
+/// After a repair cut segment `id` at `pos` (its file `len` bytes long), puts a gap frame
+/// there for each partition whose records were cut off, standing for their offsets, so that
+/// no offset ever given is given again; the rest of the file is zeroed. Returns where the
+/// log now ends, and the gap frames' entries (already in their partitions' indexes).
+fn skip_dropped(
+    shared: &ShardShared,
+    params: &RecoverParams<'_>,
+    report: &mut RecoveryReport,
+    (id, pos, len): (SegmentId, u64, u64),
+    dropped: &Dropped,
+) -> Result<(u64, Vec<(TopicPartition, BatchEntry)>)> {
+    let mut tail = Vec::new();
+    let mut gaps = Vec::new();
+    for (&(topic_id, partition), &(_, last, _)) in &dropped.partitions {
+        let tp = TopicPartition::new(topic_id, partition);
+        let Some(p) = params.partitions.get(&tp) else {
+            continue; // a topic the metadata no longer has
+        };
+        // From the partition's next offset: the records of a frame too damaged to read
+        // are in the gap too.
+        let first = p.offset_next.load(Ordering::Relaxed);
+        if last < first {
+            continue;
+        }
+        let frame = encode_gap_frame(topic_id, partition, first, last, DURABLE_BEHIND_UNKNOWN);
+        let entry = BatchEntry {
+            base_offset: Offset(first),
+            last_offset: Offset(last),
+            max_timestamp: -1,
+            segment: id,
+            pos: pos + tail.len() as u64,
+            frame_bytes: frame.len() as u32,
+        };
+        tail.extend_from_slice(&frame);
+        gaps.push((tp, entry));
+        report
+            .offsets_skipped
+            .push((tp, entry.base_offset, entry.last_offset));
+    }
+    write_tail(shared, params, id, pos, &tail, len)?;
+    let path = shared.segment_path(id);
+    apply(&path, gaps.iter().copied(), params, report)?;
+    Ok((pos + tail.len() as u64, gaps))
+}
+
+/// Writes `tail` at `pos` of segment `id` and zeroes the rest up to `end`, keeping the bytes
+/// before `pos` in its block, and flushes, so no stale bytes lie after the new end of the log.
+fn write_tail(
     shared: &ShardShared,
     params: &RecoverParams<'_>,
     id: SegmentId,
     pos: u64,
+    tail: &[u8],
     end: u64,
 ) -> Result<()> {
     let path = shared.segment_path(id);
     let file = io::open_segment(&path, params.backend, false, true)?;
     let start = pos - pos % BLOCK_BYTES as u64;
-    let end = end.max(pos).next_multiple_of(BLOCK_BYTES as u64);
+    let end = end
+        .max(pos + tail.len() as u64)
+        .next_multiple_of(BLOCK_BYTES as u64);
     if end <= start {
         return Ok(());
     }
@@ -653,6 +757,12 @@ fn zero_after(
             0
         };
         buf[keep..].fill(0);
+        // The part of `tail` that falls in this chunk.
+        let tail_at = (at + keep as u64 - pos) as usize;
+        if let Some(rest) = tail.get(tail_at..) {
+            let n = rest.len().min(buf.len() - keep);
+            buf[keep..keep + n].copy_from_slice(&rest[..n]);
+        }
         io::write_all_at(&file, &path, at, &buf)?;
         at += n as u64;
     }

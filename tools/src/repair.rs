@@ -71,6 +71,14 @@ pub fn run(args: RepairArgs) -> CliResult {
             path.display()
         );
     }
+    for (tp, first, last) in &report.offsets_skipped {
+        outln!(
+            "topic id {} partition {}: offsets {first}..={last} stay taken (a gap stands for \
+             them; new records continue after)",
+            tp.topic_id,
+            tp.partition
+        );
+    }
     for (path, pos, bytes) in &report.torn_tails {
         outln!(
             "cut a torn tail of {bytes} byte(s) at {pos} of {}",
@@ -121,6 +129,7 @@ fn describe(action: &RepairAction, verb: &str) {
             for p in later_segments {
                 outln!("  {verb} delete {} (after the cut)", p.display());
             }
+            outln!("  the offsets dropped stay taken: new records continue after them");
         }
         RepairAction::SegmentMissing {
             shard_dir,
