@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{COMMIT_BYTES_MAX_DEFAULT, Config};
 use crate::consumer::ConsumerBuilder;
 use crate::consumer::groups::{GroupLag, Groups};
 use crate::consumer::offsets::{OFFSETS_TOPIC, compaction_thread};
@@ -22,6 +22,7 @@ use crate::segment::records::StoredRecord;
 use crate::segment::{Offset, TopicPartition};
 use crate::shard::ShardShared;
 use crate::shard::readahead::Readahead;
+use crate::shard::rebuild::{rebuild_meta, shard_folders};
 use crate::shard::recovery::{
     RecoverParams, RecoveryReport, holds_frames, recover_shard, unflushed_window_bytes,
 };
@@ -56,6 +57,7 @@ impl Log {
         if config.io_backend == IoBackend::IoUring {
             io::probe_io_uring()?;
         }
+        let mut meta_rebuilt = Vec::new();
         let mut meta = match Meta::load(&dir)? {
             Some(m) => {
                 if m.shards as usize != config.shards {
@@ -68,16 +70,31 @@ impl Log {
                 }
                 m
             }
-            None => {
-                refuse_data_without_meta(&dir)?;
-                Meta {
+            None => match refuse_data_without_meta(&dir) {
+                Ok(()) => Meta {
                     version: META_VERSION,
                     shards: config.shards as u32,
                     commit_bytes_max: config.commit_bytes_max as u64,
                     next_topic_id: 1,
                     topics: Vec::new(),
+                },
+                Err(_) if config.repair_truncate_damaged => {
+                    let shards = shard_folders(&dir);
+                    if shards as usize != config.shards {
+                        return Err(Error::Config(format!(
+                            "{} has {shards} shard folders; open it with Config::shards({shards})",
+                            dir.display()
+                        )));
+                    }
+                    let frames_max = config.commit_bytes_max.max(COMMIT_BYTES_MAX_DEFAULT);
+                    let rebuilt = rebuild_meta(&dir, shards, frames_max as u64)?;
+                    // Stored before anything else is written, so the ids it reserves hold.
+                    rebuilt.meta.store(&dir)?;
+                    meta_rebuilt = rebuilt.lines;
+                    rebuilt.meta
                 }
-            }
+                Err(e) => return Err(e),
+            },
         };
         let mut shards = Vec::new();
         for id in 0..config.shards {
@@ -90,6 +107,11 @@ impl Log {
                 config.tail_cache_bytes,
                 config.index_cache_bytes,
             )));
+        }
+        if let Some(t) = meta.topic(OFFSETS_TOPIC) {
+            for shard in &shards {
+                shard.compacted_topic.store(t.id, Ordering::Relaxed);
+            }
         }
         let topics = topic_states(&meta, &shards);
         let by_id = topics
@@ -112,7 +134,10 @@ impl Log {
             topics: &topic_counts,
             next_topic_id: meta.next_topic_id,
         };
-        let mut report = RecoveryReport::default();
+        let mut report = RecoveryReport {
+            meta_rebuilt,
+            ..RecoveryReport::default()
+        };
         let mut ends = Vec::new();
         for shared in &shards {
             ends.push(recover_shard(shared, &params, &mut report)?);
@@ -202,6 +227,9 @@ impl Log {
         }
         log.start_offsets()?;
         log.journal_recovery();
+        for shard in &log.store.shards {
+            shard.counters.reset();
+        }
         Ok(log)
     }
 
@@ -232,6 +260,12 @@ impl Log {
     /// retention wakes when a segment it would delete holds live commits.
     fn start_offsets(&mut self) -> Result<()> {
         self.report.commits_damaged = self.groups.load()?;
+        // On a full disk the log still opens to be read; the records are written by the next
+        // topic change (each compares every topic with its record).
+        match self.groups.record_topics() {
+            Err(e) if e.is_no_space() => {}
+            other => other?,
+        }
         let weak = Arc::downgrade(&self.groups);
         let on_blocked: Arc<dyn Fn(TopicPartition) + Send + Sync> =
             Arc::new(move |blocker: TopicPartition| {
@@ -246,9 +280,15 @@ impl Log {
             Arc::downgrade(&self.store),
             Arc::clone(&self.groups.offsets),
         );
+        let groups = Arc::downgrade(&self.groups);
+        let compacted = move || {
+            if let Some(groups) = groups.upgrade() {
+                groups.update_protection();
+            }
+        };
         let handle = std::thread::Builder::new()
             .name("floodgate-offsets".into())
-            .spawn(move || compaction_thread(weak, offsets))
+            .spawn(move || compaction_thread(weak, offsets, compacted))
             .map_err(|e| Error::io("spawn offsets thread", &self.store.config.dir, e))?;
         self.compactor = Some(handle);
         Ok(())
@@ -308,7 +348,8 @@ impl Log {
         if name == OFFSETS_TOPIC {
             return Err(Error::ReservedTopicName(name.to_owned()));
         }
-        self.store.create_topic(name, config.partitions())
+        self.store.create_topic(name, config.partitions())?;
+        self.groups.record_topics()
     }
 
     /// Deletes a topic. Its records become unreachable at once; their bytes go when retention
@@ -317,7 +358,8 @@ impl Log {
         if name == OFFSETS_TOPIC {
             return Err(Error::ReservedTopicName(name.to_owned()));
         }
-        self.store.delete_topic(name)
+        self.store.delete_topic(name)?;
+        self.groups.record_topics()
     }
 
     /// The topics, sorted by name.
@@ -477,7 +519,8 @@ fn refuse_data_without_meta(dir: &std::path::Path) -> Result<()> {
         format!(
             "the metadata file is missing but the directory holds {} segment and index files \
              holding records (first: {}): without it the topics of the stored records are unknown. Restore \
-             meta.json, or move the data away to start a new log here",
+             meta.json, or open with Config::repair_truncate_damaged(true) to rebuild it from \
+             the segments, or move the data away to start a new log here",
             found.len(),
             found[0].display()
         ),

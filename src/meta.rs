@@ -71,7 +71,7 @@ impl Meta {
 
     /// What floodgate itself never writes: opening would otherwise act on it (a topic of 333
     /// M partitions, found by fuzzing, made open allocate and initialise each of them).
-    fn check(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
         use crate::config::{PARTITIONS_MAX, PARTITIONS_TOTAL_MAX, SHARDS_MAX};
         if self.shards == 0 || self.shards as usize > SHARDS_MAX {
             return Err(format!("{} shards (1 to {SHARDS_MAX})", self.shards));
@@ -137,6 +137,58 @@ impl Meta {
         self.topics.iter().find(|t| t.name == name)
     }
 }
+
+/// A topic as the log itself records it (a record of the offsets topic): enough, with the
+/// others, to rebuild `meta.json` from the segments if it is lost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicRecord {
+    /// The topic.
+    #[serde(flatten)]
+    pub topic: TopicMeta,
+    /// The log's shard count.
+    pub shards: u32,
+    /// The log's commit buffer size when the record was written.
+    pub commit_bytes_max: u64,
+}
+
+impl TopicRecord {
+    /// The record of topic `t` of `meta`.
+    pub fn of(meta: &Meta, t: &TopicMeta) -> TopicRecord {
+        TopicRecord {
+            topic: t.clone(),
+            shards: meta.shards,
+            commit_bytes_max: meta.commit_bytes_max,
+        }
+    }
+
+    /// The record's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a topic record serialises")
+    }
+
+    /// A record from its bytes, if they are one.
+    pub fn decode(bytes: &[u8]) -> Option<TopicRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// The key of topic `id`'s [`TopicRecord`] in the offsets topic. Its first byte sets it apart
+/// from commit keys (which start with 1).
+pub(crate) fn topic_record_key(id: u32) -> [u8; 5] {
+    let mut key = [TOPIC_RECORD_KEY; 5];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The topic id of a [`topic_record_key`], if `key` is one.
+pub(crate) fn topic_record_id(key: &[u8]) -> Option<u32> {
+    match key {
+        [TOPIC_RECORD_KEY, id @ ..] => Some(u32::from_be_bytes(id.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+const TOPIC_RECORD_KEY: u8 = 2;
 
 /// The internal topic holding consumer groups' committed offsets (`consumer::offsets`).
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -121,6 +121,11 @@ impl Store {
         next.topics.push(t.clone());
         next.store(&self.config.dir)?;
         *meta = next;
+        if name == OFFSETS_TOPIC {
+            for shard in &self.shards {
+                shard.compacted_topic.store(t.id, Ordering::Relaxed);
+            }
+        }
         self.topics
             .write()
             .expect("topics lock")
@@ -142,6 +147,11 @@ impl Store {
         self.topics.write().expect("topics lock").remove(name);
         self.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The metadata as it is now.
+    pub fn meta(&self) -> Meta {
+        self.meta.lock().expect("meta lock").clone()
     }
 
     /// The user's topics (not floodgate's own), sorted by name.

@@ -6,6 +6,7 @@ mod common;
 
 use floodgate::Offset;
 use std::fs;
+use std::path::Path;
 
 use common::{
     BACKENDS, checkpoint_file, copy_dir, payload, read_values, segments, small_config, test_dir,
@@ -25,14 +26,19 @@ fn produce_one_by_one(log: &Log, n: u64, len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Frame boundaries of the records in a one-partition, one-record-per-frame segment.
-fn frame_ends(image: &[u8]) -> Vec<usize> {
+/// Frame boundaries of topic "t"'s records in a segment (the frames of the internal offsets
+/// topic, which records the topic when it is created, are passed over).
+fn frame_ends(dir: &Path, image: &[u8]) -> Vec<usize> {
+    let t = common::topic_id(dir, "t");
     let mut ends = Vec::new();
     let mut pos = 0;
     while pos + 32 <= image.len() && image[pos..pos + 4] == *b"FGGL" {
         let batch = u32::from_le_bytes(image[pos + 24..pos + 28].try_into().unwrap()) as usize;
+        let topic = u32::from_le_bytes(image[pos + 8..pos + 12].try_into().unwrap());
         pos += 32 + batch;
-        ends.push(pos);
+        if topic == t {
+            ends.push(pos);
+        }
     }
     ends
 }
@@ -59,7 +65,7 @@ fn last_frame_cut_at_every_byte_loses_only_that_frame() {
         }
         let seg = &segments(dir.path(), 0)[0];
         let image = fs::read(seg).unwrap();
-        let ends = frame_ends(&image);
+        let ends = frame_ends(dir.path(), &image);
         assert_eq!(ends.len(), 5);
         let (start, end) = (ends[3], ends[4]);
         for cut in start..end {
@@ -127,7 +133,7 @@ fn torn_tail_block_rewrite_never_loses_acknowledged_records() {
             new = fs::read(&seg).unwrap();
             values = [first, vec![last]].concat();
         }
-        let acked_end = frame_ends(&old).last().copied().unwrap();
+        let acked_end = frame_ends(dir.path(), &old).last().copied().unwrap();
         let block = acked_end - acked_end % 4096;
         let sectors: Vec<usize> = (block..block + 8192)
             .step_by(512)
@@ -193,7 +199,7 @@ fn damage_before_the_tail_is_reported_and_repair_cuts_there() {
         let values = fill(config(), 1_500_000);
         let seg = segments(dir.path(), 0)[0].clone();
         let mut image = fs::read(&seg).unwrap();
-        let ends = frame_ends(&image);
+        let ends = frame_ends(dir.path(), &image);
         let victim = ends[2]; // the fourth frame
         image[victim + 200] ^= 0x04;
         fs::write(&seg, &image).unwrap();
@@ -235,7 +241,7 @@ fn a_hole_of_zeros_before_the_tail_is_damage() {
     fill(config(), 1_000_000);
     let seg = segments(dir.path(), 0)[0].clone();
     let mut image = fs::read(&seg).unwrap();
-    let at = frame_ends(&image)[1];
+    let at = frame_ends(dir.path(), &image)[1];
     image[at..at + 4096].fill(0);
     fs::write(&seg, &image).unwrap();
     match Log::open(config()) {
@@ -277,14 +283,18 @@ fn damage_in_a_sealed_segment_is_caught_on_read() {
     let dir = test_dir("sealed");
     fill(small_config(dir.path(), IoBackend::IoUring), 700_000);
     let seg = segments(dir.path(), 0)[0].clone();
+    let (frames, _) =
+        floodgate::inspect::scan_segment_file(&seg, 64 << 10, Default::default()).unwrap();
+    let t = common::topic_id(dir.path(), "t");
+    let first = frames.iter().find(|f| f.topic_id == t).unwrap().entry.pos;
     let mut image = fs::read(&seg).unwrap();
-    image[500] ^= 0x80;
+    image[first as usize + 500] ^= 0x80;
     fs::write(&seg, &image).unwrap();
     let log = Log::open(small_config(dir.path(), IoBackend::IoUring)).unwrap();
     match log.read("t", 0, Offset(0), 1 << 20) {
         Err(Error::Corrupt { path, pos, .. }) => {
             assert_eq!(path, seg);
-            assert_eq!(pos, 0);
+            assert_eq!(pos, first);
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -440,6 +450,98 @@ fn segments_without_their_metadata_are_refused_not_reused() {
         let log = Log::open(small_config(fresh.path(), backend)).unwrap();
         assert!(log.list_topics().is_empty());
     }
+}
+
+/// `meta.json` lost: repair rebuilds it from the log itself. The topics come back with their
+/// names, partition counts and placement (a deleted topic stays deleted), every record and
+/// the groups' commits are there, and the next topic gets an id no topic ever had. A plain
+/// open still refuses.
+#[test]
+fn a_lost_metadata_file_is_rebuilt_from_the_log_by_repair() {
+    let dir = test_dir("meta-rebuild");
+    let config = || small_config(dir.path(), BACKENDS[0]).shards(2);
+    let saved = {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("orders", TopicConfig::new(3)).unwrap();
+        log.create_topic("gone", TopicConfig::new(2)).unwrap();
+        log.create_topic("audit", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        let mut acks = Vec::new();
+        for i in 0..300u32 {
+            let v = i.to_le_bytes();
+            acks.push(
+                producer
+                    .send("orders", Record::new(&v).partition(i % 3))
+                    .unwrap(),
+            );
+            acks.push(
+                producer
+                    .send("gone", Record::new(&v).partition(i % 2))
+                    .unwrap(),
+            );
+        }
+        acks.push(producer.send("audit", Record::new(b"a")).unwrap());
+        for a in acks {
+            a.wait().unwrap();
+        }
+        log.delete_topic("gone").unwrap();
+        let mut c = log.consumer("orders").group("g").build().unwrap();
+        c.commit_offsets(&[(1, Offset(42))]).unwrap();
+        drop(c);
+        std::fs::read_to_string(dir.path().join("meta.json")).unwrap()
+    };
+    fs::remove_file(dir.path().join("meta.json")).unwrap();
+    assert!(matches!(Log::open(config()), Err(Error::Corrupt { .. })));
+
+    let log = Log::open(config().repair_truncate_damaged(true)).unwrap();
+    let report = log.recovery_report().clone();
+    assert!(!report.meta_rebuilt.is_empty(), "{report:?}");
+    let topics: Vec<(String, u32)> = (log.list_topics().into_iter())
+        .map(|t| (t.name, t.partitions))
+        .collect();
+    assert_eq!(
+        topics,
+        vec![("audit".to_string(), 1), ("orders".to_string(), 3)]
+    );
+    for p in 0..3 {
+        let records = log.read("orders", p, Offset(0), 1 << 20).unwrap();
+        assert_eq!(records.len(), 100, "partition {p}");
+        for (k, r) in records.iter().enumerate() {
+            let i = k as u32 * 3 + p;
+            assert_eq!(r.value.as_deref(), Some(&i.to_le_bytes()[..]));
+        }
+    }
+    assert_eq!(log.read("audit", 0, Offset(0), 1 << 20).unwrap().len(), 1);
+    assert!(matches!(
+        log.read("gone", 0, Offset(0), 1),
+        Err(Error::UnknownTopic(_))
+    ));
+    let c = log.consumer("orders").group("g").build().unwrap();
+    assert_eq!(c.committed(1), Some(Offset(42)));
+    drop(c);
+    // The same metadata as before (ids, placement), and ids are not given again.
+    let rebuilt = std::fs::read_to_string(dir.path().join("meta.json")).unwrap();
+    let field = |text: &str, key: &str| -> u64 {
+        let at = text.find(&format!("\"{key}\"")).unwrap();
+        let digits: String = text[at + key.len() + 3..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    assert_eq!(
+        field(&rebuilt, "next_topic_id"),
+        field(&saved, "next_topic_id")
+    );
+    log.create_topic("new", TopicConfig::new(1)).unwrap();
+    drop(log);
+    let log = Log::open(config()).unwrap();
+    assert_eq!(log.list_topics().len(), 3, "opens without repair after");
+    assert_eq!(
+        log.read("orders", 2, Offset(0), 1 << 20).unwrap().len(),
+        100
+    );
 }
 
 /// `meta.json` edited to fewer partitions than the segments hold records of: open refuses,

@@ -127,6 +127,36 @@ fn retention_by_age_keeps_recent_segments() {
     assert_eq!(fresh, Some(Offset(2000)));
 }
 
+/// The `start-offsets.json` a deletion of shard 0's segments below `files[first_segment]` writes:
+/// for every partition with records in the shard (the internal offsets topic's too), the first
+/// offset kept, or the offset after the last one deleted when none is kept.
+fn start_offsets_after_deleting(files: &[std::path::PathBuf], first_segment: usize) -> String {
+    use std::collections::BTreeMap;
+    let mut starts: BTreeMap<(u32, u32), (bool, Offset)> = BTreeMap::new();
+    for (i, file) in files.iter().enumerate() {
+        let (frames, _) =
+            floodgate::inspect::scan_segment_file(file, 64 << 10, Default::default()).unwrap();
+        for f in frames {
+            let start = starts
+                .entry((f.topic_id, f.partition))
+                .or_insert((false, Offset(0)));
+            if i < first_segment {
+                start.1 = f.entry.last_offset + 1;
+            } else if !start.0 {
+                *start = (true, f.entry.base_offset);
+            }
+        }
+    }
+    let partitions: Vec<String> = starts
+        .iter()
+        .map(|((topic, partition), (_, start))| format!("[{topic},{partition},{start}]"))
+        .collect();
+    format!(
+        r#"{{"version":1,"first_segment":{first_segment},"partitions":[{}]}}"#,
+        partitions.join(",")
+    )
+}
+
 /// A crash after `start-offsets.json` is written but before the files go: recovery deletes
 /// them and starts each partition at its recorded offset.
 #[test]
@@ -143,11 +173,16 @@ fn recovery_finishes_an_interrupted_deletion() {
     // The first frame of segment 2 is where partition 0 starts once segments 0 and 1 go.
     let (frames, _) =
         floodgate::inspect::scan_segment_file(&files[2], 64 << 10, Default::default()).unwrap();
-    let first = frames[0].entry.base_offset;
-    let topic_id = frames[0].topic_id;
+    let t = common::topic_id(dir.path(), "t");
+    let first = frames
+        .iter()
+        .find(|f| f.topic_id == t)
+        .unwrap()
+        .entry
+        .base_offset;
     std::fs::write(
         dir.path().join("shard-000/start-offsets.json"),
-        format!(r#"{{"version":1,"first_segment":2,"partitions":[[{topic_id},0,{first}]]}}"#),
+        start_offsets_after_deleting(&files, 2),
     )
     .unwrap();
     let log = Log::open(config()).unwrap();
@@ -174,7 +209,13 @@ fn every_crash_state_of_a_deletion_recovers() {
     assert!(files.len() > 4);
     let (frames, _) =
         floodgate::inspect::scan_segment_file(&files[2], 64 << 10, Default::default()).unwrap();
-    let (first, topic_id) = (frames[0].entry.base_offset, frames[0].topic_id);
+    let t = common::topic_id(dir.path(), "t");
+    let first = frames
+        .iter()
+        .find(|f| f.topic_id == t)
+        .unwrap()
+        .entry
+        .base_offset;
     let doomed: Vec<_> = files[..2]
         .iter()
         .flat_map(|f| [f.clone(), f.with_extension("idx")])
@@ -191,9 +232,7 @@ fn every_crash_state_of_a_deletion_recovers() {
         if durable {
             std::fs::write(
                 image.path().join("shard-000/start-offsets.json"),
-                format!(
-                    r#"{{"version":1,"first_segment":2,"partitions":[[{topic_id},0,{first}]]}}"#
-                ),
+                start_offsets_after_deleting(&files, 2),
             )
             .unwrap();
             for (i, f) in doomed.iter().enumerate() {

@@ -11,7 +11,7 @@ use crate::consumer::group::Group;
 use crate::consumer::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore};
 use crate::consumer::rate::RateLimit;
 use crate::error::{Error, Result};
-use crate::meta::validate_group_name;
+use crate::meta::{TopicRecord, validate_group_name};
 use crate::producer::Producer;
 use crate::segment::Offset;
 use crate::segment::TopicPartition;
@@ -53,6 +53,9 @@ pub(crate) struct Groups {
     pub offsets: Arc<OffsetStore>,
     /// Groups with members in this process, by (group, topic id).
     live: Mutex<HashMap<(String, u32), Arc<Group>>>,
+    /// Held while the topics are recorded in the offsets topic, so that a recording never
+    /// works from a metadata older than one already recorded.
+    recording: Mutex<()>,
 }
 
 impl Groups {
@@ -62,7 +65,46 @@ impl Groups {
             store,
             offsets: Arc::default(),
             live: Mutex::new(HashMap::new()),
+            recording: Mutex::new(()),
         }
+    }
+
+    /// Makes the offsets topic record every topic of the metadata as it is now, and the
+    /// deletion of each topic it no longer has (creating the offsets topic if the log has
+    /// topics and none yet): so `meta.json` can be rebuilt from the segments. Done at open
+    /// and after every topic change; writes only what differs.
+    pub fn record_topics(&self) -> Result<()> {
+        let _recording = self.recording.lock().expect("recording lock");
+        if self.store.meta().topics.is_empty() {
+            return Ok(());
+        }
+        if self.store.topic(OFFSETS_TOPIC).is_err() {
+            match self.store.create_topic(OFFSETS_TOPIC, 1) {
+                Ok(()) | Err(Error::TopicExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let meta = self.store.meta();
+        let recorded = self.offsets.topic_records();
+        let mut writes = Vec::new();
+        for t in &meta.topics {
+            let record = TopicRecord::of(&meta, t).encode();
+            if recorded.get(&t.id) != Some(&record) {
+                writes.push((t.id, Some(record)));
+            }
+        }
+        for &id in recorded.keys() {
+            if !meta.topics.iter().any(|t| t.id == id) {
+                writes.push((id, None));
+            }
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut producer = Producer::internal(Arc::clone(&self.store));
+        self.offsets.record_topics(&mut producer, &writes)?;
+        self.update_protection();
+        Ok(())
     }
 
     /// Loads the committed offsets from the offsets topic, if the log has one, and compacts
@@ -74,7 +116,7 @@ impl Groups {
             let records;
             (records, damaged) = self.offsets.load(&self.store)?;
             // Compacting writes every live commit again, so a damaged record is never needed.
-            if records > self.offsets.all().len() as u64 || !damaged.is_empty() {
+            if records > self.offsets.live_records() || !damaged.is_empty() {
                 let mut producer = Producer::internal(Arc::clone(&self.store));
                 self.offsets.compact(&mut producer)?;
             }

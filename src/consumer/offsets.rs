@@ -9,6 +9,11 @@
 //! delete them. Retention never deletes a segment holding a live commit record: it asks for a
 //! compaction instead, done by a background thread.
 //!
+//! The same partition records each topic (its [`crate::meta::TopicRecord`], keyed by topic id;
+//! a null value when the topic is deleted), so that the metadata can be rebuilt from the
+//! segments if `meta.json` is lost. Those records are live like commits: compacted, and kept by
+//! retention.
+//!
 //! Commits are serialised (one at a time, log-wide): their order in the partition is the order
 //! in which they take effect, so the last record of a key is always the newest commit.
 
@@ -75,6 +80,13 @@ struct Committed {
     record: Offset,
 }
 
+/// A live topic record: its bytes and where it is in the offsets partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Defined {
+    value: Vec<u8>,
+    record: Offset,
+}
+
 #[derive(Debug, Default)]
 struct Compaction {
     wanted: bool,
@@ -85,6 +97,8 @@ struct Compaction {
 #[derive(Debug, Default)]
 pub(crate) struct OffsetStore {
     live: Mutex<HashMap<OffsetKey, Committed>>,
+    /// The live topic records, by topic id.
+    defs: Mutex<HashMap<u32, Defined>>,
     /// Held while commit records are sent and acknowledged (see the module documentation).
     writing: Mutex<()>,
     compaction: (Mutex<Compaction>, Condvar),
@@ -109,7 +123,56 @@ impl OffsetStore {
     /// The oldest record of the offsets partition that is still a live commit.
     pub fn oldest_live_record(&self) -> Option<Offset> {
         let live = self.live.lock().expect("offsets lock");
-        live.values().map(|c| c.record).min()
+        let defs = self.defs.lock().expect("topic records lock");
+        let commits = live.values().map(|c| c.record);
+        commits.chain(defs.values().map(|d| d.record)).min()
+    }
+
+    /// Live records: commits and topic records.
+    pub fn live_records(&self) -> u64 {
+        let commits = self.live.lock().expect("offsets lock").len();
+        (commits + self.defs.lock().expect("topic records lock").len()) as u64
+    }
+
+    /// The live topic records, by topic id.
+    pub fn topic_records(&self) -> HashMap<u32, Vec<u8>> {
+        let defs = self.defs.lock().expect("topic records lock");
+        defs.iter().map(|(&id, d)| (id, d.value.clone())).collect()
+    }
+
+    /// Records topics (id, record bytes; `None`: deleted), durably, then as live.
+    pub fn record_topics(
+        &self,
+        producer: &mut Producer,
+        topics: &[(u32, Option<Vec<u8>>)],
+    ) -> Result<()> {
+        let _writing = self.writing.lock().expect("offsets write lock");
+        self.write_topics(producer, topics)
+    }
+
+    /// Writes topic records and notes them as live. The caller holds `writing`.
+    fn write_topics(
+        &self,
+        producer: &mut Producer,
+        topics: &[(u32, Option<Vec<u8>>)],
+    ) -> Result<()> {
+        let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = (topics.iter())
+            .map(|(id, v)| (crate::meta::topic_record_key(*id).to_vec(), v.clone()))
+            .collect();
+        let records = write_records(producer, &raw)?;
+        let mut defs = self.defs.lock().expect("topic records lock");
+        for ((id, value), record) in topics.iter().zip(records) {
+            match value {
+                Some(value) => {
+                    let value = value.clone();
+                    defs.insert(*id, Defined { value, record });
+                }
+                None => {
+                    defs.remove(id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads the offsets partition (after recovery); returns how many records it held, and
@@ -123,6 +186,7 @@ impl OffsetStore {
         let records = next - offset;
         let mut damaged = Vec::new();
         let mut live = self.live.lock().expect("offsets lock");
+        let mut defs = self.defs.lock().expect("topic records lock");
         while offset < next {
             let read = log.read(OFFSETS_TOPIC, 0, offset, 1 << 20);
             // A damaged batch fails the whole read: read the next batch alone to find it.
@@ -150,6 +214,24 @@ impl OffsetStore {
             };
             offset = last.offset.next();
             for r in batch {
+                if let Some(id) = r.key.as_deref().and_then(crate::meta::topic_record_id) {
+                    match r.value {
+                        Some(v) => {
+                            let value = v.to_vec();
+                            defs.insert(
+                                id,
+                                Defined {
+                                    value,
+                                    record: r.offset,
+                                },
+                            );
+                        }
+                        None => {
+                            defs.remove(&id);
+                        }
+                    }
+                    continue;
+                }
                 let key = r.key.as_deref().and_then(OffsetKey::decode);
                 let Some(key) = key else {
                     continue; // not a commit record this build knows; skipped
@@ -190,7 +272,11 @@ impl OffsetStore {
         let _writing = self.writing.lock().expect("offsets write lock");
         let entries: Vec<(OffsetKey, Option<Offset>)> =
             self.all().into_iter().map(|(k, o)| (k, Some(o))).collect();
-        self.write(producer, &entries)
+        self.write(producer, &entries)?;
+        let topics: Vec<(u32, Option<Vec<u8>>)> = (self.topic_records().into_iter())
+            .map(|(id, v)| (id, Some(v)))
+            .collect();
+        self.write_topics(producer, &topics)
     }
 
     /// Sends the records, waits for their acks, then updates the live map. The caller holds
@@ -200,25 +286,10 @@ impl OffsetStore {
         producer: &mut Producer,
         entries: &[(OffsetKey, Option<Offset>)],
     ) -> Result<()> {
-        let mut acks = Vec::with_capacity(entries.len());
-        for (key, offset) in entries {
-            let key_bytes = key.encode();
-            let value = offset.map(|o| o.0.to_be_bytes());
-            let record = match &value {
-                Some(v) => Record::new(v),
-                None => Record::tombstone(),
-            };
-            acks.push(producer.send(OFFSETS_TOPIC, record.key(&key_bytes).partition(0))?);
-        }
-        let mut records = Vec::with_capacity(acks.len());
-        for ack in acks {
-            // Bounded: a shard that filled even the segment reserved for commits would
-            // otherwise hold the caller forever.
-            let acked = ack
-                .wait_timeout(COMMIT_TIMEOUT)
-                .ok_or(Error::Timeout(COMMIT_TIMEOUT))??;
-            records.push(acked.offset);
-        }
+        let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = (entries.iter())
+            .map(|(key, offset)| (key.encode(), offset.map(|o| o.0.to_be_bytes().to_vec())))
+            .collect();
+        let records = write_records(producer, &raw)?;
         let mut live = self.live.lock().expect("offsets lock");
         for ((key, offset), record) in entries.iter().zip(records) {
             match offset {
@@ -252,8 +323,35 @@ impl OffsetStore {
     }
 }
 
-/// The compaction thread: waits for requests and compacts, until shutdown.
-pub(crate) fn compaction_thread(log: Weak<Store>, store: Arc<OffsetStore>) {
+/// Sends records (key, value; `None`: a tombstone) to the offsets partition and waits for
+/// their acks; returns their offsets there.
+fn write_records(
+    producer: &mut Producer,
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> Result<Vec<Offset>> {
+    let mut acks = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let record = match value {
+            Some(v) => Record::new(v),
+            None => Record::tombstone(),
+        };
+        acks.push(producer.send(OFFSETS_TOPIC, record.key(key).partition(0))?);
+    }
+    let mut offsets = Vec::with_capacity(acks.len());
+    for ack in acks {
+        // Bounded: a shard that filled even the segment reserved for commits would otherwise
+        // hold the caller forever.
+        let acked = ack
+            .wait_timeout(COMMIT_TIMEOUT)
+            .ok_or(Error::Timeout(COMMIT_TIMEOUT))??;
+        offsets.push(acked.offset);
+    }
+    Ok(offsets)
+}
+
+/// The compaction thread: waits for requests and compacts, until shutdown. After each
+/// compaction `compacted` runs (the groups move retention's floor past the records rewritten).
+pub(crate) fn compaction_thread(log: Weak<Store>, store: Arc<OffsetStore>, compacted: impl Fn()) {
     loop {
         {
             let (lock, cv) = &store.compaction;
@@ -270,9 +368,12 @@ pub(crate) fn compaction_thread(log: Weak<Store>, store: Arc<OffsetStore>) {
             return;
         };
         let mut producer = Producer::internal(Arc::clone(&log));
-        if let Err(e) = store.compact(&mut producer) {
+        match store.compact(&mut producer) {
+            Ok(()) => compacted(),
             // The shard that failed reports it to producers and readers; nothing else to do.
-            let _: Error = e;
+            Err(e) => {
+                let _: Error = e;
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub(crate) mod prepare;
 pub(crate) mod read;
 pub(crate) mod read_cache;
 pub(crate) mod readahead;
+pub(crate) mod rebuild;
 pub mod recovery;
 pub(crate) mod retention;
 pub(crate) mod ring;
@@ -31,7 +32,7 @@ pub(crate) use stats::WriterCounters;
 use crate::segment::{Offset, SegmentId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -95,6 +96,10 @@ pub(crate) struct ShardShared {
     /// The end of the last acknowledged (published) commit: bytes below it never change.
     /// Written by the writer at each publish (recovery before it starts).
     pub acked_end: Mutex<LogPos>,
+    /// The id of the internal offsets topic (`u32::MAX` while the log has none). Its records
+    /// are compacted, not aged: their timestamps do not count toward a segment's age, and
+    /// retention keeps a segment holding live ones through the protection floors.
+    pub compacted_topic: AtomicU32,
     /// Sealed segments whose index file is written, with their newest record timestamp:
     /// the candidates for retention.
     sealed: Mutex<BTreeMap<SegmentId, i64>>,
@@ -134,6 +139,7 @@ impl ShardShared {
             shutdown: AtomicBool::new(false),
             log_full: AtomicBool::new(false),
             segments: RwLock::new(BTreeMap::new()),
+            compacted_topic: AtomicU32::new(u32::MAX),
             sealed: Mutex::new(BTreeMap::new()),
             acked_end: Mutex::new(LogPos::default()),
             protected: Mutex::default(),
@@ -262,8 +268,19 @@ impl ShardShared {
 
     /// Records that `segment` is sealed with an index file holding `runs`.
     pub fn note_sealed<'a>(&self, segment: SegmentId, runs: impl Iterator<Item = &'a IndexRun>) {
-        let newest = runs.map(|r| r.max_timestamp).max().unwrap_or(i64::MIN);
+        let newest = self.newest_aged(runs.map(|r| (r.topic_id, r.max_timestamp)));
         self.note_sealed_at(segment, newest);
+    }
+
+    /// The newest of `stamps` (topic id, timestamp) that retention by age goes by: the
+    /// offsets topic's are left out (`i64::MIN` if none is left).
+    pub fn newest_aged(&self, stamps: impl Iterator<Item = (u32, i64)>) -> i64 {
+        let compacted = self.compacted_topic.load(Ordering::Relaxed);
+        stamps
+            .filter(|&(topic, _)| topic != compacted)
+            .map(|(_, timestamp)| timestamp)
+            .max()
+            .unwrap_or(i64::MIN)
     }
 
     /// Records that `segment` is sealed, its newest record stamped `newest` (for retention by

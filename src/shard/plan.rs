@@ -13,6 +13,7 @@ use crate::meta::Meta;
 use crate::segment::SegmentId;
 use crate::segment::scan::{Dropped, ScanEnd, records_after};
 use crate::shard::checkpoint;
+use crate::shard::rebuild::{Rebuilt, rebuild_found};
 use crate::shard::recovery::{ChunkReader, holds_frames, known_for, scan_segment_file};
 use crate::shard::retention::StartOffsets;
 
@@ -54,6 +55,12 @@ pub enum RepairAction {
         /// The position in it through which the log was durable.
         durable_pos: u64,
     },
+    /// `meta.json` is missing: it is rebuilt from the segments (the topics the log records,
+    /// and every topic id and partition its frames hold).
+    RebuildMeta {
+        /// What the rebuilt metadata holds, a line each.
+        lines: Vec<String>,
+    },
     /// A sealed segment's missing or damaged index file is rebuilt from the segment.
     RebuildIndex {
         /// The index file.
@@ -73,17 +80,28 @@ impl RepairAction {
     pub fn needs_repair(&self) -> bool {
         matches!(
             self,
-            RepairAction::CutDamage { .. } | RepairAction::SegmentMissing { .. }
+            RepairAction::CutDamage { .. }
+                | RepairAction::SegmentMissing { .. }
+                | RepairAction::RebuildMeta { .. }
         )
     }
 }
 
 /// What opening `dir` with repair would do, shard by shard, in order.
 pub fn plan_repair(dir: &Path) -> Result<Vec<RepairAction>> {
-    let meta = Meta::load(dir)?
-        .ok_or_else(|| Error::corrupt(layout::meta_path(dir), 0, "no meta.json"))?;
-    let frame_bytes_max = meta.commit_bytes_max as usize;
     let mut plan = Vec::new();
+    let meta = match Meta::load(dir)? {
+        Some(meta) => meta,
+        None => {
+            let Rebuilt { meta, lines } = rebuild_found(dir)?;
+            if meta.topics.is_empty() && meta.next_topic_id == 1 {
+                return Err(Error::corrupt(layout::meta_path(dir), 0, "no meta.json"));
+            }
+            plan.push(RepairAction::RebuildMeta { lines });
+            meta
+        }
+    };
+    let frame_bytes_max = meta.commit_bytes_max as usize;
     for shard in 0..meta.shards {
         let shard_dir = layout::shard_dir(dir, shard);
         let start = StartOffsets::load(&shard_dir)?.unwrap_or_default();

@@ -87,6 +87,9 @@ pub struct RecoveryReport {
     /// Prepared segments (`next.seg.prep`) found holding frames and given their segment name:
     /// a crash came after a roll started writing one and before its rename was durable.
     pub segments_adopted: Vec<PathBuf>,
+    /// `meta.json` was missing and repair rebuilt it from the segments: what it found (a line
+    /// each). Empty when the metadata was there.
+    pub meta_rebuilt: Vec<String>,
     /// Offsets of records a repair cut off, per partition (first, last): a gap frame stands
     /// for them at the new end of the log, so they are never given to new records; reads
     /// pass over them.
@@ -101,6 +104,9 @@ impl RecoveryReport {
     /// should see (the recovery journal, `recovery.log`, holds these).
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for line in &self.meta_rebuilt {
+            out.push(format!("rebuilt meta.json from the segments: {line}"));
+        }
         for (path, pos, bytes) in &self.torn_tails {
             out.push(format!(
                 "cut a torn tail of {bytes} bytes at byte {pos} of {} (never acknowledged)",
@@ -495,8 +501,11 @@ pub(crate) fn recover_shard(
             // A full disk: the segment's entries stay in memory (as the active segment's do),
             // and the next open with room writes the file. Reading needs no new space.
             Err(e) if e.is_no_space() => {
-                let newest = index.frames.iter().map(|(_, e)| e.max_timestamp).max();
-                shared.note_sealed_at(id, newest.unwrap_or(i64::MIN));
+                let stamps = index
+                    .frames
+                    .iter()
+                    .map(|(tp, e)| (tp.topic_id, e.max_timestamp));
+                shared.note_sealed_at(id, shared.newest_aged(stamps));
                 report.indexes_unwritten.push(idx_path);
                 continue;
             }

@@ -24,6 +24,27 @@ impl WriterCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets every counter back to zero: `Log::open` counts from the moment it returns, not
+    /// the reads and writes the open itself made (loading the committed offsets).
+    pub fn reset(&self) {
+        for c in [
+            &self.records,
+            &self.batches,
+            &self.writes,
+            &self.write_bytes,
+            &self.write_nanos,
+            &self.flushes,
+            &self.flush_nanos,
+            &self.rolls,
+            &self.rolls_unzeroed,
+            &self.tail_cached_bytes,
+            &self.read_disk_bytes,
+            &self.read_frame_bytes,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> ShardStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ShardStats {
@@ -43,7 +64,7 @@ impl WriterCounters {
     }
 }
 
-/// What one shard's writer has done since the log was opened; from [`crate::Log::stats`]. Counters
+/// What one shard's writer has done since [`crate::Log::open`] returned; from [`crate::Log::stats`]. Counters
 /// only grow: take two snapshots and subtract for rates. `write_nanos` and `flush_nanos` sum
 /// each write's and each flush's time from submission to completion, so
 /// `flush_nanos / flushes` is the mean flush latency and `records / writes` the mean group

@@ -156,3 +156,12 @@ pub fn read_values(log: &floodgate::Log) -> Vec<Vec<u8>> {
 pub fn checkpoint_file(dir: &std::path::Path) -> PathBuf {
     floodgate::layout::checkpoint_path(&floodgate::layout::shard_dir(dir, 0))
 }
+
+/// The id of topic `name` in the log's metadata file (the id its frames carry).
+pub fn topic_id(dir: &std::path::Path, name: &str) -> u32 {
+    let meta = std::fs::read(dir.join("meta.json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let topics = meta["topics"].as_array().unwrap();
+    let topic = topics.iter().find(|t| t["name"] == name).unwrap();
+    topic["id"].as_u64().unwrap() as u32
+}

@@ -9,7 +9,7 @@ use clap::Args;
 use floodgate::inspect::{Meta, RepairAction, plan_repair};
 use floodgate::{Config, IoBackend, Log};
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::load::parse_backend;
 use crate::outln;
 
@@ -26,13 +26,18 @@ pub struct RepairArgs {
 }
 
 pub fn run(args: RepairArgs) -> CliResult {
-    let meta = Meta::load(&args.dir)?.ok_or_else(|| {
-        format!(
-            "{} holds no floodgate log (no meta.json)",
+    let plan = plan_repair(&args.dir).map_err(|e| match e {
+        floodgate::Error::Corrupt { reason, .. } if reason == "no meta.json" => format!(
+            "{} holds no floodgate log (no meta.json, and no records in shard folders)",
             args.dir.display()
         )
+        .into(),
+        e => CliError::from(e),
     })?;
-    let plan = plan_repair(&args.dir)?;
+    let meta = match Meta::load(&args.dir)? {
+        Some(meta) => meta,
+        None => floodgate::inspect::rebuild_meta(&args.dir)?.0,
+    };
     if plan.is_empty() {
         outln!("{}: nothing to repair", args.dir.display());
         return Ok(());
@@ -65,6 +70,9 @@ pub fn run(args: RepairArgs) -> CliResult {
     let log = Log::open(config)?;
     let report = log.recovery_report().clone();
     log.close()?;
+    for line in &report.meta_rebuilt {
+        outln!("rebuilt meta.json: {line}");
+    }
     for (path, pos, reason, dropped) in &report.repaired {
         outln!(
             "repaired {} at byte {pos}: {reason}; {dropped} record(s) dropped",
@@ -130,6 +138,12 @@ fn describe(action: &RepairAction, verb: &str) {
                 outln!("  {verb} delete {} (after the cut)", p.display());
             }
             outln!("  the offsets dropped stay taken: new records continue after them");
+        }
+        RepairAction::RebuildMeta { lines } => {
+            outln!("meta.json is missing: {verb} rebuild it from the segments:");
+            for line in lines {
+                outln!("  {line}");
+            }
         }
         RepairAction::SegmentMissing {
             shard_dir,

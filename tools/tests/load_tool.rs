@@ -253,7 +253,8 @@ fn verify_catches_a_corrupted_payload() {
     let segment = common::segments(&dir, 0)[0].clone();
     let (frames, _) =
         floodgate::inspect::scan_segment_file(&segment, 4 << 20, Default::default()).unwrap();
-    let frame = frames[0].entry;
+    let topic = common::topic_id(&dir, "load");
+    let frame = frames.iter().find(|f| f.topic_id == topic).unwrap().entry;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
