@@ -14,7 +14,7 @@ use crate::meta::{Meta, TopicMeta};
 use crate::segment::records::StoredRecord;
 use crate::segment::{BatchEntry, LogPos, Offset};
 use crate::shard::ShardShared;
-use crate::shard::read::{PartitionRead, ReadMode, read_partition};
+use crate::shard::read::{LogScan, PartitionRead, ReadMode, read_partition, scan_log};
 use crate::shard::readahead::Readahead;
 
 /// How a topic is made.
@@ -248,6 +248,40 @@ impl Store {
             (mode, before),
         )
         .map_err(|e| out_of_range().unwrap_or(e))
+    }
+
+    /// Scans shard `shard`'s log from `at` in position order: see [`scan_log`].
+    pub fn scan_log(
+        &self,
+        shard: u32,
+        at: LogPos,
+        bytes_max: usize,
+        mode: ReadMode,
+    ) -> Result<LogScan> {
+        let s = shard as usize;
+        let segment_bytes = self.config.segment_bytes;
+        scan_log(
+            &self.shards[s],
+            &self.readahead[s],
+            segment_bytes,
+            at,
+            bytes_max,
+            mode,
+        )
+    }
+
+    /// Counts `bytes` of frames a scan of shard `shard`'s log handed to a reader.
+    pub fn count_frames_read(&self, shard: u32, bytes: u64) {
+        let counters = &self.shards[shard as usize].counters;
+        crate::shard::WriterCounters::add(&counters.read_frame_bytes, bytes);
+    }
+
+    /// The end of shard `shard`'s published log: frames published later lie past it.
+    pub fn acked_end(&self, shard: u32) -> LogPos {
+        *self.shards[shard as usize]
+            .acked_end
+            .lock()
+            .expect("acked end lock")
     }
 
     /// The stored batch holding `offset` of a partition, from the index (the batch itself is

@@ -346,3 +346,133 @@ fn a_consumer_of_many_partitions_reads_the_log_about_once() {
         stats.read_frame_bytes
     );
 }
+
+/// A consumer of many partitions in a log it shares with another topic, group commits and a
+/// second shard, with frames larger than its reads: every record exactly once, in offset
+/// order per partition, across a seek back, a pause and a resume, paced or not.
+#[test]
+fn a_consumer_of_many_partitions_gets_its_own_records_from_a_shared_log() {
+    for paced in [false, true] {
+        let dir = test_dir("consumer-shared-log");
+        let log = Log::open(small_config(dir.path(), BACKENDS[0]).shards(2)).unwrap();
+        log.create_topic("t", TopicConfig::new(6)).unwrap();
+        log.create_topic("u", TopicConfig::new(3)).unwrap();
+        let mut producer = log.producer();
+        let mut acks = Vec::new();
+        let value = |i: u32| {
+            let mut v = i.to_le_bytes().to_vec();
+            v.resize(if i.is_multiple_of(97) { 9_000 } else { 4 }, 0xab);
+            v
+        };
+        for i in 0..6000u32 {
+            let v = value(i);
+            acks.push(
+                producer
+                    .send("t", Record::new(&v).partition(i % 6))
+                    .unwrap(),
+            );
+            if i % 3 == 0 {
+                let r = Record::new(b"other").partition(i % 3);
+                acks.push(producer.send("u", r).unwrap());
+            }
+            if i == 3000 {
+                let mut g = log.consumer("u").group("g").build().unwrap();
+                g.commit_offsets(&[(0, Offset(1))]).unwrap();
+            }
+        }
+        for a in acks {
+            a.wait().unwrap();
+        }
+        let mut builder = log.consumer("t").fetch_bytes(1024);
+        if paced {
+            builder = builder.max_rate(1_000_000.0);
+        }
+        let mut c = builder.build().unwrap();
+        let mut seen: Vec<Vec<u32>> = vec![Vec::new(); 6];
+        let take = |c: &mut floodgate::Consumer, seen: &mut Vec<Vec<u32>>| {
+            for r in c.poll(Duration::from_secs(5)).unwrap() {
+                let p = r.partition as usize;
+                assert_eq!(
+                    r.record.offset,
+                    Offset(seen[p].len() as u64),
+                    "partition {p}"
+                );
+                let i =
+                    u32::from_le_bytes(r.record.value.as_deref().unwrap()[..4].try_into().unwrap());
+                assert_eq!(r.record.value.as_deref(), Some(&value(i)[..]));
+                assert_eq!(i % 6, p as u32);
+                seen[p].push(i);
+            }
+        };
+        while seen.iter().map(Vec::len).sum::<usize>() < 1500 {
+            take(&mut c, &mut seen);
+        }
+        // Back halfway in partition 2: delivered again from there.
+        let back = seen[2].len() / 2;
+        assert!(
+            back > 0,
+            "{:?}",
+            seen.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        c.seek(2, Offset(back as u64)).unwrap();
+        seen[2].truncate(back);
+        c.pause(&[4]);
+        let paused_at = seen[4].len();
+        while seen
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p != 4)
+            .map(|(_, s)| s.len())
+            .sum::<usize>()
+            < 5000
+        {
+            take(&mut c, &mut seen);
+        }
+        assert_eq!(
+            seen[4].len(),
+            paused_at,
+            "a paused partition delivers nothing"
+        );
+        c.resume(&[4]);
+        while seen.iter().map(Vec::len).sum::<usize>() < 6000 {
+            take(&mut c, &mut seen);
+        }
+        for (p, got) in seen.iter().enumerate() {
+            assert_eq!(got.len(), 1000, "partition {p}");
+            assert_eq!(c.position(p as u32).unwrap(), Offset(1000));
+        }
+        assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
+    }
+}
+
+/// A damaged record in a sealed segment fails a consumer of many partitions with
+/// `Error::Corrupt` naming the segment, when it reaches the damaged batch: never skipped.
+#[test]
+fn a_consumer_of_many_partitions_fails_clearly_on_a_damaged_batch() {
+    let dir = test_dir("consumer-damaged");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(4)).unwrap();
+        produce(&log, 40_000, 4);
+    }
+    let seg = common::segments(dir.path(), 0)[1].clone();
+    let (frames, _) =
+        floodgate::inspect::scan_segment_file(&seg, 64 << 10, Default::default()).unwrap();
+    let victim = frames[frames.len() / 2].entry;
+    let mut image = std::fs::read(&seg).unwrap();
+    image[(victim.pos + u64::from(victim.frame_bytes) - 2) as usize] ^= 0x10;
+    std::fs::write(&seg, &image).unwrap();
+    let log = Log::open(config()).unwrap();
+    let mut c = log.consumer("t").build().unwrap();
+    let error = loop {
+        match c.poll(Duration::from_millis(200)) {
+            Ok(records) => assert!(!records.is_empty(), "stopped before the damage"),
+            Err(e) => break e,
+        }
+    };
+    match error {
+        Error::Corrupt { path, pos, .. } => assert_eq!((path, pos), (seg, victim.pos)),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

@@ -302,6 +302,66 @@ fn a_consumer_overtaken_by_retention_fails_clearly_or_skips_when_asked() {
     assert_eq!(expect, Some(next));
 }
 
+/// The same with a consumer of several partitions, which reads the log in position order:
+/// the partitions whose records retention deleted fail clearly, or skip to their earliest
+/// stored record and go on densely, and the other partitions lose nothing.
+#[test]
+fn a_consumer_of_many_partitions_overtaken_by_retention_fails_clearly_or_skips() {
+    let dir = test_dir("retain-consumer-many");
+    let config = small_config(dir.path(), BACKENDS[0]).retention_bytes(3 * SEGMENT);
+    let log = Log::open(config).unwrap();
+    log.create_topic("t", TopicConfig::new(3)).unwrap();
+    let mut strict = log.consumer("t").build().unwrap();
+    let mut lenient = log.consumer("t").skip_deleted(true).build().unwrap();
+    // Partition 2 gets records only at the end: retention deletes none of them.
+    produce(&log, 0, 0, 1000, now_ms());
+    produce(&log, 1, 0, 1000, now_ms());
+    produce(&log, 2, 0, 20, now_ms());
+    wait_until("old segments are deleted", || {
+        log.offsets("t", 0).unwrap().0 > Offset(0) && log.offsets("t", 1).unwrap().0 > Offset(0)
+    });
+    let mut failed = false;
+    for _ in 0..1000 {
+        match strict.poll(Duration::from_millis(100)) {
+            Err(Error::OffsetOutOfRange {
+                offset: Offset(0),
+                partition,
+                ..
+            }) if partition < 2 => {
+                failed = true;
+                break;
+            }
+            Ok(records) => assert!(records.iter().all(|r| r.partition == 2)),
+            other => panic!("expected OffsetOutOfRange at 0, got {other:?}"),
+        }
+    }
+    assert!(failed, "the strict consumer is told");
+    let ranges: Vec<(Offset, Offset)> = (0..3).map(|p| log.offsets("t", p).unwrap()).collect();
+    let total: u64 = ranges.iter().map(|(e, n)| n.since(*e)).sum();
+    let mut expect = [None; 3];
+    let mut seen = 0;
+    while seen < total {
+        for r in lenient.poll(Duration::from_millis(100)).unwrap() {
+            let (p, o) = (r.partition as usize, r.record.offset);
+            assert_eq!(*expect[p].get_or_insert(o), o, "partition {p} dense");
+            assert_eq!(r.record.value.as_deref(), Some(&payload(o.0, 1024)[..]));
+            expect[p] = Some(o + 1);
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        lenient.skipped(),
+        ranges.iter().map(|(e, _)| e.0).sum::<u64>()
+    );
+    for (p, (earliest, next)) in ranges.iter().enumerate() {
+        // A partition retention emptied delivers nothing.
+        assert_eq!(expect[p].unwrap_or(*earliest), *next, "partition {p}");
+        if p == 2 {
+            assert_eq!(*earliest, Offset(0));
+        }
+    }
+}
+
 /// A damaged `start-offsets.json` (one digit of `first_segment` changed) is refused before
 /// open deletes anything, whether it points past the newest segment or at records retention
 /// never deleted: every segment is still there, and with the file restored every record reads

@@ -173,6 +173,7 @@ impl ConsumerBuilder {
                 position,
                 fetched: position,
                 paused: false,
+                stray: false,
             });
         }
         let mut consumer = Consumer {
@@ -193,8 +194,12 @@ impl ConsumerBuilder {
             paced_interval: self.paced_interval,
             poll_records_max: self.poll_records_max,
             fetch_bytes: self.fetch_bytes,
-            horizons: Vec::new(),
+            cursors: Vec::new(),
+            next_shard: 0,
+            slot_of: Vec::new(),
+            strays: 0,
         };
+        consumer.reindex();
         consumer.sync_group()?;
         Ok(consumer)
     }

@@ -28,7 +28,7 @@ use crate::producer::Producer;
 use crate::segment::records::StoredRecord;
 use crate::segment::{LogPos, Offset};
 use crate::shard::Waiter;
-use crate::shard::read::ReadMode;
+use crate::shard::read::{LogFrame, ReadMode};
 use crate::store::Store;
 
 pub use builder::ConsumerBuilder;
@@ -130,6 +130,8 @@ struct PartitionState {
     /// The next offset to read (records in between are in the buffer).
     fetched: Offset,
     paused: bool,
+    /// The log scan found its next batch missing (retention deleted it): read on its own.
+    stray: bool,
 }
 
 /// Pulls records of one topic. See the module documentation.
@@ -156,17 +158,17 @@ pub struct Consumer {
     poll_records_max: usize,
     /// Bytes per read, if chosen (else by whether a rate limit applies).
     fetch_bytes: Option<usize>,
-    /// Per shard (by id), where in its log the partitions' reads are: each reads only batches
-    /// below it plus [`HORIZON_BYTES`]. `None`: no partition of that shard has records to read.
-    horizons: Vec<Option<LogPos>>,
+    /// Per shard (by id), where this consumer's scan of the shard's log goes on (`None`: it
+    /// consumes no partition there). Empty until placed; cleared whenever a position moves
+    /// other than by the scan (seek, resume, a change of assignment, a stray read).
+    cursors: Vec<Option<LogPos>>,
+    /// The shard whose log the next scan reads (round robin).
+    next_shard: usize,
+    /// Partition number → its index in `partitions` (`u32::MAX`: not consumed here).
+    slot_of: Vec<u32>,
+    /// Partitions marked `stray`.
+    strays: usize,
 }
-
-/// How far past the earliest unread batch of its partitions in a shard's log a consumer of
-/// many partitions reads: partition by partition, each region of the log is then read from
-/// disk once and served from the read cache to every partition with batches in it, instead of
-/// once per partition (each running its own way through the whole log). Two read-ahead
-/// windows: the read cache holds them while every partition takes its batches.
-pub const HORIZON_BYTES: u64 = 2 * crate::shard::readahead::WINDOW_BYTES;
 
 impl Consumer {
     /// Returns the next records, waiting up to `timeout` for some to be available and allowed
@@ -300,9 +302,10 @@ impl Consumer {
                 position,
                 fetched: position,
                 paused: false,
+                stray: false,
             });
         }
-        self.partitions.sort_by_key(|s| s.partition);
+        self.reindex();
         Ok(())
     }
 
@@ -465,8 +468,12 @@ impl Consumer {
             })
     }
 
-    /// Reads ahead from the next partition (round robin) that has records beyond what was
-    /// read. Returns whether anything was read.
+    /// Reads the next records beyond what was read. Returns whether anything was read.
+    ///
+    /// A consumer of one partition reads it through its index. One of many reads each shard's
+    /// log in position order from its cursor and hands each frame to its partition (a merge by
+    /// position over the partitions it owns): each region of the log is read once, and a
+    /// frame costs a header check and a table lookup, whatever the partition count.
     fn fetch(&mut self) -> Result<bool> {
         // A paced consumer reads little at a time and nothing ahead: its reads share the disk
         // with the writer's commits. One draining a backlog reads whole windows, ahead.
@@ -476,20 +483,191 @@ impl Consumer {
             false => (FETCH_BYTES_DEFAULT, ReadMode::Ahead),
         };
         let fetch_bytes = self.fetch_bytes.unwrap_or(fetch_bytes);
-        // One partition reads as far as it likes; many read in log order (see HORIZON_BYTES).
-        let in_order = self.partitions.len() > 1;
-        for round in 0..2 {
-            if in_order && (round == 1 || self.horizons.is_empty()) && !self.move_horizons()? {
-                return Ok(false);
+        if self.partitions.len() <= 1 {
+            for _ in 0..self.partitions.len() {
+                let i = self.next % self.partitions.len();
+                self.next = i + 1;
+                if !self.partitions[i].paused && self.read_one(i, fetch_bytes, mode)? {
+                    return Ok(true);
+                }
             }
-            if let Some(read) = self.fetch_round(fetch_bytes, mode, in_order)? {
-                return Ok(read);
+            return Ok(false);
+        }
+        if self.strays > 0
+            && let Some(i) = self.partitions.iter().position(|s| s.stray)
+        {
+            self.partitions[i].stray = false;
+            self.strays -= 1;
+            self.cursors.clear();
+            if !self.partitions[i].paused && self.read_one(i, fetch_bytes, mode)? {
+                return Ok(true);
             }
-            if !in_order {
-                break;
+        }
+        self.scan(fetch_bytes, mode)
+    }
+
+    /// Reads partition `partitions[i]` through its index from where it was read to. Returns
+    /// whether anything was read.
+    fn read_one(&mut self, i: usize, fetch_bytes: usize, mode: ReadMode) -> Result<bool> {
+        let state = &self.partitions[i];
+        let read = self.store.read_before(
+            &self.topic,
+            state.partition,
+            state.fetched,
+            fetch_bytes,
+            mode,
+            None,
+        );
+        let read = match read {
+            Err(Error::OffsetOutOfRange {
+                offset, earliest, ..
+            }) if self.skip_deleted && offset < earliest => {
+                self.skipped += earliest - offset;
+                let buffered = self.buffer.iter().any(|r| r.partition == state.partition);
+                let state = &mut self.partitions[i];
+                state.fetched = earliest;
+                if !buffered {
+                    state.position = earliest;
+                }
+                return Ok(true);
+            }
+            r => r?,
+        };
+        // Past a gap a repair left, even if it held all that was read.
+        self.partitions[i].fetched = read.next.max(state.fetched);
+        if read.records.is_empty() {
+            return Ok(false);
+        }
+        let partition = self.partitions[i].partition;
+        self.buffer.extend(
+            read.records
+                .into_iter()
+                .map(|record| ConsumerRecord { partition, record }),
+        );
+        Ok(true)
+    }
+
+    /// Scans the shards' logs from their cursors (see [`Consumer::fetch`]), a shard at a time,
+    /// until a scan hands this consumer's partitions something. Returns whether one did.
+    fn scan(&mut self, fetch_bytes: usize, mode: ReadMode) -> Result<bool> {
+        if self.cursors.is_empty() {
+            self.place_cursors()?;
+        }
+        let shards = self.cursors.len();
+        for _ in 0..shards {
+            let s = self.next_shard % shards;
+            self.next_shard = s + 1;
+            while let Some(at) = self.cursors[s] {
+                let scan = self.store.scan_log(s as u32, at, fetch_bytes, mode)?;
+                self.cursors[s] = Some(scan.next);
+                if scan.frames.is_empty() {
+                    break;
+                }
+                if self.take_frames(s as u32, &scan.frames)? {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
+    }
+
+    /// Hands scanned frames to the partitions they belong to: the records from each one's
+    /// read position on. Returns whether any partition moved on.
+    fn take_frames(&mut self, shard: u32, frames: &[LogFrame]) -> Result<bool> {
+        let mut moved = false;
+        let mut taken = 0u64;
+        let mut records = Vec::new();
+        for f in frames {
+            if f.tp.topic_id != self.topic_id {
+                continue;
+            }
+            let Some(&i) = self.slot_of.get(f.tp.partition as usize) else {
+                continue;
+            };
+            let Some(state) = self.partitions.get_mut(i as usize) else {
+                continue;
+            };
+            if state.paused || state.stray {
+                continue;
+            }
+            if f.entry.base_offset > state.fetched {
+                // Its batches from the read position on are gone: read it on its own, which
+                // says so (or skips them).
+                state.stray = true;
+                self.strays += 1;
+                moved = true;
+                continue;
+            }
+            let next = f.records(state.fetched, &mut records)?;
+            taken += u64::from(f.entry.frame_bytes);
+            if next > state.fetched {
+                state.fetched = next;
+                moved = true;
+            }
+            let partition = state.partition;
+            self.buffer.extend(
+                records
+                    .drain(..)
+                    .map(|record| ConsumerRecord { partition, record }),
+            );
+        }
+        self.store.count_frames_read(shard, taken);
+        Ok(moved)
+    }
+
+    /// Places each shard's cursor at the earliest batch any of its partitions here has yet to
+    /// read, or at the end of its published log if none has one: what is published after lies
+    /// past that end.
+    fn place_cursors(&mut self) -> Result<()> {
+        let mut cursors: Vec<Option<LogPos>> = vec![None; self.store.shards.len()];
+        for state in self.partitions.iter().filter(|s| !s.paused) {
+            let c = &mut cursors[state.shard as usize];
+            if c.is_none() {
+                *c = Some(self.store.acked_end(state.shard));
+            }
+        }
+        for i in 0..self.partitions.len() {
+            let state = &self.partitions[i];
+            if state.paused || state.stray {
+                continue;
+            }
+            let p = self.store.partition(&self.topic, state.partition)?;
+            if p.offset_acked() <= state.fetched {
+                continue;
+            }
+            let at = match self
+                .store
+                .batch_holding(&self.topic, state.partition, state.fetched)
+            {
+                Ok(entry) => entry.at(),
+                // Retention deleted it: its own read says so (or skips).
+                Err(Error::OffsetOutOfRange { .. }) => {
+                    self.partitions[i].stray = true;
+                    self.strays += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let c = &mut cursors[state.shard as usize];
+            *c = Some(c.map_or(at, |c| c.min(at)));
+        }
+        self.cursors = cursors;
+        Ok(())
+    }
+
+    /// After `partitions` changed: the partition table, and the cursors placed again.
+    fn reindex(&mut self) {
+        self.partitions.sort_by_key(|s| s.partition);
+        let count = self
+            .partitions
+            .last()
+            .map_or(0, |s| s.partition as usize + 1);
+        self.slot_of = vec![u32::MAX; count];
+        for (i, s) in self.partitions.iter().enumerate() {
+            self.slot_of[s.partition as usize] = i as u32;
+        }
+        self.strays = self.partitions.iter().filter(|s| s.stray).count();
+        self.cursors.clear();
     }
 
     /// Reads on after a fetch, for a consumer that no rate limit paces, until the buffer holds
@@ -517,96 +695,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// One round over the partitions, reading the first that has records (below its shard's
-    /// horizon when `in_order`). `None` if none had.
-    fn fetch_round(
-        &mut self,
-        fetch_bytes: usize,
-        mode: ReadMode,
-        in_order: bool,
-    ) -> Result<Option<bool>> {
-        for _ in 0..self.partitions.len() {
-            let i = self.next % self.partitions.len();
-            self.next = i + 1;
-            let state = &self.partitions[i];
-            if state.paused {
-                continue;
-            }
-            let before = match in_order {
-                false => None,
-                true => match self.horizons.get(state.shard as usize).copied().flatten() {
-                    Some(at) => Some(LogPos::new(at.segment, at.pos + HORIZON_BYTES)),
-                    None => continue,
-                },
-            };
-            let read = self.store.read_before(
-                &self.topic,
-                state.partition,
-                state.fetched,
-                fetch_bytes,
-                mode,
-                before,
-            );
-            let read = match read {
-                Err(Error::OffsetOutOfRange {
-                    offset, earliest, ..
-                }) if self.skip_deleted && offset < earliest => {
-                    self.skipped += earliest - offset;
-                    let buffered = self.buffer.iter().any(|r| r.partition == state.partition);
-                    let state = &mut self.partitions[i];
-                    state.fetched = earliest;
-                    if !buffered {
-                        state.position = earliest;
-                    }
-                    return Ok(Some(true));
-                }
-                r => r?,
-            };
-            // Past a gap a repair left, even if it held all that was read.
-            self.partitions[i].fetched = read.next.max(state.fetched);
-            if !read.records.is_empty() {
-                let partition = self.partitions[i].partition;
-                self.buffer.extend(
-                    read.records
-                        .into_iter()
-                        .map(|record| ConsumerRecord { partition, record }),
-                );
-                return Ok(Some(true));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Moves each shard's horizon to the earliest batch any of its partitions has yet to
-    /// read. Returns whether any partition has records to read.
-    fn move_horizons(&mut self) -> Result<bool> {
-        let mut horizons: Vec<Option<LogPos>> = Vec::new();
-        for state in self.partitions.iter().filter(|s| !s.paused) {
-            let shard = state.shard as usize;
-            if horizons.len() <= shard {
-                horizons.resize(shard + 1, None);
-            }
-            let p = self.store.partition(&self.topic, state.partition)?;
-            if p.offset_acked() <= state.fetched {
-                continue;
-            }
-            let at = match self
-                .store
-                .batch_holding(&self.topic, state.partition, state.fetched)
-            {
-                Ok(entry) => entry.at(),
-                // Retention deleted it: the read that follows says so (or skips).
-                Err(Error::OffsetOutOfRange { .. }) => LogPos::default(),
-                Err(e) => return Err(e),
-            };
-            let h = &mut horizons[shard];
-            *h = Some(h.map_or(at, |h| h.min(at)));
-        }
-        let any = horizons.iter().any(Option::is_some);
-        self.horizons = horizons;
-        Ok(any)
-    }
-
     /// Parks until a shard publishes, the deadline passes, or data is already there.
     fn wait_for_data(&mut self, deadline: Instant) -> Result<()> {
         let topic = self.store.topic(&self.topic)?;
@@ -623,7 +711,22 @@ impl Consumer {
                 .add(Waiter::Thread(std::thread::current()));
         }
         // Look once more after registering, so a publish in between is not missed.
-        for state in self.partitions.iter().filter(|s| !s.paused) {
+        if self.strays > 0 {
+            return Ok(());
+        }
+        if !self.cursors.is_empty() {
+            let behind = |(s, c): (usize, &Option<LogPos>)| {
+                c.is_some_and(|c| c < self.store.acked_end(s as u32))
+            };
+            if self.cursors.iter().enumerate().any(behind) {
+                return Ok(());
+            }
+        }
+        for state in self
+            .partitions
+            .iter()
+            .filter(|s| !s.paused && self.cursors.is_empty())
+        {
             let p = self.store.partition(&self.topic, state.partition)?;
             if p.offset_acked() > state.fetched {
                 return Ok(());
@@ -639,15 +742,13 @@ impl Consumer {
     }
 
     fn state_mut(&mut self, partition: u32) -> Option<&mut PartitionState> {
-        self.partitions
-            .iter_mut()
-            .find(|s| s.partition == partition)
+        let i = *self.slot_of.get(partition as usize)?;
+        self.partitions.get_mut(i as usize)
     }
 
     fn state(&self, partition: u32) -> Result<&PartitionState> {
-        self.partitions
-            .iter()
-            .find(|s| s.partition == partition)
+        let i = self.slot_of.get(partition as usize).copied();
+        i.and_then(|i| self.partitions.get(i as usize))
             .ok_or_else(|| Error::UnknownPartition {
                 topic: self.topic.clone(),
                 partition,
@@ -678,6 +779,7 @@ impl Consumer {
         let state = self.state_mut(partition).expect("checked above");
         state.position = offset;
         state.fetched = offset;
+        self.cursors.clear();
         Ok(())
     }
 
@@ -714,6 +816,8 @@ impl Consumer {
                 }
             }
         }
+        // Scans passed over paused partitions' frames.
+        self.cursors.clear();
     }
 
     /// Records stored but not yet delivered, per partition: (partition, lag).

@@ -2,11 +2,14 @@
 //! the shard's read cache or read from its segment files with aligned reads; the records
 //! decoded from them share the read buffers. Runs on the reader's thread.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Limit, Partition};
-use crate::segment::format::BLOCK_BYTES;
+use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
 use crate::segment::records::{StoredRecord, decode_records};
-use crate::segment::{LogPos, Offset};
+use crate::segment::{LogPos, Offset, SegmentId, TopicPartition};
+use crate::shard::files::SegmentFile;
 use crate::shard::readahead::Readahead;
 use crate::shard::{ShardShared, WriterCounters};
 
@@ -116,21 +119,25 @@ fn read_from_disk(
     run: &[BatchEntry],
 ) -> Result<(u64, bytes::Bytes)> {
     let (first, last) = (&run[0], &run[run.len() - 1]);
-    let segment = shard
-        .segments
-        .read()
-        .expect("segments lock")
-        .get(&first.segment)
-        .cloned()
-        .ok_or_else(|| {
-            Error::corrupt(shard.segment_path(first.segment), 0, "segment file missing")
-        })?;
+    let needed = last.pos + u64::from(last.frame_bytes);
+    read_span(shard, window, first.at(), needed)
+}
+
+/// Reads, with one aligned read, segment bytes from `from` to at least `needed`, and with a
+/// `window`, beyond them to the end of `from`'s window on that grid or to the next cached
+/// bytes, as far as published; caches and returns what it read, (position, bytes).
+fn read_span(
+    shard: &ShardShared,
+    window: u64,
+    from: LogPos,
+    needed: u64,
+) -> Result<(u64, bytes::Bytes)> {
+    let segment = segment_file(shard, from.segment)?;
     // Stopping at the window's end and at cached bytes keeps reads from overlapping when
     // readers are at different positions and frames cross windows (the same bytes would be
     // read twice).
     let block = BLOCK_BYTES as u64;
-    let start = first.pos - first.pos % block;
-    let needed = last.pos + u64::from(last.frame_bytes);
+    let start = from.pos - from.pos % block;
     let end = match start.checked_div(window) {
         None => needed,
         Some(w) => {
@@ -138,11 +145,11 @@ fn read_from_disk(
                 .read_cache
                 .read()
                 .expect("read cache lock")
-                .next_chunk(LogPos::new(first.segment, start));
+                .next_chunk(LogPos::new(from.segment, start));
             (w + 1)
                 .saturating_mul(window)
                 .min(cached_after.unwrap_or(u64::MAX))
-                .min(shard.readable_end(first.segment))
+                .min(shard.readable_end(from.segment))
                 .max(needed)
         }
     };
@@ -152,8 +159,202 @@ fn read_from_disk(
         .read_cache
         .write()
         .expect("read cache lock")
-        .insert(LogPos::new(first.segment, start), span.clone());
+        .insert(LogPos::new(from.segment, start), span.clone());
     Ok((start, span))
+}
+
+/// Segment `id`'s file, for reading.
+fn segment_file(shard: &ShardShared, id: SegmentId) -> Result<Arc<SegmentFile>> {
+    shard
+        .segments
+        .read()
+        .expect("segments lock")
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| Error::corrupt(shard.segment_path(id), 0, "segment file missing"))
+}
+
+/// A frame a scan of a shard's log found.
+#[derive(Debug)]
+pub(crate) struct LogFrame {
+    /// The partition it belongs to.
+    pub tp: TopicPartition,
+    /// Where it is; its offsets are those of its header (`last_offset` is set by
+    /// [`LogFrame::records`]).
+    pub entry: BatchEntry,
+    /// Its bytes.
+    pub bytes: bytes::Bytes,
+    /// The segment file holding it (its path names it in errors).
+    pub file: Arc<SegmentFile>,
+}
+
+impl LogFrame {
+    /// Decodes its records with offsets from `from` on (checking both checksums), and returns
+    /// the offset after its last (a gap frame holds none, yet spans offsets).
+    pub fn records(&self, from: Offset, out: &mut Vec<StoredRecord>) -> Result<Offset> {
+        let range = (from, Offset(u64::MAX));
+        decode_records(
+            &self.bytes,
+            &self.entry,
+            &self.file.path,
+            range,
+            self.tp,
+            out,
+        )?;
+        // The batch checksum just checked covers its last offset delta.
+        let batch = &self.bytes[FRAME_HEADER_BYTES..];
+        let delta = u32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+        Ok(self.entry.base_offset + u64::from(delta) + 1)
+    }
+}
+
+/// What a scan of a shard's log returns.
+#[derive(Debug, Default)]
+pub(crate) struct LogScan {
+    /// Whole frames, in log order (every topic's).
+    pub frames: Vec<LogFrame>,
+    /// Where the next scan starts.
+    pub next: LogPos,
+}
+
+/// Scans a shard's log from `at` (a frame's start, or a segment's data end) in position order:
+/// the published frames of about `bytes_max` bytes (at least one, if any is published), from
+/// the read cache where it has them, else read from the segment files as `mode` says. Only
+/// frame headers are checked here; [`LogFrame::records`] checks the rest of the frames it is
+/// asked to decode. A consumer of many partitions reads each region of the log once this way,
+/// handing each frame to its partition, instead of searching each partition's index. The
+/// caller counts the frames it takes in `read_frame_bytes`.
+pub(crate) fn scan_log(
+    shard: &ShardShared,
+    readahead: &Readahead,
+    segment_bytes: u64,
+    mut at: LogPos,
+    bytes_max: usize,
+    mode: ReadMode,
+) -> Result<LogScan> {
+    let mut frames = Vec::new();
+    let mut scanned = 0u64;
+    while scanned < bytes_max as u64 {
+        let acked = *shard.acked_end.lock().expect("acked end lock");
+        if at >= acked {
+            break;
+        }
+        // A segment retention deleted: go on from the oldest one kept.
+        let file = {
+            let segments = shard.segments.read().expect("segments lock");
+            let Some((&id, file)) = segments.range(at.segment..).next() else {
+                break;
+            };
+            if id != at.segment {
+                at = LogPos::new(id, 0);
+            }
+            Arc::clone(file)
+        };
+        let end = if at.segment < acked.segment {
+            let meta = file.file.metadata();
+            meta.map_err(|e| Error::io("stat", &file.path, e))?.len()
+        } else {
+            acked.pos
+        };
+        let header_bytes = FRAME_HEADER_BYTES as u64;
+        if at.pos + header_bytes > end {
+            at = LogPos::new(at.segment.next(), 0);
+            continue;
+        }
+        let want = (end - at.pos).min((bytes_max as u64 - scanned).max(BLOCK_BYTES as u64));
+        let mut span = span_at(shard, readahead, at, header_bytes, want, mode)?;
+        let corrupt = |pos: u64, reason: String| Error::corrupt(file.path.clone(), pos, reason);
+        // The first frame whole, even if larger than asked for.
+        match FrameHeader::decode(&span) {
+            Ok(HeaderSlot::Zero) => {
+                at = match at.segment < acked.segment {
+                    true => LogPos::new(at.segment.next(), 0),
+                    false => acked,
+                };
+                continue;
+            }
+            Err(e) => return Err(corrupt(at.pos, e.0)),
+            Ok(HeaderSlot::Frame(h)) if h.frame_bytes() > span.len() as u64 => {
+                let len = h.frame_bytes();
+                if at.pos + len > end {
+                    let reason = format!("frame length {len} runs past the segment's data");
+                    return Err(corrupt(at.pos, reason));
+                }
+                span = span_at(shard, readahead, at, len, len, mode)?;
+            }
+            Ok(HeaderSlot::Frame(_)) => {}
+        }
+        let mut pos = 0usize;
+        while pos + FRAME_HEADER_BYTES <= span.len() {
+            let header = match FrameHeader::decode(&span[pos..]) {
+                Ok(HeaderSlot::Frame(h)) => h,
+                Ok(HeaderSlot::Zero) => break,
+                Err(e) => return Err(corrupt(at.pos + pos as u64, e.0)),
+            };
+            let frame_bytes = header.frame_bytes() as usize;
+            if pos + frame_bytes > span.len() {
+                break;
+            }
+            frames.push(LogFrame {
+                tp: TopicPartition::new(header.topic_id, header.partition),
+                entry: BatchEntry {
+                    base_offset: Offset(header.base_offset),
+                    last_offset: Offset(header.base_offset),
+                    max_timestamp: 0,
+                    segment: at.segment,
+                    pos: at.pos + pos as u64,
+                    frame_bytes: frame_bytes as u32,
+                },
+                bytes: span.slice(pos..pos + frame_bytes),
+                file: Arc::clone(&file),
+            });
+            pos += frame_bytes;
+        }
+        at.pos += pos as u64;
+        scanned += pos as u64;
+    }
+    shard.note_read(frames.last().map(|f| f.entry.at()));
+    if mode == ReadMode::Ahead
+        && let Some(last) = frames.last()
+    {
+        readahead.advise(shard, last.entry.at(), segment_bytes);
+    }
+    Ok(LogScan { frames, next: at })
+}
+
+/// Bytes of the log from `at`: at least `len_min` (published, within the segment), up to
+/// `len_max`; what the read cache holds from `at` if that is enough, else read from disk as
+/// `mode` says (and cached).
+fn span_at(
+    shard: &ShardShared,
+    readahead: &Readahead,
+    at: LogPos,
+    len_min: u64,
+    len_max: u64,
+    mode: ReadMode,
+) -> Result<bytes::Bytes> {
+    let cached = |shard: &ShardShared| {
+        let cache = shard.read_cache.read().expect("read cache lock");
+        match cache.get_upto(at, len_max as usize) {
+            Some(b) if b.len() as u64 >= len_min => Some(b),
+            _ => cache.get(at, len_min as usize),
+        }
+    };
+    if let Some(b) = cached(shard) {
+        return Ok(b);
+    }
+    if readahead.wait_for(at)
+        && let Some(b) = cached(shard)
+    {
+        return Ok(b);
+    }
+    let window = match mode {
+        ReadMode::Exact => 0,
+        ReadMode::Ahead => READ_AHEAD_BYTES,
+    };
+    let (start, span) = read_span(shard, window, at, at.pos + len_max)?;
+    let from = (at.pos - start) as usize;
+    Ok(span.slice(from..(from + len_max as usize).min(span.len())))
 }
 
 /// Reading nearby frames in one read beats reading them one by one: frames of a partition

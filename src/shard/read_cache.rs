@@ -59,6 +59,17 @@ impl ReadCache {
         (next.segment == at.segment).then_some(next.pos)
     }
 
+    /// Up to `len_max` bytes from `at`, as far as the chunk holding `at` goes (shared with the
+    /// cache), if one holds it.
+    pub fn get_upto(&self, at: LogPos, len_max: usize) -> Option<bytes::Bytes> {
+        let (first, (data, _)) = self.chunks.range(..=at).next_back()?;
+        if first.segment != at.segment || first.pos + (data.len() as u64) <= at.pos {
+            return None;
+        }
+        let from = (at.pos - first.pos) as usize;
+        Some(data.slice(from..(from + len_max).min(data.len())))
+    }
+
     /// The `len` bytes at `at`: shared with the cache if the chunk starting last at or before
     /// `at` holds all of them, else copied from that chunk and the ones after it if together
     /// they hold them without a gap (a frame crossing from one read-ahead window into the
