@@ -356,11 +356,11 @@ impl Consumer {
     }
 
     fn commit_partitions(&mut self, partitions: &[u32]) -> Result<()> {
-        let offsets: Vec<(u32, Offset)> = self
-            .partitions
+        // By the partition table: a search of `partitions` for each took 100 M comparisons a
+        // commit at 10,000 partitions.
+        let offsets: Vec<(u32, Offset)> = partitions
             .iter()
-            .filter(|s| partitions.contains(&s.partition))
-            .map(|s| (s.partition, s.position))
+            .filter_map(|&p| self.state_mut(p).map(|s| (p, s.position)))
             .collect();
         self.write_commits(&offsets)
     }

@@ -142,11 +142,11 @@ impl FrameHeader {
         let Some(h) = bytes.get(..FRAME_HEADER_BYTES) else {
             return fail("frame header cut short");
         };
-        if h.iter().all(|&b| b == 0) {
-            return Ok(HeaderSlot::Zero);
-        }
         let magic = u32::from_le_bytes(h[0..4].try_into().unwrap());
         if magic != FRAME_MAGIC {
+            if h.iter().all(|&b| b == 0) {
+                return Ok(HeaderSlot::Zero);
+            }
             return fail(format!("bad frame magic {magic:#010x}"));
         }
         let crc_stored = u32::from_le_bytes(h[28..32].try_into().unwrap());

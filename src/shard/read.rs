@@ -280,7 +280,9 @@ pub(crate) fn scan_log(
                     let reason = format!("frame length {len} runs past the segment's data");
                     return Err(corrupt(at.pos, reason));
                 }
-                span = span_at(shard, readahead, at, len, len, mode)?;
+                // With what follows it: read alone, the rest of a span cut short would be
+                // read again.
+                span = span_at(shard, readahead, at, len, want.max(len), mode)?;
             }
             Ok(HeaderSlot::Frame(_)) => {}
         }

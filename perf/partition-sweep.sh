@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Produce, catch-up consume and the peak scenario against the partition count (100-byte
+# records, Sync, one shard). For each count in PARTITIONS (default 1 100 1000 10000 100000):
+# `load produce` of MESSAGES records into a kept directory, `load consume` of that directory
+# (one consumer owning every partition), and `load peak --duration PEAK_S`; prints a line per
+# count and the ratio of each figure to the first count's. The device's own write + flush
+# latency is measured once with `--compare-device` on the first peak run.
+# Usage: perf/partition-sweep.sh [MESSAGES] [PEAK_S] [PARTITIONS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+messages=${1:-2000000}
+peak_s=${2:-20}
+shift $(( $# > 2 ? 2 : $# ))
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1 100 1000 10000 100000)
+cargo build --release --quiet -p floodgate-tools
+bin=./target/release/floodgate
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/floodgate-sweep.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+rows=()
+compare=--compare-device
+for n in "${counts[@]}"; do
+  dir="$work/p$n"
+  produce=$($bin load produce --dir "$dir" --partitions "$n" --messages "$messages" --json)
+  consume=$($bin load consume --dir "$dir" --json)
+  rm -rf "$dir"
+  peak=$($bin load peak --partitions "$n" --duration "$peak_s" $compare --json)
+  compare=
+  rows+=("$(python3 -c '
+import json, sys
+n, p, c, k = int(sys.argv[1]), *(json.loads(a) for a in sys.argv[2:])
+lat = k["ack_latency_us"]
+print(json.dumps({"partitions": n,
+  "produce_msgs_per_s": round(p["produce_msgs_per_s"]),
+  "consume_msgs_per_s": round(c["consume_msgs_per_s"]),
+  "read_amplification": round(c["read_amplification"] or 0, 3),
+  "peak_consumed_per_s": round(k["consume_msgs_per_s"]),
+  "peak_worst_second_pct": k["consume_rate_error_pct"],
+  "peak_ack_p50_us": lat["p50"], "peak_ack_p99_us": lat["p99"],
+  "device_flush_us_mean": round(k["flush_latency_us_mean"])}))' "$n" "$produce" "$consume" "$peak")")
+  echo "${rows[-1]}"
+done
+python3 - "${rows[@]}" <<'PY'
+import json, sys
+rs = [json.loads(a) for a in sys.argv[1:]]
+base = rs[0]
+for r in rs:
+    print(r["partitions"], "partitions:",
+          "produce x%.2f" % (r["produce_msgs_per_s"] / base["produce_msgs_per_s"]),
+          "consume x%.2f" % (r["consume_msgs_per_s"] / base["consume_msgs_per_s"]),
+          "peak p99 x%.2f" % (r["peak_ack_p99_us"] / base["peak_ack_p99_us"]))
+PY
