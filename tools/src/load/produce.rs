@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use floodgate::{Ack, Config, IoBackend, Log, Record, TopicConfig};
+use floodgate::{Ack, Config, IoBackend, Log, Offset, Record, TopicConfig};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -401,6 +401,7 @@ pub(crate) fn producer_thread(
     result
 }
 
+#[derive(Default)]
 pub(crate) struct Verify {
     pub(crate) checked: u64,
     pub(crate) missing: u64,
@@ -409,57 +410,115 @@ pub(crate) struct Verify {
     pub(crate) out_of_order: u64,
 }
 
+/// Reads every stored record of the load topic back and checks it: intact, not stored twice,
+/// in order per producer within its partition, and every acknowledged one of this run there.
 pub(crate) fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) -> Verify {
-    let mut v = Verify {
-        checked: 0,
-        missing: 0,
-        duplicated: 0,
-        corrupt: 0,
-        out_of_order: 0,
-    };
-    let mut seen: HashSet<RecordId> = HashSet::new();
-    for p in 0..args.partitions {
-        let (earliest, next) = log.offsets(TOPIC, p).expect("load topic partition");
-        let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
-        let mut offset = earliest;
-        while offset < next {
-            let records = match log.read(TOPIC, p, offset, 4 << 20) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("verify: reading partition {p} at {offset}: {e}");
-                    v.corrupt += 1;
-                    break;
+    let ranges: Vec<(Offset, Offset)> = (0..args.partitions)
+        .map(|p| log.offsets(TOPIC, p).expect("load topic partition"))
+        .collect();
+    // One consumer of every partition reads the log once, in position order; reading the
+    // partitions one by one read it once per partition. A read that fails is found and
+    // counted partition by partition.
+    let mut check = Checker::new(args);
+    if !check.in_log_order(log, &ranges) {
+        check = Checker::new(args);
+        check.by_partition(log, &ranges);
+    }
+    let mut v = check.v;
+    let acked: u64 = results.iter().map(|r| r.acked).sum();
+    let found_acked = check.seen.iter().filter(|id| id.run == run_id()).count() as u64;
+    v.missing = acked.saturating_sub(found_acked);
+    v
+}
+
+/// What verifying has found so far.
+struct Checker<'a> {
+    args: &'a ProduceArgs,
+    v: Verify,
+    seen: HashSet<RecordId>,
+    /// The last sequence number of each (partition, run, producer).
+    last_seq: HashMap<(u32, u32, u32), u64>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(args: &'a ProduceArgs) -> Checker<'a> {
+        Checker {
+            args,
+            v: Verify::default(),
+            seen: HashSet::new(),
+            last_seq: HashMap::new(),
+        }
+    }
+
+    /// Checks every record through one consumer; false if a read failed or stalled.
+    fn in_log_order(&mut self, log: &Log, ranges: &[(Offset, Offset)]) -> bool {
+        let Ok(mut consumer) = log.consumer(TOPIC).build() else {
+            return false;
+        };
+        let done = |c: &floodgate::Consumer| {
+            (0..ranges.len() as u32).all(|p| c.position(p).is_ok_and(|o| o >= ranges[p as usize].1))
+        };
+        while !done(&consumer) {
+            match consumer.poll(Duration::from_secs(5)) {
+                Ok(records) if !records.is_empty() => {
+                    for r in records {
+                        if r.record.offset < ranges[r.partition as usize].1 {
+                            self.check(r.partition, r.record);
+                        }
+                    }
                 }
-            };
-            for r in records {
-                v.checked += 1;
-                offset = r.offset + 1;
-                let value = r.value.unwrap_or_default();
-                let Some((id, sum)) = RecordId::read(&value) else {
-                    v.corrupt += 1;
-                    continue;
+                Ok(_) | Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Checks every record partition by partition: a read that fails counts as corrupt and
+    /// ends that partition's check.
+    fn by_partition(&mut self, log: &Log, ranges: &[(Offset, Offset)]) {
+        for (p, &(earliest, next)) in (0u32..).zip(ranges) {
+            let mut offset = earliest;
+            while offset < next {
+                let records = match log.read(TOPIC, p, offset, 4 << 20) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("verify: reading partition {p} at {offset}: {e}");
+                        self.v.corrupt += 1;
+                        break;
+                    }
                 };
-                // Another run's records are checked whole; their sizes were that run's.
-                let size_ok =
-                    id.run != run_id() || value.len() == args.log.size.of(id.producer, id.seq);
-                if !size_ok || !id.checks_out(sum, &value) {
-                    v.corrupt += 1;
-                    continue;
-                }
-                if !seen.insert(id) {
-                    v.duplicated += 1;
-                }
-                if last_seq
-                    .insert((id.run, id.producer), id.seq)
-                    .is_some_and(|prev| prev > id.seq)
-                {
-                    v.out_of_order += 1;
+                for r in records {
+                    offset = r.offset + 1;
+                    self.check(p, r);
                 }
             }
         }
     }
-    let acked: u64 = results.iter().map(|r| r.acked).sum();
-    let found_acked = seen.iter().filter(|id| id.run == run_id()).count() as u64;
-    v.missing = acked.saturating_sub(found_acked);
-    v
+
+    fn check(&mut self, partition: u32, r: floodgate::StoredRecord) {
+        let v = &mut self.v;
+        v.checked += 1;
+        let value = r.value.unwrap_or_default();
+        let Some((id, sum)) = RecordId::read(&value) else {
+            v.corrupt += 1;
+            return;
+        };
+        // Another run's records are checked whole; their sizes were that run's.
+        let size_ok =
+            id.run != run_id() || value.len() == self.args.log.size.of(id.producer, id.seq);
+        if !size_ok || !id.checks_out(sum, &value) {
+            v.corrupt += 1;
+            return;
+        }
+        if !self.seen.insert(id) {
+            v.duplicated += 1;
+        }
+        if self
+            .last_seq
+            .insert((partition, id.run, id.producer), id.seq)
+            .is_some_and(|prev| prev > id.seq)
+        {
+            v.out_of_order += 1;
+        }
+    }
 }
