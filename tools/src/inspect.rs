@@ -49,11 +49,18 @@ pub fn run(args: InspectArgs) -> CliResult {
     let mut shards_json = Vec::new();
     let meta = Meta::load(&args.dir)
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!(
+        .ok_or_else(|| match floodgate::inspect::rebuild_meta(&args.dir) {
+            Ok((found, _)) if !found.topics.is_empty() => format!(
+                "{}: meta.json is missing, and the segments hold records of {} topic(s); \
+                 `floodgate repair {}` rebuilds it from them",
+                args.dir.display(),
+                found.topics.len(),
+                args.dir.display()
+            ),
+            _ => format!(
                 "{} holds no floodgate log (no meta.json)",
                 args.dir.display()
-            )
+            ),
         })?;
     let names: BTreeMap<u32, (String, u32)> = meta
         .topics

@@ -145,6 +145,17 @@ fn a_lost_metadata_file_is_rebuilt_by_repair() {
     );
     assert!(dry.contains("orders"), "{dry}");
     assert!(!meta.exists(), "a dry run writes nothing");
+    let inspect = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["inspect", "--verify"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success());
+    let said = String::from_utf8_lossy(&inspect.stderr);
+    assert!(
+        said.contains("meta.json is missing") && said.contains("floodgate repair"),
+        "{said}"
+    );
     assert!(matches!(Log::open(config()), Err(Error::Corrupt { .. })));
 
     let done = stdout_of(&repair(dir.path(), &[]));
