@@ -1,4 +1,6 @@
-//! Recovery on open: rebuild each shard's index and find where its log ends.
+//! Recovery on open: rebuild each shard's index and find where its log ends. One file: the
+//! decision table below and the code that walks it are read together (the frame scanner is in
+//! `segment/scan.rs`; the plan a dry run prints, in `shard/plan.rs`).
 //!
 //! Sealed segments with a valid index file are not scanned (a file shorter than its index
 //! says is); the last segment, and any sealed one whose index file is missing or damaged, are

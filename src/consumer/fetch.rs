@@ -1,0 +1,239 @@
+//! Fetching: how a consumer reads the records it hands out. One partition is read through its
+//! index; several are read by scanning each shard's log in position order from a cursor and
+//! handing each frame to its partition (see [`Consumer::fetch`]).
+
+use super::{
+    Consumer, ConsumerRecord, FETCH_BYTES_DEFAULT, FETCH_BYTES_RATE_LIMITED, record_bytes,
+};
+use crate::error::{Error, Result};
+use crate::segment::LogPos;
+use crate::shard::read::{LogFrame, ReadMode};
+
+impl Consumer {
+    /// Reads the next records beyond what was read. Returns whether anything was read.
+    ///
+    /// A consumer of one partition reads it through its index. One of many reads each shard's
+    /// log in position order from its cursor and hands each frame to its partition (a merge by
+    /// position over the partitions it owns): each region of the log is read once, and a
+    /// frame costs a header check and a table lookup, whatever the partition count.
+    pub(super) fn fetch(&mut self) -> Result<bool> {
+        // A paced consumer reads little at a time and nothing ahead: its reads share the disk
+        // with the writer's commits. One draining a backlog reads whole windows, ahead.
+        let limited = self.rate_limited();
+        let (fetch_bytes, mode) = match limited {
+            true => (FETCH_BYTES_RATE_LIMITED, ReadMode::Exact),
+            false => (FETCH_BYTES_DEFAULT, ReadMode::Ahead),
+        };
+        let fetch_bytes = self.fetch_bytes.unwrap_or(fetch_bytes);
+        if self.partitions.len() <= 1 {
+            for _ in 0..self.partitions.len() {
+                let i = self.next % self.partitions.len();
+                self.next = i + 1;
+                if !self.partitions[i].paused && self.read_one(i, fetch_bytes, mode)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        if self.strays > 0
+            && let Some(i) = self.partitions.iter().position(|s| s.stray)
+        {
+            self.partitions[i].stray = false;
+            self.strays -= 1;
+            self.cursors.clear();
+            if !self.partitions[i].paused && self.read_one(i, fetch_bytes, mode)? {
+                return Ok(true);
+            }
+        }
+        self.scan(fetch_bytes, mode)
+    }
+
+    /// Reads partition `partitions[i]` through its index from where it was read to. Returns
+    /// whether anything was read.
+    fn read_one(&mut self, i: usize, fetch_bytes: usize, mode: ReadMode) -> Result<bool> {
+        let state = &self.partitions[i];
+        let read = self.store.read_before(
+            &self.topic,
+            state.partition,
+            state.fetched,
+            fetch_bytes,
+            mode,
+            None,
+        );
+        let read = match read {
+            Err(Error::OffsetOutOfRange {
+                offset, earliest, ..
+            }) if self.skip_deleted && offset < earliest => {
+                self.skipped += earliest - offset;
+                let buffered = self.buffer.iter().any(|r| r.partition == state.partition);
+                let state = &mut self.partitions[i];
+                state.fetched = earliest;
+                if !buffered {
+                    state.position = earliest;
+                }
+                return Ok(true);
+            }
+            r => r?,
+        };
+        // Past a gap a repair left, even if it held all that was read.
+        self.partitions[i].fetched = read.next.max(state.fetched);
+        if read.records.is_empty() {
+            return Ok(false);
+        }
+        let partition = self.partitions[i].partition;
+        self.buffer.extend(
+            read.records
+                .into_iter()
+                .map(|record| ConsumerRecord { partition, record }),
+        );
+        Ok(true)
+    }
+
+    /// Scans the shards' logs from their cursors (see [`Consumer::fetch`]), a shard at a time,
+    /// until a scan hands this consumer's partitions something. Returns whether one did.
+    fn scan(&mut self, fetch_bytes: usize, mode: ReadMode) -> Result<bool> {
+        if self.cursors.is_empty() {
+            self.place_cursors()?;
+        }
+        let shards = self.cursors.len();
+        for _ in 0..shards {
+            let s = self.next_shard % shards;
+            self.next_shard = s + 1;
+            while let Some(at) = self.cursors[s] {
+                let scan = self.store.scan_log(s as u32, at, fetch_bytes, mode)?;
+                self.cursors[s] = Some(scan.next);
+                if scan.frames.is_empty() {
+                    break;
+                }
+                if self.take_frames(s as u32, &scan.frames)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Hands scanned frames to the partitions they belong to: the records from each one's
+    /// read position on. Returns whether any partition moved on.
+    fn take_frames(&mut self, shard: u32, frames: &[LogFrame]) -> Result<bool> {
+        let mut moved = false;
+        let mut taken = 0u64;
+        let mut records = Vec::new();
+        for f in frames {
+            if f.tp.topic_id != self.topic_id {
+                continue;
+            }
+            let Some(&i) = self.slot_of.get(f.tp.partition as usize) else {
+                continue;
+            };
+            let Some(state) = self.partitions.get_mut(i as usize) else {
+                continue;
+            };
+            if state.paused || state.stray {
+                continue;
+            }
+            if f.entry.base_offset > state.fetched {
+                // Its batches from the read position on are gone: read it on its own, which
+                // says so (or skips them).
+                state.stray = true;
+                self.strays += 1;
+                moved = true;
+                continue;
+            }
+            let next = f.records(state.fetched, &mut records)?;
+            taken += u64::from(f.entry.frame_bytes);
+            if next > state.fetched {
+                state.fetched = next;
+                moved = true;
+            }
+            let partition = state.partition;
+            self.buffer.extend(
+                records
+                    .drain(..)
+                    .map(|record| ConsumerRecord { partition, record }),
+            );
+        }
+        self.store.count_frames_read(shard, taken);
+        Ok(moved)
+    }
+
+    /// Places each shard's cursor at the earliest batch any of its partitions here has yet to
+    /// read, or at the end of its published log if none has one: what is published after lies
+    /// past that end.
+    fn place_cursors(&mut self) -> Result<()> {
+        let mut cursors: Vec<Option<LogPos>> = vec![None; self.store.shards.len()];
+        for state in self.partitions.iter().filter(|s| !s.paused) {
+            let c = &mut cursors[state.shard as usize];
+            if c.is_none() {
+                *c = Some(self.store.acked_end(state.shard));
+            }
+        }
+        for i in 0..self.partitions.len() {
+            let state = &self.partitions[i];
+            if state.paused || state.stray {
+                continue;
+            }
+            let p = self.store.partition(&self.topic, state.partition)?;
+            if p.offset_acked() <= state.fetched {
+                continue;
+            }
+            let at = match self
+                .store
+                .batch_holding(&self.topic, state.partition, state.fetched)
+            {
+                Ok(entry) => entry.at(),
+                // Retention deleted it: its own read says so (or skips).
+                Err(Error::OffsetOutOfRange { .. }) => {
+                    self.partitions[i].stray = true;
+                    self.strays += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let c = &mut cursors[state.shard as usize];
+            *c = Some(c.map_or(at, |c| c.min(at)));
+        }
+        self.cursors = cursors;
+        Ok(())
+    }
+
+    /// After `partitions` changed: the partition table, and the cursors placed again.
+    pub(super) fn reindex(&mut self) {
+        self.partitions.sort_by_key(|s| s.partition);
+        let count = self
+            .partitions
+            .last()
+            .map_or(0, |s| s.partition as usize + 1);
+        self.slot_of = vec![u32::MAX; count];
+        for (i, s) in self.partitions.iter().enumerate() {
+            self.slot_of[s.partition as usize] = i as u32;
+        }
+        self.strays = self.partitions.iter().filter(|s| s.stray).count();
+        self.cursors.clear();
+    }
+
+    /// Reads on after a fetch, for a consumer that no rate limit paces, until the buffer holds
+    /// a fetch's worth of bytes or `poll_records_max` records, or nothing is left to read: with
+    /// many partitions one read hands over a batch of a few records, and a poll per batch
+    /// spent more on the poll than on the records.
+    pub(super) fn fetch_more(&mut self) -> Result<()> {
+        if self.rate_limited() {
+            return Ok(());
+        }
+        let bytes_max = self.fetch_bytes.unwrap_or(FETCH_BYTES_DEFAULT);
+        let mut bytes: usize = self.buffer.iter().map(record_bytes).sum();
+        while self.buffer.len() < self.poll_records_max && bytes < bytes_max {
+            let before = self.buffer.len();
+            if !self.fetch()? {
+                break;
+            }
+            bytes += self
+                .buffer
+                .iter()
+                .skip(before)
+                .map(record_bytes)
+                .sum::<usize>();
+        }
+        Ok(())
+    }
+}
