@@ -6,7 +6,8 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::segment::batch::decode_frame;
+use crate::segment::batch::{BatchView, decode_frame};
+use crate::segment::format::FRAME_HEADER_BYTES;
 use crate::segment::{BatchEntry, Offset, TopicPartition};
 
 /// A record read back from the log.
@@ -51,6 +52,43 @@ pub(crate) fn decode_records(
             e.base_offset
         )));
     }
+    push_records(frame, &batch, range, out, corrupt)
+}
+
+/// Decodes a frame whose header a scan of the log has checked already (and which named the
+/// partition `e` belongs to): the batch is decoded and verified, its records with offsets in
+/// `range` appended to `out`. Returns the offset after the batch's last (a gap frame holds no
+/// record, yet spans offsets).
+pub(crate) fn decode_scanned_records(
+    frame: &Bytes,
+    e: &BatchEntry,
+    path: &Path,
+    range: (Offset, Offset),
+    out: &mut Vec<StoredRecord>,
+) -> Result<Offset> {
+    let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
+    let batch = frame
+        .get(FRAME_HEADER_BYTES..)
+        .ok_or_else(|| corrupt("frame shorter than its header".into()))
+        .and_then(|b| BatchView::decode(b).map_err(|d| corrupt(d.0)))?;
+    if Offset(batch.base_offset) != e.base_offset {
+        return Err(corrupt(format!(
+            "batch base offset {} differs from {} in the frame header",
+            batch.base_offset, e.base_offset
+        )));
+    }
+    push_records(frame, &batch, range, out, corrupt)?;
+    Ok(Offset(batch.last_offset()) + 1)
+}
+
+/// Appends `batch`'s records (from `frame`) with offsets in `range` to `out`.
+fn push_records(
+    frame: &Bytes,
+    batch: &BatchView<'_>,
+    range: (Offset, Offset),
+    out: &mut Vec<StoredRecord>,
+    corrupt: impl Fn(String) -> Error,
+) -> Result<()> {
     for r in batch.records() {
         let r = r.map_err(|d| corrupt(d.0))?;
         let offset = Offset(r.offset);

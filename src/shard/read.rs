@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::index::{BatchEntry, Limit, Partition};
 use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot};
-use crate::segment::records::{StoredRecord, decode_records};
+use crate::segment::records::{StoredRecord, decode_records, decode_scanned_records};
 use crate::segment::{LogPos, Offset, SegmentId, TopicPartition};
 use crate::shard::files::SegmentFile;
 use crate::shard::readahead::Readahead;
@@ -189,22 +189,12 @@ pub(crate) struct LogFrame {
 }
 
 impl LogFrame {
-    /// Decodes its records with offsets from `from` on (checking both checksums), and returns
-    /// the offset after its last (a gap frame holds none, yet spans offsets).
+    /// Decodes its records with offsets from `from` on (the scan checked its header; the batch
+    /// and its checksum are checked here), and returns the offset after its last (a gap frame
+    /// holds none, yet spans offsets).
     pub fn records(&self, from: Offset, out: &mut Vec<StoredRecord>) -> Result<Offset> {
         let range = (from, Offset(u64::MAX));
-        decode_records(
-            &self.bytes,
-            &self.entry,
-            &self.file.path,
-            range,
-            self.tp,
-            out,
-        )?;
-        // The batch checksum just checked covers its last offset delta.
-        let batch = &self.bytes[FRAME_HEADER_BYTES..];
-        let delta = u32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
-        Ok(self.entry.base_offset + u64::from(delta) + 1)
+        decode_scanned_records(&self.bytes, &self.entry, &self.file.path, range, out)
     }
 }
 
