@@ -250,14 +250,14 @@ impl Store {
         .map_err(|e| out_of_range().unwrap_or(e))
     }
 
-    /// Scans shard `shard`'s log from `at` in position order: see [`scan_log`].
+    /// Scans shard `shard`'s log from `at` in position order into `out`: see [`scan_log`].
     pub fn scan_log(
         &self,
         shard: u32,
         at: LogPos,
-        bytes_max: usize,
-        mode: ReadMode,
-    ) -> Result<LogScan> {
+        (bytes_max, mode): (usize, ReadMode),
+        out: &mut LogScan,
+    ) -> Result<()> {
         let s = shard as usize;
         let segment_bytes = self.config.segment_bytes;
         scan_log(
@@ -267,6 +267,7 @@ impl Store {
             at,
             bytes_max,
             mode,
+            out,
         )
     }
 

@@ -195,6 +195,7 @@ impl ConsumerBuilder {
             poll_records_max: self.poll_records_max,
             fetch_bytes: self.fetch_bytes,
             cursors: Vec::new(),
+            scan: Default::default(),
             next_shard: 0,
             slot_of: Vec::new(),
             strays: 0,

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::segment::LogPos;
-use crate::shard::read::{LogFrame, ReadMode};
+use crate::shard::read::{LogScan, ReadMode};
 
 impl Consumer {
     /// Reads the next records beyond what was read. Returns whether anything was read.
@@ -100,13 +100,27 @@ impl Consumer {
             let s = self.next_shard % shards;
             self.next_shard = s + 1;
             while let Some(at) = self.cursors[s] {
-                let scan = self.store.scan_log(s as u32, at, fetch_bytes, mode)?;
-                self.cursors[s] = Some(scan.next);
-                if scan.frames.is_empty() {
-                    break;
-                }
-                if self.take_frames(s as u32, &scan.frames)? {
-                    return Ok(true);
+                // Taken out while its frames are handed over, and put back for the next scan.
+                let mut scan = std::mem::take(&mut self.scan);
+                let scanned = self
+                    .store
+                    .scan_log(s as u32, at, (fetch_bytes, mode), &mut scan);
+                let taken = match scanned {
+                    Ok(()) => {
+                        self.cursors[s] = Some(scan.next);
+                        match scan.frames.is_empty() {
+                            true => Ok(None),
+                            false => self.take_frames(s as u32, &scan).map(Some),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                scan.clear();
+                self.scan = scan;
+                match taken? {
+                    None => break,
+                    Some(true) => return Ok(true),
+                    Some(false) => {}
                 }
             }
         }
@@ -115,11 +129,10 @@ impl Consumer {
 
     /// Hands scanned frames to the partitions they belong to: the records from each one's
     /// read position on. Returns whether any partition moved on.
-    fn take_frames(&mut self, shard: u32, frames: &[LogFrame]) -> Result<bool> {
+    fn take_frames(&mut self, shard: u32, scan: &LogScan) -> Result<bool> {
         let mut moved = false;
         let mut taken = 0u64;
-        let mut records = Vec::new();
-        for f in frames {
+        for f in &scan.frames {
             if f.tp.topic_id != self.topic_id {
                 continue;
             }
@@ -140,18 +153,16 @@ impl Consumer {
                 moved = true;
                 continue;
             }
-            let next = f.records(state.fetched, &mut records)?;
+            let partition = state.partition;
+            let buffer = &mut self.buffer;
+            let next = scan.records(f, state.fetched, |record| {
+                buffer.push_back(ConsumerRecord { partition, record });
+            })?;
             taken += u64::from(f.entry.frame_bytes);
             if next > state.fetched {
                 state.fetched = next;
                 moved = true;
             }
-            let partition = state.partition;
-            self.buffer.extend(
-                records
-                    .drain(..)
-                    .map(|record| ConsumerRecord { partition, record }),
-            );
         }
         self.store.count_frames_read(shard, taken);
         Ok(moved)

@@ -29,6 +29,7 @@ use crate::producer::Producer;
 use crate::segment::records::StoredRecord;
 use crate::segment::{LogPos, Offset};
 use crate::shard::Waiter;
+use crate::shard::read::LogScan;
 
 use crate::store::Store;
 
@@ -163,6 +164,8 @@ pub struct Consumer {
     /// consumes no partition there). Empty until placed; cleared whenever a position moves
     /// other than by the scan (seek, resume, a change of assignment, a stray read).
     cursors: Vec<Option<LogPos>>,
+    /// The vectors of the last scan (emptied), kept for the next.
+    scan: LogScan,
     /// The shard whose log the next scan reads (round robin).
     next_shard: usize,
     /// Partition number → its index in `partitions` (`u32::MAX`: not consumed here).

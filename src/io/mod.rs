@@ -52,11 +52,14 @@ impl IoBackend {
     }
 }
 
-/// A zeroed heap buffer aligned to [`BLOCK_BYTES`], whose length is a multiple of it, as
-/// O_DIRECT requires.
+/// A heap buffer aligned to [`BLOCK_BYTES`], whose length is a multiple of it, as O_DIRECT
+/// requires; zeroed when allocated ([`AlignedBuf::for_read`] may hand out a used one).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
+    /// The bytes it shows: `len <= cap`, a multiple of [`BLOCK_BYTES`].
     len: usize,
+    /// The bytes allocated (all initialised).
+    cap: usize,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>; nothing else points to it
@@ -78,7 +81,33 @@ impl AlignedBuf {
         let Some(ptr) = NonNull::new(ptr) else {
             std::alloc::handle_alloc_error(layout)
         };
-        AlignedBuf { ptr, len }
+        AlignedBuf { ptr, len, cap: len }
+    }
+
+    /// A buffer of `len` bytes for a read, whose bytes may be those of an earlier read (the
+    /// read overwrites them, and [`AlignedBuf::zero_from`] clears what a short read left): the
+    /// read-ahead windows and the readers' spans come from a pool of [`READ_POOL_BUF_BYTES`]
+    /// buffers, so a backlog read at device speed neither faults fresh pages in nor zeroes
+    /// them at every read.
+    pub fn for_read(len: usize) -> AlignedBuf {
+        if !(READ_POOL_BUF_BYTES / 2 < len && len <= READ_POOL_BUF_BYTES) {
+            return AlignedBuf::new(len);
+        }
+        assert!(
+            len.is_multiple_of(BLOCK_BYTES),
+            "unaligned read length {len}"
+        );
+        let pooled = READ_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = pooled.unwrap_or_else(|| AlignedBuf::new(READ_POOL_BUF_BYTES));
+        buf.len = len;
+        buf
+    }
+
+    /// Zeroes its bytes from `at` on: what a read that came back short did not fill.
+    pub fn zero_from(&mut self, at: usize) {
+        if let Some(rest) = self.get_mut(at..) {
+            rest.fill(0);
+        }
     }
 
     fn layout(len: usize) -> Layout {
@@ -94,7 +123,8 @@ impl AlignedBuf {
 impl std::ops::Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr points to len initialised (zeroed at allocation) bytes owned by self.
+        // SAFETY: ptr points to cap >= len initialised (zeroed at allocation) bytes owned by
+        // self.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -108,8 +138,8 @@ impl std::ops::DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr was allocated in `new` with exactly this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+        // SAFETY: ptr was allocated in `new` with exactly this layout (its size is `cap`).
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
     }
 }
 
@@ -139,8 +169,8 @@ pub trait Device: Send {
     /// Submits an `fdatasync` of `file`: it covers every write completed before this call.
     fn flush(&mut self, file: &Arc<File>, token: u64);
     /// Submits a read of `buf.len()` bytes at `pos` into `buf` (both multiples of
-    /// [`BLOCK_BYTES`]); bytes past the end of the file are left as they were. The buffer
-    /// comes back in the completion.
+    /// [`BLOCK_BYTES`]); bytes past the end of the file read as zeros. The buffer comes back
+    /// in the completion.
     fn read(&mut self, file: &Arc<File>, pos: u64, buf: AlignedBuf, token: u64);
     /// Operations submitted and not yet returned by `wait`.
     fn in_flight(&self) -> usize;
@@ -193,7 +223,7 @@ pub fn open_segment(path: &Path, backend: IoBackend, create: bool, write: bool) 
 pub fn read_aligned(file: &File, path: &Path, pos: u64, len: usize) -> Result<AlignedBuf> {
     use std::os::unix::fs::FileExt;
     assert!(pos.is_multiple_of(BLOCK_BYTES as u64) && len.is_multiple_of(BLOCK_BYTES));
-    let mut buf = AlignedBuf::new(len);
+    let mut buf = AlignedBuf::for_read(len);
     let mut done = 0;
     while done < len {
         match file.read_at(&mut buf[done..], pos + done as u64) {
@@ -203,6 +233,7 @@ pub fn read_aligned(file: &File, path: &Path, pos: u64, len: usize) -> Result<Al
             Err(e) => return Err(Error::io("read", path, e)),
         }
     }
+    buf.zero_from(done);
     Ok(buf)
 }
 
@@ -330,22 +361,104 @@ pub fn start_writeback(file: &File, pos: u64, len: u64) {
     }
 }
 
-/// Owns an aligned buffer for [`shared_bytes`].
-struct SharedBuf(AlignedBuf);
+/// The size of the read buffers kept for reuse (the read-ahead window's).
+pub const READ_POOL_BUF_BYTES: usize = 4 << 20;
+/// The most read buffers kept for reuse; more are freed. Bounds the idle memory the pool
+/// holds (32 MiB); buffers in use are bounded by the read cache and what readers hold.
+const READ_POOL_BUFS_MAX: usize = 8;
+
+/// Read buffers of [`READ_POOL_BUF_BYTES`] whose last share was dropped, for the next read.
+static READ_POOL: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Owns an aligned buffer for [`shared_bytes`]; hands it back to the read pool when the last
+/// `Bytes` sharing it drops.
+/// (`None` only while it drops.)
+struct SharedBuf(Option<AlignedBuf>);
 
 impl AsRef<[u8]> for SharedBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for SharedBuf {
+    fn drop(&mut self) {
+        let Some(buf) = self.0.take() else { return };
+        if buf.cap != READ_POOL_BUF_BYTES {
+            return;
+        }
+        let mut pool = READ_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < READ_POOL_BUFS_MAX {
+            pool.push(buf);
+        }
     }
 }
 
 /// Bytes owning an aligned buffer (slices of them share it).
 pub(crate) fn shared_bytes(buf: AlignedBuf) -> bytes::Bytes {
-    bytes::Bytes::from_owner(SharedBuf(buf))
+    bytes::Bytes::from_owner(SharedBuf(Some(buf)))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Puts buffers full of 0xEE in the read pool, as earlier reads leave them.
+    fn dirty_pool() {
+        let bufs: Vec<AlignedBuf> = (0..READ_POOL_BUFS_MAX)
+            .map(|_| {
+                let mut b = AlignedBuf::for_read(READ_POOL_BUF_BYTES);
+                b.fill(0xEE);
+                b
+            })
+            .collect();
+        drop(bufs.into_iter().map(shared_bytes).collect::<Vec<_>>());
+    }
+
+    /// A file of one block of 7s; reads of a pooled size run past its end.
+    fn one_block_file(dir: &Path) -> (std::path::PathBuf, Arc<File>) {
+        let path = dir.join("0.seg");
+        std::fs::write(&path, [7u8; BLOCK_BYTES]).unwrap();
+        (path.clone(), Arc::new(File::open(&path).unwrap()))
+    }
+
+    fn assert_block_then_zeros(buf: &[u8], len: usize) {
+        assert_eq!(buf.len(), len);
+        assert!(buf[..BLOCK_BYTES].iter().all(|&b| b == 7));
+        let stale = buf[BLOCK_BYTES..].iter().position(|&b| b != 0);
+        assert_eq!(
+            stale, None,
+            "bytes past the end of the file must read as zeros"
+        );
+    }
+
+    /// A pooled read buffer holds an earlier read's bytes; whichever way it is read into,
+    /// what lies past the end of the file reads as zeros, never as the earlier bytes (a scan
+    /// of the log would take them for frames).
+    #[test]
+    fn reads_into_reused_buffers_see_zeros_past_the_end_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = one_block_file(dir.path());
+        let len = READ_POOL_BUF_BYTES - BLOCK_BYTES;
+        dirty_pool();
+        let buf = read_aligned(&file, &path, 0, len).unwrap();
+        assert_block_then_zeros(&buf, len);
+        let devices: Vec<Box<dyn Device>> = vec![
+            Box::new(portable::PortableDevice::default()),
+            Box::new(uring::UringDevice::new(4).unwrap()),
+        ];
+        for mut device in devices {
+            dirty_pool();
+            device.read(&file, 0, AlignedBuf::for_read(len), 9);
+            let mut done = Vec::new();
+            while done.is_empty() {
+                device.wait(&mut done, true, None).unwrap();
+            }
+            done[0].result.as_ref().unwrap();
+            assert_block_then_zeros(done[0].buf.as_ref().unwrap(), len);
+        }
+    }
+
     /// The thread's slice as the scheduler reports it, where it does (`se.slice`, Linux 6.6 on).
     fn own_slice() -> Option<u64> {
         let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;

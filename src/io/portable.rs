@@ -38,7 +38,10 @@ impl Device for PortableDevice {
         let mut done = 0;
         let result = loop {
             match file.read_at(&mut buf[done..], pos + done as u64) {
-                Ok(0) => break Ok(()),
+                Ok(0) => {
+                    buf.zero_from(done);
+                    break Ok(());
+                }
                 Ok(n) if done + n == buf.len() => break Ok(()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

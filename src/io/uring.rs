@@ -260,6 +260,12 @@ impl UringDevice {
                     retry(self, op);
                     continue;
                 }
+                (Op::Read { buf, done, .. }, Ok(n)) if *done + n < buf.len() => {
+                    // The end of the file: what the read did not fill reads as zeros (a
+                    // buffer may come from an earlier read).
+                    buf.zero_from(*done + n);
+                    self.complete(index, token, Ok(()), op)
+                }
                 (Op::Write { .. }, Ok(0)) => {
                     self.complete(index, token, Err(io::Error::other("write returned 0")), op)
                 }

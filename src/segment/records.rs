@@ -52,23 +52,26 @@ pub(crate) fn decode_records(
             e.base_offset
         )));
     }
-    push_records(frame, &batch, range, out, corrupt)
+    push_records(frame, &batch, range, &mut |r| out.push(r), corrupt)
 }
 
 /// Decodes a frame whose header a scan of the log has checked already (and which named the
-/// partition `e` belongs to): the batch is decoded and verified, its records with offsets in
-/// `range` appended to `out`. Returns the offset after the batch's last (a gap frame holds no
+/// partition `e` belongs to): `buf[frame]` holds exactly its bytes. The batch is decoded and
+/// verified, its records with offsets in `range` handed to `push`, their keys and values
+/// sharing `buf`'s memory. Returns the offset after the batch's last (a gap frame holds no
 /// record, yet spans offsets).
 pub(crate) fn decode_scanned_records(
-    frame: &Bytes,
+    buf: &Bytes,
+    frame: std::ops::Range<usize>,
     e: &BatchEntry,
     path: &Path,
     range: (Offset, Offset),
-    out: &mut Vec<StoredRecord>,
+    mut push: impl FnMut(StoredRecord),
 ) -> Result<Offset> {
     let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
-    let batch = frame
-        .get(FRAME_HEADER_BYTES..)
+    let batch = buf
+        .get(frame)
+        .and_then(|f| f.get(FRAME_HEADER_BYTES..))
         .ok_or_else(|| corrupt("frame shorter than its header".into()))
         .and_then(|b| BatchView::decode(b).map_err(|d| corrupt(d.0)))?;
     if Offset(batch.base_offset) != e.base_offset {
@@ -77,16 +80,17 @@ pub(crate) fn decode_scanned_records(
             batch.base_offset, e.base_offset
         )));
     }
-    push_records(frame, &batch, range, out, corrupt)?;
+    push_records(buf, &batch, range, &mut push, corrupt)?;
     Ok(Offset(batch.last_offset()) + 1)
 }
 
-/// Appends `batch`'s records (from `frame`) with offsets in `range` to `out`.
+/// Hands `batch`'s records (from `buf`, which holds the batch) with offsets in `range` to
+/// `push`.
 fn push_records(
-    frame: &Bytes,
+    buf: &Bytes,
     batch: &BatchView<'_>,
     range: (Offset, Offset),
-    out: &mut Vec<StoredRecord>,
+    push: &mut impl FnMut(StoredRecord),
     corrupt: impl Fn(String) -> Error,
 ) -> Result<()> {
     for r in batch.records() {
@@ -95,13 +99,13 @@ fn push_records(
         if offset < range.0 || offset >= range.1 {
             continue;
         }
-        let share = |s: &[u8]| frame.slice_ref(s);
+        let share = |s: &[u8]| buf.slice_ref(s);
         let mut headers = Vec::new();
         for h in r.headers() {
             let (k, v) = h.map_err(|d| corrupt(d.0))?;
             headers.push((k.to_owned(), v.map(share)));
         }
-        out.push(StoredRecord {
+        push(StoredRecord {
             offset,
             timestamp: r.timestamp,
             key: r.key.map(share),

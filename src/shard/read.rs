@@ -175,45 +175,77 @@ fn segment_file(shard: &ShardShared, id: SegmentId) -> Result<Arc<SegmentFile>> 
 }
 
 /// A frame a scan of a shard's log found.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct LogFrame {
     /// The partition it belongs to.
     pub tp: TopicPartition,
     /// Where it is; its offsets are those of its header (`last_offset` is set by
-    /// [`LogFrame::records`]).
+    /// [`LogScan::records`]).
     pub entry: BatchEntry,
-    /// Its bytes.
-    pub bytes: bytes::Bytes,
-    /// The segment file holding it (its path names it in errors).
-    pub file: Arc<SegmentFile>,
+    /// The span of [`LogScan::spans`] holding it, and where in that span it starts.
+    span: u32,
+    start: u32,
 }
 
-impl LogFrame {
-    /// Decodes its records with offsets from `from` on (the scan checked its header; the batch
-    /// and its checksum are checked here), and returns the offset after its last (a gap frame
-    /// holds none, yet spans offsets).
-    pub fn records(&self, from: Offset, out: &mut Vec<StoredRecord>) -> Result<Offset> {
-        let range = (from, Offset(u64::MAX));
-        decode_scanned_records(&self.bytes, &self.entry, &self.file.path, range, out)
-    }
+/// Bytes of the log a scan read (or found cached) and the frames in them refer to.
+#[derive(Debug)]
+struct ScanSpan {
+    bytes: bytes::Bytes,
+    /// The segment file holding them (its path names it in errors).
+    file: Arc<SegmentFile>,
 }
 
-/// What a scan of a shard's log returns.
+/// What a scan of a shard's log returns. Frames refer to the spans they lie in rather than
+/// holding their own share of the read buffer: a frame of a few records costs no reference
+/// count, and a scan reused by the next keeps its vectors.
 #[derive(Debug, Default)]
 pub(crate) struct LogScan {
     /// Whole frames, in log order (every topic's).
     pub frames: Vec<LogFrame>,
+    spans: Vec<ScanSpan>,
     /// Where the next scan starts.
     pub next: LogPos,
 }
 
-/// Scans a shard's log from `at` (a frame's start, or a segment's data end) in position order:
-/// the published frames of about `bytes_max` bytes (at least one, if any is published), from
-/// the read cache where it has them, else read from the segment files as `mode` says. Only
-/// frame headers are checked here; [`LogFrame::records`] checks the rest of the frames it is
-/// asked to decode. A consumer of many partitions reads each region of the log once this way,
-/// handing each frame to its partition, instead of searching each partition's index. The
-/// caller counts the frames it takes in `read_frame_bytes`.
+impl LogScan {
+    /// Lets go of its frames and read buffers, keeping its vectors for the next scan.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.spans.clear();
+    }
+
+    /// Decodes the records of `frame` (one of [`LogScan::frames`]) with offsets from `from` on,
+    /// handing each to `push` (the scan checked its header; the batch and its checksum are
+    /// checked here); keys and values share the read buffer. Returns the offset after its last
+    /// (a gap frame holds none, yet spans offsets).
+    pub fn records(
+        &self,
+        frame: &LogFrame,
+        from: Offset,
+        push: impl FnMut(StoredRecord),
+    ) -> Result<Offset> {
+        let span = &self.spans[frame.span as usize];
+        let start = frame.start as usize;
+        let bytes = start..start + frame.entry.frame_bytes as usize;
+        let range = (from, Offset(u64::MAX));
+        decode_scanned_records(
+            &span.bytes,
+            bytes,
+            &frame.entry,
+            &span.file.path,
+            range,
+            push,
+        )
+    }
+}
+
+/// Scans a shard's log from `at` (a frame's start, or a segment's data end) in position order
+/// into `out` (emptied first): the published frames of about `bytes_max` bytes (at least one,
+/// if any is published), from the read cache where it has them, else read from the segment
+/// files as `mode` says. Only frame headers are checked here; [`LogScan::records`] checks the
+/// rest of the frames it is asked to decode. A consumer of many partitions reads each region
+/// of the log once this way, handing each frame to its partition, instead of searching each
+/// partition's index. The caller counts the frames it takes in `read_frame_bytes`.
 pub(crate) fn scan_log(
     shard: &ShardShared,
     readahead: &Readahead,
@@ -221,8 +253,9 @@ pub(crate) fn scan_log(
     mut at: LogPos,
     bytes_max: usize,
     mode: ReadMode,
-) -> Result<LogScan> {
-    let mut frames = Vec::new();
+    out: &mut LogScan,
+) -> Result<()> {
+    out.clear();
     let mut scanned = 0u64;
     while scanned < bytes_max as u64 {
         let acked = *shard.acked_end.lock().expect("acked end lock");
@@ -276,6 +309,7 @@ pub(crate) fn scan_log(
             }
             Ok(HeaderSlot::Frame(_)) => {}
         }
+        let index = u32::try_from(out.spans.len()).expect("spans of one scan fit in u32");
         let mut pos = 0usize;
         while pos + FRAME_HEADER_BYTES <= span.len() {
             let header = match FrameHeader::decode(&span[pos..]) {
@@ -287,7 +321,7 @@ pub(crate) fn scan_log(
             if pos + frame_bytes > span.len() {
                 break;
             }
-            frames.push(LogFrame {
+            out.frames.push(LogFrame {
                 tp: TopicPartition::new(header.topic_id, header.partition),
                 entry: BatchEntry {
                     base_offset: Offset(header.base_offset),
@@ -297,21 +331,23 @@ pub(crate) fn scan_log(
                     pos: at.pos + pos as u64,
                     frame_bytes: frame_bytes as u32,
                 },
-                bytes: span.slice(pos..pos + frame_bytes),
-                file: Arc::clone(&file),
+                span: index,
+                start: pos as u32,
             });
             pos += frame_bytes;
         }
+        out.spans.push(ScanSpan { bytes: span, file });
         at.pos += pos as u64;
         scanned += pos as u64;
     }
-    shard.note_read(frames.last().map(|f| f.entry.at()));
+    out.next = at;
+    shard.note_read(out.frames.last().map(|f| f.entry.at()));
     if mode == ReadMode::Ahead
-        && let Some(last) = frames.last()
+        && let Some(last) = out.frames.last()
     {
         readahead.advise(shard, last.entry.at(), segment_bytes);
     }
-    Ok(LogScan { frames, next: at })
+    Ok(())
 }
 
 /// Bytes of the log from `at`: at least `len_min` (published, within the segment), up to

@@ -203,7 +203,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
         for (token, w, file) in start {
             let len = (w.end - w.start).next_multiple_of(BLOCK_BYTES as u64) as usize;
             WriterCounters::add(&shard.counters.read_disk_bytes, len as u64);
-            device.read(&file, w.start, AlignedBuf::new(len), token as u64);
+            device.read(&file, w.start, AlignedBuf::for_read(len), token as u64);
         }
         if device.in_flight() == 0 {
             continue;

@@ -27,6 +27,8 @@ pub(crate) struct ConsumeStats {
     pub(crate) corrupt: u64,
     pub(crate) duplicated: u64,
     pub(crate) out_of_order: u64,
+    /// CPU time the consumer threads spent (their own, not the library's helpers').
+    pub(crate) cpu: Duration,
 }
 
 /// How a scenario's consumers run.
@@ -91,6 +93,7 @@ pub(crate) fn consume_loop(
         None => None,
     };
     let mut next_commit = Instant::now() + options.commit_interval;
+    let cpu_start = thread_cpu();
     let mut last_seq: HashMap<(u32, u32, u32), u64> = HashMap::new();
     while !stop(&consumer) {
         let records = consumer
@@ -133,6 +136,7 @@ pub(crate) fn consume_loop(
     if options.group.is_some() {
         commit_and_journal(&mut consumer, journal.as_mut())?;
     }
+    stats.cpu = thread_cpu() - cpu_start;
     Ok(stats)
 }
 
@@ -178,6 +182,7 @@ pub(crate) fn consume_members(
         all.corrupt += r.corrupt;
         all.duplicated += r.duplicated;
         all.out_of_order += r.out_of_order;
+        all.cpu += r.cpu;
         if all.per_second.len() < r.per_second.len() {
             all.per_second.resize(r.per_second.len(), 0);
         }
@@ -292,6 +297,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
         "read_disk_bytes": disk,
         "read_amplification": (frames > 0).then(|| disk as f64 / frames as f64),
         "cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "consumer_cpu_ns_per_msg": stats.cpu.as_nanos() as f64 / stats.consumed.max(1) as f64,
         "group": args.group,
         "consumers": args.consumers,
         "group_lag": group_lag.as_ref().map(|g| g.lag),

@@ -7,8 +7,17 @@ use serde_json::json;
 
 /// User plus system CPU time of this process so far (all threads, the library's included).
 pub(crate) fn process_cpu() -> Duration {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .expect("getrusage");
+    cpu_of(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+/// User plus system CPU time of the calling thread so far: what a consumer itself spends,
+/// apart from the library's background threads and the host's noise in wall time.
+pub(crate) fn thread_cpu() -> Duration {
+    cpu_of(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+}
+
+fn cpu_of(who: nix::sys::resource::UsageWho) -> Duration {
+    let usage = nix::sys::resource::getrusage(who).expect("getrusage");
     let tv =
         |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(usage.user_time()) + tv(usage.system_time())
