@@ -2,8 +2,10 @@
 # Produce, catch-up consume and the peak scenario against the partition count (100-byte
 # records, Sync, one shard). For each count in PARTITIONS (default 1 100 1000 10000 100000):
 # `load produce` of MESSAGES records into a kept directory, `load consume` of that directory
-# (one consumer owning every partition), and `load peak --duration PEAK_S`; prints a line per
-# count and the ratio of each figure to the first count's. The device's own write + flush
+# (one consumer owning every partition, then a group of 3 members), and `load peak --duration
+# PEAK_S`; prints a line per count and the ratio of each figure to the first count's. Catch-up
+# is given in records and in bytes of log read per second: past 1,000 partitions a batch holds
+# one or two records, so each record carries its batch's headers and the log grows by half. The device's own write + flush
 # latency is measured once with `--compare-device` on the first peak run.
 # Usage: perf/partition-sweep.sh [MESSAGES] [PEAK_S] [PARTITIONS...]
 set -euo pipefail
@@ -23,21 +25,26 @@ for n in "${counts[@]}"; do
   dir="$work/p$n"
   produce=$($bin load produce --dir "$dir" --partitions "$n" --messages "$messages" --json)
   consume=$($bin load consume --dir "$dir" --json)
+  group=$($bin load consume --dir "$dir" --group sweep --consumers 3 --json)
   rm -rf "$dir"
   peak=$($bin load peak --partitions "$n" --duration "$peak_s" $compare --json)
   compare=
   rows+=("$(python3 -c '
 import json, sys
-n, p, c, k = int(sys.argv[1]), *(json.loads(a) for a in sys.argv[2:])
+n, p, c, g, k = int(sys.argv[1]), *(json.loads(a) for a in sys.argv[2:])
 lat = k["ack_latency_us"]
 print(json.dumps({"partitions": n,
   "produce_msgs_per_s": round(p["produce_msgs_per_s"]),
   "consume_msgs_per_s": round(c["consume_msgs_per_s"]),
+  "consume_log_mb_per_s": round(c["read_disk_bytes"] / c["duration_s"] / 1e6),
+  "consumer_cpu_ns_per_msg": round(c["consumer_cpu_ns_per_msg"]),
   "read_amplification": round(c["read_amplification"] or 0, 3),
+  "group3_msgs_per_s": round(g["consume_msgs_per_s"]),
+  "group3_read_amplification": round(g["read_amplification"] or 0, 3),
   "peak_consumed_per_s": round(k["consume_msgs_per_s"]),
   "peak_worst_second_pct": k["consume_rate_error_pct"],
   "peak_ack_p50_us": lat["p50"], "peak_ack_p99_us": lat["p99"],
-  "device_flush_us_mean": round(k["flush_latency_us_mean"])}))' "$n" "$produce" "$consume" "$peak")")
+  "device_flush_us_mean": round(k["flush_latency_us_mean"])}))' "$n" "$produce" "$consume" "$group" "$peak")")
   echo "${rows[-1]}"
 done
 python3 - "${rows[@]}" <<'PY'
@@ -48,5 +55,7 @@ for r in rs:
     print(r["partitions"], "partitions:",
           "produce x%.2f" % (r["produce_msgs_per_s"] / base["produce_msgs_per_s"]),
           "consume x%.2f" % (r["consume_msgs_per_s"] / base["consume_msgs_per_s"]),
+          "(log MB/s x%.2f)" % (r["consume_log_mb_per_s"] / base["consume_log_mb_per_s"]),
+          "group of 3 x%.2f" % (r["group3_msgs_per_s"] / base["consume_msgs_per_s"]),
           "peak p99 x%.2f" % (r["peak_ack_p99_us"] / base["peak_ack_p99_us"]))
 PY

@@ -207,6 +207,46 @@ pub(crate) struct Preparer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How far zeroing the next segment may go, by the writer's progress since the zeroing
+/// started: [`ZERO_PACE_QUARTERS`] quarters of it, scaled so that the zeroing would end when
+/// the writer has filled what was left of its segment, plus [`ZERO_LEAD_BYTES`]. After a roll
+/// this is 5/4 of the writer's position; after an open it is not a burst as large as the
+/// segment already written, which a log opened to be read would pay for in its reads.
+struct WriterProgress {
+    /// The writer's last position seen, in its current segment.
+    last: u64,
+    /// Bytes the writer wrote since the zeroing started (across rolls).
+    moved: u64,
+    /// The segment bytes left when the zeroing started (at least one).
+    left: u64,
+    segment_bytes: u64,
+}
+
+impl WriterProgress {
+    fn new(pos: u64, segment_bytes: u64) -> WriterProgress {
+        WriterProgress {
+            last: pos,
+            moved: 0,
+            left: segment_bytes.saturating_sub(pos).max(1),
+            segment_bytes,
+        }
+    }
+
+    /// The bytes that may be zeroed with the writer at `pos` (in its current segment, which
+    /// may be a later one).
+    fn zeroing_allowed(&mut self, pos: u64) -> u64 {
+        // Below the last position seen, the writer rolled: it wrote `pos` in the new segment.
+        self.moved += pos.checked_sub(self.last).unwrap_or(pos);
+        self.last = pos;
+        let scaled =
+            u128::from(self.moved) * u128::from(self.segment_bytes) / u128::from(self.left);
+        let paced = scaled * u128::from(ZERO_PACE_QUARTERS) / 4;
+        u64::try_from(paced)
+            .unwrap_or(u64::MAX)
+            .saturating_add(ZERO_LEAD_BYTES)
+    }
+}
+
 /// Creates `next.seg.prep`: preallocated, zero-filled and flushed. Without `pace` it zeroes in
 /// large writes (nothing else is written meanwhile: a new log's first segment); with it, in
 /// [`ZERO_CHUNK_BYTES`] writes, calling `pace(bytes zeroed so far)` before each, which waits
@@ -497,6 +537,10 @@ fn run(
         // and comes back to `PACE_POLL` once it moves.
         let poll = std::cell::Cell::new(PACE_POLL);
         let seen = std::cell::Cell::new(u64::MAX);
+        let progress = std::cell::RefCell::new(WriterProgress::new(
+            writer_pos.load(std::sync::atomic::Ordering::Relaxed),
+            segment_bytes,
+        ));
         let pace = |zeroed: u64| loop {
             maintain();
             let state = lock.lock().expect("preparer lock");
@@ -504,7 +548,7 @@ fn run(
                 return false;
             }
             let pos = writer_pos.load(std::sync::atomic::Ordering::Relaxed);
-            if zeroed < pos * ZERO_PACE_QUARTERS / 4 + ZERO_LEAD_BYTES {
+            if zeroed < progress.borrow_mut().zeroing_allowed(pos) {
                 return true;
             }
             poll.set(if pos == seen.replace(pos) {
@@ -526,5 +570,36 @@ fn run(
             Err(e) => state.failed = Some(e),
         }
         cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEGMENT: u64 = 1 << 30;
+
+    /// Zeroing that starts with a segment (after a roll) runs at 5/4 of the writer's position.
+    #[test]
+    fn zeroing_after_a_roll_keeps_five_quarters_of_the_writer() {
+        let mut p = WriterProgress::new(0, SEGMENT);
+        assert_eq!(p.zeroing_allowed(0), ZERO_LEAD_BYTES);
+        assert_eq!(p.zeroing_allowed(400 << 20), (500 << 20) + ZERO_LEAD_BYTES);
+    }
+
+    /// Zeroing that starts with the writer deep in its segment (a log just opened) waits for
+    /// the writer to move, then keeps pace to end with the segment: no burst of the bytes the
+    /// segment already holds.
+    #[test]
+    fn zeroing_after_an_open_waits_for_the_writer_to_move() {
+        let start = SEGMENT / 4 * 3;
+        let mut p = WriterProgress::new(start, SEGMENT);
+        assert_eq!(p.zeroing_allowed(start), ZERO_LEAD_BYTES);
+        // Half of what was left: the zeroing may be past half the segment.
+        let allowed = p.zeroing_allowed(start + SEGMENT / 8);
+        assert_eq!(allowed, SEGMENT / 2 * 5 / 4 + ZERO_LEAD_BYTES);
+        // The writer rolls (into a segment not zeroed ahead) and writes on.
+        let allowed = p.zeroing_allowed(SEGMENT / 8);
+        assert_eq!(allowed, SEGMENT * 5 / 4 + ZERO_LEAD_BYTES);
     }
 }
