@@ -217,6 +217,16 @@ pub enum Error {
     #[error("the shard's queue is full")]
     Full,
 
+    /// A record batch handed to [`crate::Producer::append_batch`] is malformed (its length,
+    /// magic, checksum or records do not hold together); nothing was written.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+
+    /// A well-formed record batch of a kind floodgate does not store (compressed, or part of
+    /// a transaction); nothing was written.
+    #[error("unsupported record batch: {0}")]
+    UnsupportedBatch(String),
+
     /// Waiting took longer than the caller allowed.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),

@@ -19,8 +19,8 @@ use crate::layout;
 use crate::meta::{DirLock, META_VERSION, Meta, validate_topic_name};
 use crate::producer::Producer;
 use crate::segment::records::StoredRecord;
-use crate::segment::{Offset, TopicPartition};
-use crate::shard::ShardShared;
+use crate::segment::{LogPos, Offset, TopicPartition};
+use crate::shard::read::ReadMode;
 use crate::shard::readahead::Readahead;
 use crate::shard::rebuild::{rebuild_meta, shard_folders};
 use crate::shard::recovery::{
@@ -28,6 +28,7 @@ use crate::shard::recovery::{
 };
 use crate::shard::stats::ShardStats;
 use crate::shard::writer::{Writer, WriterStart};
+use crate::shard::{ShardShared, Waiter};
 use crate::store::{Store, TopicConfig, TopicInfo, topic_states};
 
 /// An open data directory: the embedded log store.
@@ -411,6 +412,50 @@ impl Log {
         self.store.read(topic, partition, offset, bytes_max)
     }
 
+    /// Where each shard's acknowledged log ends now: [`Log::published_since`] waits for it to
+    /// move. Taken before a read that found too little, so nothing published in between is
+    /// missed.
+    pub fn publish_mark(&self) -> PublishMark {
+        let shards = self.store.shards.len() as u32;
+        PublishMark((0..shards).map(|s| self.store.acked_end(s)).collect())
+    }
+
+    /// Resolves once some shard has acknowledged records past `mark` (at once if one has): a
+    /// reader waiting for new records (a Kafka fetch's long poll) awaits this instead of
+    /// polling. Wakes on every publish of any shard; the reader reads again to see whether
+    /// its partitions moved.
+    pub fn published_since(&self, mark: PublishMark) -> Published {
+        Published {
+            store: Arc::clone(&self.store),
+            mark,
+        }
+    }
+
+    /// Reads the stored record batches of a partition as they are on disk (Kafka RecordBatch
+    /// v2 bytes, as a Kafka fetch response carries them), from the batch holding `offset` on:
+    /// whole batches up to about `bytes_max` bytes, at least one, only acknowledged ones. The
+    /// first batch may hold offsets before `offset`. Each batch's checksum is verified; a
+    /// damaged one is [`Error::Corrupt`]. Returns the batches and the offset after the last.
+    /// With `read_ahead`, a read from disk covers a whole window and the next ones are read in
+    /// the background (a reader draining a backlog); without, only the batches asked for.
+    pub fn read_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Offset,
+        bytes_max: usize,
+        read_ahead: bool,
+    ) -> Result<(Vec<bytes::Bytes>, Offset)> {
+        let mode = match read_ahead {
+            true => ReadMode::Ahead,
+            false => ReadMode::Exact,
+        };
+        let read = self
+            .store
+            .read_batches(topic, partition, offset, bytes_max, mode)?;
+        Ok((read.batches, read.next))
+    }
+
     /// The earliest offset whose record has a timestamp at or after `timestamp` (ms), or `None`
     /// if no stored record is that recent.
     pub fn offset_for_timestamp(
@@ -537,5 +582,51 @@ mod tests {
         assert_eq!(utc_time(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_time(1_796_356_747), "2026-12-04T03:59:07Z");
         assert_eq!(utc_time(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+}
+
+/// Where each shard's acknowledged log ended when [`Log::publish_mark`] was called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishMark(Vec<LogPos>);
+
+/// A future that resolves once some shard has published past a [`PublishMark`]
+/// ([`Log::published_since`]).
+pub struct Published {
+    store: Arc<Store>,
+    mark: PublishMark,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("mark", &self.mark)
+            .finish()
+    }
+}
+
+impl Published {
+    fn moved(&self) -> bool {
+        (self.mark.0.iter().enumerate()).any(|(s, &end)| self.store.acked_end(s as u32) != end)
+    }
+}
+
+impl std::future::Future for Published {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.moved() {
+            return std::task::Poll::Ready(());
+        }
+        for shard in &self.store.shards {
+            shard.data_waiters.add(Waiter::Task(cx.waker().clone()));
+        }
+        // Look once more after registering: a publish in between woke no one.
+        match self.moved() {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
     }
 }

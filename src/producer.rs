@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::meta::OFFSETS_TOPIC;
 use std::collections::HashMap;
 
-use crate::segment::Offset;
 use crate::segment::format::encode_record_tail;
+use crate::segment::{BatchView, Offset};
 use crate::shard::{AckRing, Pending, Waiter};
 use crate::store::Store;
 
@@ -171,6 +171,61 @@ impl Producer {
         self.send_one(topic, record, None)
     }
 
+    /// Appends a producer's RecordBatch v2, as a Kafka client sends it, to `partition` of
+    /// `topic`, stored byte for byte in a frame of its own: the writer sets only its base
+    /// offset and partition leader epoch, which its checksum does not cover. The batch is
+    /// checked first (length, magic, CRC-32C, every record) and may be at most
+    /// `record_bytes_max` bytes ([`Error::RecordTooLarge`]); a malformed one is
+    /// [`Error::InvalidBatch`], a compressed or transactional one [`Error::UnsupportedBatch`].
+    /// Waits (up to the send timeout) while the ring is full; the ack resolves to the batch's
+    /// first offset, and its records take the offsets after it.
+    pub fn append_batch(&mut self, topic: &str, partition: u32, batch: &[u8]) -> Result<Ack> {
+        let timeout = self.send_timeout;
+        self.append(topic, partition, batch, Some(timeout))
+    }
+
+    /// As [`Producer::append_batch`], but fails at once with [`Error::Full`] when the ring is
+    /// full (or [`Error::LogFull`] when the log is).
+    pub fn try_append_batch(&mut self, topic: &str, partition: u32, batch: &[u8]) -> Result<Ack> {
+        self.append(topic, partition, batch, None)
+    }
+
+    fn append(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<Ack> {
+        let view = check_batch(batch, self.log.config.record_bytes_max)?;
+        self.topic(topic)?;
+        let routes = &self.topics[topic].routes;
+        let Some(&Route { shard, slot }) = routes.get(partition as usize) else {
+            return Err(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: routes.len() as u32,
+            });
+        };
+        let shard = shard as usize;
+        if let Some(e) = self.log.shards[shard].stopped() {
+            return Err(e);
+        }
+        let ring = Self::ring(&mut self.rings, &self.log, shard, self.internal);
+        let mut tail = ring.recycled.pop().unwrap_or_default();
+        tail.clear();
+        tail.extend_from_slice(batch);
+        let item = Pending {
+            slot,
+            timestamp: view.base_timestamp,
+            tail,
+            batch: true,
+        };
+        let ack = self.push(shard, partition, item, wait)?;
+        self.log.shards[shard].notify();
+        Ok(ack)
+    }
+
     fn send_one(&mut self, topic: &str, record: Record<'_>, wait: Option<Duration>) -> Result<Ack> {
         let mut ack = None;
         self.send_records(topic, std::iter::once(record), wait, |a| ack = Some(a))?;
@@ -312,7 +367,26 @@ impl Producer {
                 max: record_bytes_max,
             });
         }
-        let timestamp = r.timestamp.unwrap_or(now);
+        let item = Pending {
+            slot,
+            timestamp: r.timestamp.unwrap_or(now),
+            tail,
+            batch: false,
+        };
+        self.push(shard_id, partition, item, wait)
+    }
+
+    /// Queues `item` (of `partition`) on this producer's ring into shard `shard_id`, waiting
+    /// up to `wait` while the ring or the log is full; the caller wakes the writer.
+    fn push(
+        &mut self,
+        shard_id: usize,
+        partition: u32,
+        item: Pending,
+        wait: Option<Duration>,
+    ) -> Result<Ack> {
+        let shard = &self.log.shards[shard_id];
+        let ring = Self::ring(&mut self.rings, &self.log, shard_id, self.internal);
         let seq = ring.seq_next;
         // The clock is read only once the ring is full (a read per record costs more than the
         // rest of a small record's hand-off): the wait starts then.
@@ -351,13 +425,7 @@ impl Producer {
             std::thread::park_timeout((deadline - now).min(Duration::from_millis(10)));
         }
         ring.ack.slots.claim(seq);
-        ring.tx
-            .push(Pending {
-                slot,
-                timestamp,
-                tail,
-            })
-            .expect("the ring had a free slot");
+        ring.tx.push(item).expect("the ring had a free slot");
         ring.seq_next += 1;
         Ok(Ack {
             ring: Arc::clone(&ring.ack),
@@ -388,6 +456,45 @@ impl Producer {
             }
         })
     }
+}
+
+/// Checks a record batch handed to [`Producer::append_batch`]: at most `bytes_max` bytes,
+/// uncompressed, outside any transaction, and whole (length, magic, CRC-32C, records).
+fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
+    if batch.len() > bytes_max {
+        return Err(Error::RecordTooLarge {
+            bytes: batch.len(),
+            max: bytes_max,
+        });
+    }
+    if let Some(a) = batch.get(21..23) {
+        let attributes = i16::from_be_bytes([a[0], a[1]]);
+        let refuse = |what: &str| Err(Error::UnsupportedBatch(what.to_owned()));
+        match attributes & 0x07 {
+            0 => {}
+            1 => return refuse("gzip-compressed batches are not stored yet"),
+            2 => return refuse("snappy-compressed batches are not stored yet"),
+            3 => return refuse("lz4-compressed batches are not stored yet"),
+            4 => return refuse("zstd-compressed batches are not stored yet"),
+            codec => {
+                return Err(Error::InvalidBatch(format!(
+                    "unknown compression codec {codec}"
+                )));
+            }
+        }
+        if attributes & 0x10 != 0 {
+            return refuse("transactional batches: floodgate has no transactions");
+        }
+        if attributes & 0x20 != 0 {
+            return refuse("control batches: floodgate has no transactions");
+        }
+    }
+    let view = BatchView::decode(batch).map_err(|e| Error::InvalidBatch(e.0))?;
+    if view.record_count == 0 {
+        return Err(Error::InvalidBatch("a batch without records".into()));
+    }
+    view.check_records().map_err(|e| Error::InvalidBatch(e.0))?;
+    Ok(view)
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`. Stable across versions and

@@ -14,7 +14,9 @@ use crate::meta::{Meta, TopicMeta};
 use crate::segment::records::StoredRecord;
 use crate::segment::{BatchEntry, LogPos, Offset};
 use crate::shard::ShardShared;
-use crate::shard::read::{LogScan, PartitionRead, ReadMode, read_partition, scan_log};
+use crate::shard::read::{
+    BatchesRead, LogScan, PartitionRead, ReadMode, read_partition, read_partition_batches, scan_log,
+};
 use crate::shard::readahead::Readahead;
 
 /// How a topic is made.
@@ -246,6 +248,45 @@ impl Store {
             offset,
             bytes_max,
             (mode, before),
+        )
+        .map_err(|e| out_of_range().unwrap_or(e))
+    }
+
+    /// The stored batches of a partition from the one holding `offset` on: see
+    /// [`read_partition_batches`].
+    pub fn read_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Offset,
+        bytes_max: usize,
+        mode: ReadMode,
+    ) -> Result<BatchesRead> {
+        let p = self.partition(topic, partition)?;
+        let out_of_range = || {
+            let (earliest, next) = (p.offset_earliest(), p.offset_acked());
+            (offset < earliest || offset > next).then(|| Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                earliest,
+                next,
+            })
+        };
+        if let Some(e) = out_of_range() {
+            return Err(e);
+        }
+        let shard = p.shard as usize;
+        let (shared, readahead) = (&self.shards[shard], &self.readahead[shard]);
+        let segment_bytes = self.config.segment_bytes;
+        read_partition_batches(
+            shared,
+            readahead,
+            segment_bytes,
+            &p,
+            offset,
+            bytes_max,
+            mode,
         )
         .map_err(|e| out_of_range().unwrap_or(e))
     }

@@ -125,6 +125,58 @@ pub(crate) fn frame_partition<'a>(
     }
 }
 
+/// Frames a producer's checked RecordBatch (`item`, from `ack`'s ring at sequence `seq`) as
+/// it is at the end of `build`: sets its base offset and partition leader epoch (outside its
+/// checksum), stores its first offset for its ack, and writes the frame header. Its records
+/// take the partition's next offsets. Returns the batch's entry.
+pub(crate) fn frame_stored_batch(
+    build: &mut Build,
+    partition: &mut SlotState,
+    segment: SegmentId,
+    durable: u64,
+    (item, ack, seq): (&Pending, &AckRing, u64),
+) -> BatchEntry {
+    let base_offset = partition.offset_next;
+    let frame_at = build.len;
+    let batch_at = frame_at + FRAME_HEADER_BYTES;
+    let end = batch_at + item.tail.len();
+    let batch = &mut build.buf[batch_at..end];
+    batch.copy_from_slice(&item.tail);
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[12..16].copy_from_slice(&0i32.to_be_bytes());
+    // Fields the producer checked (lastOffsetDelta = record count - 1 >= 0): read, not
+    // verified again.
+    let field = |at: usize| -> [u8; 4] { batch[at..at + 4].try_into().expect("4 bytes") };
+    let count = u64::from(u32::from_be_bytes(field(23))) + 1;
+    let records = u32::from_be_bytes(field(57)) as usize;
+    let max_timestamp = i64::from_be_bytes(batch[35..43].try_into().expect("8 bytes"));
+    ack.slots.store(seq, base_offset);
+    let header = FrameHeader {
+        topic_id: partition.topic_id,
+        partition: partition.partition,
+        base_offset,
+        batch_bytes: item.tail.len() as u32,
+        durable_behind_blocks: FrameHeader::durable_behind(build.start + frame_at as u64, durable),
+    };
+    header.encode(
+        (&mut build.buf[frame_at..batch_at])
+            .try_into()
+            .expect("header slice"),
+    );
+    partition.offset_next = base_offset + count;
+    build.len = end;
+    build.frames += 1;
+    build.records += records;
+    BatchEntry {
+        base_offset: Offset(base_offset),
+        last_offset: Offset(base_offset + count - 1),
+        max_timestamp,
+        segment,
+        pos: build.start + frame_at as u64,
+        frame_bytes: (end - frame_at) as u32,
+    }
+}
+
 /// Where `entry`'s RecordBatch (its frame after the header) is in a commit buffer that starts
 /// at segment position `build_start`.
 pub(crate) fn entry_batch_range(build_start: u64, entry: &BatchEntry) -> Range<usize> {

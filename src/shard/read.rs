@@ -38,10 +38,81 @@ pub(crate) fn read_partition(
     (mode, before): (ReadMode, Option<LogPos>),
 ) -> Result<PartitionRead> {
     let visible = p.offset_acked();
+    let expect = p.id();
+    let mut out = Vec::new();
+    let next = read_frames(
+        shard,
+        readahead,
+        (segment_bytes, p, offset, bytes_max),
+        (mode, before),
+        |frame, e, path| decode_records(frame, e, path, (offset, visible), expect, &mut out),
+    )?;
+    Ok(PartitionRead { records: out, next })
+}
+
+/// What a read of a partition's stored batches returns.
+#[derive(Debug, Default)]
+pub(crate) struct BatchesRead {
+    /// The RecordBatches as stored (Kafka's RecordBatch v2 bytes), in offset order; the first
+    /// holds the offset asked for, and may hold offsets before it.
+    pub batches: Vec<bytes::Bytes>,
+    /// The offset after the last batch (where the next read starts).
+    pub next: Offset,
+}
+
+/// Reads the stored batches of partition `p` from the one holding `offset` on, as
+/// [`read_partition`] finds them, without decoding their records: each frame's header and
+/// batch checksum are verified, and the batch bytes shared with the read buffer.
+pub(crate) fn read_partition_batches(
+    shard: &ShardShared,
+    readahead: &Readahead,
+    segment_bytes: u64,
+    p: &Partition,
+    offset: Offset,
+    bytes_max: usize,
+    mode: ReadMode,
+) -> Result<BatchesRead> {
+    let expect = p.id();
+    let mut batches = Vec::new();
+    let next = read_frames(
+        shard,
+        readahead,
+        (segment_bytes, p, offset, bytes_max),
+        (mode, None),
+        |frame, e, path| {
+            let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
+            let (header, batch) = crate::segment::decode_frame(frame)
+                .map_err(|d| corrupt(d.0))?
+                .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
+            let found = TopicPartition::new(header.topic_id, header.partition);
+            if found != expect || Offset(batch.base_offset) != e.base_offset {
+                return Err(corrupt(format!(
+                    "indexed frame holds {found:?} offset {}, expected {expect:?} offset {}",
+                    batch.base_offset, e.base_offset
+                )));
+            }
+            batches.push(frame.slice(FRAME_HEADER_BYTES..));
+            Ok(())
+        },
+    )?;
+    Ok(BatchesRead { batches, next })
+}
+
+/// Finds partition `p`'s frames from the one holding `offset` on (up to about `bytes_max`
+/// bytes, at least one, none past its visible watermark, with `before` none at or past that
+/// position) and hands each to `on_frame` with its entry and its segment's path, in offset
+/// order: from the read cache where it has them, else read from the segment files as `mode`
+/// says. Returns the offset after the last frame (`offset` if none).
+fn read_frames(
+    shard: &ShardShared,
+    readahead: &Readahead,
+    (segment_bytes, p, offset, bytes_max): (u64, &Partition, Offset, usize),
+    (mode, before): (ReadMode, Option<LogPos>),
+    mut on_frame: impl FnMut(&bytes::Bytes, &BatchEntry, &std::path::Path) -> Result<()>,
+) -> Result<Offset> {
+    let visible = p.offset_acked();
     let limit = Limit { visible, before };
     let entries = p.entries_within(offset, bytes_max, limit, &shard.sealed_runs)?;
-    let mut out = Vec::new();
-    let expect = p.id();
     shard.note_read(entries.last().map(BatchEntry::at));
     if mode == ReadMode::Ahead
         && let Some(last) = entries.last()
@@ -57,7 +128,7 @@ pub(crate) fn read_partition(
             let cached = (shard.read_cache.read().expect("read cache lock"))
                 .get(e.at(), e.frame_bytes as usize);
             if let Some(frame) = cached {
-                decode_records(&frame, e, &path, (offset, visible), expect, &mut out)?;
+                on_frame(&frame, e, &path)?;
                 i += 1;
                 continue;
             }
@@ -80,15 +151,14 @@ pub(crate) fn read_partition(
             {
                 let at = (e.pos - start) as usize;
                 let frame = span.slice(at..at + e.frame_bytes as usize);
-                decode_records(&frame, e, &path, (offset, visible), expect, &mut out)?;
+                on_frame(&frame, e, &path)?;
                 i += 1;
             }
         }
     }
     let frames = entries.iter().map(|e| u64::from(e.frame_bytes)).sum();
     WriterCounters::add(&shard.counters.read_frame_bytes, frames);
-    let next = entries.last().map_or(offset, |e| e.last_offset.next());
-    Ok(PartitionRead { records: out, next })
+    Ok(entries.last().map_or(offset, |e| e.last_offset.next()))
 }
 
 /// A read from disk in [`ReadMode::Ahead`] covers up to the end of its window on this grid

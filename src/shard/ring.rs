@@ -15,11 +15,14 @@ use crate::shard::slots;
 
 /// A record on its way from a producer to a shard writer: its partition's slot in the shard's
 /// partition table, its timestamp and its encoded tail (key, value, headers), encoded on the
-/// producer's thread. The tail's buffer goes back to the producer for reuse.
+/// producer's thread; or, with `batch`, a whole RecordBatch v2 checked on the producer's
+/// thread, stored as it is in a frame of its own (the writer stamps its base offset). The
+/// buffer goes back to the producer for reuse.
 pub(crate) struct Pending {
     pub slot: u32,
     pub timestamp: i64,
     pub tail: Vec<u8>,
+    pub batch: bool,
 }
 
 /// A new producer's rings into a shard: records in, acks, record buffers back; and whether it

@@ -45,12 +45,13 @@ use crate::io::{self, AlignedBuf, Completion, Device, IoBackend};
 use crate::layout::index_path;
 use crate::segment::LogPos;
 use crate::segment::format::{
-    BLOCK_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX, checksum_batches,
+    BLOCK_BYTES, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX,
+    checksum_batches,
 };
 use crate::shard::checkpoint::CheckpointFile;
 use crate::shard::files::{adopt_segment, create_segment};
 use crate::shard::framing::{
-    Build, SlotState, entry_batch_range, frame_partition, refresh_partitions,
+    Build, SlotState, entry_batch_range, frame_partition, frame_stored_batch, refresh_partitions,
 };
 use crate::shard::prepare::{Preparer, Seal};
 use crate::shard::ring::{RingIn, recycle_buffer};
@@ -161,10 +162,12 @@ pub(crate) struct Writer {
     seen: Vec<u32>,
     stamp: u32,
     /// Scratch for `fill`: records taken from each ring; per partition slot, its group in this
-    /// fill; the groups; where each record is, grouped by partition.
+    /// fill that records join; the groups; each record's group, in the order counted (rings in
+    /// turn); where each record is, grouped by partition.
     counts: Vec<usize>,
     group_of: Vec<u32>,
     groups: Vec<FillGroup>,
+    group_of_record: Vec<u32>,
     order: Vec<RecordAt>,
     /// The batches framed by a `fill`, checksummed after the last is framed.
     unsummed: Vec<Range<usize>>,
@@ -174,12 +177,15 @@ pub(crate) struct Writer {
 }
 
 /// One partition's records in a fill: its slot, how many, and where they start in the fill's
-/// `order` (counted first, then placed).
+/// `order` (counted first, then placed); or, with `batch`, one producer's batch, framed as it
+/// is. Groups are framed in the order they were made, so a partition's records sent after a
+/// batch take offsets after it.
 #[derive(Debug, Clone, Copy)]
 struct FillGroup {
     slot: u32,
     records: u32,
     first: u32,
+    batch: bool,
 }
 
 /// A record taken in a fill: its ring and its index in that ring's readable chunk.
@@ -231,6 +237,7 @@ impl Writer {
             stamp: 0,
             counts: Vec::new(),
             group_of: Vec::new(),
+            group_of_record: Vec::new(),
             groups: Vec::new(),
             order: Vec::new(),
             unsummed: Vec::new(),
@@ -440,6 +447,7 @@ impl Writer {
         self.counts.clear();
         self.counts.resize(self.rings.len(), 0);
         self.groups.clear();
+        self.group_of_record.clear();
         let full = self.shared.log_full.load(Ordering::Acquire);
         'rings: for (r, ring) in self.rings.iter_mut().enumerate() {
             let n = if Self::drainable(ring, full) {
@@ -463,25 +471,40 @@ impl Writer {
                     );
                 }
                 let first = self.seen[slot] != stamp;
-                let bytes = item.tail.len()
-                    + RECORD_PREFIX_BYTES_MAX
-                    + if first { FRAME_OVERHEAD_BYTES } else { 0 };
+                let bytes = match item.batch {
+                    true => item.tail.len() + FRAME_HEADER_BYTES,
+                    false => {
+                        item.tail.len()
+                            + RECORD_PREFIX_BYTES_MAX
+                            + if first { FRAME_OVERHEAD_BYTES } else { 0 }
+                    }
+                };
                 if used + bytes > room {
                     if used + bytes > segment_room {
                         self.roll_pending = true;
                     }
                     break 'rings;
                 }
-                if first {
-                    self.seen[slot] = stamp;
-                    self.group_of[slot] = self.groups.len() as u32;
+                let group = if item.batch || first {
                     self.groups.push(FillGroup {
                         slot: item.slot,
                         records: 0,
                         first: 0,
+                        batch: item.batch,
                     });
-                }
-                self.groups[self.group_of[slot] as usize].records += 1;
+                    self.groups.len() as u32 - 1
+                } else {
+                    self.group_of[slot]
+                };
+                // The partition's next records join this group, or after a batch, a new one.
+                self.seen[slot] = if item.batch {
+                    stamp.wrapping_sub(1)
+                } else {
+                    stamp
+                };
+                self.group_of[slot] = group;
+                self.group_of_record.push(group);
+                self.groups[group as usize].records += 1;
                 used += bytes;
                 self.counts[r] += 1;
             }
@@ -506,14 +529,16 @@ impl Writer {
         self.order.clear();
         self.order
             .resize(next_start as usize, RecordAt { ring: 0, index: 0 });
+        let mut counted = self.group_of_record.iter();
         for (r, (ring, &count)) in self.rings.iter_mut().zip(&self.counts).enumerate() {
             let chunk = ring
                 .rx
                 .read_chunk(count)
                 .expect("counted slots are readable");
             let (a, b) = chunk.as_slices();
-            for (i, item) in a.iter().chain(b).enumerate() {
-                let group = &mut self.groups[self.group_of[item.slot as usize] as usize];
+            for i in 0..a.len() + b.len() {
+                let group = counted.next().expect("every counted record has its group");
+                let group = &mut self.groups[*group as usize];
                 self.order[(group.first + group.records) as usize] = RecordAt {
                     ring: r as u32,
                     index: i as u32,
@@ -526,6 +551,7 @@ impl Writer {
             slot,
             records: len,
             first: start,
+            batch,
         } in &self.groups
         {
             let group = &self.order[start as usize..(start + len) as usize];
@@ -537,9 +563,16 @@ impl Writer {
                 let item = if i < a.len() { &a[i] } else { &b[i - a.len()] };
                 (item, &***ack, **seq_popped + i as u64)
             };
+            let (segment, durable) = (self.segment.id, self.pos_durable);
+            if batch {
+                // Stored as the producer checked it: its own checksum stands.
+                let entry =
+                    frame_stored_batch(build, partition, segment, durable, record(&group[0]));
+                build.entries.push(SlotEntry::new(slot, &entry));
+                continue;
+            }
             let base_timestamp = record(&group[0]).0.timestamp;
             let records = group.iter().map(record);
-            let (segment, durable) = (self.segment.id, self.pos_durable);
             let entry = frame_partition(
                 build,
                 partition,

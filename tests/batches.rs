@@ -1,0 +1,230 @@
+//! A producer's RecordBatch, as a Kafka client sends it, is stored byte for byte
+//! (`Producer::append_batch`): only its base offset and partition leader epoch change; its
+//! records take the partition's next offsets, among records sent one by one; it reads back
+//! the same (`Log::read_batches`, `Log::read`) before and after a reopen; and a batch that is
+//! malformed, compressed, transactional or too large is refused with nothing written.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{BACKENDS, small_config, test_dir};
+use floodgate::{Error, Log, Offset, Record, TopicConfig};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// A batch of `n` records (values `v{first + i}`, every other one keyed) encoded by the
+/// `kafka-protocol` crate as a producer would: base offset 0, leader epoch -1.
+fn client_batch(first: i64, n: i64, compression: Compression) -> Bytes {
+    let records: Vec<KRecord> = (0..n)
+        .map(|i| KRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: 4711,
+            producer_epoch: 3,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: (first + i) as i32,
+            timestamp: 1_700_000_000_000 + first + i,
+            key: (i % 2 == 0).then(|| Bytes::from(format!("k{}", first + i))),
+            value: Some(Bytes::from(format!("v{}", first + i))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+/// `batch` with the fields a broker sets: base offset and partition leader epoch 0.
+fn as_stored(batch: &[u8], base_offset: u64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..16].copy_from_slice(&0i32.to_be_bytes());
+    b
+}
+
+#[test]
+fn appended_batches_are_stored_as_sent_among_single_records() {
+    for backend in BACKENDS {
+        let dir = test_dir("batches");
+        let config = small_config(dir.path(), backend);
+        let (a, b) = (
+            client_batch(1, 5, Compression::None),
+            client_batch(7, 3, Compression::None),
+        );
+        {
+            let log = Log::open(config.clone()).unwrap();
+            log.create_topic("t", TopicConfig::new(2)).unwrap();
+            let mut producer = log.producer();
+            // Sent in this order to partition 1: a record, a batch of 5, a record, a batch of 3.
+            let acks = [
+                producer.send("t", Record::new(b"v0").partition(1)).unwrap(),
+                producer.append_batch("t", 1, &a).unwrap(),
+                producer.send("t", Record::new(b"v6").partition(1)).unwrap(),
+                producer.append_batch("t", 1, &b).unwrap(),
+            ];
+            let offsets: Vec<Offset> = acks.into_iter().map(|a| a.wait().unwrap().offset).collect();
+            assert_eq!(offsets, [Offset(0), Offset(1), Offset(6), Offset(7)]);
+        }
+        // After a reopen (recovery checks every frame) as before it.
+        let log = Log::open(config).unwrap();
+        assert_eq!(log.offsets("t", 1).unwrap(), (Offset(0), Offset(10)));
+        let (batches, next) = log.read_batches("t", 1, Offset(0), 1 << 20, false).unwrap();
+        assert_eq!(next, Offset(10));
+        assert_eq!(
+            batches.len(),
+            4,
+            "two batches of single records, two stored as sent"
+        );
+        assert_eq!(batches[1][..], as_stored(&a, 1)[..]);
+        assert_eq!(batches[3][..], as_stored(&b, 7)[..]);
+        // A read from the middle of a batch starts with that batch.
+        let (from_3, _) = log.read_batches("t", 1, Offset(3), 1, false).unwrap();
+        assert_eq!(from_3.len(), 1);
+        assert_eq!(from_3[0][..], as_stored(&a, 1)[..]);
+        // The library's readers see the records, with their offsets, keys and timestamps.
+        let records = log.read("t", 1, Offset(0), 1 << 20).unwrap();
+        let values: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        assert_eq!(values, expected);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, Offset(i as u64));
+        }
+        assert_eq!(records[1].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(records[2].key, None);
+        assert_eq!(records[8].timestamp, 1_700_000_000_000 + 8);
+        assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(0)));
+    }
+}
+
+/// `batch` with these attribute bits set, its checksum made to match.
+fn with_attributes(batch: &[u8], bits: u8) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    b[22] |= bits;
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn refused_batches_write_nothing() {
+    let dir = test_dir("batches-refused");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut producer = log.producer();
+    let good = client_batch(0, 4, Compression::None);
+
+    let mut flipped = good.to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    let err = producer.append_batch("t", 0, &flipped).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidBatch(why) if why.contains("checksum")),
+        "{err}"
+    );
+
+    let err = producer
+        .append_batch("t", 0, &good[..good.len() - 3])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(_)), "{err}");
+
+    let err = producer.append_batch("t", 0, &good[..20]).unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(_)), "{err}");
+
+    // Compressed (the codec bits set, the checksum made to match): not stored yet.
+    let lz4 = with_attributes(&good, 0x03);
+    let err = producer.append_batch("t", 0, &lz4).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedBatch(why) if why.contains("lz4")),
+        "{err}"
+    );
+
+    let txn = with_attributes(&good, 0x10);
+    let err = producer.append_batch("t", 0, &txn).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedBatch(why) if why.contains("transaction")),
+        "{err}"
+    );
+
+    let big = client_batch(0, 2000, Compression::None);
+    assert!(big.len() > 16 << 10, "the batch passes record_bytes_max");
+    let err = producer.append_batch("t", 0, &big).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
+
+    let err = producer.append_batch("t", 1, &good).unwrap_err();
+    assert!(matches!(err, Error::UnknownPartition { .. }), "{err}");
+    let err = producer.append_batch("nope", 0, &good).unwrap_err();
+    assert!(matches!(err, Error::UnknownTopic(_)), "{err}");
+
+    assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(0)));
+    // The producer goes on after refusals.
+    let at = producer
+        .append_batch("t", 0, &good)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(at.offset, Offset(0));
+    assert_eq!(log.offsets("t", 0).unwrap(), (Offset(0), Offset(4)));
+}
+
+/// Runs `fut` to completion on this thread, parking between polls.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// A reader that found nothing new awaits `published_since` and is woken by the next
+/// acknowledged batch, not by a timer; a mark taken before a publish is already passed.
+#[test]
+fn a_reader_waiting_for_new_batches_is_woken_by_a_publish() {
+    let dir = test_dir("batches-wait");
+    let log = std::sync::Arc::new(Log::open(small_config(dir.path(), BACKENDS[0])).unwrap());
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mark = log.publish_mark();
+    assert_eq!(log.publish_mark(), mark, "nothing was published");
+    let sender = {
+        let log = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let mut producer = log.producer();
+            let batch = client_batch(0, 2, Compression::None);
+            producer
+                .append_batch("t", 0, &batch)
+                .unwrap()
+                .wait()
+                .unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    block_on(log.published_since(mark.clone()));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(40));
+    sender.join().unwrap();
+    let (batches, next) = log.read_batches("t", 0, Offset(0), 1 << 20, false).unwrap();
+    assert_eq!((batches.len(), next), (1, Offset(2)));
+    // Published past the old mark: resolves at once.
+    block_on(log.published_since(mark));
+}
