@@ -290,6 +290,11 @@ impl Config {
         &self.dir
     }
 
+    /// The largest record, or record batch appended as it is, the log accepts, in bytes.
+    pub fn record_bytes_limit(&self) -> usize {
+        self.record_bytes_max
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::Config(s));
         if self.shards == 0 || self.shards > SHARDS_MAX {

@@ -458,9 +458,11 @@ impl Producer {
     }
 }
 
-/// Checks a record batch handed to [`Producer::append_batch`]: at most `bytes_max` bytes,
-/// uncompressed, outside any transaction, and whole (length, magic, CRC-32C, records).
-fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
+/// Checks a record batch as [`Producer::append_batch`] does before storing it: at most
+/// `bytes_max` bytes (the log's `record_bytes_max`), uncompressed, outside any transaction,
+/// and whole (length, magic, CRC-32C, records). A caller with several batches that must be
+/// stored all or none checks them all first.
+pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
     if batch.len() > bytes_max {
         return Err(Error::RecordTooLarge {
             bytes: batch.len(),

@@ -44,6 +44,9 @@ pub struct TopicInfo {
     pub name: String,
     /// Its partition count.
     pub partitions: u32,
+    /// Its id in this log: never reused, kept in the metadata and the topic records (a topic
+    /// deleted and created again under its name gets a new one).
+    pub id: u32,
 }
 
 pub(crate) struct TopicState {
@@ -166,6 +169,7 @@ impl Store {
             .map(|t| TopicInfo {
                 name: t.name.clone(),
                 partitions: t.partitions,
+                id: t.id,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -5,6 +5,7 @@ mod inspect;
 mod load;
 mod plot;
 mod repair;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Say what repairing a damaged data directory drops, and (without --dry-run) do it.
     Repair(repair::RepairArgs),
+    /// Serve a log over the Kafka protocol, so Kafka clients and tools can use it.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Command::Load { scenario } => load::run(scenario),
         Command::Inspect(args) => inspect::run(args),
         Command::Repair(args) => repair::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("floodgate: {e}");

@@ -1,0 +1,163 @@
+//! The requests the server answers: each API's body decoded at the version the client sent,
+//! handled against the log, and its response encoded at that version.
+
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::conn::{Request, ThreadState};
+use crate::versions::{SUPPORTED_APIS, api};
+
+/// A request being answered: its response frame (size included), or `None` when no response
+/// is sent (Produce with acks=0); an error closes the connection with its reason.
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>>>>;
+
+/// The task that answers `req`, or why the connection is closed instead (an API or version the
+/// server does not serve, or a body that does not decode): a client that sends what it was
+/// not offered, or bytes that do not parse, cannot be answered in a form it would read.
+pub(crate) fn handle(state: &Rc<ThreadState>, req: Request) -> Result<Answer, String> {
+    let Request {
+        key,
+        version,
+        header,
+        mut body,
+    } = req;
+    let id = header.correlation_id;
+    if key == ApiKey::ApiVersions {
+        let frame = api_versions(version, id);
+        return Ok(Box::pin(async move { frame.map(Some) }));
+    }
+    let Some(served) = api(key) else {
+        return Err(format!("{key:?} is not served"));
+    };
+    if !(served.min..=served.max).contains(&version) {
+        return Err(format!(
+            "{key:?} v{version} is not served (v{}-{} are)",
+            served.min, served.max
+        ));
+    }
+    let malformed =
+        |e: &dyn std::fmt::Display| format!("a malformed {key:?} v{version} request: {e}");
+    let state = Rc::clone(state);
+    Ok(match key {
+        ApiKey::Metadata => {
+            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move {
+                let response = metadata::metadata(&state, request, version);
+                frame(key, version, id, &response).map(Some)
+            })
+        }
+        ApiKey::Produce if version < served.min_served => {
+            let response = produce::refuse_old(body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move { Ok(response.map(|body| raw_frame(id, &body))) })
+        }
+        ApiKey::Produce => {
+            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move {
+                match produce::produce(&state, request).await {
+                    Some(response) => frame(key, version, id, &response).map(Some),
+                    None => Ok(None),
+                }
+            })
+        }
+        ApiKey::Fetch => {
+            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move {
+                let response = fetch::fetch(&state, request).await;
+                frame(key, version, id, &response).map(Some)
+            })
+        }
+        ApiKey::ListOffsets => {
+            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move {
+                let response = offsets::list_offsets(&state, request);
+                frame(key, version, id, &response).map(Some)
+            })
+        }
+        other => return Err(format!("{other:?} has no handler")),
+    })
+}
+
+/// ApiVersions' response. A version above the highest served gets the v0 layout with
+/// UNSUPPORTED_VERSION and the list, so the client can pick one it shares (the protocol's rule).
+fn api_versions(version: i16, id: i32) -> Result<Bytes, String> {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|a| {
+            let mut v = ApiVersion::default();
+            v.api_key = a.key as i16;
+            v.min_version = a.min;
+            v.max_version = a.max;
+            v
+        })
+        .collect();
+    let served = api(ApiKey::ApiVersions).expect("ApiVersions is served");
+    if version > served.max || version < 0 {
+        response.error_code = ResponseError::UnsupportedVersion.code();
+        return frame(ApiKey::ApiVersions, 0, id, &response);
+    }
+    frame(ApiKey::ApiVersions, version, id, &response)
+}
+
+/// A response frame: size, header (at the header version `key` and `version` call for), body.
+/// A response that does not encode at its version (a field set that the version lacks) is a
+/// fault of this server: the connection closes with the reason rather than send it.
+fn frame<R: Encodable>(key: ApiKey, version: i16, id: i32, body: &R) -> Result<Bytes, String> {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = id;
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let encoded = header
+        .encode(&mut buf, key.response_header_version(version))
+        .and_then(|()| body.encode(&mut buf, version));
+    if let Err(e) = encoded {
+        // The first line: the protocol crate's errors carry a backtrace after it.
+        let reason = e.to_string();
+        let reason = reason.lines().next().unwrap_or_default();
+        return Err(format!(
+            "the {key:?} v{version} response did not encode: {reason}"
+        ));
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// A response frame of a body encoded by hand, with the v0 response header.
+fn raw_frame(id: i32, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(8 + body.len());
+    buf.put_i32((4 + body.len()) as i32);
+    buf.put_i32(id);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// The protocol's error code for a library error of a request on a partition.
+pub(crate) fn error_code(e: &floodgate::Error) -> i16 {
+    use floodgate::Error as E;
+    let code = match e {
+        E::UnknownTopic(_) | E::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        E::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        E::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        E::InvalidBatch(_) => ResponseError::CorruptMessage,
+        E::UnsupportedBatch(_) => ResponseError::InvalidRecord,
+        E::InvalidTopicName { .. } | E::ReservedTopicName(_) => {
+            ResponseError::InvalidTopicException
+        }
+        E::Full | E::LogFull { .. } | E::Timeout(_) => ResponseError::RequestTimedOut,
+        _ => ResponseError::KafkaStorageError,
+    };
+    code.code()
+}

@@ -1,0 +1,212 @@
+//! Produce: each partition's record set (one or more RecordBatch v2, as the client encoded
+//! them) goes to the log as it is; the response comes once every batch is acknowledged
+//! (durable under the log's durability), or at once with acks=0, which gets none.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floodgate::{Ack, Error};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::conn::ThreadState;
+
+/// How long a full ring is waited on before the next try (the writer drains it meanwhile).
+const FULL_RETRY: Duration = Duration::from_micros(200);
+
+/// Answers a Produce (v3 on); `None` for acks=0.
+pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<ProduceResponse> {
+    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let refuse_all = if req.transactional_id.is_some() {
+        Some((
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            "floodgate has no transactions",
+        ))
+    } else {
+        None
+    };
+    // Queue every batch first, then wait for the acks: one commit can carry them all.
+    let mut pending: Vec<(usize, usize, Result<Vec<Ack>, i16>)> = Vec::new();
+    let mut response = ProduceResponse::default();
+    for (t, topic) in req.topic_data.iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let mut out = TopicProduceResponse::default();
+        out.name = topic.name.clone();
+        for (p, data) in topic.partition_data.iter().enumerate() {
+            let mut answer = PartitionProduceResponse::default();
+            answer.index = data.index;
+            answer.base_offset = -1;
+            answer.log_append_time_ms = -1;
+            answer.log_start_offset = -1;
+            if let Some((code, why)) = refuse_all {
+                answer.error_code = code;
+                answer.error_message = Some(StrBytes::from_static_str(why));
+            } else {
+                let records = data.records.clone().unwrap_or_default();
+                pending.push((
+                    t,
+                    p,
+                    append_all(state, &name, data.index, records, deadline).await,
+                ));
+            }
+            out.partition_responses.push(answer);
+        }
+        response.responses.push(out);
+    }
+    if req.acks == 0 {
+        return None;
+    }
+    for (t, p, queued) in pending {
+        let topic = &mut response.responses[t];
+        let name = topic.name.0.to_string();
+        let answer = &mut topic.partition_responses[p];
+        let acks = match queued {
+            Ok(acks) => acks,
+            Err(code) => {
+                answer.error_code = code;
+                continue;
+            }
+        };
+        let mut first = None;
+        for ack in acks {
+            match ack.await {
+                Ok(at) => {
+                    first.get_or_insert(at.offset.0 as i64);
+                }
+                Err(e) => {
+                    answer.error_code = super::error_code(&e);
+                    answer.error_message = Some(StrBytes::from_string(e.to_string()));
+                    first = None;
+                    break;
+                }
+            }
+        }
+        if let Some(base) = first {
+            answer.base_offset = base;
+            let partition = answer.index as u32;
+            if let Ok((earliest, _)) = state.shared.log.offsets(&name, partition) {
+                answer.log_start_offset = earliest.0 as i64;
+            }
+        }
+    }
+    Some(response)
+}
+
+/// Hands each batch of `records` (concatenated RecordBatch v2) to the log, all or none: every
+/// batch is checked before the first is queued. Waits for room in a full ring until
+/// `deadline`.
+async fn append_all(
+    state: &ThreadState,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    deadline: Instant,
+) -> Result<Vec<Ack>, i16> {
+    let partition =
+        u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
+    let bytes_max = state.shared.log.config().record_bytes_limit();
+    let batches = split(&records).ok_or(ResponseError::CorruptMessage.code())?;
+    for batch in &batches {
+        floodgate::producer::check_batch(batch, bytes_max).map_err(|e| super::error_code(&e))?;
+    }
+    let mut acks = Vec::new();
+    for batch in batches {
+        loop {
+            let appended = state
+                .producer
+                .borrow_mut()
+                .try_append_batch(topic, partition, batch);
+            match appended {
+                Ok(ack) => {
+                    acks.push(ack);
+                    break;
+                }
+                Err(Error::Full | Error::LogFull { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(FULL_RETRY).await;
+                }
+                Err(e) => return Err(super::error_code(&e)),
+            }
+        }
+    }
+    Ok(acks)
+}
+
+/// The batches of a record set by their length fields; `None` if one runs past the end or
+/// there is none.
+fn split(records: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut batches = Vec::new();
+    let mut at = 0usize;
+    while at < records.len() {
+        // baseOffset (8), batchLength (4): the batch is batchLength bytes after them.
+        let len = records.get(at + 8..at + 12)?;
+        let len = i32::from_be_bytes(len.try_into().expect("4 bytes"));
+        let end = at
+            .checked_add(12)?
+            .checked_add(usize::try_from(len).ok()?)?;
+        batches.push(records.get(at..end)?);
+        at = end;
+    }
+    (!batches.is_empty()).then_some(batches)
+}
+
+/// Produce v0-2 carry the message formats before RecordBatch v2, which floodgate does not
+/// store. Kafka advertises these versions (old librdkafka refuses a broker that does not) and
+/// refuses them; the protocol crate no longer knows them, so they are read and answered here:
+/// every partition gets UNSUPPORTED_FOR_MESSAGE_FORMAT. Returns the response body (`None` for
+/// acks=0), or why the request does not parse.
+pub(crate) fn refuse_old(mut body: Bytes, version: i16) -> Result<Option<Bytes>, String> {
+    use bytes::{Buf, BufMut, BytesMut};
+    let cut = || format!("a Produce v{version} request cut short");
+    let need = |b: &Bytes, n: usize| {
+        if b.remaining() < n {
+            Err(cut())
+        } else {
+            Ok(())
+        }
+    };
+    need(&body, 6)?;
+    let acks = body.get_i16();
+    let _timeout_ms = body.get_i32();
+    let mut out = BytesMut::new();
+    need(&body, 4)?;
+    let topics = body.get_i32();
+    if topics < 0 || topics as usize > body.remaining() {
+        return Err(format!("a Produce v{version} request with {topics} topics"));
+    }
+    out.put_i32(topics);
+    for _ in 0..topics {
+        need(&body, 2)?;
+        let len = body.get_i16();
+        let len = usize::try_from(len).map_err(|_| cut())?;
+        need(&body, len + 4)?;
+        let name = body.split_to(len);
+        out.put_i16(len as i16);
+        out.put_slice(&name);
+        let partitions = body.get_i32();
+        if partitions < 0 || partitions as usize > body.remaining() {
+            return Err(format!(
+                "a Produce v{version} request with {partitions} partitions"
+            ));
+        }
+        out.put_i32(partitions);
+        for _ in 0..partitions {
+            need(&body, 8)?;
+            let index = body.get_i32();
+            let records = usize::try_from(body.get_i32()).unwrap_or(0);
+            need(&body, records)?;
+            body.advance(records);
+            out.put_i32(index);
+            out.put_i16(ResponseError::UnsupportedForMessageFormat.code());
+            out.put_i64(-1); // base offset
+            if version >= 2 {
+                out.put_i64(-1); // log append time
+            }
+        }
+    }
+    if version >= 1 {
+        out.put_i32(0); // throttle time
+    }
+    Ok((acks != 0).then(|| out.freeze()))
+}

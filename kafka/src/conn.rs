@@ -1,0 +1,177 @@
+//! One client connection on a network thread: requests are read in turn (a 4-byte size, then
+//! that many bytes), each handled as its own task, and the responses written in the order the
+//! requests came. At most [`PIPELINE_MAX`] requests are in flight per connection; past that
+//! the connection is not read until the oldest is answered.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use floodgate::Producer;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::Shared;
+use crate::apis;
+
+/// Requests of one connection in flight at once (read, not yet answered).
+pub(crate) const PIPELINE_MAX: usize = 64;
+
+/// What the connections of one network thread share: the server's state, a producer into the
+/// log (one per thread: producers are cheap and not shared between threads), and how many
+/// connections are open.
+pub(crate) struct ThreadState {
+    pub shared: Arc<Shared>,
+    pub producer: RefCell<Producer>,
+    open: Cell<usize>,
+    idle: Notify,
+}
+
+impl ThreadState {
+    pub fn new(shared: Arc<Shared>) -> Rc<ThreadState> {
+        let producer = RefCell::new(shared.log.producer());
+        Rc::new(ThreadState {
+            shared,
+            producer,
+            open: Cell::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Waits until this thread's connections have ended.
+    pub async fn wait_idle(&self) {
+        while self.open.get() > 0 {
+            self.idle.notified().await;
+        }
+    }
+}
+
+/// Serves `stream` on this thread until the client closes it, it sends something malformed,
+/// or the server stops.
+pub(crate) fn spawn(
+    stream: std::net::TcpStream,
+    state: &Rc<ThreadState>,
+    stopped: watch::Receiver<bool>,
+) {
+    let stream = match tokio::net::TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("floodgate serve: a connection could not join the event loop: {e}");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let state = Rc::clone(state);
+    state.open.set(state.open.get() + 1);
+    state.shared.connections.fetch_add(1, Ordering::Relaxed);
+    tokio::task::spawn_local(async move {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        if let Err(reason) = serve(stream, &state, stopped).await {
+            eprintln!("floodgate serve: closed the connection from {peer}: {reason}");
+        }
+        state.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        state.open.set(state.open.get() - 1);
+        state.idle.notify_waiters();
+    });
+}
+
+/// A response on its way: the task computing it (`None`: none is sent, as for acks=0).
+type Answer = tokio::task::JoinHandle<Result<Option<Bytes>, String>>;
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    state: &Rc<ThreadState>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let (mut rd, mut wr) = stream.into_split();
+    let (answers, mut pending) = mpsc::channel::<Answer>(PIPELINE_MAX);
+    // Writes the answers in request order; ends when the reader is done and all are written.
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(answer) = pending.recv().await {
+            match answer.await {
+                Ok(Ok(Some(frame))) => {
+                    if let Err(e) = wr.write_all(&frame).await {
+                        return Err(format!("write: {e}"));
+                    }
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(reason)) => return Err(reason),
+                Err(e) => return Err(format!("a request's handler failed: {e}")),
+            }
+        }
+        let _ = wr.shutdown().await;
+        Ok(())
+    });
+    let max = state.shared.config.max_request_bytes;
+    let outcome = loop {
+        let size = tokio::select! {
+            size = rd.read_i32() => size,
+            _ = stopped.changed() => break Ok(()),
+        };
+        let size = match size {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(format!("read: {e}")),
+        };
+        // Refused before a byte of it is buffered.
+        if size < 0 || size as usize > max {
+            break Err(format!(
+                "a request of {size} bytes (the limit is {max}, --max-request-bytes)"
+            ));
+        }
+        let mut body = BytesMut::zeroed(size as usize);
+        if let Err(e) = rd.read_exact(&mut body).await {
+            break Err(format!("a request cut short: {e}"));
+        }
+        let request = match Request::decode(body.freeze()) {
+            Ok(r) => r,
+            Err(reason) => break Err(reason),
+        };
+        let answer = match apis::handle(state, request) {
+            Ok(task) => tokio::task::spawn_local(task),
+            Err(reason) => break Err(reason),
+        };
+        if answers.send(answer).await.is_err() {
+            break Ok(()); // the writer failed; it says why
+        }
+    };
+    drop(answers);
+    let written = writer
+        .await
+        .unwrap_or_else(|e| Err(format!("the writer failed: {e}")));
+    outcome.and(written)
+}
+
+/// A request whose header is decoded; its body is decoded by its API's handler.
+pub(crate) struct Request {
+    pub key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+impl Request {
+    fn decode(mut bytes: Bytes) -> Result<Request, String> {
+        if bytes.len() < 8 {
+            return Err(format!("a request of {} bytes has no header", bytes.len()));
+        }
+        let key = i16::from_be_bytes([bytes[0], bytes[1]]);
+        let version = i16::from_be_bytes([bytes[2], bytes[3]]);
+        let key = ApiKey::try_from(key).map_err(|_| format!("unknown API key {key}"))?;
+        let header_version = key.request_header_version(version);
+        let header = RequestHeader::decode(&mut bytes, header_version)
+            .map_err(|e| format!("a malformed {key:?} request header: {e}"))?;
+        Ok(Request {
+            key,
+            version,
+            header,
+            body: bytes,
+        })
+    }
+}

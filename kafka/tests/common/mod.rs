@@ -1,0 +1,116 @@
+//! A server on a fresh log for each test, and a minimal blocking client of the protocol.
+#![allow(
+    dead_code,
+    reason = "each test crate uses its own subset of these helpers"
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use floodgate::{Config, Log};
+use floodgate_kafka::{Server, ServerConfig};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// A fresh directory on the build's file system (O_DIRECT needs a disk-backed one).
+pub fn test_dir(name: &str) -> tempfile::TempDir {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// A log in `dir` served on a free port of 127.0.0.1.
+pub fn serve(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> (Arc<Log>, Server) {
+    let log = Arc::new(Log::open(Config::new(dir).pin_threads(false)).unwrap());
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    tweak(&mut config);
+    let server = Server::start(Arc::clone(&log), config).unwrap();
+    (log, server)
+}
+
+/// Stops `server` and closes `log`.
+pub fn stop(log: Arc<Log>, server: Server) {
+    server.shutdown();
+    Arc::into_inner(log)
+        .expect("the server let go of the log")
+        .close()
+        .unwrap();
+}
+
+/// A blocking connection speaking the protocol.
+pub struct Client {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client { stream, next_id: 1 }
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends `body` as API `key` at `version`; returns its correlation id.
+    pub fn send<R: Encodable>(&mut self, key: ApiKey, version: i16, body: &R) -> i32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = id;
+        header.client_id = Some(StrBytes::from_static_str("floodgate-test"));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf).unwrap();
+        id
+    }
+
+    /// Reads one response frame: (correlation id, body), the header read at the version `key`
+    /// and `version` call for.
+    pub fn receive_raw(&mut self, key: ApiKey, version: i16) -> std::io::Result<(i32, Bytes)> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body)?;
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
+            .map_err(std::io::Error::other)?;
+        Ok((header.correlation_id, body))
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn call<Q: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, body: &Q) -> R {
+        let id = self.send(key, version, body);
+        let (got, mut bytes) = self.receive_raw(key, version).unwrap();
+        assert_eq!(got, id, "responses come in request order");
+        let response = R::decode(&mut bytes, version).unwrap();
+        assert!(!bytes.has_remaining(), "the whole response was decoded");
+        response
+    }
+
+    /// Whether the server closed the connection (a read returns end of file).
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}

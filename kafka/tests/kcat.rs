@@ -1,0 +1,119 @@
+//! A real Kafka client against the server: kcat (librdkafka; Debian's is 2.0.2, the old
+//! librdkafka the server must satisfy) produces and consumes through it, and what it wrote is
+//! there after a restart. `.ci/run` installs kcat and sets FLOODGATE_REQUIRE_KAFKA_CLIENTS,
+//! which makes a missing kcat a failure; elsewhere these tests say they skipped.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::{serve, stop, test_dir};
+
+/// Whether kcat can run here; panics when CI requires it and it cannot.
+fn kcat_available() -> bool {
+    let found = Command::new("kcat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
+            "kcat is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS) and does not run"
+        );
+        eprintln!("skipped: kcat is not installed (apt-get install kcat)");
+    }
+    found
+}
+
+/// Runs kcat against `addr` with `args`, feeding it `input`; returns its standard output.
+fn kcat(addr: SocketAddr, args: &[&str], input: &str) -> String {
+    let mut child = Command::new("kcat")
+        .arg("-b")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("kcat takes its input");
+    let out = child.wait_with_output().expect("kcat ends");
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn kcat_produces_and_consumes_through_the_server_and_across_a_restart() {
+    if !kcat_available() {
+        return;
+    }
+    let dir = test_dir("kafka-kcat");
+    let input: String = (0..2000)
+        .map(|i| format!("key{}:value-{i}\n", i % 7))
+        .collect();
+    let expected: Vec<String> = (0..2000)
+        .map(|i| format!("0 {i} key{} value-{i}", i % 7))
+        .collect();
+    let consume = |addr: SocketAddr, from: &str| -> Vec<String> {
+        let args = [
+            "-C",
+            "-t",
+            "orders",
+            "-o",
+            from,
+            "-e",
+            "-q",
+            "-f",
+            "%p %o %k %s\\n",
+        ];
+        kcat(addr, &args, "").lines().map(str::to_owned).collect()
+    };
+    {
+        let (log, server) = serve(dir.path(), |_| {});
+        let addr = server.local_addr();
+        // The topic is auto-created by the producer's metadata request.
+        let args = [
+            "-P",
+            "-t",
+            "orders",
+            "-K:",
+            "-X",
+            "acks=all",
+            "-X",
+            "linger.ms=5",
+        ];
+        kcat(addr, &args, &input);
+        assert_eq!(consume(addr, "beginning"), expected);
+        assert_eq!(consume(addr, "1500"), expected[1500..]);
+        let listing = kcat(addr, &["-L", "-t", "orders"], "");
+        assert!(
+            listing.contains("topic \"orders\" with 1 partitions"),
+            "{listing}"
+        );
+        let end = kcat(addr, &["-Q", "-t", "orders:0:-1"], "");
+        assert!(end.contains("offset 2000"), "{end}");
+        stop(log, server);
+    }
+    // After a restart on the same directory: all of it, and more appended after it.
+    let (log, server) = serve(dir.path(), |_| {});
+    let addr = server.local_addr();
+    assert_eq!(consume(addr, "beginning"), expected);
+    kcat(addr, &["-P", "-t", "orders", "-K:"], "late:after-restart\n");
+    let all = consume(addr, "beginning");
+    assert_eq!(all.len(), 2001);
+    assert_eq!(all[2000], "0 2000 late after-restart");
+    stop(log, server);
+}

@@ -1,0 +1,374 @@
+//! The server against a minimal client of the protocol: versions, produce and fetch of a
+//! client's batch as it was sent, long polls, refusals, and bad input that closes only its
+//! own connection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::{Client, serve, stop, test_dir};
+use kafka_protocol::ResponseError;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// A producer's batch of `n` records, as a client encodes it (one batch: the records share a
+/// producer id and have sequence numbers, as an idempotent producer's do).
+fn client_batch(n: i64) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: 99,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+fn metadata(client: &mut Client, topic: &str, create: bool) -> MetadataResponse {
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name(topic));
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![t]);
+    req.allow_auto_topic_creation = create;
+    client.call(ApiKey::Metadata, 12, &req)
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    let mut data = PartitionProduceData::default();
+    data.index = partition;
+    data.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![data];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![t];
+    req
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 50 << 20;
+    req.topics = vec![t];
+    req
+}
+
+/// A request frame with a v1 header (no tagged fields) and `body` as given.
+fn raw_request(key: ApiKey, version: i16, id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(key as i16).to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // no client id
+    frame.extend_from_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    out
+}
+
+/// `batch` as stored at `base_offset`: the broker sets the base offset and leader epoch 0.
+fn stored(batch: &[u8], base_offset: i64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..16].copy_from_slice(&0i32.to_be_bytes());
+    b
+}
+
+#[test]
+fn api_versions_lists_what_is_served_and_answers_a_newer_version_in_v0() {
+    let dir = test_dir("kafka-versions");
+    let (log, server) = serve(dir.path(), |_| {});
+    let mut client = Client::connect(server.local_addr());
+    let response: ApiVersionsResponse =
+        client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+    let range = |key: ApiKey| {
+        let v = response.api_keys.iter().find(|v| v.api_key == key as i16);
+        v.map(|v| (v.min_version, v.max_version))
+    };
+    assert_eq!(range(ApiKey::Produce), Some((0, 11)));
+    assert_eq!(range(ApiKey::Fetch), Some((4, 12)));
+    assert_eq!(range(ApiKey::Metadata), Some((0, 12)));
+    assert_eq!(range(ApiKey::ApiVersions), Some((0, 3)));
+    // A version past the highest (v9, with a body the server cannot know): the v0 layout,
+    // UNSUPPORTED_VERSION and the list.
+    // (The header is v2: no tagged fields, 0, after the v1 fields.)
+    client
+        .send_raw(&raw_request(ApiKey::ApiVersions, 9, 41, &[0, 1, 2, 3]))
+        .unwrap();
+    let (got, mut body) = client.receive_raw(ApiKey::ApiVersions, 0).unwrap();
+    assert_eq!(got, 41);
+    let old =
+        <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 0).unwrap();
+    assert_eq!(old.error_code, ResponseError::UnsupportedVersion.code());
+    assert_eq!(old.api_keys.len(), response.api_keys.len());
+    stop(log, server);
+}
+
+#[test]
+fn a_produced_batch_is_fetched_as_it_was_sent() {
+    let dir = test_dir("kafka-produce-fetch");
+    let (log, server) = serve(dir.path(), |_| {});
+    let mut client = Client::connect(server.local_addr());
+    // Auto-created by the metadata request.
+    let meta = metadata(&mut client, "orders", true);
+    assert_eq!(meta.topics[0].error_code, 0);
+    assert_eq!(meta.topics[0].partitions.len(), 1);
+    assert_eq!(meta.brokers[0].port, i32::from(server.local_addr().port()));
+    let (a, b) = (client_batch(5), client_batch(3));
+    assert_eq!(
+        i32::from_be_bytes(a[8..12].try_into().unwrap()) as usize + 12,
+        a.len()
+    );
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("orders", 0, a.clone(), -1),
+    );
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // A record set of two batches (the second a copy of the first): both stored.
+    let mut two = b.to_vec();
+    two.extend_from_slice(&b);
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("orders", 0, Bytes::from(two), -1),
+    );
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 5));
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 0, 0));
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 11);
+    let mut expected = stored(&a, 0);
+    expected.extend_from_slice(&stored(&b, 5));
+    expected.extend_from_slice(&stored(&b, 8));
+    assert_eq!(p.records.as_deref(), Some(&expected[..]));
+    // From the middle of the second batch: from that batch whole.
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 6, 0));
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.records.as_deref(), Some(&expected[a.len()..]));
+    // Past the end: OFFSET_OUT_OF_RANGE.
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 12, 0));
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, ResponseError::OffsetOutOfRange.code());
+    // The library reads the client's records back.
+    let records = log
+        .read("orders", 0, floodgate::Offset(0), 1 << 20)
+        .unwrap();
+    assert_eq!(records.len(), 11);
+    assert_eq!(records[6].value.as_deref(), Some(&b"value-1"[..]));
+    assert_eq!(records[10].key.as_deref(), Some(&b"key-2"[..]));
+    stop(log, server);
+}
+
+#[test]
+fn a_fetch_waits_for_data_and_answers_when_it_comes() {
+    let dir = test_dir("kafka-long-poll");
+    let (log, server) = serve(dir.path(), |_| {});
+    log.create_topic("t", floodgate::TopicConfig::new(1))
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    // Nothing comes: answered empty after max_wait_ms.
+    let started = Instant::now();
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("t", 0, 300));
+    assert!(started.elapsed() >= Duration::from_millis(280));
+    assert_eq!(
+        response.responses[0].partitions[0].records.as_deref(),
+        Some(&[][..])
+    );
+    // A batch comes 200 ms into a 10 s wait: answered then.
+    let producer = {
+        let log = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let batch = client_batch(2);
+            let mut p = log.producer();
+            p.append_batch("t", 0, &batch).unwrap().wait().unwrap();
+        })
+    };
+    let started = Instant::now();
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("t", 0, 10_000));
+    let waited = started.elapsed();
+    producer.join().unwrap();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 2);
+    assert!(!p.records.as_ref().unwrap().is_empty());
+    stop(log, server);
+}
+
+#[test]
+fn refused_produces_say_why_and_requests_are_answered_in_order() {
+    let dir = test_dir("kafka-refusals");
+    let (log, server) = serve(dir.path(), |c| c.auto_create_topics = false);
+    log.create_topic("t", floodgate::TopicConfig::new(1))
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let meta = metadata(&mut client, "absent", true);
+    assert_eq!(
+        meta.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code(),
+        "auto-creation is off"
+    );
+    let good = client_batch(4);
+    // Two batches, the second damaged: neither is stored.
+    let mut damaged = good.to_vec();
+    damaged.extend_from_slice(&good);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    let cases: [(ProduceRequest, i16); 3] = [
+        (
+            produce_request("t", 0, Bytes::from(damaged), -1),
+            ResponseError::CorruptMessage.code(),
+        ),
+        (
+            produce_request("t", 3, good.clone(), -1),
+            ResponseError::UnknownTopicOrPartition.code(),
+        ),
+        (
+            produce_request("absent", 0, good.clone(), -1),
+            ResponseError::UnknownTopicOrPartition.code(),
+        ),
+    ];
+    for (req, code) in cases {
+        let response: ProduceResponse = client.call(ApiKey::Produce, 9, &req);
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code,
+            code
+        );
+    }
+    // Produce v2 (an old message format; the protocol crate no longer encodes it): refused.
+    let mut v2 = Vec::new();
+    v2.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 77, 0, 4]); // Produce v2, id 77, client "test"
+    v2.extend_from_slice(b"test");
+    v2.extend_from_slice(&(-1i16).to_be_bytes()); // acks
+    v2.extend_from_slice(&1000i32.to_be_bytes()); // timeout
+    v2.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    v2.extend_from_slice(&[0, 1, b't']);
+    v2.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    v2.extend_from_slice(&0i32.to_be_bytes()); // partition 0
+    v2.extend_from_slice(&3i32.to_be_bytes()); // a 3-byte message set
+    v2.extend_from_slice(&[1, 2, 3]);
+    let mut frame = (v2.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&v2);
+    client.send_raw(&frame).unwrap();
+    let (id, body) = client.receive_raw(ApiKey::Produce, 2).unwrap();
+    assert_eq!(id, 77);
+    let mut expected = 1i32.to_be_bytes().to_vec();
+    expected.extend_from_slice(&[0, 1, b't']);
+    expected.extend_from_slice(&1i32.to_be_bytes());
+    expected.extend_from_slice(&0i32.to_be_bytes());
+    expected.extend_from_slice(
+        &ResponseError::UnsupportedForMessageFormat
+            .code()
+            .to_be_bytes(),
+    );
+    expected.extend_from_slice(&(-1i64).to_be_bytes());
+    expected.extend_from_slice(&(-1i64).to_be_bytes());
+    expected.extend_from_slice(&0i32.to_be_bytes());
+    assert_eq!(&body[..], &expected[..]);
+    // acks=0 gets no response: the next request's response is the next one read.
+    client.send(
+        ApiKey::Produce,
+        9,
+        &produce_request("t", 0, good.clone(), 0),
+    );
+    let meta = metadata(&mut client, "t", false);
+    assert_eq!(meta.topics[0].error_code, 0);
+    // Pipelined: ten requests sent at once are answered in order.
+    let ids: Vec<i32> = (0..10)
+        .map(|_| client.send(ApiKey::Fetch, 12, &fetch_request("t", 0, 0)))
+        .collect();
+    for id in ids {
+        let (got, _) = client.receive_raw(ApiKey::Fetch, 12).unwrap();
+        assert_eq!(got, id);
+    }
+    assert_eq!(log.offsets("t", 0).unwrap().1, floodgate::Offset(4));
+    stop(log, server);
+}
+
+#[test]
+fn bad_input_closes_only_its_own_connection() {
+    let dir = test_dir("kafka-bad-input");
+    let (log, server) = serve(dir.path(), |c| c.max_request_bytes = 1 << 20);
+    let addr = server.local_addr();
+    let mut healthy = Client::connect(addr);
+    let _: ApiVersionsResponse =
+        healthy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    // Too large: refused from its size alone, before the bytes are sent.
+    let mut big = Client::connect(addr);
+    big.send_raw(&(2i32 << 20).to_be_bytes()).unwrap();
+    assert!(big.closed_by_server());
+    // A negative size.
+    let mut negative = Client::connect(addr);
+    negative.send_raw(&(-5i32).to_be_bytes()).unwrap();
+    assert!(negative.closed_by_server());
+    // An unknown API key.
+    let mut unknown = Client::connect(addr);
+    let mut frame = 10i32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
+    unknown.send_raw(&frame).unwrap();
+    assert!(unknown.closed_by_server());
+    // A Metadata request cut inside its body.
+    let mut cut = Client::connect(addr);
+    let mut frame = 14i32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0x05, 0x01]);
+    cut.send_raw(&frame).unwrap();
+    assert!(cut.closed_by_server());
+    // A version the server does not offer.
+    let mut older = Client::connect(addr);
+    older
+        .send_raw(&raw_request(ApiKey::Fetch, 3, 5, &[0; 16]))
+        .unwrap();
+    assert!(older.closed_by_server());
+    // The server and the first connection are unharmed.
+    let _: ApiVersionsResponse =
+        healthy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let mut fresh = Client::connect(addr);
+    let _: ApiVersionsResponse = fresh.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    stop(log, server);
+}

@@ -1,0 +1,105 @@
+//! `floodgate serve`: opens a log and serves it over the Kafka protocol
+//! (`floodgate_kafka::Server`) until SIGINT or SIGTERM, then stops accepting, answers what is
+//! in flight and closes the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use floodgate::{Config, IoBackend, Log};
+use floodgate_kafka::{MAX_CONNECTIONS_DEFAULT, MAX_REQUEST_BYTES_DEFAULT, Server, ServerConfig};
+
+use crate::error::CliResult;
+use crate::load::parse_backend;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The data directory (created if missing).
+    #[arg(long, default_value = "./floodgate-data")]
+    dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// The HOST:PORT clients are told to connect to (default: the listening address).
+    #[arg(long, value_parser = parse_host_port)]
+    advertised: Option<(String, u16)>,
+    /// Create topics that clients name and that do not exist (`true` or `false`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of an auto-created topic.
+    #[arg(long, default_value_t = 1)]
+    default_partitions: u32,
+    /// The largest request accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, default_value_t = MAX_REQUEST_BYTES_DEFAULT)]
+    max_request_bytes: usize,
+    /// Connections open at once.
+    #[arg(long, default_value_t = MAX_CONNECTIONS_DEFAULT)]
+    max_connections: usize,
+    /// Network threads (event loops), kept off the writers' cores.
+    #[arg(long, default_value_t = 1)]
+    network_threads: usize,
+    /// Shards (writer threads) of a new log.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// I/O backend: `io_uring` or `portable`.
+    #[arg(long, default_value = "io_uring", value_parser = parse_backend)]
+    backend: IoBackend,
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--advertised {s:?}: use HOST:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("--advertised {s:?}: the port is not a number"))?;
+    Ok((host.to_owned(), port))
+}
+
+pub fn run(args: ServeArgs) -> CliResult {
+    use nix::sys::signal::{SigSet, Signal};
+    // Blocked before any thread starts, so every thread inherits the mask and the signals
+    // wait for `wait` below.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals
+        .thread_block()
+        .map_err(|e| format!("blocking SIGINT and SIGTERM: {e}"))?;
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("creating {}: {e}", args.dir.display()))?;
+    let config = Config::new(&args.dir)
+        .shards(args.shards)
+        .io_backend(args.backend);
+    let log = Arc::new(Log::open(config)?);
+    let mut server_config = ServerConfig::new(args.listen);
+    server_config.advertised = args.advertised;
+    server_config.auto_create_topics = args.auto_create_topics;
+    server_config.default_partitions = args.default_partitions;
+    server_config.max_request_bytes = args.max_request_bytes;
+    server_config.max_connections = args.max_connections;
+    server_config.network_threads = args.network_threads;
+    server_config.cores = log.other_cores().to_vec();
+    let server = Server::start(Arc::clone(&log), server_config)
+        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    eprintln!(
+        "floodgate {} serving {} on {} (Kafka protocol; {} shard(s), {} network thread(s), \
+         io {})",
+        env!("CARGO_PKG_VERSION"),
+        args.dir.display(),
+        server.local_addr(),
+        args.shards,
+        args.network_threads,
+        args.backend.name(),
+    );
+    let signal = signals
+        .wait()
+        .map_err(|e| format!("waiting for a signal: {e}"))?;
+    eprintln!("floodgate: {signal}: stopping");
+    server.shutdown();
+    let log = Arc::into_inner(log).ok_or("the log is still in use after the server stopped")?;
+    log.close()?;
+    eprintln!("floodgate: stopped; the log is closed");
+    Ok(())
+}
