@@ -1,7 +1,10 @@
-//! A real Kafka client against the server: kcat (librdkafka; Debian's is 2.0.2, the old
+//! Real Kafka clients against the server: kcat (librdkafka; Debian's is 2.0.2, the old
 //! librdkafka the server must satisfy) produces and consumes through it, and what it wrote is
-//! there after a restart. `.ci/run` installs kcat and sets FLOODGATE_REQUIRE_KAFKA_CLIENTS,
-//! which makes a missing kcat a failure; elsewhere these tests say they skipped.
+//! there after a restart; confluent-kafka for Python (the current librdkafka) produces keyed
+//! records with headers to several partitions and reads them back (`tests/clients/`).
+//! `.ci/run` installs both and sets FLOODGATE_REQUIRE_KAFKA_CLIENTS, which makes a missing
+//! client a failure; elsewhere these tests say they skipped. FLOODGATE_PYTHON names the Python
+//! that has confluent-kafka (default `python3`).
 
 mod common;
 
@@ -11,10 +14,10 @@ use std::process::{Command, Stdio};
 
 use common::{serve, stop, test_dir};
 
-/// Whether kcat can run here; panics when CI requires it and it cannot.
-fn kcat_available() -> bool {
-    let found = Command::new("kcat")
-        .arg("-V")
+/// Whether `program args` runs here; panics when CI requires the client and it does not.
+fn client_available(program: &str, args: &[&str], install: &str) -> bool {
+    let found = Command::new(program)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -22,11 +25,19 @@ fn kcat_available() -> bool {
     if !found {
         assert!(
             std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
-            "kcat is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS) and does not run"
+            "{program} {args:?} is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS) and fails"
         );
-        eprintln!("skipped: kcat is not installed (apt-get install kcat)");
+        eprintln!("skipped: {program} {args:?} fails ({install})");
     }
     found
+}
+
+fn kcat_available() -> bool {
+    client_available("kcat", &["-V"], "apt-get install kcat")
+}
+
+fn python() -> String {
+    std::env::var("FLOODGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
 /// Runs kcat against `addr` with `args`, feeding it `input`; returns its standard output.
@@ -115,5 +126,40 @@ fn kcat_produces_and_consumes_through_the_server_and_across_a_restart() {
     let all = consume(addr, "beginning");
     assert_eq!(all.len(), 2001);
     assert_eq!(all[2000], "0 2000 late after-restart");
+    stop(log, server);
+}
+
+#[test]
+fn confluent_kafka_produces_to_several_partitions_and_reads_back() {
+    let python = python();
+    let probe = ["-c", "import confluent_kafka"];
+    if !client_available(&python, &probe, "pip install confluent-kafka") {
+        return;
+    }
+    let dir = test_dir("kafka-python");
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 3);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/confluent_roundtrip.py"
+    );
+    let out = Command::new(&python)
+        .args([
+            script,
+            &server.local_addr().to_string(),
+            "py-orders",
+            "5000",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        log.offsets("py-orders", 0).unwrap().1,
+        floodgate::Offset(1667)
+    );
     stop(log, server);
 }
