@@ -44,6 +44,18 @@ pub const SUPPORTED_APIS: &[Api] = &[
         min_served: 0,
     },
     Api {
+        key: ApiKey::CreateTopics,
+        min: 2,
+        max: 7,
+        min_served: 2,
+    },
+    Api {
+        key: ApiKey::DeleteTopics,
+        min: 1,
+        max: 5,
+        min_served: 1,
+    },
+    Api {
         key: ApiKey::ApiVersions,
         min: 0,
         max: 3,

@@ -372,3 +372,78 @@ fn bad_input_closes_only_its_own_connection() {
     let _: ApiVersionsResponse = fresh.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     stop(log, server);
 }
+
+#[test]
+fn topics_are_created_and_deleted_by_admin_requests() {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    };
+    let dir = test_dir("kafka-admin");
+    let (log, server) = serve(dir.path(), |_| {});
+    let mut client = Client::connect(server.local_addr());
+    let topic = |n: &str, partitions: i32, replication: i16| {
+        let mut t = CreatableTopic::default();
+        t.name = name(n);
+        t.num_partitions = partitions;
+        t.replication_factor = replication;
+        t
+    };
+    let mut with_config = topic("configured", 1, 1);
+    let mut config = CreatableTopicConfig::default();
+    config.name = StrBytes::from_static_str("retention.ms");
+    config.value = Some(StrBytes::from_static_str("1000"));
+    with_config.configs = vec![config];
+    let mut req = CreateTopicsRequest::default();
+    req.timeout_ms = 5000;
+    req.topics = vec![
+        topic("a", 4, -1),
+        topic("b", -1, 1),
+        topic("a", 2, 1),
+        topic("c", 1, 3),
+        topic("d", 0, 1),
+        with_config,
+        topic("bad name!", 1, 1),
+    ];
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(
+        codes,
+        [
+            0,
+            0,
+            ResponseError::TopicAlreadyExists.code(),
+            ResponseError::InvalidReplicationFactor.code(),
+            ResponseError::InvalidPartitions.code(),
+            ResponseError::InvalidConfig.code(),
+            ResponseError::InvalidTopicException.code(),
+        ]
+    );
+    assert_eq!(response.topics[0].num_partitions, 4);
+    assert!(!response.topics[0].topic_id.is_nil());
+    assert_eq!(log.offsets("a", 3).unwrap().1, floodgate::Offset(0));
+    assert!(log.offsets("b", 0).is_ok(), "the default partition count");
+    assert!(
+        log.offsets("c", 0).is_err(),
+        "refused topics are not created"
+    );
+    // Validation only: nothing is created.
+    let mut check = CreateTopicsRequest::default();
+    check.topics = vec![topic("e", 2, 1)];
+    check.validate_only = true;
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &check);
+    assert_eq!(response.topics[0].error_code, 0);
+    assert!(log.offsets("e", 0).is_err());
+    // Deleted, and then unknown.
+    let mut delete = DeleteTopicsRequest::default();
+    delete.topic_names = vec![name("a"), name("nope")];
+    let response: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 5, &delete);
+    let codes: Vec<i16> = response.responses.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, ResponseError::UnknownTopicOrPartition.code()]);
+    let meta = metadata(&mut client, "a", false);
+    assert_eq!(
+        meta.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    stop(log, server);
+}

@@ -68,7 +68,7 @@ pub(crate) fn metadata(
 /// The cluster id clients see (Kafka's are 22 characters of base64).
 const CLUSTER_ID: &str = "floodgate-single-node0";
 
-fn find(log: &floodgate::Log, name: &str) -> Option<floodgate::TopicInfo> {
+pub(crate) fn find(log: &floodgate::Log, name: &str) -> Option<floodgate::TopicInfo> {
     log.list_topics().into_iter().find(|t| t.name == name)
 }
 

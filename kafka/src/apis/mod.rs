@@ -5,6 +5,7 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod topics;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,6 +83,20 @@ pub(crate) fn handle(state: &Rc<ThreadState>, req: Request) -> Result<Answer, St
             let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
             Box::pin(async move {
                 let response = offsets::list_offsets(&state, request);
+                frame(key, version, id, &response).map(Some)
+            })
+        }
+        ApiKey::CreateTopics => {
+            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move {
+                let response = topics::create_topics(&state, request);
+                frame(key, version, id, &response).map(Some)
+            })
+        }
+        ApiKey::DeleteTopics => {
+            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
+            Box::pin(async move {
+                let response = topics::delete_topics(&state, request);
                 frame(key, version, id, &response).map(Some)
             })
         }
