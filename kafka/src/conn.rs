@@ -157,7 +157,7 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    fn decode(mut bytes: Bytes) -> Result<Request, String> {
+    pub(crate) fn decode(mut bytes: Bytes) -> Result<Request, String> {
         if bytes.len() < 8 {
             return Err(format!("a request of {} bytes has no header", bytes.len()));
         }

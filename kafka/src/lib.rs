@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 use floodgate::Log;
 use tokio::sync::{mpsc, watch};
 
+pub use apis::check_request;
 pub use versions::SUPPORTED_APIS;
 
 /// How the server listens and behaves.

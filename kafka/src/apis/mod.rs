@@ -14,7 +14,10 @@ use std::rc::Rc;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::conn::{Request, ThreadState};
@@ -24,20 +27,26 @@ use crate::versions::{SUPPORTED_APIS, api};
 /// is sent (Produce with acks=0); an error closes the connection with its reason.
 pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>>>>;
 
-/// The task that answers `req`, or why the connection is closed instead (an API or version the
-/// server does not serve, or a body that does not decode): a client that sends what it was
-/// not offered, or bytes that do not parse, cannot be answered in a form it would read.
-pub(crate) fn handle(state: &Rc<ThreadState>, req: Request) -> Result<Answer, String> {
-    let Request {
-        key,
-        version,
-        header,
-        mut body,
-    } = req;
-    let id = header.correlation_id;
+/// A request decoded at its version.
+pub(crate) enum Decoded {
+    ApiVersions,
+    Metadata(MetadataRequest),
+    /// Produce v0-2: the response body, written by hand (`None` for acks=0).
+    OldProduce(Option<Bytes>),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+}
+
+/// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
+/// server does not serve, or a body that does not decode. A client that sends what it was not
+/// offered, or bytes that do not parse, cannot be answered in a form it would read.
+pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
+    let (key, version, body) = (req.key, req.version, &mut req.body);
     if key == ApiKey::ApiVersions {
-        let frame = api_versions(version, id);
-        return Ok(Box::pin(async move { frame.map(Some) }));
+        return Ok(Decoded::ApiVersions);
     }
     let Some(served) = api(key) else {
         return Err(format!("{key:?} is not served"));
@@ -50,58 +59,83 @@ pub(crate) fn handle(state: &Rc<ThreadState>, req: Request) -> Result<Answer, St
     }
     let malformed =
         |e: &dyn std::fmt::Display| format!("a malformed {key:?} v{version} request: {e}");
-    let state = Rc::clone(state);
+    macro_rules! decoded {
+        ($variant:ident) => {
+            Decoded::$variant(Decodable::decode(body, version).map_err(|e| malformed(&e))?)
+        };
+    }
     Ok(match key {
-        ApiKey::Metadata => {
-            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move {
-                let response = metadata::metadata(&state, request, version);
-                frame(key, version, id, &response).map(Some)
-            })
-        }
-        ApiKey::Produce if version < served.min_served => {
-            let response = produce::refuse_old(body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move { Ok(response.map(|body| raw_frame(id, &body))) })
-        }
-        ApiKey::Produce => {
-            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move {
-                match produce::produce(&state, request).await {
-                    Some(response) => frame(key, version, id, &response).map(Some),
-                    None => Ok(None),
-                }
-            })
-        }
-        ApiKey::Fetch => {
-            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move {
-                let response = fetch::fetch(&state, request).await;
-                frame(key, version, id, &response).map(Some)
-            })
-        }
-        ApiKey::ListOffsets => {
-            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move {
-                let response = offsets::list_offsets(&state, request);
-                frame(key, version, id, &response).map(Some)
-            })
-        }
-        ApiKey::CreateTopics => {
-            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move {
-                let response = topics::create_topics(&state, request);
-                frame(key, version, id, &response).map(Some)
-            })
-        }
-        ApiKey::DeleteTopics => {
-            let request = Decodable::decode(&mut body, version).map_err(|e| malformed(&e))?;
-            Box::pin(async move {
-                let response = topics::delete_topics(&state, request);
-                frame(key, version, id, &response).map(Some)
-            })
-        }
+        ApiKey::Metadata => decoded!(Metadata),
+        ApiKey::Produce if version < served.min_served => Decoded::OldProduce(
+            produce::refuse_old(std::mem::take(body), version).map_err(|e| malformed(&e))?,
+        ),
+        ApiKey::Produce => decoded!(Produce),
+        ApiKey::Fetch => decoded!(Fetch),
+        ApiKey::ListOffsets => decoded!(ListOffsets),
+        ApiKey::CreateTopics => decoded!(CreateTopics),
+        ApiKey::DeleteTopics => decoded!(DeleteTopics),
         other => return Err(format!("{other:?} has no handler")),
     })
+}
+
+/// The task that answers `req` (see [`decode`] for what closes the connection instead).
+pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer, String> {
+    let decoded = decode(&mut req)?;
+    let (key, version, id) = (req.key, req.version, req.header.correlation_id);
+    let state = Rc::clone(state);
+    Ok(match decoded {
+        Decoded::ApiVersions => {
+            let frame = api_versions(version, id);
+            Box::pin(async move { frame.map(Some) })
+        }
+        Decoded::Metadata(request) => Box::pin(async move {
+            let response = metadata::metadata(&state, request, version);
+            frame(key, version, id, &response).map(Some)
+        }),
+        Decoded::OldProduce(response) => {
+            Box::pin(async move { Ok(response.map(|body| raw_frame(id, &body))) })
+        }
+        Decoded::Produce(request) => Box::pin(async move {
+            match produce::produce(&state, request).await {
+                Some(response) => frame(key, version, id, &response).map(Some),
+                None => Ok(None),
+            }
+        }),
+        Decoded::Fetch(request) => Box::pin(async move {
+            let response = fetch::fetch(&state, request).await;
+            frame(key, version, id, &response).map(Some)
+        }),
+        Decoded::ListOffsets(request) => Box::pin(async move {
+            let response = offsets::list_offsets(&state, request);
+            frame(key, version, id, &response).map(Some)
+        }),
+        Decoded::CreateTopics(request) => Box::pin(async move {
+            let response = topics::create_topics(&state, request);
+            frame(key, version, id, &response).map(Some)
+        }),
+        Decoded::DeleteTopics(request) => Box::pin(async move {
+            let response = topics::delete_topics(&state, request);
+            frame(key, version, id, &response).map(Some)
+        }),
+    })
+}
+
+/// Decodes a request frame's body (the bytes after its 4-byte size) as the server would, and a
+/// Produce's record sets as far as the server reads them before the log checks each batch:
+/// what a malformed request's connection is closed for, and nothing else. For fuzzing.
+pub fn check_request(frame: Bytes) -> Result<(), String> {
+    let mut req = Request::decode(frame)?;
+    if let Decoded::Produce(produce) = decode(&mut req)? {
+        for topic in &produce.topic_data {
+            for data in &topic.partition_data {
+                let records = data.records.clone().unwrap_or_default();
+                for batch in produce::split(&records).unwrap_or_default() {
+                    let _ = floodgate::producer::check_batch(batch, usize::MAX);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// ApiVersions' response. A version above the highest served gets the v0 layout with

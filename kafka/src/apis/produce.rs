@@ -135,7 +135,7 @@ async fn append_all(
 
 /// The batches of a record set by their length fields; `None` if one runs past the end or
 /// there is none.
-fn split(records: &[u8]) -> Option<Vec<&[u8]>> {
+pub(crate) fn split(records: &[u8]) -> Option<Vec<&[u8]>> {
     let mut batches = Vec::new();
     let mut at = 0usize;
     while at < records.len() {
