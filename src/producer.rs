@@ -176,7 +176,9 @@ impl Producer {
     /// offset and partition leader epoch, which its checksum does not cover. The batch is
     /// checked first (length, magic, CRC-32C, every record) and may be at most
     /// `record_bytes_max` bytes ([`Error::RecordTooLarge`]); a malformed one is
-    /// [`Error::InvalidBatch`], a compressed or transactional one [`Error::UnsupportedBatch`].
+    /// [`Error::InvalidBatch`], a transactional one [`Error::UnsupportedBatch`]. Compressed
+    /// batches (gzip, snappy, lz4, zstd) are stored compressed; the library's readers
+    /// decompress them.
     /// Waits (up to the send timeout) while the ring is full; the ack resolves to the batch's
     /// first offset, and its records take the offsets after it.
     pub fn append_batch(&mut self, topic: &str, partition: u32, batch: &[u8]) -> Result<Ack> {
@@ -459,8 +461,8 @@ impl Producer {
 }
 
 /// Checks a record batch as [`Producer::append_batch`] does before storing it: at most
-/// `bytes_max` bytes (the log's `record_bytes_max`), uncompressed, outside any transaction,
-/// and whole (length, magic, CRC-32C, records). A caller with several batches that must be
+/// `bytes_max` bytes (the log's `record_bytes_max`), outside any transaction, and whole
+/// (length, magic, CRC-32C, its records decompressed if they are compressed, and walked). A caller with several batches that must be
 /// stored all or none checks them all first.
 pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
     if batch.len() > bytes_max {
@@ -472,18 +474,6 @@ pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
     if let Some(a) = batch.get(21..23) {
         let attributes = i16::from_be_bytes([a[0], a[1]]);
         let refuse = |what: &str| Err(Error::UnsupportedBatch(what.to_owned()));
-        match attributes & 0x07 {
-            0 => {}
-            1 => return refuse("gzip-compressed batches are not stored yet"),
-            2 => return refuse("snappy-compressed batches are not stored yet"),
-            3 => return refuse("lz4-compressed batches are not stored yet"),
-            4 => return refuse("zstd-compressed batches are not stored yet"),
-            codec => {
-                return Err(Error::InvalidBatch(format!(
-                    "unknown compression codec {codec}"
-                )));
-            }
-        }
         if attributes & 0x10 != 0 {
             return refuse("transactional batches: floodgate has no transactions");
         }

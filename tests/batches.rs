@@ -1,8 +1,10 @@
 //! A producer's RecordBatch, as a Kafka client sends it, is stored byte for byte
 //! (`Producer::append_batch`): only its base offset and partition leader epoch change; its
 //! records take the partition's next offsets, among records sent one by one; it reads back
-//! the same (`Log::read_batches`, `Log::read`) before and after a reopen; and a batch that is
-//! malformed, compressed, transactional or too large is refused with nothing written.
+//! the same (`Log::read_batches`, `Log::read`) before and after a reopen, compressed ones
+//! (gzip, snappy, lz4, zstd) as they came, their records decompressed for the library's
+//! readers; and a batch that is malformed, transactional or too large is refused with nothing
+//! written.
 
 mod common;
 
@@ -118,6 +120,78 @@ fn with_attributes(batch: &[u8], bits: u8) -> Vec<u8> {
 }
 
 #[test]
+fn compressed_batches_are_stored_compressed_and_read_decompressed() {
+    let codecs = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    let dir = test_dir("batches-compressed");
+    let config = small_config(dir.path(), BACKENDS[0]);
+    let batches: Vec<Bytes> = (0..codecs.len())
+        .map(|i| client_batch(10 * i as i64, 10, codecs[i]))
+        .collect();
+    for (batch, codec) in batches.iter().zip(1u8..) {
+        assert_eq!(
+            batch[22] & 0x07,
+            codec,
+            "the encoder compressed with codec {codec}"
+        );
+    }
+    {
+        let log = Log::open(config.clone()).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let mut producer = log.producer();
+        for (i, batch) in batches.iter().enumerate() {
+            let at = producer
+                .append_batch("t", 0, batch)
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(at.offset, Offset(10 * i as u64));
+        }
+    }
+    // After a reopen (recovery checks every frame, decompressing its records).
+    let log = Log::open(config).unwrap();
+    let (stored, next) = log.read_batches("t", 0, Offset(0), 1 << 20, false).unwrap();
+    assert_eq!(next, Offset(40));
+    for (i, (got, sent)) in stored.iter().zip(&batches).enumerate() {
+        assert_eq!(
+            got[..],
+            as_stored(sent, 10 * i as u64)[..],
+            "stored as sent"
+        );
+    }
+    let records = log.read("t", 0, Offset(0), 1 << 20).unwrap();
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected);
+    assert!((records.iter().enumerate()).all(|(i, r)| r.offset == Offset(i as u64)));
+    // A consumer of several partitions (the scan path) reads them too.
+    log.create_topic("u", TopicConfig::new(2)).unwrap();
+    let mut producer = log.producer();
+    for batch in &batches {
+        producer
+            .append_batch("u", 1, batch)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let mut consumer = log.consumer("u").build().unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 40 {
+        let polled = consumer.poll(std::time::Duration::from_secs(5)).unwrap();
+        assert!(!polled.is_empty(), "{} of 40 read", seen.len());
+        seen.extend(polled.into_iter().map(|r| r.record.offset));
+    }
+    assert_eq!(seen, (0..40).map(Offset).collect::<Vec<_>>());
+}
+
+#[test]
 fn refused_batches_write_nothing() {
     let dir = test_dir("batches-refused");
     let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
@@ -142,11 +216,19 @@ fn refused_batches_write_nothing() {
     let err = producer.append_batch("t", 0, &good[..20]).unwrap_err();
     assert!(matches!(err, Error::InvalidBatch(_)), "{err}");
 
-    // Compressed (the codec bits set, the checksum made to match): not stored yet.
+    // Said to be lz4-compressed (the codec bits set, the checksum made to match), and not.
     let lz4 = with_attributes(&good, 0x03);
     let err = producer.append_batch("t", 0, &lz4).unwrap_err();
     assert!(
-        matches!(&err, Error::UnsupportedBatch(why) if why.contains("lz4")),
+        matches!(&err, Error::InvalidBatch(why) if why.contains("lz4")),
+        "{err}"
+    );
+    // An unknown codec.
+    let err = producer
+        .append_batch("t", 0, &with_attributes(&good, 0x05))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidBatch(why) if why.contains("codec")),
         "{err}"
     );
 

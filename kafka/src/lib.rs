@@ -19,6 +19,7 @@
 //! unknown request closes its connection with a logged reason.
 
 mod apis;
+mod bounds;
 mod conn;
 mod versions;
 

@@ -118,6 +118,33 @@ fn kcat_produces_and_consumes_through_the_server_and_across_a_restart() {
         assert!(end.contains("offset 2000"), "{end}");
         stop(log, server);
     }
+    // Compressed by librdkafka with each codec: stored as sent, read back whole.
+    {
+        let (log, server) = serve(dir.path(), |_| {});
+        let addr = server.local_addr();
+        let lines: String = (0..3000).map(|i| format!("order-number-{i}\n")).collect();
+        for codec in ["gzip", "snappy", "lz4", "zstd"] {
+            let topic = format!("z-{codec}");
+            kcat(
+                addr,
+                &["-P", "-t", &topic, "-z", codec, "-X", "linger.ms=100"],
+                &lines,
+            );
+            let args = ["-C", "-t", &topic, "-e", "-q"];
+            assert_eq!(kcat(addr, &args, ""), lines, "{codec}");
+            // librdkafka sends a batch uncompressed when compressing does not shrink it: some,
+            // not all, are compressed.
+            let (batches, _) = log
+                .read_batches(&topic, 0, floodgate::Offset(0), 64 << 20, false)
+                .unwrap();
+            let codec_of = |b: &bytes::Bytes| b[22] & 0x07;
+            assert!(
+                batches.iter().any(|b| codec_of(b) != 0),
+                "{codec} compressed"
+            );
+        }
+        stop(log, server);
+    }
     // After a restart on the same directory: all of it, and more appended after it.
     let (log, server) = serve(dir.path(), |_| {});
     let addr = server.local_addr();

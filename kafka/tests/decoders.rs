@@ -80,6 +80,39 @@ fn seeds() -> Vec<Vec<u8>> {
     ]
 }
 
+/// The protocol crate reserves an array's declared length before decoding its elements: a
+/// request declaring two billion topics in no bytes would make it ask for gigabytes and abort
+/// the process. Refused before that, for every served API.
+#[test]
+fn a_huge_array_length_is_refused_before_anything_is_allocated() {
+    let requests: [(ApiKey, i16, &[u8]); 5] = [
+        (ApiKey::Metadata, 0, &[0x7f, 0xff, 0xff, 0xff]),
+        (ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0x7f, 0]),
+        (
+            ApiKey::Fetch,
+            4,
+            &[
+                0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0x7f, 0xff, 0xff,
+                0xff,
+            ],
+        ),
+        (ApiKey::CreateTopics, 2, &[0x40, 0, 0, 0]),
+        (ApiKey::DeleteTopics, 1, &[0x40, 0, 0, 0]),
+    ];
+    for (key, version, body) in requests {
+        let mut frame = (key as i16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&version.to_be_bytes());
+        frame.extend_from_slice(&1i32.to_be_bytes());
+        frame.extend_from_slice(&(-1i16).to_be_bytes());
+        if key.request_header_version(version) >= 2 {
+            frame.push(0); // no tagged fields
+        }
+        frame.extend_from_slice(body);
+        let e = check_request(Bytes::from(frame)).unwrap_err();
+        assert!(e.contains("array"), "{key:?} v{version}: {e}");
+    }
+}
+
 #[test]
 fn valid_requests_decode() {
     for seed in seeds() {

@@ -2,6 +2,7 @@
 //! its records walked without copying. Pure: bytes in, views out. The layout is in
 //! `segment::format`, which re-exports these.
 
+use super::compression::{Codec, DECOMPRESSED_BYTES_MAX, decompress};
 use super::format::{
     BATCH_HEADER_BYTES, BATCH_MAGIC, DecodeError, FRAME_HEADER_BYTES, FrameHeader, HeaderRef,
     HeaderSlot, RECORD_BYTES_MIN, fail,
@@ -73,12 +74,16 @@ pub struct BatchView<'a> {
     pub max_timestamp: i64,
     /// Number of records.
     pub record_count: u32,
+    /// How the records are compressed (as the producer sent them; floodgate stores them so).
+    pub codec: Codec,
+    /// The records' bytes, compressed with `codec`.
     records: &'a [u8],
 }
 
 impl<'a> BatchView<'a> {
     /// Decodes and verifies a whole RecordBatch v2 (`bytes` is exactly the batch). Checks the
-    /// length field, the magic, the CRC-32C, and that no compression is used.
+    /// length field, the magic, the CRC-32C and the compression codec; the records, compressed
+    /// or not, are checked by [`BatchView::check_records`].
     pub fn decode(bytes: &'a [u8]) -> Result<BatchView<'a>, DecodeError> {
         if bytes.len() < BATCH_HEADER_BYTES {
             return fail(format!(
@@ -109,12 +114,7 @@ impl<'a> BatchView<'a> {
             ));
         }
         let attributes = i16::from_be_bytes(bytes[21..23].try_into().unwrap());
-        if attributes & 0x07 != 0 {
-            return fail(format!(
-                "compressed record batch (codec {})",
-                attributes & 0x07
-            ));
-        }
+        let codec = Codec::of(attributes)?;
         let base_offset = be_i64(0);
         let last_offset_delta = be_i32(23);
         let record_count = be_i32(57);
@@ -124,7 +124,12 @@ impl<'a> BatchView<'a> {
         let records = &bytes[BATCH_HEADER_BYTES..];
         // No records: a gap (`format::encode_gap_frame`), offsets a repair cut off.
         let gap = record_count == 0 && records.is_empty() && last_offset_delta >= 0;
-        if !gap && (record_count < 1 || record_count as usize > records.len() / RECORD_BYTES_MIN) {
+        // Compressed records take fewer bytes than they hold, but no more than the limit.
+        let room = match codec {
+            Codec::None => records.len(),
+            _ => DECOMPRESSED_BYTES_MAX,
+        };
+        if !gap && (record_count < 1 || record_count as usize > room / RECORD_BYTES_MIN) {
             return fail(format!(
                 "record count {record_count} impossible for the batch length"
             ));
@@ -144,6 +149,7 @@ impl<'a> BatchView<'a> {
             base_timestamp: be_i64(27),
             max_timestamp: be_i64(35),
             record_count: record_count as u32,
+            codec,
             records,
         })
     }
@@ -153,22 +159,42 @@ impl<'a> BatchView<'a> {
         self.base_offset + u64::from(self.last_offset_delta)
     }
 
-    /// The records, decoded lazily; each item is checked against the batch bounds.
+    /// The records, decoded lazily; each item is checked against the batch bounds. A
+    /// compressed batch's records are walked with [`BatchView::records_in`] over
+    /// [`BatchView::decompressed`]: here its first item is an error saying so.
     pub fn records(&self) -> RecordIter<'a> {
-        RecordIter {
-            cursor: Cursor {
-                bytes: self.records,
-                pos: 0,
-            },
-            left: self.record_count,
-            base_offset: self.base_offset,
-            base_timestamp: self.base_timestamp,
+        let mut it = self.records_in(self.records);
+        if self.codec != Codec::None {
+            it.compressed = Some(self.codec);
+        }
+        it
+    }
+
+    /// The records' bytes decompressed, or `None` when they are not compressed.
+    pub fn decompressed(&self) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.codec {
+            Codec::None => Ok(None),
+            codec => decompress(codec, self.records).map(Some),
         }
     }
 
-    /// Decodes every record, returning the first error; used to verify a batch whole.
+    /// The records, decoded lazily from `bytes`: the batch's own records, or what its
+    /// compressed records decompress to.
+    pub fn records_in<'b>(&self, bytes: &'b [u8]) -> RecordIter<'b> {
+        RecordIter {
+            cursor: Cursor { bytes, pos: 0 },
+            left: self.record_count,
+            base_offset: self.base_offset,
+            base_timestamp: self.base_timestamp,
+            compressed: None,
+        }
+    }
+
+    /// Decodes every record (decompressing them first if they are compressed), returning the
+    /// first error; used to verify a batch whole.
     pub fn check_records(&self) -> Result<(), DecodeError> {
-        let mut it = self.records();
+        let decompressed = self.decompressed()?;
+        let mut it = self.records_in(decompressed.as_deref().unwrap_or(self.records));
         for (i, r) in (&mut it).enumerate() {
             let delta = r?.offset - self.base_offset;
             if delta != i as u64 {
@@ -224,6 +250,8 @@ pub struct RecordIter<'a> {
     left: u32,
     base_offset: u64,
     base_timestamp: i64,
+    /// Set when walking a compressed batch's bytes as they are: the first item says so.
+    compressed: Option<Codec>,
 }
 
 impl<'a> Iterator for RecordIter<'a> {
@@ -232,6 +260,11 @@ impl<'a> Iterator for RecordIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
+        }
+        if let Some(codec) = self.compressed {
+            self.left = 0;
+            let why = format!("{} records: decompress them first", codec.name());
+            return Some(Err(DecodeError(why)));
         }
         self.left -= 1;
         let r = self.next_record();

@@ -4,6 +4,7 @@
 //! into records.
 
 pub(crate) mod batch;
+pub mod compression;
 pub mod crc;
 pub mod format;
 pub(crate) mod records;

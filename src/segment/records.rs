@@ -93,7 +93,16 @@ fn push_records(
     push: &mut impl FnMut(StoredRecord),
     corrupt: impl Fn(String) -> Error,
 ) -> Result<()> {
-    for r in batch.records() {
+    // A compressed batch's records are decompressed once; they share that buffer instead.
+    let decompressed = batch
+        .decompressed()
+        .map_err(|d| corrupt(d.0))?
+        .map(Bytes::from);
+    let (buf, records) = match &decompressed {
+        Some(d) => (d, batch.records_in(d)),
+        None => (buf, batch.records()),
+    };
+    for r in records {
         let r = r.map_err(|d| corrupt(d.0))?;
         let offset = Offset(r.offset);
         if offset < range.0 || offset >= range.1 {

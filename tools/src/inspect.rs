@@ -369,7 +369,14 @@ fn dump(seg: &Path, frames: &[ScannedFrame], names: &BTreeMap<u32, (String, u32)
         );
         let frame = &bytes[at..at + f.entry.frame_bytes as usize];
         if let Ok(Some((_, batch))) = decode_frame(frame) {
-            for r in batch.records().flatten() {
+            // A compressed batch's records, decompressed (a batch that does not decompress
+            // lists none; --verify says why).
+            let decompressed = batch.decompressed().ok().flatten();
+            let records = match &decompressed {
+                Some(d) => batch.records_in(d),
+                None => batch.records(),
+            };
+            for r in records.flatten() {
                 outln!(
                     "        offset {} ts {} key {} value {} headers {}",
                     r.offset,

@@ -1,6 +1,7 @@
 //! The requests the server answers: each API's body decoded at the version the client sent,
 //! handled against the log, and its response encoded at that version.
 
+mod coordinator;
 mod fetch;
 mod metadata;
 mod offsets;
@@ -16,7 +17,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
+    FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -38,6 +39,7 @@ pub(crate) enum Decoded {
     ListOffsets(ListOffsetsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
+    FindCoordinator(FindCoordinatorRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -59,6 +61,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
     }
     let malformed =
         |e: &dyn std::fmt::Display| format!("a malformed {key:?} v{version} request: {e}");
+    crate::bounds::check(key, version, body).map_err(|e| malformed(&e))?;
     macro_rules! decoded {
         ($variant:ident) => {
             Decoded::$variant(Decodable::decode(body, version).map_err(|e| malformed(&e))?)
@@ -74,6 +77,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::ListOffsets => decoded!(ListOffsets),
         ApiKey::CreateTopics => decoded!(CreateTopics),
         ApiKey::DeleteTopics => decoded!(DeleteTopics),
+        ApiKey::FindCoordinator => decoded!(FindCoordinator),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
@@ -117,6 +121,11 @@ pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer
             let response = topics::delete_topics(&state, request);
             frame(key, version, id, &response).map(Some)
         }),
+        Decoded::FindCoordinator(request) => {
+            let response = coordinator::find_coordinator(request, version);
+            let frame = frame(key, version, id, &response);
+            Box::pin(async move { frame.map(Some) })
+        }
     })
 }
 
