@@ -68,7 +68,7 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, RateLimit, StartAt
 pub use error::{Error, Result};
 pub use io::baseline::{DeviceBaseline, measure_device};
 pub use io::{IoBackend, cores};
-pub use log::{Log, PublishMark, Published};
+pub use log::{Log, PublishMark, Published, ShardState};
 pub use offset::Offset;
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::records::StoredRecord;

@@ -319,6 +319,18 @@ impl Log {
             .collect()
     }
 
+    /// Each shard's state, by shard id: whether it failed (and why: it then accepts no more
+    /// writes) and whether it is full (its disk cap reached with nothing deletable: producers
+    /// are held back).
+    pub fn shard_states(&self) -> Vec<ShardState> {
+        (self.store.shards.iter())
+            .map(|shard| ShardState {
+                failed: shard.stopped().map(|e| e.to_string()),
+                full: shard.log_full.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+
     /// What recovery found and did when this log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
@@ -629,4 +641,13 @@ impl std::future::Future for Published {
             false => std::task::Poll::Pending,
         }
     }
+}
+
+/// A shard's state ([`Log::shard_states`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardState {
+    /// Why the shard stopped accepting writes, if it did (a failed write or flush).
+    pub failed: Option<String>,
+    /// Whether its disk cap is reached with nothing deletable (producers are held back).
+    pub full: bool,
 }

@@ -133,9 +133,14 @@ async fn serve(
             Ok(r) => r,
             Err(reason) => break Err(reason),
         };
+        let key = request.key;
+        state.shared.metrics.request(key);
         let answer = match apis::handle(state, request) {
             Ok(task) => tokio::task::spawn_local(task),
-            Err(reason) => break Err(reason),
+            Err(reason) => {
+                state.shared.metrics.error(key);
+                break Err(reason);
+            }
         };
         if answers.send(answer).await.is_err() {
             break Ok(()); // the writer failed; it says why

@@ -21,6 +21,7 @@
 mod apis;
 mod bounds;
 mod conn;
+mod metrics;
 mod versions;
 
 use std::io;
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub default_partitions: u32,
     /// Cores the network threads may run on (the log's writer cores excluded); any if empty.
     pub cores: Vec<usize>,
+    /// Where `/metrics` (Prometheus' text format) is served over HTTP; nowhere if `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Kafka's `socket.request.max.bytes`.
@@ -76,6 +79,7 @@ impl ServerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             cores: Vec::new(),
+            metrics_listen: None,
         }
     }
 }
@@ -83,6 +87,7 @@ impl ServerConfig {
 /// A running server. [`Server::shutdown`] stops it; dropping it does too.
 pub struct Server {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -94,6 +99,7 @@ pub(crate) struct Shared {
     /// The broker as Metadata names it.
     pub advertised: (String, u16),
     pub connections: AtomicUsize,
+    pub metrics: metrics::Metrics,
 }
 
 impl Server {
@@ -109,6 +115,18 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let advertised = config
             .advertised
             .clone()
@@ -118,6 +136,7 @@ impl Server {
             config,
             advertised,
             connections: AtomicUsize::new(0),
+            metrics: metrics::Metrics::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut inboxes = Vec::new();
@@ -127,12 +146,12 @@ impl Server {
             inboxes.push(tx);
             receivers.push(rx);
         }
-        let mut listener = Some(listener);
+        let mut listener = Some((listener, metrics_listener));
         let mut threads = Vec::new();
         for (i, inbox) in receivers.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let stopped = stopped.clone();
-            let accept = listener.take().map(|l| (l, inboxes.clone()));
+            let accept = listener.take().map(|(l, m)| (l, m, inboxes.clone()));
             let thread = std::thread::Builder::new()
                 .name(format!("floodgate-net-{i}"))
                 .spawn(move || network_thread(i, shared, inbox, accept, stopped))?;
@@ -140,6 +159,7 @@ impl Server {
         }
         Ok(Server {
             local_addr,
+            metrics_addr,
             stop,
             threads,
         })
@@ -148,6 +168,11 @@ impl Server {
     /// The address it listens on (the port chosen, when asked to listen on port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, answers the requests in flight, closes the connections and waits for
@@ -176,6 +201,7 @@ fn network_thread(
     mut inbox: mpsc::UnboundedReceiver<std::net::TcpStream>,
     accept: Option<(
         std::net::TcpListener,
+        Option<std::net::TcpListener>,
         Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
     )>,
     mut stopped: watch::Receiver<bool>,
@@ -195,7 +221,11 @@ fn network_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        if let Some((listener, inboxes)) = accept {
+        if let Some((listener, metrics_listener, inboxes)) = accept {
+            if let Some(m) = metrics_listener {
+                let shared = Arc::clone(&shared);
+                tokio::task::spawn_local(metrics::serve(m, shared, stopped.clone()));
+            }
             let shared = Arc::clone(&shared);
             let stopped = stopped.clone();
             tokio::task::spawn_local(accept_loop(listener, inboxes, shared, stopped));

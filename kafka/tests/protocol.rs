@@ -476,3 +476,53 @@ fn find_coordinator_says_there_is_none_yet() {
     );
     stop(log, server);
 }
+
+/// `/metrics` counts what went through the server and shows the log's own figures.
+#[test]
+fn metrics_count_requests_records_and_the_logs_figures() {
+    use std::io::{Read, Write};
+    let dir = test_dir("kafka-metrics");
+    let (log, server) = serve(dir.path(), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let mut client = Client::connect(server.local_addr());
+    metadata(&mut client, "orders", true);
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("orders", 0, client_batch(5), -1),
+    );
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let _: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 0, 0));
+    let _: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 99, 0));
+    let get = |path: &str| {
+        let mut http = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+        write!(http, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        http.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = get("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in [
+        "floodgate_requests_total{api=\"Produce\"} 1",
+        "floodgate_requests_total{api=\"Fetch\"} 2",
+        "floodgate_request_errors_total{api=\"Fetch\"} 1",
+        "floodgate_records_in_total{topic=\"orders\"} 5",
+        "floodgate_records_out_total{topic=\"orders\"} 5",
+        "floodgate_partition_end_offset{topic=\"orders\",partition=\"0\"} 5",
+        "floodgate_produce_ack_seconds_count 1",
+        "floodgate_fetch_seconds_count 2",
+        "floodgate_shard_up{shard=\"0\"} 1",
+        "floodgate_shard_full{shard=\"0\"} 0",
+        "floodgate_connections 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    assert!(text.contains("floodgate_disk_free_bytes "));
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    stop(log, server);
+}

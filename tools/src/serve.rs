@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:9092")]
     listen: SocketAddr,
+    /// Where /metrics (Prometheus' text format) is served; `none` for nowhere.
+    #[arg(long, default_value = "127.0.0.1:9644", value_parser = parse_metrics_listen)]
+    metrics_listen: MetricsListen,
     /// The HOST:PORT clients are told to connect to (default: the listening address).
     #[arg(long, value_parser = parse_host_port)]
     advertised: Option<(String, u16)>,
@@ -45,6 +48,20 @@ pub struct ServeArgs {
     /// I/O backend: `io_uring` or `portable`.
     #[arg(long, default_value = "io_uring", value_parser = parse_backend)]
     backend: IoBackend,
+}
+
+/// `--metrics-listen`: an address, or none.
+#[derive(Clone, Copy)]
+struct MetricsListen(Option<SocketAddr>);
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    match s {
+        "none" => Ok(MetricsListen(None)),
+        _ => s
+            .parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|_| format!("--metrics-listen {s:?}: use HOST:PORT or none")),
+    }
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
@@ -81,11 +98,19 @@ pub fn run(args: ServeArgs) -> CliResult {
     server_config.max_connections = args.max_connections;
     server_config.network_threads = args.network_threads;
     server_config.cores = log.other_cores().to_vec();
-    let server = Server::start(Arc::clone(&log), server_config)
-        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    server_config.metrics_listen = args.metrics_listen.0;
+    let server = Server::start(Arc::clone(&log), server_config).map_err(|e| {
+        format!(
+            "listening on {} (or the metrics' address): {e}",
+            args.listen
+        )
+    })?;
+    let metrics = server
+        .metrics_addr()
+        .map_or_else(|| "none".to_owned(), |a| format!("http://{a}/metrics"));
     eprintln!(
-        "floodgate {} serving {} on {} (Kafka protocol; {} shard(s), {} network thread(s), \
-         io {})",
+        "floodgate {} serving {} on {} (Kafka protocol; metrics {metrics}; {} shard(s), {} \
+         network thread(s), io {})",
         env!("CARGO_PKG_VERSION"),
         args.dir.display(),
         server.local_addr(),

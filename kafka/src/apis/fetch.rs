@@ -26,10 +26,33 @@ pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> FetchRespon
         let (response, bytes) = read_all(state, &req);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || now >= deadline || errored(&response) {
+            count(state, &response);
             return response;
         }
         // Nothing (or too little) yet: wait for a publish, then read again.
         let _ = tokio::time::timeout(deadline - now, log.published_since(mark)).await;
+    }
+}
+
+/// Counts the records and bytes `response` hands out, by topic.
+fn count(state: &ThreadState, response: &FetchResponse) {
+    for topic in &response.responses {
+        let (mut records, mut bytes) = (0u64, 0u64);
+        for set in topic.partitions.iter().filter_map(|p| p.records.as_ref()) {
+            bytes += set.len() as u64;
+            // Each batch: baseOffset (8), batchLength (4), ..., recordCount at 57.
+            let mut at = 0usize;
+            while let Some(len) = set.get(at + 8..at + 12) {
+                let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+                if let Some(n) = set.get(at + 57..at + 61) {
+                    records += u64::from(u32::from_be_bytes(n.try_into().expect("4 bytes")));
+                }
+                at += 12 + len;
+            }
+        }
+        if bytes > 0 {
+            state.shared.metrics.fetched(&topic.topic.0, records, bytes);
+        }
     }
 }
 

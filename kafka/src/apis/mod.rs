@@ -11,6 +11,7 @@ mod topics;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
@@ -100,13 +101,31 @@ pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer
             Box::pin(async move { Ok(response.map(|body| raw_frame(id, &body))) })
         }
         Decoded::Produce(request) => Box::pin(async move {
-            match produce::produce(&state, request).await {
-                Some(response) => frame(key, version, id, &response).map(Some),
-                None => Ok(None),
+            let started = Instant::now();
+            let response = produce::produce(&state, request).await;
+            let Some(response) = response else {
+                return Ok(None);
+            };
+            let metrics = &state.shared.metrics;
+            metrics.produce_ack.observe(started.elapsed());
+            let codes = response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses);
+            if codes.map(|p| p.error_code).any(|c| c != 0) {
+                metrics.error(key);
             }
+            frame(key, version, id, &response).map(Some)
         }),
         Decoded::Fetch(request) => Box::pin(async move {
+            let started = Instant::now();
             let response = fetch::fetch(&state, request).await;
+            let metrics = &state.shared.metrics;
+            metrics.fetch.observe(started.elapsed());
+            let codes = response.responses.iter().flat_map(|t| &t.partitions);
+            if codes.map(|p| p.error_code).any(|c| c != 0) {
+                metrics.error(key);
+            }
             frame(key, version, id, &response).map(Some)
         }),
         Decoded::ListOffsets(request) => Box::pin(async move {

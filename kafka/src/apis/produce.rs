@@ -28,7 +28,7 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
         None
     };
     // Queue every batch first, then wait for the acks: one commit can carry them all.
-    let mut pending: Vec<(usize, usize, Result<Vec<Ack>, i16>)> = Vec::new();
+    let mut pending: Vec<(usize, usize, Result<Appended, i16>)> = Vec::new();
     let mut response = ProduceResponse::default();
     for (t, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.to_string();
@@ -69,6 +69,7 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
                 continue;
             }
         };
+        let (acks, records, bytes) = acks;
         let mut first = None;
         for ack in acks {
             match ack.await {
@@ -84,6 +85,7 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
             }
         }
         if let Some(base) = first {
+            state.shared.metrics.produced(&name, records, bytes);
             answer.base_offset = base;
             let partition = answer.index as u32;
             if let Ok((earliest, _)) = state.shared.log.offsets(&name, partition) {
@@ -94,6 +96,9 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
     Some(response)
 }
 
+/// A partition's batches queued: their acks, and the records and bytes they hold.
+type Appended = (Vec<Ack>, u64, u64);
+
 /// Hands each batch of `records` (concatenated RecordBatch v2) to the log, all or none: every
 /// batch is checked before the first is queued. Waits for room in a full ring until
 /// `deadline`.
@@ -103,13 +108,16 @@ async fn append_all(
     partition: i32,
     records: Bytes,
     deadline: Instant,
-) -> Result<Vec<Ack>, i16> {
+) -> Result<Appended, i16> {
     let partition =
         u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
     let bytes_max = state.shared.log.config().record_bytes_limit();
     let batches = split(&records).ok_or(ResponseError::CorruptMessage.code())?;
+    let mut count = 0u64;
     for batch in &batches {
-        floodgate::producer::check_batch(batch, bytes_max).map_err(|e| super::error_code(&e))?;
+        let view = floodgate::producer::check_batch(batch, bytes_max)
+            .map_err(|e| super::error_code(&e))?;
+        count += u64::from(view.record_count);
     }
     let mut acks = Vec::new();
     for batch in batches {
@@ -130,7 +138,7 @@ async fn append_all(
             }
         }
     }
-    Ok(acks)
+    Ok((acks, count, records.len() as u64))
 }
 
 /// The batches of a record set by their length fields; `None` if one runs past the end or
