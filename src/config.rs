@@ -295,6 +295,16 @@ impl Config {
         self.record_bytes_max
     }
 
+    /// The size of a segment file, in bytes.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The log's retention: by size (bytes) and by age, each if set.
+    pub fn retention_limits(&self) -> (Option<u64>, Option<std::time::Duration>) {
+        (self.retention_bytes, self.retention_age)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::Config(s));
         if self.shards == 0 || self.shards > SHARDS_MAX {

@@ -205,6 +205,17 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
             vec![F::Array(TOPIC), I32, I8]
         }
         ApiKey::DeleteTopics => vec![F::Array(&[F::Str]), I32],
+        ApiKey::DescribeConfigs => {
+            const RESOURCE: &[F] = &[I8, F::Str, F::Array(&[F::Str]), F::Tags];
+            let mut l = vec![F::Array(RESOURCE)];
+            if v >= 1 {
+                l.push(I8);
+            }
+            if v >= 3 {
+                l.push(I8);
+            }
+            l
+        }
         ApiKey::FindCoordinator => match v {
             0 => vec![F::Str],
             1..=3 => vec![F::Str, I8],

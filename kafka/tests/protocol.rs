@@ -526,3 +526,56 @@ fn metrics_count_requests_records_and_the_logs_figures() {
     assert!(get("/other").starts_with("HTTP/1.1 404"));
     stop(log, server);
 }
+
+/// DescribeConfigs lists a topic's and the broker's configs with their values; a topic that
+/// does not exist is an error for that resource only.
+#[test]
+fn configs_of_topics_and_the_broker_are_described() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    let dir = test_dir("kafka-configs");
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 6);
+    log.create_topic("t", floodgate::TopicConfig::new(1))
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let resource = |kind: i8, name: &str, keys: Option<Vec<&'static str>>| {
+        let mut r = DescribeConfigsResource::default();
+        r.resource_type = kind;
+        r.resource_name = StrBytes::from_string(name.to_owned());
+        r.configuration_keys = keys.map(|k| k.into_iter().map(StrBytes::from_static_str).collect());
+        r
+    };
+    let mut req = DescribeConfigsRequest::default();
+    req.include_documentation = true;
+    req.resources = vec![
+        resource(2, "t", None),
+        resource(2, "t", Some(vec!["max.message.bytes"])),
+        resource(4, "0", None),
+        resource(2, "absent", None),
+    ];
+    let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &req);
+    let value = |r: usize, name: &str| {
+        let c = response.results[r]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == name);
+        c.and_then(|c| c.value.as_ref()).map(|v| v.to_string())
+    };
+    assert_eq!(value(0, "cleanup.policy").as_deref(), Some("delete"));
+    assert_eq!(value(0, "retention.ms").as_deref(), Some("-1"));
+    assert_eq!(response.results[1].configs.len(), 1);
+    let max = log.config().record_bytes_limit().to_string();
+    assert_eq!(value(1, "max.message.bytes"), Some(max));
+    assert_eq!(value(2, "num.partitions").as_deref(), Some("6"));
+    assert!(
+        response.results[2]
+            .configs
+            .iter()
+            .all(|c| c.documentation.is_some())
+    );
+    assert_eq!(
+        response.results[3].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    stop(log, server);
+}

@@ -1,6 +1,7 @@
 //! The requests the server answers: each API's body decoded at the version the client sent,
 //! handled against the log, and its response encoded at that version.
 
+mod configs;
 mod coordinator;
 mod fetch;
 mod metadata;
@@ -17,8 +18,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    FetchRequest, FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -41,6 +43,7 @@ pub(crate) enum Decoded {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     FindCoordinator(FindCoordinatorRequest),
+    DescribeConfigs(DescribeConfigsRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -79,6 +82,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::CreateTopics => decoded!(CreateTopics),
         ApiKey::DeleteTopics => decoded!(DeleteTopics),
         ApiKey::FindCoordinator => decoded!(FindCoordinator),
+        ApiKey::DescribeConfigs => decoded!(DescribeConfigs),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
@@ -138,6 +142,10 @@ pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer
         }),
         Decoded::DeleteTopics(request) => Box::pin(async move {
             let response = topics::delete_topics(&state, request);
+            frame(key, version, id, &response).map(Some)
+        }),
+        Decoded::DescribeConfigs(request) => Box::pin(async move {
+            let response = configs::describe_configs(&state, request);
             frame(key, version, id, &response).map(Some)
         }),
         Decoded::FindCoordinator(request) => {

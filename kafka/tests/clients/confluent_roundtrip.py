@@ -1,10 +1,11 @@
 """confluent-kafka (current librdkafka) against floodgate serve: produce keyed records with
-acks=all, read them back by assigning the partitions (no group), check every record and offset,
-and list the topic. Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
+acks=all, read them back by assigning the partitions (no group), check every record and offset;
+list the topic, describe its configs, create and delete a topic with the admin client.
+Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
 import sys
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 partitions = 3
@@ -63,6 +64,15 @@ while len(eof) < partitions:
 consumer.close()
 assert sorted(seen) == list(range(count)), "%d of %d read" % (len(seen), count)
 
-listed = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+admin = AdminClient({"bootstrap.servers": bootstrap})
+listed = admin.list_topics(topic, timeout=10)
 assert len(listed.topics[topic].partitions) == partitions
+described = admin.describe_configs([ConfigResource("topic", topic)])
+configs = list(described.values())[0].result(timeout=10)
+assert configs["cleanup.policy"].value == "delete", configs
+created = admin.create_topics([NewTopic(topic + "-admin", 4, 1)])
+list(created.values())[0].result(timeout=10)
+assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 4
+deleted = admin.delete_topics([topic + "-admin"])
+list(deleted.values())[0].result(timeout=10)
 print("ok: %d records produced and read back" % count)

@@ -1,0 +1,246 @@
+//! DescribeConfigs: every config of a topic or of the broker, with its value and where it
+//! comes from. floodgate's retention, segment size and record size limit are the log's, the
+//! same for every topic: a topic's entries show the log's values, read-only.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::metadata::{NODE_ID, find};
+use crate::conn::ThreadState;
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+/// `config_source` values.
+const STATIC_BROKER_CONFIG: i8 = 4;
+const DEFAULT_CONFIG: i8 = 5;
+/// `config_type` values.
+const BOOLEAN: i8 = 1;
+const STRING: i8 = 2;
+const INT: i8 = 3;
+const LONG: i8 = 5;
+
+/// A config as listed: name, value, type, whether it was set (or is floodgate's default), and
+/// what it means.
+struct Entry {
+    name: &'static str,
+    value: String,
+    kind: i8,
+    set: bool,
+    doc: &'static str,
+}
+
+fn entry(
+    name: &'static str,
+    value: impl ToString,
+    kind: i8,
+    set: bool,
+    doc: &'static str,
+) -> Entry {
+    Entry {
+        name,
+        value: value.to_string(),
+        kind,
+        set,
+        doc,
+    }
+}
+
+/// The configs of a topic (`broker` false) or of the broker.
+fn entries(state: &ThreadState, broker: bool) -> Vec<Entry> {
+    let log = &state.shared.log;
+    let config = log.config();
+    let (bytes, age) = config.retention_limits();
+    let age_ms = age.map_or(-1, |a| a.as_millis() as i64);
+    let bytes = bytes.map_or(-1, |b| b as i64);
+    let segment = config.segment_size();
+    let record = config.record_bytes_limit();
+    let server = &state.shared.config;
+    if !broker {
+        return vec![
+            entry(
+                "cleanup.policy",
+                "delete",
+                STRING,
+                false,
+                "Old segments are deleted by retention; floodgate does not compact.",
+            ),
+            entry(
+                "retention.ms",
+                age_ms,
+                LONG,
+                age.is_some(),
+                "The log's retention by age (-1: none), for every topic.",
+            ),
+            entry(
+                "retention.bytes",
+                bytes,
+                LONG,
+                bytes >= 0,
+                "The log's retention by size (-1: none), for every topic.",
+            ),
+            entry(
+                "segment.bytes",
+                segment,
+                INT,
+                false,
+                "The log's segment size, for every topic.",
+            ),
+            entry(
+                "max.message.bytes",
+                record,
+                INT,
+                false,
+                "The largest record batch accepted.",
+            ),
+            entry(
+                "message.timestamp.type",
+                "CreateTime",
+                STRING,
+                false,
+                "Records keep the producer's timestamps.",
+            ),
+            entry(
+                "compression.type",
+                "producer",
+                STRING,
+                false,
+                "Batches are stored as the producer compressed them.",
+            ),
+            entry(
+                "min.insync.replicas",
+                1,
+                INT,
+                false,
+                "One broker: an ack means durable on it.",
+            ),
+        ];
+    }
+    vec![
+        entry("broker.id", NODE_ID, INT, false, "The only broker."),
+        entry(
+            "log.dirs",
+            config.dir().display(),
+            STRING,
+            true,
+            "The data directory.",
+        ),
+        entry(
+            "num.partitions",
+            server.default_partitions,
+            INT,
+            true,
+            "Partitions of an auto-created topic.",
+        ),
+        entry(
+            "auto.create.topics.enable",
+            server.auto_create_topics,
+            BOOLEAN,
+            true,
+            "Whether topics are created on first use.",
+        ),
+        entry(
+            "socket.request.max.bytes",
+            server.max_request_bytes,
+            INT,
+            true,
+            "The largest request accepted.",
+        ),
+        entry(
+            "message.max.bytes",
+            record,
+            INT,
+            false,
+            "The largest record batch accepted.",
+        ),
+        entry(
+            "log.segment.bytes",
+            segment,
+            INT,
+            false,
+            "The segment size.",
+        ),
+        entry(
+            "log.retention.ms",
+            age_ms,
+            LONG,
+            age.is_some(),
+            "Retention by age (-1: none).",
+        ),
+        entry(
+            "log.retention.bytes",
+            bytes,
+            LONG,
+            bytes >= 0,
+            "Retention by size (-1: none).",
+        ),
+    ]
+}
+
+pub(crate) fn describe_configs(
+    state: &ThreadState,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in &req.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let name = resource.resource_name.as_str();
+        let found = match resource.resource_type {
+            TOPIC if find(&state.shared.log, name).is_some() => Ok(entries(state, false)),
+            TOPIC => Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("no topic {name:?}"),
+            )),
+            BROKER if name.is_empty() || name == NODE_ID.to_string() => Ok(entries(state, true)),
+            BROKER => Err((
+                ResponseError::InvalidRequest,
+                format!("no broker {name:?}: this is broker {NODE_ID}"),
+            )),
+            t => Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {t} has no configs here"),
+            )),
+        };
+        match found {
+            Ok(entries) => {
+                let wanted = |e: &Entry| {
+                    resource
+                        .configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                };
+                result.configs = entries
+                    .into_iter()
+                    .filter(wanted)
+                    .map(|e| {
+                        let mut c = DescribeConfigsResourceResult::default();
+                        c.name = StrBytes::from_static_str(e.name);
+                        c.value = Some(StrBytes::from_string(e.value));
+                        c.read_only = true;
+                        c.config_source = if e.set {
+                            STATIC_BROKER_CONFIG
+                        } else {
+                            DEFAULT_CONFIG
+                        };
+                        c.config_type = e.kind;
+                        if req.include_documentation {
+                            c.documentation = Some(StrBytes::from_static_str(e.doc));
+                        }
+                        c
+                    })
+                    .collect();
+            }
+            Err((code, why)) => {
+                result.error_code = code.code();
+                result.error_message = Some(StrBytes::from_string(why));
+            }
+        }
+        response.results.push(result);
+    }
+    response
+}
