@@ -1,7 +1,8 @@
 //! Real Kafka clients against the server: kcat (librdkafka; Debian's is 2.0.2, the old
 //! librdkafka the server must satisfy) produces and consumes through it, and what it wrote is
 //! there after a restart; confluent-kafka for Python (the current librdkafka) produces keyed
-//! records with headers to several partitions and reads them back (`tests/clients/`).
+//! records with headers to several partitions and reads them back, and its admin client
+//! manages topics; the Java client (kafka-clients) produces and consumes (`tests/clients/`).
 //! `.ci/run` installs both and sets FLOODGATE_REQUIRE_KAFKA_CLIENTS, which makes a missing
 //! client a failure; elsewhere these tests say they skipped. FLOODGATE_PYTHON names the Python
 //! that has confluent-kafka (default `python3`).
@@ -187,6 +188,43 @@ fn confluent_kafka_produces_to_several_partitions_and_reads_back() {
     assert_eq!(
         log.offsets("py-orders", 0).unwrap().1,
         floodgate::Offset(1667)
+    );
+    stop(log, server);
+}
+
+#[test]
+fn the_java_client_produces_to_two_partitions_and_reads_back() {
+    // The classpath of kafka-clients and slf4j-api (`.ci/run` fetches them from Maven Central).
+    let classpath = std::env::var("FLOODGATE_KAFKA_CLIENTS_CP").unwrap_or_default();
+    let probe = ["-cp", classpath.as_str(), "-version"];
+    if classpath.is_empty() || !client_available("java", &probe, "FLOODGATE_KAFKA_CLIENTS_CP") {
+        assert!(
+            std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
+            "FLOODGATE_KAFKA_CLIENTS_CP is required and not set"
+        );
+        eprintln!("skipped: FLOODGATE_KAFKA_CLIENTS_CP names no kafka-clients jar");
+        return;
+    }
+    let dir = test_dir("kafka-java");
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 2);
+    let program = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/java/Roundtrip.java"
+    );
+    let addr = server.local_addr().to_string();
+    let out = Command::new("java")
+        .args(["-cp", &classpath, program, &addr, "java-orders", "2000"])
+        .output()
+        .expect("java runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        log.offsets("java-orders", 1).unwrap().1,
+        floodgate::Offset(1000)
     );
     stop(log, server);
 }
