@@ -225,35 +225,19 @@ impl Store {
         mode: ReadMode,
         before: Option<LogPos>,
     ) -> Result<PartitionRead> {
-        let p = self.partition(topic, partition)?;
-        let out_of_range = || {
-            let (earliest, next) = (p.offset_earliest(), p.offset_acked());
-            (offset < earliest || offset > next).then(|| Error::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
+        self.read_in_range(topic, partition, offset, |shard, readahead, p| {
+            let segment_bytes = self.config.segment_bytes;
+            let limits = (mode, before);
+            read_partition(
+                shard,
+                readahead,
+                segment_bytes,
+                p,
                 offset,
-                earliest,
-                next,
-            })
-        };
-        if let Some(e) = out_of_range() {
-            return Err(e);
-        }
-        // Retention may delete the segment (or its index file) while this reads it: then the
-        // offset is out of range, not the log damaged.
-        let shard = p.shard as usize;
-        let (shared, readahead) = (&self.shards[shard], &self.readahead[shard]);
-        let segment_bytes = self.config.segment_bytes;
-        read_partition(
-            shared,
-            readahead,
-            segment_bytes,
-            &p,
-            offset,
-            bytes_max,
-            (mode, before),
-        )
-        .map_err(|e| out_of_range().unwrap_or(e))
+                bytes_max,
+                limits,
+            )
+        })
     }
 
     /// The stored batches of a partition from the one holding `offset` on: see
@@ -266,6 +250,23 @@ impl Store {
         bytes_max: usize,
         mode: ReadMode,
     ) -> Result<BatchesRead> {
+        self.read_in_range(topic, partition, offset, |shard, readahead, p| {
+            let segment_bytes = self.config.segment_bytes;
+            read_partition_batches(shard, readahead, segment_bytes, p, offset, bytes_max, mode)
+        })
+    }
+
+    /// Runs `read` on a partition whose stored range holds `offset` (else
+    /// [`Error::OffsetOutOfRange`]). Retention may delete the segment (or its index file) while
+    /// `read` reads it: a failure with the offset out of range by then is that, not the log
+    /// damaged.
+    fn read_in_range<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Offset,
+        read: impl FnOnce(&ShardShared, &Readahead, &Partition) -> Result<T>,
+    ) -> Result<T> {
         let p = self.partition(topic, partition)?;
         let out_of_range = || {
             let (earliest, next) = (p.offset_earliest(), p.offset_acked());
@@ -281,18 +282,8 @@ impl Store {
             return Err(e);
         }
         let shard = p.shard as usize;
-        let (shared, readahead) = (&self.shards[shard], &self.readahead[shard]);
-        let segment_bytes = self.config.segment_bytes;
-        read_partition_batches(
-            shared,
-            readahead,
-            segment_bytes,
-            &p,
-            offset,
-            bytes_max,
-            mode,
-        )
-        .map_err(|e| out_of_range().unwrap_or(e))
+        read(&self.shards[shard], &self.readahead[shard], &p)
+            .map_err(|e| out_of_range().unwrap_or(e))
     }
 
     /// Scans shard `shard`'s log from `at` in position order into `out`: see [`scan_log`].

@@ -37,6 +37,17 @@ fn kcat_available() -> bool {
     client_available("kcat", &["-V"], "apt-get install kcat")
 }
 
+/// Runs a client program, which checks what it reads itself; fails with its output if it does.
+fn run_to_success(command: &mut Command) {
+    let out = command.output().expect("the client program starts");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn python() -> String {
     std::env::var("FLOODGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
@@ -170,21 +181,8 @@ fn confluent_kafka_produces_to_several_partitions_and_reads_back() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/confluent_roundtrip.py"
     );
-    let out = Command::new(&python)
-        .args([
-            script,
-            &server.local_addr().to_string(),
-            "py-orders",
-            "5000",
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let addr = server.local_addr().to_string();
+    run_to_success(Command::new(&python).args([script, &addr, "py-orders", "5000"]));
     assert_eq!(
         log.offsets("py-orders", 0).unwrap().1,
         floodgate::Offset(1667)
@@ -212,16 +210,8 @@ fn the_java_client_produces_to_two_partitions_and_reads_back() {
         "/tests/clients/java/Roundtrip.java"
     );
     let addr = server.local_addr().to_string();
-    let out = Command::new("java")
-        .args(["-cp", &classpath, program, &addr, "java-orders", "2000"])
-        .output()
-        .expect("java runs");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = ["-cp", &classpath, program, &addr, "java-orders", "2000"];
+    run_to_success(Command::new("java").args(args));
     assert_eq!(
         log.offsets("java-orders", 1).unwrap().1,
         floodgate::Offset(1000)
