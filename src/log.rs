@@ -479,6 +479,22 @@ impl Log {
         self.store.offset_for_timestamp(topic, partition, timestamp)
     }
 
+    /// The first offset holding the partition's largest record timestamp, and that timestamp;
+    /// `None` if the partition holds no record (or the largest was in batches retention
+    /// deleted).
+    pub fn offset_of_max_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(Offset, i64)>> {
+        let p = self.store.partition(topic, partition)?;
+        let Some(max) = p.max_timestamp() else {
+            return Ok(None);
+        };
+        let found = self.store.offset_for_timestamp(topic, partition, max)?;
+        Ok(found.map(|o| (o, max)))
+    }
+
     /// Stops the writers after they have committed everything already sent, and releases the
     /// directory. Records sent after this fail with [`Error::Closed`].
     pub fn close(mut self) -> Result<()> {

@@ -34,7 +34,7 @@ pub const SUPPORTED_APIS: &[Api] = &[
     Api {
         key: ApiKey::ListOffsets,
         min: 1,
-        max: 6,
+        max: 7,
         min_served: 1,
     },
     Api {

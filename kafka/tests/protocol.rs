@@ -579,3 +579,46 @@ fn configs_of_topics_and_the_broker_are_described() {
     );
     stop(log, server);
 }
+
+/// ListOffsets: earliest, latest, the record with the largest timestamp, and by timestamp.
+#[test]
+fn offsets_are_listed_by_position_and_by_time() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let dir = test_dir("kafka-list-offsets");
+    let (log, server) = serve(dir.path(), |_| {});
+    let mut client = Client::connect(server.local_addr());
+    metadata(&mut client, "t", true);
+    // Two batches with the same timestamps: the largest first appears at offset 4.
+    for _ in 0..2 {
+        let response: ProduceResponse = client.call(
+            ApiKey::Produce,
+            9,
+            &produce_request("t", 0, client_batch(5), -1),
+        );
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
+    let query = |client: &mut Client, timestamp: i64| {
+        let mut p = ListOffsetsPartition::default();
+        p.timestamp = timestamp;
+        let mut t = ListOffsetsTopic::default();
+        t.name = name("t");
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = kafka_protocol::messages::BrokerId(-1);
+        req.topics = vec![t];
+        let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &req);
+        let p = &response.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        (p.offset, p.timestamp)
+    };
+    assert_eq!(query(&mut client, -2).0, 0);
+    assert_eq!(query(&mut client, -1).0, 10);
+    assert_eq!(query(&mut client, -3), (4, 1_700_000_000_004));
+    assert_eq!(
+        query(&mut client, 1_700_000_000_002),
+        (2, 1_700_000_000_002)
+    );
+    assert_eq!(query(&mut client, 1_800_000_000_000), (-1, -1));
+    stop(log, server);
+}

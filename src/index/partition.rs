@@ -106,6 +106,12 @@ impl Partition {
         TopicPartition::new(self.topic_id, self.partition)
     }
 
+    /// The largest record timestamp of its batches so far, if it has any (retention does not
+    /// lower it: deleted batches' timestamps count).
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.index.read().expect("index lock").running_max()
+    }
+
     /// Appends an entry (the writer, when the batch becomes visible; recovery).
     pub(crate) fn push(&self, entry: BatchEntry) {
         let mut index = self.index.write().expect("index lock");

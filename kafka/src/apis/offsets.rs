@@ -1,6 +1,6 @@
 //! ListOffsets: a partition's earliest offset (timestamp -2), its end (-1: the next offset,
-//! all of it committed, as floodgate has no transactions), or the first offset whose record is
-//! at least as recent as a timestamp.
+//! all of it committed, as floodgate has no transactions), the record with the largest
+//! timestamp (-3), or the first offset whose record is at least as recent as a timestamp.
 
 use floodgate::Offset;
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,6 +12,8 @@ use crate::conn::ThreadState;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// From v7: the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
 
 pub(crate) fn list_offsets(state: &ThreadState, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let log = &state.shared.log;
@@ -51,6 +53,10 @@ fn find(
     Ok(match timestamp {
         LATEST => (next.0 as i64, -1),
         EARLIEST => (earliest.0 as i64, -1),
+        MAX_TIMESTAMP => match log.offset_of_max_timestamp(topic, partition)? {
+            Some((Offset(o), t)) => (o as i64, t),
+            None => (-1, -1),
+        },
         t => match log.offset_for_timestamp(topic, partition, t)? {
             None => (-1, -1),
             Some(Offset(o)) => {
