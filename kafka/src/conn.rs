@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use floodgate::Producer;
@@ -125,8 +126,14 @@ async fn serve(
                 "a request of {size} bytes (the limit is {max}, --max-request-bytes)"
             ));
         }
+        // A client that stops halfway through a request holds only itself up, not the
+        // server's shutdown.
         let mut body = BytesMut::zeroed(size as usize);
-        if let Err(e) = rd.read_exact(&mut body).await {
+        let read = tokio::select! {
+            read = rd.read_exact(&mut body) => read,
+            _ = stopped.changed() => break Ok(()),
+        };
+        if let Err(e) = read {
             break Err(format!("a request cut short: {e}"));
         }
         let request = match Request::decode(body.freeze()) {
@@ -142,16 +149,38 @@ async fn serve(
                 break Err(reason);
             }
         };
-        if answers.send(answer).await.is_err() {
+        // With PIPELINE_MAX answers waiting (a client that does not read them), wait for
+        // room, or for the server to stop.
+        let sent = tokio::select! {
+            sent = answers.send(answer) => sent,
+            _ = stopped.changed() => break Ok(()),
+        };
+        if sent.is_err() {
             break Ok(()); // the writer failed; it says why
         }
     };
     drop(answers);
-    let written = writer
-        .await
-        .unwrap_or_else(|e| Err(format!("the writer failed: {e}")));
+    // Stopping, the answers in flight get a grace period: a client that does not read them
+    // would otherwise hold the server's shutdown forever.
+    let mut writer = writer;
+    let grace = match *stopped.borrow() {
+        true => SHUTDOWN_GRACE,
+        false => Duration::MAX,
+    };
+    let written = match tokio::time::timeout(grace, &mut writer).await {
+        Ok(w) => w.unwrap_or_else(|e| Err(format!("the writer failed: {e}"))),
+        Err(_) => {
+            writer.abort();
+            Err(format!(
+                "answers not read within {grace:?} of the server stopping"
+            ))
+        }
+    };
     outcome.and(written)
 }
+
+/// How long a stopping server waits for a connection's answers in flight to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A request whose header is decoded; its body is decoded by its API's handler.
 pub(crate) struct Request {

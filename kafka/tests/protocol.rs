@@ -622,3 +622,78 @@ fn offsets_are_listed_by_position_and_by_time() {
     assert_eq!(query(&mut client, 1_800_000_000_000), (-1, -1));
     stop(log, server);
 }
+
+/// Past the connection limit a new connection is closed at once; once one ends, one more is
+/// served.
+#[test]
+fn connections_past_the_limit_are_refused() {
+    let dir = test_dir("kafka-connection-limit");
+    let (log, server) = serve(dir.path(), |c| c.max_connections = 2);
+    let addr = server.local_addr();
+    let mut open: Vec<Client> = (0..2).map(|_| Client::connect(addr)).collect();
+    for c in &mut open {
+        let _: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    }
+    let mut third = Client::connect(addr);
+    assert!(third.closed_by_server());
+    drop(open.pop());
+    // The server notices the closed connection; then a new one is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut next = Client::connect(addr);
+        next.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        if next.receive_raw(ApiKey::ApiVersions, 3).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection served after one closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(log, server);
+}
+
+/// A client that stops reading its responses, or stops halfway through a request, holds up
+/// only itself.
+#[test]
+fn a_stalled_client_does_not_delay_others() {
+    let dir = test_dir("kafka-stalled");
+    let (log, server) = serve(dir.path(), |_| {});
+    let addr = server.local_addr();
+    let mut healthy = Client::connect(addr);
+    metadata(&mut healthy, "t", true);
+    let big = client_batch(2000);
+    let response: ProduceResponse =
+        healthy.call(ApiKey::Produce, 9, &produce_request("t", 0, big, -1));
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    // Sends fetches of everything and never reads the answers: its socket buffers fill.
+    let mut stalled = Client::connect(addr);
+    for _ in 0..64 {
+        stalled.send(ApiKey::Fetch, 12, &fetch_request("t", 0, 0));
+    }
+    // Sends half a request and nothing more.
+    let mut halfway = Client::connect(addr);
+    halfway.send_raw(&100i32.to_be_bytes()).unwrap();
+    halfway.send_raw(&[0, 3, 0, 12]).unwrap();
+    // The healthy client is answered at once, again and again.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let response: FetchResponse = healthy.call(ApiKey::Fetch, 12, &fetch_request("t", 0, 0));
+        assert_eq!(response.responses[0].partitions[0].error_code, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // The server stops within its grace period although the stalled client never reads.
+    let started = Instant::now();
+    stop(log, server);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    drop((stalled, halfway));
+}
