@@ -1,0 +1,63 @@
+//! `floodgate serve` as a process: it says where it listens, answers the Kafka protocol there
+//! and on /metrics, and on SIGTERM (or SIGINT) stops, closes the log and exits 0, leaving a
+//! directory the next open takes without repair.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::test_dir;
+
+/// An ApiVersions v0 request (correlation id 7, client id "t"), framed.
+const API_VERSIONS_V0: [u8; 15] = [0, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 7, 0, 1, b't'];
+
+#[test]
+fn serve_answers_and_stops_cleanly_on_a_signal() {
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let dir = test_dir("serve-process");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--dir")
+            .arg(dir.path().join("data"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        // "floodgate V serving DIR on ADDR (Kafka protocol; metrics http://ADDR/metrics; ...".
+        let addr = line.split(" on ").nth(1).and_then(|s| s.split(' ').next());
+        let addr = addr.unwrap_or_else(|| panic!("no address in {line:?}"));
+        let metrics = line.split("http://").nth(1).and_then(|s| s.split('/').next());
+        let metrics = metrics.unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+
+        let mut kafka = TcpStream::connect(addr).unwrap();
+        kafka.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        kafka.write_all(&API_VERSIONS_V0).unwrap();
+        let mut head = [0u8; 10];
+        kafka.read_exact(&mut head).unwrap();
+        assert_eq!(&head[4..8], &[0, 0, 0, 7], "the correlation id comes back");
+        assert_eq!(&head[8..10], &[0, 0], "no error");
+
+        let mut http = TcpStream::connect(metrics).unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut text = String::new();
+        http.read_to_string(&mut text).unwrap();
+        assert!(text.contains("floodgate_requests_total{api=\"ApiVersions\"} 1"), "{text}");
+
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert!(status.success(), "{signal}: {status:?}: {rest}");
+        assert!(rest.contains("the log is closed"), "{rest}");
+        let log = floodgate::Log::open(floodgate::Config::new(dir.path().join("data"))).unwrap();
+        let report = log.recovery_report();
+        assert!(report.torn_tails.is_empty() && report.repaired.is_empty(), "{report:?}");
+    }
+}
