@@ -34,7 +34,9 @@ pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
 #[command(
     name = "floodgate",
     version,
-    about = "A durable, high-throughput log store on io_uring"
+    about = "A durable, high-throughput log store on io_uring",
+    // An option given again overrides the earlier one (a config file's, for serve).
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,7 +59,14 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let args = match serve::expand_config(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Load { scenario } => load::run(scenario),
         Command::Inspect(args) => inspect::run(args),

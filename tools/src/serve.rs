@@ -15,6 +15,10 @@ use crate::load::parse_backend;
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// A JSON object of these options by name (`{"listen": "0.0.0.0:9092", "shards": 2}`),
+    /// read first: options on the command line override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The data directory (created if missing).
     #[arg(long, default_value = "./floodgate-data")]
     dir: PathBuf,
@@ -127,4 +131,64 @@ pub fn run(args: ServeArgs) -> CliResult {
     log.close()?;
     eprintln!("floodgate: stopped; the log is closed");
     Ok(())
+}
+
+/// `floodgate serve ... --config FILE ...` with the file's options put right after `serve`,
+/// so that options on the command line, which come later, override them. Other commands pass
+/// as they are.
+pub fn expand_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return Ok(args);
+    }
+    let at = args.iter().position(|a| a == "--config");
+    let (at, path) = match at {
+        Some(at) => match args.get(at + 1) {
+            Some(p) => (at, PathBuf::from(p)),
+            None => return Err("--config needs a file".into()),
+        },
+        None => return Ok(args),
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("--config {}: not JSON: {e}", path.display()))?;
+    let serde_json::Value::Object(options) = value else {
+        return Err(format!(
+            "--config {}: not a JSON object of options",
+            path.display()
+        ));
+    };
+    let mut flags = Vec::new();
+    for (name, value) in options {
+        if name == "config" {
+            return Err(format!(
+                "--config {}: a config file cannot name another",
+                path.display()
+            ));
+        }
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(format!(
+                    "--config {}: option {name:?} has the value {other}, not a string, number or boolean",
+                    path.display()
+                ));
+            }
+        };
+        flags.push(format!("--{}", name.replace('_', "-")).into());
+        flags.push(value.into());
+    }
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for (i, a) in args.into_iter().enumerate() {
+        if i == at || i == at + 1 {
+            continue;
+        }
+        out.push(a);
+        if i == 1 {
+            out.append(&mut flags);
+        }
+    }
+    Ok(out)
 }

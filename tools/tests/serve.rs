@@ -17,10 +17,19 @@ const API_VERSIONS_V0: [u8; 15] = [0, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 7, 0, 1, b
 
 #[test]
 fn serve_answers_and_stops_cleanly_on_a_signal() {
-    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
         let dir = test_dir("serve-process");
         let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--dir")
             .arg(dir.path().join("data"))
             .stderr(Stdio::piped())
@@ -32,11 +41,16 @@ fn serve_answers_and_stops_cleanly_on_a_signal() {
         // "floodgate V serving DIR on ADDR (Kafka protocol; metrics http://ADDR/metrics; ...".
         let addr = line.split(" on ").nth(1).and_then(|s| s.split(' ').next());
         let addr = addr.unwrap_or_else(|| panic!("no address in {line:?}"));
-        let metrics = line.split("http://").nth(1).and_then(|s| s.split('/').next());
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next());
         let metrics = metrics.unwrap_or_else(|| panic!("no metrics address in {line:?}"));
 
         let mut kafka = TcpStream::connect(addr).unwrap();
-        kafka.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        kafka
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         kafka.write_all(&API_VERSIONS_V0).unwrap();
         let mut head = [0u8; 10];
         kafka.read_exact(&mut head).unwrap();
@@ -47,7 +61,10 @@ fn serve_answers_and_stops_cleanly_on_a_signal() {
         http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
         let mut text = String::new();
         http.read_to_string(&mut text).unwrap();
-        assert!(text.contains("floodgate_requests_total{api=\"ApiVersions\"} 1"), "{text}");
+        assert!(
+            text.contains("floodgate_requests_total{api=\"ApiVersions\"} 1"),
+            "{text}"
+        );
 
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
@@ -58,6 +75,63 @@ fn serve_answers_and_stops_cleanly_on_a_signal() {
         assert!(rest.contains("the log is closed"), "{rest}");
         let log = floodgate::Log::open(floodgate::Config::new(dir.path().join("data"))).unwrap();
         let report = log.recovery_report();
-        assert!(report.torn_tails.is_empty() && report.repaired.is_empty(), "{report:?}");
+        assert!(
+            report.torn_tails.is_empty() && report.repaired.is_empty(),
+            "{report:?}"
+        );
     }
+}
+
+/// Starts `floodgate serve` with `args`; returns its first line on stderr, then stops it.
+fn start_line(args: &[&str]) -> Result<String, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .arg("serve")
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    match status.success() {
+        true => Ok(line),
+        false => Err(line + &rest),
+    }
+}
+
+#[test]
+fn a_config_file_sets_options_and_the_command_line_overrides_them() {
+    let dir = test_dir("serve-config");
+    let data = dir.path().join("data");
+    let config = dir.path().join("serve.json");
+    let options = serde_json::json!({
+        "dir": data.to_str().unwrap(),
+        "listen": "127.0.0.1:0",
+        "metrics_listen": "none",
+        "default_partitions": 3,
+        "auto_create_topics": false,
+    });
+    std::fs::write(&config, options.to_string()).unwrap();
+    let config = config.to_str().unwrap();
+    let line = start_line(&["--config", config]).unwrap();
+    assert!(line.contains("metrics none"), "{line}");
+    assert!(line.contains(data.to_str().unwrap()), "{line}");
+    let line = start_line(&["--config", config, "--metrics-listen", "127.0.0.1:0"]).unwrap();
+    assert!(line.contains("metrics http://127.0.0.1:"), "{line}");
+    // A name that is no option, and a file that is not an object of options.
+    std::fs::write(dir.path().join("typo.json"), r#"{"listn": "127.0.0.1:0"}"#).unwrap();
+    let typo = dir.path().join("typo.json");
+    let err = start_line(&["--config", typo.to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("--listn"), "{err}");
+    std::fs::write(dir.path().join("list.json"), "[1, 2]").unwrap();
+    let list = dir.path().join("list.json");
+    let err = start_line(&["--config", list.to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("not a JSON object"), "{err}");
 }
