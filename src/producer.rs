@@ -192,6 +192,18 @@ impl Producer {
         self.append(topic, partition, batch, None)
     }
 
+    /// As [`Producer::try_append_batch`], for a batch [`check_batch`] has checked already (a
+    /// caller storing several batches all or none checks them all first): it is not checked
+    /// again, but for its size against this log's limit.
+    pub fn try_append_checked(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: &CheckedBatch<'_>,
+    ) -> Result<Ack> {
+        self.append_checked(topic, partition, batch, None)
+    }
+
     fn append(
         &mut self,
         topic: &str,
@@ -199,7 +211,24 @@ impl Producer {
         batch: &[u8],
         wait: Option<Duration>,
     ) -> Result<Ack> {
-        let view = check_batch(batch, self.log.config.record_bytes_max)?;
+        let checked = check_batch(batch, self.log.config.record_bytes_max)?;
+        self.append_checked(topic, partition, &checked, wait)
+    }
+
+    fn append_checked(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        checked: &CheckedBatch<'_>,
+        wait: Option<Duration>,
+    ) -> Result<Ack> {
+        let (batch, max) = (checked.bytes, self.log.config.record_bytes_max);
+        if batch.len() > max {
+            return Err(Error::RecordTooLarge {
+                bytes: batch.len(),
+                max,
+            });
+        }
         self.topic(topic)?;
         let routes = &self.topics[topic].routes;
         let Some(&Route { shard, slot }) = routes.get(partition as usize) else {
@@ -219,7 +248,7 @@ impl Producer {
         tail.extend_from_slice(batch);
         let item = Pending {
             slot,
-            timestamp: view.base_timestamp,
+            timestamp: checked.view.base_timestamp,
             tail,
             batch: true,
         };
@@ -460,11 +489,31 @@ impl Producer {
     }
 }
 
+/// A record batch [`check_batch`] found whole, for [`Producer::try_append_checked`].
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedBatch<'a> {
+    bytes: &'a [u8],
+    view: BatchView<'a>,
+}
+
+impl<'a> CheckedBatch<'a> {
+    /// Its header, decoded.
+    pub fn view(&self) -> &BatchView<'a> {
+        &self.view
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
 /// Checks a record batch as [`Producer::append_batch`] does before storing it: at most
 /// `bytes_max` bytes (the log's `record_bytes_max`), outside any transaction, and whole
-/// (length, magic, CRC-32C, its records decompressed if they are compressed, and walked). A caller with several batches that must be
-/// stored all or none checks them all first.
-pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
+/// (length, magic, CRC-32C, its records decompressed if they are compressed, and walked). A
+/// caller with several batches that must be stored all or none checks them all first, then
+/// appends them with [`Producer::try_append_checked`].
+pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<CheckedBatch<'_>> {
     if batch.len() > bytes_max {
         return Err(Error::RecordTooLarge {
             bytes: batch.len(),
@@ -486,7 +535,7 @@ pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<BatchView<'_>> {
         return Err(Error::InvalidBatch("a batch without records".into()));
     }
     view.check_records().map_err(|e| Error::InvalidBatch(e.0))?;
-    Ok(view)
+    Ok(CheckedBatch { bytes: batch, view })
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`. Stable across versions and

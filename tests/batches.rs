@@ -243,6 +243,10 @@ fn refused_batches_write_nothing() {
     assert!(big.len() > 16 << 10, "the batch passes record_bytes_max");
     let err = producer.append_batch("t", 0, &big).unwrap_err();
     assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
+    // Checked against a larger limit than this log's: still refused when appended.
+    let checked = floodgate::producer::check_batch(&big, usize::MAX).unwrap();
+    let err = producer.try_append_checked("t", 0, &checked).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
 
     let err = producer.append_batch("t", 1, &good).unwrap_err();
     assert!(matches!(err, Error::UnknownPartition { .. }), "{err}");

@@ -100,7 +100,7 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
 type Appended = (Vec<Ack>, u64, u64);
 
 /// Hands each batch of `records` (concatenated RecordBatch v2) to the log, all or none: every
-/// batch is checked before the first is queued. Waits for room in a full ring until
+/// batch is checked (once) before the first is queued. Waits for room in a full ring until
 /// `deadline`.
 async fn append_all(
     state: &ThreadState,
@@ -113,19 +113,23 @@ async fn append_all(
         u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
     let bytes_max = state.shared.log.config().record_bytes_limit();
     let batches = split(&records).ok_or(ResponseError::CorruptMessage.code())?;
-    let mut count = 0u64;
-    for batch in &batches {
-        let view = floodgate::producer::check_batch(batch, bytes_max)
-            .map_err(|e| super::error_code(&e))?;
-        count += u64::from(view.record_count);
-    }
-    let mut acks = Vec::new();
+    let mut checked = Vec::with_capacity(batches.len());
     for batch in batches {
+        let c = floodgate::producer::check_batch(batch, bytes_max)
+            .map_err(|e| super::error_code(&e))?;
+        checked.push(c);
+    }
+    let count = checked
+        .iter()
+        .map(|c| u64::from(c.view().record_count))
+        .sum();
+    let mut acks = Vec::new();
+    for batch in &checked {
         loop {
             let appended = state
                 .producer
                 .borrow_mut()
-                .try_append_batch(topic, partition, batch);
+                .try_append_checked(topic, partition, batch);
             match appended {
                 Ok(ack) => {
                     acks.push(ack);
