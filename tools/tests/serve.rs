@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use common::test_dir;
@@ -22,22 +22,17 @@ fn serve_answers_and_stops_cleanly_on_a_signal() {
         nix::sys::signal::Signal::SIGINT,
     ] {
         let dir = test_dir("serve-process");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--dir")
-            .arg(dir.path().join("data"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--dir",
+            data,
+        ];
+        let (mut child, mut stderr, line) = spawn_serve(&args);
         // "floodgate V serving DIR on ADDR (Kafka protocol; metrics http://ADDR/metrics; ...".
         let addr = line.split(" on ").nth(1).and_then(|s| s.split(' ').next());
         let addr = addr.unwrap_or_else(|| panic!("no address in {line:?}"));
@@ -73,7 +68,7 @@ fn serve_answers_and_stops_cleanly_on_a_signal() {
         stderr.read_to_string(&mut rest).unwrap();
         assert!(status.success(), "{signal}: {status:?}: {rest}");
         assert!(rest.contains("the log is closed"), "{rest}");
-        let log = floodgate::Log::open(floodgate::Config::new(dir.path().join("data"))).unwrap();
+        let log = floodgate::Log::open(floodgate::Config::new(data)).unwrap();
         let report = log.recovery_report();
         assert!(
             report.torn_tails.is_empty() && report.repaired.is_empty(),
@@ -82,8 +77,8 @@ fn serve_answers_and_stops_cleanly_on_a_signal() {
     }
 }
 
-/// Starts `floodgate serve` with `args`; returns its first line on stderr, then stops it.
-fn start_line(args: &[&str]) -> Result<String, String> {
+/// Starts `floodgate serve` with `args`: the process, its stderr, and the first line there.
+fn spawn_serve(args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
         .arg("serve")
         .args(args)
@@ -93,6 +88,12 @@ fn start_line(args: &[&str]) -> Result<String, String> {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
+    (child, stderr, line)
+}
+
+/// Starts `floodgate serve` with `args`; returns its first line on stderr, then stops it.
+fn start_line(args: &[&str]) -> Result<String, String> {
+    let (mut child, mut stderr, line) = spawn_serve(args);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
