@@ -112,6 +112,15 @@ impl Partition {
         self.index.read().expect("index lock").running_max()
     }
 
+    /// Makes room for `n` more entries (recovery, which knows how many it will push).
+    pub(crate) fn reserve(&self, n: usize) {
+        self.index
+            .write()
+            .expect("index lock")
+            .active
+            .reserve_exact(n);
+    }
+
     /// Appends an entry (the writer, when the batch becomes visible; recovery).
     pub(crate) fn push(&self, entry: BatchEntry) {
         let mut index = self.index.write().expect("index lock");

@@ -69,15 +69,18 @@ pub enum ScanEnd {
     },
 }
 
-/// Scans frames from the start of a segment until they stop, and classifies the end. The
-/// frames' own durable claims add to what `known` says.
+/// Scans frames from the start of a segment until they stop, handing each to `found` in
+/// position order, and classifies the end. The frames' own durable claims add to what `known`
+/// says. Frames are not collected here: a caller keeps what it needs of each (recovery, a
+/// compact entry; a segment of a few million frames would otherwise be held twice).
 pub(crate) fn scan(
     reader: &mut impl SegmentBytes,
     frame_bytes_max: u64,
     window: u64,
     known: Known,
-) -> Result<(Vec<ScannedFrame>, ScanEnd)> {
-    let mut frames: Vec<ScannedFrame> = Vec::new();
+    found: &mut impl FnMut(ScannedFrame),
+) -> Result<ScanEnd> {
+    let mut claimed: Option<u64> = None;
     let mut pos = 0u64;
     // Where the frames stop, and why if not at zeros.
     let stop: Option<String> = loop {
@@ -102,7 +105,9 @@ pub(crate) fn scan(
             Ok(b) => b,
             Err(e) => break Some(e.0),
         };
-        frames.push(ScannedFrame {
+        let durable_through = header.durable_through(pos);
+        claimed = claimed.max(durable_through);
+        found(ScannedFrame {
             topic_id: header.topic_id,
             partition: header.partition,
             entry: BatchEntry {
@@ -114,19 +119,17 @@ pub(crate) fn scan(
                 frame_bytes: frame_bytes as u32,
             },
             records: batch.record_count,
-            durable_through: header.durable_through(pos),
+            durable_through,
         });
         pos += frame_bytes;
     };
-    let claimed = frames.iter().filter_map(|f| f.durable_through).max();
     let known = Known {
         durable: known.durable.max(claimed.unwrap_or(0)),
         // Frames past where a clean close said the log ended: that word is stale, so the
         // bytes after them are read as after a crash.
         read_to_end: known.read_to_end || pos > known.durable,
     };
-    let end = classify(reader, pos, stop, window, known)?;
-    Ok((frames, end))
+    classify(reader, pos, stop, window, known)
 }
 
 /// The decision table: what the bytes after the last good frame at `pos` mean.

@@ -268,12 +268,15 @@ pub fn scan_segment_file(
         .map_err(|e| Error::io("stat", path, e))?
         .len();
     let mut reader = ChunkReader::new(&file, path, len);
-    scan(
+    let mut frames = Vec::new();
+    let end = scan(
         &mut reader,
         commit_bytes_max as u64,
         unflushed_window_bytes(commit_bytes_max),
         known,
-    )
+        &mut |f| frames.push(f),
+    )?;
+    Ok((frames, end))
 }
 
 /// What a shard's checkpoint says of its segment `id` when `newest` is its newest segment:
@@ -450,20 +453,24 @@ pub(crate) fn recover_shard(
             ));
         }
         let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
-        let (frames, end) = scan(&mut reader, params.frame_bytes_max, params.window, known)?;
-        let frame_list: Vec<(TopicPartition, BatchEntry)> = frames
-            .iter()
-            .map(|f| {
-                let tp = TopicPartition::new(f.topic_id, f.partition);
+        let mut frame_list: Vec<(TopicPartition, BatchEntry)> = Vec::new();
+        let mut records = 0u64;
+        let end = scan(
+            &mut reader,
+            params.frame_bytes_max,
+            params.window,
+            known,
+            &mut |f| {
+                records += u64::from(f.records);
                 let entry = BatchEntry {
                     segment: id,
                     ..f.entry
                 };
-                (tp, entry)
-            })
-            .collect();
-        report.records += frames.iter().map(|f| u64::from(f.records)).sum::<u64>();
-        apply(&segment.path, frame_list.iter().copied(), params, report)?;
+                frame_list.push((TopicPartition::new(f.topic_id, f.partition), entry));
+            },
+        )?;
+        report.records += records;
+        apply(&segment.path, &frame_list, params, report)?;
         let (data_end, cut) = match end {
             ScanEnd::Clean { pos } => (pos, None),
             ScanEnd::Torn { pos, garbage_end } if last => {
@@ -607,6 +614,9 @@ pub fn holds_frames(path: &Path) -> bool {
         .is_ok_and(|()| matches!(FrameHeader::decode(&head), Ok(HeaderSlot::Frame(_))))
 }
 
+/// How many index entries recovery hands the segment's entry list at a time.
+const SLOTS_PER_PUBLISH: usize = 1 << 16;
+
 /// Cuts the last segment at `data_end` (zeroing up to `garbage_end` if given) and hands it to
 /// the writer.
 fn finish(
@@ -620,19 +630,20 @@ fn finish(
     if let Some(garbage_end) = garbage_end {
         write_tail(shared, params, id, data_end, &[], garbage_end)?;
     }
-    // The active segment's frames, for its index file when the writer seals it.
-    let slots: Vec<_> = frames
-        .iter()
-        .filter_map(|(tp, e)| {
+    // The active segment's frames, for its index file when the writer seals it; a piece at a
+    // time, so that they are not held twice.
+    let mut index_log = shared.index_log.lock().expect("index log lock");
+    index_log.publish_distributed(id, &[]);
+    let mut slots = Vec::with_capacity(frames.len().min(SLOTS_PER_PUBLISH));
+    for piece in frames.chunks(SLOTS_PER_PUBLISH) {
+        slots.clear();
+        slots.extend(piece.iter().filter_map(|(tp, e)| {
             let partition = params.partitions.get(tp)?;
             (e.pos < data_end).then_some(SlotEntry::new(partition.slot, e))
-        })
-        .collect();
-    shared
-        .index_log
-        .lock()
-        .expect("index log lock")
-        .publish_distributed(id, &slots);
+        }));
+        index_log.publish_distributed(id, &slots);
+    }
+    drop(index_log);
     let _ = fs::remove_file(index_path(&shared.dir, id));
     *shared.acked_end.lock().expect("acked end lock") = LogPos::new(id, data_end);
     Ok(ShardEnd {
@@ -730,7 +741,7 @@ fn skip_dropped(
     }
     write_tail(shared, params, id, pos, &tail, len)?;
     let path = shared.segment_path(id);
-    apply(&path, gaps.iter().copied(), params, report)?;
+    apply(&path, &gaps, params, report)?;
     Ok((pos + tail.len() as u64, gaps))
 }
 
@@ -838,11 +849,22 @@ fn check_dense(
 /// Adds recovered frames to their partitions, checking that offsets stay dense.
 fn apply(
     path: &Path,
-    frames: impl Iterator<Item = (TopicPartition, BatchEntry)>,
+    frames: &[(TopicPartition, BatchEntry)],
     params: &RecoverParams<'_>,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    for (tp, entry) in frames {
+    // Each partition's index grows by exactly its count, not by doubling: a segment of many
+    // small batches adds millions of entries at open.
+    let mut counts: HashMap<TopicPartition, usize> = HashMap::new();
+    for (tp, _) in frames {
+        *counts.entry(*tp).or_default() += 1;
+    }
+    for (tp, n) in counts {
+        if let Some(p) = params.partitions.get(&tp) {
+            p.reserve(n);
+        }
+    }
+    for &(tp, entry) in frames {
         report.frames += 1;
         let Some(p) = params.partition_of(tp, path, entry.pos)? else {
             continue;
