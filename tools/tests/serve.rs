@@ -136,3 +136,112 @@ fn a_config_file_sets_options_and_the_command_line_overrides_them() {
     let err = start_line(&["--config", list.to_str().unwrap()]).unwrap_err();
     assert!(err.contains("not a JSON object"), "{err}");
 }
+
+/// The Kafka address in `floodgate serve`'s first line.
+fn kafka_addr(line: &str) -> String {
+    let addr = line.split(" on ").nth(1).and_then(|s| s.split(' ').next());
+    addr.unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
+/// Runs `floodgate load` with `args`: whether it succeeded, its stdout and its stderr.
+fn load(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .arg("load")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn the_load_tool_produces_and_consumes_over_the_protocol() {
+    let dir = test_dir("serve-load");
+    let data = dir.path().join("data");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--dir",
+        data.to_str().unwrap(),
+    ];
+    let (mut child, _stderr, line) = spawn_serve(&args);
+    let addr = kafka_addr(&line);
+
+    // Nothing to consume yet: a clear error, not a hang.
+    let (ok, _, err) = load(&["consume", "--bootstrap", &addr]);
+    assert!(!ok && err.contains("no topic \"load\""), "{err}");
+
+    let (ok, out, err) = load(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--partitions",
+        "5",
+        "--producers",
+        "2",
+        "--messages",
+        "30000",
+        "--size",
+        "20..300",
+        "--verify",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["produced"], 30000, "{report}");
+    assert_eq!(report["partitions"], 5, "{report}");
+    let verify = &report["verify"];
+    assert_eq!(verify["checked"], 30000, "{report}");
+    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
+        assert_eq!(verify[bad], 0, "{bad}: {report}");
+    }
+
+    // A second run adds to the topic as it is; a consumer reads both runs whole, paced.
+    let (ok, _, err) = load(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--partitions",
+        "9",
+        "--messages",
+        "10000",
+        "--linger-ms",
+        "2",
+    ]);
+    assert!(ok && err.contains("exists with 5 partitions"), "{err}");
+    let (ok, out, err) = load(&[
+        "consume",
+        "--bootstrap",
+        &addr,
+        "--verify",
+        "--consume-rate",
+        "40000",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["consumed"], 40000, "{report}");
+    assert_eq!(report["verify"]["duplicated"], 0, "{report}");
+    assert_eq!(report["verify"]["corrupt"], 0, "{report}");
+    let seconds = report["duration_s"].as_f64().unwrap();
+    assert!(
+        seconds >= 0.95,
+        "40,000 records at 40,000/s took {seconds} s"
+    );
+
+    kill(&mut child);
+    let (ok, _, err) = load(&["produce", "--bootstrap", &addr, "--messages", "10"]);
+    assert!(
+        !ok && err.contains(&format!("connecting to {addr}")),
+        "{err}"
+    );
+}
+
+fn kill(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -230,14 +230,19 @@ pub(crate) fn rate_error_pct(per_second: &[u64], whole_seconds: usize, rate: f64
 }
 
 pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
-    let backend = parse_backend(&args.backend)?;
-    if !args.dir.join("meta.json").exists() {
-        return Err(format!("{} holds no floodgate log", args.dir.display()).into());
+    if let Some(bootstrap) = args.bootstrap.clone() {
+        return super::wire_consume::wire_consume(args, &bootstrap);
     }
-    let device = args.device.measure(&args.dir)?;
-    let config = Config::new(&args.dir)
-        .shards(args.shards)
-        .io_backend(backend);
+    let dir = args
+        .dir
+        .clone()
+        .expect("clap asks for --dir without --bootstrap");
+    let backend = parse_backend(&args.backend)?;
+    if !dir.join("meta.json").exists() {
+        return Err(format!("{} holds no floodgate log", dir.display()).into());
+    }
+    let device = args.device.measure(&dir)?;
+    let config = Config::new(&dir).shards(args.shards).io_backend(backend);
     let log = Log::open(config)?;
     let consumed = AtomicU64::new(0);
     let reads_before = read_totals(&log);
@@ -309,7 +314,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
             "checked": stats.consumed, "corrupt": stats.corrupt,
             "duplicated": stats.duplicated, "out_of_order": stats.out_of_order,
         }) } else { serde_json::Value::Null },
-        "env": env_json(&args.dir, &fs_type(&args.dir)),
+        "env": env_json(&dir, &fs_type(&dir)),
     });
     let consume_mb = report["consume_mb_per_s"].as_f64();
     merge_json(&mut report, device_json(device, None, consume_mb));

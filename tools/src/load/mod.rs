@@ -22,6 +22,9 @@ mod idle;
 mod peak;
 mod produce;
 mod report;
+mod wire;
+mod wire_consume;
+mod wire_produce;
 
 pub(crate) use consume::*;
 pub(crate) use crash::*;
@@ -208,8 +211,16 @@ pub struct LogArgs {
 #[derive(Args, Clone)]
 pub struct ConsumeArgs {
     /// Data directory written by `floodgate load produce --keep` or `peak --keep`.
-    #[arg(long)]
-    pub(crate) dir: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "bootstrap",
+        conflicts_with = "bootstrap"
+    )]
+    pub(crate) dir: Option<PathBuf>,
+    /// Consume the load topic from this Kafka-protocol broker (`floodgate serve`, Kafka,
+    /// Redpanda) instead of a data directory: one consumer assigned every partition.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) bootstrap: Option<String>,
     /// Records per second (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) consume_rate: f64,
@@ -323,6 +334,26 @@ pub struct ProduceArgs {
     /// records). Paced producers rarely come near it.
     #[arg(long, default_value_t = WINDOW_BYTES_DEFAULT)]
     pub(crate) window_bytes: usize,
+    /// Produce to this Kafka-protocol broker (`floodgate serve`, Kafka, Redpanda) instead of
+    /// an embedded log: the load topic is created with --partitions if it is missing, and the
+    /// options of the embedded log (directory, shards, durability, ...) are the broker's.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) bootstrap: Option<String>,
+    /// With --bootstrap: `all` (every replica has it, under the broker's durability) or `1`.
+    #[arg(long, default_value = "all")]
+    pub(crate) acks: String,
+    /// With --bootstrap: send a connection's waiting records this long after the oldest of
+    /// them at the latest (Kafka's `linger.ms`; 0: as soon as a request may go out).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) linger_ms: f64,
+    /// With --bootstrap: send a connection's waiting records once they reach this many bytes
+    /// (all its partitions' batches in one request).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub(crate) request_bytes: usize,
+    /// With --bootstrap: produce requests a connection keeps waiting for responses at most
+    /// (Kafka's `max.in.flight.requests.per.connection`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) in_flight: u32,
     /// Records in each producer's ring into a shard (`Config::ring_records`; the library's
     /// default is 16,384): a larger ring lets the writer take more records per commit (see
     /// docs/TUNING.md).

@@ -32,6 +32,11 @@ pub(crate) fn peak(args: PeakArgs) -> CliResult {
         // The mission's producer as an embedding application gets it: the library's ring.
         window_bytes: WINDOW_BYTES_DEFAULT,
         ring_records: floodgate::config::RING_RECORDS_DEFAULT,
+        bootstrap: None,
+        acks: "all".into(),
+        linger_ms: 0.0,
+        request_bytes: 1 << 20,
+        in_flight: 5,
     };
     let (log, dir, tmp, backend, device) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);

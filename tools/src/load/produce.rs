@@ -24,6 +24,9 @@ pub(crate) struct ProducerResult {
 }
 
 pub(crate) fn produce(args: ProduceArgs) -> CliResult {
+    if let Some(bootstrap) = args.bootstrap.clone() {
+        return super::wire_produce::wire_produce(args, &bootstrap);
+    }
     let (log, dir, tmp, backend, device) = open_load_log(&args)?;
     let messages = match (args.messages, args.duration) {
         (Some(n), _) => Some(n),
@@ -424,15 +427,11 @@ pub(crate) fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) 
         check = Checker::new(args);
         check.by_partition(log, &ranges);
     }
-    let mut v = check.v;
-    let acked: u64 = results.iter().map(|r| r.acked).sum();
-    let found_acked = check.seen.iter().filter(|id| id.run == run_id()).count() as u64;
-    v.missing = acked.saturating_sub(found_acked);
-    v
+    check.finish(results)
 }
 
 /// What verifying has found so far.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     args: &'a ProduceArgs,
     v: Verify,
     seen: HashSet<RecordId>,
@@ -441,7 +440,7 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn new(args: &'a ProduceArgs) -> Checker<'a> {
+    pub(crate) fn new(args: &'a ProduceArgs) -> Checker<'a> {
         Checker {
             args,
             v: Verify::default(),
@@ -495,18 +494,32 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// What was found, with every acknowledged record of this run not found counted missing.
+    pub(crate) fn finish(self, results: &[ProducerResult]) -> Verify {
+        let mut v = self.v;
+        let acked: u64 = results.iter().map(|r| r.acked).sum();
+        let found_acked = self.seen.iter().filter(|id| id.run == run_id()).count() as u64;
+        v.missing = acked.saturating_sub(found_acked);
+        v
+    }
+
     fn check(&mut self, partition: u32, r: floodgate::StoredRecord) {
+        self.check_value(partition, r.value.as_deref().unwrap_or_default());
+    }
+
+    /// Checks a record of `partition` with this value (records are checked in their
+    /// partition's order).
+    pub(crate) fn check_value(&mut self, partition: u32, value: &[u8]) {
         let v = &mut self.v;
         v.checked += 1;
-        let value = r.value.unwrap_or_default();
-        let Some((id, sum)) = RecordId::read(&value) else {
+        let Some((id, sum)) = RecordId::read(value) else {
             v.corrupt += 1;
             return;
         };
         // Another run's records are checked whole; their sizes were that run's.
         let size_ok =
             id.run != run_id() || value.len() == self.args.log.size.of(id.producer, id.seq);
-        if !size_ok || !id.checks_out(sum, &value) {
+        if !size_ok || !id.checks_out(sum, value) {
             v.corrupt += 1;
             return;
         }

@@ -1,0 +1,330 @@
+//! `load consume --bootstrap`: draining the load topic from a broker over the Kafka protocol,
+//! as a consumer that assigns itself every partition (no group): sessionless fetches of every
+//! partition not yet drained, one in flight per leader, as a Kafka consumer sends them
+//! (`fetch.max.bytes` 50 MiB, `max.partition.fetch.bytes` 1 MiB by default). A rate, if
+//! given, is held by handing records over no faster than it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use serde_json::json;
+
+use super::wire::{Conn, TopicLayout, each_record, list_offsets, load_topic, topic_name};
+use super::*;
+use crate::error::CliResult;
+use crate::outln;
+
+/// Each partition's next offset (ListOffsets latest).
+pub(crate) fn end_offsets(layout: &TopicLayout) -> CliResult<Vec<i64>> {
+    list_offsets(layout, -1)
+}
+
+/// How the fetches of a drain are sized.
+#[derive(Clone, Copy)]
+pub(crate) struct FetchSizes {
+    pub(crate) max_bytes: i32,
+    pub(crate) partition_max_bytes: i32,
+    pub(crate) max_wait_ms: i32,
+}
+
+impl Default for FetchSizes {
+    fn default() -> FetchSizes {
+        FetchSizes {
+            max_bytes: 50 << 20,
+            partition_max_bytes: 1 << 20,
+            max_wait_ms: 500,
+        }
+    }
+}
+
+/// What a drain saw.
+#[derive(Default)]
+pub(crate) struct Drained {
+    pub(crate) records: u64,
+    pub(crate) value_bytes: u64,
+    /// Bytes of record sets fetched (batches as the broker stores them).
+    pub(crate) fetched_bytes: u64,
+    pub(crate) fetches: u64,
+    /// Records handed over in each second since the drain started.
+    pub(crate) per_second: Vec<u64>,
+    /// The second the records being handed over count in.
+    second: usize,
+}
+
+/// Fetches every partition from `from` up to `to` (exclusive), handing each record's
+/// partition and value to `f` in its partition's order, no faster than `rate` records per
+/// second if it is above 0.
+pub(crate) fn drain(
+    layout: &TopicLayout,
+    from: &[i64],
+    to: &[i64],
+    sizes: FetchSizes,
+    rate: f64,
+    consumed: &AtomicU64,
+    f: &mut dyn FnMut(u32, &[u8]),
+) -> CliResult<Drained> {
+    let mut position = from.to_vec();
+    let mut links: Vec<(Conn, Vec<i32>)> = Vec::new();
+    for (leader, parts) in layout.by_leader() {
+        links.push((layout.connect(leader)?, parts));
+    }
+    let mut out = Drained::default();
+    let start = Instant::now();
+    loop {
+        let mut any = false;
+        for (conn, parts) in &mut links {
+            let wanted: Vec<i32> = parts
+                .iter()
+                .copied()
+                .filter(|&p| position[p as usize] < to[p as usize])
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            any = true;
+            let mut topic = FetchTopic::default();
+            topic.topic = topic_name();
+            topic.partitions = wanted
+                .iter()
+                .map(|&p| {
+                    let mut q = FetchPartition::default();
+                    q.partition = p;
+                    q.fetch_offset = position[p as usize];
+                    q.partition_max_bytes = sizes.partition_max_bytes;
+                    q.log_start_offset = -1;
+                    q.current_leader_epoch = -1;
+                    q.last_fetched_epoch = -1;
+                    q
+                })
+                .collect();
+            let mut req = FetchRequest::default();
+            req.replica_id = BrokerId(-1);
+            req.max_wait_ms = sizes.max_wait_ms;
+            req.min_bytes = 1;
+            req.max_bytes = sizes.max_bytes;
+            req.session_id = 0;
+            req.session_epoch = -1;
+            req.topics = vec![topic];
+            let (_, response): (_, FetchResponse) = conn.call(ApiKey::Fetch, &req)?;
+            out.fetches += 1;
+            if response.error_code != 0 {
+                return Err(
+                    format!("{}: fetch: error {}", conn.addr(), response.error_code).into(),
+                );
+            }
+            for t in &response.responses {
+                for p in &t.partitions {
+                    let index = p.partition_index;
+                    let Some(&end) = usize::try_from(index).ok().and_then(|i| to.get(i)) else {
+                        return Err(
+                            format!("{}: a fetch answered partition {index}", conn.addr()).into(),
+                        );
+                    };
+                    if p.error_code != 0 {
+                        return Err(format!(
+                            "{}: fetch of partition {index}: error {} ({:?})",
+                            conn.addr(),
+                            p.error_code,
+                            kafka_protocol::ResponseError::try_from_code(p.error_code)
+                        )
+                        .into());
+                    }
+                    let Some(records) = &p.records else { continue };
+                    out.fetched_bytes += records.len() as u64;
+                    let pos = &mut position[index as usize];
+                    let next = each_record(records, *pos, |offset, value| {
+                        if offset < end {
+                            let value = value.unwrap_or_default();
+                            hand_over(&mut out, start, rate, consumed, index as u32, value, f);
+                        }
+                    })
+                    .map_err(|e| format!("{}: partition {index}: {e}", conn.addr()))?;
+                    if let Some(next) = next {
+                        *pos = next.max(*pos);
+                    }
+                }
+            }
+        }
+        if !any {
+            consumed.store(out.records, Ordering::Relaxed);
+            return Ok(out);
+        }
+    }
+}
+
+/// Hands a fetched record to `f`, no faster than `rate` if it is above 0.
+fn hand_over(
+    out: &mut Drained,
+    start: Instant,
+    rate: f64,
+    consumed: &AtomicU64,
+    partition: u32,
+    value: &[u8],
+    f: &mut dyn FnMut(u32, &[u8]),
+) {
+    // The clock is read every 64 records: a record every 12 µs at 80,000/s, so the rate
+    // holds within a millisecond.
+    if out.records.is_multiple_of(64) {
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64(out.records as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let second = start.elapsed().as_secs() as usize;
+        if out.per_second.len() <= second {
+            out.per_second.resize(second + 1, 0);
+        }
+        out.second = second;
+        consumed.store(out.records, Ordering::Relaxed);
+    }
+    out.per_second[out.second] += 1;
+    out.records += 1;
+    out.value_bytes += value.len() as u64;
+    f(partition, value);
+}
+
+/// `load produce --bootstrap --verify`: reads back what the partitions gained since `from`
+/// and checks it as the embedded scenario does.
+pub(crate) fn wire_verify(
+    layout: &TopicLayout,
+    args: &ProduceArgs,
+    results: &[ProducerResult],
+    from: &[i64],
+) -> CliResult<Verify> {
+    let to = end_offsets(layout)?;
+    let mut check = Checker::new(args);
+    let counter = AtomicU64::new(0);
+    drain(
+        layout,
+        from,
+        &to,
+        FetchSizes::default(),
+        0.0,
+        &counter,
+        &mut |p, value| check.check_value(p, value),
+    )?;
+    Ok(check.finish(results))
+}
+
+/// The consume scenario over the protocol: drains the load topic from its earliest offsets to
+/// the latest at the start.
+pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
+    if args.group.is_some() || args.consumers != 1 {
+        return Err(
+            "--bootstrap consumes as one consumer of every partition: consumer groups \
+                    over the protocol (--group, --consumers) are not served yet"
+                .into(),
+        );
+    }
+    let mut notes = Vec::new();
+    let layout = {
+        let mut conn = Conn::connect(bootstrap)?;
+        load_topic(&mut conn, None, &mut notes)?
+    };
+    let from = list_offsets(&layout, -2)?;
+    let to = end_offsets(&layout)?;
+    let expected: i64 = to.iter().zip(&from).map(|(t, f)| t - f).sum();
+    let mut seen: HashSet<RecordId> = HashSet::with_capacity(if args.verify {
+        expected.max(0) as usize
+    } else {
+        0
+    });
+    let (mut corrupt, mut duplicated, mut out_of_order) = (0u64, 0u64, 0u64);
+    let mut last_seq: HashMap<(u32, u32, u32), u64> = HashMap::new();
+    let consumed = AtomicU64::new(0);
+    let cpu_start = process_cpu();
+    let start = Instant::now();
+    let drained = drain(
+        &layout,
+        &from,
+        &to,
+        FetchSizes::default(),
+        args.consume_rate,
+        &consumed,
+        &mut |p, value| {
+            if !args.verify {
+                return;
+            }
+            let checked = RecordId::read(value).filter(|(id, sum)| id.checks_out(*sum, value));
+            let Some((id, _)) = checked else {
+                corrupt += 1;
+                return;
+            };
+            if !seen.insert(id) {
+                duplicated += 1;
+            }
+            if last_seq
+                .insert((p, id.run, id.producer), id.seq)
+                .is_some_and(|prev| prev > id.seq)
+            {
+                out_of_order += 1;
+            }
+        },
+    )?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu_start;
+    let msgs_per_s = drained.records as f64 / elapsed;
+    let whole = drained.per_second.len().saturating_sub(1);
+    let rate_error_pct = (args.consume_rate > 0.0 && whole > 0).then(|| {
+        drained.per_second[..whole]
+            .iter()
+            .map(|&n| (n as f64 - args.consume_rate).abs() / args.consume_rate * 100.0)
+            .fold(0.0, f64::max)
+    });
+    let report = json!({
+        "scenario": "consume",
+        "bootstrap": bootstrap,
+        "partitions": layout.leaders.len(),
+        "target_rate": args.consume_rate,
+        "consumed": drained.records,
+        "expected": expected,
+        "duration_s": elapsed,
+        "consume_msgs_per_s": msgs_per_s,
+        "consume_mb_per_s": drained.value_bytes as f64 / 1e6 / elapsed,
+        "fetched_mb_per_s": drained.fetched_bytes as f64 / 1e6 / elapsed,
+        "fetches": drained.fetches,
+        "consume_rate_error_pct": rate_error_pct,
+        "consumed_per_second": drained.per_second,
+        "client_cpu_ns_per_msg": cpu.as_nanos() as f64 / drained.records.max(1) as f64,
+        "verify": args.verify.then(|| json!({
+            "checked": drained.records, "duplicated": duplicated, "corrupt": corrupt,
+            "out_of_order": out_of_order,
+        })),
+    });
+    if args.json {
+        outln!("{report}");
+    } else {
+        outln!(
+            "floodgate load consume --bootstrap {bootstrap}: {} records of {} partition(s)",
+            drained.records,
+            layout.leaders.len()
+        );
+        outln!(
+            "  throughput   {:>12.0} msgs/s   {:>8.1} MB/s of values   over {:.2} s, {} fetches",
+            msgs_per_s,
+            drained.value_bytes as f64 / 1e6 / elapsed,
+            elapsed,
+            drained.fetches
+        );
+        if args.verify {
+            outln!(
+                "  verify       checked {}  duplicated {duplicated}  corrupt {corrupt}  out of \
+                 order {out_of_order}",
+                drained.records
+            );
+        }
+    }
+    if drained.records as i64 != expected {
+        return Err(format!(
+            "consumed {} records where {expected} were there",
+            drained.records
+        )
+        .into());
+    }
+    if corrupt + duplicated + out_of_order > 0 {
+        return Err("load run found errors".into());
+    }
+    Ok(())
+}
