@@ -83,7 +83,7 @@ pub(crate) fn spawn(
 }
 
 /// A response on its way: the task computing it (`None`: none is sent, as for acks=0).
-type Answer = tokio::task::JoinHandle<Result<Option<Bytes>, String>>;
+type Answer = tokio::task::JoinHandle<Result<Option<crate::apis::Frame>, String>>;
 
 async fn serve(
     stream: tokio::net::TcpStream,
@@ -97,7 +97,7 @@ async fn serve(
         while let Some(answer) = pending.recv().await {
             match answer.await {
                 Ok(Ok(Some(frame))) => {
-                    if let Err(e) = wr.write_all(&frame).await {
+                    if let Err(e) = write_chunks(&mut wr, &frame).await {
                         return Err(format!("write: {e}"));
                     }
                 }
@@ -178,6 +178,45 @@ async fn serve(
     };
     outcome.and(written)
 }
+
+/// Writes a frame's chunks in order, as many at a time as one vectored write takes.
+async fn write_chunks(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    if let [one] = chunks {
+        return wr.write_all(one).await;
+    }
+    // The first chunk not yet written whole, and how much of it was.
+    let (mut at, mut done) = (0usize, 0usize);
+    loop {
+        while at < chunks.len() && chunks[at].len() == done {
+            at += 1;
+            done = 0;
+        }
+        if at == chunks.len() {
+            return Ok(());
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&chunks[at][done..])
+            .chain(chunks[at + 1..].iter().map(|c| &c[..]))
+            .take(IOVECS_MAX)
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while at < chunks.len() && n >= chunks[at].len() - done {
+            n -= chunks[at].len() - done;
+            at += 1;
+            done = 0;
+        }
+        done += n;
+    }
+}
+
+/// Slices in one vectored write (Linux takes at most 1,024).
+const IOVECS_MAX: usize = 1024;
 
 /// How long a stopping server waits for a connection's answers in flight to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use floodgate::{Config, IoBackend, Log};
+use floodgate::{Config, Durability, IoBackend, Log};
 use floodgate_kafka::{MAX_CONNECTIONS_DEFAULT, MAX_REQUEST_BYTES_DEFAULT, Server, ServerConfig};
 
 use crate::error::CliResult;
-use crate::load::parse_backend;
+use crate::load::{parse_backend, parse_durability};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// I/O backend: `io_uring` or `portable`.
     #[arg(long, default_value = "io_uring", value_parser = parse_backend)]
     backend: IoBackend,
+    /// When a produce is acknowledged (acks=1 and acks=all alike): `sync`, once its records
+    /// are on stable storage (written and flushed); or `interval:MS`, once written, with a
+    /// flush at least every MS milliseconds (what a crash of the machine may lose).
+    #[arg(long, default_value = "sync", value_parser = parse_durability)]
+    durability: Durability,
 }
 
 /// `--metrics-listen`: an address, or none.
@@ -92,7 +97,8 @@ pub fn run(args: ServeArgs) -> CliResult {
         .map_err(|e| format!("creating {}: {e}", args.dir.display()))?;
     let config = Config::new(&args.dir)
         .shards(args.shards)
-        .io_backend(args.backend);
+        .io_backend(args.backend)
+        .durability(args.durability);
     let log = Arc::new(Log::open(config)?);
     let mut server_config = ServerConfig::new(args.listen);
     server_config.advertised = args.advertised;
@@ -114,13 +120,14 @@ pub fn run(args: ServeArgs) -> CliResult {
         .map_or_else(|| "none".to_owned(), |a| format!("http://{a}/metrics"));
     eprintln!(
         "floodgate {} serving {} on {} (Kafka protocol; metrics {metrics}; {} shard(s), {} \
-         network thread(s), io {})",
+         network thread(s), io {}, durability {})",
         env!("CARGO_PKG_VERSION"),
         args.dir.display(),
         server.local_addr(),
         args.shards,
         args.network_threads,
         args.backend.name(),
+        durability_name(args.durability),
     );
     let signal = signals
         .wait()
@@ -191,4 +198,12 @@ pub fn expand_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsSt
         }
     }
     Ok(out)
+}
+
+/// `--durability` as it is given.
+fn durability_name(d: Durability) -> String {
+    match d {
+        Durability::Sync => "sync".to_owned(),
+        Durability::Interval(t) => format!("interval:{}", t.as_millis()),
+    }
 }

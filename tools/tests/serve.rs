@@ -123,6 +123,11 @@ fn a_config_file_sets_options_and_the_command_line_overrides_them() {
     let config = config.to_str().unwrap();
     let line = start_line(&["--config", config]).unwrap();
     assert!(line.contains("metrics none"), "{line}");
+    assert!(line.contains("durability sync"), "{line}");
+    let line = start_line(&["--config", config, "--durability", "interval:20"]).unwrap();
+    assert!(line.contains("durability interval:20"), "{line}");
+    let err = start_line(&["--config", config, "--durability", "often"]).unwrap_err();
+    assert!(err.contains("use sync or interval:MS"), "{err}");
     assert!(line.contains(data.to_str().unwrap()), "{line}");
     let line = start_line(&["--config", config, "--metrics-listen", "127.0.0.1:0"]).unwrap();
     assert!(line.contains("metrics http://127.0.0.1:"), "{line}");

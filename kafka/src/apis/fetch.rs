@@ -6,28 +6,34 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use floodgate::Offset;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::protocol::Encodable;
 
+use super::Frame;
 use crate::conn::ThreadState;
 
 /// A partition this far behind its end is read with read-ahead (a backlog being drained);
 /// closer, only the batches asked for are read.
 const READ_AHEAD_RECORDS_BEHIND: u64 = 10_000;
 
-pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> FetchResponse {
+/// A partition's stored batches for a response, as they were read (each points into the
+/// read buffer or cache it came from), in the order of the response's partitions.
+pub(crate) type RecordSets = Vec<Vec<Bytes>>;
+
+pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> (FetchResponse, RecordSets) {
     let log = &state.shared.log;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     loop {
         let mark = log.publish_mark();
-        let (response, bytes) = read_all(state, &req);
+        let (response, sets, bytes) = read_all(state, &req);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || now >= deadline || errored(&response) {
-            count(state, &response);
-            return response;
+            count(state, &response, &sets);
+            return (response, sets);
         }
         // Nothing (or too little) yet: wait for a publish, then read again.
         let _ = tokio::time::timeout(deadline - now, log.published_since(mark)).await;
@@ -35,19 +41,15 @@ pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> FetchRespon
 }
 
 /// Counts the records and bytes `response` hands out, by topic.
-fn count(state: &ThreadState, response: &FetchResponse) {
+fn count(state: &ThreadState, response: &FetchResponse, sets: &RecordSets) {
+    let mut sets = sets.iter();
     for topic in &response.responses {
         let (mut records, mut bytes) = (0u64, 0u64);
-        for set in topic.partitions.iter().filter_map(|p| p.records.as_ref()) {
-            bytes += set.len() as u64;
-            // Each batch: baseOffset (8), batchLength (4), ..., recordCount at 57.
-            let mut at = 0usize;
-            while let Some(len) = set.get(at + 8..at + 12) {
-                let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-                if let Some(n) = set.get(at + 57..at + 61) {
-                    records += u64::from(u32::from_be_bytes(n.try_into().expect("4 bytes")));
-                }
-                at += 12 + len;
+        for batch in (&mut sets).take(topic.partitions.len()).flatten() {
+            bytes += batch.len() as u64;
+            // A batch: baseOffset (8), batchLength (4), ..., recordCount at 57.
+            if let Some(n) = batch.get(57..61) {
+                records += u64::from(u32::from_be_bytes(n.try_into().expect("4 bytes")));
             }
         }
         if bytes > 0 {
@@ -60,12 +62,14 @@ fn errored(response: &FetchResponse) -> bool {
     (response.responses.iter()).any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
-/// One pass over the request's partitions; returns the response and the record bytes in it.
-fn read_all(state: &ThreadState, req: &FetchRequest) -> (FetchResponse, usize) {
+/// One pass over the request's partitions: the response (its record sets left out), the
+/// record sets, and their bytes.
+fn read_all(state: &ThreadState, req: &FetchRequest) -> (FetchResponse, RecordSets, usize) {
     let log = &state.shared.log;
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
     let mut total = 0usize;
     let mut response = FetchResponse::default();
+    let mut sets = RecordSets::new();
     for topic in &req.topics {
         let name = topic.topic.0.to_string();
         let mut out = FetchableTopicResponse::default();
@@ -78,7 +82,8 @@ fn read_all(state: &ThreadState, req: &FetchRequest) -> (FetchResponse, usize) {
             data.last_stable_offset = -1;
             data.log_start_offset = -1;
             data.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
-            data.records = Some(Bytes::new());
+            data.records = None;
+            let mut set = Vec::new();
             let partition = u32::try_from(p.partition).unwrap_or(u32::MAX);
             match log.offsets(&name, partition) {
                 Err(e) => data.error_code = super::error_code(&e),
@@ -103,9 +108,8 @@ fn read_all(state: &ThreadState, req: &FetchRequest) -> (FetchResponse, usize) {
                             ahead,
                         ) {
                             Ok((batches, _)) => {
-                                let records = join(batches);
-                                total += records.len();
-                                data.records = Some(records);
+                                total += batches.iter().map(Bytes::len).sum::<usize>();
+                                set = batches;
                             }
                             Err(e) => data.error_code = super::error_code(&e),
                         }
@@ -115,22 +119,201 @@ fn read_all(state: &ThreadState, req: &FetchRequest) -> (FetchResponse, usize) {
                 }
             }
             out.partitions.push(data);
+            sets.push(set);
         }
         response.responses.push(out);
     }
-    (response, total)
+    (response, sets, total)
 }
 
-/// The batches as one record set (they are contiguous in the response).
-fn join(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        1 => batches.into_iter().next().expect("one batch"),
-        _ => {
-            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for b in &batches {
-                out.extend_from_slice(b);
-            }
-            out.freeze()
+/// The response frame, as the protocol crate would encode `response` with each partition's
+/// record set from `sets`, but in chunks: the encoded fields, and between them the stored
+/// batches as they were read, so they are written to the socket without being copied into a
+/// buffer first. Responses are built by [`read_all`]: only the fields it sets are written; a
+/// response with others set (tagged fields, record sets of its own) is a fault of this server.
+pub(crate) fn fetch_frame(
+    version: i16,
+    id: i32,
+    response: &FetchResponse,
+    sets: &[Vec<Bytes>],
+) -> Result<Frame, String> {
+    let fault = |what: &str| format!("the Fetch v{version} response {what}");
+    if !(4..=12).contains(&version) {
+        return Err(fault("is of a version this encoder does not write"));
+    }
+    let flexible = version >= 12;
+    if !response.unknown_tagged_fields.is_empty() || !response.node_endpoints.is_empty() {
+        return Err(fault("has tagged fields set"));
+    }
+    let partitions: usize = response.responses.iter().map(|t| t.partitions.len()).sum();
+    if partitions != sets.len() {
+        return Err(fault("has a record set count unlike its partitions'"));
+    }
+    let mut chunks: Frame = Vec::with_capacity(2 + 2 * partitions);
+    let mut buf = BytesMut::with_capacity(64 + 64 * partitions);
+    let mut size = 0usize;
+    // Header: correlation id, and (flexible) no tagged fields.
+    buf.put_i32(id);
+    if flexible {
+        put_uvarint(&mut buf, 0);
+    }
+    buf.put_i32(response.throttle_time_ms);
+    if version >= 7 {
+        buf.put_i16(response.error_code);
+        buf.put_i32(response.session_id);
+    }
+    put_len(&mut buf, flexible, response.responses.len());
+    let mut sets = sets.iter();
+    let mut scratch = BytesMut::new();
+    for topic in &response.responses {
+        if !topic.unknown_tagged_fields.is_empty() {
+            return Err(fault("has a topic with tagged fields set"));
         }
+        let name = topic.topic.0.as_bytes();
+        match flexible {
+            true => put_uvarint(&mut buf, name.len() as u64 + 1),
+            false => buf.put_i16(name.len() as i16),
+        }
+        buf.put_slice(name);
+        put_len(&mut buf, flexible, topic.partitions.len());
+        for p in &topic.partitions {
+            let set = sets.next().expect("counted above");
+            if p.records.is_some()
+                || !p.unknown_tagged_fields.is_empty()
+                || p.diverging_epoch != Default::default()
+                || p.current_leader != Default::default()
+                || p.snapshot_id != Default::default()
+            {
+                return Err(fault(
+                    "has a partition with fields this encoder does not write",
+                ));
+            }
+            // The partition's fields up to its records, as the crate writes them: it ends a
+            // null record set with its null length, then (flexible) no tagged fields.
+            scratch.clear();
+            p.encode(&mut scratch, version)
+                .map_err(|e| format!("the Fetch v{version} response did not encode: {e}"))?;
+            let tail = if flexible { 2 } else { 4 };
+            buf.put_slice(&scratch[..scratch.len() - tail]);
+            let bytes: usize = set.iter().map(Bytes::len).sum();
+            match flexible {
+                true => put_uvarint(&mut buf, bytes as u64 + 1),
+                false => buf.put_i32(bytes as i32),
+            }
+            if bytes > 0 {
+                size += buf.len();
+                chunks.push(buf.split().freeze());
+                size += bytes;
+                chunks.extend(set.iter().cloned());
+            }
+            if flexible {
+                put_uvarint(&mut buf, 0);
+            }
+        }
+        if flexible {
+            put_uvarint(&mut buf, 0);
+        }
+    }
+    if flexible {
+        put_uvarint(&mut buf, 0);
+    }
+    size += buf.len();
+    if !buf.is_empty() {
+        chunks.push(buf.freeze());
+    }
+    let size = i32::try_from(size).map_err(|_| fault("is over 2 GiB"))?;
+    chunks.insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
+    Ok(chunks)
+}
+
+/// An array's length: compact (length + 1, unsigned varint) or INT32.
+fn put_len(buf: &mut BytesMut, compact: bool, len: usize) {
+    match compact {
+        true => put_uvarint(buf, len as u64 + 1),
+        false => buf.put_i32(len as i32),
+    }
+}
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiKey, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    /// A response as `read_all` builds them, and its record sets.
+    fn sample() -> (FetchResponse, RecordSets) {
+        let batch = |n: u8, len: usize| Bytes::from(vec![n; len]);
+        let mut response = FetchResponse::default();
+        response.throttle_time_ms = 0;
+        let mut sets = RecordSets::new();
+        for (t, name) in ["orders", "a-much-longer-topic-name"].iter().enumerate() {
+            let mut topic = FetchableTopicResponse::default();
+            topic.topic = TopicName(StrBytes::from_string(name.to_string()));
+            for p in 0..3i32 {
+                let mut data = PartitionData::default();
+                data.partition_index = p;
+                data.high_watermark = 1000 + i64::from(p);
+                data.last_stable_offset = 1000 + i64::from(p);
+                data.log_start_offset = 7;
+                data.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
+                data.records = None;
+                let set = match (t, p) {
+                    (0, 0) => vec![batch(1, 70), batch(2, 300), batch(3, 61)],
+                    (0, 1) => vec![],
+                    (0, 2) => {
+                        data.error_code = 1;
+                        vec![]
+                    }
+                    (_, p) => vec![batch(4 + p as u8, 200 * (p as usize + 1))],
+                };
+                topic.partitions.push(data);
+                sets.push(set);
+            }
+            response.responses.push(topic);
+        }
+        (response, sets)
+    }
+
+    #[test]
+    fn the_chunked_frame_is_the_crates_encoding_at_every_version() {
+        let (response, sets) = sample();
+        let mut joined = response.clone();
+        let mut it = sets.iter();
+        for p in joined.responses.iter_mut().flat_map(|t| &mut t.partitions) {
+            p.records = Some(it.next().unwrap().concat().into());
+        }
+        for version in 4..=12 {
+            let chunks = fetch_frame(version, 77, &response, &sets).unwrap();
+            let want = super::super::frame(ApiKey::Fetch, version, 77, &joined).unwrap();
+            assert_eq!(chunks.concat(), want.to_vec(), "v{version}");
+            // Every stored batch is a chunk of its own, not a copy.
+            for batch in sets.iter().flatten() {
+                assert!(
+                    chunks.iter().any(|c| c.as_ptr() == batch.as_ptr()),
+                    "v{version}: a batch was copied"
+                );
+            }
+            assert!(chunks.iter().all(|c| !c.is_empty()), "v{version}");
+        }
+    }
+
+    #[test]
+    fn fields_the_encoder_does_not_write_are_refused() {
+        let (mut response, sets) = sample();
+        response.responses[1].partitions[0].records = Some(Bytes::from_static(b"x"));
+        let e = fetch_frame(12, 1, &response, &sets).unwrap_err();
+        assert!(e.contains("fields this encoder does not write"), "{e}");
+        let (response, mut sets) = sample();
+        sets.pop();
+        assert!(fetch_frame(11, 1, &response, &sets).is_err());
+        assert!(fetch_frame(13, 1, &response, &sample().1).is_err());
     }
 }

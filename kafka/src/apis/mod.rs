@@ -27,9 +27,14 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::conn::{Request, ThreadState};
 use crate::versions::{SUPPORTED_APIS, api};
 
-/// A request being answered: its response frame (size included), or `None` when no response
-/// is sent (Produce with acks=0); an error closes the connection with its reason.
-pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>>>>;
+/// A request being answered: its response frame (size included) as chunks written in order,
+/// or `None` when no response is sent (Produce with acks=0); an error closes the connection
+/// with its reason.
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<Option<Frame>, String>>>>;
+
+/// A response frame as the chunks it is written from: most are one buffer; a fetch's stored
+/// batches go out as they were read, between the encoded fields around them.
+pub(crate) type Frame = Vec<Bytes>;
 
 /// A request decoded at its version.
 pub(crate) enum Decoded {
@@ -95,14 +100,14 @@ pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer
     Ok(match decoded {
         Decoded::ApiVersions => {
             let frame = api_versions(version, id);
-            Box::pin(async move { frame.map(Some) })
+            Box::pin(async move { frame.map(|f| Some(vec![f])) })
         }
         Decoded::Metadata(request) => Box::pin(async move {
             let response = metadata::metadata(&state, request, version);
-            frame(key, version, id, &response).map(Some)
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::OldProduce(response) => {
-            Box::pin(async move { Ok(response.map(|body| raw_frame(id, &body))) })
+            Box::pin(async move { Ok(response.map(|body| vec![raw_frame(id, &body)])) })
         }
         Decoded::Produce(request) => Box::pin(async move {
             let started = Instant::now();
@@ -119,39 +124,39 @@ pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer
             if codes.map(|p| p.error_code).any(|c| c != 0) {
                 metrics.error(key);
             }
-            frame(key, version, id, &response).map(Some)
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::Fetch(request) => Box::pin(async move {
             let started = Instant::now();
-            let response = fetch::fetch(&state, request).await;
+            let (response, sets) = fetch::fetch(&state, request).await;
             let metrics = &state.shared.metrics;
             metrics.fetch.observe(started.elapsed());
             let codes = response.responses.iter().flat_map(|t| &t.partitions);
             if codes.map(|p| p.error_code).any(|c| c != 0) {
                 metrics.error(key);
             }
-            frame(key, version, id, &response).map(Some)
+            fetch::fetch_frame(version, id, &response, &sets).map(Some)
         }),
         Decoded::ListOffsets(request) => Box::pin(async move {
             let response = offsets::list_offsets(&state, request);
-            frame(key, version, id, &response).map(Some)
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::CreateTopics(request) => Box::pin(async move {
             let response = topics::create_topics(&state, request);
-            frame(key, version, id, &response).map(Some)
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::DeleteTopics(request) => Box::pin(async move {
             let response = topics::delete_topics(&state, request);
-            frame(key, version, id, &response).map(Some)
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::DescribeConfigs(request) => Box::pin(async move {
             let response = configs::describe_configs(&state, request);
-            frame(key, version, id, &response).map(Some)
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::FindCoordinator(request) => {
             let response = coordinator::find_coordinator(request, version);
             let frame = frame(key, version, id, &response);
-            Box::pin(async move { frame.map(Some) })
+            Box::pin(async move { frame.map(|f| Some(vec![f])) })
         }
     })
 }

@@ -457,8 +457,24 @@ fn create_topic(conn: &mut Conn, partitions: u32) -> CliResult<()> {
     Ok(())
 }
 
-/// Each partition's offset at `timestamp` (-2 earliest, -1 latest), asked of each leader.
+/// Errors a broker answers while a new topic's leaders take office: asked again.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+/// Each partition's offset at `timestamp` (-2 earliest, -1 latest), asked of each leader;
+/// asked again for up to 30 s while a leader is not yet in office (a topic just created).
 pub(crate) fn list_offsets(layout: &TopicLayout, timestamp: i64) -> CliResult<Vec<i64>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match list_offsets_once(layout, timestamp)? {
+            Ok(offsets) => return Ok(offsets),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// One round of [`list_offsets`]: the offsets, or the error that may pass.
+fn list_offsets_once(layout: &TopicLayout, timestamp: i64) -> CliResult<Result<Vec<i64>, String>> {
     let mut offsets = vec![-1i64; layout.leaders.len()];
     for (leader, partitions) in layout.by_leader() {
         let mut conn = layout.connect(leader)?;
@@ -480,14 +496,20 @@ pub(crate) fn list_offsets(layout: &TopicLayout, timestamp: i64) -> CliResult<Ve
         let (_, response): (_, ListOffsetsResponse) = conn.call(ApiKey::ListOffsets, &req)?;
         for t in &response.topics {
             for p in &t.partitions {
-                if p.error_code != 0 {
-                    return Err(format!(
+                let error = || {
+                    format!(
                         "{}: offsets of partition {}: error {}",
                         conn.addr(),
                         p.partition_index,
                         p.error_code
                     )
-                    .into());
+                };
+                match p.error_code {
+                    0 => {}
+                    NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION => {
+                        return Ok(Err(error()));
+                    }
+                    _ => return Err(error().into()),
                 }
                 if let Some(o) = usize::try_from(p.partition_index)
                     .ok()
@@ -501,7 +523,7 @@ pub(crate) fn list_offsets(layout: &TopicLayout, timestamp: i64) -> CliResult<Ve
     if let Some(p) = offsets.iter().position(|&o| o < 0) {
         return Err(format!("no offset for partition {p} of {TOPIC:?}").into());
     }
-    Ok(offsets)
+    Ok(Ok(offsets))
 }
 
 /// A RecordBatch v2 being filled with records (no key, no headers, uncompressed), as a
