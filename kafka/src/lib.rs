@@ -67,6 +67,10 @@ pub const MAX_REQUEST_BYTES_DEFAULT: usize = 100 << 20;
 /// Connections open at once by default.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
 
+/// Threads per network thread that read fetches' batches (a read may wait for the disk; the
+/// event loop goes on meanwhile). More fetches than this wait for one to finish.
+const BLOCKING_THREADS: usize = 4;
+
 impl ServerConfig {
     /// Defaults: one network thread, Kafka's limits, auto-created topics of one partition.
     pub fn new(listen: SocketAddr) -> ServerConfig {
@@ -211,6 +215,8 @@ fn network_thread(
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_name(format!("floodgate-fetch-{index}"))
         .build()
     {
         Ok(r) => r,

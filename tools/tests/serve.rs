@@ -172,7 +172,8 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "--dir",
         data.to_str().unwrap(),
     ];
-    let (mut child, _stderr, line) = spawn_serve(&args);
+    let (child, _stderr, line) = spawn_serve(&args);
+    let mut child = KillOnDrop(child);
     let addr = kafka_addr(&line);
 
     // Nothing to consume yet: a clear error, not a hang.
@@ -237,7 +238,39 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "40,000 records at 40,000/s took {seconds} s"
     );
 
-    kill(&mut child);
+    // The mission in small: producers at a peak rate, one consumer drained at a lower one.
+    let (ok, out, err) = load(&[
+        "peak",
+        "--bootstrap",
+        &addr,
+        "--duration",
+        "3",
+        "--produce-rate",
+        "20000",
+        "--consume-rate",
+        "5000",
+        "--verify",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let produced = report["produced"].as_u64().unwrap();
+    assert!((55_000..=60_100).contains(&produced), "{report}");
+    let per_second = report["consumed_per_second"].as_array().unwrap();
+    assert!(per_second.len() >= 3, "{report}");
+    for n in &per_second[..2] {
+        let n = n.as_u64().unwrap();
+        assert!(
+            (4_500..=5_500).contains(&n),
+            "{n} consumed in a second: {report}"
+        );
+    }
+    assert_eq!(report["verify"]["checked"], produced, "{report}");
+    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
+        assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
+    }
+
+    kill(&mut child.0);
     let (ok, _, err) = load(&["produce", "--bootstrap", &addr, "--messages", "10"]);
     assert!(
         !ok && err.contains(&format!("connecting to {addr}")),
@@ -249,4 +282,15 @@ fn kill(child: &mut Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// A server process stopped however the test ends (a failed assertion included), so it does
+/// not outlive the test holding its output open.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

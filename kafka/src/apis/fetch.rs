@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use floodgate::Offset;
+use std::sync::Arc;
+
+use floodgate::{Log, Offset};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::protocol::Encodable;
@@ -27,9 +29,17 @@ pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> (FetchRespo
     let log = &state.shared.log;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    let req = Arc::new(req);
     loop {
         let mark = log.publish_mark();
-        let (response, sets, bytes) = read_all(state, &req);
+        // Reads may wait for the disk: off the event loop, which answers other requests
+        // (producers' acks among them) meanwhile.
+        let (shared, asked) = (Arc::clone(&state.shared), Arc::clone(&req));
+        let read = tokio::task::spawn_blocking(move || read_all(&shared.log, &asked)).await;
+        let (response, sets, bytes) = match read {
+            Ok(read) => read,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || now >= deadline || errored(&response) {
             count(state, &response, &sets);
@@ -64,8 +74,7 @@ fn errored(response: &FetchResponse) -> bool {
 
 /// One pass over the request's partitions: the response (its record sets left out), the
 /// record sets, and their bytes.
-fn read_all(state: &ThreadState, req: &FetchRequest) -> (FetchResponse, RecordSets, usize) {
-    let log = &state.shared.log;
+fn read_all(log: &Log, req: &FetchRequest) -> (FetchResponse, RecordSets, usize) {
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
     let mut total = 0usize;
     let mut response = FetchResponse::default();

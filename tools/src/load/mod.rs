@@ -24,6 +24,7 @@ mod produce;
 mod report;
 mod wire;
 mod wire_consume;
+mod wire_peak;
 mod wire_produce;
 
 pub(crate) use consume::*;
@@ -167,6 +168,13 @@ pub struct PeakArgs {
     /// Consumer threads: members of the group "peak", sharing --consume-rate.
     #[arg(long, default_value_t = 1)]
     pub(crate) consumers: u32,
+    /// Run against this Kafka-protocol broker (`floodgate serve`, Kafka, Redpanda) instead of
+    /// an embedded log: one consumer assigned every partition drains at --consume-rate.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) bootstrap: Option<String>,
+    /// With --bootstrap: `all` or `1`.
+    #[arg(long, default_value = "all")]
+    pub(crate) acks: String,
 }
 
 /// Options of the scenarios that write (produce, peak).

@@ -32,12 +32,15 @@ pub(crate) fn peak(args: PeakArgs) -> CliResult {
         // The mission's producer as an embedding application gets it: the library's ring.
         window_bytes: WINDOW_BYTES_DEFAULT,
         ring_records: floodgate::config::RING_RECORDS_DEFAULT,
-        bootstrap: None,
-        acks: "all".into(),
+        bootstrap: args.bootstrap.clone(),
+        acks: args.acks.clone(),
         linger_ms: 0.0,
         request_bytes: 1 << 20,
         in_flight: 5,
     };
+    if let Some(bootstrap) = args.bootstrap.clone() {
+        return super::wire_peak::wire_peak(args, produce_args, &bootstrap);
+    }
     let (log, dir, tmp, backend, device) = open_load_log(&produce_args)?;
     let deadline = Duration::from_secs_f64(args.duration);
     let live = Live::default();

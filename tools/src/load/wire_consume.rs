@@ -30,6 +30,22 @@ pub(crate) struct FetchSizes {
     pub(crate) max_wait_ms: i32,
 }
 
+impl FetchSizes {
+    /// A paced consumer's fetches: about a tenth of a second of records at `rate` (of 100
+    /// bytes), at least 64 KiB, at most the default. A paced drain takes each response over a
+    /// while; a fetch of 50 MiB made the broker and this client copy megabytes at once, in
+    /// the producers' way.
+    pub(crate) fn paced(rate: f64) -> FetchSizes {
+        let default = FetchSizes::default();
+        let bytes = (rate * 0.1 * 100.0).clamp(64.0 * 1024.0, f64::from(default.max_bytes)) as i32;
+        FetchSizes {
+            max_bytes: bytes,
+            partition_max_bytes: bytes.min(default.partition_max_bytes),
+            ..default
+        }
+    }
+}
+
 impl Default for FetchSizes {
     fn default() -> FetchSizes {
         FetchSizes {
@@ -54,18 +70,27 @@ pub(crate) struct Drained {
     second: usize,
 }
 
-/// Fetches every partition from `from` up to `to` (exclusive), handing each record's
-/// partition and value to `f` in its partition's order, no faster than `rate` records per
-/// second if it is above 0.
+/// How a drain goes: what it fetches and how fast it hands records over.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct DrainOptions {
+    pub(crate) sizes: FetchSizes,
+    /// Records per second handed over at most (0: as they come).
+    pub(crate) rate: f64,
+    /// Stop here, whatever is left (records beyond `to` are not waited for).
+    pub(crate) until: Option<Instant>,
+}
+
+/// Fetches every partition from `from` up to `to` (exclusive), or until `options.until`,
+/// handing each record's partition and value to `f` in its partition's order.
 pub(crate) fn drain(
     layout: &TopicLayout,
     from: &[i64],
     to: &[i64],
-    sizes: FetchSizes,
-    rate: f64,
+    options: DrainOptions,
     consumed: &AtomicU64,
     f: &mut dyn FnMut(u32, &[u8]),
 ) -> CliResult<Drained> {
+    let DrainOptions { sizes, rate, until } = options;
     let mut position = from.to_vec();
     let mut links: Vec<(Conn, Vec<i32>)> = Vec::new();
     for (leader, parts) in layout.by_leader() {
@@ -81,7 +106,7 @@ pub(crate) fn drain(
                 .copied()
                 .filter(|&p| position[p as usize] < to[p as usize])
                 .collect();
-            if wanted.is_empty() {
+            if wanted.is_empty() || until.is_some_and(|t| Instant::now() >= t) {
                 continue;
             }
             any = true;
@@ -136,7 +161,7 @@ pub(crate) fn drain(
                     out.fetched_bytes += records.len() as u64;
                     let pos = &mut position[index as usize];
                     let next = each_record(records, *pos, |offset, value| {
-                        if offset < end {
+                        if offset < end && until.is_none_or(|t| Instant::now() < t) {
                             let value = value.unwrap_or_default();
                             hand_over(&mut out, start, rate, consumed, index as u32, value, f);
                         }
@@ -200,8 +225,7 @@ pub(crate) fn wire_verify(
         layout,
         from,
         &to,
-        FetchSizes::default(),
-        0.0,
+        DrainOptions::default(),
         &counter,
         &mut |p, value| check.check_value(p, value),
     )?;
@@ -226,43 +250,29 @@ pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
     let from = list_offsets(&layout, -2)?;
     let to = end_offsets(&layout)?;
     let expected: i64 = to.iter().zip(&from).map(|(t, f)| t - f).sum();
-    let mut seen: HashSet<RecordId> = HashSet::with_capacity(if args.verify {
+    let mut check = ConsumedCheck::new(if args.verify {
         expected.max(0) as usize
     } else {
         0
     });
-    let (mut corrupt, mut duplicated, mut out_of_order) = (0u64, 0u64, 0u64);
-    let mut last_seq: HashMap<(u32, u32, u32), u64> = HashMap::new();
     let consumed = AtomicU64::new(0);
     let cpu_start = process_cpu();
     let start = Instant::now();
-    let drained = drain(
-        &layout,
-        &from,
-        &to,
-        FetchSizes::default(),
-        args.consume_rate,
-        &consumed,
-        &mut |p, value| {
-            if !args.verify {
-                return;
-            }
-            let checked = RecordId::read(value).filter(|(id, sum)| id.checks_out(*sum, value));
-            let Some((id, _)) = checked else {
-                corrupt += 1;
-                return;
-            };
-            if !seen.insert(id) {
-                duplicated += 1;
-            }
-            if last_seq
-                .insert((p, id.run, id.producer), id.seq)
-                .is_some_and(|prev| prev > id.seq)
-            {
-                out_of_order += 1;
-            }
-        },
-    )?;
+    let options = DrainOptions {
+        rate: args.consume_rate,
+        ..DrainOptions::default()
+    };
+    let drained = drain(&layout, &from, &to, options, &consumed, &mut |p, value| {
+        if args.verify {
+            check.check(p, value);
+        }
+    })?;
+    let ConsumedCheck {
+        corrupt,
+        duplicated,
+        out_of_order,
+        ..
+    } = check;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu() - cpu_start;
     let msgs_per_s = drained.records as f64 / elapsed;
@@ -327,4 +337,46 @@ pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
         return Err("load run found errors".into());
     }
     Ok(())
+}
+
+/// What a consumer checks of each record it is handed: intact, not seen before, in order per
+/// producer within its partition.
+pub(crate) struct ConsumedCheck {
+    seen: HashSet<RecordId>,
+    last_seq: HashMap<(u32, u32, u32), u64>,
+    pub(crate) corrupt: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) out_of_order: u64,
+}
+
+impl ConsumedCheck {
+    /// Room for `expected` records up front: growing a set of millions stalls a paced
+    /// consumer for tens of milliseconds.
+    pub(crate) fn new(expected: usize) -> ConsumedCheck {
+        ConsumedCheck {
+            seen: HashSet::with_capacity(expected),
+            last_seq: HashMap::new(),
+            corrupt: 0,
+            duplicated: 0,
+            out_of_order: 0,
+        }
+    }
+
+    pub(crate) fn check(&mut self, partition: u32, value: &[u8]) {
+        let checked = RecordId::read(value).filter(|(id, sum)| id.checks_out(*sum, value));
+        let Some((id, _)) = checked else {
+            self.corrupt += 1;
+            return;
+        };
+        if !self.seen.insert(id) {
+            self.duplicated += 1;
+        }
+        if self
+            .last_seq
+            .insert((partition, id.run, id.producer), id.seq)
+            .is_some_and(|prev| prev > id.seq)
+        {
+            self.out_of_order += 1;
+        }
+    }
 }

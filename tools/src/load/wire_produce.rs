@@ -173,14 +173,15 @@ pub(crate) fn parse_acks(s: &str) -> CliResult<i16> {
 }
 
 /// One producer thread's part of the run.
-struct Producing<'a> {
-    args: &'a ProduceArgs,
-    layout: &'a TopicLayout,
-    partitions: u32,
-    acks: i16,
-    k: u32,
-    start: Instant,
-    live: &'a Live,
+pub(crate) struct Producing<'a> {
+    pub(crate) args: &'a ProduceArgs,
+    pub(crate) layout: &'a TopicLayout,
+    pub(crate) partitions: u32,
+    pub(crate) acks: i16,
+    /// The thread's number.
+    pub(crate) k: u32,
+    pub(crate) start: Instant,
+    pub(crate) live: &'a Live,
 }
 
 /// A partition's records waiting to go out.
@@ -210,7 +211,12 @@ struct Link {
 }
 
 impl Producing<'_> {
-    fn run(&self, count: Option<u64>, deadline: Option<Duration>) -> CliResult<ProducerResult> {
+    /// Produces `count` records, or until `deadline` after the start.
+    pub(crate) fn run(
+        &self,
+        count: Option<u64>,
+        deadline: Option<Duration>,
+    ) -> CliResult<ProducerResult> {
         let mut links = Vec::new();
         let mut link_of = vec![0usize; self.partitions as usize];
         for (leader, parts) in self.layout.by_leader() {

@@ -1,0 +1,193 @@
+//! `load peak --bootstrap`: the mission over the Kafka protocol. Producers send at the peak
+//! rate with acks as asked; one consumer, assigned every partition, drains from where the
+//! partitions ended when the run started, handing records over at the drain rate (held by
+//! the client: a rate the broker holds for a consumer group is not served over the protocol
+//! yet).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::wire::{Conn, load_topic};
+use super::wire_consume::{
+    ConsumedCheck, DrainOptions, FetchSizes, drain, end_offsets, wire_verify,
+};
+use super::wire_produce::{Producing, parse_acks};
+use super::*;
+use crate::error::CliResult;
+use crate::outln;
+
+pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &str) -> CliResult {
+    let acks = parse_acks(&produce_args.acks)?;
+    if args.consumers != 1 {
+        return Err(
+            "--bootstrap drains with one consumer of every partition: consumer \
+                    groups over the protocol (--consumers) are not served yet"
+                .into(),
+        );
+    }
+    let mut notes = Vec::new();
+    let layout = {
+        let mut conn = Conn::connect(bootstrap)?;
+        load_topic(&mut conn, Some(args.partitions), &mut notes)?
+    };
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let partitions = layout.leaders.len() as u32;
+    let from = end_offsets(&layout)?;
+    let deadline = Duration::from_secs_f64(args.duration);
+    let live = Live::default();
+    let consumed = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let mut backlog_series: Vec<(f64, u64)> = Vec::new();
+    let expected = if args.log.verify {
+        (args.consume_rate * args.duration * 1.1) as usize
+    } else {
+        0
+    };
+    let mut check = ConsumedCheck::new(expected);
+    let cpu_start = process_cpu();
+    let start = Instant::now();
+    let (results, drained, finished) = std::thread::scope(|s| {
+        let producers: Vec<_> = (0..args.log.producers)
+            .map(|k| {
+                let (produce_args, layout, live) = (&produce_args, &layout, &live);
+                s.spawn(move || {
+                    let thread = Producing {
+                        args: produce_args,
+                        layout,
+                        partitions,
+                        acks,
+                        k,
+                        start,
+                        live,
+                    };
+                    thread.run(None, Some(deadline))
+                })
+            })
+            .collect();
+        let (live_ref, consumed_ref, done_ref) = (&live, &consumed, &done);
+        s.spawn(move || show_progress(args.log.json, live_ref, Some(consumed_ref), done_ref));
+        let consumer = {
+            let (layout, from, consumed, check) = (&layout, &from, &consumed, &mut check);
+            let verify = args.log.verify;
+            s.spawn(move || {
+                let options = DrainOptions {
+                    sizes: FetchSizes::paced(args.consume_rate),
+                    rate: args.consume_rate,
+                    until: Some(start + deadline + CONSUMER_OVERRUN),
+                };
+                let to = vec![i64::MAX; from.len()];
+                drain(layout, from, &to, options, consumed, &mut |p, value| {
+                    if verify {
+                        check.check(p, value);
+                    }
+                })
+            })
+        };
+        while start.elapsed() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let backlog = live
+                .acked
+                .load(Ordering::Relaxed)
+                .saturating_sub(consumed.load(Ordering::Relaxed));
+            backlog_series.push((start.elapsed().as_secs_f64(), backlog));
+        }
+        let results: Vec<CliResult<ProducerResult>> = producers
+            .into_iter()
+            .map(|h| h.join().expect("producer thread"))
+            .collect();
+        let drained = consumer.join().expect("consumer thread");
+        let finished = (start.elapsed().as_secs_f64(), process_cpu());
+        done.store(true, Ordering::Release);
+        (results, drained, finished)
+    });
+    let results = results.into_iter().collect::<CliResult<Vec<_>>>()?;
+    let drained = drained?;
+    let (elapsed, cpu) = (finished.0, finished.1 - cpu_start);
+    let (histogram, produced, errors, first_error) = merge(&results);
+    let verify = match args.log.verify {
+        true => {
+            let mut v = wire_verify(&layout, &produce_args, &results, &from)?;
+            v.corrupt += check.corrupt;
+            v.duplicated += check.duplicated;
+            v.out_of_order += check.out_of_order;
+            Some(v)
+        }
+        false => None,
+    };
+    let whole = drained.per_second.len().saturating_sub(1);
+    let latency = latency_json(&histogram);
+    let mut report = json!({
+        "scenario": "peak",
+        "bootstrap": bootstrap,
+        "acks": produce_args.acks,
+        "durability": "the broker's, with the acks above",
+        "message_bytes": args.log.size.mean(),
+        "message_size": args.log.size.label(),
+        "partitions": partitions,
+        "producers": args.log.producers,
+        "target_rate": args.produce_rate,
+        "consume_rate": args.consume_rate,
+        "duration_s": elapsed,
+        "produced": produced,
+        "errors": errors,
+        "produce_msgs_per_s": produced as f64 / elapsed,
+        "consumed": drained.records,
+        "consume_msgs_per_s": drained.records as f64 / elapsed,
+        "consume_rate_error_pct": rate_error_pct(&drained.per_second, whole, args.consume_rate),
+        "consumed_per_second": drained.per_second,
+        "backlog_max": backlog_series.iter().map(|b| b.1).max().unwrap_or(0),
+        "backlog": backlog_series.iter().map(|(t, b)| json!([t, b])).collect::<Vec<_>>(),
+        "client_cpu_cores_used": cpu.as_secs_f64() / elapsed,
+        "ack_latency_us": latency,
+        "verify": verify_json(verify.as_ref()),
+    });
+    let seconds = per_second(&results);
+    merge_json(&mut report, series_json(&seconds));
+    if let Some(path) = &args.log.plot {
+        let title = format!(
+            "floodgate load peak --bootstrap {bootstrap}: {} msgs/s in, {} msgs/s out, {} B, \
+             {partitions} partitions, acks={}",
+            args.produce_rate, args.consume_rate, args.log.size, produce_args.acks
+        );
+        plot(
+            path,
+            title,
+            &seconds,
+            Some(&drained.per_second),
+            &backlog_series,
+        )?;
+    }
+    if args.log.json {
+        outln!("{report}");
+    } else {
+        outln!(
+            "floodgate load peak --bootstrap {bootstrap}: produce {} msgs/s, consume {} msgs/s, \
+             {} B, {partitions} partition(s), {} s, acks={}",
+            args.produce_rate,
+            args.consume_rate,
+            args.log.size,
+            args.duration,
+            produce_args.acks
+        );
+        outln!(
+            "  produced     {produced} ({:.0} msgs/s)   ack p50 {} µs  p99 {} µs  p99.9 {} µs",
+            report["produce_msgs_per_s"].as_f64().unwrap_or(0.0),
+            latency["p50"],
+            latency["p99"],
+            latency["p999"]
+        );
+        outln!(
+            "  consumed     {} ({:.0} msgs/s)   worst 1 s window off by {:.3}%   backlog max {}",
+            drained.records,
+            report["consume_msgs_per_s"].as_f64().unwrap_or(0.0),
+            report["consume_rate_error_pct"].as_f64().unwrap_or(0.0),
+            report["backlog_max"]
+        );
+        print_verify(verify.as_ref());
+    }
+    finish_run(errors, first_error, verify.as_ref(), false, None)
+}
