@@ -559,9 +559,10 @@ impl BatchBuilder {
         self.count
     }
 
-    /// Bytes of the batch so far.
+    /// Bytes of the batch so far (0 before its first record: the buffer keeps the last
+    /// batch's bytes until then).
     pub(crate) fn bytes(&self) -> usize {
-        self.buf.len()
+        if self.count == 0 { 0 } else { self.buf.len() }
     }
 
     /// Appends a record with this value and timestamp (ms since the epoch).
@@ -676,7 +677,14 @@ mod tests {
         }
         assert_eq!(b.len(), 300);
         let batch = b.take();
-        assert_eq!(b.len(), 0);
+        assert_eq!((b.len(), b.bytes()), (0, 0));
+        // The builder is reused: its next batch holds only its own records.
+        b.push(&[9, 9, 9], 5);
+        // The header, then length, attributes, two deltas, null key, value length, value, 0 headers.
+        assert_eq!(b.bytes(), 61 + 1 + 1 + 1 + 1 + 1 + 1 + 3 + 1);
+        let mut again = Vec::new();
+        each_record(&b.take(), 0, |o, v| again.push((o, v.unwrap().to_vec()))).unwrap();
+        assert_eq!(again, vec![(0, vec![9, 9, 9])]);
         let mut got = Vec::new();
         let next = each_record(&batch, 0, |o, v| got.push((o, v.unwrap().to_vec()))).unwrap();
         assert_eq!(next, Some(300));

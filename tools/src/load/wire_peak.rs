@@ -97,9 +97,14 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         }
         let results: Vec<CliResult<ProducerResult>> = producers
             .into_iter()
-            .map(|h| h.join().expect("producer thread"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a producer thread panicked".into()))
+            })
             .collect();
-        let drained = consumer.join().expect("consumer thread");
+        let drained = consumer
+            .join()
+            .unwrap_or_else(|_| Err("the consumer thread panicked".into()));
         let finished = (start.elapsed().as_secs_f64(), process_cpu());
         done.store(true, Ordering::Release);
         (results, drained, finished)

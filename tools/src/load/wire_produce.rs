@@ -76,7 +76,10 @@ pub(crate) fn wire_produce(args: ProduceArgs, bootstrap: &str) -> CliResult {
             .collect();
         let results: Vec<CliResult<ProducerResult>> = handles
             .into_iter()
-            .map(|h| h.join().expect("producer thread"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a producer thread panicked".into()))
+            })
             .collect();
         let finished = (start.elapsed().as_secs_f64(), process_cpu());
         done.store(true, Ordering::Release);
@@ -287,7 +290,6 @@ impl Producing<'_> {
                 let w = &mut parts[p];
                 if w.batch.len() == 0 {
                     link.waiting.push(p as i32);
-                    link.bytes += 61;
                 }
                 let before = w.batch.bytes();
                 w.batch.push(&value, millis);
