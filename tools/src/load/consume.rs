@@ -18,15 +18,12 @@ use crate::outln;
 pub(crate) struct ConsumeStats {
     pub(crate) consumed: u64,
     pub(crate) bytes: u64,
-    /// (producer, sequence) of every record checked, with `verify`.
-    pub(crate) seen: HashSet<RecordId>,
+    /// What was found checking each record, with `verify`.
+    pub(crate) check: ConsumedCheck,
     /// Records delivered in each second since the consumer started.
     pub(crate) per_second: Vec<u64>,
     /// Whole seconds it ran (those of `per_second` that measure a full second).
     pub(crate) whole_seconds: usize,
-    pub(crate) corrupt: u64,
-    pub(crate) duplicated: u64,
-    pub(crate) out_of_order: u64,
     /// CPU time the consumer threads spent (their own, not the library's helpers').
     pub(crate) cpu: Duration,
 }
@@ -74,7 +71,7 @@ pub(crate) fn consume_loop(
     // The set is sized up front: growing a set of millions of entries stalls the consumer for
     // tens of milliseconds, long enough to miss its rate.
     let mut stats = ConsumeStats {
-        seen: HashSet::with_capacity(if verify { expected } else { 0 }),
+        check: ConsumedCheck::new(if verify { expected } else { 0 }),
         ..ConsumeStats::default()
     };
     let mut consumer = builder.build()?;
@@ -94,7 +91,6 @@ pub(crate) fn consume_loop(
     };
     let mut next_commit = Instant::now() + options.commit_interval;
     let cpu_start = thread_cpu();
-    let mut last_seq: HashMap<(u32, u32, u32), u64> = HashMap::new();
     while !stop(&consumer) {
         let records = consumer
             .poll(Duration::from_millis(50))
@@ -112,20 +108,7 @@ pub(crate) fn consume_loop(
             if !verify {
                 continue;
             }
-            let checked = RecordId::read(&value).filter(|(id, sum)| id.checks_out(*sum, &value));
-            let Some((id, _)) = checked else {
-                stats.corrupt += 1;
-                continue;
-            };
-            if !stats.seen.insert(id) {
-                stats.duplicated += 1;
-            }
-            if last_seq
-                .insert((r.partition, id.run, id.producer), id.seq)
-                .is_some_and(|prev| prev > id.seq)
-            {
-                stats.out_of_order += 1;
-            }
+            stats.check.check(r.partition, &value);
         }
         if options.group.is_some() && Instant::now() >= next_commit {
             next_commit = Instant::now() + options.commit_interval;
@@ -179,9 +162,9 @@ pub(crate) fn consume_members(
         all.whole_seconds = all.whole_seconds.min(r.whole_seconds);
         all.consumed += r.consumed;
         all.bytes += r.bytes;
-        all.corrupt += r.corrupt;
-        all.duplicated += r.duplicated;
-        all.out_of_order += r.out_of_order;
+        all.check.corrupt += r.check.corrupt;
+        all.check.duplicated += r.check.duplicated;
+        all.check.out_of_order += r.check.out_of_order;
         all.cpu += r.cpu;
         if all.per_second.len() < r.per_second.len() {
             all.per_second.resize(r.per_second.len(), 0);
@@ -189,9 +172,9 @@ pub(crate) fn consume_members(
         for (a, b) in all.per_second.iter_mut().zip(&r.per_second) {
             *a += b;
         }
-        let before = all.seen.len() + r.seen.len();
-        all.seen.extend(r.seen);
-        all.duplicated += (before - all.seen.len()) as u64;
+        let before = all.check.seen.len() + r.check.seen.len();
+        all.check.seen.extend(r.check.seen);
+        all.check.duplicated += (before - all.check.seen.len()) as u64;
     }
     Ok(all)
 }
@@ -311,8 +294,8 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
             .and_then(|g| g.time_to_drain)
             .map(|d| d.as_secs_f64()),
         "verify": if args.verify { json!({
-            "checked": stats.consumed, "corrupt": stats.corrupt,
-            "duplicated": stats.duplicated, "out_of_order": stats.out_of_order,
+            "checked": stats.consumed, "corrupt": stats.check.corrupt,
+            "duplicated": stats.check.duplicated, "out_of_order": stats.check.out_of_order,
         }) } else { serde_json::Value::Null },
         "env": env_json(&dir, &fs_type(&dir)),
     });
@@ -332,7 +315,8 @@ pub(crate) fn consume(args: ConsumeArgs) -> CliResult {
         );
         print_device(&report);
     }
-    if stats.corrupt + stats.duplicated + stats.out_of_order > 0 {
+    let c = &stats.check;
+    if c.corrupt + c.duplicated + c.out_of_order > 0 {
         return Err("consume found errors".into());
     }
     Ok(())
@@ -344,4 +328,49 @@ pub(crate) fn read_totals(log: &Log) -> (u64, u64) {
     log.stats().iter().fold((0, 0), |(d, f), s| {
         (d + s.read_disk_bytes, f + s.read_frame_bytes)
     })
+}
+
+/// What a consumer checks of each record it is handed: intact, not seen before, in order per
+/// producer within its partition.
+#[derive(Default)]
+pub(crate) struct ConsumedCheck {
+    /// Every record checked.
+    pub(crate) seen: HashSet<RecordId>,
+    /// The last sequence number of each (partition, run, producer).
+    last_seq: HashMap<(u32, u32, u32), u64>,
+    pub(crate) corrupt: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) out_of_order: u64,
+}
+
+impl ConsumedCheck {
+    /// Room for `expected` records up front: growing a set of millions stalls a paced
+    /// consumer for tens of milliseconds.
+    pub(crate) fn new(expected: usize) -> ConsumedCheck {
+        ConsumedCheck {
+            seen: HashSet::with_capacity(expected),
+            last_seq: HashMap::new(),
+            corrupt: 0,
+            duplicated: 0,
+            out_of_order: 0,
+        }
+    }
+
+    pub(crate) fn check(&mut self, partition: u32, value: &[u8]) {
+        let checked = RecordId::read(value).filter(|(id, sum)| id.checks_out(*sum, value));
+        let Some((id, _)) = checked else {
+            self.corrupt += 1;
+            return;
+        };
+        if !self.seen.insert(id) {
+            self.duplicated += 1;
+        }
+        if self
+            .last_seq
+            .insert((partition, id.run, id.producer), id.seq)
+            .is_some_and(|prev| prev > id.seq)
+        {
+            self.out_of_order += 1;
+        }
+    }
 }

@@ -111,9 +111,9 @@ pub(crate) fn peak(args: PeakArgs) -> CliResult {
     let writer = writer_json(&log);
     let verify = args.log.verify.then(|| {
         let mut v = verify(&log, &produce_args, &results);
-        v.corrupt += consume_stats.corrupt;
-        v.duplicated += consume_stats.duplicated;
-        v.out_of_order += consume_stats.out_of_order;
+        v.corrupt += consume_stats.check.corrupt;
+        v.duplicated += consume_stats.check.duplicated;
+        v.out_of_order += consume_stats.check.out_of_order;
         v
     });
     // What the group has not committed yet when the run ends, and how long it takes at its

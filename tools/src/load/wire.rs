@@ -342,6 +342,17 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 
+/// Connects to `bootstrap` and finds the load topic there (see [`load_topic`]), saying on
+/// stderr what the caller should know (a topic that exists with other partitions).
+pub(crate) fn connect_topic(bootstrap: &str, create: Option<u32>) -> CliResult<TopicLayout> {
+    let mut notes = Vec::new();
+    let layout = load_topic(&mut Conn::connect(bootstrap)?, create, &mut notes)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    Ok(layout)
+}
+
 /// Finds the load topic at the broker `conn` is connected to; with `create`, creates it with
 /// `partitions` partitions if it is missing (one replica). Waits for every partition to have
 /// a leader. A topic that exists keeps the partitions it has.

@@ -4,7 +4,6 @@
 //! (`fetch.max.bytes` 50 MiB, `max.partition.fetch.bytes` 1 MiB by default). A rate, if
 //! given, is held by handing records over no faster than it.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use serde_json::json;
 
-use super::wire::{Conn, TopicLayout, each_record, list_offsets, load_topic, topic_name};
+use super::wire::{Conn, TopicLayout, connect_topic, each_record, list_offsets, topic_name};
 use super::*;
 use crate::error::CliResult;
 use crate::outln;
@@ -242,11 +241,7 @@ pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
                 .into(),
         );
     }
-    let mut notes = Vec::new();
-    let layout = {
-        let mut conn = Conn::connect(bootstrap)?;
-        load_topic(&mut conn, None, &mut notes)?
-    };
+    let layout = connect_topic(bootstrap, None)?;
     let from = list_offsets(&layout, -2)?;
     let to = end_offsets(&layout)?;
     let expected: i64 = to.iter().zip(&from).map(|(t, f)| t - f).sum();
@@ -337,46 +332,4 @@ pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
         return Err("load run found errors".into());
     }
     Ok(())
-}
-
-/// What a consumer checks of each record it is handed: intact, not seen before, in order per
-/// producer within its partition.
-pub(crate) struct ConsumedCheck {
-    seen: HashSet<RecordId>,
-    last_seq: HashMap<(u32, u32, u32), u64>,
-    pub(crate) corrupt: u64,
-    pub(crate) duplicated: u64,
-    pub(crate) out_of_order: u64,
-}
-
-impl ConsumedCheck {
-    /// Room for `expected` records up front: growing a set of millions stalls a paced
-    /// consumer for tens of milliseconds.
-    pub(crate) fn new(expected: usize) -> ConsumedCheck {
-        ConsumedCheck {
-            seen: HashSet::with_capacity(expected),
-            last_seq: HashMap::new(),
-            corrupt: 0,
-            duplicated: 0,
-            out_of_order: 0,
-        }
-    }
-
-    pub(crate) fn check(&mut self, partition: u32, value: &[u8]) {
-        let checked = RecordId::read(value).filter(|(id, sum)| id.checks_out(*sum, value));
-        let Some((id, _)) = checked else {
-            self.corrupt += 1;
-            return;
-        };
-        if !self.seen.insert(id) {
-            self.duplicated += 1;
-        }
-        if self
-            .last_seq
-            .insert((partition, id.run, id.producer), id.seq)
-            .is_some_and(|prev| prev > id.seq)
-        {
-            self.out_of_order += 1;
-        }
-    }
 }

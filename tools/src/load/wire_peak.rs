@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::wire::{Conn, load_topic};
-use super::wire_consume::{
-    ConsumedCheck, DrainOptions, FetchSizes, drain, end_offsets, wire_verify,
-};
+use super::wire::connect_topic;
+use super::wire_consume::{DrainOptions, FetchSizes, drain, end_offsets, wire_verify};
 use super::wire_produce::{Producing, parse_acks};
 use super::*;
 use crate::error::CliResult;
@@ -27,14 +25,7 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
                 .into(),
         );
     }
-    let mut notes = Vec::new();
-    let layout = {
-        let mut conn = Conn::connect(bootstrap)?;
-        load_topic(&mut conn, Some(args.partitions), &mut notes)?
-    };
-    for n in &notes {
-        eprintln!("note: {n}");
-    }
+    let layout = connect_topic(bootstrap, Some(args.partitions))?;
     let partitions = layout.leaders.len() as u32;
     let from = end_offsets(&layout)?;
     let deadline = Duration::from_secs_f64(args.duration);

@@ -15,7 +15,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use serde_json::json;
 
-use super::wire::{BatchBuilder, Conn, Pipeline, TopicLayout, load_topic, topic_name};
+use super::wire::{BatchBuilder, Pipeline, TopicLayout, connect_topic, topic_name};
 use super::*;
 use crate::error::CliResult;
 use crate::outln;
@@ -26,14 +26,7 @@ pub(crate) fn wire_produce(args: ProduceArgs, bootstrap: &str) -> CliResult {
         return Err("--producers and --partitions must be at least 1".into());
     }
     let acks = parse_acks(&args.acks)?;
-    let mut notes = Vec::new();
-    let layout = {
-        let mut conn = Conn::connect(bootstrap)?;
-        load_topic(&mut conn, Some(args.partitions), &mut notes)?
-    };
-    for n in &notes {
-        eprintln!("note: {n}");
-    }
+    let layout = connect_topic(bootstrap, Some(args.partitions))?;
     let partitions = layout.leaders.len() as u32;
     let messages = match (args.messages, args.duration) {
         (Some(n), _) => Some(n),
