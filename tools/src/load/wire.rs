@@ -350,6 +350,11 @@ pub(crate) fn connect_topic(bootstrap: &str, create: Option<u32>) -> CliResult<T
     for n in &notes {
         eprintln!("note: {n}");
     }
+    if create.is_some() {
+        // A broker names a new topic's leaders before they take requests (Kafka answers
+        // NOT_LEADER_OR_FOLLOWER for a while): producing waits until every leader answers.
+        list_offsets(&layout, -1)?;
+    }
     Ok(layout)
 }
 
