@@ -357,7 +357,19 @@ impl ConsumedCheck {
     }
 
     pub(crate) fn check(&mut self, partition: u32, value: &[u8]) {
-        let checked = RecordId::read(value).filter(|(id, sum)| id.checks_out(*sum, value));
+        self.check_sized(partition, value, |_| true);
+    }
+
+    /// As [`ConsumedCheck::check`], a record whose length `size_ok` refuses counting as
+    /// corrupt.
+    pub(crate) fn check_sized(
+        &mut self,
+        partition: u32,
+        value: &[u8],
+        size_ok: impl FnOnce(RecordId) -> bool,
+    ) {
+        let checked =
+            RecordId::read(value).filter(|(id, sum)| size_ok(*id) && id.checks_out(*sum, value));
         let Some((id, _)) = checked else {
             self.corrupt += 1;
             return;

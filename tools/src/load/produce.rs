@@ -1,7 +1,7 @@
 //! `load produce`: open-loop producers at a target rate (or as fast as possible), their ack
 //! latencies from each record's intended send time, and verification of what was stored.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -434,9 +434,7 @@ pub(crate) fn verify(log: &Log, args: &ProduceArgs, results: &[ProducerResult]) 
 pub(crate) struct Checker<'a> {
     args: &'a ProduceArgs,
     v: Verify,
-    seen: HashSet<RecordId>,
-    /// The last sequence number of each (partition, run, producer).
-    last_seq: HashMap<(u32, u32, u32), u64>,
+    check: ConsumedCheck,
 }
 
 impl<'a> Checker<'a> {
@@ -444,8 +442,7 @@ impl<'a> Checker<'a> {
         Checker {
             args,
             v: Verify::default(),
-            seen: HashSet::new(),
-            last_seq: HashMap::new(),
+            check: ConsumedCheck::default(),
         }
     }
 
@@ -496,9 +493,12 @@ impl<'a> Checker<'a> {
 
     /// What was found, with every acknowledged record of this run not found counted missing.
     pub(crate) fn finish(self, results: &[ProducerResult]) -> Verify {
-        let mut v = self.v;
+        let (mut v, c) = (self.v, self.check);
+        v.corrupt += c.corrupt;
+        v.duplicated += c.duplicated;
+        v.out_of_order += c.out_of_order;
         let acked: u64 = results.iter().map(|r| r.acked).sum();
-        let found_acked = self.seen.iter().filter(|id| id.run == run_id()).count() as u64;
+        let found_acked = c.seen.iter().filter(|id| id.run == run_id()).count() as u64;
         v.missing = acked.saturating_sub(found_acked);
         v
     }
@@ -510,28 +510,11 @@ impl<'a> Checker<'a> {
     /// Checks a record of `partition` with this value (records are checked in their
     /// partition's order).
     pub(crate) fn check_value(&mut self, partition: u32, value: &[u8]) {
-        let v = &mut self.v;
-        v.checked += 1;
-        let Some((id, sum)) = RecordId::read(value) else {
-            v.corrupt += 1;
-            return;
-        };
+        self.v.checked += 1;
+        let size = self.args.log.size;
         // Another run's records are checked whole; their sizes were that run's.
-        let size_ok =
-            id.run != run_id() || value.len() == self.args.log.size.of(id.producer, id.seq);
-        if !size_ok || !id.checks_out(sum, value) {
-            v.corrupt += 1;
-            return;
-        }
-        if !self.seen.insert(id) {
-            v.duplicated += 1;
-        }
-        if self
-            .last_seq
-            .insert((partition, id.run, id.producer), id.seq)
-            .is_some_and(|prev| prev > id.seq)
-        {
-            v.out_of_order += 1;
-        }
+        self.check.check_sized(partition, value, |id| {
+            id.run != run_id() || value.len() == size.of(id.producer, id.seq)
+        });
     }
 }
