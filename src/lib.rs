@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 #![warn(rustdoc::broken_intra_doc_links, rustdoc::private_intra_doc_links)]
 
+pub(crate) mod batches;
 pub mod config;
 pub mod consumer;
 pub mod error;
@@ -62,6 +63,7 @@ pub(crate) mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use batches::{BatchesAsk, PartitionBatches};
 pub use config::{Config, Durability};
 pub use consumer::groups::{GroupLag, PartitionLag};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, RateLimit, StartAt};

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
+use crate::batches::{BatchesAsk, PartitionBatches};
 use crate::config::{COMMIT_BYTES_MAX_DEFAULT, Config};
 use crate::consumer::ConsumerBuilder;
 use crate::consumer::groups::{GroupLag, Groups};
@@ -466,6 +467,22 @@ impl Log {
             .store
             .read_batches(topic, partition, offset, bytes_max, mode)?;
         Ok((read.batches, read.next))
+    }
+
+    /// Reads the stored batches of many partitions of `topic` at once, as a Kafka fetch naming
+    /// them asks: for each of `asks`, its partition's batches from the one holding its offset
+    /// on, as [`Log::read_batches`] returns them, within its byte limit and `bytes_max` bytes
+    /// in all (each partition at least one whole batch while there is room). Partitions of a
+    /// shard are read together, in one pass over its log in position order, so the read costs
+    /// about the bytes returned however many partitions are named. One answer per ask, in
+    /// their order; each fails on its own (unknown partition, offset out of range, damage).
+    pub fn read_batches_of(
+        &self,
+        topic: &str,
+        asks: &[BatchesAsk],
+        bytes_max: usize,
+    ) -> Vec<Result<PartitionBatches>> {
+        self.store.read_batches_of(topic, asks, bytes_max)
     }
 
     /// The earliest offset whose record has a timestamp at or after `timestamp` (ms), or `None`

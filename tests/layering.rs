@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules, lowest layer first: each may use only those before it.
 const LAYERS: &[&str] = &[
     "offset", "error", "layout", "segment", "io", "testing", "config", "meta", "index", "shard",
-    "store", "producer", "consumer", "inspect", "log",
+    "store", "batches", "producer", "consumer", "inspect", "log",
 ];
 
 /// Module path (`shard::writer`) → source text, for every file under `src/`.

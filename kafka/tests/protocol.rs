@@ -241,6 +241,114 @@ fn a_fetch_waits_for_data_and_answers_when_it_comes() {
     stop(log, server);
 }
 
+/// A fetch naming many partitions (a consumer of a topic of hundreds) answers each from its
+/// own offset with its own batches, as a fetch of that partition alone would, within the
+/// partition and response byte limits; a partition's error is its own.
+#[test]
+fn a_fetch_of_many_partitions_answers_each_partition() {
+    const PARTITIONS: i32 = 300;
+    let dir = test_dir("kafka-fetch-many");
+    let (log, server) = serve(dir.path(), |_| {});
+    log.create_topic("t", floodgate::TopicConfig::new(PARTITIONS as u32))
+        .unwrap();
+    // Partition p holds 1 + p % 3 batches of 2 + p % 5 records, sent round the partitions.
+    let batches = |p: i32| (0..1 + p % 3).map(move |_| client_batch(2 + i64::from(p % 5)));
+    let mut producer = log.producer();
+    let acks: Vec<_> = (0..3)
+        .flat_map(|round| (0..PARTITIONS).map(move |p| (round, p)))
+        .filter(|&(round, p)| round < 1 + p % 3)
+        .map(|(_, p)| producer.append_batch("t", p as u32, &client_batch(2 + i64::from(p % 5))))
+        .collect();
+    for ack in acks {
+        ack.unwrap().wait().unwrap();
+    }
+    let expected = |p: i32, from: usize| -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut base = 0;
+        for (i, b) in batches(p).enumerate() {
+            if i >= from {
+                out.extend_from_slice(&stored(&b, base));
+            }
+            base += 2 + i64::from(p % 5);
+        }
+        out
+    };
+    let ends: Vec<i64> = (0..PARTITIONS)
+        .map(|p| i64::from((1 + p % 3) * (2 + p % 5)))
+        .collect();
+    let fetch = |client: &mut Client, offsets: &[(i32, i64)], partition_max: i32, max: i32| {
+        let mut req = fetch_request("t", 0, 0);
+        req.max_bytes = max;
+        req.topics[0].partitions = (offsets.iter())
+            .map(|&(p, offset)| {
+                let mut f = FetchPartition::default();
+                f.partition = p;
+                f.fetch_offset = offset;
+                f.partition_max_bytes = partition_max;
+                f
+            })
+            .collect();
+        let response: FetchResponse = client.call(ApiKey::Fetch, 12, &req);
+        assert_eq!(response.responses.len(), 1);
+        response.responses[0].partitions.clone()
+    };
+    let mut client = Client::connect(server.local_addr());
+    // Every partition, from its start or its second batch (offset inside it), no limit binding;
+    // one past its end, one unknown.
+    let mut offsets: Vec<(i32, i64)> = (0..PARTITIONS)
+        .map(|p| match p % 2 == 1 && p % 3 > 0 {
+            true => (p, i64::from(2 + p % 5) + 1),
+            false => (p, 0),
+        })
+        .collect();
+    offsets.push((PARTITIONS, 0));
+    offsets[7].1 = ends[7] + 1;
+    let answer = fetch(&mut client, &offsets, 1 << 20, 50 << 20);
+    assert_eq!(answer.len(), offsets.len());
+    for (a, &(p, offset)) in answer.iter().zip(&offsets) {
+        assert_eq!(a.partition_index, p);
+        if p == PARTITIONS {
+            assert_eq!(a.error_code, ResponseError::UnknownTopicOrPartition.code());
+            continue;
+        }
+        assert_eq!(a.high_watermark, ends[p as usize], "partition {p}");
+        if p == 7 {
+            assert_eq!(a.error_code, ResponseError::OffsetOutOfRange.code());
+            continue;
+        }
+        assert_eq!(a.error_code, 0, "partition {p}");
+        let from = if offset == 0 { 0 } else { 1 };
+        let records = a.records.as_deref().unwrap_or_default();
+        let want = expected(p, from);
+        assert_eq!(records, &want[..], "partition {p}");
+    }
+    // Per-partition limit of one byte: each partition's first batch whole, nothing more.
+    let offsets: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    let answer = fetch(&mut client, &offsets, 1, 50 << 20);
+    for (p, a) in answer.iter().enumerate() {
+        let first = stored(&client_batch(2 + p as i64 % 5), 0);
+        assert_eq!(a.records.as_deref(), Some(&first[..]), "partition {p}");
+    }
+    // A response limit of 1,000 bytes: about that much (one batch past it at most), the
+    // rest of the partitions empty with where they stand.
+    let answer = fetch(&mut client, &offsets, 1 << 20, 1_000);
+    let sizes: Vec<usize> = (answer.iter())
+        .map(|a| a.records.as_ref().map_or(0, Bytes::len))
+        .collect();
+    let total: usize = sizes.iter().sum();
+    let largest = sizes.iter().copied().max().unwrap();
+    assert!(total > 0 && total - largest.min(total) < 1_000, "{total}");
+    assert!(sizes.iter().filter(|&&n| n == 0).count() > PARTITIONS as usize / 2);
+    for (p, a) in answer.iter().enumerate() {
+        assert_eq!(
+            (a.error_code, a.high_watermark),
+            (0, ends[p]),
+            "partition {p}"
+        );
+    }
+    stop(log, server);
+}
+
 #[test]
 fn refused_produces_say_why_and_requests_are_answered_in_order() {
     let dir = test_dir("kafka-refusals");

@@ -284,6 +284,17 @@ impl LogScan {
         self.spans.clear();
     }
 
+    /// The bytes of `frame` (one of [`LogScan::frames`]), shared with the read buffer, and the
+    /// path of the segment holding them (for errors).
+    pub fn frame_bytes(&self, frame: &LogFrame) -> (bytes::Bytes, &std::path::Path) {
+        let span = &self.spans[frame.span as usize];
+        let start = frame.start as usize;
+        let bytes = span
+            .bytes
+            .slice(start..start + frame.entry.frame_bytes as usize);
+        (bytes, &span.file.path)
+    }
+
     /// Decodes the records of `frame` (one of [`LogScan::frames`]) with offsets from `from` on,
     /// handing each to `push` (the scan checked its header; the batch and its checksum are
     /// checked here); keys and values share the read buffer. Returns the offset after its last

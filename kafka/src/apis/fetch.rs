@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 
-use floodgate::{Log, Offset};
+use floodgate::{BatchesAsk, Log, Offset};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::protocol::Encodable;
@@ -73,7 +73,9 @@ fn errored(response: &FetchResponse) -> bool {
 }
 
 /// One pass over the request's partitions: the response (its record sets left out), the
-/// record sets, and their bytes.
+/// record sets, and their bytes. The partitions of a topic are read together (see
+/// [`Log::read_batches_of`]): a fetch naming many partitions reads each region of a shard's
+/// log once.
 fn read_all(log: &Log, req: &FetchRequest) -> (FetchResponse, RecordSets, usize) {
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
     let mut total = 0usize;
@@ -84,48 +86,58 @@ fn read_all(log: &Log, req: &FetchRequest) -> (FetchResponse, RecordSets, usize)
         let mut out = FetchableTopicResponse::default();
         out.topic = topic.topic.clone();
         out.topic_id = topic.topic_id;
-        for p in &topic.partitions {
+        let asks: Vec<BatchesAsk> = (topic.partitions.iter())
+            .map(|p| {
+                let partition = u32::try_from(p.partition).unwrap_or(u32::MAX);
+                let offset = Offset(u64::try_from(p.fetch_offset).unwrap_or(u64::MAX));
+                let behind = match log.offsets(&name, partition) {
+                    Ok((_, next)) => next.0.saturating_sub(offset.0),
+                    Err(_) => 0,
+                };
+                BatchesAsk {
+                    partition,
+                    offset,
+                    bytes_max: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                    read_ahead: behind > READ_AHEAD_RECORDS_BEHIND,
+                }
+            })
+            .collect();
+        let room = max_bytes.saturating_sub(total);
+        let read = match room {
+            0 => Vec::new(),
+            room => log.read_batches_of(&name, &asks, room),
+        };
+        for (i, ask) in asks.iter().enumerate() {
             let mut data = PartitionData::default();
-            data.partition_index = p.partition;
+            data.partition_index = ask.partition as i32;
             data.high_watermark = -1;
             data.last_stable_offset = -1;
             data.log_start_offset = -1;
             data.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
             data.records = None;
             let mut set = Vec::new();
-            let partition = u32::try_from(p.partition).unwrap_or(u32::MAX);
-            match log.offsets(&name, partition) {
-                Err(e) => data.error_code = super::error_code(&e),
-                Ok((earliest, next)) => {
-                    data.high_watermark = next.0 as i64;
-                    data.last_stable_offset = next.0 as i64;
-                    data.log_start_offset = earliest.0 as i64;
-                    let offset = u64::try_from(p.fetch_offset).unwrap_or(u64::MAX);
-                    // Past the byte limit only an empty answer, unless nothing was sent yet:
-                    // then one whole batch, however large.
-                    let room = max_bytes.saturating_sub(total);
-                    let asked = usize::try_from(p.partition_max_bytes)
-                        .unwrap_or(0)
-                        .min(room);
-                    if offset < next.0 && (asked > 0 || total == 0) {
-                        let ahead = next.0 - offset > READ_AHEAD_RECORDS_BEHIND;
-                        match log.read_batches(
-                            &name,
-                            partition,
-                            Offset(offset),
-                            asked.max(1),
-                            ahead,
-                        ) {
-                            Ok((batches, _)) => {
-                                total += batches.iter().map(Bytes::len).sum::<usize>();
-                                set = batches;
-                            }
-                            Err(e) => data.error_code = super::error_code(&e),
-                        }
-                    } else if offset > next.0 || offset < earliest.0 {
-                        data.error_code = kafka_protocol::ResponseError::OffsetOutOfRange.code();
+            let range = |data: &mut PartitionData, (earliest, end): (Offset, Offset)| {
+                data.high_watermark = end.0 as i64;
+                data.last_stable_offset = end.0 as i64;
+                data.log_start_offset = earliest.0 as i64;
+            };
+            match read.get(i) {
+                Some(Ok(batches)) => {
+                    range(&mut data, (batches.earliest, batches.end));
+                    total += batches.batches.iter().map(Bytes::len).sum::<usize>();
+                    set = batches.batches.clone();
+                }
+                Some(Err(e)) => {
+                    data.error_code = super::error_code(e);
+                    if let Ok(offsets) = log.offsets(&name, ask.partition) {
+                        range(&mut data, offsets);
                     }
                 }
+                // Past the byte limit: no records, only where the partition stands.
+                None => match log.offsets(&name, ask.partition) {
+                    Ok(offsets) => range(&mut data, offsets),
+                    Err(e) => data.error_code = super::error_code(&e),
+                },
             }
             out.partitions.push(data);
             sets.push(set);
