@@ -86,19 +86,27 @@ impl AlignedBuf {
 
     /// A buffer of `len` bytes for a read, whose bytes may be those of an earlier read (the
     /// read overwrites them, and [`AlignedBuf::zero_from`] clears what a short read left): the
-    /// read-ahead windows and the readers' spans come from a pool of [`READ_POOL_BUF_BYTES`]
-    /// buffers, so a backlog read at device speed neither faults fresh pages in nor zeroes
-    /// them at every read.
+    /// read-ahead windows and the readers' spans come from a pool of buffers whose sizes are
+    /// powers of two from [`READ_POOL_CLASS_MIN`] to [`READ_POOL_BUF_BYTES`] (a read takes the
+    /// smallest that holds it, so at most twice its bytes), so reads at device speed neither
+    /// fault fresh pages in nor zero them at every read.
     pub fn for_read(len: usize) -> AlignedBuf {
-        if !(READ_POOL_BUF_BYTES / 2 < len && len <= READ_POOL_BUF_BYTES) {
+        let Some(class) = read_pool_class(len) else {
             return AlignedBuf::new(len);
-        }
+        };
         assert!(
             len.is_multiple_of(BLOCK_BYTES),
             "unaligned read length {len}"
         );
-        let pooled = READ_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut buf = pooled.unwrap_or_else(|| AlignedBuf::new(READ_POOL_BUF_BYTES));
+        let pooled = {
+            let mut pool = READ_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let buf = pool.free[class].pop();
+            if let Some(b) = &buf {
+                pool.bytes -= b.cap;
+            }
+            buf
+        };
+        let mut buf = pooled.unwrap_or_else(|| AlignedBuf::new(READ_POOL_CLASS_MIN << class));
         buf.len = len;
         buf
     }
@@ -361,14 +369,42 @@ pub fn start_writeback(file: &File, pos: u64, len: u64) {
     }
 }
 
-/// The size of the read buffers kept for reuse (the read-ahead window's).
+/// The size of the largest read buffers kept for reuse (the read-ahead window's).
 pub const READ_POOL_BUF_BYTES: usize = 4 << 20;
-/// The most read buffers kept for reuse; more are freed. Bounds the idle memory the pool
-/// holds (32 MiB); buffers in use are bounded by the read cache and what readers hold.
-const READ_POOL_BUFS_MAX: usize = 8;
+/// The size of the smallest read buffers kept for reuse; smaller reads get fresh buffers.
+pub const READ_POOL_CLASS_MIN: usize = 64 << 10;
+/// Buffer sizes kept for reuse: powers of two from the least to the largest.
+const READ_POOL_CLASSES: usize =
+    (READ_POOL_BUF_BYTES.trailing_zeros() - READ_POOL_CLASS_MIN.trailing_zeros()) as usize + 1;
+/// The most bytes of read buffers kept for reuse; more are freed. Bounds the idle memory the
+/// pool holds; buffers in use are bounded by the read cache and what readers hold.
+const READ_POOL_BYTES_MAX: usize = 32 << 20;
 
-/// Read buffers of [`READ_POOL_BUF_BYTES`] whose last share was dropped, for the next read.
-static READ_POOL: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
+const _: () =
+    assert!(READ_POOL_BUF_BYTES.is_power_of_two() && READ_POOL_CLASS_MIN.is_power_of_two());
+const _: () = assert!(READ_POOL_CLASS_MIN.is_multiple_of(BLOCK_BYTES));
+
+/// Read buffers whose last share was dropped, by size class, for the next read.
+struct ReadPool {
+    free: [Vec<AlignedBuf>; READ_POOL_CLASSES],
+    /// Bytes of the buffers in `free`.
+    bytes: usize,
+}
+
+static READ_POOL: std::sync::Mutex<ReadPool> = std::sync::Mutex::new(ReadPool {
+    free: [const { Vec::new() }; READ_POOL_CLASSES],
+    bytes: 0,
+});
+
+/// The pool's size class for a read of `len` bytes: the smallest buffer that holds it, if
+/// the pool keeps buffers that size.
+fn read_pool_class(len: usize) -> Option<usize> {
+    if len > READ_POOL_BUF_BYTES || len <= READ_POOL_CLASS_MIN / 2 {
+        return None;
+    }
+    let size = len.next_power_of_two().max(READ_POOL_CLASS_MIN);
+    Some((size.trailing_zeros() - READ_POOL_CLASS_MIN.trailing_zeros()) as usize)
+}
 
 /// Owns an aligned buffer for [`shared_bytes`]; hands it back to the read pool when the last
 /// `Bytes` sharing it drops.
@@ -384,12 +420,14 @@ impl AsRef<[u8]> for SharedBuf {
 impl Drop for SharedBuf {
     fn drop(&mut self) {
         let Some(buf) = self.0.take() else { return };
-        if buf.cap != READ_POOL_BUF_BYTES {
+        let Some(class) = read_pool_class(buf.cap).filter(|&c| READ_POOL_CLASS_MIN << c == buf.cap)
+        else {
             return;
-        }
+        };
         let mut pool = READ_POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < READ_POOL_BUFS_MAX {
-            pool.push(buf);
+        if pool.bytes + buf.cap <= READ_POOL_BYTES_MAX {
+            pool.bytes += buf.cap;
+            pool.free[class].push(buf);
         }
     }
 }
@@ -405,9 +443,14 @@ mod tests {
 
     /// Puts buffers full of 0xEE in the read pool, as earlier reads leave them.
     fn dirty_pool() {
-        let bufs: Vec<AlignedBuf> = (0..READ_POOL_BUFS_MAX)
+        dirty_pool_of(READ_POOL_BUF_BYTES);
+    }
+
+    /// Puts buffers of `len` bytes full of 0xEE in the read pool.
+    fn dirty_pool_of(len: usize) {
+        let bufs: Vec<AlignedBuf> = (0..READ_POOL_BYTES_MAX / len)
             .map(|_| {
-                let mut b = AlignedBuf::for_read(READ_POOL_BUF_BYTES);
+                let mut b = AlignedBuf::for_read(len);
                 b.fill(0xEE);
                 b
             })
@@ -457,6 +500,39 @@ mod tests {
             done[0].result.as_ref().unwrap();
             assert_block_then_zeros(done[0].buf.as_ref().unwrap(), len);
         }
+    }
+
+    /// A read takes the smallest pooled size that holds it; reads too small or too large for
+    /// the pool take buffers of their own size.
+    #[test]
+    fn reads_take_the_smallest_pooled_buffer_that_holds_them() {
+        assert_eq!(read_pool_class(READ_POOL_CLASS_MIN / 2), None);
+        assert_eq!(
+            read_pool_class(READ_POOL_CLASS_MIN / 2 + BLOCK_BYTES),
+            Some(0)
+        );
+        assert_eq!(read_pool_class(READ_POOL_CLASS_MIN), Some(0));
+        assert_eq!(read_pool_class(READ_POOL_CLASS_MIN + BLOCK_BYTES), Some(1));
+        assert_eq!(
+            read_pool_class(READ_POOL_BUF_BYTES),
+            Some(READ_POOL_CLASSES - 1)
+        );
+        assert_eq!(read_pool_class(READ_POOL_BUF_BYTES + BLOCK_BYTES), None);
+        for len in [3 * BLOCK_BYTES, 40 << 10, 200 << 10, 3 << 20, 5 << 20] {
+            let buf = AlignedBuf::for_read(len);
+            assert_eq!(buf.len(), len);
+            let want = match read_pool_class(len) {
+                Some(c) => READ_POOL_CLASS_MIN << c,
+                None => len,
+            };
+            assert_eq!(buf.cap, want, "a read of {len}");
+        }
+        // A smaller class reused holds earlier bytes too: past the file, zeros.
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = one_block_file(dir.path());
+        dirty_pool_of(256 << 10);
+        let len = 200 << 10;
+        assert_block_then_zeros(&read_aligned(&file, &path, 0, len).unwrap(), len);
     }
 
     /// The thread's slice as the scheduler reports it, where it does (`se.slice`, Linux 6.6 on).

@@ -258,6 +258,13 @@ pub struct ConsumeArgs {
     /// tests: what was committed before a kill).
     #[arg(long, hide = true)]
     pub(crate) commit_journal: Option<PathBuf>,
+    /// With --bootstrap, the most bytes one fetch asks for (Kafka's `fetch.max.bytes`).
+    #[arg(long, default_value_t = 50 << 20, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(crate) fetch_max_bytes: i32,
+    /// With --bootstrap, the most bytes one fetch asks of each partition (Kafka's
+    /// `max.partition.fetch.bytes`).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(crate) partition_fetch_max_bytes: i32,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }

@@ -255,6 +255,11 @@ pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
     let start = Instant::now();
     let options = DrainOptions {
         rate: args.consume_rate,
+        sizes: FetchSizes {
+            max_bytes: args.fetch_max_bytes,
+            partition_max_bytes: args.partition_fetch_max_bytes,
+            ..FetchSizes::default()
+        },
         ..DrainOptions::default()
     };
     let drained = drain(&layout, &from, &to, options, &consumed, &mut |p, value| {
