@@ -205,12 +205,34 @@ impl Conn {
         version: i16,
         body: &Q,
     ) -> CliResult<R> {
+        let id = self.send_at(key, version, body)?;
+        self.receive_at(key, version, id)
+    }
+
+    /// Sends a request at the highest common version without waiting for its response (read
+    /// it with [`Conn::receive`]); returns its correlation id.
+    pub(crate) fn send<Q: Encodable>(&mut self, key: ApiKey, body: &Q) -> CliResult<i32> {
+        let version = self.version(key)?;
+        self.send_at(key, version, body)
+    }
+
+    /// The response to request `id` of API `key` sent by [`Conn::send`], the next to arrive.
+    pub(crate) fn receive<R: Decodable>(&mut self, key: ApiKey, id: i32) -> CliResult<R> {
+        let version = self.version(key)?;
+        self.receive_at(key, version, id)
+    }
+
+    fn send_at<Q: Encodable>(&mut self, key: ApiKey, version: i16, body: &Q) -> CliResult<i32> {
         let id = self.next_id;
         self.next_id += 1;
         encode_request(&mut self.buf, key, version, id, body)?;
         self.stream
             .write_all(&self.buf)
             .map_err(|e| format!("{}: sending {key:?}: {e}", self.addr))?;
+        Ok(id)
+    }
+
+    fn receive_at<R: Decodable>(&mut self, key: ApiKey, version: i16, id: i32) -> CliResult<R> {
         let frame = read_frame(&mut self.stream)
             .map_err(|e| format!("{}: waiting for the {key:?} response: {e}", self.addr))?;
         decode_response(frame, key, version, id)

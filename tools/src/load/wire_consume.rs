@@ -80,7 +80,10 @@ pub(crate) struct DrainOptions {
 }
 
 /// Fetches every partition from `from` up to `to` (exclusive), or until `options.until`,
-/// handing each record's partition and value to `f` in its partition's order.
+/// handing each record's partition and value to `f` in its partition's order. As a Kafka
+/// client does, the next fetch of a leader is sent as soon as a response arrives (its offsets
+/// follow the response's last whole batches), and the records of that response are handed
+/// over while the broker answers the next (its response waits in the socket).
 pub(crate) fn drain(
     layout: &TopicLayout,
     from: &[i64],
@@ -90,93 +93,146 @@ pub(crate) fn drain(
     f: &mut dyn FnMut(u32, &[u8]),
 ) -> CliResult<Drained> {
     let DrainOptions { sizes, rate, until } = options;
+    // Where each partition's records were handed over to, and where its next fetch starts.
     let mut position = from.to_vec();
-    let mut links: Vec<(Conn, Vec<i32>)> = Vec::new();
+    let mut fetch_at = from.to_vec();
+    let mut links: Vec<Link> = Vec::new();
     for (leader, parts) in layout.by_leader() {
-        links.push((layout.connect(leader)?, parts));
+        links.push(Link {
+            conn: layout.connect(leader)?,
+            parts,
+            in_flight: None,
+        });
     }
     let mut out = Drained::default();
     let start = Instant::now();
-    loop {
-        let mut any = false;
-        for (conn, parts) in &mut links {
-            let wanted: Vec<i32> = parts
-                .iter()
-                .copied()
-                .filter(|&p| position[p as usize] < to[p as usize])
-                .collect();
-            if wanted.is_empty() || until.is_some_and(|t| Instant::now() >= t) {
+    let stopped = || until.is_some_and(|t| Instant::now() >= t);
+    for link in &mut links {
+        link.in_flight = link.fetch(&fetch_at, to, sizes, stopped())?;
+    }
+    while links.iter().any(|l| l.in_flight.is_some()) {
+        for link in &mut links {
+            let Some(id) = link.in_flight.take() else {
                 continue;
-            }
-            any = true;
-            let mut topic = FetchTopic::default();
-            topic.topic = topic_name();
-            topic.partitions = wanted
-                .iter()
-                .map(|&p| {
-                    let mut q = FetchPartition::default();
-                    q.partition = p;
-                    q.fetch_offset = position[p as usize];
-                    q.partition_max_bytes = sizes.partition_max_bytes;
-                    q.log_start_offset = -1;
-                    q.current_leader_epoch = -1;
-                    q.last_fetched_epoch = -1;
-                    q
-                })
-                .collect();
-            let mut req = FetchRequest::default();
-            req.replica_id = BrokerId(-1);
-            req.max_wait_ms = sizes.max_wait_ms;
-            req.min_bytes = 1;
-            req.max_bytes = sizes.max_bytes;
-            req.session_id = 0;
-            req.session_epoch = -1;
-            req.topics = vec![topic];
-            let (_, response): (_, FetchResponse) = conn.call(ApiKey::Fetch, &req)?;
+            };
+            let addr = link.conn.addr().to_owned();
+            let response: FetchResponse = link.conn.receive(ApiKey::Fetch, id)?;
             out.fetches += 1;
             if response.error_code != 0 {
-                return Err(
-                    format!("{}: fetch: error {}", conn.addr(), response.error_code).into(),
-                );
+                return Err(format!("{addr}: fetch: error {}", response.error_code).into());
             }
+            // Check the partitions and move their fetch offsets past the whole batches, then
+            // ask for more before handing these over.
+            let mut sets = Vec::new();
             for t in &response.responses {
                 for p in &t.partitions {
                     let index = p.partition_index;
-                    let Some(&end) = usize::try_from(index).ok().and_then(|i| to.get(i)) else {
-                        return Err(
-                            format!("{}: a fetch answered partition {index}", conn.addr()).into(),
-                        );
+                    let Some(i) = usize::try_from(index).ok().filter(|&i| i < to.len()) else {
+                        return Err(format!("{addr}: a fetch answered partition {index}").into());
                     };
                     if p.error_code != 0 {
                         return Err(format!(
-                            "{}: fetch of partition {index}: error {} ({:?})",
-                            conn.addr(),
+                            "{addr}: fetch of partition {index}: error {} ({:?})",
                             p.error_code,
                             kafka_protocol::ResponseError::try_from_code(p.error_code)
                         )
                         .into());
                     }
                     let Some(records) = &p.records else { continue };
-                    out.fetched_bytes += records.len() as u64;
-                    let pos = &mut position[index as usize];
-                    let next = each_record(records, *pos, |offset, value| {
-                        if offset < end && until.is_none_or(|t| Instant::now() < t) {
-                            let value = value.unwrap_or_default();
-                            hand_over(&mut out, start, rate, consumed, index as u32, value, f);
-                        }
-                    })
-                    .map_err(|e| format!("{}: partition {index}: {e}", conn.addr()))?;
-                    if let Some(next) = next {
-                        *pos = next.max(*pos);
+                    if let Some(next) = next_offset(records) {
+                        fetch_at[i] = next.max(fetch_at[i]);
                     }
+                    sets.push((i, records));
+                }
+            }
+            link.in_flight = link.fetch(&fetch_at, to, sizes, stopped())?;
+            for (i, records) in sets {
+                out.fetched_bytes += records.len() as u64;
+                let end = to[i];
+                let pos = &mut position[i];
+                let next = each_record(records, *pos, |offset, value| {
+                    if offset < end && until.is_none_or(|t| Instant::now() < t) {
+                        let value = value.unwrap_or_default();
+                        hand_over(&mut out, start, rate, consumed, i as u32, value, f);
+                    }
+                })
+                .map_err(|e| format!("{addr}: partition {i}: {e}"))?;
+                if let Some(next) = next {
+                    *pos = next.max(*pos);
                 }
             }
         }
-        if !any {
-            consumed.store(out.records, Ordering::Relaxed);
-            return Ok(out);
-        }
     }
+    consumed.store(out.records, Ordering::Relaxed);
+    Ok(out)
+}
+
+/// A leader's connection in a drain and the partitions it leads.
+struct Link {
+    conn: Conn,
+    parts: Vec<i32>,
+    /// The correlation id of its fetch in flight.
+    in_flight: Option<i32>,
+}
+
+impl Link {
+    /// Sends a fetch of its partitions not yet fetched up to `to`, from `fetch_at`, unless
+    /// the drain is `stopped` or none is left; returns its correlation id.
+    fn fetch(
+        &mut self,
+        fetch_at: &[i64],
+        to: &[i64],
+        sizes: FetchSizes,
+        stopped: bool,
+    ) -> CliResult<Option<i32>> {
+        let partitions: Vec<FetchPartition> = (self.parts.iter())
+            .filter(|&&p| fetch_at[p as usize] < to[p as usize])
+            .map(|&p| {
+                let mut q = FetchPartition::default();
+                q.partition = p;
+                q.fetch_offset = fetch_at[p as usize];
+                q.partition_max_bytes = sizes.partition_max_bytes;
+                q.log_start_offset = -1;
+                q.current_leader_epoch = -1;
+                q.last_fetched_epoch = -1;
+                q
+            })
+            .collect();
+        if partitions.is_empty() || stopped {
+            return Ok(None);
+        }
+        let mut topic = FetchTopic::default();
+        topic.topic = topic_name();
+        topic.partitions = partitions;
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = sizes.max_wait_ms;
+        req.min_bytes = 1;
+        req.max_bytes = sizes.max_bytes;
+        req.session_id = 0;
+        req.session_epoch = -1;
+        req.topics = vec![topic];
+        Ok(Some(self.conn.send(ApiKey::Fetch, &req)?))
+    }
+}
+
+/// The offset after the last whole batch of a record set (a batch cut short at its end is
+/// fetched again), from the batches' headers alone; `None` if it holds no whole batch.
+fn next_offset(records: &[u8]) -> Option<i64> {
+    let (mut at, mut next) = (0usize, None);
+    while records.len() - at >= 27 {
+        let field =
+            |from: usize| -> [u8; 4] { records[at + from..at + from + 4].try_into().unwrap() };
+        let len = usize::try_from(i32::from_be_bytes(field(8))).ok()?;
+        let end = at.checked_add(12 + len)?;
+        if end > records.len() {
+            break;
+        }
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().expect("8 bytes"));
+        next = Some(base + i64::from(i32::from_be_bytes(field(23))) + 1);
+        at = end;
+    }
+    next
 }
 
 /// Hands a fetched record to `f`, no faster than `rate` if it is above 0.
@@ -337,4 +393,42 @@ pub(crate) fn wire_consume(args: ConsumeArgs, bootstrap: &str) -> CliResult {
         return Err("load run found errors".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::wire::BatchBuilder;
+
+    /// A batch of `n` records at `base`, as a broker answers it.
+    fn batch_at(base: i64, n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::default();
+        for i in 0..n {
+            b.push(&[i as u8; 10], 1_700_000_000_000);
+        }
+        let mut batch = b.take().to_vec();
+        batch[0..8].copy_from_slice(&base.to_be_bytes());
+        batch
+    }
+
+    /// The next fetch starts after the last whole batch: a batch cut short at the end of the
+    /// set (a broker may send one) is asked for again.
+    #[test]
+    fn the_next_fetch_starts_after_the_last_whole_batch() {
+        assert_eq!(next_offset(&[]), None);
+        let mut set = batch_at(40, 3);
+        assert_eq!(next_offset(&set), Some(43));
+        set.extend_from_slice(&batch_at(43, 5));
+        assert_eq!(next_offset(&set), Some(48));
+        let whole = set.len();
+        set.extend_from_slice(&batch_at(48, 2));
+        assert_eq!(next_offset(&set[..set.len() - 1]), Some(48));
+        assert_eq!(next_offset(&set[..whole + 20]), Some(48));
+        assert_eq!(next_offset(&set), Some(50));
+        // Less than a header, or a length that does not fit: no whole batch.
+        assert_eq!(next_offset(&set[..26]), None);
+        let mut bad = batch_at(0, 1);
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert_eq!(next_offset(&bad), None);
+    }
 }
