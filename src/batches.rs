@@ -67,8 +67,12 @@ struct Pending {
     /// Its place in the asks.
     ask: usize,
     partition: Arc<Partition>,
-    /// Where the batch holding the offset asked for lies.
+    /// Where the batch holding the offset asked for lies (from the partition's index), or a
+    /// position of the log before it with none of the partition's batches between (from its
+    /// read hint: the batch then starts at the offset asked for).
     holding: LogPos,
+    /// Where its last batch taken ends in the log.
+    taken_end: Option<LogPos>,
     /// Its readable end when the read started.
     end: Offset,
     /// Bytes of batches taken.
@@ -160,11 +164,17 @@ impl Store {
         if ask.offset == end {
             return Ok((answer, None));
         }
-        let holding = self.batch_holding(topic, ask.partition, ask.offset)?.at();
+        // Where the last read of many stopped in this partition, if this one goes on from
+        // there: no index lookup (a fetch names every partition of a consumer, every time).
+        let holding = match p.read_hint(ask.offset) {
+            Some(pos) => pos,
+            None => self.batch_holding(topic, ask.partition, ask.offset)?.at(),
+        };
         let pending = Pending {
             ask: 0,
             partition: p,
             holding,
+            taken_end: None,
             end,
             taken: 0,
             done: false,
@@ -175,10 +185,7 @@ impl Store {
 
     /// `ask` read through its partition's index, with `room` bytes left in the read.
     fn read_one(&self, topic: &str, ask: &BatchesAsk, room: usize) -> Result<PartitionBatches> {
-        let mode = match ask.read_ahead {
-            true => ReadMode::Ahead,
-            false => ReadMode::Exact,
-        };
+        let mode = ReadMode::ahead_if(ask.read_ahead);
         let bytes_max = ask.bytes_max.min(room).max(1);
         let read = self.read_batches(topic, ask.partition, ask.offset, bytes_max, mode)?;
         // Where the partition stands after the read: no batch read reaches past it.
@@ -217,10 +224,7 @@ impl Store {
         let Some(mut at) = pending.iter().map(|p| p.holding).min() else {
             return 0;
         };
-        let mode = match pending.iter().any(|p| asks[p.ask].read_ahead) {
-            true => ReadMode::Ahead,
-            false => ReadMode::Exact,
-        };
+        let mode = ReadMode::ahead_if(pending.iter().any(|p| asks[p.ask].read_ahead));
         let mut taken = 0usize;
         let mut open = pending.iter().filter(|p| !p.done).count();
         let mut scan = LogScan::default();
@@ -279,6 +283,11 @@ impl Store {
             at = scan.next;
             scan.clear();
         }
+        for p in pending.iter() {
+            if let (Some(end), Ok(answer)) = (p.taken_end, &out[p.ask]) {
+                p.partition.set_read_hint(answer.next, end);
+            }
+        }
         taken
     }
 }
@@ -301,9 +310,10 @@ fn take(
     let (frame, path) = scan.frame_bytes(f);
     let len = frame.len() - FRAME_HEADER_BYTES;
     if p.taken == 0 {
-        // The first batch must be the one found in the index: anything else means the log
-        // changed under the scan (retention deleted it); the partition's own read says how.
-        if f.entry.at() != p.holding {
+        // The first batch must be the one found in the index, or the one starting at the
+        // offset asked for: anything else means the log changed under the scan (retention
+        // deleted it) or the hint was stale; the partition's own read says how.
+        if f.entry.at() != p.holding && f.entry.base_offset != ask.offset {
             (p.done, p.stray) = (true, true);
             return Ok(0);
         }
@@ -319,6 +329,10 @@ fn take(
     answer.batches.push(frame.slice(FRAME_HEADER_BYTES..));
     answer.next = Offset(batch.last_offset()).next();
     p.taken += len;
+    p.taken_end = Some(LogPos::new(
+        f.entry.segment,
+        f.entry.pos + frame.len() as u64,
+    ));
     if answer.next >= p.end {
         p.done = true;
     }

@@ -459,10 +459,7 @@ impl Log {
         bytes_max: usize,
         read_ahead: bool,
     ) -> Result<(Vec<bytes::Bytes>, Offset)> {
-        let mode = match read_ahead {
-            true => ReadMode::Ahead,
-            false => ReadMode::Exact,
-        };
+        let mode = ReadMode::ahead_if(read_ahead);
         let read = self
             .store
             .read_batches(topic, partition, offset, bytes_max, mode)?;

@@ -147,6 +147,65 @@ fn each_partition_gets_what_its_own_read_returns_within_the_limits() {
     }
 }
 
+/// A reader following every partition in small reads (each going on where the last one
+/// stopped, as a consumer's fetches do) gets each partition's batches once, in order, over
+/// many segments; one that now and then jumps back or ahead in a partition gets that
+/// partition's batches from there.
+#[test]
+fn reads_that_go_on_where_the_last_stopped_see_every_batch_once() {
+    let dir = test_dir("batches-of-follow");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0]).shards(2)).unwrap();
+    let mut rng = Rng::new(0x5eed_0002);
+    fill(&log, &mut rng, 6_000);
+    let ends: Vec<Offset> = (0..PARTITIONS)
+        .map(|p| log.offsets("t", p).unwrap().1)
+        .collect();
+    let mut next = vec![Offset(0); PARTITIONS as usize];
+    let mut got: Vec<Vec<Bytes>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut rounds = 0;
+    while next.iter().zip(&ends).any(|(n, e)| n < e) {
+        rounds += 1;
+        assert!(rounds < 10_000, "stuck at {next:?}");
+        // Now and then a partition jumps to a random offset: what it got is dropped and it
+        // starts over from the batch holding that offset.
+        if rng.below(20) == 0 {
+            let p = rng.below(PARTITIONS.into()) as usize;
+            let at = Offset(rng.below(ends[p].0));
+            let batches = whole(&log, p as u32, at);
+            let first = base_offset(&batches[0]);
+            got[p] = whole(&log, p as u32, Offset(0))
+                .into_iter()
+                .take_while(|b| base_offset(b) < first)
+                .collect();
+            next[p] = at;
+        }
+        let asks: Vec<BatchesAsk> = (0..PARTITIONS)
+            .filter(|&p| next[p as usize] < ends[p as usize])
+            .map(|p| ask(p, next[p as usize].0, 2_000))
+            .collect();
+        let read = log.read_batches_of("t", &asks, 8_000);
+        for (ask, answer) in asks.iter().zip(read) {
+            let answer = answer.unwrap();
+            let p = ask.partition as usize;
+            for batch in answer.batches {
+                if got[p]
+                    .last()
+                    .is_some_and(|b| last_offset(b) >= base_offset(&batch))
+                {
+                    // The batch holding an offset jumped to, already had.
+                    assert_eq!(got[p].last(), Some(&batch), "partition {p}");
+                    continue;
+                }
+                got[p].push(batch);
+            }
+            next[p] = answer.next;
+        }
+    }
+    for p in 0..PARTITIONS {
+        assert_eq!(got[p as usize], whole(&log, p, Offset(0)), "partition {p}");
+    }
+}
+
 #[test]
 fn errors_are_per_partition() {
     let dir = test_dir("batches-of-errors");

@@ -2,8 +2,8 @@
 
 use crate::segment::{LogPos, Offset, SegmentId};
 use std::collections::VecDeque;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use super::*;
 use crate::error::Result;
@@ -55,6 +55,10 @@ pub struct Partition {
     /// never backwards.
     pub(crate) offset_acked: AtomicU64,
     index: RwLock<PartitionIndex>,
+    /// Where a read of many partitions last stopped in this one: the offset after its last
+    /// batch, and the position in the log just past that batch (its next batch lies at or after
+    /// it). Saves the next such read an index lookup; only a hint, checked by the reader.
+    read_hint: Mutex<Option<(Offset, LogPos)>>,
 }
 
 /// Appends entries to `out` while they fit in `frame_bytes_max` bytes of frames (the first
@@ -98,6 +102,7 @@ impl Partition {
             offset_next: AtomicU64::new(0),
             offset_acked: AtomicU64::new(0),
             index: RwLock::new(PartitionIndex::default()),
+            read_hint: Mutex::new(None),
         }
     }
 
@@ -214,6 +219,20 @@ impl Partition {
         }
         let sealed = index.sealed.partition_point(|r| r.segment <= segment);
         (sealed > 0).then(|| index.sealed[sealed - 1].run.last_offset)
+    }
+
+    /// Where in the log to look for the batch holding `offset`, if the last read of many
+    /// partitions stopped there: a position at or before the batch (none of this partition's
+    /// batches lies between).
+    pub(crate) fn read_hint(&self, offset: Offset) -> Option<LogPos> {
+        let hint = *self.read_hint.lock().unwrap_or_else(|e| e.into_inner());
+        hint.filter(|&(at, _)| at == offset).map(|(_, pos)| pos)
+    }
+
+    /// Notes that a read stopped after the batch ending at `pos` in the log, `next` being the
+    /// offset after it.
+    pub(crate) fn set_read_hint(&self, next: Offset, pos: LogPos) {
+        *self.read_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some((next, pos));
     }
 
     /// The earliest stored offset.

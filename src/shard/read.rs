@@ -179,6 +179,16 @@ pub(crate) enum ReadMode {
     Ahead,
 }
 
+impl ReadMode {
+    /// `Ahead` for a reader draining a backlog (`read_ahead`), else `Exact`.
+    pub(crate) fn ahead_if(read_ahead: bool) -> ReadMode {
+        match read_ahead {
+            true => ReadMode::Ahead,
+            false => ReadMode::Exact,
+        }
+    }
+}
+
 /// Reads, with one aligned read, the frames of `run` (one segment, position order) from the
 /// first on, and with a `window`, beyond them to the end of the first frame's window on that
 /// grid or to the next cached bytes, as far as published; caches and returns what it read,
