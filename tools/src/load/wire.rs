@@ -667,18 +667,13 @@ pub(crate) fn each_record(
     from: i64,
     mut f: impl FnMut(i64, Option<&[u8]>),
 ) -> Result<Option<i64>, String> {
-    let mut at = 0usize;
     let mut next = None;
-    while records.len() - at >= 12 {
-        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().expect("4 bytes"));
-        let end = at + 12 + usize::try_from(len).map_err(|_| format!("batch length {len}"))?;
-        if end > records.len() {
-            break;
-        }
-        let view = floodgate::segment::BatchView::decode(&records[at..end]).map_err(|e| {
+    for batch in whole_batches(records) {
+        let batch = batch?;
+        let view = floodgate::segment::BatchView::decode(batch).map_err(|e| {
             format!(
                 "a fetched batch at offset {}: {e}",
-                i64::from_be_bytes(records[at..at + 8].try_into().expect("8 bytes"))
+                i64::from_be_bytes(batch[..8].try_into().expect("8 bytes"))
             )
         })?;
         let decompressed = view
@@ -695,9 +690,31 @@ pub(crate) fn each_record(
             }
         }
         next = Some(view.last_offset() as i64 + 1);
-        at = end;
     }
     Ok(next)
+}
+
+/// The whole batches of a fetched record set, by their length fields alone (a batch cut short
+/// at the end of the set ends it); a negative length is an error.
+pub(crate) fn whole_batches(records: &[u8]) -> impl Iterator<Item = Result<&[u8], String>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if records.len() - at < 12 {
+            return None;
+        }
+        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().expect("4 bytes"));
+        let Ok(len) = usize::try_from(len) else {
+            at = records.len();
+            return Some(Err(format!("batch length {len}")));
+        };
+        let end = at + 12 + len;
+        if end > records.len() {
+            return None;
+        }
+        let batch = &records[at..end];
+        at = end;
+        Some(Ok(batch))
+    })
 }
 
 #[cfg(test)]

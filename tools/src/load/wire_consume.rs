@@ -11,7 +11,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use serde_json::json;
 
-use super::wire::{Conn, TopicLayout, connect_topic, each_record, list_offsets, topic_name};
+use super::wire::{
+    Conn, TopicLayout, connect_topic, each_record, list_offsets, topic_name, whole_batches,
+};
 use super::*;
 use crate::error::CliResult;
 use crate::outln;
@@ -219,20 +221,10 @@ impl Link {
 /// The offset after the last whole batch of a record set (a batch cut short at its end is
 /// fetched again), from the batches' headers alone; `None` if it holds no whole batch.
 fn next_offset(records: &[u8]) -> Option<i64> {
-    let (mut at, mut next) = (0usize, None);
-    while records.len() - at >= 27 {
-        let field =
-            |from: usize| -> [u8; 4] { records[at + from..at + from + 4].try_into().unwrap() };
-        let len = usize::try_from(i32::from_be_bytes(field(8))).ok()?;
-        let end = at.checked_add(12 + len)?;
-        if end > records.len() {
-            break;
-        }
-        let base = i64::from_be_bytes(records[at..at + 8].try_into().expect("8 bytes"));
-        next = Some(base + i64::from(i32::from_be_bytes(field(23))) + 1);
-        at = end;
-    }
-    next
+    let last = whole_batches(records).map_while(Result::ok).last()?;
+    let field = |at: usize| -> Option<[u8; 4]> { last.get(at..at + 4)?.try_into().ok() };
+    let base = i64::from_be_bytes(last.get(..8)?.try_into().ok()?);
+    Some(base + i64::from(i32::from_be_bytes(field(23)?)) + 1)
 }
 
 /// Hands a fetched record to `f`, no faster than `rate` if it is above 0.
