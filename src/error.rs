@@ -101,6 +101,16 @@ pub enum Error {
         name: String,
     },
 
+    /// A commit's metadata string is longer than [`crate::OFFSET_METADATA_BYTES_MAX`]
+    /// (Kafka's `offset.metadata.max.bytes`); nothing was committed.
+    #[error("commit metadata of {bytes} bytes exceeds the limit of {max}")]
+    OffsetMetadataTooLarge {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// A topic with that name exists already.
     #[error("topic {0:?} exists already")]
     TopicExists(String),

@@ -65,12 +65,13 @@ pub mod testing;
 
 pub use batches::{BatchesAsk, PartitionBatches};
 pub use config::{Config, Durability};
-pub use consumer::groups::{GroupLag, PartitionLag};
+pub use consumer::groups::{GroupLag, GroupOffset, OFFSET_METADATA_BYTES_MAX, PartitionLag};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, RateLimit, StartAt};
 pub use error::{Error, Result};
 pub use io::baseline::{DeviceBaseline, measure_device};
 pub use io::{IoBackend, cores};
 pub use log::{Log, PublishMark, Published, ShardState};
+pub use meta::validate_group_name;
 pub use offset::Offset;
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::records::StoredRecord;

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use crate::batches::{BatchesAsk, PartitionBatches};
 use crate::config::{COMMIT_BYTES_MAX_DEFAULT, Config};
 use crate::consumer::ConsumerBuilder;
-use crate::consumer::groups::{GroupLag, Groups};
+use crate::consumer::groups::{GroupLag, GroupOffset, Groups};
 use crate::consumer::offsets::{OFFSETS_TOPIC, compaction_thread};
 use crate::error::{Error, Result};
 use crate::io::{self, IoBackend};
@@ -396,6 +396,25 @@ impl Log {
     /// this process keep consuming from where they are.
     pub fn delete_group(&self, group: &str) -> Result<()> {
         self.groups.delete(group)
+    }
+
+    /// Commits `offsets` for consumer group `group`, durably (as durable as any acknowledged
+    /// record), in one go: for groups whose members are not this process's consumers, such as
+    /// the Kafka front's clients. They are the same committed offsets a [`Consumer`] of the
+    /// group starts from. Every topic and partition must exist and every metadata string be
+    /// at most [`crate::OFFSET_METADATA_BYTES_MAX`] bytes, or nothing is committed.
+    pub fn commit_group_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
+        self.groups.commit(group, offsets)
+    }
+
+    /// Consumer group `group`'s committed offsets, by topic and partition.
+    pub fn group_offsets(&self, group: &str) -> Vec<GroupOffset> {
+        self.groups.offsets_of(group)
+    }
+
+    /// Every consumer group with committed offsets, or members in this process, by name.
+    pub fn list_groups(&self) -> Vec<String> {
+        self.groups.names()
     }
 
     /// A new producer. Create one per thread; they are cheap.

@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{BACKENDS, small_config, test_dir};
-use floodgate::{Error, Log, RateLimit, Record, StartAt, TopicConfig};
+use floodgate::{
+    Error, GroupOffset, Log, OFFSET_METADATA_BYTES_MAX, RateLimit, Record, StartAt, TopicConfig,
+};
 
 /// Sends `per_partition` records to each of `partitions`; record (p, i) has value "p:i".
 fn produce(log: &Log, topic: &str, partitions: u32, per_partition: u64) {
@@ -215,6 +217,96 @@ fn committed_offsets_survive_reopen_and_compaction() {
             log.create_topic("__consumer_offsets", TopicConfig::new(1)),
             Err(Error::ReservedTopicName(_))
         ));
+    }
+}
+
+fn commit(topic: &str, partition: u32, offset: u64, metadata: &str) -> GroupOffset {
+    GroupOffset {
+        topic: topic.to_owned(),
+        partition,
+        offset: Offset(offset),
+        metadata: metadata.to_owned(),
+    }
+}
+
+/// Commits made from outside the process's consumers (as the Kafka front's members make them)
+/// are the group's commits: a consumer of the group starts from them, their metadata strings
+/// round-trip, they survive reopening and compaction, and a bad one commits nothing.
+#[test]
+fn offsets_committed_by_name_are_the_groups_and_keep_their_metadata() {
+    for backend in BACKENDS {
+        let dir = test_dir("group-commit-by-name");
+        let config = || small_config(dir.path(), backend);
+        {
+            let log = Log::open(config()).unwrap();
+            log.create_topic("t", TopicConfig::new(3)).unwrap();
+            log.create_topic("u", TopicConfig::new(1)).unwrap();
+            produce(&log, "t", 3, 50);
+            assert!(log.group_offsets("g").is_empty());
+            for round in 1..=20 {
+                let offsets = [
+                    commit("t", 0, round, "ü-meta"),
+                    commit("t", 2, 2 * round, ""),
+                    commit("u", 0, 0, &"m".repeat(OFFSET_METADATA_BYTES_MAX)),
+                ];
+                log.commit_group_offsets("g", &offsets).unwrap();
+            }
+            log.commit_group_offsets("other", &[commit("t", 1, 7, "x")])
+                .unwrap();
+            // Refused whole: a partition that does not exist, metadata too long, a bad name.
+            let refused = [
+                (
+                    vec![commit("t", 0, 1, ""), commit("t", 3, 1, "")],
+                    "partition",
+                ),
+                (
+                    vec![commit("t", 0, 1, ""), commit("nope", 0, 1, "")],
+                    "topic",
+                ),
+                (
+                    vec![commit(
+                        "t",
+                        0,
+                        1,
+                        &"m".repeat(OFFSET_METADATA_BYTES_MAX + 1),
+                    )],
+                    "metadata",
+                ),
+            ];
+            for (offsets, what) in refused {
+                let e = log.commit_group_offsets("g", &offsets).unwrap_err();
+                assert!(
+                    matches!(
+                        (&e, what),
+                        (Error::UnknownPartition { .. }, "partition")
+                            | (Error::UnknownTopic(_), "topic")
+                            | (Error::OffsetMetadataTooLarge { .. }, "metadata")
+                    ),
+                    "{what}: {e}"
+                );
+            }
+            assert!(matches!(
+                log.commit_group_offsets("bad name", &[commit("t", 0, 1, "")]),
+                Err(Error::InvalidGroupName { .. })
+            ));
+            let c = log.consumer("t").group("g").build().unwrap();
+            assert_eq!(c.position(0).unwrap(), Offset(20));
+            assert_eq!(c.position(2).unwrap(), Offset(40));
+            assert_eq!(c.committed(0), Some(Offset(20)));
+            assert_eq!(log.list_groups(), vec!["g".to_owned(), "other".to_owned()]);
+        }
+        let log = Log::open(config()).unwrap();
+        let want = vec![
+            commit("t", 0, 20, "ü-meta"),
+            commit("t", 2, 40, ""),
+            commit("u", 0, 0, &"m".repeat(OFFSET_METADATA_BYTES_MAX)),
+        ];
+        assert_eq!(log.group_offsets("g"), want);
+        assert_eq!(log.group_offsets("other"), vec![commit("t", 1, 7, "x")]);
+        assert_eq!(log.group_lag("g", "t").unwrap().lag, 30 + 50 + 10);
+        log.delete_group("other").unwrap();
+        assert_eq!(log.list_groups(), vec!["g".to_owned()]);
+        assert!(log.group_offsets("other").is_empty());
     }
 }
 

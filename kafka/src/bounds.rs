@@ -221,6 +221,72 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
             1..=3 => vec![F::Str, I8],
             _ => vec![I8, F::Array(&[F::Str])],
         },
+        ApiKey::JoinGroup => {
+            const PROTOCOL: &[F] = &[F::Str, F::Bytes, F::Tags];
+            let mut l = vec![F::Str, I32];
+            if v >= 1 {
+                l.push(I32);
+            }
+            l.push(F::Str);
+            if v >= 5 {
+                l.push(F::Str);
+            }
+            l.extend([F::Str, F::Array(PROTOCOL)]);
+            if v >= 8 {
+                l.push(F::Str);
+            }
+            l
+        }
+        ApiKey::SyncGroup => {
+            const ASSIGNMENT: &[F] = &[F::Str, F::Bytes, F::Tags];
+            let mut l = vec![F::Str, I32, F::Str];
+            if v >= 3 {
+                l.push(F::Str);
+            }
+            if v >= 5 {
+                l.extend([F::Str, F::Str]);
+            }
+            l.push(F::Array(ASSIGNMENT));
+            l
+        }
+        ApiKey::LeaveGroup => match v {
+            ..=2 => vec![F::Str, F::Str],
+            3..=4 => vec![F::Str, F::Array(&[F::Str, F::Str, F::Tags])],
+            _ => vec![F::Str, F::Array(&[F::Str, F::Str, F::Str, F::Tags])],
+        },
+        ApiKey::OffsetCommit => {
+            const P2: &[F] = &[I32, I64, F::Str, F::Tags];
+            const P6: &[F] = &[I32, I64, I32, F::Str, F::Tags];
+            const T2: &[F] = &[F::Str, F::Array(P2), F::Tags];
+            const T6: &[F] = &[F::Str, F::Array(P6), F::Tags];
+            let mut l = vec![F::Str, I32, F::Str];
+            if v >= 7 {
+                l.push(F::Str);
+            }
+            if v <= 4 {
+                l.push(I64);
+            }
+            l.push(F::Array(if v >= 6 { T6 } else { T2 }));
+            l
+        }
+        ApiKey::OffsetFetch => {
+            const TOPIC: &[F] = &[F::Str, F::Array(&[I32]), F::Tags];
+            const GROUP: &[F] = &[F::Str, F::Array(TOPIC), F::Tags];
+            match v {
+                ..=6 => vec![F::Str, F::Array(TOPIC)],
+                7 => vec![F::Str, F::Array(TOPIC), I8],
+                _ => vec![F::Array(GROUP), I8],
+            }
+        }
+        ApiKey::DescribeGroups => match v {
+            ..=2 => vec![F::Array(&[F::Str])],
+            _ => vec![F::Array(&[F::Str]), I8],
+        },
+        ApiKey::ListGroups => match v {
+            ..=3 => vec![],
+            _ => vec![F::Array(&[F::Str])],
+        },
+        ApiKey::DeleteGroups => vec![F::Array(&[F::Str])],
         _ => return Ok(()),
     };
     let mut walk = Walk {

@@ -70,10 +70,10 @@ pub(crate) fn spawn(
     state.open.set(state.open.get() + 1);
     state.shared.connections.fetch_add(1, Ordering::Relaxed);
     tokio::task::spawn_local(async move {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        if let Err(reason) = serve(stream, &state, stopped).await {
+        let peer = stream.peer_addr().ok();
+        let host: Rc<str> = peer.map_or_else(|| "?".into(), |a| a.ip().to_string().into());
+        let peer = peer.map_or_else(|| "?".to_owned(), |a| a.to_string());
+        if let Err(reason) = serve(stream, &state, &host, stopped).await {
             eprintln!("floodgate serve: closed the connection from {peer}: {reason}");
         }
         state.shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -88,6 +88,7 @@ type Answer = tokio::task::JoinHandle<Result<Option<crate::apis::Frame>, String>
 async fn serve(
     stream: tokio::net::TcpStream,
     state: &Rc<ThreadState>,
+    host: &Rc<str>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let (mut rd, mut wr) = stream.into_split();
@@ -142,7 +143,7 @@ async fn serve(
         };
         let key = request.key;
         state.shared.metrics.request(key);
-        let answer = match apis::handle(state, request) {
+        let answer = match apis::handle(state, request, host) {
             Ok(task) => tokio::task::spawn_local(task),
             Err(reason) => {
                 state.shared.metrics.error(key);

@@ -21,6 +21,7 @@
 mod apis;
 mod bounds;
 mod conn;
+mod groups;
 mod metrics;
 mod versions;
 
@@ -34,6 +35,7 @@ use floodgate::Log;
 use tokio::sync::{mpsc, watch};
 
 pub use apis::check_request;
+pub use groups::GroupTimeouts;
 pub use versions::SUPPORTED_APIS;
 
 /// How the server listens and behaves.
@@ -60,6 +62,8 @@ pub struct ServerConfig {
     pub cores: Vec<usize>,
     /// Where `/metrics` (Prometheus' text format) is served over HTTP; nowhere if `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The group coordinator's timing (Kafka's defaults).
+    pub groups: GroupTimeouts,
 }
 
 /// Kafka's `socket.request.max.bytes`.
@@ -84,6 +88,7 @@ impl ServerConfig {
             default_partitions: 1,
             cores: Vec::new(),
             metrics_listen: None,
+            groups: GroupTimeouts::default(),
         }
     }
 }
@@ -94,6 +99,7 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    coordinator: Arc<groups::Coordinator>,
 }
 
 /// What every network thread shares.
@@ -104,6 +110,7 @@ pub(crate) struct Shared {
     pub advertised: (String, u16),
     pub connections: AtomicUsize,
     pub metrics: metrics::Metrics,
+    pub coordinator: Arc<groups::Coordinator>,
 }
 
 impl Server {
@@ -135,8 +142,10 @@ impl Server {
             .advertised
             .clone()
             .unwrap_or_else(|| (local_addr.ip().to_string(), local_addr.port()));
+        let coordinator = groups::Coordinator::new(config.groups);
         let shared = Arc::new(Shared {
             log,
+            coordinator: Arc::clone(&coordinator),
             config,
             advertised,
             connections: AtomicUsize::new(0),
@@ -151,7 +160,7 @@ impl Server {
             receivers.push(rx);
         }
         let mut listener = Some((listener, metrics_listener));
-        let mut threads = Vec::new();
+        let mut threads = vec![coordinator.start()?];
         for (i, inbox) in receivers.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let stopped = stopped.clone();
@@ -166,6 +175,7 @@ impl Server {
             metrics_addr,
             stop,
             threads,
+            coordinator,
         })
     }
 
@@ -187,6 +197,7 @@ impl Server {
 
     fn stop_threads(&mut self) {
         let _ = self.stop.send(true);
+        self.coordinator.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

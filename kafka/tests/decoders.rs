@@ -5,9 +5,20 @@ use bytes::{BufMut, Bytes, BytesMut};
 use floodgate_kafka::check_request;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader, TopicName,
+    ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FetchRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -77,7 +88,167 @@ fn seeds() -> Vec<Vec<u8>> {
         body(ApiKey::Metadata, 12, &MetadataRequest::default()),
         body(ApiKey::Metadata, 0, &MetadataRequest::default()),
         old_produce,
+        body(ApiKey::JoinGroup, 9, &join_group(9)),
+        body(ApiKey::OffsetCommit, 8, &offset_commit(8)),
     ]
+}
+
+/// How many requests `seeds` gives.
+const SEEDS: usize = 9;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_owned())
+}
+
+/// A JoinGroup with every field version `v` has filled.
+fn join_group(v: i16) -> JoinGroupRequest {
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(s("g"));
+    r.session_timeout_ms = 10_000;
+    if v >= 1 {
+        r.rebalance_timeout_ms = 10_000;
+    }
+    r.member_id = s("m");
+    if v >= 5 {
+        r.group_instance_id = Some(s("i"));
+    }
+    r.protocol_type = s("consumer");
+    if v >= 8 {
+        r.reason = Some(s("why"));
+    }
+    r.protocols = ["range", "roundrobin"]
+        .iter()
+        .map(|n| {
+            let mut p = JoinGroupRequestProtocol::default();
+            p.name = s(n);
+            p.metadata = Bytes::from_static(b"meta");
+            p
+        })
+        .collect();
+    r
+}
+
+/// An OffsetCommit with every field version `v` has filled.
+fn offset_commit(v: i16) -> OffsetCommitRequest {
+    let mut p = OffsetCommitRequestPartition::default();
+    p.committed_offset = 5;
+    p.committed_metadata = Some(s("meta"));
+    if v >= 6 {
+        p.committed_leader_epoch = 3;
+    }
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(s("t"));
+    t.partitions = vec![p.clone(), p];
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(s("g"));
+    r.member_id = s("m");
+    if v >= 7 {
+        r.group_instance_id = Some(s("i"));
+    }
+    if v <= 4 {
+        r.retention_time_ms = 60_000;
+    }
+    r.topics = vec![t.clone(), t];
+    r
+}
+
+fn sync_group(v: i16) -> SyncGroupRequest {
+    let mut r = SyncGroupRequest::default();
+    r.group_id = GroupId(s("g"));
+    r.member_id = s("m");
+    if v >= 3 {
+        r.group_instance_id = Some(s("i"));
+    }
+    if v >= 5 {
+        r.protocol_type = Some(s("consumer"));
+        r.protocol_name = Some(s("range"));
+    }
+    let mut a = SyncGroupRequestAssignment::default();
+    a.member_id = s("m");
+    a.assignment = Bytes::from_static(b"assignment");
+    r.assignments = vec![a.clone(), a];
+    r
+}
+
+fn leave_group(v: i16) -> LeaveGroupRequest {
+    let mut r = LeaveGroupRequest::default();
+    r.group_id = GroupId(s("g"));
+    if v <= 2 {
+        r.member_id = s("m");
+        return r;
+    }
+    let mut who = MemberIdentity::default();
+    who.member_id = s("m");
+    who.group_instance_id = Some(s("i"));
+    if v >= 5 {
+        who.reason = Some(s("why"));
+    }
+    r.members = vec![who.clone(), who];
+    r
+}
+
+fn offset_fetch(v: i16) -> OffsetFetchRequest {
+    let mut r = OffsetFetchRequest::default();
+    if v >= 7 {
+        r.require_stable = true;
+    }
+    if v <= 7 {
+        r.group_id = GroupId(s("g"));
+        let mut t = OffsetFetchRequestTopic::default();
+        t.name = TopicName(s("t"));
+        t.partition_indexes = vec![0, 1];
+        r.topics = Some(vec![t.clone(), t]);
+        return r;
+    }
+    let mut g = OffsetFetchRequestGroup::default();
+    g.group_id = GroupId(s("g"));
+    let mut t = OffsetFetchRequestTopics::default();
+    t.name = TopicName(s("t"));
+    t.partition_indexes = vec![0, 1];
+    g.topics = Some(vec![t.clone(), t]);
+    r.groups = vec![g.clone(), g];
+    r
+}
+
+/// Every group request as a client fills it, at every version served.
+fn group_requests() -> Vec<Vec<u8>> {
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![GroupId(s("g")), GroupId(s("h"))];
+    let mut delete = DeleteGroupsRequest::default();
+    delete.groups_names = vec![GroupId(s("g")), GroupId(s("h"))];
+    let mut out = Vec::new();
+    for api in floodgate_kafka::SUPPORTED_APIS {
+        for v in api.min..=api.max {
+            let b = match api.key {
+                ApiKey::JoinGroup => body(api.key, v, &join_group(v)),
+                ApiKey::SyncGroup => body(api.key, v, &sync_group(v)),
+                ApiKey::Heartbeat => {
+                    let mut r = HeartbeatRequest::default();
+                    r.group_id = GroupId(s("g"));
+                    r.member_id = s("m");
+                    if v >= 3 {
+                        r.group_instance_id = Some(s("i"));
+                    }
+                    body(api.key, v, &r)
+                }
+                ApiKey::LeaveGroup => body(api.key, v, &leave_group(v)),
+                ApiKey::OffsetCommit => body(api.key, v, &offset_commit(v)),
+                ApiKey::OffsetFetch => body(api.key, v, &offset_fetch(v)),
+                ApiKey::DescribeGroups => body(api.key, v, &describe),
+                ApiKey::ListGroups => {
+                    let mut r = ListGroupsRequest::default();
+                    if v >= 4 {
+                        r.states_filter = vec![s("Stable"), s("Empty")];
+                    }
+                    body(api.key, v, &r)
+                }
+                ApiKey::DeleteGroups => body(api.key, v, &delete),
+                _ => continue,
+            };
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// The protocol crate reserves an array's declared length before decoding its elements: a
@@ -85,7 +256,7 @@ fn seeds() -> Vec<Vec<u8>> {
 /// the process. Refused before that, for every served API.
 #[test]
 fn a_huge_array_length_is_refused_before_anything_is_allocated() {
-    let requests: [(ApiKey, i16, &[u8]); 5] = [
+    let requests: [(ApiKey, i16, &[u8]); 14] = [
         (ApiKey::Metadata, 0, &[0x7f, 0xff, 0xff, 0xff]),
         (ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0x7f, 0]),
         (
@@ -98,6 +269,39 @@ fn a_huge_array_length_is_refused_before_anything_is_allocated() {
         ),
         (ApiKey::CreateTopics, 2, &[0x40, 0, 0, 0]),
         (ApiKey::DeleteTopics, 1, &[0x40, 0, 0, 0]),
+        // Group "g", session 10 s, member "", type "c", then two billion protocols.
+        (
+            ApiKey::JoinGroup,
+            0,
+            &[
+                0, 1, b'g', 0, 0, 0x27, 0x10, 0, 0, 0, 1, b'c', 0x7f, 0xff, 0xff, 0xff,
+            ],
+        ),
+        // Group "g", generation 1, member "m", then the assignments.
+        (
+            ApiKey::SyncGroup,
+            0,
+            &[0, 1, b'g', 0, 0, 0, 1, 0, 1, b'm', 0x7f, 0xff, 0xff, 0xff],
+        ),
+        (ApiKey::LeaveGroup, 3, &[0, 1, b'g', 0x7f, 0xff, 0xff, 0xff]),
+        // Group "g", generation 1, member "m", retention -1, then the topics.
+        (
+            ApiKey::OffsetCommit,
+            2,
+            &[
+                0, 1, b'g', 0, 0, 0, 1, 0, 1, b'm', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0x7f, 0xff, 0xff, 0xff,
+            ],
+        ),
+        (
+            ApiKey::OffsetFetch,
+            1,
+            &[0, 1, b'g', 0x7f, 0xff, 0xff, 0xff],
+        ),
+        (ApiKey::OffsetFetch, 8, &[0xff, 0xff, 0xff, 0x7f, 0]),
+        (ApiKey::DescribeGroups, 0, &[0x40, 0, 0, 0]),
+        (ApiKey::ListGroups, 4, &[0xff, 0xff, 0xff, 0x7f, 0]),
+        (ApiKey::DeleteGroups, 0, &[0x40, 0, 0, 0]),
     ];
     for (key, version, body) in requests {
         let mut frame = (key as i16).to_be_bytes().to_vec();
@@ -115,8 +319,21 @@ fn a_huge_array_length_is_refused_before_anything_is_allocated() {
 
 #[test]
 fn valid_requests_decode() {
+    assert_eq!(seeds().len(), SEEDS);
     for seed in seeds() {
         check_request(Bytes::from(seed)).unwrap();
+    }
+}
+
+/// The array check walks each group API's layout as the protocol crate encodes it, at every
+/// version served: a request with every field filled passes.
+#[test]
+fn group_requests_pass_the_array_check_at_every_version() {
+    let requests = group_requests();
+    assert!(requests.len() > 40, "{}", requests.len());
+    for r in requests {
+        check_request(Bytes::from(r.clone()))
+            .unwrap_or_else(|e| panic!("{:?} v{}: {e}", &r[..2], i16::from_be_bytes([r[2], r[3]])));
     }
 }
 
@@ -128,7 +345,7 @@ proptest! {
 
     #[test]
     fn damaged_requests_never_panic(
-        which in 0usize..7,
+        which in 0usize..SEEDS,
         at in any::<usize>(),
         byte in any::<u8>(),
         cut in any::<usize>(),

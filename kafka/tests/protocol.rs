@@ -556,35 +556,6 @@ fn topics_are_created_and_deleted_by_admin_requests() {
     stop(log, server);
 }
 
-/// Groups are not served yet: FindCoordinator says so with COORDINATOR_NOT_AVAILABLE, in the
-/// old layout and per key from v4, rather than closing the connection.
-#[test]
-fn find_coordinator_says_there_is_none_yet() {
-    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
-    let dir = test_dir("kafka-coordinator");
-    let (log, server) = serve(dir.path(), |_| {});
-    let mut client = Client::connect(server.local_addr());
-    let mut old = FindCoordinatorRequest::default();
-    old.key = StrBytes::from_static_str("logistics");
-    let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 3, &old);
-    assert_eq!(
-        response.error_code,
-        ResponseError::CoordinatorNotAvailable.code()
-    );
-    let mut new = FindCoordinatorRequest::default();
-    new.coordinator_keys = vec![
-        StrBytes::from_static_str("a"),
-        StrBytes::from_static_str("b"),
-    ];
-    let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &new);
-    assert_eq!(response.coordinators.len(), 2);
-    assert!(
-        (response.coordinators.iter())
-            .all(|c| c.error_code == ResponseError::CoordinatorNotAvailable.code())
-    );
-    stop(log, server);
-}
-
 /// `/metrics` counts what went through the server and shows the log's own figures.
 #[test]
 fn metrics_count_requests_records_and_the_logs_figures() {

@@ -3,12 +3,12 @@
 //! ([`OffsetStore`]), how far each is behind, and the offsets retention must keep for them
 //! (the protection floors handed to each shard).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::consumer::group::Group;
-use crate::consumer::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore};
+use crate::consumer::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore, OffsetValue};
 use crate::consumer::rate::RateLimit;
 use crate::error::{Error, Result};
 use crate::meta::{TopicRecord, validate_group_name};
@@ -46,6 +46,23 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
+/// A group's committed offset of one partition, with the committer's metadata string;
+/// [`crate::Log::commit_group_offsets`] and [`crate::Log::group_offsets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the group consumes there.
+    pub offset: Offset,
+    /// What the committer attached (Kafka clients may; empty if nothing).
+    pub metadata: String,
+}
+
+/// The longest metadata string a commit may carry (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
 /// The log's consumer groups.
 pub(crate) struct Groups {
     store: Arc<Store>,
@@ -56,6 +73,8 @@ pub(crate) struct Groups {
     /// Held while the topics are recorded in the offsets topic, so that a recording never
     /// works from a metadata older than one already recorded.
     recording: Mutex<()>,
+    /// Writes the commits of groups whose members are not this process's consumers.
+    committer: Mutex<Option<Producer>>,
 }
 
 impl Groups {
@@ -66,6 +85,7 @@ impl Groups {
             offsets: Arc::default(),
             live: Mutex::new(HashMap::new()),
             recording: Mutex::new(()),
+            committer: Mutex::new(None),
         }
     }
 
@@ -125,17 +145,23 @@ impl Groups {
         Ok(damaged)
     }
 
-    /// The group `name` consuming `topic`, created on first use (with the internal offsets
-    /// topic, if this log has none yet).
-    pub fn group(&self, name: &str, topic: &str) -> Result<Arc<Group>> {
-        validate_group_name(name)?;
-        let t = self.store.topic(topic)?;
+    /// Creates the internal offsets topic if this log has none yet.
+    fn offsets_topic(&self) -> Result<()> {
         if self.store.topic(OFFSETS_TOPIC).is_err() {
             match self.store.create_topic(OFFSETS_TOPIC, 1) {
                 Ok(()) | Err(Error::TopicExists(_)) => {}
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    /// The group `name` consuming `topic`, created on first use (with the internal offsets
+    /// topic, if this log has none yet).
+    pub fn group(&self, name: &str, topic: &str) -> Result<Arc<Group>> {
+        validate_group_name(name)?;
+        let t = self.store.topic(topic)?;
+        self.offsets_topic()?;
         let group = {
             let mut live = self.live.lock().expect("groups lock");
             let key = (name.to_owned(), t.id);
@@ -166,27 +192,38 @@ impl Groups {
             keep(tp, oldest);
         }
         if self.store.config.protect_unconsumed {
-            let mut pairs: Vec<(String, u32)> = self
-                .offsets
-                .all()
-                .into_iter()
-                .map(|(k, _)| (k.group, k.topic_id))
-                .collect();
-            pairs.extend(self.live.lock().expect("groups lock").keys().cloned());
-            pairs.sort();
-            pairs.dedup();
-            for (group, topic_id) in pairs {
-                let Some(t) = topics.get(&topic_id) else {
+            // Each group with commits or members on a topic keeps, in every partition of it,
+            // its committed offset, or everything where it has not committed: a partition's
+            // floor is the least commit if every such group committed there, else 0. One pass
+            // over the commits (a key per partition per group) without copying them.
+            let mut groups_of: HashMap<u32, HashSet<String>> = HashMap::new();
+            let mut committed: HashMap<TopicPartition, (usize, Offset)> = HashMap::new();
+            self.offsets.for_each(|k, offset| {
+                let groups = groups_of.entry(k.topic_id).or_default();
+                if !groups.contains(&k.group) {
+                    groups.insert(k.group.clone());
+                }
+                let tp = TopicPartition::new(k.topic_id, k.partition);
+                let least = committed.entry(tp).or_insert((0, offset));
+                *least = (least.0 + 1, least.1.min(offset));
+            });
+            for (group, topic_id) in self.live.lock().expect("groups lock").keys() {
+                groups_of
+                    .entry(*topic_id)
+                    .or_default()
+                    .insert(group.clone());
+            }
+            for (topic_id, groups) in &groups_of {
+                let Some(t) = topics.get(topic_id) else {
                     continue; // a deleted topic
                 };
                 for p in 0..t.partitions.len() as u32 {
-                    let key = OffsetKey {
-                        group: group.clone(),
-                        topic_id,
-                        partition: p,
+                    let tp = TopicPartition::new(*topic_id, p);
+                    let floor = match committed.get(&tp) {
+                        Some(&(n, least)) if n == groups.len() => least,
+                        _ => Offset::default(),
                     };
-                    let tp = TopicPartition::new(topic_id, p);
-                    keep(tp, self.offsets.get(&key).unwrap_or_default());
+                    keep(tp, floor);
                 }
             }
         }
@@ -249,11 +286,8 @@ impl Groups {
     /// Forgets group `group`'s committed offsets (on every topic), durably.
     pub fn delete(&self, group: &str) -> Result<()> {
         validate_group_name(group)?;
-        let keys: Vec<(OffsetKey, Option<Offset>)> = self
-            .offsets
-            .all()
+        let keys: Vec<(OffsetKey, Option<OffsetValue>)> = (self.offsets.of_group(group))
             .into_iter()
-            .filter(|(k, _)| k.group == group)
             .map(|(k, _)| (k, None))
             .collect();
         if !keys.is_empty() {
@@ -266,5 +300,81 @@ impl Groups {
             .retain(|(name, _), g| name != group || g.members() > 0);
         self.update_protection();
         Ok(())
+    }
+
+    /// Commits `offsets` for group `group`, durably, in one go: for groups whose members are
+    /// not this process's consumers (the Kafka front's). Every topic and partition must exist
+    /// and every metadata string fit, or nothing is committed.
+    pub fn commit(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
+        validate_group_name(group)?;
+        let mut entries = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            if o.metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                return Err(Error::OffsetMetadataTooLarge {
+                    bytes: o.metadata.len(),
+                    max: OFFSET_METADATA_BYTES_MAX,
+                });
+            }
+            let t = self.store.topic(&o.topic)?;
+            self.store.partition(&o.topic, o.partition)?;
+            let key = OffsetKey {
+                group: group.to_owned(),
+                topic_id: t.id,
+                partition: o.partition,
+            };
+            let value = OffsetValue {
+                offset: o.offset,
+                metadata: o.metadata.as_str().into(),
+            };
+            entries.push((key, Some(value)));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.offsets_topic()?;
+        {
+            let mut committer = self.committer.lock().expect("committer lock");
+            let producer =
+                committer.get_or_insert_with(|| Producer::internal(Arc::clone(&self.store)));
+            self.offsets.commit(producer, &entries)?;
+        }
+        self.update_protection();
+        Ok(())
+    }
+
+    /// Group `group`'s committed offsets on every topic it committed on, by topic and
+    /// partition (commits on deleted topics are left out).
+    pub fn offsets_of(&self, group: &str) -> Vec<GroupOffset> {
+        let meta = self.store.meta();
+        let names: HashMap<u32, &str> = (meta.topics.iter())
+            .map(|t| (t.id, t.name.as_str()))
+            .collect();
+        let mut out: Vec<GroupOffset> = (self.offsets.of_group(group).into_iter())
+            .filter_map(|(k, v)| {
+                Some(GroupOffset {
+                    topic: (*names.get(&k.topic_id)?).to_owned(),
+                    partition: k.partition,
+                    offset: v.offset,
+                    metadata: v.metadata.into(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+
+    /// Every group with committed offsets or members in this process.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = HashSet::new();
+        self.offsets.for_each(|k, _| {
+            if !names.contains(&k.group) {
+                names.insert(k.group.clone());
+            }
+        });
+        let live = self.live.lock().expect("groups lock");
+        names.extend(live.keys().map(|(g, _)| g.clone()));
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort();
+        names
     }
 }

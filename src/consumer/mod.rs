@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::consumer::group::{Group, MemberId};
 use crate::consumer::groups::Groups;
-use crate::consumer::offsets::OffsetKey;
+use crate::consumer::offsets::{OffsetKey, OffsetValue};
 use crate::error::{Error, Result};
 use crate::producer::Producer;
 use crate::segment::records::StoredRecord;
@@ -373,10 +373,10 @@ impl Consumer {
         let Some(m) = &self.membership else {
             return Err(Error::NoGroup("commit"));
         };
-        let entries: Vec<(OffsetKey, Option<Offset>)> = offsets
+        let entries: Vec<(OffsetKey, Option<OffsetValue>)> = offsets
             .iter()
             .filter(|(p, o)| m.committed.get(p) != Some(o))
-            .map(|&(p, o)| (self.offset_key(&m.group, p), Some(o)))
+            .map(|&(p, o)| (self.offset_key(&m.group, p), Some(OffsetValue::of(o))))
             .collect();
         if entries.is_empty() {
             return Ok(());

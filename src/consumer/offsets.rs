@@ -1,8 +1,9 @@
 //! Consumer groups' committed offsets, stored in the log itself.
 //!
 //! Every commit is a record of the internal topic `__consumer_offsets` (one partition), keyed
-//! by (group, topic id, partition), whose value is the committed offset (8 bytes, big-endian;
-//! a null value deletes the key). A commit returns once its records are acknowledged, so it is
+//! by (group, topic id, partition), whose value is the committed offset (8 bytes, big-endian)
+//! followed by the commit's metadata string (UTF-8, usually empty: Kafka clients may attach
+//! one); a null value deletes the key. A commit returns once its records are acknowledged, so it is
 //! as durable as the log's durability setting makes any record. On open the partition is read
 //! from its earliest offset and the last record of each key wins; then the live commits are
 //! written again (compaction), so older segments hold nothing still needed and retention may
@@ -73,10 +74,42 @@ impl OffsetKey {
     }
 }
 
-/// A live commit: the committed offset and where its record is in the offsets partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a commit stores: the next offset to consume, and the committer's metadata string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OffsetValue {
+    pub offset: Offset,
+    pub metadata: Box<str>,
+}
+
+impl OffsetValue {
+    /// A commit of `offset` without metadata.
+    pub fn of(offset: Offset) -> OffsetValue {
+        OffsetValue {
+            offset,
+            metadata: Box::default(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.metadata.len());
+        out.extend_from_slice(&self.offset.0.to_be_bytes());
+        out.extend_from_slice(self.metadata.as_bytes());
+        out
+    }
+
+    /// `None` for a value this build cannot read (shorter than an offset, or metadata that is
+    /// not UTF-8).
+    fn decode(b: &[u8]) -> Option<OffsetValue> {
+        let offset = Offset(u64::from_be_bytes(b.get(..8)?.try_into().ok()?));
+        let metadata = std::str::from_utf8(&b[8..]).ok()?.into();
+        Some(OffsetValue { offset, metadata })
+    }
+}
+
+/// A live commit: its value and where its record is in the offsets partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Committed {
-    offset: Offset,
+    value: OffsetValue,
     record: Offset,
 }
 
@@ -111,13 +144,32 @@ impl OffsetStore {
             .lock()
             .expect("offsets lock")
             .get(key)
-            .map(|c| c.offset)
+            .map(|c| c.value.offset)
     }
 
-    /// Every live commit, as (key, committed offset).
-    pub fn all(&self) -> Vec<(OffsetKey, Offset)> {
+    /// Every live commit, as (key, committed value).
+    pub fn all(&self) -> Vec<(OffsetKey, OffsetValue)> {
         let live = self.live.lock().expect("offsets lock");
-        live.iter().map(|(k, c)| (k.clone(), c.offset)).collect()
+        live.iter()
+            .map(|(k, c)| (k.clone(), c.value.clone()))
+            .collect()
+    }
+
+    /// The live commits of `group`, as (key, committed value).
+    pub fn of_group(&self, group: &str) -> Vec<(OffsetKey, OffsetValue)> {
+        let live = self.live.lock().expect("offsets lock");
+        (live.iter())
+            .filter(|(k, _)| k.group == group)
+            .map(|(k, c)| (k.clone(), c.value.clone()))
+            .collect()
+    }
+
+    /// Calls `f` with each live commit's key and offset, under the lock (no copies).
+    pub fn for_each(&self, mut f: impl FnMut(&OffsetKey, Offset)) {
+        let live = self.live.lock().expect("offsets lock");
+        for (k, c) in live.iter() {
+            f(k, c.value.offset);
+        }
     }
 
     /// The oldest record of the offsets partition that is still a live commit.
@@ -236,29 +288,26 @@ impl OffsetStore {
                 let Some(key) = key else {
                     continue; // not a commit record this build knows; skipped
                 };
-                match r.value.as_deref().map(<[u8; 8]>::try_from) {
-                    Some(Ok(v)) => {
-                        let committed = Committed {
-                            offset: Offset(u64::from_be_bytes(v)),
-                            record: r.offset,
-                        };
-                        live.insert(key, committed);
+                match r.value.as_deref().map(OffsetValue::decode) {
+                    Some(Some(value)) => {
+                        let record = r.offset;
+                        live.insert(key, Committed { value, record });
                     }
                     None => {
                         live.remove(&key);
                     }
-                    Some(Err(_)) => {}
+                    Some(None) => {}
                 }
             }
         }
         Ok((records, damaged))
     }
 
-    /// Makes `entries` (key, offset; `None` deletes) durable, in order, and then visible.
+    /// Makes `entries` (key, value; `None` deletes) durable, in order, and then visible.
     pub fn commit(
         &self,
         producer: &mut Producer,
-        entries: &[(OffsetKey, Option<Offset>)],
+        entries: &[(OffsetKey, Option<OffsetValue>)],
     ) -> Result<()> {
         let _writing = self.writing.lock().expect("offsets write lock");
         self.write(producer, entries)
@@ -270,8 +319,8 @@ impl OffsetStore {
         // Snapshot and write under the commit lock: a commit in between would otherwise be
         // followed in the log by an older value.
         let _writing = self.writing.lock().expect("offsets write lock");
-        let entries: Vec<(OffsetKey, Option<Offset>)> =
-            self.all().into_iter().map(|(k, o)| (k, Some(o))).collect();
+        let entries: Vec<(OffsetKey, Option<OffsetValue>)> =
+            self.all().into_iter().map(|(k, v)| (k, Some(v))).collect();
         self.write(producer, &entries)?;
         let topics: Vec<(u32, Option<Vec<u8>>)> = (self.topic_records().into_iter())
             .map(|(id, v)| (id, Some(v)))
@@ -284,21 +333,18 @@ impl OffsetStore {
     fn write(
         &self,
         producer: &mut Producer,
-        entries: &[(OffsetKey, Option<Offset>)],
+        entries: &[(OffsetKey, Option<OffsetValue>)],
     ) -> Result<()> {
         let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = (entries.iter())
-            .map(|(key, offset)| (key.encode(), offset.map(|o| o.0.to_be_bytes().to_vec())))
+            .map(|(key, value)| (key.encode(), value.as_ref().map(OffsetValue::encode)))
             .collect();
         let records = write_records(producer, &raw)?;
         let mut live = self.live.lock().expect("offsets lock");
-        for ((key, offset), record) in entries.iter().zip(records) {
-            match offset {
-                Some(offset) => {
-                    let committed = Committed {
-                        offset: *offset,
-                        record,
-                    };
-                    live.insert(key.clone(), committed);
+        for ((key, value), record) in entries.iter().zip(records) {
+            match value {
+                Some(value) => {
+                    let value = value.clone();
+                    live.insert(key.clone(), Committed { value, record });
                 }
                 None => {
                     live.remove(key);

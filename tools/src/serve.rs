@@ -5,10 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use floodgate::{Config, Durability, IoBackend, Log};
-use floodgate_kafka::{MAX_CONNECTIONS_DEFAULT, MAX_REQUEST_BYTES_DEFAULT, Server, ServerConfig};
+use floodgate_kafka::{
+    GroupTimeouts, MAX_CONNECTIONS_DEFAULT, MAX_REQUEST_BYTES_DEFAULT, Server, ServerConfig,
+};
 
 use crate::error::CliResult;
 use crate::load::{parse_backend, parse_durability};
@@ -57,6 +60,16 @@ pub struct ServeArgs {
     /// flush at least every MS milliseconds (what a crash of the machine may lose).
     #[arg(long, default_value = "sync", value_parser = parse_durability)]
     durability: Durability,
+    /// How long a new (or emptied) consumer group's first rebalance waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3000)]
+    group_initial_rebalance_delay_ms: u64,
+    /// The shortest session timeout a group member may ask for (group.min.session.timeout.ms).
+    #[arg(long, default_value_t = 6000)]
+    group_min_session_timeout_ms: u64,
+    /// The longest (group.max.session.timeout.ms).
+    #[arg(long, default_value_t = 1_800_000)]
+    group_max_session_timeout_ms: u64,
 }
 
 /// `--metrics-listen`: an address, or none.
@@ -109,6 +122,11 @@ pub fn run(args: ServeArgs) -> CliResult {
     server_config.network_threads = args.network_threads;
     server_config.cores = log.other_cores().to_vec();
     server_config.metrics_listen = args.metrics_listen.0;
+    server_config.groups = GroupTimeouts {
+        initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+        min_session: Duration::from_millis(args.group_min_session_timeout_ms),
+        max_session: Duration::from_millis(args.group_max_session_timeout_ms),
+    };
     let server = Server::start(Arc::clone(&log), server_config).map_err(|e| {
         format!(
             "listening on {} (or the metrics' address): {e}",

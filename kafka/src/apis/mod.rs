@@ -2,8 +2,8 @@
 //! handled against the log, and its response encoded at that version.
 
 mod configs;
-mod coordinator;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -18,9 +18,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    FetchRequest, FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    ResponseHeader,
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -49,6 +51,15 @@ pub(crate) enum Decoded {
     DeleteTopics(DeleteTopicsRequest),
     FindCoordinator(FindCoordinatorRequest),
     DescribeConfigs(DescribeConfigsRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -88,15 +99,36 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::DeleteTopics => decoded!(DeleteTopics),
         ApiKey::FindCoordinator => decoded!(FindCoordinator),
         ApiKey::DescribeConfigs => decoded!(DescribeConfigs),
+        ApiKey::JoinGroup => decoded!(JoinGroup),
+        ApiKey::SyncGroup => decoded!(SyncGroup),
+        ApiKey::Heartbeat => decoded!(Heartbeat),
+        ApiKey::LeaveGroup => decoded!(LeaveGroup),
+        ApiKey::OffsetCommit => decoded!(OffsetCommit),
+        ApiKey::OffsetFetch => decoded!(OffsetFetch),
+        ApiKey::DescribeGroups => decoded!(DescribeGroups),
+        ApiKey::ListGroups => decoded!(ListGroups),
+        ApiKey::DeleteGroups => decoded!(DeleteGroups),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
 
-/// The task that answers `req` (see [`decode`] for what closes the connection instead).
-pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer, String> {
+/// The task that answers `req` from the client at `peer` (see [`decode`] for what closes the
+/// connection instead).
+pub(crate) fn handle(
+    state: &Rc<ThreadState>,
+    mut req: Request,
+    peer: &Rc<str>,
+) -> Result<Answer, String> {
     let decoded = decode(&mut req)?;
     let (key, version, id) = (req.key, req.version, req.header.correlation_id);
     let state = Rc::clone(state);
+    // Answers computed on the spot.
+    macro_rules! now {
+        ($response:expr) => {{
+            let response = $response;
+            Box::pin(async move { frame(key, version, id, &response).map(|f| Some(vec![f])) })
+        }};
+    }
     Ok(match decoded {
         Decoded::ApiVersions => {
             let frame = api_versions(version, id);
@@ -154,10 +186,35 @@ pub(crate) fn handle(state: &Rc<ThreadState>, mut req: Request) -> Result<Answer
             frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::FindCoordinator(request) => {
-            let response = coordinator::find_coordinator(request, version);
-            let frame = frame(key, version, id, &response);
-            Box::pin(async move { frame.map(|f| Some(vec![f])) })
+            now!(groups::find_coordinator(&state, request, version))
         }
+        Decoded::JoinGroup(request) => {
+            let client_id = (req.header.client_id.as_deref()).unwrap_or_default();
+            let (client_id, host) = (client_id.to_owned(), format!("/{peer}"));
+            Box::pin(async move {
+                let response = groups::join_group(&state, request, version, client_id, host).await;
+                frame(key, version, id, &response).map(|f| Some(vec![f]))
+            })
+        }
+        Decoded::SyncGroup(request) => Box::pin(async move {
+            let response = groups::sync_group(&state, request, version).await;
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
+        }),
+        Decoded::Heartbeat(request) => now!(groups::heartbeat(&state, request)),
+        Decoded::LeaveGroup(request) => now!(groups::leave_group(&state, request, version)),
+        Decoded::OffsetCommit(request) => Box::pin(async move {
+            let response = groups::offset_commit(&state, request).await;
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
+        }),
+        Decoded::OffsetFetch(request) => now!(groups::offset_fetch(&state, request, version)),
+        Decoded::DescribeGroups(request) => {
+            now!(groups::describe_groups(&state, request, version))
+        }
+        Decoded::ListGroups(request) => now!(groups::list_groups(&state, request, version)),
+        Decoded::DeleteGroups(request) => Box::pin(async move {
+            let response = groups::delete_groups(&state, request).await;
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
+        }),
     })
 }
 
