@@ -3,6 +3,8 @@
 //! there after a restart; confluent-kafka for Python (the current librdkafka) produces keyed
 //! records with headers to several partitions and reads them back, and its admin client
 //! manages topics; the Java client (kafka-clients) produces and consumes (`tests/clients/`).
+//! Consumer groups of each: kcat's balanced consumer (`-G`), confluent-kafka members that
+//! join, leave and crash, and the Java client's group with synchronous commits.
 //! `.ci/run` installs both and sets FLOODGATE_REQUIRE_KAFKA_CLIENTS, which makes a missing
 //! client a failure; elsewhere these tests say they skipped. FLOODGATE_PYTHON names the Python
 //! that has confluent-kafka (default `python3`).
@@ -168,6 +170,64 @@ fn kcat_produces_and_consumes_through_the_server_and_across_a_restart() {
     stop(log, server);
 }
 
+/// kcat's balanced consumer (`-G`, librdkafka 2.0.2): two members started together share
+/// three partitions and read them to their ends between them; the group's commits make the
+/// next run read only what came after.
+#[test]
+fn kcat_group_members_share_partitions_and_resume_from_commits() {
+    if !kcat_available() {
+        return;
+    }
+    let dir = test_dir("kafka-kcat-group");
+    let (log, server) = serve(dir.path(), |c| {
+        c.default_partitions = 3;
+        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(500);
+    });
+    let addr = server.local_addr();
+    let input: String = (0..3000).map(|i| format!("{i}\n")).collect();
+    kcat(addr, &["-P", "-t", "g-orders", "-X", "linger.ms=5"], &input);
+    // With no commits yet, the group starts at the beginning (auto.offset.reset).
+    let member = || {
+        let args = [
+            "-G",
+            "kcat-group",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-e",
+            "-q",
+        ];
+        kcat(addr, &[&args[..], &["g-orders"]].concat(), "")
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(member);
+        let two = s.spawn(member);
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let mut all: Vec<u32> = (first.lines().chain(second.lines()))
+        .map(|l| l.parse().unwrap())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (0..3000).collect::<Vec<u32>>());
+    assert!(
+        !first.is_empty() && !second.is_empty(),
+        "both members read: {} and {} bytes",
+        first.len(),
+        second.len()
+    );
+    let committed = log.group_offsets("kcat-group");
+    let total: u64 = committed.iter().map(|c| c.offset.0).sum();
+    assert_eq!(total, 3000, "{committed:?}");
+    kcat(addr, &["-P", "-t", "g-orders"], "after\n");
+    let again = member();
+    assert!(
+        again == "after\n",
+        "only what came after the commits: {} bytes",
+        again.len()
+    );
+    stop(log, server);
+}
+
 #[test]
 fn confluent_kafka_produces_to_several_partitions_and_reads_back() {
     let python = python();
@@ -190,9 +250,42 @@ fn confluent_kafka_produces_to_several_partitions_and_reads_back() {
     stop(log, server);
 }
 
+/// A group of confluent-kafka consumers: two, then three members share six partitions; one
+/// leaves and one in another process is killed, and the others take their partitions; every
+/// record is delivered at least once and the group's commits end at the partitions' ends.
 #[test]
-fn the_java_client_produces_to_two_partitions_and_reads_back() {
-    // The classpath of kafka-clients and slf4j-api (`.ci/run` fetches them from Maven Central).
+fn confluent_kafka_groups_rebalance_as_members_come_leave_and_crash() {
+    let python = python();
+    let probe = ["-c", "import confluent_kafka"];
+    if !client_available(&python, &probe, "pip install confluent-kafka") {
+        return;
+    }
+    let dir = test_dir("kafka-python-groups");
+    let (log, server) = serve(dir.path(), |c| {
+        c.default_partitions = 6;
+        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(300);
+        c.groups.min_session = std::time::Duration::from_secs(1);
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/confluent_groups.py"
+    );
+    let addr = server.local_addr().to_string();
+    run_to_success(Command::new(&python).args([script, &addr, "py-group-orders", "6", "30000"]));
+    let committed = log.group_offsets("py-group");
+    assert_eq!(committed.len(), 6);
+    assert!(
+        committed
+            .iter()
+            .all(|c| c.offset == floodgate::Offset(5000)),
+        "{committed:?}"
+    );
+    stop(log, server);
+}
+
+/// The classpath of kafka-clients and slf4j-api (`.ci/run` fetches them from Maven Central), if
+/// the Java client can run here.
+fn java_classpath() -> Option<String> {
     let classpath = std::env::var("FLOODGATE_KAFKA_CLIENTS_CP").unwrap_or_default();
     let probe = ["-cp", classpath.as_str(), "-version"];
     if classpath.is_empty() || !client_available("java", &probe, "FLOODGATE_KAFKA_CLIENTS_CP") {
@@ -201,8 +294,16 @@ fn the_java_client_produces_to_two_partitions_and_reads_back() {
             "FLOODGATE_KAFKA_CLIENTS_CP is required and not set"
         );
         eprintln!("skipped: FLOODGATE_KAFKA_CLIENTS_CP names no kafka-clients jar");
-        return;
+        return None;
     }
+    Some(classpath)
+}
+
+#[test]
+fn the_java_client_produces_to_two_partitions_and_reads_back() {
+    let Some(classpath) = java_classpath() else {
+        return;
+    };
     let dir = test_dir("kafka-java");
     let (log, server) = serve(dir.path(), |c| c.default_partitions = 2);
     let program = concat!(
@@ -215,6 +316,43 @@ fn the_java_client_produces_to_two_partitions_and_reads_back() {
     assert_eq!(
         log.offsets("java-orders", 1).unwrap().1,
         floodgate::Offset(1000)
+    );
+    stop(log, server);
+}
+
+/// The Java client's consumer group: two members share four partitions, commit with metadata,
+/// and the one left takes the other's partitions when it closes.
+#[test]
+fn the_java_clients_consumer_group_shares_partitions_and_commits() {
+    let Some(classpath) = java_classpath() else {
+        return;
+    };
+    let dir = test_dir("kafka-java-groups");
+    let (log, server) = serve(dir.path(), |c| {
+        c.default_partitions = 4;
+        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(500);
+    });
+    let program = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/java/Groups.java"
+    );
+    let addr = server.local_addr().to_string();
+    let args = [
+        "-cp",
+        &classpath,
+        program,
+        &addr,
+        "java-group-orders",
+        "4",
+        "4000",
+    ];
+    run_to_success(Command::new("java").args(args));
+    let committed = log.group_offsets("java-group");
+    assert_eq!(committed.len(), 4, "{committed:?}");
+    assert!(
+        committed
+            .iter()
+            .all(|c| c.offset == floodgate::Offset(1000))
     );
     stop(log, server);
 }

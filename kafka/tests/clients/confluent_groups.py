@@ -1,0 +1,153 @@
+"""confluent-kafka (current librdkafka) consumer groups against floodgate serve: members of one
+group share the partitions and rebalance as a third joins, as one leaves (closing) and as one
+crashes (a process killed without leaving, expired by its session timeout); every record is
+delivered at least once across them, and the group's commits end where the partitions end.
+Usage: confluent_groups.py HOST:PORT TOPIC PARTITIONS COUNT
+       confluent_groups.py --member HOST:PORT TOPIC GROUP   (a member that runs until killed)"""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+SESSION_MS = 2000
+
+
+def consumer_config(bootstrap, group):
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 200,
+        "session.timeout.ms": SESSION_MS,
+        "heartbeat.interval.ms": 300,
+    }
+
+
+if sys.argv[1] == "--member":
+    # A member in its own process: consumes and says what it holds, until it is killed. It
+    # never commits, so what it read is delivered again to the others.
+    bootstrap, topic, group = sys.argv[2:5]
+    c = Consumer(dict(consumer_config(bootstrap, group), **{"enable.auto.commit": False}))
+    c.subscribe([topic])
+    while True:
+        c.poll(0.1)
+        held = sorted(tp.partition for tp in c.assignment())
+        print("held", " ".join(map(str, held)), flush=True)
+
+bootstrap, topic, partitions, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+group = "py-group"
+
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                     "enable.idempotence": False})
+for i in range(count):
+    producer.produce(topic, value=b"v%d" % i, partition=i % partitions)
+    producer.poll(0)
+assert producer.flush(30) == 0
+per_partition = [len(range(p, count, partitions)) for p in range(partitions)]
+
+
+class Member:
+    """A consumer polled by its own thread, recording what it receives and holds."""
+
+    def __init__(self, name):
+        self.name = name
+        self.consumer = Consumer(consumer_config(bootstrap, group))
+        self.consumer.subscribe([topic])
+        self.seen = []
+        self.held = []
+        self.stop = threading.Event()
+        self.errors = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            msg = self.consumer.poll(0.05)
+            self.held = sorted(tp.partition for tp in self.consumer.assignment())
+            if msg is None:
+                continue
+            if msg.error():
+                self.errors.append(str(msg.error()))
+                continue
+            self.seen.append((msg.partition(), msg.offset()))
+            # Slow enough that a rebalance finds records left to hand over.
+            time.sleep(0.0005)
+        self.consumer.close()  # commits, then leaves the group
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), self.name
+
+
+def wait_for(what, predicate, timeout=30):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+    return time.time()
+
+
+def split_among(members):
+    """Whether `members` together hold every partition, each one once, all holding some."""
+    held = [p for m in members for p in m.held]
+    return sorted(held) == list(range(partitions)) and all(m.held for m in members)
+
+
+a, b = Member("a"), Member("b")
+wait_for("a and b to share the partitions", lambda: split_among([a, b]))
+c = Member("c")
+wait_for("a, b and c to share the partitions", lambda: split_among([a, b, c]))
+assert sorted(len(m.held) for m in (a, b, c)) == [partitions // 3] * 3, [m.held for m in (a, b, c)]
+
+# b leaves: a and c take its partitions.
+left_at = time.time()
+b.close()
+done = wait_for("a and c to take b's partitions", lambda: split_among([a, c]))
+print("rebalance after a member left: %.2f s" % (done - left_at))
+assert done - left_at < 2.0 + 0.5, done - left_at
+
+# A member in another process joins, then is killed without leaving: its session runs out
+# and a and c take its partitions back.
+member = subprocess.Popen([sys.executable, __file__, "--member", bootstrap, topic, group],
+                          stdout=subprocess.PIPE, text=True)
+line = ""
+deadline = time.time() + 30
+while time.time() < deadline:
+    line = member.stdout.readline()
+    if line.startswith("held ") and line.split()[1:]:
+        break
+assert line.split()[1:], "the member in another process got partitions: %r" % line
+wait_for("a and c to give it its share", lambda: len(a.held) + len(c.held) < partitions)
+killed_at = time.time()
+member.kill()
+member.wait()
+done = wait_for("a and c to take the killed member's partitions", lambda: split_among([a, c]))
+print("rebalance after a member was killed: %.2f s (session %d ms)"
+      % (done - killed_at, SESSION_MS))
+assert done - killed_at >= SESSION_MS / 1000 * 0.8, done - killed_at
+
+# Everything is delivered at least once, then committed.
+def delivered_all():
+    seen = set(a.seen) | set(b.seen) | set(c.seen)
+    return all((p, o) in seen for p in range(partitions) for o in range(per_partition[p]))
+
+
+wait_for("every record delivered", delivered_all)
+time.sleep(0.5)  # an auto-commit interval and more
+a.close()
+c.close()
+for m in (a, b, c):
+    assert not m.errors, (m.name, m.errors[:3])
+
+check = Consumer(consumer_config(bootstrap, group))
+committed = check.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+assert [tp.offset for tp in committed] == per_partition, [tp.offset for tp in committed]
+check.close()
+print("ok: %d records over %d partitions, %d delivered (at least once)"
+      % (count, partitions, len(a.seen) + len(b.seen) + len(c.seen)))
