@@ -287,6 +287,11 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
             _ => vec![F::Array(&[F::Str])],
         },
         ApiKey::DeleteGroups => vec![F::Array(&[F::Str])],
+        ApiKey::IncrementalAlterConfigs => {
+            const CONFIG: &[F] = &[F::Str, I8, F::Str, F::Tags];
+            const RESOURCE: &[F] = &[I8, F::Str, F::Array(CONFIG), F::Tags];
+            vec![F::Array(RESOURCE), I8]
+        }
         _ => return Ok(()),
     };
     let mut walk = Walk {

@@ -21,11 +21,14 @@
 //! channels; one thread expires sessions and ends rebalances whose time is up.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use floodgate::RateLimit;
+use floodgate::consumer::RateLimiter;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
@@ -142,6 +145,48 @@ pub(crate) struct GroupView {
     pub members: Vec<MemberView>,
 }
 
+/// A paced group's rate over the wire: what its members' fetches together may take.
+pub(crate) struct Pace {
+    pub limiter: Mutex<RateLimiter>,
+    /// Which partition of a fetch is served first, moved on at every fetch, so that a budget
+    /// smaller than a fetch's batches is shared among the partitions in turn.
+    pub turn: AtomicUsize,
+}
+
+/// The partitions a consumer-protocol assignment (`protocol_type` "consumer") gives, as
+/// (topic, partition): version (i16), topics (i32 count; each a string and an i32 array),
+/// then user data this ignores. `None` if it does not parse.
+pub(crate) fn consumer_assignment(mut b: &[u8]) -> Option<Vec<(String, i32)>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (b.len() >= n).then(|| b.split_at(n))?;
+        *b = rest;
+        Some(head)
+    }
+    let int =
+        |b: &mut &[u8]| -> Option<i32> { Some(i32::from_be_bytes(take(b, 4)?.try_into().ok()?)) };
+    take(&mut b, 2)?; // version
+    let topics = int(&mut b)?;
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let name = std::str::from_utf8(take(&mut b, usize::try_from(len).ok()?)?).ok()?;
+        let partitions = int(&mut b)?;
+        for _ in 0..partitions.max(0) {
+            out.push((name.to_owned(), int(&mut b)?));
+        }
+    }
+    Some(out)
+}
+
+impl Pace {
+    fn new(limit: RateLimit, now: Instant) -> Pace {
+        Pace {
+            limiter: Mutex::new(RateLimiter::new(limit, now)),
+            turn: AtomicUsize::new(0),
+        }
+    }
+}
+
 struct Member {
     id: String,
     instance_id: Option<String>,
@@ -151,6 +196,8 @@ struct Member {
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
     assignment: Bytes,
+    /// `assignment` read as a consumer's, sorted (empty for other protocol types).
+    assigned: Vec<(String, i32)>,
     /// Its last request to the coordinator.
     seen: Instant,
     joining: Option<oneshot::Sender<Joined>>,
@@ -351,6 +398,7 @@ impl Group {
         self.phase = Phase::CompletingRebalance;
         for i in 0..self.members.len() {
             self.members[i].assignment = Bytes::new();
+            self.members[i].assigned.clear();
             let answer = self.joined(&self.members[i].id);
             if let Some(tx) = self.members[i].joining.take() {
                 let _ = tx.send(answer);
@@ -403,6 +451,8 @@ impl Group {
 
 struct Inner {
     groups: HashMap<String, Group>,
+    /// Paced groups, by name (whether or not they have members now).
+    paces: HashMap<String, Arc<Pace>>,
     stopped: bool,
     /// Makes member ids unique within this run.
     next_member: u64,
@@ -419,12 +469,17 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(timeouts: GroupTimeouts) -> Arc<Coordinator> {
+    pub fn new(timeouts: GroupTimeouts, rates: &[(String, RateLimit)]) -> Arc<Coordinator> {
+        let now = Instant::now();
+        let paces = (rates.iter())
+            .map(|(group, limit)| (group.clone(), Arc::new(Pace::new(*limit, now))))
+            .collect();
         let epoch = (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH))
             .map_or(0, |d| d.as_micros() as u64);
         Arc::new(Coordinator {
             inner: Mutex::new(Inner {
                 groups: HashMap::new(),
+                paces,
                 stopped: false,
                 next_member: 0,
             }),
@@ -552,6 +607,7 @@ impl Coordinator {
             rebalance_timeout: ask.rebalance_timeout,
             protocols: ask.protocols.clone(),
             assignment: Bytes::new(),
+            assigned: Vec::new(),
             seen: now,
             joining: Some(tx),
             syncing: None,
@@ -679,8 +735,14 @@ impl Coordinator {
                 g.members[i].syncing = Some(tx);
                 if g.leader.as_deref() == Some(member_id) {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let consumers = g.protocol_type.as_deref() == Some("consumer");
                     for m in &mut g.members {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
+                        m.assigned = match consumers {
+                            true => consumer_assignment(&m.assignment).unwrap_or_default(),
+                            false => Vec::new(),
+                        };
+                        m.assigned.sort();
                     }
                     g.phase = Phase::Stable;
                     for j in 0..g.members.len() {
@@ -840,5 +902,68 @@ impl Coordinator {
                 Ok(())
             }
         }
+    }
+
+    /// Group `group`'s rate, if it is paced.
+    pub fn rate(&self, group: &str) -> Option<RateLimit> {
+        let inner = self.inner.lock().expect("groups lock");
+        let pace = inner.paces.get(group)?;
+        Some(pace.limiter.lock().expect("pace lock").limit())
+    }
+
+    /// Paces group `group` at `limit` from now on (`None`: no longer paced).
+    pub fn set_rate(&self, group: &str, limit: Option<RateLimit>) {
+        let mut inner = self.inner.lock().expect("groups lock");
+        let now = Instant::now();
+        match (limit, inner.paces.get(group)) {
+            (None, _) => {
+                inner.paces.remove(group);
+            }
+            (Some(limit), Some(pace)) => {
+                pace.limiter
+                    .lock()
+                    .expect("pace lock")
+                    .set_limit(limit, now);
+            }
+            (Some(limit), None) => {
+                inner
+                    .paces
+                    .insert(group.to_owned(), Arc::new(Pace::new(limit, now)));
+            }
+        }
+    }
+
+    /// The pace of the group whose member sent a fetch of `partitions` (topic, partition),
+    /// if a paced group has one: a member of the same client id and host that is assigned
+    /// every partition the fetch names. A fetch carries no group or member id; this is how a
+    /// member's fetch connection is told from its coordinator connection.
+    pub fn pace_of(
+        &self,
+        client_id: &str,
+        host: &str,
+        partitions: &[(&str, i32)],
+    ) -> Option<(String, Arc<Pace>)> {
+        if partitions.is_empty() {
+            return None;
+        }
+        let inner = self.inner.lock().expect("groups lock");
+        for (name, pace) in &inner.paces {
+            let Some(g) = inner.groups.get(name) else {
+                continue;
+            };
+            let fetched_by = |m: &Member| {
+                m.client_id == client_id
+                    && m.client_host == host
+                    && (partitions.iter()).all(|&(t, p)| {
+                        (m.assigned)
+                            .binary_search_by(|(mt, mp)| (mt.as_str(), *mp).cmp(&(t, p)))
+                            .is_ok()
+                    })
+            };
+            if g.members.iter().any(fetched_by) {
+                return Some((name.clone(), Arc::clone(pace)));
+            }
+        }
+        None
     }
 }

@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The group coordinator's timing (Kafka's defaults).
     pub groups: GroupTimeouts,
+    /// Consumer groups paced from the start: together their members' fetches take at most
+    /// this rate (changed at runtime through IncrementalAlterConfigs on the group).
+    pub group_rates: Vec<(String, floodgate::RateLimit)>,
 }
 
 /// Kafka's `socket.request.max.bytes`.
@@ -89,6 +92,7 @@ impl ServerConfig {
             cores: Vec::new(),
             metrics_listen: None,
             groups: GroupTimeouts::default(),
+            group_rates: Vec::new(),
         }
     }
 }
@@ -142,7 +146,7 @@ impl Server {
             .advertised
             .clone()
             .unwrap_or_else(|| (local_addr.ip().to_string(), local_addr.port()));
-        let coordinator = groups::Coordinator::new(config.groups);
+        let coordinator = groups::Coordinator::new(config.groups, &config.group_rates);
         let shared = Arc::new(Shared {
             log,
             coordinator: Arc::clone(&coordinator),

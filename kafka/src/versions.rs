@@ -122,6 +122,12 @@ pub const SUPPORTED_APIS: &[Api] = &[
         min_served: 0,
     },
     Api {
+        key: ApiKey::IncrementalAlterConfigs,
+        min: 0,
+        max: 1,
+        min_served: 0,
+    },
+    Api {
         key: ApiKey::ApiVersions,
         min: 0,
         max: 3,

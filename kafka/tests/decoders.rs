@@ -5,6 +5,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use floodgate_kafka::check_request;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -17,8 +20,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FetchRequest, GroupId, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest, TopicName,
+    IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -243,6 +247,19 @@ fn group_requests() -> Vec<Vec<u8>> {
                     body(api.key, v, &r)
                 }
                 ApiKey::DeleteGroups => body(api.key, v, &delete),
+                ApiKey::IncrementalAlterConfigs => {
+                    let mut c = AlterableConfig::default();
+                    c.name = s("floodgate.rate.msgs.per.sec");
+                    c.value = Some(s("80000"));
+                    let mut res = AlterConfigsResource::default();
+                    res.resource_type = 32;
+                    res.resource_name = s("g");
+                    res.configs = vec![c.clone(), c];
+                    let mut r = IncrementalAlterConfigsRequest::default();
+                    r.resources = vec![res.clone(), res];
+                    r.validate_only = true;
+                    body(api.key, v, &r)
+                }
                 _ => continue,
             };
             out.push(b);
@@ -256,7 +273,7 @@ fn group_requests() -> Vec<Vec<u8>> {
 /// the process. Refused before that, for every served API.
 #[test]
 fn a_huge_array_length_is_refused_before_anything_is_allocated() {
-    let requests: [(ApiKey, i16, &[u8]); 14] = [
+    let requests: [(ApiKey, i16, &[u8]); 15] = [
         (ApiKey::Metadata, 0, &[0x7f, 0xff, 0xff, 0xff]),
         (ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0x7f, 0]),
         (
@@ -302,6 +319,7 @@ fn a_huge_array_length_is_refused_before_anything_is_allocated() {
         (ApiKey::DescribeGroups, 0, &[0x40, 0, 0, 0]),
         (ApiKey::ListGroups, 4, &[0xff, 0xff, 0xff, 0x7f, 0]),
         (ApiKey::DeleteGroups, 0, &[0x40, 0, 0, 0]),
+        (ApiKey::IncrementalAlterConfigs, 0, &[0x40, 0, 0, 0]),
     ];
     for (key, version, body) in requests {
         let mut frame = (key as i16).to_be_bytes().to_vec();

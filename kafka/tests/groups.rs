@@ -724,3 +724,260 @@ fn offsets_are_committed_fetched_and_shared_with_the_logs_consumers() {
     assert_eq!(describe(&mut client).group_state.as_str(), "Dead");
     stop(log, server);
 }
+
+/// A batch of `n` records as a client without idempotence encodes it.
+fn batch(n: i64) -> Bytes {
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<KRecord> = (0..n)
+        .map(|i| KRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i,
+            key: None,
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+/// Produces `batches` batches of `n` records to each of `partitions` partitions of `topic`,
+/// pipelined, and checks every one was stored.
+fn produce(client: &mut Client, topic: &str, partitions: i32, batches: usize, n: i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let mut ids = Vec::new();
+    for _ in 0..batches {
+        let mut t = TopicProduceData::default();
+        t.name = TopicName(s(topic));
+        t.partition_data = (0..partitions)
+            .map(|p| {
+                let mut d = PartitionProduceData::default();
+                d.index = p;
+                d.records = Some(batch(n));
+                d
+            })
+            .collect();
+        let mut r = ProduceRequest::default();
+        r.acks = -1;
+        r.timeout_ms = 10_000;
+        r.topic_data = vec![t];
+        ids.push(client.send(ApiKey::Produce, 9, &r));
+    }
+    for id in ids {
+        let (got, mut body) = client.receive_raw(ApiKey::Produce, 9).unwrap();
+        assert_eq!(got, id);
+        let r =
+            <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 9).unwrap();
+        let codes = r.responses.iter().flat_map(|t| &t.partition_responses);
+        assert!(codes.map(|p| p.error_code).all(|c| c == 0));
+    }
+}
+
+/// A consumer-protocol assignment (version 0) of `partitions` of `topic`.
+fn assignment(topic: &str, partitions: &[i32]) -> Vec<u8> {
+    let mut b = vec![0, 0, 0, 0, 0, 1];
+    b.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    b.extend_from_slice(topic.as_bytes());
+    b.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+    for p in partitions {
+        b.extend_from_slice(&p.to_be_bytes());
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
+    b
+}
+
+/// Fetches `topic`'s partitions from `next` on (moving it past what comes back); returns the
+/// records received.
+fn fetch_records(client: &mut Client, topic: &str, next: &mut [i64]) -> u64 {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(s(topic));
+    t.partitions = (0..next.len())
+        .map(|p| {
+            let mut f = FetchPartition::default();
+            f.partition = p as i32;
+            f.fetch_offset = next[p];
+            f.partition_max_bytes = 1 << 20;
+            f
+        })
+        .collect();
+    let mut r = FetchRequest::default();
+    r.max_wait_ms = 200;
+    r.min_bytes = 1;
+    r.max_bytes = 50 << 20;
+    r.topics = vec![t];
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &r);
+    let mut received = 0;
+    for p in &response.responses[0].partitions {
+        assert_eq!(p.error_code, 0);
+        let mut records = p.records.clone().unwrap_or_default();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap();
+        for set in sets {
+            for r in set.records {
+                if r.offset >= next[p.partition_index as usize] {
+                    next[p.partition_index as usize] = r.offset + 1;
+                    received += 1;
+                }
+            }
+        }
+    }
+    received
+}
+
+fn alter_rate(client: &mut Client, group: &str, value: Option<&str>) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let mut c = AlterableConfig::default();
+    c.name = s("floodgate.rate.msgs.per.sec");
+    c.config_operation = if value.is_some() { 0 } else { 1 };
+    c.value = value.map(s);
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 32;
+    res.resource_name = s(group);
+    res.configs = vec![c];
+    let mut r = IncrementalAlterConfigsRequest::default();
+    r.resources = vec![res];
+    let response: IncrementalAlterConfigsResponse =
+        client.call(ApiKey::IncrementalAlterConfigs, 1, &r);
+    response.responses[0].error_code
+}
+
+fn described_rate(client: &mut Client, group: &str) -> Option<String> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    let mut res = DescribeConfigsResource::default();
+    res.resource_type = 32;
+    res.resource_name = s(group);
+    res.configuration_keys = None;
+    let mut r = DescribeConfigsRequest::default();
+    r.resources = vec![res];
+    let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &r);
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0);
+    let rate = (result.configs.iter())
+        .find(|c| c.name.as_str() == "floodgate.rate.msgs.per.sec")
+        .unwrap();
+    assert!(!rate.read_only);
+    rate.value.as_ref().map(|v| v.to_string())
+}
+
+/// A paced group's member gets records from its fetches at the group's rate (never more than
+/// the rate over the time plus a burst and a batch, whatever it asks for); a fetch from a
+/// client outside the group is not paced; the rate is changed and removed at runtime through
+/// IncrementalAlterConfigs on the group, and DescribeConfigs shows it.
+#[test]
+fn a_paced_groups_fetches_take_the_groups_rate() {
+    let dir = test_dir("groups-paced");
+    let rate = floodgate::RateLimit {
+        msgs_per_s: Some(2_000.0),
+        bytes_per_s: None,
+    };
+    let (log, server) = serve(dir.path(), |c| {
+        quick(c);
+        c.group_rates = vec![("paced".to_owned(), rate)];
+    });
+    log.create_topic("p", TopicConfig::new(2)).unwrap();
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr);
+    produce(&mut admin, "p", 2, 400, 10);
+    assert_eq!(described_rate(&mut admin, "paced").as_deref(), Some("2000"));
+    assert_eq!(described_rate(&mut admin, "other"), None);
+
+    let mut m = Member::new(addr);
+    let mut join = m.join_request();
+    join.group_id = GroupId(s("paced"));
+    let mut coordinator = Client::connect(addr);
+    let r: JoinGroupResponse = coordinator.call(ApiKey::JoinGroup, 9, &join);
+    join.member_id = r.member_id.clone();
+    let r: JoinGroupResponse = coordinator.call(ApiKey::JoinGroup, 9, &join);
+    assert_eq!(r.error_code, 0);
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(s("paced"));
+    sync.generation_id = r.generation_id;
+    sync.member_id = r.member_id.clone();
+    let mut a = SyncGroupRequestAssignment::default();
+    a.member_id = r.member_id.clone();
+    a.assignment = Bytes::from(assignment("p", &[0, 1]));
+    sync.assignments = vec![a];
+    let synced: SyncGroupResponse = coordinator.call(ApiKey::SyncGroup, 5, &sync);
+    assert_eq!(synced.error_code, 0);
+
+    // The member's fetches (its own connection, as clients fetch) for about a second.
+    let mut next = [0i64; 2];
+    let started = Instant::now();
+    let mut received = 0;
+    while started.elapsed() < Duration::from_millis(1_000) {
+        received += fetch_records(&mut m.client, "p", &mut next);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = (2_000.0 * elapsed) as u64 + 20 + 2 * 10;
+    assert!(
+        received <= most,
+        "{received} records in {elapsed:.2} s (at most {most})"
+    );
+    assert!(
+        received >= 400,
+        "the member is served: {received} in {elapsed:.2} s"
+    );
+
+    // Another client is not paced: one fetch gets everything from where it asks.
+    let mut outsider = [0i64; 2];
+    let mut other = Client::connect(addr);
+    let mut fetched = 0;
+    while fetched < 8_000 {
+        let got = fetch_records(&mut other, "p", &mut outsider);
+        assert!(got > 0);
+        fetched += got;
+    }
+
+    // Faster at runtime, then unpaced: the rest comes at once.
+    assert_eq!(alter_rate(&mut admin, "paced", Some("5000")), 0);
+    assert_eq!(described_rate(&mut admin, "paced").as_deref(), Some("5000"));
+    assert_eq!(
+        alter_rate(&mut admin, "paced", Some("-3")),
+        code(ResponseError::InvalidConfig)
+    );
+    let started = Instant::now();
+    let mut faster = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        faster += fetch_records(&mut m.client, "p", &mut next);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = (5_000.0 * elapsed) as u64 + 50 + 2 * 10;
+    assert!(
+        faster <= most,
+        "{faster} records in {elapsed:.2} s (at most {most})"
+    );
+    assert_eq!(alter_rate(&mut admin, "paced", None), 0);
+    assert_eq!(described_rate(&mut admin, "paced"), None);
+    let left = 8_000 - (next[0] + next[1]) as u64;
+    assert!(left > 0);
+    assert_eq!(
+        fetch_records(&mut m.client, "p", &mut next),
+        left,
+        "unpaced"
+    );
+    stop(log, server);
+}

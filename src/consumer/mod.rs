@@ -35,8 +35,7 @@ use crate::store::Store;
 
 pub use builder::ConsumerBuilder;
 use builder::check_limit;
-pub use rate::RateLimit;
-pub(crate) use rate::RateLimiter;
+pub use rate::{RateLimit, RateLimiter};
 
 /// Where a consumer starts in each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -185,6 +185,32 @@ impl RateLimiter {
         n
     }
 
+    /// Takes the tokens of one batch of `records` records and `bytes` bytes, which is handed
+    /// out whole, if the next record may be delivered at `now` (the buckets go into debt for
+    /// the rest of it, which delays what follows); returns whether it may. For servers that
+    /// hand out stored batches as they are (the Kafka front's paced groups): over any window
+    /// the error grows by at most one batch.
+    pub fn take_batch(
+        &mut self,
+        now: Instant,
+        held_since: Option<Instant>,
+        records: u64,
+        bytes: u64,
+    ) -> bool {
+        self.refill(now, held_since);
+        let ok = |b: &Option<Bucket>| b.as_ref().is_none_or(|b| b.tokens >= 1.0);
+        if !(ok(&self.msgs) && ok(&self.bytes)) {
+            return false;
+        }
+        if let Some(b) = &mut self.msgs {
+            b.tokens -= records as f64;
+        }
+        if let Some(b) = &mut self.bytes {
+            b.tokens -= bytes as f64;
+        }
+        true
+    }
+
     /// Returns the tokens taken for records that were not delivered after all (sizes as
     /// given to `take`), as when a group-wide limit allowed fewer than this one.
     pub fn give_back(&mut self, sizes: impl IntoIterator<Item = usize>) {
@@ -432,5 +458,27 @@ mod tests {
         // The debt of ~a million bytes delays the next record by ~1,000 s.
         let next = limiter.ready_at(at, None);
         assert!(next.duration_since(at) >= Duration::from_secs(999));
+    }
+
+    /// Batches taken whole: each 1-second window is within the rate plus one batch, and a
+    /// batch larger than the burst still goes out (into debt) and delays the next.
+    #[test]
+    fn whole_batches_keep_each_window_within_one_batch() {
+        let t0 = Instant::now();
+        for batch in [1u64, 50, 3_000] {
+            let mut limiter = RateLimiter::new(msgs(80_000.0), t0);
+            let mut windows = [0u64; 4];
+            let mut now = t0;
+            while now < t0 + Duration::from_secs(4) {
+                while limiter.take_batch(now, None, batch, batch * 100) {
+                    windows[now.duration_since(t0).as_secs() as usize] += batch;
+                }
+                now += Duration::from_micros(250);
+            }
+            for (i, got) in windows.into_iter().enumerate().skip(1) {
+                let off = got.abs_diff(80_000);
+                assert!(off <= 800 + batch, "batch {batch}, second {i}: {got}");
+            }
+        }
     }
 }

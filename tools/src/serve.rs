@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use floodgate::{Config, Durability, IoBackend, Log};
+use floodgate::{Config, Durability, IoBackend, Log, RateLimit};
 use floodgate_kafka::{
     GroupTimeouts, MAX_CONNECTIONS_DEFAULT, MAX_REQUEST_BYTES_DEFAULT, Server, ServerConfig,
 };
@@ -70,6 +70,48 @@ pub struct ServeArgs {
     /// The longest (group.max.session.timeout.ms).
     #[arg(long, default_value_t = 1_800_000)]
     group_max_session_timeout_ms: u64,
+    /// Paces a consumer group: GROUP=MSGS, records per second its members' fetches take
+    /// together (repeat for more groups; changed at runtime through IncrementalAlterConfigs,
+    /// config floodgate.rate.msgs.per.sec).
+    #[arg(long, value_parser = parse_group_rate)]
+    group_rate: Vec<(String, f64)>,
+    /// Paces a consumer group by bytes: GROUP=BYTES per second of stored batches
+    /// (floodgate.rate.bytes.per.sec).
+    #[arg(long, value_parser = parse_group_rate)]
+    group_byte_rate: Vec<(String, f64)>,
+}
+
+fn parse_group_rate(s: &str) -> Result<(String, f64), String> {
+    let (group, rate) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: use GROUP=RATE"))?;
+    floodgate::validate_group_name(group).map_err(|e| e.to_string())?;
+    match rate.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok((group.to_owned(), r)),
+        _ => Err(format!("{s:?}: the rate must be a positive number")),
+    }
+}
+
+/// The groups' limits from `--group-rate` and `--group-byte-rate`.
+fn group_rates(msgs: &[(String, f64)], bytes: &[(String, f64)]) -> Vec<(String, RateLimit)> {
+    let mut limits: Vec<(String, RateLimit)> = Vec::new();
+    let mut set =
+        |group: &str, f: &dyn Fn(&mut RateLimit)| match limits.iter_mut().find(|(g, _)| g == group)
+        {
+            Some((_, l)) => f(l),
+            None => {
+                let mut l = RateLimit::default();
+                f(&mut l);
+                limits.push((group.to_owned(), l));
+            }
+        };
+    for (g, r) in msgs {
+        set(g, &|l| l.msgs_per_s = Some(*r));
+    }
+    for (g, r) in bytes {
+        set(g, &|l| l.bytes_per_s = Some(*r));
+    }
+    limits
 }
 
 /// `--metrics-listen`: an address, or none.
@@ -127,6 +169,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         min_session: Duration::from_millis(args.group_min_session_timeout_ms),
         max_session: Duration::from_millis(args.group_max_session_timeout_ms),
     };
+    server_config.group_rates = group_rates(&args.group_rate, &args.group_byte_rate);
     let server = Server::start(Arc::clone(&log), server_config).map_err(|e| {
         format!(
             "listening on {} (or the metrics' address): {e}",

@@ -1,12 +1,18 @@
-//! DescribeConfigs: every config of a topic or of the broker, with its value and where it
-//! comes from. floodgate's retention, segment size and record size limit are the log's, the
-//! same for every topic: a topic's entries show the log's values, read-only.
+//! DescribeConfigs: every config of a topic, of the broker or of a consumer group, with its
+//! value and where it comes from. floodgate's retention, segment size and record size limit are
+//! the log's, the same for every topic: a topic's entries show the log's values, read-only.
+//! A group's configs are its pace (messages and bytes per second that its members' fetches
+//! take together), which IncrementalAlterConfigs sets and deletes at runtime.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
-use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{NODE_ID, find};
@@ -14,6 +20,20 @@ use crate::conn::ThreadState;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+/// Kafka's `ConfigResource.Type.GROUP`; librdkafka's admin API names groups 3 (its ACL
+/// resource type), taken as the same.
+const GROUP: i8 = 32;
+const GROUP_ACL: i8 = 3;
+/// `config_source` of a config set on its resource.
+const DYNAMIC_CONFIG: i8 = 1;
+/// A group's pace: records per second its members' fetches take together.
+pub(crate) const GROUP_RATE_MSGS: &str = "floodgate.rate.msgs.per.sec";
+/// And bytes per second (of the stored batches handed out).
+pub(crate) const GROUP_RATE_BYTES: &str = "floodgate.rate.bytes.per.sec";
+const DOUBLE: i8 = 6;
+/// IncrementalAlterConfigs' operations.
+const SET: i8 = 0;
+const DELETE: i8 = 1;
 /// `config_source` values.
 const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
@@ -31,6 +51,8 @@ struct Entry {
     kind: i8,
     set: bool,
     doc: &'static str,
+    /// Changed at runtime (a group's), rather than read-only.
+    dynamic: bool,
 }
 
 fn entry(
@@ -46,7 +68,38 @@ fn entry(
         kind,
         set,
         doc,
+        dynamic: false,
     }
+}
+
+/// A group's configs: its pace, unset (no value) when it has none.
+fn group_entries(state: &ThreadState, group: &str) -> Vec<Entry> {
+    let limit = state.shared.coordinator.rate(group).unwrap_or_default();
+    let rate = |name, value: Option<f64>, doc| Entry {
+        name,
+        set: value.is_some(),
+        value: value.map_or_else(String::new, |v| v.to_string()),
+        kind: DOUBLE,
+        doc,
+        dynamic: true,
+    };
+    vec![
+        rate(
+            GROUP_RATE_MSGS,
+            limit.msgs_per_s,
+            "Records per second the group's members' fetches take together (none: unpaced).",
+        ),
+        rate(
+            GROUP_RATE_BYTES,
+            limit.bytes_per_s,
+            "Bytes per second of stored batches the group's members' fetches take together.",
+        ),
+    ]
+}
+
+/// Whether `name` may be a group's config resource name.
+fn group_name_ok(name: &str) -> Result<(), (ResponseError, String)> {
+    floodgate::validate_group_name(name).map_err(|e| (ResponseError::InvalidGroupId, e.to_string()))
 }
 
 /// The configs of a topic (`broker` false) or of the broker.
@@ -201,6 +254,7 @@ pub(crate) fn describe_configs(
                 ResponseError::InvalidRequest,
                 format!("no broker {name:?}: this is broker {NODE_ID}"),
             )),
+            GROUP | GROUP_ACL => group_name_ok(name).map(|()| group_entries(state, name)),
             t => Err((
                 ResponseError::InvalidRequest,
                 format!("resource type {t} has no configs here"),
@@ -220,12 +274,15 @@ pub(crate) fn describe_configs(
                     .map(|e| {
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = StrBytes::from_static_str(e.name);
-                        c.value = Some(StrBytes::from_string(e.value));
-                        c.read_only = true;
-                        c.config_source = if e.set {
-                            STATIC_BROKER_CONFIG
-                        } else {
-                            DEFAULT_CONFIG
+                        c.value = match (e.dynamic, e.set) {
+                            (true, false) => None,
+                            _ => Some(StrBytes::from_string(e.value)),
+                        };
+                        c.read_only = !e.dynamic;
+                        c.config_source = match (e.set, e.dynamic) {
+                            (true, true) => DYNAMIC_CONFIG,
+                            (true, false) => STATIC_BROKER_CONFIG,
+                            (false, _) => DEFAULT_CONFIG,
                         };
                         c.config_type = e.kind;
                         if req.include_documentation {
@@ -241,6 +298,79 @@ pub(crate) fn describe_configs(
             }
         }
         response.results.push(result);
+    }
+    response
+}
+
+/// IncrementalAlterConfigs: a group's pace is set (SET) or removed (DELETE) at runtime; the
+/// log's and the broker's configs are read-only here.
+pub(crate) fn incremental_alter_configs(
+    state: &ThreadState,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for resource in &req.resources {
+        let mut result = AlterConfigsResourceResponse::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let name = resource.resource_name.as_str();
+        let outcome = match resource.resource_type {
+            GROUP | GROUP_ACL => group_name_ok(name).and_then(|()| {
+                let coordinator = &state.shared.coordinator;
+                let mut limit = coordinator.rate(name).unwrap_or_default();
+                for c in &resource.configs {
+                    let value = match c.config_operation {
+                        DELETE => None,
+                        SET => {
+                            let v = c.value.as_deref().unwrap_or_default();
+                            match v.parse::<f64>() {
+                                Ok(r) if r > 0.0 && r.is_finite() => Some(r),
+                                _ => {
+                                    return Err((
+                                        ResponseError::InvalidConfig,
+                                        format!("{}: {v:?} is not a positive rate", c.name),
+                                    ));
+                                }
+                            }
+                        }
+                        op => {
+                            return Err((
+                                ResponseError::InvalidConfig,
+                                format!("{}: operation {op} does not apply to a rate", c.name),
+                            ));
+                        }
+                    };
+                    match c.name.as_str() {
+                        GROUP_RATE_MSGS => limit.msgs_per_s = value,
+                        GROUP_RATE_BYTES => limit.bytes_per_s = value,
+                        other => {
+                            return Err((
+                                ResponseError::InvalidConfig,
+                                format!("a group has no config {other:?}"),
+                            ));
+                        }
+                    }
+                }
+                if !req.validate_only {
+                    let paced = limit.msgs_per_s.is_some() || limit.bytes_per_s.is_some();
+                    coordinator.set_rate(name, paced.then_some(limit));
+                }
+                Ok(())
+            }),
+            TOPIC | BROKER => Err((
+                ResponseError::InvalidConfig,
+                "topic and broker configs are the log's, set when it is opened".to_owned(),
+            )),
+            t => Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {t} has no configs here"),
+            )),
+        };
+        if let Err((code, why)) = outcome {
+            result.error_code = code.code();
+            result.error_message = Some(StrBytes::from_string(why));
+        }
+        response.responses.push(result);
     }
     response
 }

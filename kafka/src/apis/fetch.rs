@@ -16,6 +16,8 @@ use kafka_protocol::protocol::Encodable;
 
 use super::Frame;
 use crate::conn::ThreadState;
+use crate::groups::Pace;
+use std::sync::atomic::Ordering;
 
 /// A partition this far behind its end is read with read-ahead (a backlog being drained);
 /// closer, only the batches asked for are read.
@@ -25,10 +27,27 @@ const READ_AHEAD_RECORDS_BEHIND: u64 = 10_000;
 /// read buffer or cache it came from), in the order of the response's partitions.
 pub(crate) type RecordSets = Vec<Vec<Bytes>>;
 
-pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> (FetchResponse, RecordSets) {
+/// Answers a fetch from client `client_id` at `host` (the member of a paced group that sent
+/// it, if one did, gets what the group's rate allows).
+pub(crate) async fn fetch(
+    state: &ThreadState,
+    req: FetchRequest,
+    (client_id, host): (&str, &str),
+) -> (FetchResponse, RecordSets) {
     let log = &state.shared.log;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    let asked: Vec<(&str, i32)> = (req.topics.iter())
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.topic.0.as_str(), p.partition))
+        })
+        .collect();
+    let pace = state.shared.coordinator.pace_of(client_id, host, &asked);
+    let offsets: Vec<i64> = (req.topics.iter())
+        .flat_map(|t| t.partitions.iter().map(|p| p.fetch_offset))
+        .collect();
     let req = Arc::new(req);
     loop {
         let mark = log.publish_mark();
@@ -36,11 +55,24 @@ pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> (FetchRespo
         // (producers' acks among them) meanwhile.
         let (shared, asked) = (Arc::clone(&state.shared), Arc::clone(&req));
         let read = tokio::task::spawn_blocking(move || read_all(&shared.log, &asked)).await;
-        let (response, sets, bytes) = match read {
+        let (response, mut sets, bytes) = match read {
             Ok(read) => read,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         let now = Instant::now();
+        if let Some((_, pace)) = &pace
+            && bytes > 0
+        {
+            // Tokens taken are for batches handed out now; with none allowed yet, it waits
+            // for the group's next (within max_wait_ms) and reads again.
+            if pace_sets(pace, &mut sets, &offsets, now) > 0 || now >= deadline {
+                count(state, &response, &sets);
+                return (response, sets);
+            }
+            let ready = pace.limiter.lock().expect("pace lock").ready_at(now, None);
+            tokio::time::sleep_until(ready.min(deadline).into()).await;
+            continue;
+        }
         if bytes >= min_bytes.max(1) || now >= deadline || errored(&response) {
             count(state, &response, &sets);
             return (response, sets);
@@ -48,6 +80,57 @@ pub(crate) async fn fetch(state: &ThreadState, req: FetchRequest) -> (FetchRespo
         // Nothing (or too little) yet: wait for a publish, then read again.
         let _ = tokio::time::timeout(deadline - now, log.published_since(mark)).await;
     }
+}
+
+/// Keeps of `sets` the batches a paced group's rate allows at `now`: a batch of each
+/// partition in turn (from the partition after the last fetch's first), as long as the rate
+/// lets the next out, each handed out whole. `offsets`: each partition's fetch offset (records
+/// before it in its first batch are not counted). Returns the bytes kept.
+fn pace_sets(pace: &Pace, sets: &mut RecordSets, offsets: &[i64], now: Instant) -> usize {
+    let n = sets.len();
+    if n == 0 {
+        return 0;
+    }
+    let start = pace.turn.fetch_add(1, Ordering::Relaxed) % n;
+    let mut kept = vec![0usize; n];
+    let mut limiter = pace.limiter.lock().expect("pace lock");
+    'rounds: loop {
+        let mut more = false;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(batch) = sets[i].get(kept[i]) else {
+                continue;
+            };
+            more = true;
+            let records = batch_records(batch, offsets.get(i).copied().unwrap_or(0));
+            if !limiter.take_batch(now, None, records, batch.len() as u64) {
+                break 'rounds;
+            }
+            kept[i] += 1;
+        }
+        if !more {
+            break;
+        }
+    }
+    drop(limiter);
+    let mut bytes = 0;
+    for (set, keep) in sets.iter_mut().zip(kept) {
+        set.truncate(keep);
+        bytes += set.iter().map(Bytes::len).sum::<usize>();
+    }
+    bytes
+}
+
+/// The records of a stored batch at or after `from`: baseOffset (0..8) and lastOffsetDelta
+/// (23..27) say which offsets it holds.
+fn batch_records(batch: &[u8], from: i64) -> u64 {
+    let field = |at: usize, n: usize| batch.get(at..at + n);
+    let (Some(base), Some(delta)) = (field(0, 8), field(23, 4)) else {
+        return 1;
+    };
+    let base = i64::from_be_bytes(base.try_into().expect("8 bytes"));
+    let last = base + i64::from(i32::from_be_bytes(delta.try_into().expect("4 bytes")));
+    (last - base.max(from) + 1).max(1) as u64
 }
 
 /// Counts the records and bytes `response` hands out, by topic.

@@ -20,9 +20,9 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ResponseHeader,
-    SyncGroupRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -60,6 +60,7 @@ pub(crate) enum Decoded {
     DescribeGroups(DescribeGroupsRequest),
     ListGroups(ListGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -108,6 +109,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::DescribeGroups => decoded!(DescribeGroups),
         ApiKey::ListGroups => decoded!(ListGroups),
         ApiKey::DeleteGroups => decoded!(DeleteGroups),
+        ApiKey::IncrementalAlterConfigs => decoded!(IncrementalAlterConfigs),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
@@ -158,17 +160,21 @@ pub(crate) fn handle(
             }
             frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
-        Decoded::Fetch(request) => Box::pin(async move {
-            let started = Instant::now();
-            let (response, sets) = fetch::fetch(&state, request).await;
-            let metrics = &state.shared.metrics;
-            metrics.fetch.observe(started.elapsed());
-            let codes = response.responses.iter().flat_map(|t| &t.partitions);
-            if codes.map(|p| p.error_code).any(|c| c != 0) {
-                metrics.error(key);
-            }
-            fetch::fetch_frame(version, id, &response, &sets).map(Some)
-        }),
+        Decoded::Fetch(request) => {
+            let client_id = (req.header.client_id.as_deref()).unwrap_or_default();
+            let (client_id, host) = (client_id.to_owned(), format!("/{peer}"));
+            Box::pin(async move {
+                let started = Instant::now();
+                let (response, sets) = fetch::fetch(&state, request, (&client_id, &host)).await;
+                let metrics = &state.shared.metrics;
+                metrics.fetch.observe(started.elapsed());
+                let codes = response.responses.iter().flat_map(|t| &t.partitions);
+                if codes.map(|p| p.error_code).any(|c| c != 0) {
+                    metrics.error(key);
+                }
+                fetch::fetch_frame(version, id, &response, &sets).map(Some)
+            })
+        }
         Decoded::ListOffsets(request) => Box::pin(async move {
             let response = offsets::list_offsets(&state, request);
             frame(key, version, id, &response).map(|f| Some(vec![f]))
@@ -211,6 +217,9 @@ pub(crate) fn handle(
             now!(groups::describe_groups(&state, request, version))
         }
         Decoded::ListGroups(request) => now!(groups::list_groups(&state, request, version)),
+        Decoded::IncrementalAlterConfigs(request) => {
+            now!(configs::incremental_alter_configs(&state, request))
+        }
         Decoded::DeleteGroups(request) => Box::pin(async move {
             let response = groups::delete_groups(&state, request).await;
             frame(key, version, id, &response).map(|f| Some(vec![f]))
