@@ -114,7 +114,12 @@ impl Metrics {
     }
 
     /// The text of `/metrics`.
-    pub fn render(&self, log: &floodgate::Log, connections: usize) -> String {
+    pub fn render(
+        &self,
+        log: &floodgate::Log,
+        connections: usize,
+        coordinator: &crate::groups::Coordinator,
+    ) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -190,7 +195,75 @@ impl Metrics {
             "Fetch requests, from received to answered (long polls included).",
         );
         render_log(&mut out, log);
+        render_groups(&mut out, log, coordinator);
         out
+    }
+}
+
+/// Each consumer group's lag on every topic it committed on, its members here, and for a
+/// paced group its rate and the time its lag takes to drain at that rate.
+fn render_groups(out: &mut String, log: &floodgate::Log, coordinator: &crate::groups::Coordinator) {
+    let mut names = log.list_groups();
+    names.extend(coordinator.list().into_iter().map(|(n, _)| n));
+    names.sort();
+    names.dedup();
+    let (mut lags, mut members, mut rates, mut drains) =
+        (String::new(), String::new(), String::new(), String::new());
+    for group in &names {
+        let g = escape(group);
+        let mut topics: Vec<String> = (log.group_offsets(group).into_iter())
+            .map(|o| o.topic)
+            .collect();
+        topics.dedup();
+        let mut total = 0u64;
+        for topic in &topics {
+            if let Ok(lag) = log.group_lag(group, topic) {
+                total += lag.lag;
+                let t = escape(topic);
+                let _ = writeln!(
+                    lags,
+                    "floodgate_group_lag_records{{group=\"{g}\",topic=\"{t}\"}} {}",
+                    lag.lag
+                );
+            }
+        }
+        let n = coordinator.describe(group).map_or(0, |v| v.members.len());
+        let _ = writeln!(members, "floodgate_group_members{{group=\"{g}\"}} {n}");
+        if let Some(r) = coordinator.rate(group).and_then(|l| l.msgs_per_s) {
+            let _ = writeln!(
+                rates,
+                "floodgate_group_rate_records_per_second{{group=\"{g}\"}} {r}"
+            );
+            let drain = total as f64 / r;
+            let _ = writeln!(
+                drains,
+                "floodgate_group_time_to_drain_seconds{{group=\"{g}\"}} {drain}"
+            );
+        }
+    }
+    for (name, help, body) in [
+        (
+            "floodgate_group_lag_records",
+            "Records stored and not yet committed by each group, by topic.",
+            lags,
+        ),
+        (
+            "floodgate_group_members",
+            "Members of each group connected now.",
+            members,
+        ),
+        (
+            "floodgate_group_rate_records_per_second",
+            "A paced group's rate.",
+            rates,
+        ),
+        (
+            "floodgate_group_time_to_drain_seconds",
+            "A paced group's lag at its rate.",
+            drains,
+        ),
+    ] {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{body}");
     }
 }
 
@@ -363,7 +436,10 @@ pub(crate) async fn serve(
             let line = head[..n].split(|&b| b == b'\r').next().unwrap_or_default();
             let (status, body) = if line.starts_with(b"GET /metrics ") {
                 let connections = shared.connections.load(Ordering::Relaxed);
-                ("200 OK", shared.metrics.render(&shared.log, connections))
+                let body = shared
+                    .metrics
+                    .render(&shared.log, connections, &shared.coordinator);
+                ("200 OK", body)
             } else {
                 ("404 Not Found", "only /metrics is served here\n".to_owned())
             };

@@ -563,6 +563,11 @@ fn metrics_count_requests_records_and_the_logs_figures() {
     let dir = test_dir("kafka-metrics");
     let (log, server) = serve(dir.path(), |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        let rate = floodgate::RateLimit {
+            msgs_per_s: Some(100.0),
+            bytes_per_s: None,
+        };
+        c.group_rates = vec![("g".to_owned(), rate)];
     });
     let mut client = Client::connect(server.local_addr());
     metadata(&mut client, "orders", true);
@@ -574,6 +579,13 @@ fn metrics_count_requests_records_and_the_logs_figures() {
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
     let _: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 0, 0));
     let _: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("orders", 99, 0));
+    let commit = floodgate::GroupOffset {
+        topic: "orders".to_owned(),
+        partition: 0,
+        offset: floodgate::Offset(2),
+        metadata: String::new(),
+    };
+    log.commit_group_offsets("g", &[commit]).unwrap();
     let get = |path: &str| {
         let mut http = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
         write!(http, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -595,6 +607,10 @@ fn metrics_count_requests_records_and_the_logs_figures() {
         "floodgate_shard_up{shard=\"0\"} 1",
         "floodgate_shard_full{shard=\"0\"} 0",
         "floodgate_connections 1",
+        "floodgate_group_lag_records{group=\"g\",topic=\"orders\"} 3",
+        "floodgate_group_members{group=\"g\"} 0",
+        "floodgate_group_rate_records_per_second{group=\"g\"} 100",
+        "floodgate_group_time_to_drain_seconds{group=\"g\"} 0.03",
     ] {
         assert!(
             text.lines().any(|l| l == line),
