@@ -400,7 +400,7 @@ impl Log {
 
     /// Commits `offsets` for consumer group `group`, durably (as durable as any acknowledged
     /// record), in one go: for groups whose members are not this process's consumers, such as
-    /// the Kafka front's clients. They are the same committed offsets a [`Consumer`] of the
+    /// the Kafka front's clients. They are the same committed offsets a [`crate::Consumer`] of the
     /// group starts from. Every topic and partition must exist and every metadata string be
     /// at most [`crate::OFFSET_METADATA_BYTES_MAX`] bytes, or nothing is committed.
     pub fn commit_group_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
