@@ -33,6 +33,8 @@ for _ in $(seq 1 300); do
   (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
 done
+# Its own server, not another one listening there.
+kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
 # The topic first, so the members subscribe to all its partitions at once.
 "$bin" load produce --bootstrap 127.0.0.1:$port --partitions "$partitions" --messages 1 --json \
   >/dev/null
