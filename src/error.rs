@@ -111,6 +111,18 @@ pub enum Error {
         max: usize,
     },
 
+    /// An idempotent producer's batch (see [`crate::Producer::try_append_batch`]) whose first
+    /// sequence is not the one after that producer's last batch in the partition: a batch in
+    /// between was lost. Nothing was stored.
+    #[error("out of order sequence: the batch does not follow the producer's last one")]
+    OutOfOrderSequence,
+
+    /// An idempotent producer's batch with an epoch older than the producer's latest in the
+    /// partition: a newer instance of the producer took over (it is fenced). Nothing was
+    /// stored.
+    #[error("the producer's epoch is older than its latest: it was fenced")]
+    ProducerFenced,
+
     /// A topic with that name exists already.
     #[error("topic {0:?} exists already")]
     TopicExists(String),

@@ -79,6 +79,7 @@ impl Log {
                     commit_bytes_max: config.commit_bytes_max as u64,
                     next_topic_id: 1,
                     topics: Vec::new(),
+                    producer_ids_reserved: 0,
                 },
                 Err(_) if config.repair_truncate_damaged => {
                     let shards = shard_folders(&dir);
@@ -415,6 +416,13 @@ impl Log {
     /// Every consumer group with committed offsets, or members in this process, by name.
     pub fn list_groups(&self) -> Vec<String> {
         self.groups.names()
+    }
+
+    /// A producer id never handed out before by this log, for an idempotent producer (the
+    /// Kafka front's InitProducerId): ids are reserved durably in blocks in the metadata, so
+    /// one survives restarts and is never given twice while `meta.json` is kept.
+    pub fn new_producer_id(&self) -> Result<u64> {
+        self.store.new_producer_id()
     }
 
     /// A new producer. Create one per thread; they are cheap.

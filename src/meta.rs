@@ -46,6 +46,14 @@ pub struct Meta {
     pub next_topic_id: u32,
     /// Live topics.
     pub topics: Vec<TopicMeta>,
+    /// Producer ids below this may have been handed out (idempotent producers of the Kafka
+    /// front): ids are reserved in blocks, and a log opened again starts after the block.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub producer_ids_reserved: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Meta {
@@ -329,6 +337,7 @@ mod tests {
             shards: 2,
             commit_bytes_max: 1 << 20,
             next_topic_id: 1,
+            producer_ids_reserved: 0,
             topics: vec![],
         };
         meta.store(dir.path()).unwrap();
@@ -354,6 +363,7 @@ mod tests {
             shards: 2,
             commit_bytes_max: 1 << 20,
             next_topic_id: 2,
+            producer_ids_reserved: 0,
             topics: vec![topic("t", 1, partitions, 1)],
         }
     }

@@ -17,6 +17,8 @@ use crossbeam_utils::Backoff;
 
 use crate::error::{Error, Result};
 use crate::meta::OFFSETS_TOPIC;
+use crate::shard::framing::Refusal;
+use crate::shard::slots::REFUSED;
 use std::collections::HashMap;
 
 use crate::segment::format::encode_record_tail;
@@ -567,9 +569,16 @@ impl Ack {
     /// The outcome, if known.
     pub fn try_get(&self) -> Option<Result<Acked>> {
         if self.seq < self.ring.seq_acked.load(Ordering::Acquire) {
+            let offset = self.ring.slots.offset_of(self.seq);
+            if offset & REFUSED != 0 {
+                return Some(Err(match offset & !REFUSED {
+                    r if r == Refusal::Fenced as u64 => Error::ProducerFenced,
+                    _ => Error::OutOfOrderSequence,
+                }));
+            }
             return Some(Ok(Acked {
                 partition: self.partition,
-                offset: Offset(self.ring.slots.offset_of(self.seq)),
+                offset: Offset(offset),
             }));
         }
         let e = self.ring.failed.get().cloned()?;

@@ -66,7 +66,12 @@ pub(crate) struct Store {
     pub shards: Vec<Arc<ShardShared>>,
     /// Each shard's read-ahead thread, by shard id.
     readahead: Vec<Readahead>,
+    /// The producer id handed out next.
+    next_producer_id: Mutex<u64>,
 }
+
+/// Producer ids reserved in the metadata at a time.
+const PRODUCER_ID_BLOCK: u64 = 1024;
 
 impl Store {
     /// A store over recovered shards, their read-ahead threads, and the metadata and topics
@@ -80,6 +85,7 @@ impl Store {
     ) -> Store {
         Store {
             config,
+            next_producer_id: Mutex::new(meta.producer_ids_reserved),
             meta: Mutex::new(meta),
             topics_generation: AtomicU64::new(0),
             topics: RwLock::new(topics),
@@ -152,6 +158,21 @@ impl Store {
         self.topics.write().expect("topics lock").remove(name);
         self.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// A producer id never handed out before in this log (see [`crate::Log::new_producer_id`]).
+    pub fn new_producer_id(&self) -> Result<u64> {
+        let mut next = self.next_producer_id.lock().expect("producer ids lock");
+        let mut meta = self.meta.lock().expect("meta lock");
+        if *next >= meta.producer_ids_reserved {
+            let mut reserved = meta.clone();
+            reserved.producer_ids_reserved = *next + PRODUCER_ID_BLOCK;
+            reserved.store(&self.config.dir)?;
+            *meta = reserved;
+        }
+        let id = *next;
+        *next += 1;
+        Ok(id)
     }
 
     /// The metadata as it is now.

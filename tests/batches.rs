@@ -17,7 +17,8 @@ use kafka_protocol::records::{
 };
 
 /// A batch of `n` records (values `v{first + i}`, every other one keyed) encoded by the
-/// `kafka-protocol` crate as a producer would: base offset 0, leader epoch -1.
+/// `kafka-protocol` crate as a producer would: base offset 0, leader epoch -1; an idempotent
+/// producer's, each batch from a producer of its own (so none is a retry or a gap of another).
 fn client_batch(first: i64, n: i64, compression: Compression) -> Bytes {
     let records: Vec<KRecord> = (0..n)
         .map(|i| KRecord {
@@ -25,7 +26,7 @@ fn client_batch(first: i64, n: i64, compression: Compression) -> Bytes {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: 4711,
+            producer_id: 4711 + first,
             producer_epoch: 3,
             timestamp_type: TimestampType::Creation,
             offset: i,

@@ -128,6 +128,12 @@ pub const SUPPORTED_APIS: &[Api] = &[
         min_served: 0,
     },
     Api {
+        key: ApiKey::InitProducerId,
+        min: 0,
+        max: 4,
+        min_served: 0,
+    },
+    Api {
         key: ApiKey::ApiVersions,
         min: 0,
         max: 3,

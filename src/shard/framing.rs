@@ -3,6 +3,7 @@
 //! ack). Runs on the writer's thread; the bytes are `segment::format`'s.
 
 use crate::segment::{Offset, SegmentId};
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,12 +22,113 @@ pub(crate) struct SlotState {
     pub topic_id: u32,
     pub partition: u32,
     pub offset_next: u64,
+    /// The idempotent producers that appended here while the shard ran, by producer id.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes per partition, not a map's 48, where few partitions have any"
+    )]
+    pub producers: Option<Box<HashMap<i64, ProducerSeqs>>>,
+}
+
+/// The batches of an idempotent producer a partition keeps, as Kafka brokers do: a retry of
+/// one of them is a duplicate, answered with its offset and not stored again.
+pub(crate) const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// What an idempotent producer's batches told a partition: its epoch and its newest batches
+/// (first sequence, last sequence, base offset), oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerSeqs {
+    epoch: i16,
+    batches: VecDeque<(i32, i32, u64)>,
+}
+
+/// What the writer does with a producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeqCheck {
+    /// Store it (not idempotent, the producer's next, or a producer unknown here).
+    Append,
+    /// A retry of a stored batch: answer with that batch's base offset.
+    Duplicate(u64),
+    /// Refuse it: [`Refusal`].
+    Refuse(Refusal),
+}
+
+/// Why an idempotent producer's batch is refused (the ack carries it, see
+/// [`crate::shard::slots`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not the sequence after the producer's last batch (a batch was lost in between).
+    OutOfOrder = 1,
+    /// An epoch older than the producer's latest: a fenced (zombie) producer.
+    Fenced = 2,
+}
+
+/// The (producer id, epoch, first sequence, last sequence) of a stored-format batch.
+pub(crate) fn batch_producer(batch: &[u8]) -> (i64, i16, i32, i32) {
+    let at = |from: usize, n: usize| &batch[from..from + n];
+    let id = i64::from_be_bytes(at(43, 8).try_into().expect("8 bytes"));
+    let epoch = i16::from_be_bytes(at(51, 2).try_into().expect("2 bytes"));
+    let first = i32::from_be_bytes(at(53, 4).try_into().expect("4 bytes"));
+    let delta = i32::from_be_bytes(at(23, 4).try_into().expect("4 bytes"));
+    // Sequences wrap from i32::MAX to 0, as Kafka's do.
+    let last = ((i64::from(first) + i64::from(delta)) % (i64::from(i32::MAX) + 1)) as i32;
+    (id, epoch, first, last)
 }
 
 impl SlotState {
     /// The partition's (topic id, partition).
     pub fn id(&self) -> TopicPartition {
         TopicPartition::new(self.topic_id, self.partition)
+    }
+
+    /// What to do with `batch` (a checked RecordBatch) given the producer's earlier batches.
+    pub fn check_sequence(&self, batch: &[u8]) -> SeqCheck {
+        let (id, epoch, first, last) = batch_producer(batch);
+        if id < 0 {
+            return SeqCheck::Append;
+        }
+        let Some(known) = self.producers.as_ref().and_then(|p| p.get(&id)) else {
+            return SeqCheck::Append;
+        };
+        if epoch < known.epoch {
+            return SeqCheck::Refuse(Refusal::Fenced);
+        }
+        if epoch > known.epoch {
+            return match first {
+                0 => SeqCheck::Append,
+                _ => SeqCheck::Refuse(Refusal::OutOfOrder),
+            };
+        }
+        if let Some(&(_, _, offset)) = (known.batches.iter()).find(|b| (b.0, b.1) == (first, last))
+        {
+            return SeqCheck::Duplicate(offset);
+        }
+        let expected = known.batches.back().map_or(first, |b| match b.1 {
+            i32::MAX => 0,
+            l => l + 1,
+        });
+        match first == expected {
+            true => SeqCheck::Append,
+            false => SeqCheck::Refuse(Refusal::OutOfOrder),
+        }
+    }
+
+    /// Notes `batch`, appended at `base_offset`, as its producer's newest.
+    pub fn note_sequence(&mut self, batch: &[u8], base_offset: u64) {
+        let (id, epoch, first, last) = batch_producer(batch);
+        if id < 0 {
+            return;
+        }
+        let producers = self.producers.get_or_insert_with(Box::default);
+        let known = producers.entry(id).or_default();
+        if epoch != known.epoch {
+            known.batches.clear();
+            known.epoch = epoch;
+        }
+        if known.batches.len() == PRODUCER_BATCHES_KEPT {
+            known.batches.pop_front();
+        }
+        known.batches.push_back((first, last, base_offset));
     }
 }
 
@@ -42,6 +144,7 @@ pub(crate) fn refresh_partitions(
         topic_id: p.topic_id,
         partition: p.partition,
         offset_next: p.offset_next.load(Ordering::Relaxed),
+        producers: None,
     }));
     seen.resize(local.len(), 0);
     group_of.resize(local.len(), 0);

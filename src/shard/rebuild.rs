@@ -179,6 +179,8 @@ pub(crate) fn rebuild_meta(dir: &Path, shards: u32, commit_bytes_max: u64) -> Re
         commit_bytes_max,
         next_topic_id,
         topics,
+        // Unknown: ids handed out before are not recorded in the segments.
+        producer_ids_reserved: 0,
     };
     meta.check()
         .map_err(|why| Error::corrupt(layout::meta_path(dir), 0, why))?;

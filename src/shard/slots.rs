@@ -23,6 +23,10 @@ use std::sync::Mutex;
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Set in a slot's value when the writer refused the record's batch instead of giving it an
+/// offset; the low bits say why (`framing::Refusal`). Offsets never come near 2^63.
+pub(crate) const REFUSED: u64 = 1 << 63;
+
 /// `owner` value of a slot whose handle is gone.
 pub(crate) const NO_OWNER: u64 = u64::MAX;
 

@@ -51,10 +51,12 @@ use crate::segment::format::{
 use crate::shard::checkpoint::CheckpointFile;
 use crate::shard::files::{adopt_segment, create_segment};
 use crate::shard::framing::{
-    Build, SlotState, entry_batch_range, frame_partition, frame_stored_batch, refresh_partitions,
+    Build, SeqCheck, SlotState, entry_batch_range, frame_partition, frame_stored_batch,
+    refresh_partitions,
 };
 use crate::shard::prepare::{Preparer, Seal};
 use crate::shard::ring::{RingIn, recycle_buffer};
+use crate::shard::slots::REFUSED;
 use crate::shard::tail_memory::{CopyArenas, PooledBuf};
 use crate::shard::{AckRing, ShardShared, WriterCounters};
 
@@ -328,6 +330,7 @@ impl Writer {
             progress |= self.fill();
             progress |= self.maybe_submit_write();
             progress |= self.maybe_flush();
+            progress |= self.release_unwritten_acks();
             let mut full = false;
             if self.roll_pending && self.idle_io() && self.build.frames == 0 {
                 full = !self.roll()?;
@@ -345,6 +348,20 @@ impl Writer {
                 self.wait_for_work()?;
             }
         }
+    }
+
+    /// Publishes the acks of a fill that framed nothing (retries of stored batches, refused
+    /// batches) once no commit is under way: everything before them is published, the
+    /// batches they repeat included.
+    fn release_unwritten_acks(&mut self) -> bool {
+        if self.build.frames > 0 || self.build.acks.is_empty() || !self.idle_io() {
+            return false;
+        }
+        for (ack, seq_end) in self.build.acks.drain(..) {
+            ack.seq_acked.store(seq_end, Ordering::Release);
+            ack.wake_all();
+        }
+        true
     }
 
     fn idle_io(&self) -> bool {
@@ -565,10 +582,20 @@ impl Writer {
             };
             let (segment, durable) = (self.segment.id, self.pos_durable);
             if batch {
-                // Stored as the producer checked it: its own checksum stands.
-                let entry =
-                    frame_stored_batch(build, partition, segment, durable, record(&group[0]));
-                build.entries.push(SlotEntry::new(slot, &entry));
+                // Stored as the producer checked it: its own checksum stands. An idempotent
+                // producer's retry of a stored batch gets that batch's offset; one out of
+                // sequence, or of a fenced epoch, is refused (its ack says why).
+                let (item, ack, seq) = record(&group[0]);
+                match partition.check_sequence(&item.tail) {
+                    SeqCheck::Append => {
+                        let at = (item, ack, seq);
+                        let entry = frame_stored_batch(build, partition, segment, durable, at);
+                        partition.note_sequence(&item.tail, entry.base_offset.0);
+                        build.entries.push(SlotEntry::new(slot, &entry));
+                    }
+                    SeqCheck::Duplicate(offset) => ack.slots.store(seq, offset),
+                    SeqCheck::Refuse(why) => ack.slots.store(seq, REFUSED | why as u64),
+                }
                 continue;
             }
             let base_timestamp = record(&group[0]).0.timestamp;

@@ -7,6 +7,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_id;
 mod topics;
 
 use std::future::Future;
@@ -20,8 +21,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetFetchRequest, ProduceRequest, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -61,6 +62,7 @@ pub(crate) enum Decoded {
     ListGroups(ListGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -110,6 +112,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::ListGroups => decoded!(ListGroups),
         ApiKey::DeleteGroups => decoded!(DeleteGroups),
         ApiKey::IncrementalAlterConfigs => decoded!(IncrementalAlterConfigs),
+        ApiKey::InitProducerId => decoded!(InitProducerId),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
@@ -220,6 +223,10 @@ pub(crate) fn handle(
         Decoded::IncrementalAlterConfigs(request) => {
             now!(configs::incremental_alter_configs(&state, request))
         }
+        Decoded::InitProducerId(request) => Box::pin(async move {
+            let response = producer_id::init_producer_id(&state, request).await;
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
+        }),
         Decoded::DeleteGroups(request) => Box::pin(async move {
             let response = groups::delete_groups(&state, request).await;
             frame(key, version, id, &response).map(|f| Some(vec![f]))
@@ -313,6 +320,8 @@ pub(crate) fn error_code(e: &floodgate::Error) -> i16 {
             ResponseError::InvalidTopicException
         }
         E::Full | E::LogFull { .. } | E::Timeout(_) => ResponseError::RequestTimedOut,
+        E::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        E::ProducerFenced => ResponseError::InvalidProducerEpoch,
         _ => ResponseError::KafkaStorageError,
     };
     code.code()

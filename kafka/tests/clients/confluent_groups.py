@@ -42,7 +42,7 @@ bootstrap, topic, partitions, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 group = "py-group"
 
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                     "enable.idempotence": False})
+                     "enable.idempotence": True})
 for i in range(count):
     producer.produce(topic, value=b"v%d" % i, partition=i % partitions)
     producer.poll(0)

@@ -10,11 +10,11 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 partitions = 3
 
-# Idempotence and compression are not served yet (the next steps of the Kafka front).
+# An idempotent producer (InitProducerId, sequence numbers checked by the partitions).
 producer = Producer({
     "bootstrap.servers": bootstrap,
     "acks": "all",
-    "enable.idempotence": False,
+    "enable.idempotence": True,
     "compression.type": "none",
     "linger.ms": 5,
 })

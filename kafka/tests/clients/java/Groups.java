@@ -48,7 +48,6 @@ public class Groups {
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
         p.put("acks", "all");
-        p.put("enable.idempotence", "false");
         p.put("key.serializer", "org.apache.kafka.common.serialization.StringSerializer");
         p.put("value.serializer", "org.apache.kafka.common.serialization.StringSerializer");
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {

@@ -1,5 +1,6 @@
-// The Java client (kafka-clients) against floodgate serve: a producer (acks=all, idempotence
-// off until InitProducerId is served) sends keyed records to two partitions; a consumer assigned
+// The Java client (kafka-clients) against floodgate serve: a producer with the client's
+// defaults (idempotent: InitProducerId and sequence numbers; acks=all) sends keyed records to
+// two partitions; a consumer assigned
 // both partitions (no group) reads them from the beginning; every record and offset is checked.
 // Usage: java -cp kafka-clients.jar:slf4j-api.jar Roundtrip.java HOST:PORT TOPIC COUNT
 import java.time.Duration;
@@ -28,8 +29,6 @@ public class Roundtrip {
         String strings = "org.apache.kafka.common.serialization.StringSerializer";
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
-        p.put("acks", "all");
-        p.put("enable.idempotence", "false");
         p.put("linger.ms", "5");
         p.put("key.serializer", strings);
         p.put("value.serializer", strings);

@@ -1,0 +1,156 @@
+//! Idempotent producers' batches (`Producer::try_append_batch` with a producer id): each
+//! partition checks the sequence of every batch against the producer's last five, as Kafka
+//! brokers do. A retry of a stored batch is acknowledged with that batch's offset and stored
+//! once; a gap is refused (OutOfOrderSequence), an older epoch is fenced; batches without a
+//! producer id, and producers with ids of their own, do not disturb one another.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{BACKENDS, small_config, test_dir};
+use floodgate::{Error, Log, Offset, TopicConfig};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// A batch of `n` records of producer `id` at `epoch`, its first sequence `seq` (`id` -1: not
+/// idempotent).
+fn batch(id: i64, epoch: i16, seq: i32, n: i32) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: if id < 0 { -1 } else { seq.wrapping_add(i) },
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("{id}/{epoch}/{}", seq.wrapping_add(i)))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+fn append(log: &Log, partition: u32, b: &Bytes) -> floodgate::Result<Offset> {
+    let mut producer = log.producer();
+    let ack = producer.try_append_batch("t", partition, b)?;
+    ack.wait().map(|a| a.offset)
+}
+
+fn end(log: &Log, partition: u32) -> Offset {
+    log.offsets("t", partition).unwrap().1
+}
+
+#[test]
+fn retries_are_stored_once_and_gaps_and_fenced_epochs_are_refused() {
+    for backend in BACKENDS {
+        let dir = test_dir("idempotence");
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        log.create_topic("t", TopicConfig::new(2)).unwrap();
+        // Producer 7, epoch 0: seven batches of three records, sequences 0, 3, ..., 18.
+        let sent: Vec<Bytes> = (0..7).map(|k| batch(7, 0, 3 * k, 3)).collect();
+        let offsets: Vec<Offset> = sent.iter().map(|b| append(&log, 0, b).unwrap()).collect();
+        assert_eq!(offsets, (0..7).map(|k| Offset(3 * k)).collect::<Vec<_>>());
+        assert_eq!(end(&log, 0), Offset(21));
+        // Retries of the last five: their offsets, nothing stored.
+        for k in 2..7 {
+            assert_eq!(
+                append(&log, 0, &sent[k]).unwrap(),
+                offsets[k],
+                "retry of {k}"
+            );
+        }
+        assert_eq!(end(&log, 0), Offset(21), "retries are not stored");
+        // One older than the five kept is out of order, as is a gap.
+        assert!(matches!(
+            append(&log, 0, &sent[1]),
+            Err(Error::OutOfOrderSequence)
+        ));
+        assert!(matches!(
+            append(&log, 0, &batch(7, 0, 24, 1)),
+            Err(Error::OutOfOrderSequence)
+        ));
+        assert_eq!(end(&log, 0), Offset(21));
+        // The next in sequence is stored.
+        assert_eq!(append(&log, 0, &batch(7, 0, 21, 2)).unwrap(), Offset(21));
+        // A new epoch starts at sequence 0, and fences the old one.
+        assert!(matches!(
+            append(&log, 0, &batch(7, 1, 5, 1)),
+            Err(Error::OutOfOrderSequence)
+        ));
+        assert_eq!(append(&log, 0, &batch(7, 1, 0, 1)).unwrap(), Offset(23));
+        assert!(matches!(
+            append(&log, 0, &batch(7, 0, 23, 1)),
+            Err(Error::ProducerFenced)
+        ));
+        // Other producers, other partitions and batches without a producer id are their own.
+        assert_eq!(append(&log, 0, &batch(8, 0, 40, 1)).unwrap(), Offset(24));
+        assert_eq!(append(&log, 1, &batch(7, 0, 100, 1)).unwrap(), Offset(0));
+        let plain = batch(-1, -1, 0, 1);
+        assert_eq!(append(&log, 0, &plain).unwrap(), Offset(25));
+        assert_eq!(
+            append(&log, 0, &plain).unwrap(),
+            Offset(26),
+            "no id: stored again"
+        );
+        assert_eq!(end(&log, 0), Offset(27));
+        // What was stored reads back once each.
+        let records = log.read("t", 0, Offset(0), 1 << 20).unwrap();
+        let values: Vec<String> = (records.iter())
+            .map(|r| String::from_utf8(r.value.as_deref().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(values.len(), 27);
+        assert_eq!(values[20], "7/0/20");
+        assert_eq!(values[21], "7/0/21");
+        assert_eq!(values[23], "7/1/0");
+        log.close().unwrap();
+    }
+}
+
+/// Sequences wrap from i32::MAX to 0, as Kafka's producers wrap them.
+#[test]
+fn sequences_wrap_around() {
+    let dir = test_dir("idempotence-wrap");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let near_end = batch(9, 0, i32::MAX - 1, 2);
+    assert_eq!(append(&log, 0, &near_end).unwrap(), Offset(0));
+    assert_eq!(append(&log, 0, &batch(9, 0, 0, 1)).unwrap(), Offset(2));
+    assert_eq!(
+        append(&log, 0, &near_end).unwrap(),
+        Offset(0),
+        "still a retry"
+    );
+    log.close().unwrap();
+}
+
+/// Producer ids are never handed out twice, across restarts.
+#[test]
+fn producer_ids_are_new_across_restarts() {
+    let dir = test_dir("idempotence-ids");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+        for _ in 0..5 {
+            seen.push(log.new_producer_id().unwrap());
+        }
+        log.close().unwrap();
+    }
+    let mut unique = seen.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
