@@ -154,3 +154,39 @@ fn producer_ids_are_new_across_restarts() {
     assert_eq!(unique.len(), seen.len(), "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 }
+
+/// A retry that crosses a restart (the producer never got its answer) is still known: recovery
+/// reads the producers' last batches from the segment it scans, and the writer starts from them.
+#[test]
+fn retries_across_a_restart_are_stored_once() {
+    for backend in BACKENDS {
+        let dir = test_dir("idempotence-restart");
+        let sent: Vec<Bytes> = (0..4).map(|k| batch(11, 2, 5 * k, 5)).collect();
+        {
+            let log = Log::open(small_config(dir.path(), backend)).unwrap();
+            log.create_topic("t", TopicConfig::new(1)).unwrap();
+            for (k, b) in sent.iter().enumerate() {
+                assert_eq!(append(&log, 0, b).unwrap(), Offset(5 * k as u64));
+            }
+            log.close().unwrap();
+        }
+        let log = Log::open(small_config(dir.path(), backend)).unwrap();
+        assert_eq!(
+            append(&log, 0, &sent[3]).unwrap(),
+            Offset(15),
+            "the retry's offset"
+        );
+        assert_eq!(append(&log, 0, &sent[1]).unwrap(), Offset(5));
+        assert_eq!(end(&log, 0), Offset(20), "not stored again");
+        assert!(matches!(
+            append(&log, 0, &batch(11, 2, 21, 1)),
+            Err(Error::OutOfOrderSequence)
+        ));
+        assert!(matches!(
+            append(&log, 0, &batch(11, 1, 20, 1)),
+            Err(Error::ProducerFenced)
+        ));
+        assert_eq!(append(&log, 0, &batch(11, 2, 20, 1)).unwrap(), Offset(20));
+        log.close().unwrap();
+    }
+}

@@ -327,6 +327,40 @@ impl<'a> RecordIter<'a> {
     }
 }
 
+/// An idempotent producer's marks on a RecordBatch v2: its producer id and epoch, and the
+/// sequences of its first and last record (sequences wrap from `i32::MAX` to 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    /// The producer id (never negative here).
+    pub id: i64,
+    /// The producer's epoch.
+    pub epoch: i16,
+    /// The first record's sequence.
+    pub first_sequence: i32,
+    /// The last record's sequence.
+    pub last_sequence: i32,
+}
+
+/// The producer marks of `batch` (a RecordBatch v2 of at least its 61-byte header), if it is an
+/// idempotent producer's (a producer id of 0 or more).
+pub fn batch_producer(batch: &[u8]) -> Option<BatchProducer> {
+    let at = |from: usize, n: usize| batch.get(from..from + n);
+    let id = i64::from_be_bytes(at(43, 8)?.try_into().ok()?);
+    if id < 0 {
+        return None;
+    }
+    let epoch = i16::from_be_bytes(at(51, 2)?.try_into().ok()?);
+    let first = i32::from_be_bytes(at(53, 4)?.try_into().ok()?);
+    let delta = i32::from_be_bytes(at(23, 4)?.try_into().ok()?);
+    let last = ((i64::from(first) + i64::from(delta)) % (i64::from(i32::MAX) + 1)) as i32;
+    Some(BatchProducer {
+        id,
+        epoch,
+        first_sequence: first,
+        last_sequence: last,
+    })
+}
+
 /// Decodes the frame at the start of `bytes`: header, then the whole batch, verifying both
 /// checksums and that the two copies of the base offset agree. `Ok(None)` is a zero header.
 pub fn decode_frame(bytes: &[u8]) -> Result<Option<(FrameHeader, BatchView<'_>)>, DecodeError> {

@@ -2,7 +2,7 @@
 //! table of `shard::recovery`). No I/O: the bytes come through [`SegmentBytes`].
 
 use crate::error::Result;
-use crate::segment::batch::decode_frame;
+use crate::segment::batch::{BatchProducer, batch_producer, decode_frame};
 use crate::segment::format::{
     BLOCK_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FrameHeader, HeaderSlot,
 };
@@ -31,6 +31,8 @@ pub struct ScannedFrame {
     pub records: u32,
     /// The position through which its header says the segment was durable, if it says.
     pub durable_through: Option<u64>,
+    /// Its idempotent producer's marks, if it has them.
+    pub producer: Option<BatchProducer>,
 }
 
 /// What is known of a segment from outside its frames, before it is scanned.
@@ -120,6 +122,7 @@ pub(crate) fn scan(
             },
             records: batch.record_count,
             durable_through,
+            producer: batch_producer(&bytes[FRAME_HEADER_BYTES..]),
         });
         pos += frame_bytes;
     };

@@ -2,6 +2,7 @@
 //! per partition per commit (records stamped with their offsets, each offset stored for its
 //! ack). Runs on the writer's thread; the bytes are `segment::format`'s.
 
+use crate::segment::batch::{BatchProducer, batch_producer};
 use crate::segment::{Offset, SegmentId};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -27,7 +28,7 @@ pub(crate) struct SlotState {
         clippy::box_collection,
         reason = "8 bytes per partition, not a map's 48, where few partitions have any"
     )]
-    pub producers: Option<Box<HashMap<i64, ProducerSeqs>>>,
+    pub producers: Option<Box<Producers>>,
 }
 
 /// The batches of an idempotent producer a partition keeps, as Kafka brokers do: a retry of
@@ -63,17 +64,23 @@ pub(crate) enum Refusal {
     Fenced = 2,
 }
 
-/// The (producer id, epoch, first sequence, last sequence) of a stored-format batch.
-pub(crate) fn batch_producer(batch: &[u8]) -> (i64, i16, i32, i32) {
-    let at = |from: usize, n: usize| &batch[from..from + n];
-    let id = i64::from_be_bytes(at(43, 8).try_into().expect("8 bytes"));
-    let epoch = i16::from_be_bytes(at(51, 2).try_into().expect("2 bytes"));
-    let first = i32::from_be_bytes(at(53, 4).try_into().expect("4 bytes"));
-    let delta = i32::from_be_bytes(at(23, 4).try_into().expect("4 bytes"));
-    // Sequences wrap from i32::MAX to 0, as Kafka's do.
-    let last = ((i64::from(first) + i64::from(delta)) % (i64::from(i32::MAX) + 1)) as i32;
-    (id, epoch, first, last)
+impl ProducerSeqs {
+    /// Notes a batch of the producer (at `epoch`, sequences `first..=last`, stored at
+    /// `base_offset`) as its newest; a new epoch forgets the older one's batches.
+    pub fn note(&mut self, epoch: i16, first: i32, last: i32, base_offset: u64) {
+        if epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = epoch;
+        }
+        if self.batches.len() == PRODUCER_BATCHES_KEPT {
+            self.batches.pop_front();
+        }
+        self.batches.push_back((first, last, base_offset));
+    }
 }
+
+/// Idempotent producers' batches by producer id, as a partition keeps them.
+pub(crate) type Producers = HashMap<i64, ProducerSeqs>;
 
 impl SlotState {
     /// The partition's (topic id, partition).
@@ -83,10 +90,15 @@ impl SlotState {
 
     /// What to do with `batch` (a checked RecordBatch) given the producer's earlier batches.
     pub fn check_sequence(&self, batch: &[u8]) -> SeqCheck {
-        let (id, epoch, first, last) = batch_producer(batch);
-        if id < 0 {
+        let Some(BatchProducer {
+            id,
+            epoch,
+            first_sequence: first,
+            last_sequence: last,
+        }) = batch_producer(batch)
+        else {
             return SeqCheck::Append;
-        }
+        };
         let Some(known) = self.producers.as_ref().and_then(|p| p.get(&id)) else {
             return SeqCheck::Append;
         };
@@ -115,20 +127,12 @@ impl SlotState {
 
     /// Notes `batch`, appended at `base_offset`, as its producer's newest.
     pub fn note_sequence(&mut self, batch: &[u8], base_offset: u64) {
-        let (id, epoch, first, last) = batch_producer(batch);
-        if id < 0 {
+        let Some(p) = batch_producer(batch) else {
             return;
-        }
+        };
         let producers = self.producers.get_or_insert_with(Box::default);
-        let known = producers.entry(id).or_default();
-        if epoch != known.epoch {
-            known.batches.clear();
-            known.epoch = epoch;
-        }
-        if known.batches.len() == PRODUCER_BATCHES_KEPT {
-            known.batches.pop_front();
-        }
-        known.batches.push_back((first, last, base_offset));
+        let known = producers.entry(p.id).or_default();
+        known.note(p.epoch, p.first_sequence, p.last_sequence, base_offset);
     }
 }
 
@@ -140,11 +144,13 @@ pub(crate) fn refresh_partitions(
     group_of: &mut Vec<u32>,
 ) {
     let table = shared.partitions.read().expect("partitions lock");
+    let mut recovered = shared.recovered_producers.lock().expect("producers lock");
     local.extend(table[local.len()..].iter().map(|p| SlotState {
         topic_id: p.topic_id,
         partition: p.partition,
         offset_next: p.offset_next.load(Ordering::Relaxed),
-        producers: None,
+        // What recovery found of the partition's idempotent producers in the segments it read.
+        producers: recovered.remove(&TopicPartition::new(p.topic_id, p.partition)),
     }));
     seen.resize(local.len(), 0);
     group_of.resize(local.len(), 0);

@@ -109,6 +109,9 @@ pub(crate) struct ShardShared {
     protected: Mutex<Option<Arc<HashMap<TopicPartition, Offset>>>>,
     /// Told which partition stopped retention (so the offsets store can compact itself).
     on_retention_blocked: OnceLock<Arc<dyn Fn(TopicPartition) + Send + Sync>>,
+    /// Idempotent producers' last batches per partition, as recovery read them from the
+    /// segments it scanned; the writer takes each partition's when it first sees it.
+    pub recovered_producers: Mutex<HashMap<TopicPartition, Box<framing::Producers>>>,
 }
 
 impl ShardShared {
@@ -144,6 +147,7 @@ impl ShardShared {
             acked_end: Mutex::new(LogPos::default()),
             protected: Mutex::default(),
             on_retention_blocked: OnceLock::new(),
+            recovered_producers: Mutex::new(HashMap::new()),
         }
     }
 

@@ -51,6 +51,7 @@ use crate::index::{
 use crate::io::{self, AlignedBuf, IoBackend};
 use crate::layout::{self, ShardFile, index_path};
 use crate::segment::LogPos;
+use crate::segment::batch::BatchProducer;
 use crate::segment::format::{
     BLOCK_BYTES, DURABLE_BEHIND_UNKNOWN, FRAME_HEADER_BYTES, FrameHeader, HeaderSlot,
     encode_gap_frame,
@@ -455,6 +456,7 @@ pub(crate) fn recover_shard(
         let mut reader = ChunkReader::new(&segment.file, &segment.path, file_len);
         let mut frame_list: Vec<(TopicPartition, BatchEntry)> = Vec::new();
         let mut records = 0u64;
+        let mut producers: Vec<(TopicPartition, BatchProducer, u64)> = Vec::new();
         let end = scan(
             &mut reader,
             params.frame_bytes_max,
@@ -466,11 +468,20 @@ pub(crate) fn recover_shard(
                     segment: id,
                     ..f.entry
                 };
-                frame_list.push((TopicPartition::new(f.topic_id, f.partition), entry));
+                let tp = TopicPartition::new(f.topic_id, f.partition);
+                if let Some(p) = f.producer {
+                    producers.push((tp, p, entry.base_offset.0));
+                }
+                frame_list.push((tp, entry));
             },
         )?;
         report.records += records;
         apply(&segment.path, &frame_list, params, report)?;
+        if matches!(end, ScanEnd::Clean { .. }) || last {
+            // Idempotent producers' last batches, so a retry of one across the restart is
+            // known (not after damage: a batch a repair drops must not answer for its retry).
+            note_producers(shared, &producers);
+        }
         let (data_end, cut) = match end {
             ScanEnd::Clean { pos } => (pos, None),
             ScanEnd::Torn { pos, garbage_end } if last => {
@@ -530,6 +541,18 @@ pub(crate) fn recover_shard(
         }
     }
     unreachable!("the last segment returns from the loop")
+}
+
+/// Notes each idempotent producer's batches (in log order) for the writer to start from.
+fn note_producers(shared: &ShardShared, batches: &[(TopicPartition, BatchProducer, u64)]) {
+    if batches.is_empty() {
+        return;
+    }
+    let mut recovered = shared.recovered_producers.lock().expect("producers lock");
+    for &(tp, p, base_offset) in batches {
+        let seqs = recovered.entry(tp).or_default().entry(p.id).or_default();
+        seqs.note(p.epoch, p.first_sequence, p.last_sequence, base_offset);
+    }
 }
 
 /// Checks `start-offsets.json` against the segments before it decides what open deletes:
