@@ -294,3 +294,101 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// An idempotent confluent-kafka producer (acks=all) through three SIGKILLs of the server and
+/// its restarts on the same directory and port: every acknowledged record is stored, and none
+/// twice (retries of batches stored before a kill, when a kill comes between a batch's write
+/// and its answer, are recognised after the restart; `tests/idempotence.rs` pins that part
+/// without depending on when the kill lands). Skipped,
+/// saying so, where confluent-kafka is missing (CI installs it and requires it).
+#[test]
+fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
+    let python = std::env::var("FLOODGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = Command::new(&python)
+        .args(["-c", "import confluent_kafka"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
+            "confluent-kafka is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS)"
+        );
+        eprintln!("skipped: {python} has no confluent_kafka (pip install confluent-kafka)");
+        return;
+    }
+    let dir = test_dir("serve-kill");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // A free port, then the server on it (twice: the same address across the restart).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        "none",
+        "--dir",
+        data,
+    ];
+    let (child, stderr, line) = spawn_serve(&args);
+    assert!(line.contains(&listen), "{line}");
+    let mut server = KillOnDrop(child);
+    // Each server's stderr stays open while it runs (it logs closed connections there).
+    let mut logs = vec![stderr];
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kafka/tests/clients/confluent_crash.py"
+    );
+    let mut producer = Command::new(&python)
+        .args([script, &listen, "kill-orders", "100000", "20000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(producer.stdout.take().unwrap());
+    let mut said = String::new();
+    // Mid-stream, three times: after 10,000, 40,000 and 70,000 acks.
+    for at in [10_000u64, 40_000, 70_000] {
+        loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the producer ended: {said}"
+            );
+            said += &line;
+            let acked: u64 = (line.split(' ').nth(1))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            if acked >= at {
+                break;
+            }
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        server.0.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let (child, stderr, line) = spawn_serve(&args);
+        assert!(line.contains(&listen), "{line}");
+        server = KillOnDrop(child);
+        logs.push(stderr);
+    }
+    out.read_to_string(&mut said).unwrap();
+    let mut err = String::new();
+    producer
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = producer.wait().unwrap();
+    assert!(status.success(), "{said}{err}");
+    assert!(said.contains("ok: 100000 acked"), "{said}");
+    drop(server);
+    drop(logs);
+}
