@@ -1,6 +1,7 @@
 //! The `floodgate` command line: thin argument parsing over the library and the load tool.
 
 mod error;
+mod groups;
 mod inspect;
 mod load;
 mod plot;
@@ -56,6 +57,8 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Serve a log over the Kafka protocol, so Kafka clients and tools can use it.
     Serve(serve::ServeArgs),
+    /// Show each consumer group's committed offsets and lag (the log must not be served).
+    Groups(groups::GroupsArgs),
 }
 
 fn main() {
@@ -72,6 +75,7 @@ fn main() {
         Command::Inspect(args) => inspect::run(args),
         Command::Repair(args) => repair::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Groups(args) => groups::run(args),
     };
     if let Err(e) = result {
         eprintln!("floodgate: {e}");

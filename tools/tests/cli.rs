@@ -1,5 +1,6 @@
-//! The command line against the library: a second process is refused a locked directory, and
-//! committed offsets survive SIGKILLs of a committing `load consume` process.
+//! The command line against the library: a second process is refused a locked directory,
+//! committed offsets survive SIGKILLs of a committing `load consume` process, and `floodgate
+//! groups` shows the groups' lag.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -229,4 +230,59 @@ fn errors_name_the_command_lines_flags() {
     assert!(stderr.contains("O_DIRECT"), "{stderr}");
     assert!(stderr.contains("--backend portable"), "{stderr}");
     assert!(!stderr.contains("Config::"), "{stderr}");
+}
+
+/// `floodgate groups DIR` shows each group's lag by topic and partition, as text and JSON;
+/// names a group it does not know; and while the log is open elsewhere says where to look.
+#[test]
+fn groups_shows_each_groups_lag() {
+    let dir = test_dir("cli-groups");
+    let commit = |topic: &str, partition: u32, offset: u64| floodgate::GroupOffset {
+        topic: topic.to_owned(),
+        partition,
+        offset: floodgate::Offset(offset),
+        metadata: String::new(),
+    };
+    let groups = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .arg("groups")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    {
+        let log = Log::open(floodgate::Config::new(dir.path())).unwrap();
+        log.create_topic("t", floodgate::TopicConfig::new(2))
+            .unwrap();
+        let mut producer = log.producer();
+        let acks: Vec<_> = (0..10)
+            .map(|i| {
+                let r = floodgate::Record::new(b"r").partition(i % 2);
+                producer.send("t", r).unwrap()
+            })
+            .collect();
+        for a in acks {
+            a.wait().unwrap();
+        }
+        log.commit_group_offsets("logistics", &[commit("t", 0, 3)])
+            .unwrap();
+        let out = groups(&[]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("/metrics"), "{stderr}");
+        log.close().unwrap();
+    }
+    let out = groups(&["--partitions"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("logistics  t: lag 7 records"), "{text}");
+    assert!(text.contains("  1: committed -, end 5, lag 5"), "{text}");
+    let out = groups(&["--json", "--group", "logistics"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["groups"][0]["topics"][0]["lag"], 7);
+    assert_eq!(v["groups"][0]["topics"][0]["partitions"][0]["committed"], 3);
+    let out = groups(&["--group", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no group \"nobody\""));
 }
