@@ -3,7 +3,8 @@
 //! handing each frame to its partition (see [`Consumer::fetch`]).
 
 use super::{
-    Consumer, ConsumerRecord, FETCH_BYTES_DEFAULT, FETCH_BYTES_RATE_LIMITED, record_bytes,
+    Consumer, ConsumerRecord, FETCH_BYTES_DEFAULT, FETCH_BYTES_RATE_LIMITED,
+    FETCH_BYTES_RATE_LIMITED_MAX, record_bytes,
 };
 use crate::error::{Error, Result};
 use crate::segment::LogPos;
@@ -20,8 +21,14 @@ impl Consumer {
         // A paced consumer reads little at a time and nothing ahead: its reads share the disk
         // with the writer's commits. One draining a backlog reads whole windows, ahead.
         let limited = self.rate_limited();
+        if limited {
+            self.paced_read_bytes = match self.repaying() {
+                true => (self.paced_read_bytes * 2).min(FETCH_BYTES_RATE_LIMITED_MAX),
+                false => (self.paced_read_bytes / 2).max(FETCH_BYTES_RATE_LIMITED),
+            };
+        }
         let (fetch_bytes, mode) = match limited {
-            true => (FETCH_BYTES_RATE_LIMITED, ReadMode::Exact),
+            true => (self.paced_read_bytes, ReadMode::Exact),
             false => (FETCH_BYTES_DEFAULT, ReadMode::Ahead),
         };
         let fetch_bytes = self.fetch_bytes.unwrap_or(fetch_bytes);

@@ -11,6 +11,7 @@
 //! partition.
 
 mod builder;
+mod committer;
 mod fetch;
 pub(crate) mod group;
 pub(crate) mod groups;
@@ -66,6 +67,11 @@ pub const FETCH_BYTES_DEFAULT: usize = 256 << 10;
 /// backlog occupies the disk ahead of the writer's commits, whose ack latency grows with the
 /// read size (docs/TUNING.md, `fetch_bytes`).
 pub const FETCH_BYTES_RATE_LIMITED: usize = 16 << 10;
+/// A rate-limited consumer that falls behind its rate (it owes records: its reads take longer
+/// than the rate allows, as when a record of many partitions carries a batch's headers and
+/// each 16 KiB read brings fewer of them) doubles its reads up to this, and halves them back
+/// once it has caught up.
+pub const FETCH_BYTES_RATE_LIMITED_MAX: usize = 256 << 10;
 /// A rate-limited consumer hands out records at most this often by default (what it may
 /// deliver keeps accruing meanwhile, within the limiter's burst): at 80,000/s, batches of
 /// about 80 records instead of one to six, each a wake-up. A 1-second window's count moves by
@@ -75,6 +81,7 @@ pub const PACED_POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(1);
 pub const POLL_RECORDS_MAX_DEFAULT: usize = 10_000;
 
 const _: () = assert!(FETCH_BYTES_RATE_LIMITED <= FETCH_BYTES_DEFAULT);
+const _: () = assert!(FETCH_BYTES_RATE_LIMITED <= FETCH_BYTES_RATE_LIMITED_MAX);
 // A paced consumer's hand-out interval is within the limiter's burst, so nothing accrued
 // while it waits is lost.
 const _: () = assert!(PACED_POLL_INTERVAL_DEFAULT.as_nanos() <= rate::BURST.as_nanos());
@@ -145,6 +152,8 @@ pub struct Consumer {
     membership: Option<Membership>,
     /// Writes commits (created at the first one).
     commit_producer: Option<Producer>,
+    /// Writes auto-commits in the background (started at the first one).
+    committer: Option<committer::Committer>,
     skip_deleted: bool,
     /// Records retention deleted before this consumer read them (with `skip_deleted`).
     skipped: u64,
@@ -159,6 +168,8 @@ pub struct Consumer {
     poll_records_max: usize,
     /// Bytes per read, if chosen (else by whether a rate limit applies).
     fetch_bytes: Option<usize>,
+    /// A rate-limited consumer's read size now (see [`FETCH_BYTES_RATE_LIMITED_MAX`]).
+    paced_read_bytes: usize,
     /// Per shard (by id), where this consumer's scan of the shard's log goes on (`None`: it
     /// consumes no partition there). Empty until placed; cleared whenever a position moves
     /// other than by the scan (seek, resume, a change of assignment, a stray read).
@@ -359,24 +370,36 @@ impl Consumer {
     }
 
     fn commit_partitions(&mut self, partitions: &[u32]) -> Result<()> {
-        // By the partition table: a search of `partitions` for each took 100 M comparisons a
-        // commit at 10,000 partitions.
-        let offsets: Vec<(u32, Offset)> = partitions
-            .iter()
-            .filter_map(|&p| self.state_mut(p).map(|s| (p, s.position)))
-            .collect();
+        let offsets = self.positions(partitions);
         self.write_commits(&offsets)
     }
 
-    fn write_commits(&mut self, offsets: &[(u32, Offset)]) -> Result<()> {
+    /// The positions of `partitions` this consumer holds, to commit.
+    fn positions(&self, partitions: &[u32]) -> Vec<(u32, Offset)> {
+        // By the partition table: a search of `partitions` for each took 100 M comparisons a
+        // commit at 10,000 partitions.
+        partitions
+            .iter()
+            .filter_map(|&p| self.state(p).ok().map(|s| (p, s.position)))
+            .collect()
+    }
+
+    /// The commit entries of `offsets` that differ from what this member last committed.
+    fn entries(&self, offsets: &[(u32, Offset)]) -> Result<Vec<(OffsetKey, Option<OffsetValue>)>> {
         let Some(m) = &self.membership else {
             return Err(Error::NoGroup("commit"));
         };
-        let entries: Vec<(OffsetKey, Option<OffsetValue>)> = offsets
+        Ok(offsets
             .iter()
             .filter(|(p, o)| m.committed.get(p) != Some(o))
             .map(|&(p, o)| (self.offset_key(&m.group, p), Some(OffsetValue::of(o))))
-            .collect();
+            .collect())
+    }
+
+    fn write_commits(&mut self, offsets: &[(u32, Offset)]) -> Result<()> {
+        // In the order made: the background one in flight first.
+        self.wait_background()?;
+        let entries = self.entries(offsets)?;
         if entries.is_empty() {
             return Ok(());
         }
@@ -384,9 +407,57 @@ impl Consumer {
             .commit_producer
             .get_or_insert_with(|| Producer::internal(Arc::clone(&self.store)));
         self.groups.offsets.commit(producer, &entries)?;
-        let m = self.membership.as_mut().expect("checked above");
+        let m = self.membership.as_mut().expect("checked by entries");
         m.committed.extend(offsets.iter().copied());
         self.groups.update_protection();
+        Ok(())
+    }
+
+    /// Waits for the auto-commit in flight, if one is; its failure makes the next commit
+    /// write every partition again.
+    fn wait_background(&mut self) -> Result<()> {
+        let Some(c) = &self.committer else {
+            return Ok(());
+        };
+        let outcome = c.wait();
+        if outcome.is_err()
+            && let Some(m) = &mut self.membership
+        {
+            m.committed.clear();
+        }
+        outcome
+    }
+
+    /// Hands the positions of every partition held to the background committer (see
+    /// `committer.rs`), unless a commit is still in flight.
+    fn commit_in_background(&mut self) -> Result<()> {
+        if let Some(c) = &self.committer {
+            if let Some(e) = c.take_error() {
+                if let Some(m) = &mut self.membership {
+                    m.committed.clear();
+                }
+                return Err(e);
+            }
+            if c.busy() {
+                return Ok(());
+            }
+        }
+        let held: Vec<u32> = self.partitions.iter().map(|s| s.partition).collect();
+        let offsets = self.positions(&held);
+        let entries = self.entries(&offsets)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if self.committer.is_none() {
+            let c = committer::Committer::start(Arc::clone(&self.store), Arc::clone(&self.groups))?;
+            self.committer = Some(c);
+        }
+        let m = self.membership.as_mut().expect("checked by entries");
+        m.committed.extend(offsets.iter().copied());
+        self.committer
+            .as_ref()
+            .expect("started above")
+            .submit(entries);
         Ok(())
     }
 
@@ -401,7 +472,7 @@ impl Consumer {
             return Ok(());
         }
         m.next_auto_commit = now + interval;
-        self.commit()
+        self.commit_in_background()
     }
 
     /// Records skipped because retention deleted them first (see
