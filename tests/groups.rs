@@ -594,3 +594,32 @@ fn a_damaged_commit_costs_only_that_commit() {
         Some(Offset(first))
     );
 }
+
+/// Auto-commits are written in the background while the member polls: the group's lag goes to
+/// zero without a commit call, and a member closing after them commits nothing older.
+#[test]
+fn auto_commits_land_while_the_member_polls() {
+    let dir = test_dir("group-auto-commit");
+    let log = Log::open(small_config(dir.path(), BACKENDS[0])).unwrap();
+    log.create_topic("t", TopicConfig::new(2)).unwrap();
+    produce(&log, "t", 2, 50);
+    let mut c = log
+        .consumer("t")
+        .group("g")
+        .auto_commit(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < 100 {
+        got += poll_some(&mut c).len();
+        assert!(Instant::now() < deadline, "{got} records");
+    }
+    while log.group_lag("g", "t").unwrap().lag > 0 {
+        assert!(poll_some(&mut c).is_empty());
+        assert!(Instant::now() < deadline, "the auto-commit never landed");
+    }
+    assert_eq!(c.committed(0), Some(Offset(50)));
+    c.close().unwrap();
+    assert_eq!(log.group_lag("g", "t").unwrap().lag, 0);
+}
