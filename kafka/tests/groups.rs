@@ -727,34 +727,9 @@ fn offsets_are_committed_fetched_and_shared_with_the_logs_consumers() {
 
 /// A batch of `n` records as a client without idempotence encodes it.
 fn batch(n: i64) -> Bytes {
-    use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{
-        Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let records: Vec<KRecord> = (0..n)
-        .map(|i| KRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i,
-            key: None,
-            value: Some(Bytes::from(format!("value-{i}"))),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    common::record_batch((-1, -1, -1), n, |i| {
+        (None, Bytes::from(format!("value-{i}")))
+    })
 }
 
 /// Produces `batches` batches of `n` records to each of `partitions` partitions of `topic`,

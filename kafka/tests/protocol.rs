@@ -6,10 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{Client, serve, stop, test_dir};
 use kafka_protocol::ResponseError;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -18,9 +17,6 @@ use kafka_protocol::messages::{
     MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 /// A producer's batch of `n` records, as a client encodes it (one batch: the records share a
 /// producer id and have sequence numbers, as an idempotent producer's do). Each batch is its
@@ -35,30 +31,10 @@ fn client_batch(n: i64) -> Bytes {
 
 /// The first batch of `n` records of producer `producer_id` (sequence 0).
 fn client_batch_of(producer_id: i64, n: i64) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(format!("value-{i}"))),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    common::record_batch((producer_id, 0, 0), n, |i| {
+        let key = Bytes::from(format!("key-{i}"));
+        (Some(key), Bytes::from(format!("value-{i}")))
+    })
 }
 
 fn name(s: &str) -> TopicName {
@@ -849,30 +825,9 @@ fn idempotent_producers_get_ids_and_their_retries_are_stored_once() {
 
     let id = second.producer_id.0;
     let batch = |seq: i32, n: i64, epoch: i16| -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: id,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                sequence: seq + i as i32,
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(Bytes::from(format!("{seq}+{i}"))),
-                headers: IndexMap::new(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-        buf.freeze()
+        common::record_batch((id, epoch, seq), n, |i| {
+            (None, Bytes::from(format!("{seq}+{i}")))
+        })
     };
     let produce = |client: &mut Client, b: Bytes| -> (i16, i64) {
         let r: ProduceResponse =

@@ -403,6 +403,30 @@ fn fetch_offsets(
     }
 }
 
+/// One group's answer in OffsetFetch's layout of topics `$topic` holding partitions `$part`
+/// (the batched layout of v8 and the older one differ only in their types' names).
+macro_rules! fetched_topics {
+    ($state:expr, $group:expr, $asked:expr, $topic:ty, $part:ty) => {
+        (fetch_offsets($state, $group, $asked).into_iter())
+            .map(|(name, parts)| {
+                let mut t = <$topic>::default();
+                t.name = name;
+                t.partitions = (parts.into_iter())
+                    .map(|(index, (offset, metadata))| {
+                        let mut p = <$part>::default();
+                        p.partition_index = index;
+                        p.committed_offset = offset;
+                        p.committed_leader_epoch = -1;
+                        p.metadata = Some(str(metadata));
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect()
+    };
+}
+
 pub(crate) fn offset_fetch(
     state: &ThreadState,
     req: OffsetFetchRequest,
@@ -423,23 +447,13 @@ pub(crate) fn offset_fetch(
                         .map(|t| (t.name.clone(), t.partition_indexes.clone()))
                         .collect()
                 });
-                out.topics = (fetch_offsets(state, &g.group_id, asked).into_iter())
-                    .map(|(name, parts)| {
-                        let mut t = OffsetFetchResponseTopics::default();
-                        t.name = name;
-                        t.partitions = (parts.into_iter())
-                            .map(|(index, (offset, metadata))| {
-                                let mut p = OffsetFetchResponsePartitions::default();
-                                p.partition_index = index;
-                                p.committed_offset = offset;
-                                p.committed_leader_epoch = -1;
-                                p.metadata = Some(str(metadata));
-                                p
-                            })
-                            .collect();
-                        t
-                    })
-                    .collect();
+                out.topics = fetched_topics!(
+                    state,
+                    &g.group_id,
+                    asked,
+                    OffsetFetchResponseTopics,
+                    OffsetFetchResponsePartitions
+                );
                 out
             })
             .collect();
@@ -454,23 +468,13 @@ pub(crate) fn offset_fetch(
             .map(|t| (t.name.clone(), t.partition_indexes.clone()))
             .collect()
     });
-    response.topics = (fetch_offsets(state, &req.group_id, asked).into_iter())
-        .map(|(name, parts)| {
-            let mut t = OffsetFetchResponseTopic::default();
-            t.name = name;
-            t.partitions = (parts.into_iter())
-                .map(|(index, (offset, metadata))| {
-                    let mut p = OffsetFetchResponsePartition::default();
-                    p.partition_index = index;
-                    p.committed_offset = offset;
-                    p.committed_leader_epoch = -1;
-                    p.metadata = Some(str(metadata));
-                    p
-                })
-                .collect();
-            t
-        })
-        .collect();
+    response.topics = fetched_topics!(
+        state,
+        &req.group_id,
+        asked,
+        OffsetFetchResponseTopic,
+        OffsetFetchResponsePartition
+    );
     response
 }
 

@@ -114,3 +114,47 @@ impl Client {
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
 }
+
+/// A RecordBatch v2 of `n` records as a client encodes it: producer `producer_id` at `epoch`
+/// with sequences from `first_sequence` (-1 for both: not idempotent), timestamps from
+/// 1,700,000,000,000 ms, and record `i`'s key and value from `record(i)`.
+pub fn record_batch(
+    (producer_id, epoch, first_sequence): (i64, i16, i32),
+    n: i64,
+    record: impl Fn(i64) -> (Option<Bytes>, Bytes),
+) -> Bytes {
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            let (key, value) = record(i);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: match producer_id {
+                    ..0 => -1,
+                    _ => first_sequence + i as i32,
+                },
+                timestamp: 1_700_000_000_000 + i,
+                key,
+                value: Some(value),
+                headers: IndexMap::new(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
