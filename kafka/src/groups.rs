@@ -904,6 +904,11 @@ impl Coordinator {
         }
     }
 
+    /// Whether any group is paced.
+    pub fn any_paced(&self) -> bool {
+        !self.inner.lock().expect("groups lock").paces.is_empty()
+    }
+
     /// Group `group`'s rate, if it is paced.
     pub fn rate(&self, group: &str) -> Option<RateLimit> {
         let inner = self.inner.lock().expect("groups lock");

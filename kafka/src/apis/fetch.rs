@@ -37,17 +37,24 @@ pub(crate) async fn fetch(
     let log = &state.shared.log;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let asked: Vec<(&str, i32)> = (req.topics.iter())
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (t.topic.0.as_str(), p.partition))
-        })
-        .collect();
-    let pace = state.shared.coordinator.pace_of(client_id, host, &asked);
-    let offsets: Vec<i64> = (req.topics.iter())
-        .flat_map(|t| t.partitions.iter().map(|p| p.fetch_offset))
-        .collect();
+    // Only while some group is paced: a fetch naming many partitions lists them for nothing
+    // otherwise.
+    let (pace, offsets) = match state.shared.coordinator.any_paced() {
+        false => (None, Vec::new()),
+        true => {
+            let asked: Vec<(&str, i32)> = (req.topics.iter())
+                .flat_map(|t| {
+                    let name = t.topic.0.as_str();
+                    t.partitions.iter().map(move |p| (name, p.partition))
+                })
+                .collect();
+            let offsets: Vec<i64> = (req.topics.iter())
+                .flat_map(|t| t.partitions.iter().map(|p| p.fetch_offset))
+                .collect();
+            let pace = state.shared.coordinator.pace_of(client_id, host, &asked);
+            (pace, offsets)
+        }
+    };
     let req = Arc::new(req);
     loop {
         let mark = log.publish_mark();
