@@ -344,6 +344,7 @@ fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
     );
     let mut producer = Command::new(&python)
         .args([script, &listen, "kill-orders", "100000", "20000"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -378,6 +379,10 @@ fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
         server = KillOnDrop(child);
         logs.push(stderr);
     }
+    // The server is up for good: the producer may read back what it stored.
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(b"check\n").unwrap();
+    drop(stdin);
     out.read_to_string(&mut said).unwrap();
     let mut err = String::new();
     producer

@@ -3,7 +3,9 @@ records (values 0..COUNT-1, acks=all) at about RATE a second, printing "acked N"
 come; the test kills the server with SIGKILL mid-stream and starts it again on the same
 directory and port, and the producer's retries carry on. Then every acknowledged record must
 be stored, and none twice (the retries of batches stored before the kill are known to the
-partitions after the restart). A record whose delivery failed may be stored or not.
+partitions after the restart). A record whose delivery failed may be stored or not. Once all
+are acknowledged it waits for "check" on stdin (the server is up for good), then reads the
+partition to its end.
 Usage: confluent_crash.py HOST:PORT TOPIC COUNT RATE"""
 import sys
 import time
@@ -46,19 +48,22 @@ for i in range(count):
         time.sleep(ahead)
 assert producer.flush(120) == 0, "records left unsent"
 print("all acked:", len(acked), "failed", len(failed), flush=True)
+# The test says when the server is up for good (after its last restart).
+assert sys.stdin.readline().strip() == "check"
 
 c = Consumer({"bootstrap.servers": bootstrap, "group.id": "crash-check",
               "enable.auto.commit": False})
+_, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=60)
 c.assign([TopicPartition(topic, 0, 0)])
 seen = {}
-idle_since = time.time()
-while time.time() - idle_since < 3:
-    msgs = c.consume(10000, 0.5)
-    if msgs:
-        idle_since = time.time()
-    for m in msgs:
+read_to = 0
+deadline = time.time() + 60
+while read_to < end:
+    assert time.time() < deadline, "read %d of %d" % (read_to, end)
+    for m in c.consume(10000, 0.5):
         if m.error():
             continue
+        read_to = max(read_to, m.offset() + 1)
         v = int(m.value())
         seen[v] = seen.get(v, 0) + 1
 c.close()
