@@ -347,6 +347,71 @@ fn a_consumer_of_many_partitions_reads_the_log_about_once() {
     );
 }
 
+/// A consumer of many partitions whose read positions lie at assorted places in sealed
+/// segments (found from the index files after a reopen) gets each partition's records from
+/// its position on: none before it, none missed, in order; and it reads the log from about the
+/// earliest of those positions, not from the start of the segment holding it.
+#[test]
+fn a_consumer_of_many_partitions_starts_each_at_its_own_position() {
+    let dir = test_dir("consumer-placed");
+    let config = || {
+        small_config(dir.path(), BACKENDS[0])
+            .segment_bytes(4 << 20)
+            .tail_cache_bytes(1 << 20)
+    };
+    let (partitions, per) = (200u32, 400u64);
+    let written = {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(partitions)).unwrap();
+        let mut producer = log.producer();
+        let mut acks = Vec::new();
+        for i in 0..u64::from(partitions) * per {
+            let mut v = [0u8; 100];
+            v[..8].copy_from_slice(&i.to_le_bytes());
+            let r = Record::new(&v).partition((i % u64::from(partitions)) as u32);
+            acks.push(producer.send("t", r).unwrap());
+        }
+        for a in acks {
+            a.wait().unwrap();
+        }
+        log.stats()[0].write_bytes
+    };
+    assert!(
+        common::segments(dir.path(), 0).len() >= 4,
+        "segments rolled"
+    );
+    let log = Log::open(config()).unwrap();
+    // Every partition in the second half of the log, one at its end.
+    let start = |p: u32| match p {
+        7 => per,
+        _ => per / 2 + u64::from(p) * 97 % (per / 2),
+    };
+    let mut c = log.consumer("t").build().unwrap();
+    for p in 0..partitions {
+        c.seek(p, Offset(start(p))).unwrap();
+    }
+    let mut next: Vec<u64> = (0..partitions).map(start).collect();
+    let want: u64 = (0..partitions).map(|p| per - start(p)).sum();
+    let mut got = 0u64;
+    while got < want {
+        let records = c.poll(Duration::from_secs(5)).unwrap();
+        assert!(!records.is_empty(), "{got} of {want} records");
+        for r in records {
+            let p = r.partition as usize;
+            assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
+            let i = u64::from_le_bytes(r.record.value.as_deref().unwrap()[..8].try_into().unwrap());
+            assert_eq!(i, next[p] * u64::from(partitions) + p as u64);
+            next[p] += 1;
+            got += 1;
+        }
+    }
+    assert!(next.iter().all(|&n| n == per), "{next:?}");
+    assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
+    // From the middle on, and the 1 MiB a cursor may start early; a whole segment is a quarter.
+    let read = log.stats()[0].read_disk_bytes as f64 / written as f64;
+    assert!(read < 0.6, "read {read:.2} of the log");
+}
+
 /// A consumer of many partitions in a log it shares with another topic, group commits and a
 /// second shard, with frames larger than its reads: every record exactly once, in offset
 /// order per partition, across a seek back, a pause and a resume, paced or not.

@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 use crate::segment::LogPos;
 use crate::shard::read::{LogScan, ReadMode};
 
+/// How far before the earliest batch found a cursor may be placed instead of reading an index
+/// run to place it exactly: the scan reads these bytes once, and skips their frames.
+const PLACE_SLACK_BYTES: u64 = 1 << 20;
+
 impl Consumer {
     /// Reads the next records beyond what was read. Returns whether anything was read.
     ///
@@ -177,7 +181,11 @@ impl Consumer {
 
     /// Places each shard's cursor at the earliest batch any of its partitions here has yet to
     /// read, or at the end of its published log if none has one: what is published after lies
-    /// past that end.
+    /// past that end. A partition whose batch lies in a sealed segment gives first only that
+    /// segment's start, from memory; its index file is read only while that bound is below the
+    /// earliest batch found so far, by more than [`PLACE_SLACK_BYTES`] (a consumer of 10,000
+    /// partitions starting together read 10,000 index runs, 13% of its catch-up's CPU, to find
+    /// one position).
     fn place_cursors(&mut self) -> Result<()> {
         let mut cursors: Vec<Option<LogPos>> = vec![None; self.store.shards.len()];
         for state in self.partitions.iter().filter(|s| !s.paused) {
@@ -186,6 +194,7 @@ impl Consumer {
                 *c = Some(self.store.acked_end(state.shard));
             }
         }
+        let mut bounds: Vec<(LogPos, usize)> = Vec::new();
         for i in 0..self.partitions.len() {
             let state = &self.partitions[i];
             if state.paused || state.stray {
@@ -195,23 +204,51 @@ impl Consumer {
             if p.offset_acked() <= state.fetched {
                 continue;
             }
-            let at = match self
-                .store
-                .batch_holding(&self.topic, state.partition, state.fetched)
-            {
-                Ok(entry) => entry.at(),
-                // Retention deleted it: its own read says so (or skips).
-                Err(Error::OffsetOutOfRange { .. }) => {
-                    self.partitions[i].stray = true;
-                    self.strays += 1;
+            match p.position_bound(state.fetched) {
+                Some((at, true)) => {
+                    let c = &mut cursors[state.shard as usize];
+                    *c = Some(c.map_or(at, |c| c.min(at)));
+                }
+                Some((bound, false)) => bounds.push((bound, i)),
+                None => self.place_exactly(i, &mut cursors)?,
+            }
+        }
+        bounds.sort_unstable();
+        for (bound, i) in bounds {
+            let shard = self.partitions[i].shard as usize;
+            match cursors[shard] {
+                Some(c) if c <= bound => continue,
+                Some(c) if c.segment == bound.segment && c.pos - bound.pos <= PLACE_SLACK_BYTES => {
+                    cursors[shard] = Some(bound);
                     continue;
                 }
-                Err(e) => return Err(e),
-            };
-            let c = &mut cursors[state.shard as usize];
-            *c = Some(c.map_or(at, |c| c.min(at)));
+                _ => {}
+            }
+            self.place_exactly(i, &mut cursors)?;
         }
         self.cursors = cursors;
+        Ok(())
+    }
+
+    /// Moves its shard's cursor in `cursors` back to the batch holding partition
+    /// `partitions[i]`'s read position, found in its index.
+    fn place_exactly(&mut self, i: usize, cursors: &mut [Option<LogPos>]) -> Result<()> {
+        let state = &self.partitions[i];
+        let at = match self
+            .store
+            .batch_holding(&self.topic, state.partition, state.fetched)
+        {
+            Ok(entry) => entry.at(),
+            // Retention deleted it: its own read says so (or skips).
+            Err(Error::OffsetOutOfRange { .. }) => {
+                self.partitions[i].stray = true;
+                self.strays += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let c = &mut cursors[state.shard as usize];
+        *c = Some(c.map_or(at, |c| c.min(at)));
         Ok(())
     }
 

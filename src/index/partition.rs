@@ -235,6 +235,22 @@ impl Partition {
         *self.read_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some((next, pos));
     }
 
+    /// A position in the log at or before the batch holding `offset`, without reading an
+    /// index file: the batch's own position (exact, `true`) if it is among the entries kept in
+    /// memory, else the start of the sealed segment whose run holds it (`false`). None if no
+    /// stored batch ends at or after `offset`.
+    pub(crate) fn position_bound(&self, offset: Offset) -> Option<(LogPos, bool)> {
+        let index = self.index.read().expect("index lock");
+        let i = index.sealed.partition_point(|r| r.run.last_offset < offset);
+        if let Some(run) = index.sealed.get(i) {
+            return Some((LogPos::new(run.segment, 0), false));
+        }
+        let start = index
+            .active
+            .partition_point(|(e, _)| e.last_offset < offset);
+        index.active.get(start).map(|(e, _)| (e.at(), true))
+    }
+
     /// The earliest stored offset.
     pub fn offset_earliest(&self) -> Offset {
         let index = self.index.read().expect("index lock");

@@ -140,10 +140,7 @@ fn read_frames(
             if readahead.wait_for(e.at()) && cached(shard) {
                 continue;
             }
-            let window = match mode {
-                ReadMode::Exact => 0,
-                ReadMode::Ahead => READ_AHEAD_BYTES,
-            };
+            let window = read_window(shard, mode);
             let (start, span) = read_from_disk(shard, window, &run[i..])?;
             let end = start + span.len() as u64;
             while let Some(e) = run.get(i)
@@ -166,6 +163,25 @@ fn read_frames(
 /// cache, so a consumer going through many partitions of a shard reads the log about
 /// sequentially, once.
 const READ_AHEAD_BYTES: u64 = crate::shard::readahead::WINDOW_BYTES;
+
+/// The window of a read from disk in `mode` on `shard`: [`READ_AHEAD_BYTES`], or less when the
+/// read cache holds fewer than two of them. A window the cache cannot keep is evicted before
+/// the reader reaches its next bytes, and read again from there: a 1 MiB cache read the log
+/// five times over.
+fn read_window(shard: &ShardShared, mode: ReadMode) -> u64 {
+    match mode {
+        ReadMode::Exact => 0,
+        ReadMode::Ahead => {
+            let cache_bytes = shard
+                .read_cache
+                .read()
+                .expect("read cache lock")
+                .bytes_max();
+            let half = cache_bytes as u64 / 2;
+            READ_AHEAD_BYTES.min(half - half % BLOCK_BYTES as u64)
+        }
+    }
+}
 
 /// How much a read takes from disk when the cache does not have the frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,10 +483,7 @@ fn span_at(
     {
         return Ok(b);
     }
-    let window = match mode {
-        ReadMode::Exact => 0,
-        ReadMode::Ahead => READ_AHEAD_BYTES,
-    };
+    let window = read_window(shard, mode);
     let (start, span) = read_span(shard, window, at, at.pos + len_max)?;
     let from = (at.pos - start) as usize;
     Ok(span.slice(from..(from + len_max as usize).min(span.len())))

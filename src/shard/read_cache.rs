@@ -25,6 +25,11 @@ impl ReadCache {
         }
     }
 
+    /// The most bytes it holds.
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
     /// Adds bytes starting at `at`.
     pub fn insert(&mut self, at: LogPos, data: bytes::Bytes) {
         let held = data.len();

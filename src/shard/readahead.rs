@@ -23,8 +23,16 @@ use crate::shard::{ShardShared, WriterCounters};
 /// The grid of reads from disk: a consumer's read and each read-ahead cover at most one
 /// window (a frame crossing a window's end extends its read).
 pub(crate) const WINDOW_BYTES: u64 = 4 << 20;
-/// Windows read ahead of the one a consumer is in.
+/// Windows read ahead of the one a consumer is in, at most: as many as the read cache holds
+/// twice over (see [`windows_ahead`]).
 const WINDOWS_AHEAD: u64 = 4;
+
+/// Windows to read ahead with a read cache of `cache_bytes`: windows evicted before the
+/// consumer reached them were read for nothing and read again (a 1 MiB cache read the log
+/// five times over), so none with a cache smaller than two windows.
+fn windows_ahead(cache_bytes: usize) -> u64 {
+    (cache_bytes as u64 / (2 * WINDOW_BYTES)).min(WINDOWS_AHEAD)
+}
 
 const _: () = assert!(WINDOW_BYTES.is_multiple_of(BLOCK_BYTES as u64));
 // Windows read ahead land in the read cache: by default it holds them twice over.
@@ -75,8 +83,18 @@ impl Readahead {
     /// unless they are cached or asked for already.
     pub fn advise(&self, shard: &ShardShared, at: LogPos, segment_bytes: u64) {
         let LogPos { segment, pos } = at;
+        let ahead = windows_ahead(
+            shard
+                .read_cache
+                .read()
+                .expect("read cache lock")
+                .bytes_max(),
+        );
+        if ahead == 0 {
+            return;
+        }
         let next = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
-        let last = next + (WINDOWS_AHEAD - 1) * WINDOW_BYTES;
+        let last = next + (ahead - 1) * WINDOW_BYTES;
         let (lock, cv) = &*self.state;
         if locked(lock).furthest >= LogPos::new(segment, last) {
             return;
@@ -85,7 +103,7 @@ impl Readahead {
         let mut wanted = Vec::new();
         {
             let cache = shard.read_cache.read().expect("read cache lock");
-            for k in 0..WINDOWS_AHEAD {
+            for k in 0..ahead {
                 let start = next + k * WINDOW_BYTES;
                 if start >= readable {
                     break;
