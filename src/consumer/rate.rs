@@ -232,6 +232,19 @@ impl RateLimiter {
             .any(|b| b.owed >= 1.0)
     }
 
+    /// When each bucket holds `share` (0 to 1) of its burst, `now` if it does already: a
+    /// reader that waits for it takes what the rate allows in steps of that much, not a few
+    /// records at a time, and holds records back at most that part of [`BURST`].
+    pub fn filled_at(&mut self, now: Instant, share: f64) -> Instant {
+        self.refill(now, None);
+        let share = share.clamp(0.0, 1.0);
+        [&self.msgs, &self.bytes]
+            .into_iter()
+            .flatten()
+            .map(|b| b.ready_at(now, b.burst * share))
+            .fold(now, Instant::max)
+    }
+
     /// When the next record may be delivered (`now` if at once; `held_since` as for `take`).
     pub fn ready_at(&mut self, now: Instant, held_since: Option<Instant>) -> Instant {
         self.refill(now, held_since);
@@ -276,6 +289,21 @@ mod tests {
             now += step;
         }
         windows
+    }
+
+    /// A bucket that starts empty holds half its burst after half the burst's time, and a
+    /// reader that takes it waits as long again.
+    #[test]
+    fn filled_at_is_when_the_share_of_a_burst_is_there() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(msgs(1000.0), t0);
+        let half = BURST / 2;
+        assert_eq!(l.filled_at(t0, 0.5), t0 + half);
+        assert_eq!(l.filled_at(t0 + half, 0.5), t0 + half);
+        assert!(l.take_batch(t0 + half, None, 5, 500));
+        assert_eq!(l.filled_at(t0 + half, 0.5), t0 + BURST);
+        // More than the burst is never asked for.
+        assert_eq!(l.filled_at(t0 + BURST * 3, 7.0), t0 + BURST * 3);
     }
 
     #[test]

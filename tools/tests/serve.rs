@@ -171,6 +171,8 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "127.0.0.1:0",
         "--dir",
         data.to_str().unwrap(),
+        "--group-initial-rebalance-delay-ms",
+        "300",
     ];
     let (child, _stderr, line) = spawn_serve(&args);
     let mut child = KillOnDrop(child);
@@ -268,6 +270,51 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     assert_eq!(report["verify"]["checked"], produced, "{report}");
     for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
         assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
+    }
+
+    // The same with the consumer side a group of two members that the server paces.
+    let (ok, out, err) = load(&[
+        "peak",
+        "--bootstrap",
+        &addr,
+        "--group",
+        "logistics",
+        "--consumers",
+        "2",
+        "--duration",
+        "4",
+        "--produce-rate",
+        "20000",
+        "--consume-rate",
+        "5000",
+        "--verify",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["pacing"], "server", "{report}");
+    let produced = report["produced"].as_u64().unwrap();
+    assert_eq!(report["verify"]["checked"], produced, "{report}");
+    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
+        assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
+    }
+    let consuming =
+        report["duration_s"].as_f64().unwrap() - report["group_assigned_after_s"].as_f64().unwrap();
+    let consumed = report["consumed"].as_f64().unwrap();
+    assert!(
+        (consumed - 5000.0 * consuming).abs() < 500.0 + 0.05 * consumed,
+        "{consumed} records in {consuming:.2} s: {report}"
+    );
+    // Without a rebalance (members that joined together), every whole second at the rate.
+    if report["group_rebalances"] == 0 {
+        let per_second = report["consumed_per_second"].as_array().unwrap();
+        for n in &per_second[..per_second.len() - 1] {
+            let n = n.as_u64().unwrap();
+            assert!(
+                (4_500..=5_500).contains(&n),
+                "{n} consumed in a second: {report}"
+            );
+        }
     }
 
     kill(&mut child.0);

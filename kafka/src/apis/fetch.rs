@@ -57,6 +57,17 @@ pub(crate) async fn fetch(
     };
     let req = Arc::new(req);
     loop {
+        if let Some((_, pace)) = &pace {
+            // A member's fetch takes half a burst's worth at least (a few milliseconds of
+            // the rate): taking whatever single batches the rate allowed at each moment, two
+            // members at 80,000 records/s sent 2,100 fetches a second.
+            let now = Instant::now();
+            let filled =
+                (pace.limiter.lock().expect("pace lock")).filled_at(now, PACED_FETCH_SHARE);
+            if filled > now {
+                tokio::time::sleep_until(filled.min(deadline).into()).await;
+            }
+        }
         let mark = log.publish_mark();
         // Reads may wait for the disk: off the event loop, which answers other requests
         // (producers' acks among them) meanwhile.
@@ -88,6 +99,9 @@ pub(crate) async fn fetch(
         let _ = tokio::time::timeout(deadline - now, log.published_since(mark)).await;
     }
 }
+
+/// The part of its rate limiter's burst a paced group's fetch waits for before it reads.
+const PACED_FETCH_SHARE: f64 = 0.5;
 
 /// Keeps of `sets` the batches a paced group's rate allows at `now`: a batch of each
 /// partition in turn (from the partition after the last fetch's first), as long as the rate

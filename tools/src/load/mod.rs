@@ -24,6 +24,7 @@ mod produce;
 mod report;
 mod wire;
 mod wire_consume;
+mod wire_group;
 mod wire_peak;
 mod wire_produce;
 
@@ -175,6 +176,16 @@ pub struct PeakArgs {
     /// With --bootstrap: `all` or `1`.
     #[arg(long, default_value = "all")]
     pub(crate) acks: String,
+    /// With --bootstrap: the consumers (--consumers) are members of this group, coordinated
+    /// by the broker (join, assignment by ranges, heartbeats, commits every second, leave);
+    /// without it one consumer is assigned every partition.
+    #[arg(long, requires = "bootstrap")]
+    pub(crate) group: Option<String>,
+    /// With --group: where --consume-rate is held: `server` (set on the group at the broker,
+    /// which paces the members' fetches: floodgate serve's `floodgate.rate.msgs.per.sec`),
+    /// `client` (each member hands over its share), or `auto` (the broker if it paces groups).
+    #[arg(long, default_value = "auto", requires = "group")]
+    pub(crate) pacing: String,
 }
 
 /// Options of the scenarios that write (produce, peak).

@@ -39,6 +39,14 @@ fn client_max(key: ApiKey) -> i16 {
         ApiKey::Produce | ApiKey::Fetch | ApiKey::Metadata => 12,
         ApiKey::ListOffsets | ApiKey::CreateTopics => 7,
         ApiKey::ApiVersions => 3,
+        // One group per request (v4 and v8 batch them).
+        ApiKey::FindCoordinator => 3,
+        ApiKey::OffsetFetch => 7,
+        ApiKey::JoinGroup => 9,
+        ApiKey::OffsetCommit => 8,
+        ApiKey::SyncGroup | ApiKey::LeaveGroup => 5,
+        ApiKey::Heartbeat => 4,
+        ApiKey::IncrementalAlterConfigs => 1,
         _ => 0,
     }
 }
@@ -50,6 +58,9 @@ fn client_min(key: ApiKey) -> i16 {
         ApiKey::Fetch => 4,
         ApiKey::ListOffsets => 1,
         ApiKey::CreateTopics => 2,
+        // The rebalance timeout; commits with a generation and member.
+        ApiKey::JoinGroup | ApiKey::FindCoordinator | ApiKey::OffsetFetch => 1,
+        ApiKey::OffsetCommit => 2,
         _ => 0,
     }
 }

@@ -68,7 +68,7 @@ pub(crate) struct Drained {
     /// Records handed over in each second since the drain started.
     pub(crate) per_second: Vec<u64>,
     /// The second the records being handed over count in.
-    second: usize,
+    pub(crate) second: usize,
 }
 
 /// How a drain goes: what it fetches and how fast it hands records over.
@@ -220,7 +220,7 @@ impl Link {
 
 /// The offset after the last whole batch of a record set (a batch cut short at its end is
 /// fetched again), from the batches' headers alone; `None` if it holds no whole batch.
-fn next_offset(records: &[u8]) -> Option<i64> {
+pub(crate) fn next_offset(records: &[u8]) -> Option<i64> {
     let last = whole_batches(records).map_while(Result::ok).last()?;
     let field = |at: usize| -> Option<[u8; 4]> { last.get(at..at + 4)?.try_into().ok() };
     let base = i64::from_be_bytes(last.get(..8)?.try_into().ok()?);

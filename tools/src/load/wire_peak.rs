@@ -5,12 +5,14 @@
 //! yet).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::wire::connect_topic;
+use super::wire::{Conn, connect_topic};
 use super::wire_consume::{DrainOptions, FetchSizes, drain, end_offsets, wire_verify};
+use super::wire_group::{MemberRun, run_members, set_group_rate};
 use super::wire_produce::{Producing, parse_acks};
 use super::*;
 use crate::error::CliResult;
@@ -18,16 +20,20 @@ use crate::outln;
 
 pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &str) -> CliResult {
     let acks = parse_acks(&produce_args.acks)?;
-    if args.consumers != 1 {
+    if args.consumers != 1 && args.group.is_none() {
         return Err(
-            "--bootstrap drains with one consumer of every partition: consumer \
-                    groups over the protocol (--consumers) are not served yet"
+            "--bootstrap without --group drains with one consumer of every partition: give \
+             --group G for --consumers members of a group"
                 .into(),
         );
     }
     let layout = connect_topic(bootstrap, Some(args.partitions))?;
     let partitions = layout.leaders.len() as u32;
     let from = end_offsets(&layout)?;
+    let pacing = match &args.group {
+        Some(g) => Some(set_pacing(bootstrap, g, &args.pacing, args.consume_rate)?),
+        None => None,
+    };
     let deadline = Duration::from_secs_f64(args.duration);
     let live = Live::default();
     let consumed = AtomicU64::new(0);
@@ -39,6 +45,7 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         0
     };
     let mut check = ConsumedCheck::new(expected);
+    let group_clock = OnceLock::new();
     let cpu_start = process_cpu();
     let start = Instant::now();
     let (results, drained, finished) = std::thread::scope(|s| {
@@ -63,19 +70,44 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         s.spawn(move || show_progress(args.log.json, live_ref, Some(consumed_ref), done_ref));
         let consumer = {
             let (layout, from, consumed, check) = (&layout, &from, &consumed, &mut check);
-            let verify = args.log.verify;
+            let (verify, group, clock) = (args.log.verify, args.group.as_deref(), &group_clock);
             s.spawn(move || {
-                let options = DrainOptions {
-                    sizes: FetchSizes::paced(args.consume_rate),
-                    rate: args.consume_rate,
-                    until: Some(start + deadline + CONSUMER_OVERRUN),
-                };
-                let to = vec![i64::MAX; from.len()];
-                drain(layout, from, &to, options, consumed, &mut |p, value| {
+                let until = start + deadline + CONSUMER_OVERRUN;
+                let sizes = FetchSizes::paced(args.consume_rate);
+                let mut on_record = |p: u32, value: &[u8]| {
                     if verify {
                         check.check(p, value);
                     }
-                })
+                };
+                let Some(group) = group else {
+                    let options = DrainOptions {
+                        sizes,
+                        rate: args.consume_rate,
+                        until: Some(until),
+                    };
+                    let to = vec![i64::MAX; from.len()];
+                    return drain(layout, from, &to, options, consumed, &mut on_record)
+                        .map(|d| (d, None));
+                };
+                let on_record = Mutex::new(on_record);
+                let run = MemberRun {
+                    layout,
+                    bootstrap,
+                    group,
+                    from,
+                    sizes,
+                    rate: match pacing {
+                        Some(Pacing::Server) => 0.0,
+                        _ => args.consume_rate,
+                    },
+                    until,
+                    commit_every: Duration::from_secs(1),
+                    clock,
+                    consumed,
+                    on_record: &on_record,
+                };
+                let saw = run_members(&run, args.consumers)?;
+                Ok((saw.drained, Some((saw.rebalances, saw.assigned_at))))
             })
         };
         while start.elapsed() < deadline {
@@ -100,9 +132,22 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         done.store(true, Ordering::Release);
         (results, drained, finished)
     });
+    if let (Some(Pacing::Server), Some(g)) = (pacing, &args.group) {
+        // The group's rate was this run's: removed from the broker.
+        let mut conn = Conn::connect(bootstrap)?;
+        if let Err(e) = set_group_rate(&mut conn, g, None)? {
+            eprintln!("note: removing group {g:?}'s rate at {bootstrap}: {e}");
+        }
+    }
     let results = results.into_iter().collect::<CliResult<Vec<_>>>()?;
-    let drained = drained?;
+    let (drained, group_saw) = drained?;
     let (elapsed, cpu) = (finished.0, finished.1 - cpu_start);
+    // A group consumes from its first assignment (a broker waits for members to join before
+    // it assigns: Kafka's group.initial.rebalance.delay.ms); its rate counts from there.
+    let assigned_after = group_saw
+        .and_then(|(_, at)| at)
+        .map(|at| at.saturating_duration_since(start).as_secs_f64());
+    let consuming = elapsed - assigned_after.unwrap_or(0.0);
     let (histogram, produced, errors, first_error) = merge(&results);
     let verify = match args.log.verify {
         true => {
@@ -132,7 +177,13 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         "errors": errors,
         "produce_msgs_per_s": produced as f64 / elapsed,
         "consumed": drained.records,
-        "consume_msgs_per_s": drained.records as f64 / elapsed,
+        "consume_msgs_per_s": drained.records as f64 / consuming,
+        "consumer_fetches": drained.fetches,
+        "group": args.group,
+        "consumers": args.consumers,
+        "pacing": pacing.map(Pacing::name),
+        "group_assigned_after_s": assigned_after,
+        "group_rebalances": group_saw.map(|(r, _)| r),
         "consume_rate_error_pct": rate_error_pct(&drained.per_second, whole, args.consume_rate),
         "consumed_per_second": drained.per_second,
         "backlog_max": backlog_series.iter().map(|b| b.1).max().unwrap_or(0),
@@ -183,7 +234,60 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
             report["consume_rate_error_pct"].as_f64().unwrap_or(0.0),
             report["backlog_max"]
         );
+        if let Some(g) = &args.group {
+            outln!(
+                "  group        {g:?}: {} members, paced by the {}, assigned {:.2} s after \
+                 the start, {} rebalance(s)",
+                args.consumers,
+                match pacing {
+                    Some(Pacing::Server) => "broker",
+                    _ => "members",
+                },
+                assigned_after.unwrap_or(0.0),
+                group_saw.map_or(0, |(r, _)| r)
+            );
+        }
         print_verify(verify.as_ref());
     }
     finish_run(errors, first_error, verify.as_ref(), false, None)
+}
+
+/// Where a group's rate is held.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// Set on the group at the broker, which paces its members' fetches.
+    Server,
+    /// Each member hands over its share.
+    Client,
+}
+
+impl Pacing {
+    fn name(self) -> &'static str {
+        match self {
+            Pacing::Server => "server",
+            Pacing::Client => "client",
+        }
+    }
+}
+
+/// Sets the group's rate on the broker as `--pacing` says (`auto`: where the broker paces
+/// groups, else the members pace themselves).
+fn set_pacing(bootstrap: &str, group: &str, pacing: &str, rate: f64) -> CliResult<Pacing> {
+    if pacing == "client" {
+        return Ok(Pacing::Client);
+    }
+    if pacing != "server" && pacing != "auto" {
+        return Err(format!("--pacing {pacing:?}: `server`, `client` or `auto`").into());
+    }
+    match set_group_rate(&mut Conn::connect(bootstrap)?, group, Some(rate))? {
+        Ok(()) => Ok(Pacing::Server),
+        Err(e) if pacing == "auto" => {
+            eprintln!(
+                "note: {bootstrap} does not pace group {group:?} ({e}): each member holds its \
+                 share of the rate"
+            );
+            Ok(Pacing::Client)
+        }
+        Err(e) => Err(format!("{bootstrap}: setting group {group:?}'s rate: {e}").into()),
+    }
 }
