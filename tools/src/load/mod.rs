@@ -186,6 +186,9 @@ pub struct PeakArgs {
     /// `client` (each member hands over its share), or `auto` (the broker if it paces groups).
     #[arg(long, default_value = "auto", requires = "group")]
     pub(crate) pacing: String,
+    /// With --bootstrap: the producers are idempotent (see `load produce --idempotent`).
+    #[arg(long, requires = "bootstrap")]
+    pub(crate) idempotent: bool,
 }
 
 /// Options of the scenarios that write (produce, peak).
@@ -380,6 +383,11 @@ pub struct ProduceArgs {
     /// (Kafka's `max.in.flight.requests.per.connection`).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) in_flight: u32,
+    /// With --bootstrap: produce as an idempotent producer (Kafka's `enable.idempotence`): a
+    /// producer id from InitProducerId for each producer thread, each batch numbered in its
+    /// partition; at most 5 requests in flight.
+    #[arg(long)]
+    pub(crate) idempotent: bool,
     /// Records in each producer's ring into a shard (`Config::ring_records`; the library's
     /// default is 16,384): a larger ring lets the writer take more records per commit (see
     /// docs/TUNING.md).

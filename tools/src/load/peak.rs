@@ -34,6 +34,7 @@ pub(crate) fn peak(args: PeakArgs) -> CliResult {
         ring_records: floodgate::config::RING_RECORDS_DEFAULT,
         bootstrap: args.bootstrap.clone(),
         acks: args.acks.clone(),
+        idempotent: args.idempotent,
         linger_ms: 0.0,
         request_bytes: 1 << 20,
         in_flight: 5,

@@ -47,6 +47,7 @@ fn client_max(key: ApiKey) -> i16 {
         ApiKey::SyncGroup | ApiKey::LeaveGroup => 5,
         ApiKey::Heartbeat => 4,
         ApiKey::IncrementalAlterConfigs => 1,
+        ApiKey::InitProducerId => 4,
         _ => 0,
     }
 }
@@ -645,8 +646,10 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
     }
 
-    /// The finished batch (header filled in, CRC-32C computed); the builder is empty after.
-    pub(crate) fn take(&mut self) -> Bytes {
+    /// The finished batch (header filled in, CRC-32C computed), from an idempotent producer
+    /// if `producer` is its (id, epoch, base sequence); the builder is empty after.
+    pub(crate) fn take(&mut self, producer: Option<(i64, i16, i32)>) -> Bytes {
+        let (id, epoch, sequence) = producer.unwrap_or((-1, -1, -1));
         let b = &mut self.buf;
         let count = self.count as i32;
         b[0..8].copy_from_slice(&0i64.to_be_bytes());
@@ -658,9 +661,9 @@ impl BatchBuilder {
         b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
         b[27..35].copy_from_slice(&self.base_timestamp.to_be_bytes());
         b[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
-        b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-        b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-        b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        b[43..51].copy_from_slice(&id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&sequence.to_be_bytes());
         b[57..61].copy_from_slice(&count.to_be_bytes());
         let crc = floodgate::segment::crc::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -742,14 +745,17 @@ mod tests {
             b.push(v, 1_700_000_000_000 + i as i64 * 1000);
         }
         assert_eq!(b.len(), 300);
-        let batch = b.take();
+        let batch = b.take(None);
         assert_eq!((b.len(), b.bytes()), (0, 0));
         // The builder is reused: its next batch holds only its own records.
         b.push(&[9, 9, 9], 5);
         // The header, then length, attributes, two deltas, null key, value length, value, 0 headers.
         assert_eq!(b.bytes(), 61 + 1 + 1 + 1 + 1 + 1 + 1 + 3 + 1);
         let mut again = Vec::new();
-        each_record(&b.take(), 0, |o, v| again.push((o, v.unwrap().to_vec()))).unwrap();
+        each_record(&b.take(None), 0, |o, v| {
+            again.push((o, v.unwrap().to_vec()))
+        })
+        .unwrap();
         assert_eq!(again, vec![(0, vec![9, 9, 9])]);
         let mut got = Vec::new();
         let next = each_record(&batch, 0, |o, v| got.push((o, v.unwrap().to_vec()))).unwrap();

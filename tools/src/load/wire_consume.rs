@@ -398,7 +398,7 @@ mod tests {
         for i in 0..n {
             b.push(&[i as u8; 10], 1_700_000_000_000);
         }
-        let mut batch = b.take().to_vec();
+        let mut batch = b.take(None).to_vec();
         batch[0..8].copy_from_slice(&base.to_be_bytes());
         batch
     }

@@ -165,6 +165,7 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         "scenario": "peak",
         "bootstrap": bootstrap,
         "acks": produce_args.acks,
+        "idempotent": produce_args.idempotent,
         "durability": "the broker's, with the acks above",
         "message_bytes": args.log.size.mean(),
         "message_size": args.log.size.label(),

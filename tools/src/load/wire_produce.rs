@@ -12,10 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ProducerId,
+};
 use serde_json::json;
 
-use super::wire::{BatchBuilder, Pipeline, TopicLayout, connect_topic, topic_name};
+use super::wire::{BatchBuilder, Conn, Pipeline, TopicLayout, connect_topic, topic_name};
 use super::*;
 use crate::error::CliResult;
 use crate::outln;
@@ -95,6 +98,7 @@ pub(crate) fn wire_produce(args: ProduceArgs, bootstrap: &str) -> CliResult {
         "scenario": "produce",
         "bootstrap": bootstrap,
         "acks": args.acks,
+        "idempotent": args.idempotent,
         "durability": "the broker's, with the acks above",
         "message_bytes": args.log.size.mean(),
         "message_size": args.log.size.label(),
@@ -186,6 +190,32 @@ struct Waiting {
     batch: BatchBuilder,
     /// Each record's intended send time.
     intended: Vec<Instant>,
+    /// An idempotent producer's sequence number of the next record.
+    next_sequence: i32,
+}
+
+/// Kafka's bound on an idempotent producer's requests in flight per connection: the broker
+/// keeps the last five batches of each producer and partition to recognise a retry.
+const IDEMPOTENT_IN_FLIGHT_MAX: u32 = 5;
+
+/// An idempotent producer's id and epoch, from InitProducerId at `addr`.
+fn init_producer_id(addr: &str) -> CliResult<(i64, i16)> {
+    let mut conn = Conn::connect(addr)?;
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = None;
+    req.transaction_timeout_ms = -1;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let (_, response): (_, InitProducerIdResponse) = conn.call(ApiKey::InitProducerId, &req)?;
+    if response.error_code != 0 {
+        return Err(format!(
+            "{addr}: InitProducerId: error {} ({:?})",
+            response.error_code,
+            kafka_protocol::ResponseError::try_from_code(response.error_code)
+        )
+        .into());
+    }
+    Ok((response.producer_id.0, response.producer_epoch))
 }
 
 /// A produce request awaiting its response.
@@ -213,6 +243,22 @@ impl Producing<'_> {
         count: Option<u64>,
         deadline: Option<Duration>,
     ) -> CliResult<ProducerResult> {
+        let args = self.args;
+        if args.idempotent && args.in_flight > IDEMPOTENT_IN_FLIGHT_MAX {
+            return Err(format!(
+                "--idempotent allows --in-flight {IDEMPOTENT_IN_FLIGHT_MAX} at most, as Kafka's \
+                 producer does"
+            )
+            .into());
+        }
+        let producer = match args.idempotent {
+            true => {
+                let leader = self.layout.leaders.first().copied().unwrap_or(-1);
+                let conn = self.layout.connect(leader)?;
+                Some(init_producer_id(conn.addr())?)
+            }
+            false => None,
+        };
         let mut links = Vec::new();
         let mut link_of = vec![0usize; self.partitions as usize];
         for (leader, parts) in self.layout.by_leader() {
@@ -235,7 +281,6 @@ impl Producing<'_> {
             errors: 0,
             first_error: None,
         };
-        let args = self.args;
         let interval = (args.rate > 0.0)
             .then(|| Duration::from_secs_f64(f64::from(args.log.producers) / args.rate));
         let linger = Duration::from_secs_f64(args.linger_ms / 1e3);
@@ -308,7 +353,7 @@ impl Producing<'_> {
                     self.settle(link, &mut result, true)?;
                 }
                 if link.in_flight.len() < args.in_flight as usize {
-                    self.send(link, &mut parts)?;
+                    self.send(link, &mut parts, producer)?;
                 }
             }
             if result.errors > 0 {
@@ -320,7 +365,7 @@ impl Producing<'_> {
                 while link.in_flight.len() >= args.in_flight as usize {
                     self.settle(link, &mut result, true)?;
                 }
-                self.send(link, &mut parts)?;
+                self.send(link, &mut parts, producer)?;
             }
             while !link.in_flight.is_empty() {
                 self.settle(link, &mut result, true)?;
@@ -329,8 +374,14 @@ impl Producing<'_> {
         Ok(result)
     }
 
-    /// Sends what waits for `link` as one produce request.
-    fn send(&self, link: &mut Link, parts: &mut [Waiting]) -> CliResult<()> {
+    /// Sends what waits for `link` as one produce request (numbered for the idempotent
+    /// `producer` if there is one).
+    fn send(
+        &self,
+        link: &mut Link,
+        parts: &mut [Waiting],
+        producer: Option<(i64, i16)>,
+    ) -> CliResult<()> {
         let mut request = InFlight {
             id: 0,
             parts: Vec::with_capacity(link.waiting.len()),
@@ -343,7 +394,17 @@ impl Producing<'_> {
             request.intended.append(&mut w.intended);
             let mut d = PartitionProduceData::default();
             d.index = p;
-            d.records = Some(w.batch.take());
+            let numbered = producer.map(|(id, epoch)| {
+                let first = w.next_sequence;
+                // Sequence numbers wrap to 0 after i32::MAX, as Kafka's do.
+                let count = w.batch.len() as i32;
+                w.next_sequence = match first.checked_add(count) {
+                    Some(next) => next,
+                    None => count - (i32::MAX - first) - 1,
+                };
+                (id, epoch, first)
+            });
+            d.records = Some(w.batch.take(numbered));
             data.push(d);
         }
         let mut topic = TopicProduceData::default();
