@@ -196,7 +196,10 @@ impl Config {
     }
 
     /// Memory per shard for its newest commits, from which consumers that keep up read without
-    /// touching the disk (default 64 MiB; 0 turns the cache off).
+    /// touching the disk, and for what catching-up consumers read (default 64 MiB; 0 turns
+    /// the cache off). A read from disk spans at most half of it (4 MiB at most), and the
+    /// read-ahead reads as many 4 MiB windows ahead as it holds twice over (up to 4; none
+    /// below 8 MiB).
     pub fn tail_cache_bytes(mut self, n: usize) -> Config {
         self.tail_cache_bytes = n;
         self

@@ -234,7 +234,7 @@ impl RateLimiter {
 
     /// When each bucket holds `share` (0 to 1) of its burst, `now` if it does already: a
     /// reader that waits for it takes what the rate allows in steps of that much, not a few
-    /// records at a time, and holds records back at most that part of [`BURST`].
+    /// records at a time, and holds records back at most that part of the burst (10 ms of the rate).
     pub fn filled_at(&mut self, now: Instant, share: f64) -> Instant {
         self.refill(now, None);
         let share = share.clamp(0.0, 1.0);
