@@ -187,35 +187,46 @@ impl Link {
         sizes: FetchSizes,
         stopped: bool,
     ) -> CliResult<Option<i32>> {
-        let partitions: Vec<FetchPartition> = (self.parts.iter())
+        let asked: Vec<(i32, i64)> = (self.parts.iter())
             .filter(|&&p| fetch_at[p as usize] < to[p as usize])
-            .map(|&p| {
-                let mut q = FetchPartition::default();
-                q.partition = p;
-                q.fetch_offset = fetch_at[p as usize];
-                q.partition_max_bytes = sizes.partition_max_bytes;
-                q.log_start_offset = -1;
-                q.current_leader_epoch = -1;
-                q.last_fetched_epoch = -1;
-                q
-            })
+            .map(|&p| (p, fetch_at[p as usize]))
             .collect();
-        if partitions.is_empty() || stopped {
+        if asked.is_empty() || stopped {
             return Ok(None);
         }
-        let mut topic = FetchTopic::default();
-        topic.topic = topic_name();
-        topic.partitions = partitions;
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.max_wait_ms = sizes.max_wait_ms;
-        req.min_bytes = 1;
-        req.max_bytes = sizes.max_bytes;
-        req.session_id = 0;
-        req.session_epoch = -1;
-        req.topics = vec![topic];
-        Ok(Some(self.conn.send(ApiKey::Fetch, &req)?))
+        Ok(Some(
+            self.conn
+                .send(ApiKey::Fetch, &fetch_request(&asked, sizes))?,
+        ))
     }
+}
+
+/// A sessionless fetch of the load topic's `partitions` (index, fetch offset), sized as
+/// `sizes` says.
+pub(crate) fn fetch_request(partitions: &[(i32, i64)], sizes: FetchSizes) -> FetchRequest {
+    let mut topic = FetchTopic::default();
+    topic.topic = topic_name();
+    topic.partitions = (partitions.iter())
+        .map(|&(p, at)| {
+            let mut q = FetchPartition::default();
+            q.partition = p;
+            q.fetch_offset = at;
+            q.partition_max_bytes = sizes.partition_max_bytes;
+            q.log_start_offset = -1;
+            q.current_leader_epoch = -1;
+            q.last_fetched_epoch = -1;
+            q
+        })
+        .collect();
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = sizes.max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = sizes.max_bytes;
+    req.session_id = 0;
+    req.session_epoch = -1;
+    req.topics = vec![topic];
+    req
 }
 
 /// The offset after the last whole batch of a record set (a batch cut short at its end is

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -25,18 +24,18 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchRequest,
-    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest,
-    HeartbeatResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::TOPIC;
 use super::wire::{Conn, TopicLayout, each_record, topic_name};
-use super::wire_consume::{Drained, FetchSizes, next_offset};
+use super::wire_consume::{Drained, FetchSizes, fetch_request, next_offset};
 use crate::error::CliResult;
 
 /// The broker's config of a group's rate in records per second (floodgate's).
@@ -578,29 +577,12 @@ fn send_fetch(
     fetch_at: &[i64],
     sizes: FetchSizes,
 ) -> CliResult<i32> {
-    let mut topic = FetchTopic::default();
-    topic.topic = topic_name();
-    topic.partitions = (partitions.iter().zip(fetch_at))
-        .map(|(&p, &at)| {
-            let mut q = FetchPartition::default();
-            q.partition = p;
-            q.fetch_offset = at;
-            q.partition_max_bytes = sizes.partition_max_bytes;
-            q.log_start_offset = -1;
-            q.current_leader_epoch = -1;
-            q.last_fetched_epoch = -1;
-            q
-        })
+    let asked: Vec<(i32, i64)> = partitions
+        .iter()
+        .copied()
+        .zip(fetch_at.iter().copied())
         .collect();
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = sizes.max_wait_ms;
-    req.min_bytes = 1;
-    req.max_bytes = sizes.max_bytes;
-    req.session_id = 0;
-    req.session_epoch = -1;
-    req.topics = vec![topic];
-    conn.send(ApiKey::Fetch, &req)
+    conn.send(ApiKey::Fetch, &fetch_request(&asked, sizes))
 }
 
 /// Counts a record handed over (in its second since `clock`), no faster than the member's
