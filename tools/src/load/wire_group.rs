@@ -423,7 +423,6 @@ pub(crate) fn run_member(run: &MemberRun<'_>) -> CliResult<MemberSaw> {
     'group: while Instant::now() < run.until {
         let mine = member.join()?;
         let clock = *run.clock.get_or_init(Instant::now);
-        last_heartbeat = last_heartbeat.min(Instant::now());
         let committed = member.committed(&mine)?;
         let mut position: Vec<i64> = (mine.iter().zip(&committed))
             .map(|(&p, &c)| c.max(run.from[p as usize]))
