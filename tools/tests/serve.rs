@@ -201,11 +201,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["produced"], 30000, "{report}");
     assert_eq!(report["partitions"], 5, "{report}");
-    let verify = &report["verify"];
-    assert_eq!(verify["checked"], 30000, "{report}");
-    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
-        assert_eq!(verify[bad], 0, "{bad}: {report}");
-    }
+    assert_verified(&report, 30000);
 
     // An idempotent producer's batches are numbered and stored once each.
     let (ok, out, err) = load(&[
@@ -221,10 +217,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["idempotent"], true, "{report}");
-    assert_eq!(report["verify"]["checked"], 20000, "{report}");
-    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
-        assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
-    }
+    assert_verified(&report, 20000);
     let (ok, _, err) = load(&[
         "produce",
         "--bootstrap",
@@ -297,10 +290,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
             "{n} consumed in a second: {report}"
         );
     }
-    assert_eq!(report["verify"]["checked"], produced, "{report}");
-    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
-        assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
-    }
+    assert_verified(&report, produced);
 
     // The same with the consumer side a group of two members that the server paces.
     let (ok, out, err) = load(&[
@@ -324,10 +314,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["pacing"], "server", "{report}");
     let produced = report["produced"].as_u64().unwrap();
-    assert_eq!(report["verify"]["checked"], produced, "{report}");
-    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
-        assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
-    }
+    assert_verified(&report, produced);
     let consuming =
         report["duration_s"].as_f64().unwrap() - report["group_assigned_after_s"].as_f64().unwrap();
     let consumed = report["consumed"].as_f64().unwrap();
@@ -353,6 +340,15 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         !ok && err.contains(&format!("connecting to {addr}")),
         "{err}"
     );
+}
+
+/// The load tool's report checked `checked` records and found nothing missing, duplicated,
+/// corrupt or out of order.
+fn assert_verified(report: &serde_json::Value, checked: u64) {
+    assert_eq!(report["verify"]["checked"], checked, "{report}");
+    for bad in ["missing", "duplicated", "corrupt", "out_of_order"] {
+        assert_eq!(report["verify"][bad], 0, "{bad}: {report}");
+    }
 }
 
 fn kill(child: &mut Child) {
