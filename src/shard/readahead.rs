@@ -7,11 +7,23 @@
 //! as the segment is published (bytes below that never change, so caching them is safe). A
 //! reader that misses the cache on a window being read waits for it instead of reading it
 //! again.
+//!
+//! Readers scanning the log (consumers of many partitions) share what is read: a scanner that
+//! falls behind another by more than the read cache holds reads every window again on its own.
+//! The members of a group draining a backlog each own a share of the partitions of the same
+//! log, so each scans all of it; a member held up (a commit, the host taking its core) fell
+//! out of the others' windows and the group read the log two or three times. So a member
+//! about to ask for windows the cache could not hold together with those of another member
+//! of its group behind it, still reading, waits for that one (see [`Readahead::advise`]).
+//! Consumers of different groups do not wait for each other: a slow one would hold a fast one
+//! back.
 
 use crate::segment::SegmentId;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::config::TAIL_CACHE_BYTES_DEFAULT;
 use crate::error::{Error, Result};
@@ -47,14 +59,78 @@ struct Window {
     end: u64,
 }
 
+/// A scanner that has not moved for this long no longer holds others back: it stopped, or
+/// reads far slower than they do (an application that takes its time over each record).
+const SCANNER_ACTIVE: Duration = Duration::from_millis(100);
+/// A scanner not seen for this long is forgotten (its consumer closed).
+const SCANNER_FORGET: Duration = Duration::from_secs(10);
+
+/// Identifies a scanner (a consumer's scans of the log) across its scans, and the party it
+/// reads with (its group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ScanTag {
+    /// Unique to the scanner; 0: an anonymous scan (one fetch), which neither waits nor is
+    /// waited for.
+    pub id: u64,
+    /// Scanners of the same party (not 0) wait for each other.
+    pub party: u64,
+}
+
+impl ScanTag {
+    /// A scanner not tagged before, of `party` (0: none).
+    pub(crate) fn new(party: u64) -> ScanTag {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ScanTag {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            party,
+        }
+    }
+}
+
+/// A scanner as last seen.
+#[derive(Debug, Clone, Copy)]
+struct Scanner {
+    party: u64,
+    /// The frame it last read.
+    at: LogPos,
+    /// When it last read.
+    seen: Instant,
+    /// The furthest window it asked for.
+    asked: LogPos,
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Window>,
     /// Queued or being read, by (segment, start).
     pending: HashSet<LogPos>,
-    /// The furthest window asked for, so readers skip asking again.
+    /// The furthest window an anonymous scan asked for, so readers skip asking again.
     furthest: LogPos,
+    /// Scanners, by id.
+    scanners: HashMap<u64, Scanner>,
+    /// Scanners waiting for one behind them.
+    holding: usize,
     shutdown: bool,
+}
+
+/// How far the end of the windows a scanner asks for (`ahead` of the one it is in) may lie
+/// past the window of a scanner of its party behind it, with a read cache of `cache_bytes`:
+/// the cache less two windows (crossing frames and fresh commits land there too). None (no
+/// waiting) when that would not leave it a window ahead of the other: with a cache of two or
+/// three windows scanners would take turns reading one window each.
+fn hold_bytes(cache_bytes: u64, ahead: u64) -> Option<u64> {
+    let hold = cache_bytes.saturating_sub(2 * WINDOW_BYTES);
+    (hold >= (ahead + 2) * WINDOW_BYTES).then_some(hold)
+}
+
+/// Bytes of the log from `from` to `to` (0 if `to` is not after it), counting each segment
+/// before `to`'s as `segment_bytes` long.
+fn distance(from: LogPos, to: LogPos, segment_bytes: u64) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    let segments = to.segment.0 - from.segment.0;
+    (segments * segment_bytes + to.pos).saturating_sub(from.pos)
 }
 
 /// A shard's read-ahead thread, stopped by `shutdown`.
@@ -80,24 +156,40 @@ impl Readahead {
     }
 
     /// A consumer read the frame at `at`: queues the next windows (as far as published)
-    /// unless they are cached or asked for already.
-    pub fn advise(&self, shard: &ShardShared, at: LogPos, segment_bytes: u64) {
+    /// unless they are cached or asked for already. A `scanner` of a party about to ask for
+    /// windows further than [`hold_bytes`] past the window of another scanner of its party
+    /// behind it, not yet out of the cache's reach and still reading, first waits until that
+    /// one comes closer or stops (has not read for [`SCANNER_ACTIVE`]).
+    pub fn advise(&self, shard: &ShardShared, at: LogPos, segment_bytes: u64, scanner: ScanTag) {
         let LogPos { segment, pos } = at;
-        let ahead = windows_ahead(
-            shard
-                .read_cache
-                .read()
-                .expect("read cache lock")
-                .bytes_max(),
-        );
+        let cache_bytes = shard
+            .read_cache
+            .read()
+            .expect("read cache lock")
+            .bytes_max();
+        let ahead = windows_ahead(cache_bytes);
         if ahead == 0 {
             return;
         }
         let next = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
         let last = next + (ahead - 1) * WINDOW_BYTES;
         let (lock, cv) = &*self.state;
-        if locked(lock).furthest >= LogPos::new(segment, last) {
-            return;
+        {
+            let mut state = locked(lock);
+            let asked = if scanner.id == 0 {
+                state.furthest
+            } else {
+                let end = LogPos::new(segment, last + WINDOW_BYTES);
+                let reach = (cache_bytes as u64, segment_bytes);
+                state = self.hold(state, scanner, at, end, reach, ahead);
+                state
+                    .scanners
+                    .get(&scanner.id)
+                    .map_or(state.furthest, |s| s.asked)
+            };
+            if asked >= LogPos::new(segment, last) {
+                return;
+            }
         }
         let readable = shard.readable_end(segment).min(segment_bytes);
         let mut wanted = Vec::new();
@@ -120,7 +212,11 @@ impl Readahead {
         let mut state = locked(lock);
         // Only whole windows count as asked for: a partly published one is asked again later.
         if readable >= last + WINDOW_BYTES {
-            state.furthest = state.furthest.max(LogPos::new(segment, last));
+            let asked = match state.scanners.get_mut(&scanner.id) {
+                Some(s) => &mut s.asked,
+                None => &mut state.furthest,
+            };
+            *asked = (*asked).max(LogPos::new(segment, last));
         }
         let mut queued = false;
         for w in wanted {
@@ -131,6 +227,72 @@ impl Readahead {
         }
         if queued {
             cv.notify_all();
+        }
+    }
+
+    /// Notes that `me` read the frame at `at` and is about to ask for `ahead` windows, up to
+    /// `end`; waits while a scanner of its party behind it would then be further than
+    /// [`hold_bytes`] behind (from the start of its window; for a cache of `reach.0` bytes,
+    /// segments of `reach.1`), is not past the cache's reach already, and read within
+    /// [`SCANNER_ACTIVE`]: as long as it keeps moving, or until it stops.
+    fn hold<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        me: ScanTag,
+        at: LogPos,
+        end: LogPos,
+        (cache_bytes, segment_bytes): (u64, u64),
+        ahead: u64,
+    ) -> MutexGuard<'a, State> {
+        let (_, cv) = &*self.state;
+        let now = Instant::now();
+        let entry = state.scanners.entry(me.id).or_insert(Scanner {
+            party: me.party,
+            at,
+            seen: now,
+            asked: LogPos::default(),
+        });
+        let moved = entry.at != at;
+        (entry.at, entry.seen) = (at, now);
+        if moved && state.holding > 0 {
+            cv.notify_all();
+        }
+        state
+            .scanners
+            .retain(|_, s| now.duration_since(s.seen) < SCANNER_FORGET);
+        let Some(hold_bytes) = hold_bytes(cache_bytes, ahead).filter(|_| me.party != 0) else {
+            return state;
+        };
+        loop {
+            let now = Instant::now();
+            // The latest moment a laggard to wait for stops counting as reading.
+            let until = state
+                .scanners
+                .iter()
+                .filter(|&(&id, s)| {
+                    let window = LogPos::new(s.at.segment, s.at.pos - s.at.pos % WINDOW_BYTES);
+                    let behind = distance(window, end, segment_bytes);
+                    id != me.id
+                        && s.party == me.party
+                        && s.at < at
+                        && behind > hold_bytes
+                        && behind <= cache_bytes
+                        && now.duration_since(s.seen) < SCANNER_ACTIVE
+                })
+                .map(|(_, s)| s.seen + SCANNER_ACTIVE)
+                .max();
+            let Some(until) = until else {
+                return state;
+            };
+            if state.shutdown {
+                return state;
+            }
+            state.holding += 1;
+            let (s, _) = cv
+                .wait_timeout(state, until.saturating_duration_since(now))
+                .unwrap_or_else(PoisonError::into_inner);
+            state = s;
+            state.holding -= 1;
         }
     }
 
@@ -267,4 +429,32 @@ fn drop_all(state: &(Mutex<State>, Condvar)) {
     s.pending.clear();
     s.shutdown = true;
     cv.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanners_wait_only_where_the_cache_holds_both() {
+        const W: u64 = WINDOW_BYTES;
+        // The default cache: 16 windows, 4 read ahead; the one ahead may end 14 windows past
+        // the window of the one behind.
+        assert_eq!(windows_ahead(64 << 20), 4);
+        assert_eq!(hold_bytes(64 << 20, 4), Some(14 * W));
+        assert_eq!(hold_bytes(32 << 20, 4), Some(6 * W));
+        // Too small to leave the one ahead a window of its own: no waiting.
+        assert_eq!(hold_bytes(16 << 20, windows_ahead(16 << 20)), None);
+        assert_eq!(hold_bytes(8 << 20, windows_ahead(8 << 20)), None);
+        assert_eq!(hold_bytes(0, 0), None);
+        let at = |segment, pos| LogPos::new(SegmentId(segment), pos);
+        assert_eq!(distance(at(3, 100), at(3, 5000), W), 4900);
+        assert_eq!(distance(at(3, 5000), at(3, 100), W), 0, "not after");
+        assert_eq!(
+            distance(at(2, W - 10), at(4, 20), W),
+            W + 30,
+            "across segments"
+        );
+        assert_eq!(distance(at(4, 20), at(2, W - 10), W), 0);
+    }
 }
