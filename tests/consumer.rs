@@ -360,22 +360,7 @@ fn a_consumer_of_many_partitions_starts_each_at_its_own_position() {
             .tail_cache_bytes(1 << 20)
     };
     let (partitions, per) = (200u32, 400u64);
-    let written = {
-        let log = Log::open(config()).unwrap();
-        log.create_topic("t", TopicConfig::new(partitions)).unwrap();
-        let mut producer = log.producer();
-        let mut acks = Vec::new();
-        for i in 0..u64::from(partitions) * per {
-            let mut v = [0u8; 100];
-            v[..8].copy_from_slice(&i.to_le_bytes());
-            let r = Record::new(&v).partition((i % u64::from(partitions)) as u32);
-            acks.push(producer.send("t", r).unwrap());
-        }
-        for a in acks {
-            a.wait().unwrap();
-        }
-        log.stats()[0].write_bytes
-    };
+    let written = common::produce_numbered(&Log::open(config()).unwrap(), "t", partitions, per);
     assert!(
         common::segments(dir.path(), 0).len() >= 4,
         "segments rolled"

@@ -638,22 +638,7 @@ fn members_of_a_group_read_a_backlog_about_once_between_them() {
             .tail_cache_bytes(32 << 20)
     };
     let (partitions, per) = (300u32, 1500u64);
-    let written = {
-        let log = Log::open(config()).unwrap();
-        log.create_topic("t", TopicConfig::new(partitions)).unwrap();
-        let mut producer = log.producer();
-        let mut acks = Vec::new();
-        for i in 0..u64::from(partitions) * per {
-            let mut v = [0u8; 100];
-            v[..8].copy_from_slice(&i.to_le_bytes());
-            let r = Record::new(&v).partition((i % u64::from(partitions)) as u32);
-            producer.send_batch("t", [r], &mut acks).unwrap();
-        }
-        for a in acks {
-            a.wait().unwrap();
-        }
-        log.stats()[0].write_bytes
-    };
+    let written = common::produce_numbered(&Log::open(config()).unwrap(), "t", partitions, per);
     let log = Log::open(config()).unwrap();
     let want = u64::from(partitions) * per;
     let members: Vec<_> = (0..3)

@@ -34,6 +34,27 @@ pub fn small_config(dir: &std::path::Path, backend: IoBackend) -> Config {
         .pin_threads(false)
 }
 
+/// Creates `topic` with `partitions` partitions and sends it `partitions * per` records of 100
+/// bytes, record `i` to partition `i % partitions` with `i` in its first 8 bytes (so partition
+/// `p`'s offset `o` holds `o * partitions + p`); waits for their acks. Returns the shard's
+/// bytes written.
+pub fn produce_numbered(log: &floodgate::Log, topic: &str, partitions: u32, per: u64) -> u64 {
+    log.create_topic(topic, floodgate::TopicConfig::new(partitions))
+        .unwrap();
+    let mut producer = log.producer();
+    let mut acks = Vec::new();
+    for i in 0..u64::from(partitions) * per {
+        let mut v = [0u8; 100];
+        v[..8].copy_from_slice(&i.to_le_bytes());
+        let r = floodgate::Record::new(&v).partition((i % u64::from(partitions)) as u32);
+        producer.send_batch(topic, [r], &mut acks).unwrap();
+    }
+    for a in acks {
+        a.wait().unwrap();
+    }
+    log.stats()[0].write_bytes
+}
+
 /// A deterministic payload for record `i` of `len` bytes.
 pub fn payload(i: u64, len: usize) -> Vec<u8> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
