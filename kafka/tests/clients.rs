@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::{serve, stop, test_dir};
+use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
+use kafka_protocol::protocol::StrBytes;
 
 /// Whether `program args` runs here; panics when CI requires the client and it does not.
 fn client_available(program: &str, args: &[&str], install: &str) -> bool {
@@ -170,60 +172,116 @@ fn kcat_produces_and_consumes_through_the_server_and_across_a_restart() {
     stop(log, server);
 }
 
-/// kcat's balanced consumer (`-G`, librdkafka 2.0.2): two members started together share
-/// three partitions and read them to their ends between them; the group's commits make the
-/// next run read only what came after.
+/// kcat's balanced consumer (`-G`, librdkafka 2.0.2): two members share three partitions and
+/// read what is produced once both are in the group, between them; the group's commits make
+/// the next run read only what came after.
 #[test]
 fn kcat_group_members_share_partitions_and_resume_from_commits() {
     if !kcat_available() {
         return;
     }
     let dir = test_dir("kafka-kcat-group");
-    // Kafka's default delay (3 s) before a new group's first assignment: both members must
-    // have joined by then, and on a loaded 2-core machine a kcat can take over half a second
-    // to start beside the other clients' tests; one that joined after the first had read
-    // everything would read nothing.
-    let (log, server) = serve(dir.path(), |c| {
-        c.default_partitions = 3;
-        c.groups.initial_rebalance_delay = std::time::Duration::from_secs(3);
-    });
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 3);
     let addr = server.local_addr();
-    let input: String = (0..3000).map(|i| format!("{i}\n")).collect();
-    kcat(addr, &["-P", "-t", "g-orders", "-X", "linger.ms=5"], &input);
-    // With no commits yet, the group starts at the beginning (auto.offset.reset).
-    let member = || {
+    log.create_topic("g-orders", floodgate::TopicConfig::new(3))
+        .unwrap();
+    // Members that run until stopped, committing often. The records are produced only once
+    // both hold partitions: a kcat can take seconds to start beside the other clients' tests
+    // on a loaded 2-core machine, and one that joined after the other had read everything
+    // read nothing.
+    let start_member = || {
         let args = [
+            "-b",
+            &addr.to_string(),
             "-G",
             "kcat-group",
             "-X",
             "auto.offset.reset=earliest",
-            "-e",
+            "-X",
+            "auto.commit.interval.ms=100",
             "-q",
-        ];
-        kcat(addr, &[&args[..], &["g-orders"]].concat(), "")
+            "g-orders",
+        ]
+        .map(str::to_owned);
+        Command::new("kcat")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kcat starts")
     };
-    let (first, second) = std::thread::scope(|s| {
-        let one = s.spawn(member);
-        let two = s.spawn(member);
-        (one.join().unwrap(), two.join().unwrap())
+    let members = [start_member(), start_member()];
+    let mut client = common::Client::connect(addr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut r = DescribeGroupsRequest::default();
+        r.groups = vec![GroupId(StrBytes::from_static_str("kcat-group"))];
+        let response: DescribeGroupsResponse = client.call(ApiKey::DescribeGroups, 5, &r);
+        let group = &response.groups[0];
+        let assigned = group
+            .members
+            .iter()
+            .filter(|m| !m.member_assignment.is_empty());
+        if group.group_state.as_str() == "Stable" && assigned.count() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the members did not both join: {group:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let input: String = (0..3000).map(|i| format!("{i}\n")).collect();
+    kcat(addr, &["-P", "-t", "g-orders", "-X", "linger.ms=5"], &input);
+    let committed = || -> u64 {
+        log.group_offsets("kcat-group")
+            .iter()
+            .map(|c| c.offset.0)
+            .sum()
+    };
+    while committed() < 3000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {}",
+            committed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Stopped as a user stops it (Ctrl-C): it leaves the group and prints what it read.
+    let outputs = members.map(|member| {
+        let pid = member.id().to_string();
+        let stopped = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(stopped.is_ok_and(|s| s.success()), "kill -INT {pid}");
+        let out = member.wait_with_output().expect("kcat ends");
+        String::from_utf8(out.stdout).expect("utf-8 output")
     });
-    let mut all: Vec<u32> = (first.lines().chain(second.lines()))
+    let mut all: Vec<u32> = (outputs.iter().flat_map(|o| o.lines()))
         .map(|l| l.parse().unwrap())
         .collect();
     all.sort_unstable();
     all.dedup();
     assert_eq!(all, (0..3000).collect::<Vec<u32>>());
     assert!(
-        !first.is_empty() && !second.is_empty(),
+        outputs.iter().all(|o| !o.is_empty()),
         "both members read: {} and {} bytes",
-        first.len(),
-        second.len()
+        outputs[0].len(),
+        outputs[1].len()
     );
-    let committed = log.group_offsets("kcat-group");
-    let total: u64 = committed.iter().map(|c| c.offset.0).sum();
-    assert_eq!(total, 3000, "{committed:?}");
+    assert_eq!(committed(), 3000);
     kcat(addr, &["-P", "-t", "g-orders"], "after\n");
-    let again = member();
+    let again = kcat(
+        addr,
+        &[
+            "-G",
+            "kcat-group",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-e",
+            "-q",
+            "g-orders",
+        ],
+        "",
+    );
     assert!(
         again == "after\n",
         "only what came after the commits: {} bytes",
