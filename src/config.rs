@@ -45,6 +45,10 @@ pub const SHARDS_MAX: usize = 256;
 
 /// Default for [`Config::index_cache_bytes`].
 pub const INDEX_CACHE_BYTES_DEFAULT: usize = 16 << 20;
+/// How long a partition remembers an idempotent producer after its last batch there (Kafka's
+/// `producer.id.expiration.ms` default).
+pub const PRODUCER_ID_EXPIRY_DEFAULT: std::time::Duration =
+    std::time::Duration::from_secs(24 * 60 * 60);
 
 const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT >= RECORD_BYTES_MAX_DEFAULT + FRAME_OVERHEAD_BYTES);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= COMMIT_BYTES_MAX_DEFAULT as u64);
@@ -74,6 +78,7 @@ pub struct Config {
     pub(crate) retention_age: Option<std::time::Duration>,
     pub(crate) protect_unconsumed: bool,
     pub(crate) disk_bytes_max: Option<u64>,
+    pub(crate) producer_id_expiry: std::time::Duration,
     /// Test hooks for each shard's device (only with the `testing` feature).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) io_hooks: crate::testing::IoHooks,
@@ -103,6 +108,7 @@ impl Config {
             retention_age: None,
             protect_unconsumed: false,
             disk_bytes_max: None,
+            producer_id_expiry: PRODUCER_ID_EXPIRY_DEFAULT,
             repair_truncate_damaged: false,
             segment_prezero: true,
         }
@@ -248,6 +254,17 @@ impl Config {
     /// two segments per shard. Default: no cap.
     pub fn disk_bytes_max(mut self, n: u64) -> Config {
         self.disk_bytes_max = Some(n);
+        self
+    }
+
+    /// How long a partition keeps what it knows of an idempotent producer (its epoch and last
+    /// five batches, to answer retries and check sequences) after that producer's last batch
+    /// there, like Kafka's `producer.id.expiration.ms`. A producer that sends again after that
+    /// is taken as new there: its batch is stored whatever its sequence. Without it every
+    /// producer that ever sent (each client restart gets a new id) stays in memory. Default:
+    /// 1 day.
+    pub fn producer_id_expiry(mut self, d: std::time::Duration) -> Config {
+        self.producer_id_expiry = d;
         self
     }
 

@@ -182,6 +182,7 @@ impl Log {
                 segment: end.segment,
                 data_end: end.data_end,
                 checkpoint: end.checkpoint,
+                producer_id_expiry: config.producer_id_expiry,
             };
             let (tx, rx) = mpsc::channel();
             let thread_shared = Arc::clone(shared);

@@ -190,3 +190,43 @@ fn retries_across_a_restart_are_stored_once() {
         log.close().unwrap();
     }
 }
+
+/// A partition forgets an idempotent producer whose last batch there is older than
+/// `producer_id_expiry` (Kafka's `producer.id.expiration.ms`): its next batch is stored as a
+/// new producer's, whatever its sequence. One still sending is remembered.
+#[test]
+fn idle_producers_are_forgotten_after_their_expiry() {
+    let dir = test_dir("idempotence-expiry");
+    let expiry = std::time::Duration::from_millis(300);
+    let log = Log::open(small_config(dir.path(), BACKENDS[0]).producer_id_expiry(expiry)).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let (idle, busy) = (batch(7, 0, 0, 2), batch(8, 0, 0, 2));
+    assert_eq!(append(&log, 0, &idle).unwrap(), Offset(0));
+    assert_eq!(append(&log, 0, &busy).unwrap(), Offset(2));
+    assert!(
+        matches!(
+            append(&log, 0, &batch(7, 0, 40, 1)),
+            Err(Error::OutOfOrderSequence)
+        ),
+        "known: a gap is refused"
+    );
+    // Producer 8 sends every 50 ms, producer 7 nothing, for more than the expiry.
+    let mut seq = 2;
+    let until = std::time::Instant::now() + expiry * 3;
+    while std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        append(&log, 0, &batch(8, 0, seq, 1)).unwrap();
+        seq += 1;
+    }
+    // 8 is remembered: a retry of its last batch is a duplicate, a gap refused.
+    let last = batch(8, 0, seq - 1, 1);
+    let stored = end(&log, 0);
+    assert_eq!(append(&log, 0, &last).unwrap(), Offset(stored.0 - 1));
+    assert!(matches!(
+        append(&log, 0, &batch(8, 0, seq + 5, 1)),
+        Err(Error::OutOfOrderSequence)
+    ));
+    // 7 is forgotten: the batch with a gap is taken as a new producer's first.
+    assert_eq!(append(&log, 0, &batch(7, 0, 40, 1)).unwrap(), stored);
+    assert_eq!(end(&log, 0), Offset(stored.0 + 1));
+}

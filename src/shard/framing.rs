@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::index::{BatchEntry, SlotEntry, TopicPartition};
 use crate::io::AlignedBuf;
@@ -34,10 +35,22 @@ pub(crate) const PRODUCER_BATCHES_KEPT: usize = 5;
 
 /// What an idempotent producer's batches told a partition: its epoch and its newest batches
 /// (first sequence, last sequence, base offset), oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProducerSeqs {
     epoch: i16,
     batches: VecDeque<(i32, i32, u64)>,
+    /// When its newest batch was noted (for one found by recovery, when recovery found it).
+    seen: Instant,
+}
+
+impl Default for ProducerSeqs {
+    fn default() -> ProducerSeqs {
+        ProducerSeqs {
+            epoch: 0,
+            batches: VecDeque::new(),
+            seen: Instant::now(),
+        }
+    }
 }
 
 /// What the writer does with a producer's batch.
@@ -73,6 +86,7 @@ impl ProducerSeqs {
             self.batches.pop_front();
         }
         self.batches.push_back((first, last, base_offset));
+        self.seen = Instant::now();
     }
 }
 
@@ -119,6 +133,18 @@ impl SlotState {
         match first == expected {
             true => SeqCheck::Append,
             false => SeqCheck::Refuse(Refusal::OutOfOrder),
+        }
+    }
+
+    /// Forgets the idempotent producers whose newest batch here was noted `expiry` or longer
+    /// before `now`.
+    pub fn expire_producers(&mut self, now: Instant, expiry: Duration) {
+        let Some(producers) = &mut self.producers else {
+            return;
+        };
+        producers.retain(|_, p| now.saturating_duration_since(p.seen) < expiry);
+        if producers.is_empty() {
+            self.producers = None;
         }
     }
 

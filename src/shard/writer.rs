@@ -100,6 +100,8 @@ pub(crate) struct WriterStart {
     pub data_end: u64,
     /// The shard's checkpoint file, for the helper thread to keep up to date.
     pub checkpoint: Option<CheckpointFile>,
+    /// How long a partition remembers an idempotent producer after its last batch there.
+    pub producer_id_expiry: Duration,
 }
 
 /// A commit's frames on their way to the tail cache.
@@ -154,6 +156,8 @@ pub(crate) struct Writer {
     /// Segment position up to which everything is durable.
     pos_durable: u64,
     last_flush: Instant,
+    /// When partitions last forgot the idempotent producers idle past their expiry.
+    producers_swept: Instant,
     roll_pending: bool,
     completions: Vec<Completion>,
     /// The helper thread: zero-fills the next segment, writes sealed segments' index files.
@@ -273,6 +277,7 @@ impl Writer {
             flush_next: TOKEN_FLUSH_FIRST,
             pos_durable: start.data_end,
             last_flush: Instant::now(),
+            producers_swept: Instant::now(),
             roll_pending: false,
             completions: Vec::new(),
             shared,
@@ -529,10 +534,25 @@ impl Writer {
         self.counts.iter().any(|&c| c > 0)
     }
 
+    /// Partitions forget the idempotent producers whose last batch there is older than the
+    /// expiry (checked at most once a second, and before batches are checked against them).
+    fn expire_producers(&mut self) {
+        let expiry = self.start.producer_id_expiry;
+        let now = Instant::now();
+        if now.duration_since(self.producers_swept) < expiry.min(Duration::from_secs(1)) {
+            return;
+        }
+        self.producers_swept = now;
+        for p in &mut self.partitions {
+            p.expire_producers(now, expiry);
+        }
+    }
+
     /// The second pass of [`Writer::fill`]: takes the counted records from the rings, frames
     /// them one batch per partition (stamping offsets and storing each for its ack), then frees
     /// the ring slots and hands the record buffers back.
     fn frame_counted(&mut self, room: usize) {
+        self.expire_producers();
         let build = &mut self.build;
         let mut chunks = Vec::with_capacity(self.rings.len());
         // Group by partition with a counting sort: each group's start, then each record into its
