@@ -150,6 +150,13 @@ fn kafka_addr(line: &str) -> String {
 }
 
 /// Runs `floodgate load` with `args`: whether it succeeded, its stdout and its stderr.
+/// The JSON report of a `floodgate load` run that must succeed.
+fn load_report(args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = load(args);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn load(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_floodgate"))
         .arg("load")
@@ -182,7 +189,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     let (ok, _, err) = load(&["consume", "--bootstrap", &addr]);
     assert!(!ok && err.contains("no topic \"load\""), "{err}");
 
-    let (ok, out, err) = load(&[
+    let report = load_report(&[
         "produce",
         "--bootstrap",
         &addr,
@@ -197,14 +204,12 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "--verify",
         "--json",
     ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["produced"], 30000, "{report}");
     assert_eq!(report["partitions"], 5, "{report}");
     assert_verified(&report, 30000);
 
     // An idempotent producer's batches are numbered and stored once each.
-    let (ok, out, err) = load(&[
+    let report = load_report(&[
         "produce",
         "--bootstrap",
         &addr,
@@ -214,8 +219,6 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "--verify",
         "--json",
     ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["idempotent"], true, "{report}");
     assert_verified(&report, 20000);
     let (ok, _, err) = load(&[
@@ -243,7 +246,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "2",
     ]);
     assert!(ok && err.contains("exists with 5 partitions"), "{err}");
-    let (ok, out, err) = load(&[
+    let report = load_report(&[
         "consume",
         "--bootstrap",
         &addr,
@@ -252,8 +255,6 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "40000",
         "--json",
     ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["consumed"], 60000, "{report}");
     assert_eq!(report["verify"]["duplicated"], 0, "{report}");
     assert_eq!(report["verify"]["corrupt"], 0, "{report}");
@@ -264,7 +265,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     );
 
     // The mission in small: producers at a peak rate, one consumer drained at a lower one.
-    let (ok, out, err) = load(&[
+    let report = load_report(&[
         "peak",
         "--bootstrap",
         &addr,
@@ -277,8 +278,6 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "--verify",
         "--json",
     ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let produced = report["produced"].as_u64().unwrap();
     assert!((55_000..=60_100).contains(&produced), "{report}");
     let per_second = report["consumed_per_second"].as_array().unwrap();
@@ -293,7 +292,7 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     assert_verified(&report, produced);
 
     // The same with the consumer side a group of two members that the server paces.
-    let (ok, out, err) = load(&[
+    let report = load_report(&[
         "peak",
         "--bootstrap",
         &addr,
@@ -310,8 +309,6 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
         "--verify",
         "--json",
     ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["pacing"], "server", "{report}");
     let produced = report["produced"].as_u64().unwrap();
     assert_verified(&report, produced);
