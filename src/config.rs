@@ -31,6 +31,9 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
 pub const COMMIT_BYTES_MAX_DEFAULT: usize = 4 << 20;
 /// Smallest allowed commit buffer.
 pub const COMMIT_BYTES_MIN: usize = 64 << 10;
+/// The largest record the log writes itself, whatever `record_bytes_max` is: a committed offset
+/// with the longest group name and metadata string (`consumer/groups.rs` checks it fits).
+pub(crate) const INTERNAL_RECORD_BYTES_MAX: usize = 40 << 10;
 /// Records a producer may have in flight per shard before `send` waits (backpressure).
 pub const RING_RECORDS_DEFAULT: usize = 1 << 14;
 /// Default size of each shard's cache of its newest commits: 64 MiB.
@@ -53,6 +56,9 @@ pub const PRODUCER_ID_EXPIRY_DEFAULT: std::time::Duration =
 const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT >= RECORD_BYTES_MAX_DEFAULT + FRAME_OVERHEAD_BYTES);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= COMMIT_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(COMMIT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(
+    COMMIT_BYTES_MIN >= INTERNAL_RECORD_BYTES_MAX + RECORD_PREFIX_BYTES_MAX + FRAME_OVERHEAD_BYTES
+);
 const _: () = assert!(COMMIT_BYTES_MAX_DEFAULT.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(PARTITIONS_MAX as u64 <= PARTITIONS_TOTAL_MAX);

@@ -90,11 +90,10 @@ pub enum Error {
         name: String,
     },
 
-    /// A consumer group name breaks the rule topic names follow: 1 to 249 characters of
-    /// `[a-zA-Z0-9._-]`.
+    /// A consumer group name is empty or longer than [`crate::GROUP_NAME_BYTES_MAX`] bytes.
     #[error(
-        "invalid consumer group name {name:?}: a group name is 1 to 249 characters of \
-         [a-zA-Z0-9._-]"
+        "invalid consumer group name ({} bytes): a group name is 1 to 32767 bytes",
+        name.len()
     )]
     InvalidGroupName {
         /// The rejected name.

@@ -71,7 +71,7 @@ pub use error::{Error, Result};
 pub use io::baseline::{DeviceBaseline, measure_device};
 pub use io::{IoBackend, cores};
 pub use log::{Log, PublishMark, Published, ShardState};
-pub use meta::validate_group_name;
+pub use meta::{GROUP_NAME_BYTES_MAX, validate_group_name};
 pub use offset::Offset;
 pub use producer::{Ack, Acked, Producer, Record};
 pub use segment::records::StoredRecord;

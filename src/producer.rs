@@ -354,7 +354,11 @@ impl Producer {
         wait: Option<Duration>,
         now: i64,
     ) -> Result<Ack> {
-        let record_bytes_max = self.log.config.record_bytes_max;
+        let mut record_bytes_max = self.log.config.record_bytes_max;
+        if self.internal {
+            // A commit is written whatever limit the application's records have.
+            record_bytes_max = record_bytes_max.max(crate::config::INTERNAL_RECORD_BYTES_MAX);
+        }
         let count = cached.routes.len() as u32;
         let partition = match (r.partition, r.key) {
             (Some(p), _) if p < count => p,

@@ -488,9 +488,14 @@ fn joins_that_do_not_fit_are_refused() {
     let r: JoinGroupResponse = c.client.call(ApiKey::JoinGroup, 9, &other_type);
     assert_eq!(r.error_code, code(ResponseError::InconsistentGroupProtocol));
     let mut bad = c.join_request();
-    bad.group_id = GroupId(s("no spaces"));
+    bad.group_id = GroupId(s(""));
     let r: JoinGroupResponse = c.client.call(ApiKey::JoinGroup, 9, &bad);
     assert_eq!(r.error_code, code(ResponseError::InvalidGroupId));
+    // Any other group id is one, as with Kafka: the join goes on to its first step.
+    let mut odd = c.join_request();
+    odd.group_id = GroupId(s("orders app:1/grüße"));
+    let r: JoinGroupResponse = c.client.call(ApiKey::JoinGroup, 9, &odd);
+    assert_eq!(r.error_code, code(ResponseError::MemberIdRequired));
     assert_eq!(a.heartbeat(), 0, "the group is untouched");
     stop(log, server);
 }
@@ -507,7 +512,7 @@ fn find_coordinator_names_this_broker_for_groups() {
     assert_eq!((r.error_code, r.node_id.0, r.port), (0, 0, port));
     assert_eq!(r.host.as_str(), "127.0.0.1");
     let mut new = FindCoordinatorRequest::default();
-    new.coordinator_keys = vec![s("a"), s("bad name")];
+    new.coordinator_keys = vec![s("a"), s("")];
     let r: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &new);
     assert_eq!(
         (r.coordinators[0].error_code, r.coordinators[0].port),

@@ -12,8 +12,8 @@
 //! The assignment is sticky: a member keeps what it has up to its fair share (`partitions /
 //! members`, rounded up for the members holding the most), and only the excess moves.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::consumer::rate::{RateLimit, RateLimiter};
 
@@ -83,7 +83,7 @@ struct State {
 /// A consumer group's membership and assignment for one topic.
 #[derive(Debug)]
 pub(crate) struct Group {
-    pub name: String,
+    pub name: Arc<str>,
     /// Bumped at every change a member may have to act on.
     generation: AtomicU64,
     state: Mutex<State>,
@@ -94,7 +94,7 @@ pub(crate) struct Group {
 impl Group {
     pub fn new(name: &str, partitions: u32) -> Group {
         Group {
-            name: name.to_owned(),
+            name: name.into(),
             generation: AtomicU64::new(0),
             state: Mutex::new(State {
                 members: Vec::new(),

@@ -63,6 +63,14 @@ pub struct GroupOffset {
 /// The longest metadata string a commit may carry (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
+// A commit record of the longest group name and metadata string (key: version, length, name,
+// topic id, partition; value: offset, metadata; with the record's own varints) is one the log
+// always takes.
+const _: () = assert!(
+    11 + crate::meta::GROUP_NAME_BYTES_MAX + 8 + OFFSET_METADATA_BYTES_MAX + 32
+        <= crate::config::INTERNAL_RECORD_BYTES_MAX
+);
+
 /// The log's consumer groups.
 pub(crate) struct Groups {
     store: Arc<Store>,
@@ -196,7 +204,7 @@ impl Groups {
             // its committed offset, or everything where it has not committed: a partition's
             // floor is the least commit if every such group committed there, else 0. One pass
             // over the commits (a key per partition per group) without copying them.
-            let mut groups_of: HashMap<u32, HashSet<String>> = HashMap::new();
+            let mut groups_of: HashMap<u32, HashSet<Arc<str>>> = HashMap::new();
             let mut committed: HashMap<TopicPartition, (usize, Offset)> = HashMap::new();
             self.offsets.for_each(|k, offset| {
                 let groups = groups_of.entry(k.topic_id).or_default();
@@ -211,7 +219,7 @@ impl Groups {
                 groups_of
                     .entry(*topic_id)
                     .or_default()
-                    .insert(group.clone());
+                    .insert(group.as_str().into());
             }
             for (topic_id, groups) in &groups_of {
                 let Some(t) = topics.get(topic_id) else {
@@ -241,7 +249,7 @@ impl Groups {
         for p in 0..t.partitions.len() as u32 {
             let part = self.store.partition(topic, p)?;
             let key = OffsetKey {
-                group: group.to_owned(),
+                group: group.into(),
                 topic_id: t.id,
                 partition: p,
             };
@@ -307,6 +315,7 @@ impl Groups {
     /// and every metadata string fit, or nothing is committed.
     pub fn commit(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
         validate_group_name(group)?;
+        let name: Arc<str> = group.into();
         let mut entries = Vec::with_capacity(offsets.len());
         for o in offsets {
             if o.metadata.len() > OFFSET_METADATA_BYTES_MAX {
@@ -318,7 +327,7 @@ impl Groups {
             let t = self.store.topic(&o.topic)?;
             self.store.partition(&o.topic, o.partition)?;
             let key = OffsetKey {
-                group: group.to_owned(),
+                group: Arc::clone(&name),
                 topic_id: t.id,
                 partition: o.partition,
             };
@@ -367,8 +376,8 @@ impl Groups {
     pub fn names(&self) -> Vec<String> {
         let mut names = HashSet::new();
         self.offsets.for_each(|k, _| {
-            if !names.contains(&k.group) {
-                names.insert(k.group.clone());
+            if !names.contains(&*k.group) {
+                names.insert(k.group.to_string());
             }
         });
         let live = self.live.lock().expect("groups lock");

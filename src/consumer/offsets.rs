@@ -19,6 +19,7 @@
 //! in which they take effect, so the last record of a key is always the newest commit.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use crate::error::{Error, Result};
@@ -41,24 +42,23 @@ const COMMIT_CHUNK_BYTES: usize = 32 << 10;
 /// What a commit record is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct OffsetKey {
-    pub group: String,
+    /// Shared with the group and every key of it: a commit of 10,000 partitions copies no name.
+    pub group: Arc<str>,
     pub topic_id: u32,
     pub partition: u32,
 }
 
 impl OffsetKey {
-    fn encode(&self) -> Vec<u8> {
+    fn encode_into(&self, out: &mut Vec<u8>) {
         assert!(
-            self.group.len() <= crate::meta::NAME_BYTES_MAX,
+            self.group.len() <= crate::meta::GROUP_NAME_BYTES_MAX,
             "group names are validated before they reach a key"
         );
-        let mut out = Vec::with_capacity(11 + self.group.len());
         out.push(KEY_VERSION);
         out.extend_from_slice(&(self.group.len() as u16).to_be_bytes());
         out.extend_from_slice(self.group.as_bytes());
         out.extend_from_slice(&self.topic_id.to_be_bytes());
         out.extend_from_slice(&self.partition.to_be_bytes());
-        out
     }
 
     fn decode(b: &[u8]) -> Option<OffsetKey> {
@@ -71,10 +71,14 @@ impl OffsetKey {
         if rest.len() != len + 8 {
             return None;
         }
+        let partition = u32::from_be_bytes(rest[len + 4..].try_into().ok()?);
+        if partition >= crate::config::PARTITIONS_MAX {
+            return None; // no partition of any topic: not a key this build wrote
+        }
         Some(OffsetKey {
-            group: String::from_utf8(rest[..len].to_vec()).ok()?,
+            group: std::str::from_utf8(&rest[..len]).ok()?.into(),
             topic_id: u32::from_be_bytes(rest[len..len + 4].try_into().ok()?),
-            partition: u32::from_be_bytes(rest[len + 4..].try_into().ok()?),
+            partition,
         })
     }
 }
@@ -95,11 +99,9 @@ impl OffsetValue {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + self.metadata.len());
+    fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.offset.0.to_be_bytes());
         out.extend_from_slice(self.metadata.as_bytes());
-        out
     }
 
     /// `None` for a value this build cannot read (shorter than an offset, or metadata that is
@@ -125,6 +127,124 @@ struct Defined {
     record: Offset,
 }
 
+/// The live commits, by group, topic id and partition. A member's commit updates the same keys
+/// every time: held densely by partition, a commit of 10,000 partitions walks one array instead
+/// of missing the cache on a hash table entry per key (4 ms of a shared core per commit).
+#[derive(Debug, Default)]
+struct Live {
+    groups: HashMap<Arc<str>, HashMap<u32, Commits>>,
+    /// Live commits in all.
+    len: usize,
+}
+
+/// One group's live commits on one topic, indexed by partition.
+#[derive(Debug, Default)]
+struct Commits {
+    partitions: Vec<Option<Committed>>,
+    len: usize,
+}
+
+impl Live {
+    fn get(&self, key: &OffsetKey) -> Option<&Committed> {
+        let commits = self.groups.get(&*key.group)?.get(&key.topic_id)?;
+        commits.partitions.get(key.partition as usize)?.as_ref()
+    }
+
+    /// The commits of `group` on topic `topic_id`, created empty if there are none.
+    fn commits(&mut self, group: &Arc<str>, topic_id: u32) -> &mut Commits {
+        if !self.groups.contains_key(&**group) {
+            self.groups.insert(Arc::clone(group), HashMap::new());
+        }
+        let topics = self.groups.get_mut(&**group).expect("inserted above");
+        topics.entry(topic_id).or_default()
+    }
+
+    /// Sets (`Some`) or deletes (`None`) the commit of `partition` in `commits`.
+    fn set(len: &mut usize, commits: &mut Commits, partition: u32, value: Option<Committed>) {
+        let at = partition as usize;
+        if value.is_some() && commits.partitions.len() <= at {
+            commits.partitions.resize(at + 1, None);
+        }
+        let Some(slot) = commits.partitions.get_mut(at) else {
+            return; // deleting what is not there
+        };
+        match (slot.is_some(), value.is_some()) {
+            (false, true) => (commits.len += 1, *len += 1),
+            (true, false) => (commits.len -= 1, *len -= 1),
+            _ => ((), ()),
+        };
+        *slot = value;
+    }
+
+    /// Applies `entries` (all of one group and topic) with the offsets their records got.
+    fn apply(&mut self, entries: &[(OffsetKey, Option<OffsetValue>)], records: &[Offset]) {
+        let Some((first, _)) = entries.first() else {
+            return;
+        };
+        let mut len = self.len;
+        let commits = self.commits(&first.group, first.topic_id);
+        for ((key, value), &record) in entries.iter().zip(records) {
+            let at = key.partition as usize;
+            match (value, commits.partitions.get_mut(at)) {
+                // In place where the key is known (a member commits the same keys each time).
+                (Some(value), Some(Some(c))) => {
+                    c.value.clone_from(value);
+                    c.record = record;
+                }
+                (value, _) => {
+                    let value = value.as_ref().map(|value| Committed {
+                        value: value.clone(),
+                        record,
+                    });
+                    Live::set(&mut len, commits, key.partition, value);
+                }
+            }
+        }
+        self.len = len;
+        self.forget_empty(&first.group, first.topic_id);
+    }
+
+    /// Sets or deletes one commit.
+    fn put(&mut self, key: OffsetKey, value: Option<Committed>) {
+        let mut len = self.len;
+        let commits = self.commits(&key.group, key.topic_id);
+        Live::set(&mut len, commits, key.partition, value);
+        self.len = len;
+        self.forget_empty(&key.group, key.topic_id);
+    }
+
+    fn forget_empty(&mut self, group: &str, topic_id: u32) {
+        let Some(topics) = self.groups.get_mut(group) else {
+            return;
+        };
+        if topics.get(&topic_id).is_some_and(|c| c.len == 0) {
+            topics.remove(&topic_id);
+        }
+        if topics.is_empty() {
+            self.groups.remove(group);
+        }
+    }
+
+    /// Calls `f` with each live commit's key and commit.
+    fn for_each(&self, mut f: impl FnMut(&OffsetKey, &Committed)) {
+        for (group, topics) in &self.groups {
+            for (&topic_id, commits) in topics {
+                let mut key = OffsetKey {
+                    group: Arc::clone(group),
+                    topic_id,
+                    partition: 0,
+                };
+                for (partition, c) in commits.partitions.iter().enumerate() {
+                    if let Some(c) = c {
+                        key.partition = partition as u32;
+                        f(&key, c);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Compaction {
     wanted: bool,
@@ -134,7 +254,7 @@ struct Compaction {
 /// The committed offsets of every group, in memory, backed by `__consumer_offsets`.
 #[derive(Debug, Default)]
 pub(crate) struct OffsetStore {
-    live: Mutex<HashMap<OffsetKey, Committed>>,
+    live: Mutex<Live>,
     /// The live topic records, by topic id.
     defs: Mutex<HashMap<u32, Defined>>,
     /// Held while commit records are sent and acknowledged (see the module documentation).
@@ -155,39 +275,41 @@ impl OffsetStore {
     /// Every live commit, as (key, committed value).
     pub fn all(&self) -> Vec<(OffsetKey, OffsetValue)> {
         let live = self.live.lock().expect("offsets lock");
-        live.iter()
-            .map(|(k, c)| (k.clone(), c.value.clone()))
-            .collect()
+        let mut out = Vec::with_capacity(live.len);
+        live.for_each(|k, c| out.push((k.clone(), c.value.clone())));
+        out
     }
 
     /// The live commits of `group`, as (key, committed value).
     pub fn of_group(&self, group: &str) -> Vec<(OffsetKey, OffsetValue)> {
         let live = self.live.lock().expect("offsets lock");
-        (live.iter())
-            .filter(|(k, _)| k.group == group)
-            .map(|(k, c)| (k.clone(), c.value.clone()))
-            .collect()
+        let mut out = Vec::new();
+        live.for_each(|k, c| {
+            if *k.group == *group {
+                out.push((k.clone(), c.value.clone()));
+            }
+        });
+        out
     }
 
     /// Calls `f` with each live commit's key and offset, under the lock (no copies).
     pub fn for_each(&self, mut f: impl FnMut(&OffsetKey, Offset)) {
         let live = self.live.lock().expect("offsets lock");
-        for (k, c) in live.iter() {
-            f(k, c.value.offset);
-        }
+        live.for_each(|k, c| f(k, c.value.offset));
     }
 
     /// The oldest record of the offsets partition that is still a live commit.
     pub fn oldest_live_record(&self) -> Option<Offset> {
         let live = self.live.lock().expect("offsets lock");
         let defs = self.defs.lock().expect("topic records lock");
-        let commits = live.values().map(|c| c.record);
-        commits.chain(defs.values().map(|d| d.record)).min()
+        let mut oldest = defs.values().map(|d| d.record).min();
+        live.for_each(|_, c| oldest = Some(oldest.map_or(c.record, |o| o.min(c.record))));
+        oldest
     }
 
     /// Live records: commits and topic records.
     pub fn live_records(&self) -> u64 {
-        let commits = self.live.lock().expect("offsets lock").len();
+        let commits = self.live.lock().expect("offsets lock").len;
         (commits + self.defs.lock().expect("topic records lock").len()) as u64
     }
 
@@ -213,9 +335,14 @@ impl OffsetStore {
         producer: &mut Producer,
         topics: &[(u32, Option<Vec<u8>>)],
     ) -> Result<()> {
-        let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = (topics.iter())
-            .map(|(id, v)| (crate::meta::topic_record_key(*id).to_vec(), v.clone()))
-            .collect();
+        let mut raw = Encoded::default();
+        for (id, value) in topics {
+            let key = raw.append(|b| b.extend_from_slice(&crate::meta::topic_record_key(*id)));
+            let value = value
+                .as_ref()
+                .map(|v| raw.append(|b| b.extend_from_slice(v)));
+            raw.records.push((key, value));
+        }
         let records = write_records(producer, &raw)?;
         let mut defs = self.defs.lock().expect("topic records lock");
         for ((id, value), record) in topics.iter().zip(records) {
@@ -296,11 +423,9 @@ impl OffsetStore {
                 match r.value.as_deref().map(OffsetValue::decode) {
                     Some(Some(value)) => {
                         let record = r.offset;
-                        live.insert(key, Committed { value, record });
+                        live.put(key, Some(Committed { value, record }));
                     }
-                    None => {
-                        live.remove(&key);
-                    }
+                    None => live.put(key, None),
                     Some(None) => {}
                 }
             }
@@ -340,21 +465,20 @@ impl OffsetStore {
         producer: &mut Producer,
         entries: &[(OffsetKey, Option<OffsetValue>)],
     ) -> Result<()> {
-        let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = (entries.iter())
-            .map(|(key, value)| (key.encode(), value.as_ref().map(OffsetValue::encode)))
-            .collect();
+        let mut raw = Encoded::default();
+        for (key, value) in entries {
+            let key = raw.append(|b| key.encode_into(b));
+            let value = value.as_ref().map(|v| raw.append(|b| v.encode_into(b)));
+            raw.records.push((key, value));
+        }
         let records = write_records(producer, &raw)?;
         let mut live = self.live.lock().expect("offsets lock");
-        for ((key, value), record) in entries.iter().zip(records) {
-            match value {
-                Some(value) => {
-                    let value = value.clone();
-                    live.insert(key.clone(), Committed { value, record });
-                }
-                None => {
-                    live.remove(key);
-                }
-            }
+        let mut done = 0;
+        // By runs of one group and topic (a commit is usually one run).
+        for run in entries.chunk_by(|(a, _), (b, _)| a.group == b.group && a.topic_id == b.topic_id)
+        {
+            live.apply(run, &records[done..done + run.len()]);
+            done += run.len();
         }
         Ok(())
     }
@@ -374,22 +498,37 @@ impl OffsetStore {
     }
 }
 
+/// Records' keys and values, encoded one after another into one buffer (one allocation for a
+/// commit, not two per partition).
+#[derive(Default)]
+struct Encoded {
+    bytes: Vec<u8>,
+    /// Each record's key and value (`None`: a tombstone), as ranges of `bytes`.
+    records: Vec<(Range<usize>, Option<Range<usize>>)>,
+}
+
+impl Encoded {
+    /// Appends what `encode` writes; its range.
+    fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
+        let start = self.bytes.len();
+        encode(&mut self.bytes);
+        start..self.bytes.len()
+    }
+}
+
 /// Sends records (key, value; `None`: a tombstone) to the offsets partition and waits for
 /// their acks; returns their offsets there.
-fn write_records(
-    producer: &mut Producer,
-    records: &[(Vec<u8>, Option<Vec<u8>>)],
-) -> Result<Vec<Offset>> {
-    let mut offsets = Vec::with_capacity(records.len());
+fn write_records(producer: &mut Producer, raw: &Encoded) -> Result<Vec<Offset>> {
+    let mut offsets = Vec::with_capacity(raw.records.len());
     let mut acks = Vec::new();
-    let mut rest = records;
+    let mut rest = &raw.records[..];
     while !rest.is_empty() {
         // A chunk of about `COMMIT_CHUNK_BYTES`, at least one record.
         let mut bytes = 0;
         let n = rest
             .iter()
             .take_while(|(k, v)| {
-                bytes += k.len() + v.as_ref().map_or(0, Vec::len);
+                bytes += k.len() + v.as_ref().map_or(0, Range::len);
                 bytes <= COMMIT_CHUNK_BYTES
             })
             .count()
@@ -398,10 +537,10 @@ fn write_records(
         rest = after;
         let chunk = chunk.iter().map(|(key, value)| {
             let record = match value {
-                Some(v) => Record::new(v),
+                Some(v) => Record::new(&raw.bytes[v.clone()]),
                 None => Record::tombstone(),
             };
-            record.key(key).partition(0)
+            record.key(&raw.bytes[key.clone()]).partition(0)
         });
         acks.clear();
         producer.send_batch(OFFSETS_TOPIC, chunk, &mut acks)?;
@@ -443,5 +582,90 @@ pub(crate) fn compaction_thread(log: Weak<Store>, store: Arc<OffsetStore>, compa
                 let _: Error = e;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(group: u8, topic_id: u32, partition: u32) -> OffsetKey {
+        OffsetKey {
+            group: format!("g{group}").into(),
+            topic_id,
+            partition,
+        }
+    }
+
+    proptest! {
+        /// Commits applied in runs and one by one (as at load) leave the same live commits as
+        /// a plain map of the last value per key would; the count and the oldest record agree.
+        #[test]
+        fn live_commits_are_the_last_value_of_each_key(
+            ops in proptest::collection::vec(
+                (0u8..3, 0u32..2, 0u32..40, proptest::option::weighted(0.8, 0u64..1000)),
+                0..300,
+            ),
+            one_by_one in any::<bool>(),
+        ) {
+            let mut live = Live::default();
+            let mut model: HashMap<OffsetKey, Committed> = HashMap::new();
+            let entries: Vec<(OffsetKey, Option<OffsetValue>)> = (ops.iter())
+                .map(|&(g, t, p, v)| (key(g, t, p), v.map(|o| OffsetValue::of(Offset(o)))))
+                .collect();
+            let records: Vec<Offset> = (0..entries.len() as u64).map(Offset).collect();
+            for ((k, v), &record) in entries.iter().zip(&records) {
+                match v {
+                    Some(value) => {
+                        let value = value.clone();
+                        model.insert(k.clone(), Committed { value, record });
+                    }
+                    None => {
+                        model.remove(k);
+                    }
+                }
+            }
+            if one_by_one {
+                for ((k, v), &record) in entries.iter().zip(&records) {
+                    let value = v.clone().map(|value| Committed { value, record });
+                    live.put(k.clone(), value);
+                }
+            } else {
+                let mut done = 0;
+                let same = |(a, _): &(OffsetKey, _), (b, _): &(OffsetKey, _)| {
+                    a.group == b.group && a.topic_id == b.topic_id
+                };
+                for run in entries.chunk_by(same) {
+                    live.apply(run, &records[done..done + run.len()]);
+                    done += run.len();
+                }
+            }
+            let mut seen = HashMap::new();
+            live.for_each(|k, c| {
+                seen.insert(k.clone(), c.clone());
+            });
+            prop_assert_eq!(&seen, &model);
+            prop_assert_eq!(live.len, model.len());
+            for (k, c) in &model {
+                prop_assert_eq!(live.get(k), Some(c));
+            }
+            // Nothing kept for a group and topic without live commits.
+            let topics: usize = live.groups.values().map(HashMap::len).sum();
+            let pairs: std::collections::HashSet<(Arc<str>, u32)> =
+                model.keys().map(|k| (Arc::clone(&k.group), k.topic_id)).collect();
+            prop_assert_eq!(topics, pairs.len());
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_partitions_past_the_limit_are_not_keys() {
+        let k = key(7, 3, 12_345);
+        let mut b = Vec::new();
+        k.encode_into(&mut b);
+        assert_eq!(OffsetKey::decode(&b), Some(k));
+        let mut far = Vec::new();
+        key(7, 3, crate::config::PARTITIONS_MAX).encode_into(&mut far);
+        assert_eq!(OffsetKey::decode(&far), None);
     }
 }
