@@ -342,6 +342,10 @@ impl Config {
         if self.record_bytes_max == 0 {
             return bad("record_bytes_max must be positive".into());
         }
+        if self.producer_id_expiry < std::time::Duration::from_millis(1) {
+            // Forgetting every producer at once would store each retry again.
+            return bad("producer_id_expiry must be at least 1 ms".into());
+        }
         if !self.commit_bytes_max.is_multiple_of(BLOCK_BYTES)
             || self.commit_bytes_max < COMMIT_BYTES_MIN
         {

@@ -196,6 +196,11 @@ fn retries_across_a_restart_are_stored_once() {
 /// new producer's, whatever its sequence. One still sending is remembered.
 #[test]
 fn idle_producers_are_forgotten_after_their_expiry() {
+    let zero_dir = test_dir("idempotence-expiry-zero");
+    let zero =
+        small_config(zero_dir.path(), BACKENDS[0]).producer_id_expiry(std::time::Duration::ZERO);
+    let e = Log::open(zero).err().expect("an expiry of zero is refused");
+    assert!(e.to_string().contains("at least 1 ms"), "{e}");
     let dir = test_dir("idempotence-expiry");
     let expiry = std::time::Duration::from_millis(300);
     let log = Log::open(small_config(dir.path(), BACKENDS[0]).producer_id_expiry(expiry)).unwrap();

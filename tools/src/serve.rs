@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// The longest (group.max.session.timeout.ms).
     #[arg(long, default_value_t = 1_800_000)]
     group_max_session_timeout_ms: u64,
+    /// How long a partition remembers an idle idempotent producer (Kafka's
+    /// producer.id.expiration.ms): a retry after that is stored again. Default: 1 day.
+    #[arg(long, default_value_t = 86_400_000)]
+    producer_id_expiration_ms: u64,
     /// Paces a consumer group: GROUP=MSGS, records per second its members' fetches take
     /// together (repeat for more groups; changed at runtime through IncrementalAlterConfigs,
     /// config floodgate.rate.msgs.per.sec).
@@ -153,7 +157,8 @@ pub fn run(args: ServeArgs) -> CliResult {
     let config = Config::new(&args.dir)
         .shards(args.shards)
         .io_backend(args.backend)
-        .durability(args.durability);
+        .durability(args.durability)
+        .producer_id_expiry(Duration::from_millis(args.producer_id_expiration_ms));
     let log = Arc::new(Log::open(config)?);
     let mut server_config = ServerConfig::new(args.listen);
     server_config.advertised = args.advertised;

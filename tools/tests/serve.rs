@@ -128,6 +128,12 @@ fn a_config_file_sets_options_and_the_command_line_overrides_them() {
     assert!(line.contains("durability interval:20"), "{line}");
     let err = start_line(&["--config", config, "--durability", "often"]).unwrap_err();
     assert!(err.contains("use sync or interval:MS"), "{err}");
+    start_line(&["--config", config, "--producer-id-expiration-ms", "60000"]).unwrap();
+    let err = start_line(&["--config", config, "--producer-id-expiration-ms", "0"]).unwrap_err();
+    assert!(
+        err.contains("producer_id_expiry must be at least 1 ms"),
+        "{err}"
+    );
     assert!(line.contains(data.to_str().unwrap()), "{line}");
     let line = start_line(&["--config", config, "--metrics-listen", "127.0.0.1:0"]).unwrap();
     assert!(line.contains("metrics http://127.0.0.1:"), "{line}");
