@@ -1,7 +1,6 @@
 //! [`ConsumerBuilder`]: a consumer's settings, checked, and the consumer built from them (its
 //! start positions resolved, its group joined).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -152,7 +151,7 @@ impl ConsumerBuilder {
                     generation: u64::MAX,
                     auto_commit: self.auto_commit,
                     next_auto_commit: Instant::now() + self.auto_commit.unwrap_or_default(),
-                    committed: HashMap::new(),
+                    committed: Default::default(),
                 })
             }
             None if self.auto_commit.is_some() || self.group_limit.is_some() => {
