@@ -231,8 +231,27 @@ fn kcat_group_members_share_partitions_and_resume_from_commits() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let input: String = (0..3000).map(|i| format!("{i}\n")).collect();
-    kcat(addr, &["-P", "-t", "g-orders", "-X", "linger.ms=5"], &input);
+    // A thousand records into each partition: keyless records all went to one partition when
+    // produced within librdkafka's sticky-partitioning window, and one member read nothing.
+    for p in 0..3 {
+        let input: String = (p * 1000..(p + 1) * 1000)
+            .map(|i| format!("{i}\n"))
+            .collect();
+        let partition = p.to_string();
+        kcat(
+            addr,
+            &[
+                "-P",
+                "-t",
+                "g-orders",
+                "-p",
+                &partition,
+                "-X",
+                "linger.ms=5",
+            ],
+            &input,
+        );
+    }
     let committed = || -> u64 {
         log.group_offsets("kcat-group")
             .iter()

@@ -169,10 +169,16 @@ impl Live {
             return; // deleting what is not there
         };
         match (slot.is_some(), value.is_some()) {
-            (false, true) => (commits.len += 1, *len += 1),
-            (true, false) => (commits.len -= 1, *len -= 1),
-            _ => ((), ()),
-        };
+            (false, true) => {
+                commits.len += 1;
+                *len += 1;
+            }
+            (true, false) => {
+                commits.len -= 1;
+                *len -= 1;
+            }
+            _ => {}
+        }
         *slot = value;
     }
 
