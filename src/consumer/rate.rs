@@ -232,6 +232,16 @@ impl RateLimiter {
             .any(|b| b.owed >= 1.0)
     }
 
+    /// The tokens each bucket holds at `now` (records, bytes; below zero while in debt), `None`
+    /// for a limit not set: how much a reader may take now, to size what it reads.
+    pub fn tokens(&mut self, now: Instant) -> (Option<f64>, Option<f64>) {
+        self.refill(now, None);
+        (
+            self.msgs.as_ref().map(|b| b.tokens),
+            self.bytes.as_ref().map(|b| b.tokens),
+        )
+    }
+
     /// When each bucket holds `share` (0 to 1) of its burst, `now` if it does already: a
     /// reader that waits for it takes what the rate allows in steps of that much, not a few
     /// records at a time, and holds records back at most that part of the burst (10 ms of the rate).
@@ -304,6 +314,37 @@ mod tests {
         assert_eq!(l.filled_at(t0 + half, 0.5), t0 + BURST);
         // More than the burst is never asked for.
         assert_eq!(l.filled_at(t0 + BURST * 3, 7.0), t0 + BURST * 3);
+    }
+
+    /// Tokens are what the buckets hold: filled by time up to the burst, below zero after a
+    /// batch larger than what was held.
+    #[test]
+    fn tokens_are_what_each_bucket_holds() {
+        let t0 = Instant::now();
+        let limit = RateLimit {
+            msgs_per_s: Some(1000.0),
+            bytes_per_s: None,
+        };
+        let mut l = RateLimiter::new(limit, t0);
+        assert_eq!(l.tokens(t0), (Some(0.0), None));
+        let (held, _) = l.tokens(t0 + BURST / 2);
+        assert!((held.unwrap() - 5.0).abs() < 1e-9, "{held:?}");
+        // Never more than the burst.
+        let (held, _) = l.tokens(t0 + BURST * 50);
+        assert!((held.unwrap() - 10.0).abs() < 1e-9, "{held:?}");
+        assert!(l.take_batch(t0 + BURST * 50, None, 25, 2500));
+        let (held, _) = l.tokens(t0 + BURST * 50);
+        assert!((held.unwrap() + 15.0).abs() < 1e-9, "{held:?}");
+        let mut bytes = RateLimiter::new(
+            RateLimit {
+                msgs_per_s: None,
+                bytes_per_s: Some(1e6),
+            },
+            t0,
+        );
+        let (none, held) = bytes.tokens(t0 + BURST);
+        assert_eq!(none, None);
+        assert!((held.unwrap() - 10_000.0).abs() < 1e-6, "{held:?}");
     }
 
     #[test]

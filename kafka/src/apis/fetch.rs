@@ -69,10 +69,11 @@ pub(crate) async fn fetch(
             }
         }
         let mark = log.publish_mark();
+        let budget = (pace.as_ref()).and_then(|(_, pace)| pace.read_budget(Instant::now()));
         // Reads may wait for the disk: off the event loop, which answers other requests
         // (producers' acks among them) meanwhile.
         let (shared, asked) = (Arc::clone(&state.shared), Arc::clone(&req));
-        let read = tokio::task::spawn_blocking(move || read_all(&shared.log, &asked)).await;
+        let read = tokio::task::spawn_blocking(move || read_all(&shared.log, &asked, budget)).await;
         let (response, mut sets, bytes) = match read {
             Ok(read) => read,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -112,6 +113,10 @@ fn pace_sets(pace: &Pace, sets: &mut RecordSets, offsets: &[i64], now: Instant) 
     if n == 0 {
         return 0;
     }
+    let read = (sets.iter().flatten()).fold((0, 0), |(records, bytes), batch| {
+        (records + stored_records(batch), bytes + batch.len() as u64)
+    });
+    pace.note_read(read.0, read.1);
     let start = pace.turn.fetch_add(1, Ordering::Relaxed) % n;
     let mut kept = vec![0usize; n];
     let mut limiter = pace.limiter.lock().expect("pace lock");
@@ -161,10 +166,7 @@ fn count(state: &ThreadState, response: &FetchResponse, sets: &RecordSets) {
         let (mut records, mut bytes) = (0u64, 0u64);
         for batch in (&mut sets).take(topic.partitions.len()).flatten() {
             bytes += batch.len() as u64;
-            // A batch: baseOffset (8), batchLength (4), ..., recordCount at 57.
-            if let Some(n) = batch.get(57..61) {
-                records += u64::from(u32::from_be_bytes(n.try_into().expect("4 bytes")));
-            }
+            records += stored_records(batch);
         }
         if bytes > 0 {
             state.shared.metrics.fetched(&topic.topic.0, records, bytes);
@@ -172,16 +174,29 @@ fn count(state: &ThreadState, response: &FetchResponse, sets: &RecordSets) {
     }
 }
 
+/// The records a stored batch holds: baseOffset (8), batchLength (4), ..., recordCount at 57.
+fn stored_records(batch: &[u8]) -> u64 {
+    batch.get(57..61).map_or(0, |n| {
+        u64::from(u32::from_be_bytes(n.try_into().expect("4 bytes")))
+    })
+}
+
 fn errored(response: &FetchResponse) -> bool {
     (response.responses.iter()).any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
 /// One pass over the request's partitions: the response (its record sets left out), the
-/// record sets, and their bytes. The partitions of a topic are read together (see
+/// record sets, and their bytes; at most `budget` bytes (a paced group's share) when given. The partitions of a topic are read together (see
 /// [`Log::read_batches_of`]): a fetch naming many partitions reads each region of a shard's
 /// log once.
-fn read_all(log: &Log, req: &FetchRequest) -> (FetchResponse, RecordSets, usize) {
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
+fn read_all(
+    log: &Log,
+    req: &FetchRequest,
+    budget: Option<usize>,
+) -> (FetchResponse, RecordSets, usize) {
+    let max_bytes = (usize::try_from(req.max_bytes).unwrap_or(0))
+        .min(budget.unwrap_or(usize::MAX))
+        .max(1);
     let mut total = 0usize;
     let mut response = FetchResponse::default();
     let mut sets = RecordSets::new();
