@@ -76,6 +76,11 @@ pub fn index_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.idx"))
 }
 
+/// The idempotent producers' state after sealed segment `id` (see `shard::producers`).
+pub fn producers_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
+    shard_dir.join(format!("{id:020}.producers"))
+}
+
 /// The next segment, zero-filled ahead of the roll that adopts it.
 pub fn prepared_path(shard_dir: &Path) -> PathBuf {
     shard_dir.join("next.seg.prep")
@@ -105,6 +110,8 @@ pub enum ShardFile {
     Segment(SegmentId),
     /// A sealed segment's index file, with its id.
     Index(SegmentId),
+    /// The idempotent producers' state after a sealed segment, with its id.
+    Producers(SegmentId),
     /// The prepared next segment.
     Prepared,
     /// An unfinished write (`*.tmp`).
@@ -125,6 +132,8 @@ impl ShardFile {
             ShardFile::Segment(id)
         } else if let Some(id) = id_of(".idx") {
             ShardFile::Index(id)
+        } else if let Some(id) = id_of(".producers") {
+            ShardFile::Producers(id)
         } else if name == "next.seg.prep" {
             ShardFile::Prepared
         } else if name.ends_with(".tmp") {
@@ -153,6 +162,12 @@ mod tests {
             ShardFile::of(&name(index_path(&shard, SegmentId(7)))),
             ShardFile::Index(SegmentId(7))
         );
+        assert_eq!(
+            ShardFile::of(&name(producers_path(&shard, SegmentId(7)))),
+            ShardFile::Producers(SegmentId(7))
+        );
+        let tmp = temporary_path(&producers_path(&shard, SegmentId(7)));
+        assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);
         assert_eq!(
             ShardFile::of(&name(prepared_path(&shard))),
             ShardFile::Prepared

@@ -619,7 +619,7 @@ fn refuse_data_without_meta(dir: &std::path::Path) -> Result<()> {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
             match name.as_deref().map(layout::ShardFile::of) {
                 Some(layout::ShardFile::Segment(_)) => holds_frames(p),
-                Some(layout::ShardFile::Index(_)) => true,
+                Some(layout::ShardFile::Index(_) | layout::ShardFile::Producers(_)) => true,
                 _ => false,
             }
         }));

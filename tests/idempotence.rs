@@ -191,6 +191,96 @@ fn retries_across_a_restart_are_stored_once() {
     }
 }
 
+/// The files of kind `suffix` in the shard's folder, sorted.
+fn shard_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join("shard-000"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
+/// A retry of a batch in an older segment, sealed with its index file (which recovery does
+/// not scan), is still known after a restart: each seal writes the producers' state beside
+/// the index file. Also when a crash left the newest sealed segment without either (recovery
+/// scans it from the snapshot before); a damaged snapshot is reported and loses nothing.
+#[test]
+fn retries_of_batches_in_sealed_segments_are_stored_once_after_a_restart() {
+    for backend in BACKENDS {
+        let dir = test_dir("idempotence-sealed");
+        let config = || small_config(dir.path(), backend);
+        let early: Vec<Bytes> = (0..2).map(|k| batch(12, 0, 3 * k, 3)).collect();
+        let sent: Vec<Bytes> = (0..200).map(|k| batch(11, 2, 200 * k, 200)).collect();
+        {
+            let log = Log::open(config()).unwrap();
+            log.create_topic("t", TopicConfig::new(2)).unwrap();
+            for (k, b) in early.iter().enumerate() {
+                assert_eq!(append(&log, 1, b).unwrap(), Offset(3 * k as u64));
+            }
+            for (k, b) in sent.iter().enumerate() {
+                assert_eq!(append(&log, 0, b).unwrap(), Offset(200 * k as u64));
+            }
+            log.close().unwrap();
+        }
+        let sealed = shard_files(dir.path(), ".idx").len();
+        assert!(
+            sealed >= 2,
+            "{sealed} sealed segments: the test needs rolls"
+        );
+        assert_eq!(shard_files(dir.path(), ".producers").len(), sealed);
+
+        let log = Log::open(config()).unwrap();
+        assert_eq!(log.recovery_report().segments_scanned, 1, "the newest only");
+        // Producer 12's batches lie in the first segment.
+        assert_eq!(append(&log, 1, &early[1]).unwrap(), Offset(3));
+        assert_eq!(append(&log, 1, &early[0]).unwrap(), Offset(0));
+        assert_eq!(end(&log, 1), Offset(6), "not stored again");
+        assert!(matches!(
+            append(&log, 1, &batch(12, 0, 7, 1)),
+            Err(Error::OutOfOrderSequence)
+        ));
+        assert_eq!(append(&log, 1, &batch(12, 0, 6, 1)).unwrap(), Offset(6));
+        assert_eq!(append(&log, 0, &sent[199]).unwrap(), Offset(199 * 200));
+        assert_eq!(append(&log, 0, &sent[196]).unwrap(), Offset(196 * 200));
+        assert_eq!(end(&log, 0), Offset(40_000));
+        log.close().unwrap();
+
+        // As a crash between a roll and the helper's seal leaves it.
+        let newest_idx = shard_files(dir.path(), ".idx").pop().unwrap();
+        let newest_snapshot = shard_files(dir.path(), ".producers").pop().unwrap();
+        std::fs::remove_file(&newest_idx).unwrap();
+        std::fs::remove_file(&newest_snapshot).unwrap();
+        let log = Log::open(config()).unwrap();
+        assert_eq!(log.recovery_report().indexes_rebuilt, vec![newest_idx]);
+        assert!(
+            newest_snapshot.exists(),
+            "written again with the index file"
+        );
+        assert_eq!(append(&log, 1, &early[1]).unwrap(), Offset(3));
+        assert_eq!(append(&log, 0, &sent[198]).unwrap(), Offset(198 * 200));
+        assert_eq!((end(&log, 0), end(&log, 1)), (Offset(40_000), Offset(7)));
+        log.close().unwrap();
+
+        let mut bytes = std::fs::read(&newest_snapshot).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&newest_snapshot, &bytes).unwrap();
+        let log = Log::open(config()).unwrap();
+        let report = log.recovery_report();
+        assert_eq!(report.producer_snapshots_damaged.len(), 1);
+        assert_eq!(report.producer_snapshots_damaged[0].0, newest_snapshot);
+        assert!(
+            (report.lines().iter()).any(|l| l.contains("damaged producer snapshot")),
+            "{:?}",
+            report.lines()
+        );
+        assert_eq!((end(&log, 0), end(&log, 1)), (Offset(40_000), Offset(7)));
+        log.close().unwrap();
+    }
+}
+
 /// A partition forgets an idempotent producer whose last batch there is older than
 /// `producer_id_expiry` (Kafka's `producer.id.expiration.ms`): its next batch is stored as a
 /// new producer's, whatever its sequence. One still sending is remembered.

@@ -75,6 +75,28 @@ pub(crate) enum Refusal {
 }
 
 impl ProducerSeqs {
+    /// A producer at `epoch` with `batches` (first sequence, last sequence, base offset; oldest
+    /// first, at most [`PRODUCER_BATCHES_KEPT`]), its newest noted at `seen`.
+    pub fn from_parts(epoch: i16, batches: &[(i32, i32, u64)], seen: Instant) -> ProducerSeqs {
+        let keep = batches.len().saturating_sub(PRODUCER_BATCHES_KEPT);
+        ProducerSeqs {
+            epoch,
+            batches: batches[keep..].iter().copied().collect(),
+            seen,
+        }
+    }
+
+    /// Its epoch, its batches (oldest first) and when its newest was noted.
+    pub fn parts(
+        &self,
+    ) -> (
+        i16,
+        impl ExactSizeIterator<Item = (i32, i32, u64)> + '_,
+        Instant,
+    ) {
+        (self.epoch, self.batches.iter().copied(), self.seen)
+    }
+
     /// Notes a batch of the producer (at `epoch`, sequences `first..=last`, stored at
     /// `base_offset`) as its newest; a new epoch forgets the older one's batches.
     pub fn note(&mut self, epoch: i16, first: i32, last: i32, base_offset: u64) {

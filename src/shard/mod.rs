@@ -12,6 +12,7 @@ pub(crate) mod files;
 pub(crate) mod framing;
 pub(crate) mod plan;
 pub(crate) mod prepare;
+pub(crate) mod producers;
 pub(crate) mod read;
 pub(crate) mod read_cache;
 pub(crate) mod readahead;

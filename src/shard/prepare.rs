@@ -43,6 +43,7 @@ use crate::layout;
 use crate::segment::format::BLOCK_BYTES;
 use crate::shard::ShardShared;
 use crate::shard::checkpoint::{CHECKPOINT_INTERVAL, Checkpoint, CheckpointFile};
+use crate::shard::producers;
 use crate::shard::retention::enforce;
 
 /// Zeroing's write size, and (below) its lead and how often it looks at the writer's
@@ -96,6 +97,9 @@ pub(crate) struct Seal {
     pub names: Vec<TopicPartition>,
     /// How long the writer took to fill the segment.
     pub filled_in: Duration,
+    /// The idempotent producers' state at the seal (`shard::producers`), written before the
+    /// index file.
+    pub producers: Vec<u8>,
 }
 
 impl Seal {
@@ -117,6 +121,13 @@ impl Seal {
                 std::thread::sleep(per_mib.mul_f64(bytes as f64 / f64::from(1 << 20)));
             }
         };
+        // Before the index file: a segment with an index file is not scanned by recovery, so
+        // its producers' batches are known from this file only.
+        let dir = self
+            .path
+            .parent()
+            .expect("index files live in a shard directory");
+        producers::write(&layout::producers_path(dir, self.segment), &self.producers)?;
         let (directory, starts) = write_index_file_paced(&self.path, backend, &mut pace, |sink| {
             encode_index(self.segment, self.data_end, self, sink)
         })?;

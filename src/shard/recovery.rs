@@ -41,6 +41,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use crate::config::SEGMENT_BYTES_MAX;
 use crate::error::{Error, Result};
@@ -63,6 +64,7 @@ use crate::shard::ShardShared;
 use crate::shard::checkpoint::{self, Checkpoint, CheckpointFile};
 use crate::shard::files::{SegmentFile, adopt_segment, create_segment};
 use crate::shard::prepare::prepare_segment;
+use crate::shard::producers;
 use crate::shard::retention::{StartOffsets, remove_segment_files};
 
 pub(crate) use crate::shard::writer::unflushed_window_bytes;
@@ -100,6 +102,10 @@ pub struct RecoveryReport {
     /// Batches of consumer group commits that failed their checks: skipped, each group
     /// concerned keeping its commit from before (the log opens; only those commits are lost).
     pub commits_damaged: Vec<DamagedCommits>,
+    /// Snapshots of the idempotent producers' state (`N.producers`) that failed their checks,
+    /// with the reason: the producers' batches before them are forgotten (a retry of one may
+    /// be stored again; nothing stored is lost).
+    pub producer_snapshots_damaged: Vec<(PathBuf, String)>,
 }
 
 impl RecoveryReport {
@@ -134,6 +140,13 @@ impl RecoveryReport {
         for path in &self.indexes_unwritten {
             out.push(format!(
                 "index file {} not written: no disk space (kept in memory)",
+                path.display()
+            ));
+        }
+        for (path, reason) in &self.producer_snapshots_damaged {
+            out.push(format!(
+                "skipped damaged producer snapshot {} ({reason}): retries of idempotent \
+                 batches stored before it are not recognised",
                 path.display()
             ));
         }
@@ -364,7 +377,7 @@ pub(crate) fn recover_shard(
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         match ShardFile::of(&entry.file_name().to_string_lossy()) {
             ShardFile::Segment(id) => ids.push(id),
-            ShardFile::Index(id) => indexes.push(id),
+            ShardFile::Index(id) | ShardFile::Producers(id) => indexes.push(id),
             ShardFile::Prepared if holds_frames(&entry.path()) => adopted = Some(entry.path()),
             ShardFile::Prepared | ShardFile::Temporary => {
                 let _ = fs::remove_file(entry.path());
@@ -436,6 +449,7 @@ pub(crate) fn recover_shard(
             if file_len >= directory.data_end {
                 apply_runs(&segment.path, &directory, params, report)?;
                 shared.note_sealed(id, directory.runs.iter());
+                load_producers(shared, report, id);
                 continue;
             }
             // Cut short: its index file says how far its frames went, and the scan below
@@ -499,6 +513,8 @@ pub(crate) fn recover_shard(
                 let later = &ids[i + 1..];
                 let dropped =
                     damaged(shared, params, report, &segment, &mut reader, later, damage)?;
+                // Its snapshot would answer for batches the repair dropped.
+                let _ = fs::remove_file(layout::producers_path(dir, id));
                 let mut frames = frame_list;
                 let end = skip_dropped(shared, params, report, (id, pos, file_len), &dropped)?;
                 frames.extend(end.1);
@@ -516,7 +532,15 @@ pub(crate) fn recover_shard(
             frames: frame_list,
         };
         let idx_path = index_path(dir, id);
-        let directory = match write_index_file(&idx_path, &index) {
+        // The producers as of this segment's end, before its index file (see
+        // `shard::producers`): the next open does not scan it.
+        let snapshot = {
+            let recovered = shared.recovered_producers.lock().expect("producers lock");
+            let state = recovered.iter().map(|(tp, p)| (*tp, &**p));
+            producers::encode(state, Instant::now(), producers::wall_ms())
+        };
+        let written = producers::write(&layout::producers_path(dir, id), &snapshot);
+        let directory = match written.and_then(|()| write_index_file(&idx_path, &index)) {
             Ok(directory) => directory,
             // A full disk: the segment's entries stay in memory (as the active segment's do),
             // and the next open with room writes the file. Reading needs no new space.
@@ -541,6 +565,23 @@ pub(crate) fn recover_shard(
         }
     }
     unreachable!("the last segment returns from the loop")
+}
+
+/// Takes the idempotent producers' state from sealed segment `id`'s snapshot, in place of
+/// what the segments before it gave (it holds all of that). None (a log written before
+/// snapshots): the state stays as it was. A damaged one is reported and the state dropped.
+fn load_producers(shared: &ShardShared, report: &mut RecoveryReport, id: SegmentId) {
+    let path = layout::producers_path(&shared.dir, id);
+    let loaded = producers::load(&path);
+    let mut recovered = shared.recovered_producers.lock().expect("producers lock");
+    match loaded {
+        None => {}
+        Some(Ok(state)) => *recovered = state,
+        Some(Err(reason)) => {
+            recovered.clear();
+            report.producer_snapshots_damaged.push((path, reason));
+        }
+    }
 }
 
 /// Notes each idempotent producer's batches (in log order) for the writer to start from.
@@ -715,6 +756,7 @@ fn damaged(
         shared.segments.write().expect("segments lock").remove(&id);
         fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
         let _ = fs::remove_file(index_path(&shared.dir, id));
+        let _ = fs::remove_file(layout::producers_path(&shared.dir, id));
     }
     io::sync_dir(&shared.dir)?;
     report

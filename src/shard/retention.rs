@@ -113,7 +113,8 @@ fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId
 
 /// Removes segment `id` and its index file (either may already be gone).
 pub(crate) fn remove_segment_files(dir: &Path, id: SegmentId) -> Result<()> {
-    for path in [segment_path(dir, id), index_path(dir, id)] {
+    let producers = crate::layout::producers_path(dir, id);
+    for path in [segment_path(dir, id), index_path(dir, id), producers] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

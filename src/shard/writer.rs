@@ -55,6 +55,7 @@ use crate::shard::framing::{
     refresh_partitions,
 };
 use crate::shard::prepare::{Preparer, Seal};
+use crate::shard::producers;
 use crate::shard::ring::{RingIn, recycle_buffer};
 use crate::shard::slots::REFUSED;
 use crate::shard::tail_memory::{CopyArenas, PooledBuf};
@@ -845,6 +846,11 @@ impl Writer {
             entries,
             names: self.partitions.iter().map(SlotState::id).collect(),
             filled_in: self.segment_started.elapsed(),
+            producers: producers::encode(
+                (self.partitions.iter()).filter_map(|p| Some((p.id(), &**p.producers.as_ref()?))),
+                Instant::now(),
+                producers::wall_ms(),
+            ),
         });
         self.segment_started = Instant::now();
         let id = self.segment.id.next();
