@@ -96,8 +96,11 @@ impl Store {
     ) -> Vec<Result<PartitionBatches>> {
         let mut out: Vec<Result<PartitionBatches>> = Vec::with_capacity(asks.len());
         let mut pending: Vec<Vec<Pending>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        // Positions found from here on belong to this layout of each shard's log (a rewrite of
+        // a sealed segment moves them: `shard::rewrite`).
+        let layouts: Vec<u64> = self.shards.iter().map(|s| s.layout_seen()).collect();
         for (i, ask) in asks.iter().enumerate() {
-            match self.pending(topic, ask) {
+            match self.pending(topic, ask, &layouts) {
                 Ok((answer, p)) => {
                     if let Some(mut p) = p {
                         p.ask = i;
@@ -115,7 +118,8 @@ impl Store {
             }
             if pending.len() > 1 {
                 let room = bytes_max - total;
-                let scanned = self.scan_batches(shard, &mut pending, asks, room, &mut out);
+                let scanned =
+                    self.scan_batches(shard, &mut pending, asks, (room, layouts[shard]), &mut out);
                 total += scanned;
                 // Those it could not serve are read on their own (after damage in the region
                 // scanned, their own reads find whether it is theirs).
@@ -143,6 +147,7 @@ impl Store {
         &self,
         topic: &str,
         ask: &BatchesAsk,
+        layouts: &[u64],
     ) -> Result<(PartitionBatches, Option<Pending>)> {
         let p = self.partition(topic, ask.partition)?;
         let (earliest, end) = (p.offset_earliest(), p.offset_acked());
@@ -166,7 +171,7 @@ impl Store {
         }
         // Where the last read of many stopped in this partition, if this one goes on from
         // there: no index lookup (a fetch names every partition of a consumer, every time).
-        let holding = match p.read_hint(ask.offset) {
+        let holding = match p.read_hint(ask.offset, layouts[p.shard as usize]) {
             Some(pos) => pos,
             None => self.batch_holding(topic, ask.partition, ask.offset)?.at(),
         };
@@ -202,13 +207,13 @@ impl Store {
     /// Serves `pending` (partitions of shard `shard`, more than one) from one scan of its log
     /// in position order, up to `bytes_max` bytes, writing each one's batches into its answer
     /// in `out`. Returns the bytes taken. A partition it could not serve is left `stray` (if the
-    /// scan failed, all that took nothing are).
+    /// scan failed, or the shard's layout moved from `layout`, all that took nothing are).
     fn scan_batches(
         &self,
         shard: usize,
         pending: &mut [Pending],
         asks: &[BatchesAsk],
-        bytes_max: usize,
+        (bytes_max, layout): (usize, u64),
         out: &mut [Result<PartitionBatches>],
     ) -> usize {
         let mut of: HashMap<TopicPartition, usize> = HashMap::with_capacity(pending.len());
@@ -231,12 +236,15 @@ impl Store {
         let mut scanned_bytes = 0usize;
         while open > 0 && taken < bytes_max && scanned_bytes < SCAN_BYTES_MAX {
             let step = (bytes_max - taken).clamp(SCAN_STEP_BYTES_MIN, SCAN_STEP_BYTES_MAX);
-            if self
-                .scan_log(shard as u32, at, (step, mode), &mut scan)
-                .is_err()
-            {
-                for p in pending.iter_mut().filter(|p| p.taken == 0) {
-                    p.stray = true;
+            let scanned = self.scan_log(shard as u32, at, (step, mode), &mut scan);
+            // Positions of a layout a rewrite replaced meanwhile: what was taken stands (every
+            // batch checked, in offset order), the rest is read through the new index.
+            if scanned.is_err() || self.shards[shard].layout_moved(layout) {
+                for p in pending.iter_mut() {
+                    match p.taken {
+                        0 => (p.done, p.stray) = (true, true),
+                        _ => p.done = true,
+                    }
                 }
                 break;
             }
@@ -285,7 +293,7 @@ impl Store {
         }
         for p in pending.iter() {
             if let (Some(end), Ok(answer)) = (p.taken_end, &out[p.ask]) {
-                p.partition.set_read_hint(answer.next, end);
+                p.partition.set_read_hint(answer.next, end, layout);
             }
         }
         taken
@@ -317,7 +325,11 @@ fn take(
             (p.done, p.stray) = (true, true);
             return Ok(0);
         }
-    } else if p.taken + len > ask.bytes_max || taken + len > bytes_max {
+    } else if p.taken + len > ask.bytes_max
+        || taken + len > bytes_max
+        || f.entry.base_offset != answer.next
+    {
+        // (A batch that does not go on from the last taken: the log changed under the scan.)
         p.done = true;
         return Ok(0);
     }

@@ -90,6 +90,7 @@ pub struct Config {
     pub(crate) io_hooks: crate::testing::IoHooks,
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
+    pub(crate) rewrite_sealed: bool,
 }
 
 impl Config {
@@ -117,6 +118,7 @@ impl Config {
             producer_id_expiry: PRODUCER_ID_EXPIRY_DEFAULT,
             repair_truncate_damaged: false,
             segment_prezero: true,
+            rewrite_sealed: false,
         }
     }
 
@@ -170,6 +172,17 @@ impl Config {
     /// segment twice. Turn it off when the disk's bandwidth, not commit latency, is the limit.
     pub fn segment_prezero(mut self, prezero: bool) -> Config {
         self.segment_prezero = prezero;
+        self
+    }
+
+    /// Rewrite sealed segments of small batches (default off): a background thread per shard
+    /// puts each partition's records of a segment together and merges its consecutive
+    /// batches, so a log of thousands of partitions (a record or two per partition per commit)
+    /// is read back with fewer bytes and frames per record. Costs reading each such segment
+    /// once more and writing it again, at idle I/O priority. Offsets and records are unchanged
+    /// (docs/ARCHITECTURE.md, "Rewriting sealed segments").
+    pub fn rewrite_sealed_segments(mut self, on: bool) -> Config {
+        self.rewrite_sealed = on;
         self
     }
 

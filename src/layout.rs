@@ -81,6 +81,16 @@ pub fn producers_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.producers"))
 }
 
+/// Segment `id` rewritten (see `shard::rewrite`), before it replaces `id`'s segment file.
+pub fn rewritten_segment_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
+    shard_dir.join(format!("{id:020}.seg.rw"))
+}
+
+/// The index file of segment `id` rewritten: once it is in place, the rewrite is decided.
+pub fn rewritten_index_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
+    shard_dir.join(format!("{id:020}.idx.rw"))
+}
+
 /// The next segment, zero-filled ahead of the roll that adopts it.
 pub fn prepared_path(shard_dir: &Path) -> PathBuf {
     shard_dir.join("next.seg.prep")
@@ -112,6 +122,10 @@ pub enum ShardFile {
     Index(SegmentId),
     /// The idempotent producers' state after a sealed segment, with its id.
     Producers(SegmentId),
+    /// A segment rewritten, not yet in place of the segment.
+    RewrittenSegment(SegmentId),
+    /// A rewritten segment's index file, not yet in place of the segment's.
+    RewrittenIndex(SegmentId),
     /// The prepared next segment.
     Prepared,
     /// An unfinished write (`*.tmp`).
@@ -134,6 +148,10 @@ impl ShardFile {
             ShardFile::Index(id)
         } else if let Some(id) = id_of(".producers") {
             ShardFile::Producers(id)
+        } else if let Some(id) = id_of(".seg.rw") {
+            ShardFile::RewrittenSegment(id)
+        } else if let Some(id) = id_of(".idx.rw") {
+            ShardFile::RewrittenIndex(id)
         } else if name == "next.seg.prep" {
             ShardFile::Prepared
         } else if name.ends_with(".tmp") {
@@ -165,6 +183,14 @@ mod tests {
         assert_eq!(
             ShardFile::of(&name(producers_path(&shard, SegmentId(7)))),
             ShardFile::Producers(SegmentId(7))
+        );
+        assert_eq!(
+            ShardFile::of(&name(rewritten_segment_path(&shard, SegmentId(7)))),
+            ShardFile::RewrittenSegment(SegmentId(7))
+        );
+        assert_eq!(
+            ShardFile::of(&name(rewritten_index_path(&shard, SegmentId(7)))),
+            ShardFile::RewrittenIndex(SegmentId(7))
         );
         let tmp = temporary_path(&producers_path(&shard, SegmentId(7)));
         assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);

@@ -230,6 +230,9 @@ impl Log {
             rx.recv().unwrap_or(Err(Error::Closed))?;
         }
         log.start_offsets()?;
+        if log.store.config.rewrite_sealed {
+            log.store.start_rewriters()?;
+        }
         log.journal_recovery();
         for shard in &log.store.shards {
             shard.counters.reset();
@@ -311,6 +314,13 @@ impl Log {
     /// scheduler could move them to an idle core (docs/TUNING.md, "Other processes").
     pub fn other_cores(&self) -> &[usize] {
         &self.other_cores
+    }
+
+    /// Waits until no sealed segment waits for its rewrite or is being rewritten
+    /// ([`Config::rewrite_sealed_segments`]); returns at once without it. For benchmarks and
+    /// tests that read a log the way it settles.
+    pub fn wait_for_rewrites(&self) {
+        self.store.rewrites_idle();
     }
 
     /// Each shard's writer counters, by shard id.
@@ -544,6 +554,7 @@ impl Log {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        self.store.shutdown_rewriters();
         self.store.shutdown_readahead();
         self.groups.offsets.shutdown();
         if let Some(t) = self.compactor.take() {

@@ -66,6 +66,8 @@ pub(crate) struct Store {
     pub shards: Vec<Arc<ShardShared>>,
     /// Each shard's read-ahead thread, by shard id.
     readahead: Vec<Readahead>,
+    /// Each shard's rewrite thread (`Config::rewrite_sealed_segments`).
+    rewriters: Mutex<Vec<crate::shard::rewrite::Rewriter>>,
     /// The producer id handed out next.
     next_producer_id: Mutex<u64>,
 }
@@ -91,6 +93,36 @@ impl Store {
             topics: RwLock::new(topics),
             shards,
             readahead,
+            rewriters: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts each shard's rewrite thread.
+    pub fn start_rewriters(&self) -> Result<()> {
+        let room = (self.config.disk_bytes_max).map(|cap| (cap, self.config.segment_bytes));
+        let mut rewriters = self.rewriters.lock().expect("rewriters lock");
+        for shard in &self.shards {
+            let r = crate::shard::rewrite::Rewriter::start(
+                Arc::clone(shard),
+                self.config.io_backend,
+                room,
+            )?;
+            rewriters.push(r);
+        }
+        Ok(())
+    }
+
+    /// Stops the rewrite threads (a rewrite under way is abandoned).
+    pub fn shutdown_rewriters(&self) {
+        for r in self.rewriters.lock().expect("rewriters lock").drain(..) {
+            r.shutdown();
+        }
+    }
+
+    /// Waits until no sealed segment waits for a rewrite or is being rewritten.
+    pub fn rewrites_idle(&self) {
+        for shard in &self.shards {
+            shard.rewrites.wait_idle();
         }
     }
 
@@ -347,7 +379,9 @@ impl Store {
     pub fn batch_holding(&self, topic: &str, partition: u32, offset: Offset) -> Result<BatchEntry> {
         let p = self.partition(topic, partition)?;
         let shard = &self.shards[p.shard as usize];
-        let entries = p.entries_from(offset, 1, p.offset_acked(), &shard.sealed_runs)?;
+        let entries = crate::shard::read::again_if_moved(shard, || {
+            p.entries_from(offset, 1, p.offset_acked(), &shard.sealed_runs)
+        })?;
         entries.first().copied().ok_or(Error::OffsetOutOfRange {
             topic: topic.to_owned(),
             partition,
@@ -367,7 +401,10 @@ impl Store {
         let p = self.partition(topic, partition)?;
         let visible = p.offset_acked();
         let shard = &self.shards[p.shard as usize];
-        let Some(entry) = p.entry_for_timestamp(timestamp, visible, &shard.sealed_runs)? else {
+        let found = crate::shard::read::again_if_moved(shard, || {
+            p.entry_for_timestamp(timestamp, visible, &shard.sealed_runs)
+        })?;
+        let Some(entry) = found else {
             return Ok(None);
         };
         let records = self.read(topic, partition, entry.base_offset, 1)?;

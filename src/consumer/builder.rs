@@ -200,6 +200,7 @@ impl ConsumerBuilder {
             fetch_bytes: self.fetch_bytes,
             paced_read_bytes: super::FETCH_BYTES_RATE_LIMITED,
             cursors: Vec::new(),
+            cursor_layouts: Vec::new(),
             scan: LogScan::tagged(party),
             next_shard: 0,
             slot_of: Vec::new(),

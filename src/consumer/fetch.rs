@@ -103,7 +103,8 @@ impl Consumer {
     /// Scans the shards' logs from their cursors (see [`Consumer::fetch`]), a shard at a time,
     /// until a scan hands this consumer's partitions something. Returns whether one did.
     fn scan(&mut self, fetch_bytes: usize, mode: ReadMode) -> Result<bool> {
-        if self.cursors.is_empty() {
+        let moved = |c: &Consumer, s: usize| c.store.shards[s].layout_moved(c.cursor_layouts[s]);
+        if self.cursors.is_empty() || (0..self.cursors.len()).any(|s| moved(self, s)) {
             self.place_cursors()?;
         }
         let shards = self.cursors.len();
@@ -111,12 +112,23 @@ impl Consumer {
             let s = self.next_shard % shards;
             self.next_shard = s + 1;
             while let Some(at) = self.cursors[s] {
+                if moved(self, s) {
+                    self.place_cursors()?;
+                    continue;
+                }
                 // Taken out while its frames are handed over, and put back for the next scan.
                 let mut scan = std::mem::take(&mut self.scan);
                 let scanned = self
                     .store
                     .scan_log(s as u32, at, (fetch_bytes, mode), &mut scan);
                 let taken = match scanned {
+                    // Read across a rewrite's replacement: placed again, read again.
+                    Ok(()) if moved(self, s) => {
+                        scan.clear();
+                        self.scan = scan;
+                        self.place_cursors()?;
+                        continue;
+                    }
                     Ok(()) => {
                         self.cursors[s] = Some(scan.next);
                         match scan.frames.is_empty() {
@@ -187,6 +199,9 @@ impl Consumer {
     /// partitions starting together read 10,000 index runs, 13% of its catch-up's CPU, to find
     /// one position).
     fn place_cursors(&mut self) -> Result<()> {
+        self.cursor_layouts = (self.store.shards.iter())
+            .map(|s| s.layout_seen())
+            .collect();
         let mut cursors: Vec<Option<LogPos>> = vec![None; self.store.shards.len()];
         for state in self.partitions.iter().filter(|s| !s.paused) {
             let c = &mut cursors[state.shard as usize];

@@ -174,6 +174,9 @@ pub struct Consumer {
     /// consumes no partition there). Empty until placed; cleared whenever a position moves
     /// other than by the scan (seek, resume, a change of assignment, a stray read).
     cursors: Vec<Option<LogPos>>,
+    /// Per shard, its layout counter when the cursors were placed: a rewrite of a sealed
+    /// segment moves positions, and the cursors are placed again (`shard::rewrite`).
+    cursor_layouts: Vec<u64>,
     /// The vectors of the last scan (emptied), kept for the next.
     scan: LogScan,
     /// The shard whose log the next scan reads (round robin).

@@ -29,10 +29,10 @@ pub(crate) struct IndexCache {
     /// By kind: [`CHUNKS`], [`DIRECTORIES`].
     bytes_max: [usize; 2],
     bytes: [usize; 2],
-    order: [VecDeque<(SegmentId, u32, usize)>; 2],
-    /// (segment, run's first entry, chunk) → entries and whether they were used since their
+    order: [VecDeque<(SegmentId, u64, usize)>; 2],
+    /// (segment, run's first entry and checksum, chunk) → entries and whether they were used since their
     /// last chance; chunk [`STARTS`] is the directory.
-    items: HashMap<(SegmentId, u32, usize), (CacheItem, bool), BuildHasherDefault<WordHasher>>,
+    items: HashMap<(SegmentId, u64, usize), (CacheItem, bool), BuildHasherDefault<WordHasher>>,
 }
 
 const CHUNKS: usize = 0;
@@ -66,6 +66,13 @@ impl CacheItem {
 }
 
 const STARTS: usize = usize::MAX;
+
+/// A run within its segment: its first entry, and the checksum of its entries, which differs
+/// between a segment's layouts (a rewrite moves every position, `shard::rewrite`), so a run of
+/// a rewritten segment never finds the old layout's entries cached.
+fn run_key(run: &SealedRun) -> u64 {
+    u64::from(run.run.crc) << 32 | u64::from(run.run.first_entry)
+}
 
 /// Hashes the index cache's keys (segment ids and positions the shard made, never input from
 /// outside) with a multiply per word: SipHash's resistance to chosen keys buys nothing here, and
@@ -112,7 +119,7 @@ impl IndexCache {
 
     /// Chunk `chunk` of `run`, if cached.
     pub fn chunk(&mut self, run: &SealedRun, chunk: usize) -> Option<Arc<[BatchEntry]>> {
-        match self.used((run.segment, run.run.first_entry, chunk)) {
+        match self.used((run.segment, run_key(run), chunk)) {
             Some(CacheItem::Chunk(c)) => Some(Arc::clone(c)),
             _ => None,
         }
@@ -120,14 +127,14 @@ impl IndexCache {
 
     /// The chunk directory of `run`, if cached.
     pub fn starts(&mut self, run: &SealedRun) -> Option<Arc<[Offset]>> {
-        match self.used((run.segment, run.run.first_entry, STARTS)) {
+        match self.used((run.segment, run_key(run), STARTS)) {
             Some(CacheItem::Starts(s)) => Some(Arc::clone(s)),
             _ => None,
         }
     }
 
     /// The item under `key`, marked used.
-    fn used(&mut self, key: (SegmentId, u32, usize)) -> Option<&CacheItem> {
+    fn used(&mut self, key: (SegmentId, u64, usize)) -> Option<&CacheItem> {
         let (item, used) = self.items.get_mut(&key)?;
         *used = true;
         Some(item)
@@ -135,19 +142,19 @@ impl IndexCache {
 
     pub fn insert_chunk(&mut self, run: &SealedRun, chunk: usize, entries: Arc<[BatchEntry]>) {
         self.insert(
-            (run.segment, run.run.first_entry, chunk),
+            (run.segment, run_key(run), chunk),
             CacheItem::Chunk(entries),
         );
     }
 
     pub fn insert_starts(&mut self, run: &SealedRun, starts: Arc<[Offset]>) {
         self.insert(
-            (run.segment, run.run.first_entry, STARTS),
+            (run.segment, run_key(run), STARTS),
             CacheItem::Starts(starts),
         );
     }
 
-    fn insert(&mut self, key: (SegmentId, u32, usize), item: CacheItem) {
+    fn insert(&mut self, key: (SegmentId, u64, usize), item: CacheItem) {
         let (size, kind) = (item.bytes(), item.kind());
         if size > self.bytes_max[kind] {
             return;

@@ -3,7 +3,8 @@
 //! ```text
 //! index file (version 2), little-endian:
 //!   0  u32 magic "FGIX"   4 u32 version (2)   8 u64 segment id   16 u64 data_end (bytes of frames)
-//!  24  u32 run count     28 u32 entry count  32 u32 reserved
+//!  24  u32 run count     28 u32 entry count  32 u32 generation (0 as written at the seal,
+//!      one more at each rewrite of the segment: see `shard::rewrite`)
 //!  36  u32 CRC-32C of bytes 0..36 and of the directory
 //!  40  directory: one run per partition with batches in the segment, 48 bytes each:
 //!        u32 topic_id, u32 partition, u64 first_offset, u64 last_offset, i64 max_timestamp,
@@ -31,6 +32,8 @@ pub(crate) const INDEX_ENTRY_BYTES: usize = 40;
 pub struct SegmentIndex {
     /// The segment's id.
     pub segment: SegmentId,
+    /// How many times the segment was rewritten.
+    pub generation: u32,
     /// Bytes of frames in the segment.
     pub data_end: u64,
     /// Every frame, in file order.
@@ -42,6 +45,8 @@ pub struct SegmentIndex {
 pub struct IndexDirectory {
     /// The segment's id.
     pub segment: SegmentId,
+    /// How many times the segment was rewritten.
+    pub generation: u32,
     /// Bytes of frames in the segment.
     pub data_end: u64,
     /// Entries in the file.
@@ -92,7 +97,7 @@ const ENCODE_PIECE_BYTES: usize = 128 << 10;
 /// whole buffer in memory. Each run is encoded in one stretch, its header from its group, not
 /// by comparing every entry's partition with the run before.
 pub(crate) fn encode_index(
-    segment: SegmentId,
+    (segment, generation): (SegmentId, u32),
     data_end: u64,
     frames: &impl IndexFrames,
     sink: &mut IndexSink<'_>,
@@ -118,6 +123,7 @@ pub(crate) fn encode_index(
     let dir_end = INDEX_HEADER_BYTES + runs * INDEX_RUN_BYTES;
     let mut directory = IndexDirectory {
         segment,
+        generation,
         data_end,
         entry_count: n as u32,
         runs: Vec::with_capacity(runs),
@@ -189,7 +195,7 @@ pub(crate) fn encode_index(
     head.extend_from_slice(&data_end.to_le_bytes());
     head.extend_from_slice(&(directory.runs.len() as u32).to_le_bytes());
     head.extend_from_slice(&(n as u32).to_le_bytes());
-    head.extend_from_slice(&0u32.to_le_bytes());
+    head.extend_from_slice(&generation.to_le_bytes());
     head.extend_from_slice(&0u32.to_le_bytes()); // the CRC, below
     for r in &directory.runs {
         head.extend_from_slice(&r.topic_id.to_le_bytes());
@@ -210,7 +216,7 @@ pub(crate) fn encode_index(
 
 /// [`encode_index`] into memory: the file's bytes.
 fn encode_index_bytes(
-    segment: SegmentId,
+    segment: (SegmentId, u32),
     data_end: u64,
     frames: &impl IndexFrames,
 ) -> (Vec<u8>, IndexDirectory, Vec<Vec<Offset>>) {
@@ -266,20 +272,22 @@ pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
 impl SegmentIndex {
     /// Encodes the index file; also returns its directory.
     pub fn encode(&self) -> (Vec<u8>, IndexDirectory) {
-        let (bytes, directory, _) =
-            encode_index_bytes(self.segment, self.data_end, &self.grouped());
+        let (bytes, directory, _) = encode_index_bytes(self.head(), self.data_end, &self.grouped());
         (bytes, directory)
     }
 
     /// Encodes the index file into `sink`; returns its directory.
     pub(crate) fn encode_to(&self, sink: &mut IndexSink<'_>) -> Result<IndexDirectory> {
-        encode_index(self.segment, self.data_end, &self.grouped(), sink).map(|(d, _)| d)
+        encode_index(self.head(), self.data_end, &self.grouped(), sink).map(|(d, _)| d)
     }
 
     /// Encodes the index file; also returns its directory and each run's chunk directory.
-    #[cfg(test)]
-    pub(super) fn encode_with_starts(&self) -> (Vec<u8>, IndexDirectory, Vec<Vec<Offset>>) {
-        encode_index_bytes(self.segment, self.data_end, &self.grouped())
+    pub(crate) fn encode_with_starts(&self) -> (Vec<u8>, IndexDirectory, Vec<Vec<Offset>>) {
+        encode_index_bytes(self.head(), self.data_end, &self.grouped())
+    }
+
+    fn head(&self) -> (SegmentId, u32) {
+        (self.segment, self.generation)
     }
 
     fn grouped(&self) -> GroupedFrames<'_> {
@@ -318,6 +326,7 @@ impl SegmentIndex {
         frames.sort_by_key(|(_, e)| e.pos);
         Ok(SegmentIndex {
             segment: directory.segment,
+            generation: directory.generation,
             data_end: directory.data_end,
             frames,
         })
@@ -376,6 +385,7 @@ impl IndexDirectory {
         }
         Ok(IndexDirectory {
             segment: SegmentId(u64_at(bytes, 8)),
+            generation: u32_at(bytes, 32),
             data_end: u64_at(bytes, 16),
             entry_count,
             runs,
@@ -451,6 +461,7 @@ mod tests {
         };
         SegmentIndex {
             segment: SegmentId(3),
+            generation: 0,
             data_end: 1000,
             frames: vec![
                 (TopicPartition::new(1, 0), e(0, 0)),

@@ -301,6 +301,7 @@ mod tests {
         p.offset_acked.store(2 * n, Ordering::Release);
         let (bytes, directory, starts) = SegmentIndex {
             segment: SegmentId(0),
+            generation: 0,
             data_end: n * 10,
             frames,
         }
@@ -395,6 +396,7 @@ mod tests {
                 .collect();
             let index = SegmentIndex {
                 segment: SegmentId(7),
+                generation: 0,
                 data_end: n * 100,
                 frames,
             };

@@ -57,8 +57,9 @@ pub struct Partition {
     index: RwLock<PartitionIndex>,
     /// Where a read of many partitions last stopped in this one: the offset after its last
     /// batch, and the position in the log just past that batch (its next batch lies at or after
-    /// it). Saves the next such read an index lookup; only a hint, checked by the reader.
-    read_hint: Mutex<Option<(Offset, LogPos)>>,
+    /// it), and the shard's layout counter the position belongs to. Saves the next such read
+    /// an index lookup; only a hint, checked by the reader.
+    read_hint: Mutex<Option<(Offset, LogPos, u64)>>,
 }
 
 /// Appends entries to `out` while they fit in `frame_bytes_max` bytes of frames (the first
@@ -201,6 +202,29 @@ impl Partition {
         true
     }
 
+    /// Puts `run` (of sealed `segment`, rewritten: the same offsets at new positions, its
+    /// entries at `entries_pos` of the new index file) in place of the partition's run of that
+    /// segment. Returns false (and changes nothing) if the partition has no run there that
+    /// holds the same offsets.
+    pub(crate) fn replace_run(&self, segment: SegmentId, run: IndexRun, entries_pos: u64) -> bool {
+        let mut index = self.index.write().expect("index lock");
+        let Some(old) = index.sealed.iter_mut().find(|r| r.segment == segment) else {
+            return false;
+        };
+        if (old.run.first_offset, old.run.last_offset) != (run.first_offset, run.last_offset) {
+            return false;
+        }
+        old.run = run;
+        old.entries_pos = entries_pos;
+        true
+    }
+
+    /// Whether a rewrite replaced `run` (the partition's run of its segment is another now).
+    pub(crate) fn run_replaced(&self, run: &SealedRun) -> bool {
+        let index = self.index.read().expect("index lock");
+        (index.sealed.iter()).any(|r| r.segment == run.segment && r != run)
+    }
+
     /// Drops every batch of segments below `segment` (retention).
     pub(crate) fn forget_below(&self, segment: SegmentId) {
         let mut index = self.index.write().expect("index lock");
@@ -224,15 +248,17 @@ impl Partition {
     /// Where in the log to look for the batch holding `offset`, if the last read of many
     /// partitions stopped there: a position at or before the batch (none of this partition's
     /// batches lies between).
-    pub(crate) fn read_hint(&self, offset: Offset) -> Option<LogPos> {
+    /// `layout` is the shard's layout counter now: a hint of another layout is not given.
+    pub(crate) fn read_hint(&self, offset: Offset, layout: u64) -> Option<LogPos> {
         let hint = *self.read_hint.lock().unwrap_or_else(|e| e.into_inner());
-        hint.filter(|&(at, _)| at == offset).map(|(_, pos)| pos)
+        hint.filter(|&(at, _, of)| at == offset && of == layout)
+            .map(|(_, pos, _)| pos)
     }
 
-    /// Notes that a read stopped after the batch ending at `pos` in the log, `next` being the
-    /// offset after it.
-    pub(crate) fn set_read_hint(&self, next: Offset, pos: LogPos) {
-        *self.read_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some((next, pos));
+    /// Notes that a read stopped after the batch ending at `pos` in the log (of the shard's
+    /// layout `layout`), `next` being the offset after it.
+    pub(crate) fn set_read_hint(&self, next: Offset, pos: LogPos, layout: u64) {
+        *self.read_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some((next, pos, layout));
     }
 
     /// A position in the log at or before the batch holding `offset`, without reading an
@@ -310,7 +336,13 @@ impl Partition {
                     }
                 }
             };
-            let entries = load.load_run(&sealed, offset)?;
+            let entries = match load.load_run(&sealed, offset) {
+                Ok(entries) => entries,
+                // A rewrite replaced the run (and its index file) meanwhile: again, with the
+                // new one.
+                Err(_) if self.run_replaced(&sealed) => continue,
+                Err(e) => return Err(e),
+            };
             let start = entries.partition_point(|e| e.last_offset < offset);
             if !take_entries(&mut out, entries[start..].iter(), frame_bytes_max, limit) {
                 return Ok(out);
@@ -349,7 +381,14 @@ impl Partition {
         // reaching it is the answer.
         let mut offset = sealed.run.first_offset;
         while offset <= sealed.run.last_offset {
-            let entries = load.load_run(&sealed, offset)?;
+            let entries = match load.load_run(&sealed, offset) {
+                Ok(entries) => entries,
+                // A rewrite replaced the run meanwhile: again, with the new one.
+                Err(_) if self.run_replaced(&sealed) => {
+                    return self.entry_for_timestamp(timestamp, visible, load);
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(e) = entries.iter().find(|e| e.max_timestamp >= timestamp) {
                 return Ok(Some(*e).filter(|e| e.base_offset < visible));
             }
@@ -446,6 +485,7 @@ mod tests {
         }
         let index = SegmentIndex {
             segment: SegmentId(0),
+            generation: 0,
             data_end: 640,
             frames,
         };

@@ -7,6 +7,7 @@ pub(crate) mod batch;
 pub mod compression;
 pub mod crc;
 pub mod format;
+pub(crate) mod merge;
 pub(crate) mod records;
 pub(crate) mod scan;
 

@@ -17,6 +17,8 @@ use crate::shard::ShardShared;
 pub(crate) struct SegmentFile {
     pub path: PathBuf,
     pub file: File,
+    /// How many times the segment was rewritten (`shard::rewrite`).
+    pub generation: u32,
 }
 
 impl SegmentFile {
@@ -73,10 +75,13 @@ pub(crate) fn adopt_segment(
 fn register_segment(shared: &ShardShared, id: SegmentId, backend: IoBackend) -> Result<()> {
     let path = shared.segment_path(id);
     let read = io::open_segment(&path, backend, false, false)?;
-    shared
-        .segments
-        .write()
-        .expect("segments lock")
-        .insert(id, Arc::new(SegmentFile { path, file: read }));
+    shared.segments.write().expect("segments lock").insert(
+        id,
+        Arc::new(SegmentFile {
+            path,
+            file: read,
+            generation: 0,
+        }),
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ pub(crate) mod readahead;
 pub(crate) mod rebuild;
 pub mod recovery;
 pub(crate) mod retention;
+pub(crate) mod rewrite;
 pub(crate) mod ring;
 pub(crate) mod slots;
 pub(crate) mod stats;
@@ -113,6 +114,14 @@ pub(crate) struct ShardShared {
     /// Idempotent producers' last batches per partition, as recovery read them from the
     /// segments it scanned; the writer takes each partition's when it first sees it.
     pub recovered_producers: Mutex<HashMap<TopicPartition, Box<framing::Producers>>>,
+    /// Odd while a rewritten segment replaces its original in memory; moves at each
+    /// replacement. Readers holding positions from before a move read again (see
+    /// [`rewrite`]).
+    pub layout: AtomicU64,
+    /// Sealed segments waiting for the rewrite thread.
+    pub rewrites: rewrite::RewriteQueue,
+    /// Held while segment files are replaced (a rewrite) or deleted (retention).
+    pub segment_files: Mutex<()>,
 }
 
 impl ShardShared {
@@ -138,6 +147,9 @@ impl ShardShared {
             tail_read_at: AtomicU64::new(0),
             epoch: Instant::now(),
             sealed_runs: SealedRuns::new(dir, index_cache_bytes),
+            layout: AtomicU64::new(0),
+            rewrites: rewrite::RewriteQueue::default(),
+            segment_files: Mutex::new(()),
             distributing: Mutex::new(Undistributed::default()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
@@ -269,6 +281,52 @@ impl ShardShared {
             }
         }
         batch.clear();
+    }
+
+    /// The layout counter as a reader starts (see [`ShardShared::layout`]).
+    pub fn layout_seen(&self) -> u64 {
+        self.layout.load(Ordering::Acquire)
+    }
+
+    /// Whether positions a reader found after seeing `seen` may be of a layout replaced since.
+    pub fn layout_moved(&self, seen: u64) -> bool {
+        seen % 2 == 1 || self.layout.load(Ordering::Acquire) != seen
+    }
+
+    /// Puts rewritten segment `id` (`file`, with its index file's `directory` and each run's
+    /// chunk directory) in place of the segment for readers: the file, the read cache (spans
+    /// of the old file dropped) and each partition's run. The caller made the layout counter
+    /// odd before the new files took the old ones' names; this makes it even again.
+    pub fn replace_segment(
+        &self,
+        id: SegmentId,
+        file: SegmentFile,
+        directory: &crate::index::IndexDirectory,
+        starts: Vec<Vec<Offset>>,
+    ) {
+        let generation = file.generation;
+        debug_assert!(self.layout.load(Ordering::Acquire) % 2 == 1);
+        self.segments
+            .write()
+            .expect("segments lock")
+            .insert(id, Arc::new(file));
+        self.read_cache
+            .write()
+            .expect("read cache lock")
+            .retire(id, generation);
+        self.catch_up();
+        let table = self.partitions.read().expect("partitions lock");
+        let by_name: HashMap<TopicPartition, &Arc<Partition>> =
+            table.iter().map(|p| (p.id(), p)).collect();
+        for (run, starts) in directory.runs.iter().zip(starts) {
+            let entries_pos = directory.entries_pos(run);
+            let sealed = SealedRun::new(id, *run, entries_pos);
+            self.sealed_runs.insert_starts(&sealed, starts.into());
+            if let Some(p) = by_name.get(&run.id()) {
+                p.replace_run(id, *run, entries_pos);
+            }
+        }
+        self.layout.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records that `segment` is sealed with an index file holding `runs`.

@@ -129,7 +129,7 @@ impl Seal {
             .expect("index files live in a shard directory");
         producers::write(&layout::producers_path(dir, self.segment), &self.producers)?;
         let (directory, starts) = write_index_file_paced(&self.path, backend, &mut pace, |sink| {
-            encode_index(self.segment, self.data_end, self, sink)
+            encode_index((self.segment, 0), self.data_end, self, sink)
         })?;
         let runs: Vec<_> = directory
             .runs
@@ -138,6 +138,9 @@ impl Seal {
             .map(|(r, s)| (*r, directory.entries_pos(r), s))
             .collect();
         shard.index_sealed(self.segment, runs);
+        if crate::shard::rewrite::worth_rewriting(&directory) {
+            shard.rewrites.push(self.segment);
+        }
         Ok(())
     }
 }

@@ -40,13 +40,16 @@ pub(crate) fn read_partition(
     let visible = p.offset_acked();
     let expect = p.id();
     let mut out = Vec::new();
-    let next = read_frames(
-        shard,
-        readahead,
-        (segment_bytes, p, offset, bytes_max),
-        (mode, before),
-        |frame, e, path| decode_records(frame, e, path, (offset, visible), expect, &mut out),
-    )?;
+    let next = again_if_moved(shard, || {
+        out.clear();
+        read_frames(
+            shard,
+            readahead,
+            (segment_bytes, p, offset, bytes_max),
+            (mode, before),
+            |frame, e, path| decode_records(frame, e, path, (offset, visible), expect, &mut out),
+        )
+    })?;
     Ok(PartitionRead { records: out, next })
 }
 
@@ -74,28 +77,52 @@ pub(crate) fn read_partition_batches(
 ) -> Result<BatchesRead> {
     let expect = p.id();
     let mut batches = Vec::new();
-    let next = read_frames(
-        shard,
-        readahead,
-        (segment_bytes, p, offset, bytes_max),
-        (mode, None),
-        |frame, e, path| {
-            let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
-            let (header, batch) = crate::segment::decode_frame(frame)
-                .map_err(|d| corrupt(d.0))?
-                .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
-            let found = TopicPartition::new(header.topic_id, header.partition);
-            if found != expect || Offset(batch.base_offset) != e.base_offset {
-                return Err(corrupt(format!(
-                    "indexed frame holds {found:?} offset {}, expected {expect:?} offset {}",
-                    batch.base_offset, e.base_offset
-                )));
-            }
-            batches.push(frame.slice(FRAME_HEADER_BYTES..));
-            Ok(())
-        },
-    )?;
+    let next = again_if_moved(shard, || {
+        batches.clear();
+        read_frames(
+            shard,
+            readahead,
+            (segment_bytes, p, offset, bytes_max),
+            (mode, None),
+            |frame, e, path| {
+                let corrupt = |reason: String| Error::corrupt(path, e.pos, reason);
+                let (header, batch) = crate::segment::decode_frame(frame)
+                    .map_err(|d| corrupt(d.0))?
+                    .ok_or_else(|| corrupt("indexed frame is all zeros".into()))?;
+                let found = TopicPartition::new(header.topic_id, header.partition);
+                if found != expect || Offset(batch.base_offset) != e.base_offset {
+                    return Err(corrupt(format!(
+                        "indexed frame holds {found:?} offset {}, expected {expect:?} offset {}",
+                        batch.base_offset, e.base_offset
+                    )));
+                }
+                batches.push(frame.slice(FRAME_HEADER_BYTES..));
+                Ok(())
+            },
+        )
+    })?;
     Ok(BatchesRead { batches, next })
+}
+
+/// Runs `read` (a read through a partition's index) again while it fails after the shard's
+/// layout moved under it: a rewrite replaced a segment whose old positions it held
+/// (`shard::rewrite`). A failure with the layout unmoved is the read's answer.
+pub(crate) fn again_if_moved<T>(
+    shard: &ShardShared,
+    mut read: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    loop {
+        let seen = shard.layout_seen();
+        match read() {
+            Err(_) if shard.layout_moved(seen) => {
+                // While a replacement is under way, let it finish.
+                while shard.layout_seen() % 2 == 1 {
+                    std::thread::yield_now();
+                }
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Finds partition `p`'s frames from the one holding `offset` on (up to about `bytes_max`
@@ -260,7 +287,11 @@ fn read_span(
         .read_cache
         .write()
         .expect("read cache lock")
-        .insert(LogPos::new(from.segment, start), span.clone());
+        .insert_read(
+            LogPos::new(from.segment, start),
+            segment.generation,
+            span.clone(),
+        );
     Ok((start, span))
 }
 

@@ -1,6 +1,6 @@
 //! Bytes of a shard's log held in memory for readers.
 
-use crate::segment::LogPos;
+use crate::segment::{LogPos, SegmentId};
 
 /// Bytes of a shard's log held in memory for readers: each published commit's frames (so
 /// consumers that keep up never touch the disk) and each span read from disk (so consumers of
@@ -13,8 +13,11 @@ pub(crate) struct ReadCache {
     held: usize,
     /// Where each chunk's first byte is → (bytes, the memory they hold).
     chunks: std::collections::BTreeMap<LogPos, (bytes::Bytes, usize)>,
-    /// Keys in insertion order, for eviction.
+    /// Keys in insertion order, for eviction (a key whose chunk was dropped is passed over).
     order: std::collections::VecDeque<LogPos>,
+    /// Segments rewritten while the log is open, with their file's generation: spans read
+    /// from an older file of theirs are not cached (`shard::rewrite`).
+    generations: std::collections::HashMap<SegmentId, u32>,
 }
 
 impl ReadCache {
@@ -36,6 +39,30 @@ impl ReadCache {
         self.insert_holding(at, data, held);
     }
 
+    /// Adds bytes starting at `at`, read from the file of generation `generation` of its
+    /// segment: nothing if the segment was rewritten since.
+    pub fn insert_read(&mut self, at: LogPos, generation: u32, data: bytes::Bytes) {
+        if (self.generations.get(&at.segment)).is_some_and(|&newest| generation < newest) {
+            return;
+        }
+        self.insert(at, data);
+    }
+
+    /// Drops every span of `segment`, which a rewrite replaced by its file of generation
+    /// `generation`, and refuses spans of older files of it from now on.
+    pub fn retire(&mut self, segment: SegmentId, generation: u32) {
+        self.generations.insert(segment, generation);
+        let stale: Vec<LogPos> = (self.chunks)
+            .range(LogPos::new(segment, 0)..LogPos::new(segment.next(), 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some((_, held)) = self.chunks.remove(&key) {
+                self.held -= held;
+            }
+        }
+    }
+
     /// Adds bytes starting at `at` that keep `held` bytes of memory alive (a slice of a
     /// larger buffer), counted against the cache's size.
     pub fn insert_holding(&mut self, at: LogPos, data: bytes::Bytes, held: usize) {
@@ -50,8 +77,9 @@ impl ReadCache {
         }
         while self.held > self.bytes_max {
             let key = self.order.pop_front().expect("held bytes are in chunks");
-            let (_, old) = self.chunks.remove(&key).expect("ordered keys are cached");
-            self.held -= old;
+            if let Some((_, old)) = self.chunks.remove(&key) {
+                self.held -= old;
+            }
         }
     }
 

@@ -342,7 +342,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
         return;
     };
     // Reads in flight, by token; a new one starts as soon as one finishes.
-    let mut slots: Vec<Option<Window>> = vec![None; QUEUE_DEPTH as usize];
+    let mut slots: Vec<Option<(Window, u32)>> = vec![None; QUEUE_DEPTH as usize];
     let mut done: Vec<Completion> = Vec::new();
     loop {
         let mut start = Vec::new();
@@ -366,10 +366,10 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
                     .read()
                     .expect("segments lock")
                     .get(&w.segment)
-                    .and_then(|f| f.file.try_clone().ok());
+                    .and_then(|f| Some((f.file.try_clone().ok()?, f.generation)));
                 match file {
-                    Some(file) => {
-                        *slot = Some(w);
+                    Some((file, generation)) => {
+                        *slot = Some((w, generation));
                         start.push((token, w, Arc::new(file)));
                     }
                     // Deleted by retention meanwhile, or out of descriptors: not read ahead.
@@ -394,7 +394,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
         }
         let mut finished = Vec::with_capacity(done.len());
         for c in done.drain(..) {
-            let w = slots[c.token as usize].take().expect("a read in flight");
+            let (w, generation) = slots[c.token as usize].take().expect("a read in flight");
             // A failed read is dropped: the reader then reads for itself and reports it.
             if let (Ok(()), Some(buf)) = (c.result, c.buf) {
                 let bytes = io::shared_bytes(buf).slice(..(w.end - w.start) as usize);
@@ -402,7 +402,7 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
                     .read_cache
                     .write()
                     .expect("read cache lock")
-                    .insert(LogPos::new(w.segment, w.start), bytes);
+                    .insert_read(LogPos::new(w.segment, w.start), generation, bytes);
             }
             finished.push(w);
         }

@@ -106,6 +106,9 @@ pub struct RecoveryReport {
     /// with the reason: the producers' batches before them are forgotten (a retry of one may
     /// be stored again; nothing stored is lost).
     pub producer_snapshots_damaged: Vec<(PathBuf, String)>,
+    /// Segments whose rewrite (`shard::rewrite`: each partition's records put together) was
+    /// decided when a crash came, and was finished by putting the new files in place.
+    pub rewrites_finished: Vec<PathBuf>,
 }
 
 impl RecoveryReport {
@@ -152,6 +155,12 @@ impl RecoveryReport {
         }
         for path in &self.segments_adopted {
             out.push(format!("adopted prepared segment {}", path.display()));
+        }
+        for path in &self.rewrites_finished {
+            out.push(format!(
+                "finished the rewrite of segment {}",
+                path.display()
+            ));
         }
         for d in &self.commits_damaged {
             out.push(format!(
@@ -370,6 +379,10 @@ pub(crate) fn recover_shard(
             p.offset_acked.store(offset.0, Ordering::Release);
         }
     }
+    // Rewrites a crash interrupted: finished if decided, else undone.
+    for id in crate::shard::rewrite::finish_rewrites(dir)? {
+        report.rewrites_finished.push(shared.segment_path(id));
+    }
     let mut ids = Vec::new();
     let mut indexes = Vec::new();
     let mut adopted = None;
@@ -382,7 +395,8 @@ pub(crate) fn recover_shard(
             ShardFile::Prepared | ShardFile::Temporary => {
                 let _ = fs::remove_file(entry.path());
             }
-            ShardFile::Other => {}
+            // `finish_rewrites` left none.
+            ShardFile::RewrittenSegment(_) | ShardFile::RewrittenIndex(_) | ShardFile::Other => {}
         }
     }
     ids.sort_unstable();
@@ -437,15 +451,24 @@ pub(crate) fn recover_shard(
             .metadata()
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
-        let segment = Arc::new(SegmentFile { path, file });
+        let last = i + 1 == ids.len();
+        let directory = match last {
+            true => None,
+            false => load_directory(&index_path(dir, id), id),
+        };
+        let generation = directory.as_ref().map_or(0, |d| d.generation);
+        let segment = Arc::new(SegmentFile {
+            path,
+            file,
+            generation,
+        });
         shared
             .segments
             .write()
             .expect("segments lock")
             .insert(id, Arc::clone(&segment));
-        let last = i + 1 == ids.len();
         let mut known = known_for(checkpoint.as_ref(), id, newest);
-        if !last && let Some(directory) = load_directory(&index_path(dir, id), id) {
+        if let Some(directory) = directory {
             if file_len >= directory.data_end {
                 apply_runs(&segment.path, &directory, params, report)?;
                 shared.note_sealed(id, directory.runs.iter());
@@ -528,6 +551,7 @@ pub(crate) fn recover_shard(
         }
         let index = SegmentIndex {
             segment: id,
+            generation: 0,
             data_end,
             frames: frame_list,
         };

@@ -104,6 +104,8 @@ fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId
         partitions,
     }
     .store(&shard.dir)?;
+    // Not while a rewrite puts a segment's new files in place.
+    let _files = shard.segment_files.lock().expect("segment files lock");
     for &id in doomed {
         shard.segments.write().expect("segments lock").remove(&id);
         remove_segment_files(&shard.dir, id)?;
@@ -114,7 +116,14 @@ fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId
 /// Removes segment `id` and its index file (either may already be gone).
 pub(crate) fn remove_segment_files(dir: &Path, id: SegmentId) -> Result<()> {
     let producers = crate::layout::producers_path(dir, id);
-    for path in [segment_path(dir, id), index_path(dir, id), producers] {
+    let rewritten = [
+        crate::layout::rewritten_segment_path(dir, id),
+        crate::layout::rewritten_index_path(dir, id),
+    ];
+    for path in [segment_path(dir, id), index_path(dir, id), producers]
+        .into_iter()
+        .chain(rewritten)
+    {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

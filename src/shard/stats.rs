@@ -17,6 +17,14 @@ pub(crate) struct WriterCounters {
     pub tail_cached_bytes: AtomicU64,
     pub read_disk_bytes: AtomicU64,
     pub read_frame_bytes: AtomicU64,
+    /// Sealed segments rewritten, left as they were (not worth it, stopped, no room), and
+    /// whose rewrite failed (damage it met, an I/O error).
+    pub rewrites_done: AtomicU64,
+    pub rewrites_skipped: AtomicU64,
+    pub rewrites_failed: AtomicU64,
+    /// Bytes rewrites read from sealed segments and wrote to their new files.
+    pub rewrite_read_bytes: AtomicU64,
+    pub rewrite_write_bytes: AtomicU64,
 }
 
 impl WriterCounters {
@@ -60,6 +68,11 @@ impl WriterCounters {
             tail_cached_bytes: get(&self.tail_cached_bytes),
             read_disk_bytes: get(&self.read_disk_bytes),
             read_frame_bytes: get(&self.read_frame_bytes),
+            rewrites_done: get(&self.rewrites_done),
+            rewrites_skipped: get(&self.rewrites_skipped),
+            rewrites_failed: get(&self.rewrites_failed),
+            rewrite_read_bytes: get(&self.rewrite_read_bytes),
+            rewrite_write_bytes: get(&self.rewrite_write_bytes),
         }
     }
 }
@@ -102,6 +115,20 @@ pub struct ShardStats {
     /// amplification of a consumer that reads each frame once: 1.0 when every byte read from
     /// disk is consumed once (frames served from the tail cache make it lower).
     pub read_frame_bytes: u64,
+    /// Sealed segments rewritten with each partition's records together, in fewer batches
+    /// (segments of small batches only; see `docs/ARCHITECTURE.md`). Counted since the log was
+    /// opened, rewrites the open queued included.
+    pub rewrites_done: u64,
+    /// Rewrites left undone: merging would not have halved the batches, the log was closing,
+    /// no disk room, or the segment was deleted meanwhile.
+    pub rewrites_skipped: u64,
+    /// Rewrites that met damage or an I/O error: the segment is left as it was (readers and
+    /// recovery report the damage).
+    pub rewrites_failed: u64,
+    /// Bytes rewrites read from sealed segments (not in `read_disk_bytes`).
+    pub rewrite_read_bytes: u64,
+    /// Bytes rewrites wrote.
+    pub rewrite_write_bytes: u64,
 }
 
 /// Adds another shard's counters (for totals over a log's shards).
@@ -119,5 +146,10 @@ impl std::ops::AddAssign for ShardStats {
         self.tail_cached_bytes += other.tail_cached_bytes;
         self.read_disk_bytes += other.read_disk_bytes;
         self.read_frame_bytes += other.read_frame_bytes;
+        self.rewrites_done += other.rewrites_done;
+        self.rewrites_skipped += other.rewrites_skipped;
+        self.rewrites_failed += other.rewrites_failed;
+        self.rewrite_read_bytes += other.rewrite_read_bytes;
+        self.rewrite_write_bytes += other.rewrite_write_bytes;
     }
 }
