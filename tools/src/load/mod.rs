@@ -349,6 +349,11 @@ pub struct ProduceArgs {
     /// Do not zero-fill segments ahead of the writer (see Config::segment_prezero).
     #[arg(long)]
     pub(crate) no_prezero: bool,
+    /// Rewrite sealed segments of small batches, each partition's records together (see
+    /// Config::rewrite_sealed_segments); `load produce` waits for the rewrites before it ends,
+    /// and reports how long that took.
+    #[arg(long)]
+    pub(crate) rewrite_sealed_segments: bool,
     /// Do not pin shard writer threads, nor producer threads, to cores.
     #[arg(long)]
     pub(crate) no_pin: bool,

@@ -68,6 +68,16 @@ pub(crate) fn produce(args: ProduceArgs) -> CliResult {
     let (histogram, produced, errors, first_error) = merge(&results);
     let writer = writer_json(&log);
     let verify = args.log.verify.then(|| verify(&log, &args, &results));
+    let rewrites_started = std::time::Instant::now();
+    log.wait_for_rewrites();
+    let rewrites_s = rewrites_started.elapsed().as_secs_f64();
+    let rewritten = log
+        .stats()
+        .into_iter()
+        .fold(floodgate::ShardStats::default(), |mut a, s| {
+            a += s;
+            a
+        });
     drop(log);
     let fs = fs_type(&dir);
     let msgs_per_s = produced as f64 / elapsed;
@@ -85,6 +95,15 @@ pub(crate) fn produce(args: ProduceArgs) -> CliResult {
         "durability": args.log.durability,
         "io_backend": backend.name(),
         "segment_prezero": !args.no_prezero,
+        "rewrite_sealed_segments": args.rewrite_sealed_segments,
+        "rewrites": {
+            "done": rewritten.rewrites_done,
+            "skipped": rewritten.rewrites_skipped,
+            "failed": rewritten.rewrites_failed,
+            "read_bytes": rewritten.rewrite_read_bytes,
+            "written_bytes": rewritten.rewrite_write_bytes,
+            "waited_s": rewrites_s,
+        },
         "target_rate": args.rate,
         "duration_s": elapsed,
         "produced": produced,
@@ -178,6 +197,7 @@ pub(crate) fn open_load_log(args: &ProduceArgs) -> CliResult<LoadLog> {
         .segment_bytes(args.segment_bytes)
         .commit_bytes_max(args.commit_bytes_max)
         .segment_prezero(!args.no_prezero)
+        .rewrite_sealed_segments(args.rewrite_sealed_segments)
         .pin_threads(!args.no_pin)
         .tail_cache_bytes(args.tail_cache_bytes)
         .ring_records(args.ring_records);
