@@ -166,6 +166,10 @@ pub struct PeakArgs {
     /// Segment size in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     pub(crate) segment_bytes: u64,
+    /// Rewrite sealed segments of small batches while the scenario runs (see
+    /// Config::rewrite_sealed_segments).
+    #[arg(long)]
+    pub(crate) rewrite_sealed_segments: bool,
     /// Consumer threads: members of the group "peak", sharing --consume-rate.
     #[arg(long, default_value_t = 1)]
     pub(crate) consumers: u32,
