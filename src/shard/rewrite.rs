@@ -394,30 +394,23 @@ pub(crate) fn rewrite_segment(
         return Ok(Rewritten::Skipped("few batches merge"));
     }
     let data_end = out.pos();
-    #[allow(clippy::type_complexity)]
-    let finish = |out: &mut Output<'_>| -> Result<(Vec<u8>, IndexDirectory, Vec<Vec<Offset>>)> {
-        out.flush(true)?;
-        out.file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &out_path, e))?;
-        let index = SegmentIndex {
-            segment: id,
-            generation: directory.generation + 1,
-            data_end,
-            frames: std::mem::take(&mut out.frames),
+    let durable = out
+        .flush(true)
+        .and_then(|()| (out.file.sync_data()).map_err(|e| Error::io("fdatasync", &out_path, e)));
+    if let Err(e) = durable {
+        abandon(&out_path);
+        return match e.is_no_space() {
+            true => Ok(Rewritten::Skipped("no space")),
+            false => Err(e),
         };
-        Ok(index.encode_with_starts())
+    }
+    let index = SegmentIndex {
+        segment: id,
+        generation: directory.generation + 1,
+        data_end,
+        frames: std::mem::take(&mut out.frames),
     };
-    let (index_bytes, new_directory, starts) = match finish(&mut out) {
-        Ok(done) => done,
-        Err(e) => {
-            abandon(&out_path);
-            return match e.is_no_space() {
-                true => Ok(Rewritten::Skipped("no space")),
-                false => Err(e),
-            };
-        }
-    };
+    let (index_bytes, new_directory, starts) = index.encode_with_starts();
     drop(out);
     // Retention deletes segments with this held: a segment it deleted meanwhile must not
     // come back.
