@@ -118,7 +118,7 @@ impl Config {
             producer_id_expiry: PRODUCER_ID_EXPIRY_DEFAULT,
             repair_truncate_damaged: false,
             segment_prezero: true,
-            rewrite_sealed: false,
+            rewrite_sealed: true,
         }
     }
 
@@ -175,12 +175,14 @@ impl Config {
         self
     }
 
-    /// Rewrite sealed segments of small batches (default off): a background thread per shard
+    /// Rewrite sealed segments of small batches (default on): a background thread per shard
     /// puts each partition's records of a segment together and merges its consecutive
     /// batches, so a log of thousands of partitions (a record or two per partition per commit)
     /// is read back with fewer bytes and frames per record. Costs reading each such segment
-    /// once more and writing it again, at idle I/O priority. Offsets and records are unchanged
-    /// (docs/ARCHITECTURE.md, "Rewriting sealed segments").
+    /// once more and writing it again, at idle I/O priority, paced, and only while the shard's
+    /// writer appends under 16 MB/s: a surge is not slowed by it, and its segments are
+    /// rewritten after it. Offsets and records are unchanged (docs/ARCHITECTURE.md, step 5 of
+    /// a consumer's poll; docs/FORMAT.md, "Rewritten segments").
     pub fn rewrite_sealed_segments(mut self, on: bool) -> Config {
         self.rewrite_sealed = on;
         self

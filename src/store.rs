@@ -102,11 +102,12 @@ impl Store {
         let room = (self.config.disk_bytes_max).map(|cap| (cap, self.config.segment_bytes));
         let mut rewriters = self.rewriters.lock().expect("rewriters lock");
         for shard in &self.shards {
-            let r = crate::shard::rewrite::Rewriter::start(
-                Arc::clone(shard),
-                self.config.io_backend,
-                room,
-            )?;
+            let settings = crate::shard::rewrite::RewriteSettings {
+                backend: self.config.io_backend,
+                disk_room: room,
+                frame_bytes_max: self.config.frame_bytes_max(),
+            };
+            let r = crate::shard::rewrite::Rewriter::start(Arc::clone(shard), settings)?;
             rewriters.push(r);
         }
         Ok(())

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{BACKENDS, small_config, test_dir};
+use floodgate::inspect::{RepairAction, plan_repair};
 use floodgate::{Log, Offset};
 
 const PARTITIONS: u32 = 200;
@@ -74,10 +75,23 @@ fn rewritten_segments_hold_the_same_records_in_fewer_batches() {
         let config = || small_config(dir.path(), backend).rewrite_sealed_segments(true);
         let log = Log::open(config()).unwrap();
         let written = common::produce_numbered(&log, "t", PARTITIONS, PER);
-        // Readers read while the segments are rewritten and replaced under them.
-        consume_all(&log);
-        check_partitions(&log);
-        log.wait_for_rewrites();
+        // Readers read while the segments are rewritten and replaced under them (the rewrites
+        // start once the writer is quiet), until every rewrite is done.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                log.wait_for_rewrites();
+                done.store(true, std::sync::atomic::Ordering::Release);
+            });
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                consume_all(&log);
+                check_partitions(&log);
+                if finished {
+                    break;
+                }
+            }
+        });
         let stats = log.stats()[0];
         assert!(stats.rewrites_done >= 2, "{stats:?}");
         assert_eq!(stats.rewrites_failed, 0, "{stats:?}");
@@ -131,6 +145,15 @@ fn an_open_finishes_a_decided_rewrite_and_drops_an_undecided_one() {
     let old = |p: &Path| before.path().join(p.strip_prefix(dir.path()).unwrap());
     std::fs::copy(old(&seg), &seg).unwrap();
     std::fs::copy(old(&idx), &idx).unwrap();
+    // A dry run of repair says what the open will do, and a plain open does it.
+    let plan = plan_repair(dir.path()).unwrap();
+    assert_eq!(
+        plan,
+        vec![RepairAction::FinishRewrite {
+            segment: seg.clone()
+        }]
+    );
+    assert!(!plan[0].needs_repair());
     let log = Log::open(plain.clone()).unwrap();
     assert_eq!(log.recovery_report().rewrites_finished, vec![seg.clone()]);
     assert!(!with(&seg, ".rw").exists() && !with(&idx, ".rw").exists());
@@ -139,9 +162,56 @@ fn an_open_finishes_a_decided_rewrite_and_drops_an_undecided_one() {
     log.close().unwrap();
     // An undecided rewrite: a segment written, no index file for it.
     std::fs::write(with(&seg, ".rw"), vec![7u8; 8192]).unwrap();
+    assert_eq!(
+        plan_repair(dir.path()).unwrap(),
+        vec![RepairAction::DropRewrite {
+            path: with(&seg, ".rw")
+        }]
+    );
     let log = Log::open(plain).unwrap();
     assert!(log.recovery_report().rewrites_finished.is_empty());
     assert!(!with(&seg, ".rw").exists());
     check_partitions(&log);
     log.close().unwrap();
+}
+
+/// Merged batches stay within the largest frame the log holds (`record_bytes_max` plus a
+/// record's prefix and a frame's headers): recovery and `inspect --verify` refuse longer
+/// frames, and readers size their buffers by it. One partition of 900-byte records merges
+/// into batches as large as the bound allows.
+#[test]
+fn merged_batches_stay_within_the_largest_frame() {
+    use floodgate::inspect::{Known, ScanEnd, scan_segment_file};
+    use floodgate::segment::format::{FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX};
+    let dir = test_dir("rewrite-frame-max");
+    let record_bytes_max = 16 << 10;
+    let config = small_config(dir.path(), BACKENDS[0]).record_bytes_max(record_bytes_max);
+    let log = Log::open(config.rewrite_sealed_segments(true)).unwrap();
+    log.create_topic("t", floodgate::TopicConfig::new(1))
+        .unwrap();
+    let mut producer = log.producer();
+    // A batch each: every send waits for its ack.
+    for i in 0..700u64 {
+        let v = common::payload(i, 900);
+        let ack = producer.send("t", floodgate::Record::new(&v)).unwrap();
+        ack.wait().unwrap();
+    }
+    log.wait_for_rewrites();
+    assert!(log.stats()[0].rewrites_done >= 2, "{:?}", log.stats()[0]);
+    log.close().unwrap();
+    let frame_max = record_bytes_max + RECORD_PREFIX_BYTES_MAX + FRAME_OVERHEAD_BYTES;
+    let mut largest = 0;
+    for seg in common::segments(dir.path(), 0) {
+        let (frames, end) = scan_segment_file(&seg, 64 << 10, Known::default()).unwrap();
+        assert!(matches!(end, ScanEnd::Clean { .. }), "{seg:?}: {end:?}");
+        largest = largest.max(
+            frames
+                .iter()
+                .map(|f| f.entry.frame_bytes)
+                .max()
+                .unwrap_or(0),
+        );
+    }
+    assert!(largest as usize <= frame_max, "{largest} > {frame_max}");
+    assert!(largest > 8 << 10, "batches merged: largest frame {largest}");
 }

@@ -16,6 +16,7 @@ use crate::shard::checkpoint;
 use crate::shard::rebuild::{Rebuilt, rebuild_found};
 use crate::shard::recovery::{ChunkReader, holds_frames, known_for, scan_segment_file};
 use crate::shard::retention::StartOffsets;
+use crate::shard::rewrite::rewrites_found;
 
 /// One thing [`crate::Config::repair_truncate_damaged`] makes `Log::open` do to a data
 /// directory (a plain open does the torn tails, index files and adoptions too).
@@ -66,6 +67,18 @@ pub enum RepairAction {
         /// The index file.
         path: PathBuf,
     },
+    /// A sealed segment's rewrite that was decided (its new index file in place) and not
+    /// finished: the rewritten files take the segment's names.
+    FinishRewrite {
+        /// The segment.
+        segment: PathBuf,
+    },
+    /// The files of a rewrite a crash cut short before it was decided are deleted; the
+    /// segment stays as it was.
+    DropRewrite {
+        /// The file.
+        path: PathBuf,
+    },
     /// A prepared segment holding frames (a roll's rename a crash undid) gets its name.
     AdoptPrepared {
         /// The prepared file.
@@ -105,6 +118,24 @@ pub fn plan_repair(dir: &Path) -> Result<Vec<RepairAction>> {
     for shard in 0..meta.shards {
         let shard_dir = layout::shard_dir(dir, shard);
         let start = StartOffsets::load(&shard_dir)?.unwrap_or_default();
+        let rewrites = rewrites_found(&shard_dir)?;
+        for path in rewrites.leftovers {
+            plan.push(RepairAction::DropRewrite { path });
+        }
+        for &id in &rewrites.decided {
+            plan.push(RepairAction::FinishRewrite {
+                segment: layout::segment_path(&shard_dir, id),
+            });
+        }
+        // A decided rewrite's files are the segment's from the open on.
+        let rewritten = |id: SegmentId, path: PathBuf, index: PathBuf| {
+            if !rewrites.decided.contains(&id) {
+                return (path, index);
+            }
+            let segment = layout::rewritten_segment_path(&shard_dir, id);
+            let path = if segment.exists() { segment } else { path };
+            (path, layout::rewritten_index_path(&shard_dir, id))
+        };
         let mut segments: Vec<(SegmentId, PathBuf)> = Vec::new();
         let listing = std::fs::read_dir(&shard_dir)
             .map_err(|e| Error::io("read directory", &shard_dir, e))?;
@@ -148,11 +179,12 @@ pub fn plan_repair(dir: &Path) -> Result<Vec<RepairAction>> {
         };
         for (i, (id, path)) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
+            let (path, index) = rewritten(*id, path.clone(), layout::index_path(&shard_dir, *id));
+            let path = &path;
             let file_len = std::fs::metadata(path)
                 .map_err(|e| Error::io("stat", path, e))?
                 .len();
             let mut known = known_for(checkpoint.as_ref(), *id, newest);
-            let index = layout::index_path(&shard_dir, *id);
             let directory = IndexDirectory::read(&index)
                 .ok()
                 .filter(|d| d.segment == *id);

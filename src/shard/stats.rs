@@ -9,6 +9,9 @@ pub(crate) struct WriterCounters {
     pub batches: AtomicU64,
     pub writes: AtomicU64,
     pub write_bytes: AtomicU64,
+    /// Bytes of frames the writer appended to the log (`write_bytes` counts whole blocks,
+    /// the log's last block again at each commit).
+    pub log_bytes: AtomicU64,
     pub write_nanos: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_nanos: AtomicU64,
@@ -40,6 +43,7 @@ impl WriterCounters {
             &self.batches,
             &self.writes,
             &self.write_bytes,
+            &self.log_bytes,
             &self.write_nanos,
             &self.flushes,
             &self.flush_nanos,

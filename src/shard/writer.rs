@@ -673,6 +673,7 @@ impl Writer {
         next[..carried].copy_from_slice(&build.buf[from..from + carried]);
         let pos = build.start + build.first_frame as u64;
         let frames = build.first_frame..build.len;
+        let frames_len = frames.len() as u64;
         let now = Instant::now();
         let wanted = self.start.tail_cache_bytes > 0 && self.shared.tail_wanted(now);
         if wanted {
@@ -706,6 +707,7 @@ impl Writer {
         WriterCounters::add(&counters.records, build.records as u64);
         WriterCounters::add(&counters.batches, build.frames as u64);
         WriterCounters::add(&counters.write_bytes, padded as u64);
+        WriterCounters::add(&counters.log_bytes, frames_len);
         build.start = next_start;
         build.len = carried;
         build.first_frame = carried;

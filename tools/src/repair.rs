@@ -171,6 +171,15 @@ fn describe(action: &RepairAction, verb: &str) {
             path.display(),
             segment.display()
         ),
+        RepairAction::FinishRewrite { segment } => outln!(
+            "{verb} finish the rewrite of {} (decided before a crash: the rewritten files take \
+             its names)",
+            segment.display()
+        ),
+        RepairAction::DropRewrite { path } => outln!(
+            "{verb} delete {} (a rewrite a crash cut short; the segment stays as it was)",
+            path.display()
+        ),
         _ => outln!("{verb} {action:?}"),
     }
 }

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// flush at least every MS milliseconds (what a crash of the machine may lose).
     #[arg(long, default_value = "sync", value_parser = parse_durability)]
     durability: Durability,
+    /// Do not rewrite sealed segments of small batches (Config::rewrite_sealed_segments: a
+    /// thread per shard puts each partition's records of a sealed segment together, while
+    /// the writer is not busy).
+    #[arg(long)]
+    no_rewrite: bool,
     /// How long a new (or emptied) consumer group's first rebalance waits for more members
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = 3000)]
@@ -158,6 +163,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         .shards(args.shards)
         .io_backend(args.backend)
         .durability(args.durability)
+        .rewrite_sealed_segments(!args.no_rewrite)
         .producer_id_expiry(Duration::from_millis(args.producer_id_expiration_ms));
     let log = Arc::new(Log::open(config)?);
     let mut server_config = ServerConfig::new(args.listen);

@@ -166,10 +166,10 @@ pub struct PeakArgs {
     /// Segment size in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     pub(crate) segment_bytes: u64,
-    /// Rewrite sealed segments of small batches while the scenario runs (see
-    /// Config::rewrite_sealed_segments).
+    /// Do not rewrite sealed segments of small batches (see
+    /// Config::rewrite_sealed_segments; on by default, it waits while the writer is busy).
     #[arg(long)]
-    pub(crate) rewrite_sealed_segments: bool,
+    pub(crate) no_rewrite: bool,
     /// Consumer threads: members of the group "peak", sharing --consume-rate.
     #[arg(long, default_value_t = 1)]
     pub(crate) consumers: u32,
@@ -353,11 +353,11 @@ pub struct ProduceArgs {
     /// Do not zero-fill segments ahead of the writer (see Config::segment_prezero).
     #[arg(long)]
     pub(crate) no_prezero: bool,
-    /// Rewrite sealed segments of small batches, each partition's records together (see
-    /// Config::rewrite_sealed_segments); `load produce` waits for the rewrites before it ends,
-    /// and reports how long that took.
+    /// Do not rewrite sealed segments of small batches (see Config::rewrite_sealed_segments).
+    /// With the rewrite, `load produce` waits for the rewrites before it ends, and reports how
+    /// long that took.
     #[arg(long)]
-    pub(crate) rewrite_sealed_segments: bool,
+    pub(crate) no_rewrite: bool,
     /// Do not pin shard writer threads, nor producer threads, to cores.
     #[arg(long)]
     pub(crate) no_pin: bool,

@@ -23,7 +23,7 @@ pub(crate) fn peak(args: PeakArgs) -> CliResult {
         segment_bytes: args.segment_bytes,
         commit_bytes_max: 4 << 20,
         no_prezero: false,
-        rewrite_sealed_segments: args.rewrite_sealed_segments,
+        no_rewrite: args.no_rewrite,
         no_pin: false,
         // Pinned to the one core the writer leaves on a 2-core machine, the producer would wait
         // out whatever else runs there while the writer's core idles (see Log::other_cores;
@@ -143,6 +143,7 @@ pub(crate) fn peak(args: PeakArgs) -> CliResult {
         "target_rate": args.produce_rate,
         "consume_rate": args.consume_rate,
         "consumers": args.consumers,
+        "rewrite_sealed_segments": !args.no_rewrite,
         "duration_s": elapsed,
         "produced": produced,
         "errors": errors,

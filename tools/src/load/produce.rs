@@ -95,15 +95,7 @@ pub(crate) fn produce(args: ProduceArgs) -> CliResult {
         "durability": args.log.durability,
         "io_backend": backend.name(),
         "segment_prezero": !args.no_prezero,
-        "rewrite_sealed_segments": args.rewrite_sealed_segments,
-        "rewrites": {
-            "done": rewritten.rewrites_done,
-            "skipped": rewritten.rewrites_skipped,
-            "failed": rewritten.rewrites_failed,
-            "read_bytes": rewritten.rewrite_read_bytes,
-            "written_bytes": rewritten.rewrite_write_bytes,
-            "waited_s": rewrites_s,
-        },
+        "rewrite_sealed_segments": !args.no_rewrite,
         "target_rate": args.rate,
         "duration_s": elapsed,
         "produced": produced,
@@ -118,6 +110,9 @@ pub(crate) fn produce(args: ProduceArgs) -> CliResult {
     });
     merge_json(&mut report, device_json(device, Some(mb_per_s), None));
     merge_json(&mut report, writer);
+    // The writer's figures are from the end of the run; the rewrites' from after them.
+    report["rewrites"] = rewrites_json(&rewritten);
+    report["rewrites"]["waited_s"] = json!(rewrites_s);
     let seconds = per_second(&results);
     merge_json(&mut report, series_json(&seconds));
     if let Some(path) = &args.log.plot {
@@ -197,7 +192,7 @@ pub(crate) fn open_load_log(args: &ProduceArgs) -> CliResult<LoadLog> {
         .segment_bytes(args.segment_bytes)
         .commit_bytes_max(args.commit_bytes_max)
         .segment_prezero(!args.no_prezero)
-        .rewrite_sealed_segments(args.rewrite_sealed_segments)
+        .rewrite_sealed_segments(!args.no_rewrite)
         .pin_threads(!args.no_pin)
         .tail_cache_bytes(args.tail_cache_bytes)
         .ring_records(args.ring_records);

@@ -66,6 +66,18 @@ pub(crate) fn writer_json(log: &Log) -> serde_json::Value {
         "write_bytes_mean": per(s.write_bytes, s.writes),
         "write_latency_us_mean": per(s.write_nanos, s.writes) / 1e3,
         "flush_latency_us_mean": per(s.flush_nanos, s.flushes) / 1e3,
+        "rewrites": rewrites_json(&s),
+    })
+}
+
+/// The rewrites of sealed segments in `s` (`Config::rewrite_sealed_segments`).
+pub(crate) fn rewrites_json(s: &ShardStats) -> serde_json::Value {
+    json!({
+        "done": s.rewrites_done,
+        "skipped": s.rewrites_skipped,
+        "failed": s.rewrites_failed,
+        "read_bytes": s.rewrite_read_bytes,
+        "written_bytes": s.rewrite_write_bytes,
     })
 }
 
