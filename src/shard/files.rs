@@ -19,6 +19,9 @@ pub(crate) struct SegmentFile {
     pub file: File,
     /// How many times the segment was rewritten (`shard::rewrite`).
     pub generation: u32,
+    /// Where a rewritten segment's data ends (its file ends with zeros through the next
+    /// block); None for a segment as the writer made it, the segment size long.
+    pub data_end: Option<u64>,
 }
 
 impl SegmentFile {
@@ -81,6 +84,7 @@ fn register_segment(shared: &ShardShared, id: SegmentId, backend: IoBackend) -> 
             path,
             file: read,
             generation: 0,
+            data_end: None,
         }),
     );
     Ok(())

@@ -367,6 +367,15 @@ impl ShardShared {
             .store((held + 2) * segment_bytes > cap, Ordering::Release);
     }
 
+    /// The length of segment `id`'s data: `segment_bytes`, or less for a rewritten segment.
+    pub fn segment_len(&self, id: SegmentId, segment_bytes: u64) -> u64 {
+        let segments = self.segments.read().expect("segments lock");
+        segments
+            .get(&id)
+            .and_then(|s| s.data_end)
+            .unwrap_or(segment_bytes)
+    }
+
     /// How far segment `id` may be read and cached: bytes below this never change (the whole
     /// file for an older segment, the last published commit's end for the newest).
     pub fn readable_end(&self, id: SegmentId) -> u64 {

@@ -123,14 +123,23 @@ fn hold_bytes(cache_bytes: u64, ahead: u64) -> Option<u64> {
     (hold >= (ahead + 2) * WINDOW_BYTES).then_some(hold)
 }
 
-/// Bytes of the log from `from` to `to` (0 if `to` is not after it), counting each segment
-/// before `to`'s as `segment_bytes` long.
-fn distance(from: LogPos, to: LogPos, segment_bytes: u64) -> u64 {
+/// Bytes of the log from `from` to `to` (0 if `to` is not after it), each segment before
+/// `to`'s as long as `len_of` says (a rewritten segment is shorter than the segment size);
+/// once past `cap`, anything more than `cap`.
+fn distance(from: LogPos, to: LogPos, len_of: &dyn Fn(SegmentId) -> u64, cap: u64) -> u64 {
     if to <= from {
         return 0;
     }
-    let segments = to.segment.0 - from.segment.0;
-    (segments * segment_bytes + to.pos).saturating_sub(from.pos)
+    if to.segment == from.segment {
+        return to.pos - from.pos;
+    }
+    let mut bytes = len_of(from.segment).saturating_sub(from.pos);
+    let mut id = from.segment.next();
+    while id < to.segment && bytes <= cap {
+        bytes += len_of(id);
+        id = id.next();
+    }
+    bytes + to.pos
 }
 
 /// A shard's read-ahead thread, stopped by `shutdown`.
@@ -180,8 +189,14 @@ impl Readahead {
                 state.furthest
             } else {
                 let end = LogPos::new(segment, last + WINDOW_BYTES);
-                let reach = (cache_bytes as u64, segment_bytes);
-                state = self.hold(state, scanner, at, end, reach, ahead);
+                let len_of = |id| shard.segment_len(id, segment_bytes);
+                state = self.hold(
+                    state,
+                    scanner,
+                    (at, end),
+                    (cache_bytes as u64, &len_of),
+                    ahead,
+                );
                 state
                     .scanners
                     .get(&scanner.id)
@@ -191,7 +206,7 @@ impl Readahead {
                 return;
             }
         }
-        let readable = shard.readable_end(segment).min(segment_bytes);
+        let readable = (shard.readable_end(segment)).min(shard.segment_len(segment, segment_bytes));
         let mut wanted = Vec::new();
         {
             let cache = shard.read_cache.read().expect("read cache lock");
@@ -239,9 +254,8 @@ impl Readahead {
         &'a self,
         mut state: MutexGuard<'a, State>,
         me: ScanTag,
-        at: LogPos,
-        end: LogPos,
-        (cache_bytes, segment_bytes): (u64, u64),
+        (at, end): (LogPos, LogPos),
+        (cache_bytes, len_of): (u64, &dyn Fn(SegmentId) -> u64),
         ahead: u64,
     ) -> MutexGuard<'a, State> {
         let (_, cv) = &*self.state;
@@ -271,7 +285,7 @@ impl Readahead {
                 .iter()
                 .filter(|&(&id, s)| {
                     let window = LogPos::new(s.at.segment, s.at.pos - s.at.pos % WINDOW_BYTES);
-                    let behind = distance(window, end, segment_bytes);
+                    let behind = distance(window, end, len_of, cache_bytes);
                     id != me.id
                         && s.party == me.party
                         && s.at < at
@@ -448,13 +462,23 @@ mod tests {
         assert_eq!(hold_bytes(8 << 20, windows_ahead(8 << 20)), None);
         assert_eq!(hold_bytes(0, 0), None);
         let at = |segment, pos| LogPos::new(SegmentId(segment), pos);
-        assert_eq!(distance(at(3, 100), at(3, 5000), W), 4900);
-        assert_eq!(distance(at(3, 5000), at(3, 100), W), 0, "not after");
+        let len = |_| W;
+        let far = u64::MAX;
+        assert_eq!(distance(at(3, 100), at(3, 5000), &len, far), 4900);
+        assert_eq!(distance(at(3, 5000), at(3, 100), &len, far), 0, "not after");
         assert_eq!(
-            distance(at(2, W - 10), at(4, 20), W),
+            distance(at(2, W - 10), at(4, 20), &len, far),
             W + 30,
             "across segments"
         );
-        assert_eq!(distance(at(4, 20), at(2, W - 10), W), 0);
+        assert_eq!(distance(at(4, 20), at(2, W - 10), &len, far), 0);
+        // Segment 3 rewritten to a third of its length: the scanners are that much closer.
+        let rewritten = |id: SegmentId| if id == SegmentId(3) { W / 3 } else { W };
+        assert_eq!(
+            distance(at(2, W - 10), at(4, 20), &rewritten, far),
+            W / 3 + 30
+        );
+        // Far apart: counted until past the cap.
+        assert!(distance(at(1, 0), at(1000, 0), &len, 2 * W) > 2 * W);
     }
 }

@@ -461,6 +461,9 @@ pub(crate) fn recover_shard(
             path,
             file,
             generation,
+            data_end: (directory.as_ref())
+                .filter(|d| d.generation > 0)
+                .map(|d| d.data_end),
         });
         shared
             .segments

@@ -531,6 +531,7 @@ pub(crate) fn rewrite_segment(
             path,
             file,
             generation: new_directory.generation,
+            data_end: Some(data_end),
         },
         &new_directory,
         starts,
