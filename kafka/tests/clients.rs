@@ -437,3 +437,86 @@ fn the_java_clients_consumer_group_shares_partitions_and_commits() {
     );
     stop(log, server);
 }
+
+/// librdkafka's own test suite (Debian's librdkafka 2.0.2 source, built by
+/// `.ci/librdkafka-tests`, whose output FLOODGATE_LIBRDKAFKA_TESTS names) against the server:
+/// the tests in `tests/clients/librdkafka-tests.txt`, two at a time, as `test-runner` runs
+/// them against a broker (`-L`: those that need one; `-K`: not its own known issues; `-Q`:
+/// quick mode). Run on its own by `.ci/run` (`-- --ignored`): its clients would share the
+/// machine's two cores with the other tests' and miss their timeouts.
+#[test]
+#[ignore = "run alone: .ci/run runs it with FLOODGATE_LIBRDKAFKA_TESTS set"]
+fn librdkafkas_own_test_suite_passes() {
+    let Some(tests) = std::env::var_os("FLOODGATE_LIBRDKAFKA_TESTS") else {
+        assert!(
+            std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
+            "FLOODGATE_LIBRDKAFKA_TESTS is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS)"
+        );
+        eprintln!("skipped: FLOODGATE_LIBRDKAFKA_TESTS is not set (.ci/librdkafka-tests)");
+        return;
+    };
+    let tests = std::path::PathBuf::from(tests);
+    let list = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/librdkafka-tests.txt"
+    ))
+    .unwrap();
+    let selected: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(selected.len() > 50, "{} tests listed", selected.len());
+    let dir = test_dir("kafka-librdkafka-suite");
+    // librdkafka's test clusters have 4 partitions a topic; its tests produce to partition 1+
+    // of topics they let auto-create.
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 4);
+    let conf = dir.path().join("test.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "metadata.broker.list={}\ntest.timeout.multiplier=2\n",
+            server.local_addr()
+        ),
+    )
+    .unwrap();
+    let output = dir.path().join("test-runner.log");
+    let out_file = std::fs::File::create(&output).unwrap();
+    let mut child = Command::new(tests.join("test-runner"))
+        .args(["-Q", "-p2", "-L", "-K"])
+        .current_dir(&tests)
+        .env("TESTS", selected.join(","))
+        .env("RDKAFKA_TEST_CONF", &conf)
+        .env("TEST_KAFKA_VERSION", "4.1.0")
+        .env("LD_LIBRARY_PATH", "../src:../src-cpp")
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(out_file)
+        .spawn()
+        .expect("test-runner starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let printed = std::fs::read_to_string(&output).unwrap_or_default();
+    let lines: Vec<&str> = printed.lines().collect();
+    let failed: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("FAILED") || l.contains("TIMED OUT"))
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(80)..];
+    assert!(
+        status.success() && printed.contains("ALL TESTS PASSED"),
+        "test-runner: {status}\n{}\n...\n{}",
+        failed.join("\n"),
+        tail.join("\n")
+    );
+    stop(log, server);
+}
