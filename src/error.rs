@@ -150,6 +150,20 @@ pub enum Error {
         max: u32,
     },
 
+    /// Partitions can be added to a topic, never taken away: the count asked for is not above
+    /// the topic's.
+    #[error(
+        "topic {topic:?} has {partitions} partitions; partitions can only be added, and {asked} asked for"
+    )]
+    PartitionCountNotIncreased {
+        /// The topic.
+        topic: String,
+        /// Its partitions now.
+        partitions: u32,
+        /// The count asked for.
+        asked: u32,
+    },
+
     /// The topics together would have more than `config::PARTITIONS_TOTAL_MAX`
     /// partitions.
     #[error("the log holds {held} partitions; {asked} more would pass its limit of {max}")]

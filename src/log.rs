@@ -378,6 +378,20 @@ impl Log {
         self.groups.record_topics()
     }
 
+    /// Gives topic `name` `partitions` partitions in all, more than it has. Records already
+    /// stored stay in their partitions (a key's records may land in another partition from
+    /// now on, as in Kafka); producers see the new partitions at their next send, and the
+    /// topic's consumer groups share them out among their members. The internal offsets
+    /// topic keeps its count (groups are placed by it).
+    pub fn create_partitions(&self, name: &str, partitions: u32) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
+        }
+        let topic_id = self.store.add_partitions(name, partitions)?;
+        self.groups.grow_topic(topic_id, partitions);
+        self.groups.record_topics()
+    }
+
     /// Deletes a topic. Its records become unreachable at once; their bytes go when retention
     /// removes the segments that hold them.
     pub fn delete_topic(&self, name: &str) -> Result<()> {

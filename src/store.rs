@@ -178,6 +178,54 @@ impl Store {
         Ok(())
     }
 
+    /// Gives topic `name` `total` partitions, more than it has; returns its id. The new
+    /// partitions go to shards as the topic's first ones did (partition p on shard
+    /// `(first_shard + p) % shards`), so an open finds them from the metadata alone.
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<u32> {
+        if total > crate::config::PARTITIONS_MAX {
+            return Err(Error::InvalidPartitionCount {
+                asked: total,
+                max: crate::config::PARTITIONS_MAX,
+            });
+        }
+        let mut meta = self.meta.lock().expect("meta lock");
+        let Some(t) = meta.topic(name).cloned() else {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        };
+        if total <= t.partitions {
+            return Err(Error::PartitionCountNotIncreased {
+                topic: name.to_owned(),
+                partitions: t.partitions,
+                asked: total,
+            });
+        }
+        meta.check_room_for(total - t.partitions)?;
+        let mut next = meta.clone();
+        for topic in next.topics.iter_mut().filter(|x| x.id == t.id) {
+            topic.partitions = total;
+        }
+        next.store(&self.config.dir)?;
+        *meta = next;
+        let mut topics = self.topics.write().expect("topics lock");
+        let mut partitions = topics
+            .get(name)
+            .map(|s| s.partitions.clone())
+            .unwrap_or_default();
+        for p in partitions.len() as u32..total {
+            let shard = (t.first_shard as usize + p as usize) % self.shards.len();
+            partitions.push(self.shards[shard].new_partition(t.id, p));
+        }
+        topics.insert(
+            name.to_owned(),
+            Arc::new(TopicState {
+                id: t.id,
+                partitions,
+            }),
+        );
+        self.topics_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(t.id)
+    }
+
     /// Deletes a topic: unreachable at once, its bytes gone when retention removes them.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let mut meta = self.meta.lock().expect("meta lock");

@@ -712,3 +712,81 @@ fn members_of_a_group_read_a_backlog_about_once_between_them() {
     let read = log.stats()[0].read_disk_bytes as f64 / written as f64;
     assert!(read < 1.3, "the members read the log {read:.2} times");
 }
+
+/// Partitions added to a topic: producers write to them, the topic's group shares them out
+/// among its members, they survive a reopen, and a count not above the topic's (or the
+/// offsets topic's, or an unknown topic's) is refused with nothing changed.
+#[test]
+fn partitions_added_to_a_topic_are_shared_by_its_group_and_kept() {
+    let dir = test_dir("group-grow");
+    let config = small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config.clone()).unwrap();
+    log.create_topic("t", TopicConfig::new(2)).unwrap();
+    produce(&log, "t", 2, 5);
+    let member = || log.consumer("t").group("g").build().unwrap();
+    let (mut a, mut b) = (member(), member());
+    let mut seen: HashSet<(u32, Offset)> = HashSet::new();
+    for _ in 0..3 {
+        seen.extend(poll_some(&mut a));
+        seen.extend(poll_some(&mut b));
+    }
+    assert_eq!(a.assignment().len() + b.assignment().len(), 2);
+    let mut producer = log.producer();
+    assert!(matches!(
+        log.create_partitions("t", 2),
+        Err(Error::PartitionCountNotIncreased {
+            partitions: 2,
+            asked: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.create_partitions("missing", 3),
+        Err(Error::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        log.create_partitions("__consumer_offsets", 8),
+        Err(Error::ReservedTopicName(_))
+    ));
+    log.create_partitions("t", 6).unwrap();
+    assert_eq!(
+        log.list_topics()
+            .iter()
+            .find(|t| t.name == "t")
+            .unwrap()
+            .partitions,
+        6
+    );
+    // Records to the new partitions, from a producer made before the change.
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        for p in 2..6 {
+            let value = format!("{p}:{i}");
+            let record = Record::new(value.as_bytes()).partition(p);
+            acks.push(producer.send("t", record).unwrap());
+        }
+    }
+    for ack in acks {
+        ack.wait().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 6 * 5 {
+        assert!(Instant::now() < deadline, "{} records seen", seen.len());
+        seen.extend(poll_some(&mut a));
+        seen.extend(poll_some(&mut b));
+    }
+    let (sa, sb): (HashSet<u32>, HashSet<u32>) = (
+        a.assignment().into_iter().collect(),
+        b.assignment().into_iter().collect(),
+    );
+    assert_eq!((sa.len(), sb.len()), (3, 3), "{sa:?} {sb:?}");
+    assert!(sa.is_disjoint(&sb));
+    drop((a, b));
+    log.close().unwrap();
+    let log = Log::open(config).unwrap();
+    for p in 2..6 {
+        assert_eq!(log.offsets("t", p).unwrap().1, Offset(5), "partition {p}");
+    }
+    assert!(log.offsets("t", 6).is_err());
+    log.close().unwrap();
+}

@@ -125,6 +125,20 @@ impl Group {
         id
     }
 
+    /// The topic has `partitions` partitions now (more than before): the new ones are
+    /// assigned to the members, each keeping what it has up to its share.
+    pub fn grow(&self, partitions: u32) {
+        let mut s = self.state.lock().expect("group lock");
+        let n = partitions as usize;
+        if n <= s.target.len() {
+            return;
+        }
+        s.target.resize(n, None);
+        s.owner.resize(n, None);
+        s.target = assign(&s.target, &s.members);
+        self.bump();
+    }
+
     /// Removes a member, freeing every partition it owns.
     pub fn leave(&self, member: MemberId) {
         let mut s = self.state.lock().expect("group lock");

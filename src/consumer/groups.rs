@@ -182,6 +182,18 @@ impl Groups {
         Ok(group)
     }
 
+    /// Topic `topic_id` now has `partitions` partitions: its live groups share them out.
+    pub fn grow_topic(&self, topic_id: u32, partitions: u32) {
+        let live = self.live.lock().expect("groups lock");
+        for ((_, t), group) in live.iter() {
+            if *t == topic_id {
+                group.grow(partitions);
+            }
+        }
+        drop(live);
+        self.update_protection();
+    }
+
     /// Tells each shard's retention which offsets it must keep: the oldest live commit record
     /// of the offsets partition, and with `protect_unconsumed`, each group's committed offset
     /// of every partition of its topic (0 where it has not committed).
