@@ -205,6 +205,11 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
             vec![F::Array(TOPIC), I32, I8]
         }
         ApiKey::DeleteTopics => vec![F::Array(&[F::Str]), I32],
+        ApiKey::CreatePartitions => {
+            const ASSIGNMENT: &[F] = &[F::Array(&[I32]), F::Tags];
+            const TOPIC: &[F] = &[F::Str, I32, F::Array(ASSIGNMENT), F::Tags];
+            vec![F::Array(TOPIC), I32, I8]
+        }
         ApiKey::DescribeConfigs => {
             const RESOURCE: &[F] = &[I8, F::Str, F::Array(&[F::Str]), F::Tags];
             let mut l = vec![F::Array(RESOURCE)];

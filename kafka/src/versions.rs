@@ -56,6 +56,12 @@ pub const SUPPORTED_APIS: &[Api] = &[
         min_served: 1,
     },
     Api {
+        key: ApiKey::CreatePartitions,
+        min: 0,
+        max: 3,
+        min_served: 0,
+    },
+    Api {
         key: ApiKey::DescribeConfigs,
         min: 1,
         max: 4,

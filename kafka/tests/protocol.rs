@@ -551,6 +551,111 @@ fn topics_are_created_and_deleted_by_admin_requests() {
     stop(log, server);
 }
 
+/// CreatePartitions adds partitions to a topic (v0, non-flexible, and v3, flexible); a count
+/// not above the topic's, an unknown topic, an assignment naming another broker or the wrong
+/// number of new partitions, and a topic named twice are refused with nothing changed;
+/// validation only changes nothing.
+#[test]
+fn partitions_are_added_by_admin_requests() {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreatePartitionsRequest, CreatePartitionsResponse};
+    let dir = test_dir("kafka-add-partitions");
+    let (log, server) = serve(dir.path(), |_| {});
+    log.create_topic("a", floodgate::TopicConfig::new(2))
+        .unwrap();
+    log.create_topic("b", floodgate::TopicConfig::new(1))
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let topic = |n: &str, count: i32, brokers: Option<Vec<i32>>| {
+        let mut t = CreatePartitionsTopic::default();
+        t.name = name(n);
+        t.count = count;
+        t.assignments = brokers.map(|b| {
+            b.into_iter()
+                .map(|id| {
+                    let mut a = CreatePartitionsAssignment::default();
+                    a.broker_ids = vec![BrokerId(id)];
+                    a
+                })
+                .collect()
+        });
+        t
+    };
+    let request = |topics: Vec<CreatePartitionsTopic>, validate_only: bool| {
+        let mut req = CreatePartitionsRequest::default();
+        req.timeout_ms = 5000;
+        req.validate_only = validate_only;
+        req.topics = topics;
+        req
+    };
+    let codes = |r: &CreatePartitionsResponse| -> Vec<i16> {
+        r.results.iter().map(|t| t.error_code).collect()
+    };
+    for version in [0, 3] {
+        let req = request(
+            vec![
+                topic("a", 2, None),
+                topic("nope", 3, None),
+                topic("b", 3, Some(vec![7, 7])),
+                topic("b", 3, Some(vec![0])),
+            ],
+            false,
+        );
+        let response: CreatePartitionsResponse =
+            client.call(ApiKey::CreatePartitions, version, &req);
+        let invalid = ResponseError::InvalidRequest.code();
+        assert_eq!(
+            codes(&response),
+            [
+                ResponseError::InvalidPartitions.code(),
+                ResponseError::UnknownTopicOrPartition.code(),
+                invalid,
+                invalid,
+            ],
+            "v{version}"
+        );
+        assert!(response.results[0].error_message.is_some());
+    }
+    let one = |t| request(vec![t], false);
+    let assigned_elsewhere: CreatePartitionsResponse = client.call(
+        ApiKey::CreatePartitions,
+        3,
+        &one(topic("b", 3, Some(vec![0, 7]))),
+    );
+    let too_few: CreatePartitionsResponse = client.call(
+        ApiKey::CreatePartitions,
+        3,
+        &one(topic("b", 3, Some(vec![0]))),
+    );
+    let bad = ResponseError::InvalidReplicaAssignment.code();
+    assert_eq!(
+        (codes(&assigned_elsewhere), codes(&too_few)),
+        (vec![bad], vec![bad])
+    );
+    let checked: CreatePartitionsResponse = client.call(
+        ApiKey::CreatePartitions,
+        3,
+        &request(vec![topic("a", 5, None)], true),
+    );
+    assert_eq!(codes(&checked), [0]);
+    assert!(log.offsets("a", 2).is_err(), "validation only");
+    let done: CreatePartitionsResponse = client.call(
+        ApiKey::CreatePartitions,
+        0,
+        &request(
+            vec![topic("a", 5, None), topic("b", 3, Some(vec![0, 0]))],
+            false,
+        ),
+    );
+    assert_eq!(codes(&done), [0, 0]);
+    assert!(log.offsets("a", 4).is_ok() && log.offsets("b", 2).is_ok());
+    let meta = metadata(&mut client, "a", false);
+    assert_eq!(meta.topics[0].partitions.len(), 5);
+    stop(log, server);
+}
+
 /// `/metrics` counts what went through the server and shows the log's own figures.
 #[test]
 fn metrics_count_requests_records_and_the_logs_figures() {

@@ -19,11 +19,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, ResponseHeader, SyncGroupRequest,
+    ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -50,6 +51,7 @@ pub(crate) enum Decoded {
     ListOffsets(ListOffsetsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
     FindCoordinator(FindCoordinatorRequest),
     DescribeConfigs(DescribeConfigsRequest),
     JoinGroup(JoinGroupRequest),
@@ -100,6 +102,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::ListOffsets => decoded!(ListOffsets),
         ApiKey::CreateTopics => decoded!(CreateTopics),
         ApiKey::DeleteTopics => decoded!(DeleteTopics),
+        ApiKey::CreatePartitions => decoded!(CreatePartitions),
         ApiKey::FindCoordinator => decoded!(FindCoordinator),
         ApiKey::DescribeConfigs => decoded!(DescribeConfigs),
         ApiKey::JoinGroup => decoded!(JoinGroup),
@@ -188,6 +191,10 @@ pub(crate) fn handle(
         }),
         Decoded::DeleteTopics(request) => Box::pin(async move {
             let response = topics::delete_topics(&state, request);
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
+        }),
+        Decoded::CreatePartitions(request) => Box::pin(async move {
+            let response = topics::create_partitions(&state, request);
             frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::DescribeConfigs(request) => Box::pin(async move {

@@ -1,13 +1,15 @@
-//! CreateTopics and DeleteTopics, for admin clients and tools. One broker: a replication
+//! CreateTopics, CreatePartitions and DeleteTopics, for admin clients and tools. One broker: a replication
 //! factor other than 1 (or -1, the default) cannot be met; replica assignments may name only
 //! this broker. Retention is the log's, not a topic's: a topic created with configs is refused
 //! rather than created without them.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -86,10 +88,75 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
     response
 }
 
+/// CreatePartitions: each topic to the count asked for. Assignments, if given, name this broker
+/// only, one per new partition; a topic named twice in one request is refused for both.
+pub(crate) fn create_partitions(
+    state: &ThreadState,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let log = &state.shared.log;
+    let mut response = CreatePartitionsResponse::default();
+    for topic in &req.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        let current = find(log, &name).map(|t| t.partitions);
+        let named = req.topics.iter().filter(|t| t.name == topic.name).count();
+        let refusal = match (current, u32::try_from(topic.count)) {
+            _ if named > 1 => Some((
+                ResponseError::InvalidRequest,
+                format!("topic {name:?} is named {named} times in the request"),
+            )),
+            (None, _) => Some((
+                ResponseError::UnknownTopicOrPartition,
+                format!("no topic {name:?}"),
+            )),
+            (Some(n), Ok(count)) if count > n => match &topic.assignments {
+                Some(a) if a.len() as u32 != count - n => Some((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("{} assignments for {} new partitions", a.len(), count - n),
+                )),
+                Some(a)
+                    if a.iter()
+                        .any(|a| a.broker_ids.iter().any(|b| b.0 != NODE_ID)) =>
+                {
+                    Some((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("replicas may only be on broker {NODE_ID}"),
+                    ))
+                }
+                _ => None,
+            },
+            (Some(n), _) => Some((
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic {name:?} has {n} partitions; partitions can only be added, and {} \
+                     asked for",
+                    topic.count
+                ),
+            )),
+        };
+        let outcome = match refusal {
+            Some((code, why)) => Err((code.code(), why)),
+            None if req.validate_only => Ok(()),
+            None => log
+                .create_partitions(&name, topic.count as u32)
+                .map_err(|e| (create_error(&e), e.to_string())),
+        };
+        if let Err((code, why)) = outcome {
+            result.error_code = code;
+            result.error_message = Some(StrBytes::from_string(why));
+        }
+        response.results.push(result);
+    }
+    response
+}
+
 fn create_error(e: &floodgate::Error) -> i16 {
     match e {
         floodgate::Error::TopicExists(_) => ResponseError::TopicAlreadyExists.code(),
         floodgate::Error::InvalidPartitionCount { .. }
+        | floodgate::Error::PartitionCountNotIncreased { .. }
         | floodgate::Error::TooManyPartitions { .. } => ResponseError::InvalidPartitions.code(),
         e => super::error_code(e),
     }

@@ -1,11 +1,12 @@
 """confluent-kafka (current librdkafka) against floodgate serve: produce keyed records with
 acks=all, read them back by assigning the partitions (no group), check every record and offset;
-list the topic, describe its configs, create and delete a topic with the admin client.
+list the topic, describe its configs, create a topic, add partitions to it and delete it with
+the admin client.
 Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
 import sys
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 partitions = 3
@@ -73,6 +74,9 @@ assert configs["cleanup.policy"].value == "delete", configs
 created = admin.create_topics([NewTopic(topic + "-admin", 4, 1)])
 list(created.values())[0].result(timeout=10)
 assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 4
+grown = admin.create_partitions([NewPartitions(topic + "-admin", 6)])
+list(grown.values())[0].result(timeout=10)
+assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 6
 deleted = admin.delete_topics([topic + "-admin"])
 list(deleted.values())[0].result(timeout=10)
 print("ok: %d records produced and read back" % count)
