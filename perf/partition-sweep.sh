@@ -6,8 +6,11 @@
 # PEAK_S`; prints a line per count and the ratio of each figure to the first count's. Catch-up
 # is given in records and in bytes of log read per second: past 1,000 partitions a batch holds
 # one or two records, so each record carries its batch's headers and the log grows by half. The device's own write + flush
-# latency is measured once with `--compare-device` on the first peak run.
-# Usage: perf/partition-sweep.sh [MESSAGES] [PEAK_S] [PARTITIONS...]
+# latency is measured once with `--compare-device` on the first peak run. SEGMENT_BYTES (default
+# the tool's, 1 GiB) sets the segment size of the produce runs: sealed segments of small batches
+# are rewritten by partition (Config::rewrite_sealed_segments) before the consume runs, and the
+# rewrites are reported.
+# Usage: [SEGMENT_BYTES=N] perf/partition-sweep.sh [MESSAGES] [PEAK_S] [PARTITIONS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${1:-2000000}
@@ -23,7 +26,8 @@ rows=()
 compare=--compare-device
 for n in "${counts[@]}"; do
   dir="$work/p$n"
-  produce=$($bin load produce --dir "$dir" --partitions "$n" --messages "$messages" --json)
+  produce=$($bin load produce --dir "$dir" --partitions "$n" --messages "$messages" \
+    --segment-bytes "${SEGMENT_BYTES:-1073741824}" --json)
   consume=$($bin load consume --dir "$dir" --json)
   group=$($bin load consume --dir "$dir" --group sweep --consumers 3 --json)
   rm -rf "$dir"
@@ -35,6 +39,8 @@ n, p, c, g, k = int(sys.argv[1]), *(json.loads(a) for a in sys.argv[2:])
 lat = k["ack_latency_us"]
 print(json.dumps({"partitions": n,
   "produce_msgs_per_s": round(p["produce_msgs_per_s"]),
+  "segments_rewritten": p["rewrites"]["done"],
+  "rewrites_s": round(p["rewrites"]["waited_s"], 1),
   "consume_msgs_per_s": round(c["consume_msgs_per_s"]),
   "consume_log_mb_per_s": round(c["read_disk_bytes"] / c["duration_s"] / 1e6),
   "consumer_cpu_ns_per_msg": round(c["consumer_cpu_ns_per_msg"]),

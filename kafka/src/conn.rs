@@ -2,6 +2,13 @@
 //! that many bytes), each handled as its own task, and the responses written in the order the
 //! requests came. At most [`PIPELINE_MAX`] requests are in flight per connection; past that
 //! the connection is not read until the oldest is answered.
+//!
+//! Produce and Fetch requests are handled side by side (a produce waits for its durability,
+//! and the ones in flight share the writer's commits). Any other request is handled once
+//! every earlier request of the connection is answered, and later ones start after it, as a
+//! Kafka broker handles a connection's requests one at a time: a client that commits offsets
+//! and then asks for them on one connection reads its commit (librdkafka's 0030
+//! offset_commit read 47 for the 50 it had just committed while the two ran at once).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -82,6 +89,31 @@ pub(crate) fn spawn(
     });
 }
 
+/// Whether a request has been answered, for the later requests that wait for it.
+#[derive(Default)]
+struct Done {
+    done: Cell<bool>,
+    notify: Notify,
+}
+
+impl Done {
+    fn finish(&self) {
+        self.done.set(true);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        loop {
+            // Registered before the check: a finish in between still wakes it.
+            let notified = self.notify.notified();
+            if self.done.get() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A response on its way: the task computing it (`None`: none is sent, as for acks=0).
 type Answer = tokio::task::JoinHandle<Result<Option<crate::apis::Frame>, String>>;
 
@@ -111,6 +143,9 @@ async fn serve(
         Ok(())
     });
     let max = state.shared.config.max_request_bytes;
+    // The requests not answered yet, and the latest that is not a Produce or Fetch.
+    let mut running: Vec<Rc<Done>> = Vec::new();
+    let mut barrier: Option<Rc<Done>> = None;
     let outcome = loop {
         let size = tokio::select! {
             size = rd.read_i32() => size,
@@ -143,12 +178,47 @@ async fn serve(
         };
         let key = request.key;
         state.shared.metrics.request(key);
-        let answer = match apis::handle(state, request, host) {
-            Ok(task) => tokio::task::spawn_local(task),
-            Err(reason) => {
-                state.shared.metrics.error(key);
-                break Err(reason);
+        running.retain(|d| !d.done.get());
+        let side_by_side = matches!(key, ApiKey::Produce | ApiKey::Fetch);
+        let waits: Vec<Rc<Done>> = match side_by_side {
+            true => barrier.iter().filter(|d| !d.done.get()).cloned().collect(),
+            false => running.clone(),
+        };
+        let done = Rc::new(Done::default());
+        running.push(Rc::clone(&done));
+        if !side_by_side {
+            barrier = Some(Rc::clone(&done));
+        }
+        let answer = if waits.is_empty() {
+            match apis::handle(state, request, host) {
+                Ok(task) => tokio::task::spawn_local(async move {
+                    let answer = task.await;
+                    done.finish();
+                    answer
+                }),
+                Err(reason) => {
+                    state.shared.metrics.error(key);
+                    break Err(reason);
+                }
             }
+        } else {
+            // Handled (decoded too) once the earlier ones are answered; a request that does
+            // not decode then closes the connection after their answers.
+            let (state, host) = (Rc::clone(state), Rc::clone(host));
+            tokio::task::spawn_local(async move {
+                for earlier in waits {
+                    earlier.wait().await;
+                }
+                let answer = match apis::handle(&state, request, &host) {
+                    Ok(task) => task.await,
+                    Err(reason) => {
+                        state.shared.metrics.error(key);
+                        Err(reason)
+                    }
+                };
+                done.finish();
+                answer
+            })
         };
         // With PIPELINE_MAX answers waiting (a client that does not read them), wait for
         // room, or for the server to stop.

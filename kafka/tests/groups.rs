@@ -961,3 +961,47 @@ fn a_paced_groups_fetches_take_the_groups_rate() {
     );
     stop(log, server);
 }
+
+/// A connection's requests other than Produce and Fetch are handled in order, as a Kafka
+/// broker handles them: commits sent back to back and an OffsetFetch after them, without
+/// waiting for the answers, read the last commit (librdkafka's 0030 offset_commit read an
+/// older one while they ran at once).
+#[test]
+fn a_fetch_of_offsets_after_commits_on_one_connection_reads_the_last_commit() {
+    let dir = test_dir("groups-ordered");
+    let (log, server) = serve(dir.path(), quick);
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = GroupId(s("g"));
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(s("t"));
+    t.partition_indexes = vec![0];
+    fetch.topics = Some(vec![t]);
+    for round in 0..20i64 {
+        let mut ids = Vec::new();
+        for k in 1..=5 {
+            let commit = commit_request(-1, "", &[("t", 0, round * 10 + k, "")]);
+            ids.push(client.send(ApiKey::OffsetCommit, 8, &commit));
+        }
+        let fetch_id = client.send(ApiKey::OffsetFetch, 1, &fetch);
+        for id in ids {
+            let (got, mut body) = client.receive_raw(ApiKey::OffsetCommit, 8).unwrap();
+            assert_eq!(got, id);
+            let r =
+                <OffsetCommitResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 8)
+                    .unwrap();
+            assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        }
+        let (got, mut body) = client.receive_raw(ApiKey::OffsetFetch, 1).unwrap();
+        assert_eq!(got, fetch_id);
+        let r = <OffsetFetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 1)
+            .unwrap();
+        assert_eq!(
+            r.topics[0].partitions[0].committed_offset,
+            round * 10 + 5,
+            "round {round}"
+        );
+    }
+    stop(log, server);
+}
