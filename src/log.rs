@@ -316,8 +316,8 @@ impl Log {
         &self.other_cores
     }
 
-    /// Waits until no sealed segment waits for its rewrite or is being rewritten
-    /// ([`Config::rewrite_sealed_segments`]); returns at once without it. For benchmarks and
+    /// Waits until every sealed segment has its index file and none waits for its rewrite or
+    /// is being rewritten ([`Config::rewrite_sealed_segments`]); returns at once without it. For benchmarks and
     /// tests that read a log the way it settles.
     pub fn wait_for_rewrites(&self) {
         self.store.rewrites_idle();

@@ -120,9 +120,18 @@ impl Store {
         }
     }
 
-    /// Waits until no sealed segment waits for a rewrite or is being rewritten.
+    /// Waits until every sealed segment has its index file (a segment is queued for its
+    /// rewrite once it has; the helper spreads that write over time), for a minute at most,
+    /// and then until none waits for a rewrite or is being rewritten.
     pub fn rewrites_idle(&self) {
+        if !self.config.rewrite_sealed {
+            return;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         for shard in &self.shards {
+            while shard.seals_pending() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             shard.rewrites.wait_idle();
         }
     }

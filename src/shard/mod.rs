@@ -423,6 +423,19 @@ impl ShardShared {
         Some(blocker)
     }
 
+    /// Whether a segment before the newest has no index file yet (its seal is under way).
+    pub fn seals_pending(&self) -> bool {
+        let ids: Vec<SegmentId> = (self.segments.read().expect("segments lock"))
+            .keys()
+            .copied()
+            .collect();
+        let Some((_, older)) = ids.split_last() else {
+            return false;
+        };
+        let sealed = self.sealed.lock().expect("sealed lock");
+        older.iter().any(|id| !sealed.contains_key(id))
+    }
+
     /// Sealed segments with index files, oldest first, with their newest record timestamp.
     pub fn sealed_segments(&self) -> Vec<(SegmentId, i64)> {
         let sealed = self.sealed.lock().expect("sealed lock");

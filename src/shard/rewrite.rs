@@ -449,10 +449,14 @@ pub(crate) fn rewrite_segment(
         let _ = std::fs::remove_file(out_path);
     };
     match written {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Windows::Written) => {}
+        Ok(Windows::Stopped) => {
             abandon(&out_path);
             return Ok(Rewritten::Skipped("stopped"));
+        }
+        Ok(Windows::FewMerge) => {
+            abandon(&out_path);
+            return Ok(Rewritten::Skipped("few batches merge"));
         }
         Err(e) if e.is_no_space() => {
             abandon(&out_path);
@@ -544,22 +548,34 @@ pub(crate) fn rewrite_segment(
     })
 }
 
+/// How writing a segment's windows ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Windows {
+    Written,
+    /// `stop` said to stop.
+    Stopped,
+    /// The first window's batches did not merge to half as many: with that many partitions a
+    /// window holds a record or two of each, and the rest of the segment is not read.
+    FewMerge,
+}
+
 /// Reads `source` up to `data_end` a window at a time and writes each window's frames to
-/// `out`, grouped by partition, batches merged. Returns false if `stop` said to stop.
+/// `out`, grouped by partition, batches merged.
 fn write_windows(
     source: &SegmentFile,
     data_end: u64,
     out: &mut Output<'_>,
     stop: &dyn Fn() -> bool,
-) -> Result<bool> {
+) -> Result<Windows> {
     let block = BLOCK_BYTES as u64;
     let mut pos = 0u64;
     let mut frames: Vec<WindowFrame> = Vec::new();
     let mut merger = BatchMerger::default();
     let mut read_buf: Option<AlignedBuf> = None;
+    let mut frames_in = 0usize;
     while pos < data_end {
         if stop() {
-            return Ok(false);
+            return Ok(Windows::Stopped);
         }
         let start = pos / block * block;
         let mut len = (REWRITE_WINDOW_BYTES as u64).min(data_end.next_multiple_of(block) - start);
@@ -625,10 +641,14 @@ fn write_windows(
         // Stable: each partition's frames stay in offset order.
         frames.sort_by_key(|f| f.tp);
         write_grouped(buf, &frames, out, &mut merger)?;
+        frames_in += frames.len();
+        if pos == 0 && out.frames.len() * 2 > frames_in {
+            return Ok(Windows::FewMerge);
+        }
         out.flush(false)?;
         pos = start + at as u64;
     }
-    Ok(true)
+    Ok(Windows::Written)
 }
 
 /// Reads `len` bytes of `source` at `pos` (both block-aligned) into `buf`, which grows to
