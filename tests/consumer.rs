@@ -377,19 +377,7 @@ fn a_consumer_of_many_partitions_starts_each_at_its_own_position() {
     }
     let mut next: Vec<u64> = (0..partitions).map(start).collect();
     let want: u64 = (0..partitions).map(|p| per - start(p)).sum();
-    let mut got = 0u64;
-    while got < want {
-        let records = c.poll(Duration::from_secs(5)).unwrap();
-        assert!(!records.is_empty(), "{got} of {want} records");
-        for r in records {
-            let p = r.partition as usize;
-            assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
-            let i = u64::from_le_bytes(r.record.value.as_deref().unwrap()[..8].try_into().unwrap());
-            assert_eq!(i, next[p] * u64::from(partitions) + p as u64);
-            next[p] += 1;
-            got += 1;
-        }
-    }
+    common::poll_numbered(&mut c, partitions, &mut next, want);
     assert!(next.iter().all(|&n| n == per), "{next:?}");
     assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
     // From the middle on, and the 1 MiB a cursor may start early; a whole segment is a quarter.

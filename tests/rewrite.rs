@@ -40,21 +40,7 @@ fn check_partitions(log: &Log) {
 fn consume_all(log: &Log) {
     let mut c = log.consumer("t").build().unwrap();
     let mut next = vec![0u64; PARTITIONS as usize];
-    let want = u64::from(PARTITIONS) * PER;
-    let mut got = 0;
-    while got < want {
-        let records = c.poll(Duration::from_secs(5)).unwrap();
-        assert!(!records.is_empty(), "{got} of {want} records");
-        for r in records {
-            let p = r.partition as usize;
-            assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
-            let v = r.record.value.as_deref().unwrap();
-            let i = u64::from_le_bytes(v[..8].try_into().unwrap());
-            assert_eq!(i, next[p] * u64::from(PARTITIONS) + p as u64);
-            next[p] += 1;
-            got += 1;
-        }
-    }
+    common::poll_numbered(&mut c, PARTITIONS, &mut next, u64::from(PARTITIONS) * PER);
     assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
 }
 

@@ -55,6 +55,31 @@ pub fn produce_numbered(log: &floodgate::Log, topic: &str, partitions: u32, per:
     log.stats()[0].write_bytes
 }
 
+/// Polls `consumer` of a topic [`produce_numbered`] filled (`partitions` partitions) until it
+/// has handed out `want` records, partition `p`'s from offset `next[p]` on: each once, in order
+/// per partition, holding the number its offset says. Moves `next` on.
+pub fn poll_numbered(
+    consumer: &mut floodgate::Consumer,
+    partitions: u32,
+    next: &mut [u64],
+    want: u64,
+) {
+    let mut got = 0u64;
+    while got < want {
+        let records = consumer.poll(std::time::Duration::from_secs(5)).unwrap();
+        assert!(!records.is_empty(), "{got} of {want} records");
+        for r in records {
+            let p = r.partition as usize;
+            assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
+            let v = r.record.value.as_deref().unwrap();
+            let i = u64::from_le_bytes(v[..8].try_into().unwrap());
+            assert_eq!(i, next[p] * u64::from(partitions) + p as u64);
+            next[p] += 1;
+            got += 1;
+        }
+    }
+}
+
 /// A deterministic payload for record `i` of `len` bytes.
 pub fn payload(i: u64, len: usize) -> Vec<u8> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
