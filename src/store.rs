@@ -418,6 +418,47 @@ impl Store {
         )
     }
 
+    /// Where each partition's frames lie in segment `segment` of shard `shard`, if it is a
+    /// rewritten one: see `shard::extents`.
+    pub(crate) fn extents(
+        &self,
+        shard: u32,
+        segment: crate::segment::SegmentId,
+    ) -> Option<Arc<crate::shard::extents::Extents>> {
+        self.shards[shard as usize].extents(segment)
+    }
+
+    /// Reads `ranges` of segment `segment` of shard `shard` ahead, into its read cache: see
+    /// [`crate::shard::readahead::Readahead::prefetch`].
+    pub(crate) fn prefetch(
+        &self,
+        shard: u32,
+        segment: crate::segment::SegmentId,
+        ranges: &[(u64, u64)],
+    ) {
+        let s = shard as usize;
+        self.readahead[s].prefetch(&self.shards[s], segment, ranges);
+    }
+
+    /// How far ahead of its read position a consumer reading its stretches of a rewritten
+    /// segment of shard `shard` has them read: see
+    /// [`crate::shard::readahead::Readahead::prefetch_bytes`].
+    pub(crate) fn prefetch_bytes(&self, shard: u32) -> u64 {
+        let s = shard as usize;
+        self.readahead[s].prefetch_bytes(&self.shards[s])
+    }
+
+    /// Notes where `scanner` reads shard `shard`'s log while it reads stretches of a rewritten
+    /// segment: see [`crate::shard::readahead::Readahead::touch`].
+    pub(crate) fn touch_scan(
+        &self,
+        shard: u32,
+        at: LogPos,
+        scanner: crate::shard::readahead::ScanTag,
+    ) {
+        self.readahead[shard as usize].touch(at, scanner);
+    }
+
     /// Counts `bytes` of frames a scan of shard `shard`'s log handed to a reader.
     pub fn count_frames_read(&self, shard: u32, bytes: u64) {
         let counters = &self.shards[shard as usize].counters;

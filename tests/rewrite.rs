@@ -223,3 +223,75 @@ fn a_segment_whose_batches_do_not_merge_is_left_as_it_was() {
     }
     log.close().unwrap();
 }
+
+/// A consumer of some partitions reads only their stretches of the rewritten segments (each
+/// holds every partition's records together), not the whole log: a quarter of the partitions
+/// costs well under half of the log's bytes from the disk. A partition paused meanwhile is
+/// read whole once resumed, and a group of 3 then reads every record once.
+#[test]
+fn a_consumer_of_some_partitions_reads_only_their_stretches_of_rewritten_segments() {
+    let dir = test_dir("rewrite-stretches");
+    let config = || small_config(dir.path(), BACKENDS[0]).rewrite_sealed_segments(true);
+    let log = Log::open(config()).unwrap();
+    common::produce_numbered(&log, "t", PARTITIONS, PER);
+    log.wait_for_rewrites();
+    let stats = log.stats()[0];
+    assert!(stats.rewrites_done >= 10, "{stats:?}");
+    log.close().unwrap();
+    // Reopened: nothing of the log in memory.
+    let log = Log::open(config()).unwrap();
+    let on_disk: u64 = common::segments(dir.path(), 0)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let quarter: Vec<u32> = (0..PARTITIONS / 4).collect();
+    let mut c = log
+        .consumer("t")
+        .partitions(quarter.clone())
+        .build()
+        .unwrap();
+    let mut next = vec![0u64; PARTITIONS as usize];
+    let read_before = log.stats()[0].read_disk_bytes;
+    c.pause(&[7]);
+    let others = (quarter.len() as u64 - 1) * PER;
+    common::poll_numbered(&mut c, PARTITIONS, &mut next, others);
+    assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
+    c.resume(&[7]);
+    common::poll_numbered(&mut c, PARTITIONS, &mut next, PER);
+    assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
+    assert!(quarter.iter().all(|&p| next[p as usize] == PER), "{next:?}");
+    let read = log.stats()[0].read_disk_bytes - read_before;
+    assert!(
+        read * 2 < on_disk,
+        "read {read} bytes of a log of {on_disk} for a quarter of its partitions"
+    );
+    drop(c);
+    // A group of 3, all members in before the first poll: each partition read by one, from
+    // its start, to its end.
+    let mut members: Vec<_> = (0..3)
+        .map(|_| log.consumer("t").group("g").build().unwrap())
+        .collect();
+    let mut next = vec![0u64; PARTITIONS as usize];
+    let mut got = 0u64;
+    while got < u64::from(PARTITIONS) * PER {
+        let mut polled = 0;
+        for m in &mut members {
+            for r in m.poll(Duration::from_millis(10)).unwrap() {
+                let p = r.partition as usize;
+                assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
+                let v = r.record.value.as_deref().unwrap();
+                let i = u64::from_le_bytes(v[..8].try_into().unwrap());
+                assert_eq!(i, next[p] * u64::from(PARTITIONS) + p as u64);
+                next[p] += 1;
+                polled += 1;
+            }
+        }
+        assert!(polled > 0, "{got} records, then none");
+        got += polled;
+    }
+    for m in &mut members {
+        assert!(m.poll(Duration::from_millis(10)).unwrap().is_empty());
+    }
+    drop(members);
+    log.close().unwrap();
+}

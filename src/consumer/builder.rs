@@ -202,6 +202,8 @@ impl ConsumerBuilder {
             cursors: Vec::new(),
             cursor_layouts: Vec::new(),
             scan: LogScan::tagged(party),
+            prefetched: Vec::new(),
+            runs: Vec::new(),
             next_shard: 0,
             slot_of: Vec::new(),
             strays: 0,

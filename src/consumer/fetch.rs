@@ -8,7 +8,20 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::segment::LogPos;
-use crate::shard::read::{LogScan, ReadMode};
+use crate::segment::TopicPartition;
+use crate::segment::format::BLOCK_BYTES;
+use crate::shard::read::{LogScan, READ_GAP_BYTES_MAX, ReadMode};
+use crate::shard::readahead::READ_BYTES_MAX;
+
+/// What a scan reads next (see [`Consumer::own_stretches`]).
+enum Stretch {
+    /// The log from the cursor on.
+    Scan,
+    /// A run of the consumer's stretches of a rewritten segment: `[start, end)`.
+    Run(u64, u64),
+    /// Nothing more of the segment.
+    None,
+}
 
 /// How far before the earliest batch found a cursor may be placed instead of reading an index
 /// run to place it exactly: the scan reads these bytes once, and skips their frames.
@@ -116,11 +129,20 @@ impl Consumer {
                     self.place_cursors()?;
                     continue;
                 }
+                let (at, read) = match self.own_stretches(s, at, (fetch_bytes, mode)) {
+                    Stretch::Scan => (at, (fetch_bytes, mode)),
+                    Stretch::Run(start, end) => {
+                        let bytes = (end - start) as usize;
+                        (LogPos::new(at.segment, start), (bytes, ReadMode::Exact))
+                    }
+                    Stretch::None => {
+                        self.cursors[s] = Some(LogPos::new(at.segment.next(), 0));
+                        continue;
+                    }
+                };
                 // Taken out while its frames are handed over, and put back for the next scan.
                 let mut scan = std::mem::take(&mut self.scan);
-                let scanned = self
-                    .store
-                    .scan_log(s as u32, at, (fetch_bytes, mode), &mut scan);
+                let scanned = self.store.scan_log(s as u32, at, read, &mut scan);
                 let taken = match scanned {
                     // Read across a rewrite's replacement: placed again, read again.
                     Ok(()) if moved(self, s) => {
@@ -148,6 +170,57 @@ impl Consumer {
             }
         }
         Ok(false)
+    }
+
+    /// Where the scan of shard `s` from `at` reads next: in a rewritten segment, which holds
+    /// each partition's frames together (`shard::extents`), only the stretches of the
+    /// partitions this consumer reads: the first run of them from `at` on (read exactly:
+    /// the ones after it are read ahead here when `mode` says so), or none left in the
+    /// segment; at most `fetch_bytes` of it. Elsewhere the whole log from `at`.
+    fn own_stretches(
+        &mut self,
+        s: usize,
+        at: LogPos,
+        (fetch_bytes, mode): (usize, ReadMode),
+    ) -> Stretch {
+        let Some(extents) = self.store.extents(s as u32, at.segment) else {
+            return Stretch::Scan;
+        };
+        let (topic_id, slot_of, partitions) = (self.topic_id, &self.slot_of, &self.partitions);
+        let wanted = |tp: TopicPartition| {
+            tp.topic_id == topic_id
+                && (slot_of.get(tp.partition as usize))
+                    .and_then(|&i| partitions.get(i as usize))
+                    .is_some_and(|p| !p.paused && !p.stray)
+        };
+        let runs = &mut self.runs;
+        let limits = (READ_GAP_BYTES_MAX, READ_BYTES_MAX - BLOCK_BYTES as u64);
+        let first = (limits.0, limits.1.min(fetch_bytes as u64));
+        extents.runs(at.pos, wanted, first, 1, runs);
+        let Some(&(start, end)) = runs.first() else {
+            return Stretch::None;
+        };
+        if mode == ReadMode::Ahead {
+            self.store.touch_scan(s as u32, at, self.scan.tag);
+            // Once less than half of the budget ahead is asked for, the runs within it, from
+            // the first not asked for yet (asking a little at every scan made reads of a few
+            // blocks, and more frames crossing from one read into the next).
+            let budget = self.store.prefetch_bytes(s as u32);
+            let asked = &mut self.prefetched[s];
+            let from = match *asked {
+                a if a.segment == at.segment && a.pos > start => a.pos,
+                _ => start,
+            };
+            if from < start + budget / 2 {
+                let bytes = start + budget - from;
+                extents.runs(from, wanted, limits, bytes, runs);
+                if let Some(&(_, last)) = runs.last() {
+                    self.store.prefetch(s as u32, at.segment, runs);
+                    *asked = LogPos::new(at.segment, last);
+                }
+            }
+        }
+        Stretch::Run(start, end)
     }
 
     /// Hands scanned frames to the partitions they belong to: the records from each one's
@@ -242,6 +315,7 @@ impl Consumer {
             self.place_exactly(i, &mut cursors)?;
         }
         self.cursors = cursors;
+        self.prefetched = vec![LogPos::default(); self.cursors.len()];
         Ok(())
     }
 

@@ -179,6 +179,11 @@ pub struct Consumer {
     cursor_layouts: Vec<u64>,
     /// The vectors of the last scan (emptied), kept for the next.
     scan: LogScan,
+    /// Per shard, how far this consumer's stretches of a rewritten segment were asked to be
+    /// read ahead (see `Consumer::own_stretches`).
+    prefetched: Vec<LogPos>,
+    /// The runs of stretches last planned, kept for the next plan.
+    runs: Vec<(u64, u64)>,
     /// The shard whose log the next scan reads (round robin).
     next_shard: usize,
     /// Partition number → its index in `partitions` (`u32::MAX`: not consumed here).

@@ -8,6 +8,7 @@
 //! between shards.
 
 pub(crate) mod checkpoint;
+pub(crate) mod extents;
 pub(crate) mod files;
 pub(crate) mod framing;
 pub(crate) mod plan;
@@ -84,6 +85,8 @@ pub(crate) struct ShardShared {
     epoch: Instant,
     /// Entries of sealed runs, loaded from index files.
     pub sealed_runs: SealedRuns,
+    /// Where each partition's frames lie in the rewritten segments being read.
+    pub extents: extents::ExtentTables,
     /// Held while entries are moved into partitions, so they arrive in order.
     distributing: Mutex<Undistributed>,
     pub new_rings_flag: AtomicBool,
@@ -147,6 +150,7 @@ impl ShardShared {
             tail_read_at: AtomicU64::new(0),
             epoch: Instant::now(),
             sealed_runs: SealedRuns::new(dir, index_cache_bytes),
+            extents: extents::ExtentTables::default(),
             layout: AtomicU64::new(0),
             rewrites: rewrite::RewriteQueue::default(),
             segment_files: Mutex::new(()),
@@ -376,12 +380,33 @@ impl ShardShared {
             .unwrap_or(segment_bytes)
     }
 
+    /// Where each partition's frames lie in segment `id`, if it is a rewritten one (and its
+    /// table is not too large to keep: see [`extents::EXTENTS_MAX`]). None too if its index
+    /// file cannot be read (retention deleted the segment meanwhile): readers then scan the
+    /// segment whole, which checks every frame it hands over.
+    pub fn extents(&self, id: SegmentId) -> Option<Arc<extents::Extents>> {
+        let generation = {
+            let segments = self.segments.read().expect("segments lock");
+            match segments.get(&id) {
+                Some(s) if s.data_end.is_some() => s.generation,
+                _ => return None,
+            }
+        };
+        self.extents.get(&self.dir, id, generation).ok().flatten()
+    }
+
     /// How far segment `id` may be read and cached: bytes below this never change (the whole
-    /// file for an older segment, the last published commit's end for the newest).
+    /// file for an older segment, a rewritten one's data, the last published commit's end
+    /// for the newest).
     pub fn readable_end(&self, id: SegmentId) -> u64 {
         let end = *self.acked_end.lock().expect("acked end lock");
         match id.cmp(&end.segment) {
-            std::cmp::Ordering::Less => u64::MAX,
+            // A rewritten segment's file ends with zeros through the next block: a read of a
+            // window past its data read those (and counted them, and cached them).
+            std::cmp::Ordering::Less => {
+                let segments = self.segments.read().expect("segments lock");
+                (segments.get(&id).and_then(|s| s.data_end)).unwrap_or(u64::MAX)
+            }
             std::cmp::Ordering::Equal => end.pos,
             std::cmp::Ordering::Greater => 0,
         }

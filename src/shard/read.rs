@@ -528,7 +528,9 @@ fn span_at(
     if let Some(b) = cached(shard) {
         return Ok(b);
     }
-    if readahead.wait_for(at)
+    // A frame crossing into the next read ahead waits for that one too.
+    let last = LogPos::new(at.segment, at.pos + len_min - 1);
+    if (readahead.wait_for(at) | readahead.wait_for(last))
         && let Some(b) = cached(shard)
     {
         return Ok(b);
@@ -541,7 +543,7 @@ fn span_at(
 
 /// Reading nearby frames in one read beats reading them one by one: frames of a partition
 /// closer than this are read together, gap included.
-const READ_GAP_BYTES_MAX: u64 = 64 << 10;
+pub(crate) const READ_GAP_BYTES_MAX: u64 = 64 << 10;
 /// The most bytes one read spans.
 const READ_SPAN_BYTES_MAX: u64 = 4 << 20;
 

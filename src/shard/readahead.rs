@@ -19,7 +19,7 @@
 //! back.
 
 use crate::segment::SegmentId;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -49,6 +49,8 @@ fn windows_ahead(cache_bytes: usize) -> u64 {
 const _: () = assert!(WINDOW_BYTES.is_multiple_of(BLOCK_BYTES as u64));
 // Windows read ahead land in the read cache: by default it holds them twice over.
 const _: () = assert!(WINDOW_BYTES * WINDOWS_AHEAD * 2 <= TAIL_CACHE_BYTES_DEFAULT as u64);
+/// The longest read ahead: a window, or a stretch asked for by [`Readahead::prefetch`].
+pub(crate) const READ_BYTES_MAX: u64 = WINDOW_BYTES;
 /// Reads in flight at once.
 const QUEUE_DEPTH: u32 = 4;
 
@@ -102,8 +104,8 @@ struct Scanner {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Window>,
-    /// Queued or being read, by (segment, start).
-    pending: HashSet<LogPos>,
+    /// Queued or being read: (segment, start) → end.
+    pending: BTreeMap<LogPos, u64>,
     /// The furthest window an anonymous scan asked for, so readers skip asking again.
     furthest: LogPos,
     /// Scanners, by id.
@@ -111,6 +113,32 @@ struct State {
     /// Scanners waiting for one behind them.
     holding: usize,
     shutdown: bool,
+}
+
+impl State {
+    /// Queues a read of `w` unless one from the same start is pending; returns whether it did.
+    fn enqueue(&mut self, w: Window) -> bool {
+        let key = LogPos::new(w.segment, w.start);
+        if self.pending.contains_key(&key) {
+            return false;
+        }
+        self.pending.insert(key, w.end);
+        self.queue.push_back(w);
+        true
+    }
+
+    /// Whether a pending read covers `at` (reads are at most [`READ_BYTES_MAX`] long).
+    fn pending_at(&self, at: LogPos) -> bool {
+        let from = LogPos::new(at.segment, at.pos.saturating_sub(READ_BYTES_MAX));
+        (self.pending.range(from..=at)).any(|(_, &end)| end > at.pos)
+    }
+}
+
+/// See [`Readahead::prefetch_bytes`]: half of `cache_bytes` shared by `readers`, at least
+/// one read.
+fn prefetch_bytes(cache_bytes: u64, readers: u64) -> u64 {
+    let share = cache_bytes / 2 / readers.max(1);
+    (share - share % BLOCK_BYTES as u64).max(READ_BYTES_MAX)
 }
 
 /// How far the end of the windows a scanner asks for (`ahead` of the one it is in) may lie
@@ -167,8 +195,10 @@ impl Readahead {
     /// A consumer read the frame at `at`: queues the next windows (as far as published)
     /// unless they are cached or asked for already. A `scanner` of a party about to ask for
     /// windows further than [`hold_bytes`] past the window of another scanner of its party
-    /// behind it, not yet out of the cache's reach and still reading, first waits until that
-    /// one comes closer or stops (has not read for [`SCANNER_ACTIVE`]).
+    /// behind it and still reading, first waits until that one comes closer or stops (has not
+    /// read for [`SCANNER_ACTIVE`]). One further behind than the cache holds is waited for
+    /// too: the members of a group draining a backlog finish together at best, and from
+    /// where they meet they read each window once instead of once each.
     pub fn advise(&self, shard: &ShardShared, at: LogPos, segment_bytes: u64, scanner: ScanTag) {
         let LogPos { segment, pos } = at;
         let cache_bytes = shard
@@ -235,9 +265,51 @@ impl Readahead {
         }
         let mut queued = false;
         for w in wanted {
-            if state.pending.insert(LogPos::new(w.segment, w.start)) {
-                state.queue.push_back(w);
-                queued = true;
+            queued |= state.enqueue(w);
+        }
+        if queued {
+            cv.notify_all();
+        }
+    }
+
+    /// Queues reads of `ranges` (`[start, end)` of `segment`, readable, in the order they are
+    /// wanted) that the cache does not hold from their start and that are not being read: a
+    /// consumer reading only its partitions' stretches of a rewritten segment asks for the
+    /// next ones it will read (see `shard::extents`). Each read starts at the block holding
+    /// its range's start.
+    pub fn prefetch(&self, shard: &ShardShared, segment: SegmentId, ranges: &[(u64, u64)]) {
+        let block = BLOCK_BYTES as u64;
+        let wanted: Vec<Window> = {
+            let cache = shard.read_cache.read().expect("read cache lock");
+            let mut wanted = Vec::with_capacity(ranges.len());
+            for &(mut start, end) in ranges {
+                // From the first byte the cache does not hold (a block of it read on its own
+                // must not keep the rest from being read ahead).
+                while start < end
+                    && let Some(b) =
+                        cache.get_upto(LogPos::new(segment, start), (end - start) as usize)
+                    && !b.is_empty()
+                {
+                    start += b.len() as u64;
+                }
+                if start < end {
+                    let start = start - start % block;
+                    let end = end.min(start + READ_BYTES_MAX);
+                    wanted.push(Window {
+                        segment,
+                        start,
+                        end,
+                    });
+                }
+            }
+            wanted
+        };
+        let (lock, cv) = &*self.state;
+        let mut state = locked(lock);
+        let mut queued = false;
+        for w in wanted {
+            if !state.pending_at(LogPos::new(segment, w.end - 1)) {
+                queued |= state.enqueue(w);
             }
         }
         if queued {
@@ -248,8 +320,8 @@ impl Readahead {
     /// Notes that `me` read the frame at `at` and is about to ask for `ahead` windows, up to
     /// `end`; waits while a scanner of its party behind it would then be further than
     /// [`hold_bytes`] behind (from the start of its window; for a cache of `reach.0` bytes,
-    /// segments of `reach.1`), is not past the cache's reach already, and read within
-    /// [`SCANNER_ACTIVE`]: as long as it keeps moving, or until it stops.
+    /// segments of `reach.1`), and read within [`SCANNER_ACTIVE`]: as long as it keeps
+    /// moving, or until it stops.
     fn hold<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
@@ -259,21 +331,7 @@ impl Readahead {
         ahead: u64,
     ) -> MutexGuard<'a, State> {
         let (_, cv) = &*self.state;
-        let now = Instant::now();
-        let entry = state.scanners.entry(me.id).or_insert(Scanner {
-            party: me.party,
-            at,
-            seen: now,
-            asked: LogPos::default(),
-        });
-        let moved = entry.at != at;
-        (entry.at, entry.seen) = (at, now);
-        if moved && state.holding > 0 {
-            cv.notify_all();
-        }
-        state
-            .scanners
-            .retain(|_, s| now.duration_since(s.seen) < SCANNER_FORGET);
+        Self::note(&mut state, cv, me, at);
         let Some(hold_bytes) = hold_bytes(cache_bytes, ahead).filter(|_| me.party != 0) else {
             return state;
         };
@@ -285,12 +343,10 @@ impl Readahead {
                 .iter()
                 .filter(|&(&id, s)| {
                     let window = LogPos::new(s.at.segment, s.at.pos - s.at.pos % WINDOW_BYTES);
-                    let behind = distance(window, end, len_of, cache_bytes);
                     id != me.id
                         && s.party == me.party
                         && s.at < at
-                        && behind > hold_bytes
-                        && behind <= cache_bytes
+                        && distance(window, end, len_of, hold_bytes) > hold_bytes
                         && now.duration_since(s.seen) < SCANNER_ACTIVE
                 })
                 .map(|(_, s)| s.seen + SCANNER_ACTIVE)
@@ -310,16 +366,68 @@ impl Readahead {
         }
     }
 
-    /// If the window holding `at` is being read ahead, waits until it is in the cache (or
+    /// How far ahead of its read position a reader of its partitions' stretches of a
+    /// rewritten segment asks for them to be read ([`Readahead::prefetch`]): what is read
+    /// ahead for every reader lands in the read cache and must stay there until read, so a
+    /// quarter of the cache each for up to two readers, less for more of them (those that
+    /// read within [`SCANNER_ACTIVE`]), and never less than one read.
+    pub fn prefetch_bytes(&self, shard: &ShardShared) -> u64 {
+        let cache_bytes = shard
+            .read_cache
+            .read()
+            .expect("read cache lock")
+            .bytes_max() as u64;
+        let now = Instant::now();
+        let readers = {
+            let state = locked(&self.state.0);
+            (state.scanners.values())
+                .filter(|s| now.duration_since(s.seen) < SCANNER_ACTIVE)
+                .count()
+                .max(2)
+        };
+        prefetch_bytes(cache_bytes, readers as u64)
+    }
+
+    /// Notes that `scanner` read the frame at `at` without scanning the log there (it reads
+    /// its partitions' stretches of a rewritten segment): members of its party ahead of it
+    /// wait for it as for one scanning (see [`Readahead::advise`]), so that the group scans
+    /// the log after the rewritten segments together.
+    pub fn touch(&self, at: LogPos, scanner: ScanTag) {
+        if scanner.id == 0 {
+            return;
+        }
+        let (lock, cv) = &*self.state;
+        Self::note(&mut locked(lock), cv, scanner, at);
+    }
+
+    /// Notes that `me` read the frame at `at` now, waking scanners waiting for it to move.
+    fn note(state: &mut State, cv: &Condvar, me: ScanTag, at: LogPos) {
+        let now = Instant::now();
+        let entry = state.scanners.entry(me.id).or_insert(Scanner {
+            party: me.party,
+            at,
+            seen: now,
+            asked: LogPos::default(),
+        });
+        let moved = entry.at != at;
+        (entry.at, entry.seen) = (at, now);
+        if moved && state.holding > 0 {
+            cv.notify_all();
+        }
+        state
+            .scanners
+            .retain(|_, s| now.duration_since(s.seen) < SCANNER_FORGET);
+    }
+
+    /// If a read ahead holding `at` is queued or under way, waits until it is in the cache (or
     /// failed); returns whether it waited.
     pub fn wait_for(&self, at: LogPos) -> bool {
-        let key = LogPos::new(at.segment, at.pos - at.pos % WINDOW_BYTES);
         let (lock, cv) = &*self.state;
         let mut state = locked(lock);
-        if !state.pending.contains(&key) {
+        if !state.pending_at(at) {
             return false;
         }
-        while state.pending.contains(&key) && !state.shutdown {
+        while state.pending_at(at) && !state.shutdown {
             state = cv.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
         true
@@ -461,6 +569,11 @@ mod tests {
         assert_eq!(hold_bytes(16 << 20, windows_ahead(16 << 20)), None);
         assert_eq!(hold_bytes(8 << 20, windows_ahead(8 << 20)), None);
         assert_eq!(hold_bytes(0, 0), None);
+        // Read ahead by stretches: half the cache shared, at least one read.
+        assert_eq!(prefetch_bytes(64 << 20, 2), 16 << 20);
+        assert_eq!(prefetch_bytes(64 << 20, 4), 8 << 20);
+        assert_eq!(prefetch_bytes(64 << 20, 64), READ_BYTES_MAX);
+        assert_eq!(prefetch_bytes(64 << 20, 3) % BLOCK_BYTES as u64, 0);
         let at = |segment, pos| LogPos::new(SegmentId(segment), pos);
         let len = |_| W;
         let far = u64::MAX;
