@@ -20,7 +20,8 @@ use crate::index::Partition;
 use crate::segment::format::FRAME_HEADER_BYTES;
 use crate::segment::{LogPos, Offset, TopicPartition};
 use crate::shard::read::{LogFrame, LogScan, ReadMode};
-use crate::store::Store;
+use crate::shard::readahead::ScanTag;
+use crate::store::{Store, Stretch};
 
 /// The most bytes of a shard's log one call scans (every topic's frames in it): bounds the work
 /// and the latency of one fetch when the partitions asked for are a small part of the log.
@@ -234,9 +235,27 @@ impl Store {
         let mut open = pending.iter().filter(|p| !p.done).count();
         let mut scan = LogScan::default();
         let mut scanned_bytes = 0usize;
+        // How far this scan asked for its partitions' stretches of a rewritten segment to be
+        // read ahead.
+        let mut asked = LogPos::default();
+        let mut runs = Vec::new();
         while open > 0 && taken < bytes_max && scanned_bytes < SCAN_BYTES_MAX {
             let step = (bytes_max - taken).clamp(SCAN_STEP_BYTES_MIN, SCAN_STEP_BYTES_MAX);
-            let scanned = self.scan_log(shard as u32, at, (step, mode), &mut scan);
+            // In a rewritten segment, only the stretches of the partitions still open.
+            let wanted = |tp| of.get(&tp).is_some_and(|&i| !pending[i].done);
+            let ahead = (mode == ReadMode::Ahead).then_some((&mut asked, ScanTag::default()));
+            let read = match self.next_stretch(shard as u32, at, wanted, step, ahead, &mut runs) {
+                Stretch::Scan => (step, mode),
+                Stretch::Run(start, end) => {
+                    at = LogPos::new(at.segment, start);
+                    ((end - start) as usize, ReadMode::Exact)
+                }
+                Stretch::None => {
+                    at = LogPos::new(at.segment.next(), 0);
+                    continue;
+                }
+            };
+            let scanned = self.scan_log(shard as u32, at, read, &mut scan);
             // Positions of a layout a rewrite replaced meanwhile: what was taken stands (every
             // batch checked, in offset order), the rest is read through the new index.
             if scanned.is_err() || self.shards[shard].layout_moved(layout) {

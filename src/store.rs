@@ -11,13 +11,16 @@ use crate::error::{Error, Result};
 use crate::index::Partition;
 use crate::meta::OFFSETS_TOPIC;
 use crate::meta::{Meta, TopicMeta};
+use crate::segment::format::BLOCK_BYTES;
 use crate::segment::records::StoredRecord;
-use crate::segment::{BatchEntry, LogPos, Offset};
+use crate::segment::{BatchEntry, LogPos, Offset, TopicPartition};
 use crate::shard::ShardShared;
+use crate::shard::read::READ_GAP_BYTES_MAX;
 use crate::shard::read::{
     BatchesRead, LogScan, PartitionRead, ReadMode, read_partition, read_partition_batches, scan_log,
 };
 use crate::shard::readahead::Readahead;
+use crate::shard::readahead::{READ_BYTES_MAX, ScanTag};
 
 /// How a topic is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,16 @@ pub struct TopicInfo {
 pub(crate) struct TopicState {
     pub id: u32,
     pub partitions: Vec<Arc<Partition>>,
+}
+
+/// What a scan of a shard's log reads next (see [`Store::next_stretch`]).
+pub(crate) enum Stretch {
+    /// The log whole from where it is.
+    Scan,
+    /// `[start, end)` of the segment it is in: a run of the stretches of the partitions read.
+    Run(u64, u64),
+    /// Nothing more of the segment it is in.
+    None,
 }
 
 /// The shards, the topics, and the metadata that names them.
@@ -418,45 +431,53 @@ impl Store {
         )
     }
 
-    /// Where each partition's frames lie in segment `segment` of shard `shard`, if it is a
-    /// rewritten one: see `shard::extents`.
-    pub(crate) fn extents(
-        &self,
-        shard: u32,
-        segment: crate::segment::SegmentId,
-    ) -> Option<Arc<crate::shard::extents::Extents>> {
-        self.shards[shard as usize].extents(segment)
-    }
-
-    /// Reads `ranges` of segment `segment` of shard `shard` ahead, into its read cache: see
-    /// [`crate::shard::readahead::Readahead::prefetch`].
-    pub(crate) fn prefetch(
-        &self,
-        shard: u32,
-        segment: crate::segment::SegmentId,
-        ranges: &[(u64, u64)],
-    ) {
-        let s = shard as usize;
-        self.readahead[s].prefetch(&self.shards[s], segment, ranges);
-    }
-
-    /// How far ahead of its read position a consumer reading its stretches of a rewritten
-    /// segment of shard `shard` has them read: see
-    /// [`crate::shard::readahead::Readahead::prefetch_bytes`].
-    pub(crate) fn prefetch_bytes(&self, shard: u32) -> u64 {
-        let s = shard as usize;
-        self.readahead[s].prefetch_bytes(&self.shards[s])
-    }
-
-    /// Notes where `scanner` reads shard `shard`'s log while it reads stretches of a rewritten
-    /// segment: see [`crate::shard::readahead::Readahead::touch`].
-    pub(crate) fn touch_scan(
+    /// Where a scan of shard `shard`'s log from `at` (a frame's start) reads next, for the
+    /// partitions `wanted` says: in a rewritten segment, which holds each partition's frames
+    /// together (`shard::extents`), only the stretches of those partitions: the first run of
+    /// them from `at` on, at most `bytes_max` of it (read exactly), or none left in the
+    /// segment; elsewhere the log whole from `at`. With `ahead` (how far runs were asked to be
+    /// read ahead in this segment, and who reads), the next runs are read ahead as far as
+    /// [`crate::shard::readahead::Readahead::prefetch_bytes`] says, and the reader counts as
+    /// reading at `at` for those of its group scanning the log after the rewritten segments
+    /// ([`crate::shard::readahead::Readahead::touch`]). `runs` is scratch space.
+    pub(crate) fn next_stretch(
         &self,
         shard: u32,
         at: LogPos,
-        scanner: crate::shard::readahead::ScanTag,
-    ) {
-        self.readahead[shard as usize].touch(at, scanner);
+        wanted: impl Fn(TopicPartition) -> bool,
+        bytes_max: usize,
+        ahead: Option<(&mut LogPos, ScanTag)>,
+        runs: &mut Vec<(u64, u64)>,
+    ) -> Stretch {
+        let s = shard as usize;
+        let Some(extents) = self.shards[s].extents(at.segment) else {
+            return Stretch::Scan;
+        };
+        let limits = (READ_GAP_BYTES_MAX, READ_BYTES_MAX - BLOCK_BYTES as u64);
+        let first = (limits.0, limits.1.min(bytes_max.max(1) as u64));
+        extents.runs(at.pos, &wanted, first, 1, runs);
+        let Some(&(start, end)) = runs.first() else {
+            return Stretch::None;
+        };
+        if let Some((asked, tag)) = ahead {
+            self.readahead[s].touch(at, tag);
+            // Once less than half of the budget ahead is asked for, the runs within it, from
+            // the first not asked for yet (asking a little at every scan made reads of a few
+            // blocks, and more frames crossing from one read into the next).
+            let budget = self.readahead[s].prefetch_bytes(&self.shards[s]);
+            let from = match *asked {
+                a if a.segment == at.segment && a.pos > start => a.pos,
+                _ => start,
+            };
+            if from < start + budget / 2 {
+                extents.runs(from, &wanted, limits, start + budget - from, runs);
+                if let Some(&(_, last)) = runs.last() {
+                    self.readahead[s].prefetch(&self.shards[s], at.segment, runs);
+                    *asked = LogPos::new(at.segment, last);
+                }
+            }
+        }
+        Stretch::Run(start, end)
     }
 
     /// Counts `bytes` of frames a scan of shard `shard`'s log handed to a reader.

@@ -295,3 +295,63 @@ fn a_consumer_of_some_partitions_reads_only_their_stretches_of_rewritten_segment
     drop(members);
     log.close().unwrap();
 }
+
+/// A read of many partitions at once (`Log::read_batches_of`, a Kafka fetch) reads only their
+/// stretches of the rewritten segments too, and hands every batch of each in order.
+#[test]
+fn a_read_of_some_partitions_batches_reads_only_their_stretches_of_rewritten_segments() {
+    let dir = test_dir("rewrite-stretches-batches");
+    let config = || small_config(dir.path(), BACKENDS[0]).rewrite_sealed_segments(true);
+    let log = Log::open(config()).unwrap();
+    common::produce_numbered(&log, "t", PARTITIONS, PER);
+    log.wait_for_rewrites();
+    assert!(log.stats()[0].rewrites_done >= 10);
+    log.close().unwrap();
+    let log = Log::open(config()).unwrap();
+    let on_disk: u64 = common::segments(dir.path(), 0)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let read_before = log.stats()[0].read_disk_bytes;
+    // Every other partition of the last quarter.
+    let wanted: Vec<u32> = (PARTITIONS * 3 / 4..PARTITIONS).step_by(2).collect();
+    let mut next = vec![0u64; PARTITIONS as usize];
+    while wanted.iter().any(|&p| next[p as usize] < PER) {
+        let asks: Vec<floodgate::BatchesAsk> = (wanted.iter())
+            .filter(|&&p| next[p as usize] < PER)
+            .map(|&p| floodgate::BatchesAsk {
+                partition: p,
+                offset: Offset(next[p as usize]),
+                bytes_max: 64 << 10,
+                read_ahead: true,
+            })
+            .collect();
+        let answers = log.read_batches_of("t", &asks, 1 << 20);
+        let mut moved = false;
+        for (ask, answer) in asks.iter().zip(answers) {
+            let p = ask.partition as usize;
+            for batch in answer.unwrap().batches {
+                let base = u64::from_be_bytes(batch[0..8].try_into().unwrap());
+                let delta = u32::from_be_bytes(batch[23..27].try_into().unwrap());
+                assert!(
+                    base <= next[p],
+                    "partition {p}: batch at {base}, next {}",
+                    next[p]
+                );
+                let last = base + u64::from(delta);
+                if last >= next[p] {
+                    next[p] = last + 1;
+                    moved = true;
+                }
+            }
+        }
+        assert!(moved, "no partition moved on: {next:?}");
+    }
+    assert!(wanted.iter().all(|&p| next[p as usize] == PER));
+    let read = log.stats()[0].read_disk_bytes - read_before;
+    assert!(
+        read * 2 < on_disk,
+        "read {read} bytes of a log of {on_disk} for an eighth of its partitions"
+    );
+    log.close().unwrap();
+}

@@ -9,19 +9,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::segment::LogPos;
 use crate::segment::TopicPartition;
-use crate::segment::format::BLOCK_BYTES;
-use crate::shard::read::{LogScan, READ_GAP_BYTES_MAX, ReadMode};
-use crate::shard::readahead::READ_BYTES_MAX;
-
-/// What a scan reads next (see [`Consumer::own_stretches`]).
-enum Stretch {
-    /// The log from the cursor on.
-    Scan,
-    /// A run of the consumer's stretches of a rewritten segment: `[start, end)`.
-    Run(u64, u64),
-    /// Nothing more of the segment.
-    None,
-}
+use crate::shard::read::{LogScan, ReadMode};
+use crate::store::Stretch;
 
 /// How far before the earliest batch found a cursor may be placed instead of reading an index
 /// run to place it exactly: the scan reads these bytes once, and skips their frames.
@@ -172,20 +161,15 @@ impl Consumer {
         Ok(false)
     }
 
-    /// Where the scan of shard `s` from `at` reads next: in a rewritten segment, which holds
-    /// each partition's frames together (`shard::extents`), only the stretches of the
-    /// partitions this consumer reads: the first run of them from `at` on (read exactly:
-    /// the ones after it are read ahead here when `mode` says so), or none left in the
-    /// segment; at most `fetch_bytes` of it. Elsewhere the whole log from `at`.
+    /// Where the scan of shard `s` from `at` reads next, for the partitions this consumer
+    /// reads now (see [`crate::store::Store::next_stretch`]); the next runs are read ahead when `mode` says
+    /// so.
     fn own_stretches(
         &mut self,
         s: usize,
         at: LogPos,
         (fetch_bytes, mode): (usize, ReadMode),
     ) -> Stretch {
-        let Some(extents) = self.store.extents(s as u32, at.segment) else {
-            return Stretch::Scan;
-        };
         let (topic_id, slot_of, partitions) = (self.topic_id, &self.slot_of, &self.partitions);
         let wanted = |tp: TopicPartition| {
             tp.topic_id == topic_id
@@ -193,34 +177,8 @@ impl Consumer {
                     .and_then(|&i| partitions.get(i as usize))
                     .is_some_and(|p| !p.paused && !p.stray)
         };
-        let runs = &mut self.runs;
-        let limits = (READ_GAP_BYTES_MAX, READ_BYTES_MAX - BLOCK_BYTES as u64);
-        let first = (limits.0, limits.1.min(fetch_bytes as u64));
-        extents.runs(at.pos, wanted, first, 1, runs);
-        let Some(&(start, end)) = runs.first() else {
-            return Stretch::None;
-        };
-        if mode == ReadMode::Ahead {
-            self.store.touch_scan(s as u32, at, self.scan.tag);
-            // Once less than half of the budget ahead is asked for, the runs within it, from
-            // the first not asked for yet (asking a little at every scan made reads of a few
-            // blocks, and more frames crossing from one read into the next).
-            let budget = self.store.prefetch_bytes(s as u32);
-            let asked = &mut self.prefetched[s];
-            let from = match *asked {
-                a if a.segment == at.segment && a.pos > start => a.pos,
-                _ => start,
-            };
-            if from < start + budget / 2 {
-                let bytes = start + budget - from;
-                extents.runs(from, wanted, limits, bytes, runs);
-                if let Some(&(_, last)) = runs.last() {
-                    self.store.prefetch(s as u32, at.segment, runs);
-                    *asked = LogPos::new(at.segment, last);
-                }
-            }
-        }
-        Stretch::Run(start, end)
+        let ahead = (mode == ReadMode::Ahead).then_some((&mut self.prefetched[s], self.scan.tag));
+        (self.store).next_stretch(s as u32, at, wanted, fetch_bytes, ahead, &mut self.runs)
     }
 
     /// Hands scanned frames to the partitions they belong to: the records from each one's
