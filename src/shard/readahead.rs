@@ -5,8 +5,9 @@
 //!
 //! Windows lie on a fixed grid of [`WINDOW_BYTES`] within a segment and are read only as far
 //! as the segment is published (bytes below that never change, so caching them is safe). A
-//! reader that misses the cache on a window being read waits for it instead of reading it
-//! again.
+//! reader that misses the cache on a read under way waits for it instead of reading it again.
+//! In a rewritten segment a reader asks instead for the ranges holding its partitions'
+//! stretches ([`Readahead::prefetch`], `shard::extents`).
 //!
 //! Readers scanning the log (consumers of many partitions) share what is read: a scanner that
 //! falls behind another by more than the read cache holds reads every window again on its own.
@@ -14,7 +15,9 @@
 //! log, so each scans all of it; a member held up (a commit, the host taking its core) fell
 //! out of the others' windows and the group read the log two or three times. So a member
 //! about to ask for windows the cache could not hold together with those of another member
-//! of its group behind it, still reading, waits for that one (see [`Readahead::advise`]).
+//! of its group behind it, still reading, waits for that one (see [`Readahead::advise`]). In
+//! rewritten segments members read apart, each its own stretches, and count as reading
+//! ([`Readahead::touch`]), so that they scan the log after them together again.
 //! Consumers of different groups do not wait for each other: a slow one would hold a fast one
 //! back.
 
