@@ -7,6 +7,8 @@
 //!     00000000000000000007.seg    a segment file: preallocated, written with O_DIRECT
 //!     00000000000000000006.idx    a sealed segment's index file (written as .idx.tmp)
 //!     next.seg.prep               the next segment, zero-filled ahead (.prep.tmp meanwhile)
+//!     00000000000000000005.asis   empty: segment 5's rewrite was given up, not to be tried
+//!                                 again at the next open (few of its batches merge)
 //!     start-offsets.json          where retention has cut (first segment, earliest offsets)
 //! ```
 //!
@@ -91,6 +93,12 @@ pub fn rewritten_index_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.idx.rw"))
 }
 
+/// Marks segment `id` as one whose rewrite was given up because few of its batches merge: an
+/// open does not queue it again. Empty; losing it only means the rewrite is tried again.
+pub fn kept_as_written_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
+    shard_dir.join(format!("{id:020}.asis"))
+}
+
 /// The next segment, zero-filled ahead of the roll that adopts it.
 pub fn prepared_path(shard_dir: &Path) -> PathBuf {
     shard_dir.join("next.seg.prep")
@@ -128,6 +136,8 @@ pub enum ShardFile {
     RewrittenIndex(SegmentId),
     /// The prepared next segment.
     Prepared,
+    /// A segment whose rewrite was given up (`N.asis`).
+    KeptAsWritten(SegmentId),
     /// An unfinished write (`*.tmp`).
     Temporary,
     /// Anything else (`start-offsets.json`, `checkpoint`, files floodgate does not write).
@@ -152,6 +162,8 @@ impl ShardFile {
             ShardFile::RewrittenSegment(id)
         } else if let Some(id) = id_of(".idx.rw") {
             ShardFile::RewrittenIndex(id)
+        } else if let Some(id) = id_of(".asis") {
+            ShardFile::KeptAsWritten(id)
         } else if name == "next.seg.prep" {
             ShardFile::Prepared
         } else if name.ends_with(".tmp") {
@@ -191,6 +203,10 @@ mod tests {
         assert_eq!(
             ShardFile::of(&name(rewritten_index_path(&shard, SegmentId(7)))),
             ShardFile::RewrittenIndex(SegmentId(7))
+        );
+        assert_eq!(
+            ShardFile::of(&name(kept_as_written_path(&shard, SegmentId(7)))),
+            ShardFile::KeptAsWritten(SegmentId(7))
         );
         let tmp = temporary_path(&producers_path(&shard, SegmentId(7)));
         assert_eq!(ShardFile::of(&name(tmp)), ShardFile::Temporary);

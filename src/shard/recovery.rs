@@ -396,7 +396,10 @@ pub(crate) fn recover_shard(
                 let _ = fs::remove_file(entry.path());
             }
             // `finish_rewrites` left none.
-            ShardFile::RewrittenSegment(_) | ShardFile::RewrittenIndex(_) | ShardFile::Other => {}
+            ShardFile::RewrittenSegment(_)
+            | ShardFile::RewrittenIndex(_)
+            | ShardFile::KeptAsWritten(_)
+            | ShardFile::Other => {}
         }
     }
     ids.sort_unstable();

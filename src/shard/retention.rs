@@ -119,6 +119,7 @@ pub(crate) fn remove_segment_files(dir: &Path, id: SegmentId) -> Result<()> {
     let rewritten = [
         crate::layout::rewritten_segment_path(dir, id),
         crate::layout::rewritten_index_path(dir, id),
+        crate::layout::kept_as_written_path(dir, id),
     ];
     for path in [segment_path(dir, id), index_path(dir, id), producers]
         .into_iter()

@@ -224,6 +224,11 @@ impl Rewriter {
     pub fn start(shard: Arc<ShardShared>, settings: RewriteSettings) -> Result<Rewriter> {
         (shard.rewrites.state.lock().expect("rewrite queue lock")).enabled = true;
         for (id, _) in shard.sealed_segments() {
+            // One whose rewrite was given up is not tried again at every open (reading and
+            // regrouping its first window each time, while consumers catch up).
+            if layout::kept_as_written_path(&shard.dir, id).exists() {
+                continue;
+            }
             if let Ok(d) = IndexDirectory::read(&index_path(&shard.dir, id))
                 && worth_rewriting(&d)
             {
@@ -312,6 +317,12 @@ fn run(shard: &ShardShared, settings: RewriteSettings) {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Marks segment `id` in `dir` as not worth rewriting (`layout::kept_as_written_path`). Best
+/// effort: without the mark, the next open tries the rewrite again.
+fn keep_as_written(dir: &Path, id: SegmentId) {
+    let _ = std::fs::File::create(layout::kept_as_written_path(dir, id));
 }
 
 /// A frame found in a window: its partition, and where it lies in the window.
@@ -456,6 +467,7 @@ pub(crate) fn rewrite_segment(
         }
         Ok(Windows::FewMerge) => {
             abandon(&out_path);
+            keep_as_written(dir, id);
             return Ok(Rewritten::Skipped("few batches merge"));
         }
         Err(e) if e.is_no_space() => {
@@ -470,6 +482,7 @@ pub(crate) fn rewrite_segment(
     let frames_after = out.frames.len() as u64;
     if frames_after * 2 > u64::from(directory.entry_count) {
         abandon(&out_path);
+        keep_as_written(dir, id);
         return Ok(Rewritten::Skipped("few batches merge"));
     }
     let data_end = out.pos();
