@@ -44,6 +44,27 @@ fn consume_all(log: &Log) {
     assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
 }
 
+/// Bytes of the segment files of shard 0 in `dir`.
+fn segment_bytes_on_disk(dir: &Path) -> u64 {
+    common::segments(dir, 0)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// A log in `dir` filled by `produce_numbered` (`PARTITIONS` x `PER`), its sealed segments
+/// rewritten, closed and opened again (nothing of it in memory), and its segments' bytes.
+fn rewritten_and_reopened(dir: &Path) -> (Log, u64) {
+    let config = || small_config(dir, BACKENDS[0]).rewrite_sealed_segments(true);
+    let log = Log::open(config()).unwrap();
+    common::produce_numbered(&log, "t", PARTITIONS, PER);
+    log.wait_for_rewrites();
+    let stats = log.stats()[0];
+    assert!(stats.rewrites_done >= 10, "{stats:?}");
+    log.close().unwrap();
+    (Log::open(config()).unwrap(), segment_bytes_on_disk(dir))
+}
+
 fn index_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("shard-000"))
         .unwrap()
@@ -89,10 +110,7 @@ fn rewritten_segments_hold_the_same_records_in_fewer_batches() {
         check_partitions(&log);
         log.close().unwrap();
         // The log is smaller, and reads the same after a reopen.
-        let on_disk: u64 = common::segments(dir.path(), 0)
-            .iter()
-            .map(|p| std::fs::metadata(p).unwrap().len())
-            .sum();
+        let on_disk = segment_bytes_on_disk(dir.path());
         assert!(
             on_disk < written,
             "{on_disk} bytes of segments, {written} written"
@@ -242,19 +260,7 @@ fn a_segment_whose_batches_do_not_merge_is_left_as_it_was() {
 #[test]
 fn a_consumer_of_some_partitions_reads_only_their_stretches_of_rewritten_segments() {
     let dir = test_dir("rewrite-stretches");
-    let config = || small_config(dir.path(), BACKENDS[0]).rewrite_sealed_segments(true);
-    let log = Log::open(config()).unwrap();
-    common::produce_numbered(&log, "t", PARTITIONS, PER);
-    log.wait_for_rewrites();
-    let stats = log.stats()[0];
-    assert!(stats.rewrites_done >= 10, "{stats:?}");
-    log.close().unwrap();
-    // Reopened: nothing of the log in memory.
-    let log = Log::open(config()).unwrap();
-    let on_disk: u64 = common::segments(dir.path(), 0)
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
+    let (log, on_disk) = rewritten_and_reopened(dir.path());
     let quarter: Vec<u32> = (0..PARTITIONS / 4).collect();
     let mut c = log
         .consumer("t")
@@ -288,12 +294,7 @@ fn a_consumer_of_some_partitions_reads_only_their_stretches_of_rewritten_segment
         let mut polled = 0;
         for m in &mut members {
             for r in m.poll(Duration::from_millis(10)).unwrap() {
-                let p = r.partition as usize;
-                assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
-                let v = r.record.value.as_deref().unwrap();
-                let i = u64::from_le_bytes(v[..8].try_into().unwrap());
-                assert_eq!(i, next[p] * u64::from(PARTITIONS) + p as u64);
-                next[p] += 1;
+                common::check_numbered(&r, PARTITIONS, &mut next);
                 polled += 1;
             }
         }
@@ -312,17 +313,7 @@ fn a_consumer_of_some_partitions_reads_only_their_stretches_of_rewritten_segment
 #[test]
 fn a_read_of_some_partitions_batches_reads_only_their_stretches_of_rewritten_segments() {
     let dir = test_dir("rewrite-stretches-batches");
-    let config = || small_config(dir.path(), BACKENDS[0]).rewrite_sealed_segments(true);
-    let log = Log::open(config()).unwrap();
-    common::produce_numbered(&log, "t", PARTITIONS, PER);
-    log.wait_for_rewrites();
-    assert!(log.stats()[0].rewrites_done >= 10);
-    log.close().unwrap();
-    let log = Log::open(config()).unwrap();
-    let on_disk: u64 = common::segments(dir.path(), 0)
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
+    let (log, on_disk) = rewritten_and_reopened(dir.path());
     let read_before = log.stats()[0].read_disk_bytes;
     // Every other partition of the last quarter.
     let wanted: Vec<u32> = (PARTITIONS * 3 / 4..PARTITIONS).step_by(2).collect();

@@ -69,15 +69,22 @@ pub fn poll_numbered(
         let records = consumer.poll(std::time::Duration::from_secs(5)).unwrap();
         assert!(!records.is_empty(), "{got} of {want} records");
         for r in records {
-            let p = r.partition as usize;
-            assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
-            let v = r.record.value.as_deref().unwrap();
-            let i = u64::from_le_bytes(v[..8].try_into().unwrap());
-            assert_eq!(i, next[p] * u64::from(partitions) + p as u64);
-            next[p] += 1;
+            check_numbered(&r, partitions, next);
             got += 1;
         }
     }
+}
+
+/// Checks that `r`, of a topic [`produce_numbered`] filled (`partitions` partitions), is its
+/// partition's record at offset `next[p]`, holding the number that offset says; moves `next`
+/// on.
+pub fn check_numbered(r: &floodgate::ConsumerRecord, partitions: u32, next: &mut [u64]) {
+    let p = r.partition as usize;
+    assert_eq!(r.record.offset, Offset(next[p]), "partition {p}");
+    let v = r.record.value.as_deref().unwrap();
+    let i = u64::from_le_bytes(v[..8].try_into().unwrap());
+    assert_eq!(i, next[p] * u64::from(partitions) + p as u64);
+    next[p] += 1;
 }
 
 /// A deterministic payload for record `i` of `len` bytes.
