@@ -9,8 +9,11 @@
 # latency is measured once with `--compare-device` on the first peak run. SEGMENT_BYTES (default
 # the tool's, 1 GiB) sets the segment size of the produce runs: sealed segments of small batches
 # are rewritten by partition (Config::rewrite_sealed_segments) before the consume runs, and the
-# rewrites are reported.
-# Usage: [SEGMENT_BYTES=N] perf/partition-sweep.sh [MESSAGES] [PEAK_S] [PARTITIONS...]
+# rewrites are reported. A catch-up of 10 M records lasts about a second, so ROUNDS (default 3)
+# alternating rounds of the one consumer and of a group of 3 (a new group each round) run on
+# each log, with the page cache written back and dropped before each where that is allowed, and
+# the medians are reported beside every round's figure.
+# Usage: [SEGMENT_BYTES=N] [ROUNDS=N] perf/partition-sweep.sh [MESSAGES] [PEAK_S] [PARTITIONS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${1:-2000000}
@@ -22,35 +25,55 @@ cargo build --release --quiet -p floodgate-tools
 bin=./target/release/floodgate
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/floodgate-sweep.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# Writes dirty pages back and, where allowed, drops the page cache, so that each catch-up
+# starts from the device.
+settle() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
 rows=()
 compare=--compare-device
 for n in "${counts[@]}"; do
   dir="$work/p$n"
   produce=$($bin load produce --dir "$dir" --partitions "$n" --messages "$messages" \
     --segment-bytes "${SEGMENT_BYTES:-1073741824}" --json)
-  consume=$($bin load consume --dir "$dir" --json)
-  group=$($bin load consume --dir "$dir" --group sweep --consumers 3 --json)
+  consumes=()
+  groups=()
+  for r in $(seq "${ROUNDS:-3}"); do
+    settle
+    consumes+=("$($bin load consume --dir "$dir" --json)")
+    settle
+    groups+=("$($bin load consume --dir "$dir" --group "sweep$r" --consumers 3 --json)")
+  done
   rm -rf "$dir"
   peak=$($bin load peak --partitions "$n" --duration "$peak_s" $compare --json)
   compare=
   rows+=("$(python3 -c '
-import json, sys
-n, p, c, g, k = int(sys.argv[1]), *(json.loads(a) for a in sys.argv[2:])
+import json, statistics, sys
+n, p, k = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+runs = [json.loads(a) for a in sys.argv[4:]]
+cs, gs = runs[: len(runs) // 2], runs[len(runs) // 2 :]
+def median_run(rs):
+    return sorted(rs, key=lambda r: r["consume_msgs_per_s"])[(len(rs) - 1) // 2]
+c, g = median_run(cs), median_run(gs)
 lat = k["ack_latency_us"]
 print(json.dumps({"partitions": n,
   "produce_msgs_per_s": round(p["produce_msgs_per_s"]),
   "segments_rewritten": p["rewrites"]["done"],
   "rewrites_s": round(p["rewrites"]["waited_s"], 1),
   "consume_msgs_per_s": round(c["consume_msgs_per_s"]),
+  "consume_rounds": [round(r["consume_msgs_per_s"]) for r in cs],
   "consume_log_mb_per_s": round(c["read_disk_bytes"] / c["duration_s"] / 1e6),
   "consumer_cpu_ns_per_msg": round(c["consumer_cpu_ns_per_msg"]),
   "read_amplification": round(c["read_amplification"] or 0, 3),
   "group3_msgs_per_s": round(g["consume_msgs_per_s"]),
+  "group3_rounds": [round(r["consume_msgs_per_s"]) for r in gs],
   "group3_read_amplification": round(g["read_amplification"] or 0, 3),
   "peak_consumed_per_s": round(k["consume_msgs_per_s"]),
   "peak_worst_second_pct": k["consume_rate_error_pct"],
   "peak_ack_p50_us": lat["p50"], "peak_ack_p99_us": lat["p99"],
-  "device_flush_us_mean": round(k["flush_latency_us_mean"])}))' "$n" "$produce" "$consume" "$group" "$peak")")
+  "device_flush_us_mean": round(k["flush_latency_us_mean"])}))' \
+    "$n" "$produce" "$peak" "${consumes[@]}" "${groups[@]}")")
   echo "${rows[-1]}"
 done
 python3 - "${rows[@]}" <<'PY'

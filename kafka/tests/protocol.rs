@@ -551,6 +551,115 @@ fn topics_are_created_and_deleted_by_admin_requests() {
     stop(log, server);
 }
 
+/// A topic's configs at CreateTopics may restate the log's (they are the same for every topic):
+/// then the topic is created and the response lists its configs; a config with another value,
+/// or one that is not a topic config here, refuses the topic with a message naming it.
+#[test]
+fn topic_configs_are_accepted_only_where_they_are_the_logs() {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+    let dir = test_dir("kafka-topic-configs");
+    let (log, server) = serve(dir.path(), |_| {});
+    let retention_ms = log
+        .config()
+        .retention_limits()
+        .1
+        .map_or(-1, |a| a.as_millis() as i64)
+        .to_string();
+    let segment_bytes = log.config().segment_size().to_string();
+    let mut client = Client::connect(server.local_addr());
+    let topic = |n: &str, configs: &[(&str, Option<&str>)]| {
+        let mut t = CreatableTopic::default();
+        t.name = name(n);
+        t.num_partitions = 2;
+        t.replication_factor = 1;
+        t.configs = (configs.iter())
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.to_string());
+                c.value = v.map(|v| StrBytes::from_string(v.to_owned()));
+                c
+            })
+            .collect();
+        t
+    };
+    let other_retention = if retention_ms == "1000" {
+        "2000"
+    } else {
+        "1000"
+    };
+    let mut req = CreateTopicsRequest::default();
+    req.timeout_ms = 5000;
+    req.topics = vec![
+        topic(
+            "restated",
+            &[
+                ("cleanup.policy", Some("delete")),
+                ("retention.ms", Some(&retention_ms)),
+                ("segment.bytes", Some(&segment_bytes)),
+                ("compression.type", Some("producer")),
+                ("min.insync.replicas", Some("1")),
+                ("message.timestamp.type", None),
+            ],
+        ),
+        topic("shorter", &[("retention.ms", Some(other_retention))]),
+        topic("compacted", &[("cleanup.policy", Some("compact"))]),
+        topic("recompressed", &[("compression.type", Some("lz4"))]),
+        topic("unknown", &[("no.such.config", Some("1"))]),
+        topic("not-a-number", &[("segment.bytes", Some("big"))]),
+    ];
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    let invalid = ResponseError::InvalidConfig.code();
+    assert_eq!(codes, [0, invalid, invalid, invalid, invalid, invalid]);
+    let why = |i: usize| {
+        (response.topics[i].error_message.as_deref())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        why(1).contains("retention.ms") && why(1).contains(&retention_ms),
+        "{}",
+        why(1)
+    );
+    assert!(why(2).contains("cleanup.policy"), "{}", why(2));
+    assert!(why(4).contains("no.such.config"), "{}", why(4));
+    assert!(log.offsets("restated", 1).is_ok());
+    for refused in [
+        "shorter",
+        "compacted",
+        "recompressed",
+        "unknown",
+        "not-a-number",
+    ] {
+        assert!(log.offsets(refused, 0).is_err(), "{refused} was created");
+    }
+    // The created topic's configs come back with their values (v5 and later).
+    let configs = response.topics[0]
+        .configs
+        .as_ref()
+        .expect("configs from v5");
+    let value = |k: &str| {
+        let c = configs.iter().find(|c| c.name.as_str() == k);
+        c.and_then(|c| c.value.as_deref()).map(str::to_owned)
+    };
+    assert_eq!(value("retention.ms"), Some(retention_ms.clone()));
+    assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
+    assert!(configs.iter().all(|c| c.read_only));
+    // Validation only: the same answer, nothing created.
+    let mut check = CreateTopicsRequest::default();
+    check.validate_only = true;
+    check.topics = vec![
+        topic("checked", &[("retention.ms", Some(&retention_ms))]),
+        topic("checked-too", &[("retention.ms", Some(other_retention))]),
+    ];
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &check);
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, invalid]);
+    assert!(log.offsets("checked", 0).is_err());
+    stop(log, server);
+}
+
 /// CreatePartitions adds partitions to a topic (v0, non-flexible, and v3, flexible); a count
 /// not above the topic's, an unknown topic, an assignment naming another broker or the wrong
 /// number of new partitions, and a topic named twice are refused with nothing changed;

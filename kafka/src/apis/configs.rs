@@ -5,6 +5,8 @@
 //! take together), which IncrementalAlterConfigs sets and deletes at runtime.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+use kafka_protocol::messages::create_topics_response::CreatableTopicConfigs;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -53,6 +55,74 @@ struct Entry {
     doc: &'static str,
     /// Changed at runtime (a group's), rather than read-only.
     dynamic: bool,
+}
+
+impl Entry {
+    /// Where its value comes from, as DescribeConfigs and CreateTopics give it.
+    fn source(&self) -> i8 {
+        match (self.set, self.dynamic) {
+            (true, true) => DYNAMIC_CONFIG,
+            (true, false) => STATIC_BROKER_CONFIG,
+            (false, _) => DEFAULT_CONFIG,
+        }
+    }
+
+    /// Whether `value`, as a client gives it, is this config's value.
+    fn holds(&self, value: &str) -> bool {
+        let value = value.trim();
+        match self.kind {
+            INT | LONG => value.parse::<i64>().ok() == self.value.parse::<i64>().ok(),
+            _ => value.eq_ignore_ascii_case(&self.value),
+        }
+    }
+}
+
+/// Checks the configs a CreateTopics request gives a topic. A topic's configs here are the
+/// log's, the same for every topic: a config is accepted when it names one of them with the
+/// value the topic gets anyway (a null value asks for that value too), and refused otherwise,
+/// naming the config and its value here, so that nobody is left believing a topic keeps its
+/// records for another time than the log does.
+pub(crate) fn check_topic_configs(
+    state: &ThreadState,
+    configs: &[CreatableTopicConfig],
+) -> Result<(), String> {
+    let entries = entries(state, false);
+    for c in configs {
+        let name = c.name.as_str();
+        let Some(e) = entries.iter().find(|e| e.name == name) else {
+            let known: Vec<&str> = entries.iter().map(|e| e.name).collect();
+            return Err(format!(
+                "{name:?} is not a topic config here; a topic's configs are {}",
+                known.join(", ")
+            ));
+        };
+        match c.value.as_deref() {
+            Some(v) if !e.holds(v) => {
+                return Err(format!(
+                    "{name}={v:?}: every topic here has {name}={}, the log's, set when it is \
+                     opened",
+                    e.value
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A created topic's configs, as CreateTopics returns them from version 5.
+pub(crate) fn created_topic_configs(state: &ThreadState) -> Vec<CreatableTopicConfigs> {
+    entries(state, false)
+        .into_iter()
+        .map(|e| {
+            let mut c = CreatableTopicConfigs::default();
+            c.name = StrBytes::from_static_str(e.name);
+            c.read_only = !e.dynamic;
+            c.config_source = e.source();
+            c.value = Some(StrBytes::from_string(e.value));
+            c
+        })
+        .collect()
 }
 
 fn entry(
@@ -274,15 +344,11 @@ pub(crate) fn describe_configs(
                     .map(|e| {
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = StrBytes::from_static_str(e.name);
+                        c.read_only = !e.dynamic;
+                        c.config_source = e.source();
                         c.value = match (e.dynamic, e.set) {
                             (true, false) => None,
                             _ => Some(StrBytes::from_string(e.value)),
-                        };
-                        c.read_only = !e.dynamic;
-                        c.config_source = match (e.set, e.dynamic) {
-                            (true, true) => DYNAMIC_CONFIG,
-                            (true, false) => STATIC_BROKER_CONFIG,
-                            (false, _) => DEFAULT_CONFIG,
                         };
                         c.config_type = e.kind;
                         if req.include_documentation {

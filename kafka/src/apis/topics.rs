@@ -1,7 +1,8 @@
 //! CreateTopics, CreatePartitions and DeleteTopics, for admin clients and tools. One broker: a replication
 //! factor other than 1 (or -1, the default) cannot be met; replica assignments may name only
-//! this broker. Retention is the log's, not a topic's: a topic created with configs is refused
-//! rather than created without them.
+//! this broker. Retention is the log's, not a topic's: a topic's configs may only restate the
+//! log's values (tools that always send `cleanup.policy=delete` or a retention work unchanged
+//! when it is the log's); any other value is refused rather than ignored.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -13,6 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::configs::{check_topic_configs, created_topic_configs};
 use super::metadata::{NODE_ID, find, topic_uuid};
 use crate::conn::ThreadState;
 
@@ -49,11 +51,9 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
                     format!("replicas may only be on broker {NODE_ID}"),
                 ))
             }
-            Ok(_) if !topic.configs.is_empty() => Some((
-                ResponseError::InvalidConfig,
-                "topic configs are not supported: retention is set for the whole log".to_owned(),
-            )),
-            Ok(_) => None,
+            Ok(_) => check_topic_configs(state, &topic.configs)
+                .err()
+                .map(|why| (ResponseError::InvalidConfig, why)),
         };
         let outcome = match (refusal, partitions) {
             (Some((code, why)), _) => Err((code.code(), why)),
@@ -74,6 +74,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
             Ok(n) => {
                 result.num_partitions = n as i32;
                 result.replication_factor = 1;
+                result.configs = Some(created_topic_configs(state));
                 if let Some(t) = find(log, &name) {
                     result.topic_id = topic_uuid(&t);
                 }

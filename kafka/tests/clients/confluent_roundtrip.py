@@ -1,11 +1,12 @@
 """confluent-kafka (current librdkafka) against floodgate serve: produce keyed records with
 acks=all, read them back by assigning the partitions (no group), check every record and offset;
-list the topic, describe its configs, create a topic, add partitions to it and delete it with
+list the topic, describe its configs, create a topic (one restating the log's configs is
+created, one with another retention refused), add partitions to it and delete it with
 the admin client.
 Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
 import sys
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -71,8 +72,22 @@ assert len(listed.topics[topic].partitions) == partitions
 described = admin.describe_configs([ConfigResource("topic", topic)])
 configs = list(described.values())[0].result(timeout=10)
 assert configs["cleanup.policy"].value == "delete", configs
-created = admin.create_topics([NewTopic(topic + "-admin", 4, 1)])
-list(created.values())[0].result(timeout=10)
+# A topic's configs may restate the log's; another retention is refused, not ignored.
+retention = configs["retention.ms"].value
+created = admin.create_topics(
+    [
+        NewTopic(topic + "-admin", 4, 1, config={"cleanup.policy": "delete", "retention.ms": retention}),
+        NewTopic(topic + "-short", 1, 1, config={"retention.ms": "1" if retention != "1" else "2"}),
+    ]
+)
+created[topic + "-admin"].result(timeout=10)
+try:
+    created[topic + "-short"].result(timeout=10)
+    raise AssertionError("a topic with another retention than the log's was created")
+except KafkaException as e:
+    assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
+    assert "retention.ms" in e.args[0].str(), e
+assert topic + "-short" not in admin.list_topics(timeout=10).topics
 assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 4
 grown = admin.create_partitions([NewPartitions(topic + "-admin", 6)])
 list(grown.values())[0].result(timeout=10)
