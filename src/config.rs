@@ -38,6 +38,11 @@ pub(crate) const INTERNAL_RECORD_BYTES_MAX: usize = 40 << 10;
 pub const RING_RECORDS_DEFAULT: usize = 1 << 14;
 /// Default size of each shard's cache of its newest commits: 64 MiB.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 64 << 20;
+/// Default memory a segment's rewrite groups it in ([`Config::rewrite_window_bytes`]). At
+/// 10,000 partitions of 100-byte records a window holds about 18 records of each.
+pub const REWRITE_WINDOW_BYTES_DEFAULT: usize = 32 << 20;
+/// The least: a second pass shares it between a segment's runs, at least a block each.
+pub const REWRITE_WINDOW_BYTES_MIN: usize = 64 << 10;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 1 << 20;
 /// Most partitions of all topics together (each costs memory on open: its index state and
@@ -91,6 +96,7 @@ pub struct Config {
     pub(crate) repair_truncate_damaged: bool,
     pub(crate) segment_prezero: bool,
     pub(crate) rewrite_sealed: bool,
+    pub(crate) rewrite_window_bytes: usize,
 }
 
 impl Config {
@@ -119,6 +125,7 @@ impl Config {
             repair_truncate_damaged: false,
             segment_prezero: true,
             rewrite_sealed: true,
+            rewrite_window_bytes: REWRITE_WINDOW_BYTES_DEFAULT,
         }
     }
 
@@ -185,6 +192,17 @@ impl Config {
     /// a consumer's poll; docs/FORMAT.md, "Rewritten segments").
     pub fn rewrite_sealed_segments(mut self, on: bool) -> Config {
         self.rewrite_sealed = on;
+        self
+    }
+
+    /// The memory a segment's rewrite groups it in (default 32 MiB, a multiple of 4096 and at
+    /// least 64 KiB): a segment up to this size is read, grouped by partition and written in
+    /// one pass; a larger one is grouped a window of this size at a time into a file of
+    /// sorted runs, which a second pass merges (reading every run at once, each through its
+    /// share of this memory), so that each partition's records lie together in the whole
+    /// segment whatever its size.
+    pub fn rewrite_window_bytes(mut self, bytes: usize) -> Config {
+        self.rewrite_window_bytes = bytes;
         self
     }
 
@@ -391,6 +409,15 @@ impl Config {
         }
         if self.ring_records == 0 {
             return bad("ring_records must be positive".into());
+        }
+        if !self.rewrite_window_bytes.is_multiple_of(BLOCK_BYTES)
+            || self.rewrite_window_bytes < REWRITE_WINDOW_BYTES_MIN
+        {
+            return bad(format!(
+                "rewrite_window_bytes ({}) must be a multiple of {BLOCK_BYTES} and at least \
+                 {REWRITE_WINDOW_BYTES_MIN}",
+                self.rewrite_window_bytes
+            ));
         }
         if let Some(cap) = self.disk_bytes_max
             && cap / (self.shards as u64) < 2 * self.segment_bytes

@@ -88,6 +88,13 @@ pub fn rewritten_segment_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.seg.rw"))
 }
 
+/// The first pass of a rewrite of segment `id` larger than the rewrite's memory: the segment
+/// grouped by partition a window at a time (see `shard::rewrite`). Read by the second pass,
+/// then deleted; never needed after a crash.
+pub fn rewrite_runs_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
+    shard_dir.join(format!("{id:020}.seg.runs"))
+}
+
 /// The index file of segment `id` rewritten: once it is in place, the rewrite is decided.
 pub fn rewritten_index_path(shard_dir: &Path, id: SegmentId) -> PathBuf {
     shard_dir.join(format!("{id:020}.idx.rw"))
@@ -134,6 +141,8 @@ pub enum ShardFile {
     RewrittenSegment(SegmentId),
     /// A rewritten segment's index file, not yet in place of the segment's.
     RewrittenIndex(SegmentId),
+    /// A rewrite's first pass (`N.seg.runs`), deleted on open.
+    RewriteRuns(SegmentId),
     /// The prepared next segment.
     Prepared,
     /// A segment whose rewrite was given up (`N.asis`).
@@ -162,6 +171,8 @@ impl ShardFile {
             ShardFile::RewrittenSegment(id)
         } else if let Some(id) = id_of(".idx.rw") {
             ShardFile::RewrittenIndex(id)
+        } else if let Some(id) = id_of(".seg.runs") {
+            ShardFile::RewriteRuns(id)
         } else if let Some(id) = id_of(".asis") {
             ShardFile::KeptAsWritten(id)
         } else if name == "next.seg.prep" {
@@ -203,6 +214,10 @@ mod tests {
         assert_eq!(
             ShardFile::of(&name(rewritten_index_path(&shard, SegmentId(7)))),
             ShardFile::RewrittenIndex(SegmentId(7))
+        );
+        assert_eq!(
+            ShardFile::of(&name(rewrite_runs_path(&shard, SegmentId(7)))),
+            ShardFile::RewriteRuns(SegmentId(7))
         );
         assert_eq!(
             ShardFile::of(&name(kept_as_written_path(&shard, SegmentId(7)))),

@@ -119,6 +119,7 @@ impl Store {
                 backend: self.config.io_backend,
                 disk_room: room,
                 frame_bytes_max: self.config.frame_bytes_max(),
+                window_bytes: self.config.rewrite_window_bytes,
             };
             let r = crate::shard::rewrite::Rewriter::start(Arc::clone(shard), settings)?;
             rewriters.push(r);

@@ -304,6 +304,15 @@ fn user_errors_are_clear() {
         matches!(&e, Error::Config(m) if m.contains("at most 4294967296")),
         "{e}"
     );
+    // A rewrite window too small to share between a segment's runs, or not whole blocks.
+    for window in [4096, (64 << 10) + 100] {
+        let config = small_config(other.path(), BACKENDS[0]).rewrite_window_bytes(window);
+        let e = Log::open(config).err().expect("refused");
+        assert!(
+            matches!(&e, Error::Config(m) if m.contains("rewrite_window_bytes")),
+            "{e}"
+        );
+    }
 }
 
 /// Sealed segments' index entries leave memory once their index file is written, and reads,

@@ -221,9 +221,9 @@ fn merged_batches_stay_within_the_largest_frame() {
 }
 
 /// A segment holding a record or two of each partition merges into about as many batches:
-/// its rewrite is given up after the first window (the segment stays as it was, counted as
-/// skipped, and marked so that the next open does not try again), and every record reads as
-/// before.
+/// its rewrite is given up from its index file, before any of it is read (the segment stays
+/// as it was, counted as skipped, and marked so that the next open does not try again), and
+/// every record reads as before.
 #[test]
 fn a_segment_whose_batches_do_not_merge_is_left_as_it_was() {
     let dir = test_dir("rewrite-few-merge");
@@ -236,6 +236,7 @@ fn a_segment_whose_batches_do_not_merge_is_left_as_it_was() {
     assert_eq!(stats.rewrites_done, 0, "{stats:?}");
     assert!(stats.rewrites_skipped >= 2, "{stats:?}");
     assert_eq!(stats.rewrite_write_bytes, 0, "{stats:?}");
+    assert_eq!(stats.rewrite_read_bytes, 0, "{stats:?}");
     let check = |log: &Log| {
         for p in 0..partitions {
             let read = log.read("t", p, Offset(0), 1 << 20).unwrap();
@@ -355,5 +356,152 @@ fn a_read_of_some_partitions_batches_reads_only_their_stretches_of_rewritten_seg
         read * 2 < on_disk,
         "read {read} bytes of a log of {on_disk} for an eighth of its partitions"
     );
+    log.close().unwrap();
+}
+
+/// A segment larger than the rewrite's memory (`Config::rewrite_window_bytes`) is grouped in
+/// two passes: each partition's records of the whole segment end up in one batch, not one per
+/// window; readers see the same records before and after a reopen; the first pass's file is
+/// gone, and one left by a crash is deleted by the next open.
+#[test]
+fn a_segment_larger_than_the_rewrite_window_holds_each_partition_in_one_batch() {
+    use floodgate::inspect::{Known, ScanEnd, scan_segment_file};
+    let dir = test_dir("rewrite-two-passes");
+    let window = 64 << 10;
+    let config = || {
+        small_config(dir.path(), BACKENDS[0])
+            .rewrite_sealed_segments(true)
+            .rewrite_window_bytes(window)
+    };
+    let log = Log::open(config()).unwrap();
+    let written = common::produce_numbered(&log, "t", PARTITIONS, PER);
+    log.wait_for_rewrites();
+    let stats = log.stats()[0];
+    assert!(stats.rewrites_done >= 2, "{stats:?}");
+    assert_eq!(stats.rewrites_failed, 0, "{stats:?}");
+    consume_all(&log);
+    check_partitions(&log);
+    log.close().unwrap();
+    assert!(segment_bytes_on_disk(dir.path()) < written);
+    let segments = common::segments(dir.path(), 0);
+    let mut rewritten = 0;
+    for seg in &segments[..segments.len() - 1] {
+        let (frames, end) = scan_segment_file(seg, 64 << 10, Known::default()).unwrap();
+        assert!(matches!(end, ScanEnd::Clean { .. }), "{seg:?}: {end:?}");
+        let mut partitions: Vec<(u32, u32)> =
+            frames.iter().map(|f| (f.topic_id, f.partition)).collect();
+        let frame_count = partitions.len();
+        partitions.sort_unstable();
+        partitions.dedup();
+        // The segment was written with a window and more of each partition's records: one
+        // frame per window would be several per partition.
+        let size = std::fs::metadata(seg).unwrap().len();
+        if frame_count < PARTITIONS as usize * 2 {
+            assert_eq!(frame_count, partitions.len(), "{seg:?} ({size} bytes)");
+            rewritten += 1;
+        }
+    }
+    assert!(rewritten >= 2, "{rewritten} of {} segments", segments.len());
+    let shard = dir.path().join("shard-000");
+    let runs_files = |shard: &Path| {
+        (std::fs::read_dir(shard).unwrap())
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".seg.runs")
+            })
+            .count()
+    };
+    assert_eq!(runs_files(&shard), 0);
+    // A crash in the middle of a first pass leaves its runs file: the next open deletes it.
+    let leftover = shard.join(format!("{:020}.seg.runs", 1));
+    std::fs::write(&leftover, vec![7u8; 8192]).unwrap();
+    assert_eq!(
+        plan_repair(dir.path()).unwrap(),
+        vec![RepairAction::DropRewrite {
+            path: leftover.clone()
+        }]
+    );
+    let log = Log::open(config()).unwrap();
+    assert!(!leftover.exists());
+    consume_all(&log);
+    check_partitions(&log);
+    log.close().unwrap();
+}
+
+/// Batches that never merge (compressed ones, as Kafka clients send them) are found in the
+/// first window: the rest of the segment is not read, nothing is written, the segment is left
+/// as it was and marked, and its records read as before.
+#[test]
+fn a_segment_of_compressed_batches_is_left_as_it_was_after_its_first_window() {
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let dir = test_dir("rewrite-compressed");
+    let config = || {
+        small_config(dir.path(), BACKENDS[0])
+            .rewrite_sealed_segments(true)
+            .rewrite_window_bytes(64 << 10)
+    };
+    let log = Log::open(config()).unwrap();
+    let partitions = 20u32;
+    log.create_topic("t", floodgate::TopicConfig::new(partitions))
+        .unwrap();
+    let mut producer = log.producer();
+    let batches = 4000u32;
+    let mut acks = Vec::new();
+    for i in 0..batches {
+        let record = KRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i64::from(i),
+            key: None,
+            value: Some(common::payload(u64::from(i), 100).into()),
+            headers: IndexMap::new(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Gzip,
+        };
+        RecordBatchEncoder::encode(&mut buf, &[record], &options).unwrap();
+        acks.push(producer.append_batch("t", i % partitions, &buf).unwrap());
+    }
+    for ack in acks {
+        ack.wait().unwrap();
+    }
+    log.wait_for_rewrites();
+    let stats = log.stats()[0];
+    assert_eq!(stats.rewrites_done, 0, "{stats:?}");
+    assert!(stats.rewrites_skipped >= 2, "{stats:?}");
+    assert_eq!(stats.rewrite_write_bytes, 0, "{stats:?}");
+    let sealed = common::segments(dir.path(), 0).len() as u64 - 1;
+    assert!(
+        stats.rewrite_read_bytes <= sealed * (64 << 10),
+        "read past the first window: {stats:?}"
+    );
+    let check = |log: &Log| {
+        for p in 0..partitions {
+            let read = log.read("t", p, Offset(0), 1 << 20).unwrap();
+            assert_eq!(read.len() as u32, batches / partitions, "partition {p}");
+        }
+    };
+    check(&log);
+    log.close().unwrap();
+    let log = Log::open(config()).unwrap();
+    log.wait_for_rewrites();
+    assert_eq!(log.stats()[0].rewrite_read_bytes, 0);
+    check(&log);
     log.close().unwrap();
 }

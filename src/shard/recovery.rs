@@ -398,6 +398,7 @@ pub(crate) fn recover_shard(
             // `finish_rewrites` left none.
             ShardFile::RewrittenSegment(_)
             | ShardFile::RewrittenIndex(_)
+            | ShardFile::RewriteRuns(_)
             | ShardFile::KeptAsWritten(_)
             | ShardFile::Other => {}
         }
