@@ -182,14 +182,24 @@ fn an_open_finishes_a_decided_rewrite_and_drops_an_undecided_one() {
 /// Merged batches stay within the largest frame the log holds (`record_bytes_max` plus a
 /// record's prefix and a frame's headers): recovery and `inspect --verify` refuse longer
 /// frames, and readers size their buffers by it. One partition of 900-byte records merges
-/// into batches as large as the bound allows.
+/// into batches as large as the bound allows, whether the segment is grouped in one pass or
+/// two.
 #[test]
 fn merged_batches_stay_within_the_largest_frame() {
+    // In one pass, and in two (runs of 64 KiB read in pieces smaller than a merged batch).
+    for window in [floodgate::config::REWRITE_WINDOW_BYTES_DEFAULT, 64 << 10] {
+        merged_batches_stay_within_the_largest_frame_with(window);
+    }
+}
+
+fn merged_batches_stay_within_the_largest_frame_with(window: usize) {
     use floodgate::inspect::{Known, ScanEnd, scan_segment_file};
     use floodgate::segment::format::{FRAME_OVERHEAD_BYTES, RECORD_PREFIX_BYTES_MAX};
     let dir = test_dir("rewrite-frame-max");
     let record_bytes_max = 16 << 10;
-    let config = small_config(dir.path(), BACKENDS[0]).record_bytes_max(record_bytes_max);
+    let config = small_config(dir.path(), BACKENDS[0])
+        .record_bytes_max(record_bytes_max)
+        .rewrite_window_bytes(window);
     let log = Log::open(config.rewrite_sealed_segments(true)).unwrap();
     log.create_topic("t", floodgate::TopicConfig::new(1))
         .unwrap();

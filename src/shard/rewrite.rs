@@ -347,8 +347,10 @@ struct Output<'a> {
     /// Bytes not yet written, from `written` on.
     pending: Vec<u8>,
     written: u64,
-    /// Each frame written, with its partition, in file order.
+    /// Each frame written, with its partition, in file order (for the index file: not kept
+    /// for a runs file, whose frames may be many).
     frames: Vec<(TopicPartition, BatchEntry)>,
+    indexed: bool,
     segment: SegmentId,
     /// The aligned buffer writes go through, kept between windows.
     aligned: Option<AlignedBuf>,
@@ -360,7 +362,7 @@ struct Output<'a> {
 
 impl<'a> Output<'a> {
     fn new(
-        (file, path): (std::fs::File, &'a Path),
+        (file, path, indexed): (std::fs::File, &'a Path, bool),
         segment: SegmentId,
         counters: &'a crate::shard::WriterCounters,
         pace: Pace<'a>,
@@ -372,6 +374,7 @@ impl<'a> Output<'a> {
             pending: Vec::new(),
             written: 0,
             frames: Vec::new(),
+            indexed,
             segment,
             aligned: None,
             counters,
@@ -409,7 +412,9 @@ impl<'a> Output<'a> {
         };
         self.pending.extend_from_slice(&head);
         self.pending.extend_from_slice(batch);
-        self.frames.push((tp, entry));
+        if self.indexed {
+            self.frames.push((tp, entry));
+        }
     }
 
     /// Writes the whole blocks pending (with `last`, everything, then zeros to the end of the
@@ -489,7 +494,7 @@ pub(crate) fn rewrite_segment(
     let file = io::open_segment(first_path, backend, true, true)?;
     let pace = Pace::start(&shard.counters.log_bytes, stop);
     let mut out = Output::new(
-        (file, first_path),
+        (file, first_path, !two_passes),
         id,
         &shard.counters,
         pace,
@@ -628,20 +633,20 @@ enum Windows {
     Written,
     /// `stop` said to stop.
     Stopped,
-    /// The first window's batches did not merge to half as many: with that many partitions a
-    /// window holds a record or two of each, and the rest of the segment is not read.
+    /// Most of the first window's batches never merge (compressed, transactional or control
+    /// ones): the rest of the segment is not read.
     FewMerge,
 }
 
 /// Reads `source` up to `data_end` a window (`window` bytes) at a time and writes each
-/// window's frames to `out`, grouped by partition, batches merged; the index in `out.frames`
+/// window's frames to `out`, grouped by partition, batches merged; the position in `out`
 /// after each window's is pushed to `run_ends`.
 fn write_windows(
     source: &SegmentFile,
     (data_end, window): (u64, usize),
     out: &mut Output<'_>,
     stop: &dyn Fn() -> bool,
-    run_ends: &mut Vec<usize>,
+    run_ends: &mut Vec<u64>,
 ) -> Result<Windows> {
     let block = BLOCK_BYTES as u64;
     let mut pos = 0u64;
@@ -722,7 +727,7 @@ fn write_windows(
         // Stable: each partition's frames stay in offset order.
         frames.sort_by_key(|f| f.tp);
         write_grouped(buf, &frames, out, &mut merger)?;
-        run_ends.push(out.frames.len());
+        run_ends.push(out.pos());
         frames_in += frames.len();
         // Compressed, transactional or control batches never merge: with half the first
         // window's that kind, the rest of the segment is not read.
@@ -815,49 +820,94 @@ fn write_grouped(
     Ok(())
 }
 
-/// The first pass's file of sorted runs: every frame written, and where each run ends.
+/// The first pass's file of sorted runs, and where each run ends.
 struct Runs<'a> {
     file: &'a std::fs::File,
     path: &'a Path,
-    /// Each frame of the file, in file order.
-    frames: &'a [(TopicPartition, BatchEntry)],
-    /// The index in `frames` after each run's last.
-    ends: &'a [usize],
+    /// The file position after each run's last frame.
+    ends: &'a [u64],
 }
 
 /// Reads one run of the runs file front to back, a buffer at a time.
-#[derive(Default)]
 struct RunReader {
     buf: Option<AlignedBuf>,
     /// The file position of `buf`'s first byte, and how many of its bytes were read.
     start: u64,
     len: usize,
+    /// The position of the run's next frame, and of its end.
+    pos: u64,
+    end: u64,
+    /// Where in `buf` the frame `next` found lies.
+    current: std::ops::Range<usize>,
 }
 
 impl RunReader {
-    /// The batch of frame `e` (checked whole), reading `chunk` bytes or more from it on when
-    /// the buffer does not hold it.
-    fn batch<'b>(
-        &'b mut self,
+    /// Moves to the next frame (checked whole; [`RunReader::frame`] holds it), reading `chunk`
+    /// bytes or more from it on when the buffer does not hold it; returns its partition, or
+    /// `None` at the run's end.
+    fn next(
+        &mut self,
         runs: &Runs<'_>,
-        e: &BatchEntry,
         chunk: usize,
         (pace, counters): (&mut Pace, &crate::shard::WriterCounters),
-    ) -> Result<&'b [u8]> {
-        let block = BLOCK_BYTES as u64;
-        let end = e.pos + u64::from(e.frame_bytes);
-        if e.pos < self.start || end > self.start + self.len as u64 || self.buf.is_none() {
-            let start = e.pos / block * block;
-            let len = ((end - start).next_multiple_of(block) as usize).max(chunk);
-            fill((runs.file, runs.path), (start, len), &mut self.buf, pace)?;
-            (counters.rewrite_read_bytes).fetch_add(len as u64, Ordering::Relaxed);
-            (self.start, self.len) = (start, len);
+    ) -> Result<Option<TopicPartition>> {
+        if self.pos >= self.end {
+            return Ok(None);
         }
-        let at = (e.pos - self.start) as usize;
-        let frame = &self.buf.as_ref().expect("a run was read")[at..at + e.frame_bytes as usize];
-        decode_frame(frame).map_err(|d| Error::corrupt(runs.path, e.pos, d.0))?;
-        Ok(&frame[FRAME_HEADER_BYTES..])
+        let corrupt = |reason: String| Error::corrupt(runs.path, self.pos, reason);
+        let mut want = FRAME_HEADER_BYTES as u64;
+        loop {
+            if self.buf.is_none()
+                || self.pos < self.start
+                || self.pos + want > self.start + self.len as u64
+            {
+                let block = BLOCK_BYTES as u64;
+                let start = self.pos / block * block;
+                let len = ((self.pos + want - start).next_multiple_of(block) as usize).max(chunk);
+                fill((runs.file, runs.path), (start, len), &mut self.buf, pace)?;
+                (counters.rewrite_read_bytes).fetch_add(len as u64, Ordering::Relaxed);
+                (self.start, self.len) = (start, len);
+            }
+            let at = (self.pos - self.start) as usize;
+            let buf = &self.buf.as_ref().expect("a run was read")[..self.len];
+            let frame_bytes = match FrameHeader::decode(&buf[at..]) {
+                Ok(HeaderSlot::Frame(h)) => h.frame_bytes(),
+                Ok(HeaderSlot::Zero) => return Err(corrupt("a zero frame header in a run".into())),
+                Err(e) => return Err(corrupt(e.0)),
+            };
+            if self.pos + frame_bytes > self.end {
+                return Err(corrupt("a frame runs past its run's end".into()));
+            }
+            if want < frame_bytes && self.pos + frame_bytes > self.start + self.len as u64 {
+                want = frame_bytes;
+                continue;
+            }
+            let frame = &buf[at..at + frame_bytes as usize];
+            let (header, _) = decode_frame(frame)
+                .map_err(|d| corrupt(d.0))?
+                .ok_or_else(|| corrupt("a zero frame in a run".into()))?;
+            self.pos += frame_bytes;
+            self.current = at..at + frame_bytes as usize;
+            return Ok(Some(TopicPartition::new(header.topic_id, header.partition)));
+        }
     }
+
+    /// The batch of the frame [`RunReader::next`] moved to.
+    fn batch(&self) -> &[u8] {
+        let frame = &self.buf.as_ref().expect("a run was read")[self.current.clone()];
+        &frame[FRAME_HEADER_BYTES..]
+    }
+}
+
+/// A partition's batches being merged in the second pass.
+struct Merging {
+    tp: TopicPartition,
+    /// Its first batch, and its key (`None`: it merges with nothing).
+    first: Vec<u8>,
+    key: Option<MergeKey>,
+    /// Batches joined to the first in `merger`.
+    joined: usize,
+    bytes: usize,
 }
 
 /// Ends the first pass (`runs`, the runs file being written, its runs ending at `run_ends`)
@@ -865,105 +915,123 @@ impl RunReader {
 fn second_pass<'a>(
     mut runs: Output<'a>,
     (path, backend): (&'a Path, IoBackend),
-    run_ends: &[usize],
+    run_ends: &[u64],
     window: usize,
     stop: &dyn Fn() -> bool,
 ) -> Result<(Output<'a>, Windows)> {
     runs.flush(true)?;
     let file = io::open_segment(path, backend, true, true)?;
     let (segment, counters, batch_bytes_max) = (runs.segment, runs.counters, runs.batch_bytes_max);
-    let mut out = Output::new((file, path), segment, counters, runs.pace, batch_bytes_max);
+    let mut out = Output::new(
+        (file, path, true),
+        segment,
+        counters,
+        runs.pace,
+        batch_bytes_max,
+    );
     let runs = Runs {
         file: &runs.file,
         path: runs.path,
-        frames: &runs.frames,
         ends: run_ends,
     };
     let merged = merge_runs(&runs, window, &mut out, stop)?;
     Ok((out, merged))
 }
 
-/// The second pass: merges the runs (each grouped by partition, in log order) into `out`, a
-/// partition at a time, each read through its share of `window` bytes; each partition's
-/// consecutive batches that merge become one, up to `out.batch_bytes_max` bytes.
+/// The second pass: merges the runs (each grouped by partition, in log order) into `out`, the
+/// partition first in any run first (its frames of an earlier run before a later one's), each
+/// run read through its share of `window` bytes; each partition's consecutive batches that
+/// merge become one, up to `out.batch_bytes_max` bytes. Memory: the runs' buffers, whatever
+/// the frame count.
 fn merge_runs(
     runs: &Runs<'_>,
     window: usize,
     out: &mut Output<'_>,
     stop: &dyn Fn() -> bool,
 ) -> Result<Windows> {
-    let mut run_of = vec![0u32; runs.frames.len()];
-    let mut from = 0;
-    for (r, &end) in runs.ends.iter().enumerate() {
-        run_of[from..end].fill(r as u32);
-        from = end;
+    use std::cmp::Reverse;
+    let k = runs.ends.len().max(1);
+    let chunk = (window / k / BLOCK_BYTES * BLOCK_BYTES).max(BLOCK_BYTES);
+    let mut readers: Vec<RunReader> = (runs.ends.iter().enumerate())
+        .map(|(r, &end)| RunReader {
+            buf: None,
+            start: 0,
+            len: 0,
+            pos: if r == 0 { 0 } else { runs.ends[r - 1] },
+            end,
+            current: 0..0,
+        })
+        .collect();
+    // The next frame's partition of each run not at its end, smallest first (then the
+    // earliest run).
+    let mut heads = std::collections::BinaryHeap::new();
+    for (r, reader) in readers.iter_mut().enumerate() {
+        if let Some(tp) = reader.next(runs, chunk, (&mut out.pace, out.counters))? {
+            heads.push(Reverse((tp, r)));
+        }
     }
-    // Stable: a partition's frames stay in run order, which is log order.
-    let mut order: Vec<u32> = (0..runs.frames.len() as u32).collect();
-    order.sort_by_key(|&i| runs.frames[i as usize].0);
-    let chunk = (window / runs.ends.len().max(1)) / BLOCK_BYTES * BLOCK_BYTES;
-    let chunk = chunk.max(BLOCK_BYTES);
-    let mut readers: Vec<RunReader> = (0..runs.ends.len()).map(|_| RunReader::default()).collect();
-    let mut merger = BatchMerger::default();
-    let mut first = Vec::new();
     let path = out.path;
     let bad = |e: crate::segment::format::DecodeError| {
         Error::corrupt(path, 0, format!("merging batches: {}", e.0))
     };
-    let mut i = 0;
-    while i < order.len() {
-        if i % 4096 == 0 && stop() {
+    let mut merger = BatchMerger::default();
+    let mut current: Option<Merging> = None;
+    let mut count = 0usize;
+    while let Some(Reverse((tp, r))) = heads.pop() {
+        count += 1;
+        if count.is_multiple_of(4096) && stop() {
             return Ok(Windows::Stopped);
         }
-        let at = |i: usize| order[i] as usize;
-        let (tp, e) = &runs.frames[at(i)];
-        let batch =
-            readers[run_of[at(i)] as usize].batch(runs, e, chunk, (&mut out.pace, out.counters))?;
-        let Some(mut key) = MergeKey::of(batch) else {
-            out.frame(*tp, batch);
-            i += 1;
-            continue;
+        let batch = readers[r].batch();
+        let next_key = MergeKey::of(batch);
+        let joins = match (&current, &next_key) {
+            (Some(m), Some(nk)) => {
+                m.tp == tp
+                    && m.key.as_ref().is_some_and(|k| k.continues(nk))
+                    && m.bytes + batch.len() - BATCH_HEADER_BYTES <= out.batch_bytes_max
+            }
+            _ => false,
         };
-        first.clear();
-        first.extend_from_slice(batch);
-        let mut joined = 0;
-        let mut bytes = first.len();
-        while let Some(&n) = order.get(i + 1 + joined)
-            && runs.frames[n as usize].0 == *tp
-        {
-            let e = &runs.frames[n as usize].1;
-            let next = readers[run_of[n as usize] as usize].batch(
-                runs,
-                e,
-                chunk,
-                (&mut out.pace, out.counters),
-            )?;
-            let Some(next_key) = MergeKey::of(next) else {
-                break;
-            };
-            if !key.continues(&next_key)
-                || bytes + next.len() - BATCH_HEADER_BYTES > out.batch_bytes_max
-            {
-                break;
+        if joins {
+            let m = current.as_mut().expect("a partition being merged");
+            if m.joined == 0 {
+                merger.start(&m.first);
             }
-            if joined == 0 {
-                merger.start(&first);
+            merger.push(batch).map_err(bad)?;
+            m.bytes = merger.len();
+            m.key = m.key.map(|k| k.joined(next_key.as_ref().expect("a key")));
+            m.joined += 1;
+        } else {
+            if let Some(m) = current.take() {
+                finish_merging(m, &mut merger, out);
             }
-            merger.push(next).map_err(bad)?;
-            bytes = merger.len();
-            key = key.joined(&next_key);
-            joined += 1;
+            current = Some(Merging {
+                tp,
+                first: batch.to_vec(),
+                key: next_key,
+                joined: 0,
+                bytes: batch.len(),
+            });
         }
-        match joined {
-            0 => out.frame(*tp, &first),
-            _ => out.frame(*tp, merger.finish()),
+        if let Some(tp) = readers[r].next(runs, chunk, (&mut out.pace, out.counters))? {
+            heads.push(Reverse((tp, r)));
         }
-        i += 1 + joined;
         if out.pending.len() >= REWRITE_PIECE_BYTES {
             out.flush(false)?;
         }
     }
+    if let Some(m) = current.take() {
+        finish_merging(m, &mut merger, out);
+    }
     Ok(Windows::Written)
+}
+
+/// Writes a partition's merged batch (or its one batch) to `out`.
+fn finish_merging(m: Merging, merger: &mut BatchMerger, out: &mut Output<'_>) {
+    match m.joined {
+        0 => out.frame(m.tp, &m.first),
+        _ => out.frame(m.tp, merger.finish()),
+    }
 }
 
 /// Finishes or undoes the rewrites a crash interrupted in shard folder `dir`, before anything
