@@ -307,7 +307,14 @@ fn run(shard: &ShardShared, settings: RewriteSettings) {
         };
         if let Some((cap, segment_bytes)) = settings.disk_room {
             let held = shard.segments.read().expect("segments lock").len() as u64;
-            if (held + 3) * segment_bytes > cap {
+            // The next segment, the rewritten copy, and for a segment larger than the window
+            // the first pass's runs beside it.
+            let copies = if segment_bytes > settings.window_bytes as u64 {
+                4
+            } else {
+                3
+            };
+            if (held + copies) * segment_bytes > cap {
                 shard
                     .counters
                     .rewrites_skipped
