@@ -157,6 +157,9 @@ pub(crate) struct Pace {
 }
 
 /// How many times what the rate allows at the moment a paced fetch reads: the rate goes on
+/// What a paced group's member reads before it knows the bytes per record of its partitions
+/// (the library's paced consumers read this much at a time too).
+const FIRST_READ_BYTES: usize = 16 << 10;
 /// filling while the read runs, and batches are handed out whole.
 const READ_BUDGET_MARGIN: f64 = 2.0;
 
@@ -197,13 +200,14 @@ impl Pace {
     /// The bytes a member's fetch reads at `now`: what the rate lets out then (the records it
     /// allows at the bytes per record of the last read), twice over, and at least one batch.
     /// A paced fetch of a backlog read as much as the request allowed (megabytes, every batch's
-    /// checksum checked) to hand out a few milliseconds of the rate. `None` while that is not
-    /// known yet (before a first read).
+    /// checksum checked) to hand out a few milliseconds of the rate. Before a first read, when
+    /// the bytes per record are not known, [`FIRST_READ_BYTES`]: a member joining far behind
+    /// read 4 MiB at once, queued before the writer's commits.
     pub fn read_budget(&self, now: Instant) -> Option<usize> {
         let (msgs, bytes) = self.limiter.lock().expect("pace lock").tokens(now);
         let per_record = f64::from_bits(self.bytes_per_record.load(Ordering::Relaxed));
         let by_msgs = match msgs {
-            Some(_) if per_record <= 0.0 => return None,
+            Some(_) if per_record <= 0.0 => return Some(FIRST_READ_BYTES),
             Some(m) => m.max(0.0) * per_record,
             None => f64::INFINITY,
         };

@@ -863,6 +863,84 @@ fn described_rate(client: &mut Client, group: &str) -> Option<String> {
     rate.value.as_ref().map(|v| v.to_string())
 }
 
+/// A member that joins `group` alone and assigns itself `partitions` of `topic`; its own
+/// connection is the one it fetches on.
+fn join_alone(addr: SocketAddr, group: &str, topic: &str, partitions: &[i32]) -> Member {
+    let m = Member::new(addr);
+    let mut join = m.join_request();
+    join.group_id = GroupId(s(group));
+    let mut coordinator = Client::connect(addr);
+    let r: JoinGroupResponse = coordinator.call(ApiKey::JoinGroup, 9, &join);
+    join.member_id = r.member_id.clone();
+    let r: JoinGroupResponse = coordinator.call(ApiKey::JoinGroup, 9, &join);
+    assert_eq!(r.error_code, 0);
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(s(group));
+    sync.generation_id = r.generation_id;
+    sync.member_id = r.member_id.clone();
+    let mut a = SyncGroupRequestAssignment::default();
+    a.member_id = r.member_id.clone();
+    a.assignment = Bytes::from(assignment(topic, partitions));
+    sync.assignments = vec![a];
+    let synced: SyncGroupResponse = coordinator.call(ApiKey::SyncGroup, 5, &sync);
+    assert_eq!(synced.error_code, 0);
+    m
+}
+
+/// A member of a paced group far behind the partitions' ends reads only what its fetches are
+/// given, never windows ahead (which queue before the writer's commits), its first fetch
+/// included: half a second of fetches at 2,000 records/s reads a small part of a log not in
+/// memory.
+#[test]
+fn a_paced_member_far_behind_reads_only_what_it_is_given() {
+    let dir = test_dir("groups-paced-exact");
+    let rate = floodgate::RateLimit {
+        msgs_per_s: Some(2_000.0),
+        bytes_per_s: None,
+    };
+    let paced = |c: &mut floodgate_kafka::ServerConfig| {
+        quick(c);
+        c.group_rates = vec![("paced".to_owned(), rate)];
+    };
+    let (log, server) = serve(dir.path(), paced);
+    log.create_topic("p", TopicConfig::new(2)).unwrap();
+    let mut admin = Client::connect(server.local_addr());
+    produce(&mut admin, "p", 2, 3_000, 20);
+    drop(admin);
+    stop(log, server);
+    // Opened again: nothing of the log in memory.
+    let (log, server) = serve(dir.path(), paced);
+    // The bytes of frames the segments hold.
+    let on_disk: u64 = (std::fs::read_dir(dir.path().join("shard-000")).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            let known = floodgate::inspect::Known::default();
+            let (frames, _) = floodgate::inspect::scan_segment_file(&p, 1 << 20, known).unwrap();
+            frames
+                .iter()
+                .map(|f| u64::from(f.entry.frame_bytes))
+                .sum::<u64>()
+        })
+        .sum();
+    let addr = server.local_addr();
+    let mut m = join_alone(addr, "paced", "p", &[0, 1]);
+    let read_before = log.stats()[0].read_disk_bytes;
+    let mut next = [0i64; 2];
+    let started = Instant::now();
+    let mut received = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        received += fetch_records(&mut m.client, "p", &mut next);
+    }
+    let read = log.stats()[0].read_disk_bytes - read_before;
+    assert!(received > 0);
+    assert!(
+        read * 8 < on_disk,
+        "{received} records cost {read} bytes of reads, of a log of {on_disk}"
+    );
+    stop(log, server);
+}
+
 /// A paced group's member gets records from its fetches at the group's rate (never more than
 /// the rate over the time plus a burst and a batch, whatever it asks for); a fetch from a
 /// client outside the group is not paced; the rate is changed and removed at runtime through
@@ -885,24 +963,7 @@ fn a_paced_groups_fetches_take_the_groups_rate() {
     assert_eq!(described_rate(&mut admin, "paced").as_deref(), Some("2000"));
     assert_eq!(described_rate(&mut admin, "other"), None);
 
-    let mut m = Member::new(addr);
-    let mut join = m.join_request();
-    join.group_id = GroupId(s("paced"));
-    let mut coordinator = Client::connect(addr);
-    let r: JoinGroupResponse = coordinator.call(ApiKey::JoinGroup, 9, &join);
-    join.member_id = r.member_id.clone();
-    let r: JoinGroupResponse = coordinator.call(ApiKey::JoinGroup, 9, &join);
-    assert_eq!(r.error_code, 0);
-    let mut sync = SyncGroupRequest::default();
-    sync.group_id = GroupId(s("paced"));
-    sync.generation_id = r.generation_id;
-    sync.member_id = r.member_id.clone();
-    let mut a = SyncGroupRequestAssignment::default();
-    a.member_id = r.member_id.clone();
-    a.assignment = Bytes::from(assignment("p", &[0, 1]));
-    sync.assignments = vec![a];
-    let synced: SyncGroupResponse = coordinator.call(ApiKey::SyncGroup, 5, &sync);
-    assert_eq!(synced.error_code, 0);
+    let mut m = join_alone(addr, "paced", "p", &[0, 1]);
 
     // The member's fetches (its own connection, as clients fetch) for about a second.
     let mut next = [0i64; 2];

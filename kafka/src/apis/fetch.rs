@@ -70,10 +70,12 @@ pub(crate) async fn fetch(
         }
         let mark = log.publish_mark();
         let budget = (pace.as_ref()).and_then(|(_, pace)| pace.read_budget(Instant::now()));
+        let paced = pace.is_some();
         // Reads may wait for the disk: off the event loop, which answers other requests
         // (producers' acks among them) meanwhile.
         let (shared, asked) = (Arc::clone(&state.shared), Arc::clone(&req));
-        let read = tokio::task::spawn_blocking(move || read_all(&shared.log, &asked, budget)).await;
+        let read =
+            tokio::task::spawn_blocking(move || read_all(&shared.log, &asked, budget, paced)).await;
         let (response, mut sets, bytes) = match read {
             Ok(read) => read,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -188,11 +190,14 @@ fn errored(response: &FetchResponse) -> bool {
 /// One pass over the request's partitions: the response (its record sets left out), the
 /// record sets, and their bytes; at most `budget` bytes (a paced group's share) when given. The partitions of a topic are read together (see
 /// [`Log::read_batches_of`]): a fetch naming many partitions reads each region of a shard's
-/// log once.
+/// log once. A member of a paced group (`paced`) reads only what it is given, never ahead:
+/// 4 MiB windows read ahead for a member that joined 3 s behind the producers queued before
+/// the writer's commits, and the peak scenario's acks waited 10-25 ms in that second.
 fn read_all(
     log: &Log,
     req: &FetchRequest,
     budget: Option<usize>,
+    paced: bool,
 ) -> (FetchResponse, RecordSets, usize) {
     let max_bytes = (usize::try_from(req.max_bytes).unwrap_or(0))
         .min(budget.unwrap_or(usize::MAX))
@@ -217,7 +222,7 @@ fn read_all(
                     partition,
                     offset,
                     bytes_max: usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                    read_ahead: behind > READ_AHEAD_RECORDS_BEHIND,
+                    read_ahead: !paced && behind > READ_AHEAD_RECORDS_BEHIND,
                 }
             })
             .collect();
