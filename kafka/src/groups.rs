@@ -1017,7 +1017,7 @@ mod tests {
     use super::*;
 
     /// A paced fetch reads about what the rate lets out (twice over, at the bytes per record
-    /// last read), not what the request allows; before any read it is not bounded.
+    /// last read), not what the request allows; before any read, [`FIRST_READ_BYTES`].
     #[test]
     fn a_paced_fetch_reads_what_the_rate_allows() {
         let t0 = Instant::now();
@@ -1026,7 +1026,8 @@ mod tests {
             bytes_per_s: None,
         };
         let pace = Pace::new(records, t0);
-        assert_eq!(pace.read_budget(t0 + Duration::from_millis(5)), None);
+        let first = pace.read_budget(t0 + Duration::from_millis(5));
+        assert_eq!(first, Some(FIRST_READ_BYTES));
         pace.note_read(1_000, 130_000);
         // 5 ms of 80,000/s: 400 records of 130 bytes, twice over.
         let budget = pace.read_budget(t0 + Duration::from_millis(5)).unwrap();
