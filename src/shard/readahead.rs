@@ -33,6 +33,8 @@ use crate::error::{Error, Result};
 use crate::io::{self, AlignedBuf, Completion, IoBackend};
 use crate::segment::LogPos;
 use crate::segment::format::BLOCK_BYTES;
+use crate::shard::rewrite::REWRITE_YIELDS_ABOVE_BYTES_PER_S;
+use crate::shard::stats::WriterLoad;
 use crate::shard::{ShardShared, WriterCounters};
 
 /// The grid of reads from disk: a consumer's read and each read-ahead cover at most one
@@ -56,6 +58,16 @@ const _: () = assert!(WINDOW_BYTES * WINDOWS_AHEAD * 2 <= TAIL_CACHE_BYTES_DEFAU
 pub(crate) const READ_BYTES_MAX: u64 = WINDOW_BYTES;
 /// Reads in flight at once.
 const QUEUE_DEPTH: u32 = 4;
+/// While the shard's writer is busy (it appends more than
+/// [`REWRITE_YIELDS_ABOVE_BYTES_PER_S`], the rate rewrites yield above), reads ahead are at most this long and one at a time: the device
+/// serves them in turn with the writer's commits, and a commit queued behind four 4 MiB reads
+/// waited for all of them. A consumer draining the peak scenario's backlog over the protocol
+/// (not paced by the server, so read ahead) took the writer's ack p99 from 1.35-1.43 to
+/// 2.19-2.55 ms (docs/TUNING.md).
+const BUSY_READ_BYTES: u64 = 512 << 10;
+const _: () = assert!(BUSY_READ_BYTES.is_multiple_of(BLOCK_BYTES as u64));
+/// How often the read-ahead thread looks at how busy the writer is.
+const BUSY_LOOK_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Window {
@@ -128,6 +140,32 @@ impl State {
         self.pending.insert(key, w.end);
         self.queue.push_back(w);
         true
+    }
+
+    /// The next read to start, if any: the queue's first, or while the writer is `busy` its
+    /// first [`BUSY_READ_BYTES`], the rest left first in the queue and both pending.
+    fn next_read(&mut self, busy: bool) -> Option<Window> {
+        let w = self.queue.pop_front()?;
+        let piece = BUSY_READ_BYTES;
+        if !busy || w.end - w.start <= piece {
+            return Some(w);
+        }
+        let (first, rest) = (
+            Window {
+                end: w.start + piece,
+                ..w
+            },
+            Window {
+                start: w.start + piece,
+                ..w
+            },
+        );
+        self.pending
+            .insert(LogPos::new(w.segment, first.start), first.end);
+        self.pending
+            .insert(LogPos::new(w.segment, rest.start), rest.end);
+        self.queue.push_front(rest);
+        Some(first)
     }
 
     /// Whether a pending read covers `at` (reads are at most [`READ_BYTES_MAX`] long).
@@ -469,6 +507,8 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
     // Reads in flight, by token; a new one starts as soon as one finishes.
     let mut slots: Vec<Option<(Window, u32)>> = vec![None; QUEUE_DEPTH as usize];
     let mut done: Vec<Completion> = Vec::new();
+    let mut load = WriterLoad::new(&shard.counters.log_bytes);
+    let mut busy = false;
     loop {
         let mut start = Vec::new();
         {
@@ -479,13 +519,19 @@ fn run(state: &(Mutex<State>, Condvar), shard: &ShardShared, backend: IoBackend)
             if s.shutdown {
                 break;
             }
+            busy = load.busy(busy, REWRITE_YIELDS_ABOVE_BYTES_PER_S, BUSY_LOOK_EVERY);
+            let mut in_flight = slots.iter().filter(|s| s.is_some()).count();
             for (token, slot) in slots.iter_mut().enumerate() {
                 if slot.is_some() {
                     continue;
                 }
-                let Some(w) = s.queue.pop_front() else {
+                if busy && in_flight > 0 {
+                    break;
+                }
+                let Some(w) = s.next_read(busy) else {
                     break;
                 };
+                in_flight += 1;
                 let file = shard
                     .segments
                     .read()
@@ -596,5 +642,50 @@ mod tests {
         );
         // Far apart: counted until past the cap.
         assert!(distance(at(1, 0), at(1000, 0), &len, 2 * W) > 2 * W);
+    }
+
+    #[test]
+    fn while_the_writer_is_busy_windows_are_read_in_pieces_each_pending_until_read() {
+        let w = |start, end| Window {
+            segment: SegmentId(7),
+            start,
+            end,
+        };
+        let mut state = State::default();
+        assert!(state.enqueue(w(0, WINDOW_BYTES)));
+        assert!(state.enqueue(w(WINDOW_BYTES, WINDOW_BYTES + 100_000)));
+        assert!(!state.enqueue(w(0, WINDOW_BYTES)), "pending already");
+        // A quiet writer: whole windows.
+        let mut quiet = State::default();
+        quiet.enqueue(w(0, WINDOW_BYTES));
+        assert_eq!(quiet.next_read(false), Some(w(0, WINDOW_BYTES)));
+        assert_eq!(quiet.next_read(false), None);
+        // A busy one: the window in pieces, in order, the rest pending meanwhile.
+        let pieces = WINDOW_BYTES / BUSY_READ_BYTES;
+        for k in 0..pieces {
+            let first = state.next_read(true).expect("a piece");
+            assert_eq!(first, w(k * BUSY_READ_BYTES, (k + 1) * BUSY_READ_BYTES));
+            // Every byte not yet read is still pending: readers wait for it, none asks again.
+            for pos in [first.start, first.end - 1, WINDOW_BYTES - 1] {
+                assert!(
+                    state.pending_at(LogPos::new(SegmentId(7), pos)),
+                    "{k} {pos}"
+                );
+            }
+            // The piece is read: its bytes are no longer pending, the rest still are.
+            state
+                .pending
+                .remove(&LogPos::new(SegmentId(7), first.start));
+            assert!(!state.pending_at(LogPos::new(SegmentId(7), first.start)));
+            if k + 1 < pieces {
+                assert!(state.pending_at(LogPos::new(SegmentId(7), first.end)));
+            }
+        }
+        // A window shorter than a piece is read whole.
+        assert_eq!(
+            state.next_read(true),
+            Some(w(WINDOW_BYTES, WINDOW_BYTES + 100_000))
+        );
+        assert_eq!(state.next_read(true), None);
     }
 }

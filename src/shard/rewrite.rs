@@ -53,6 +53,7 @@ use crate::segment::merge::{BatchMerger, MergeKey};
 use crate::segment::{Offset, SegmentId, decode_frame};
 use crate::shard::ShardShared;
 use crate::shard::files::SegmentFile;
+use crate::shard::stats::WriterLoad;
 
 mod runs;
 
@@ -74,29 +75,7 @@ pub(crate) const REWRITE_YIELDS_ABOVE_BYTES_PER_S: f64 = 16e6;
 /// How long the writer's rate is measured over before a rewrite goes on, or waits again.
 const REWRITE_YIELD_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// How busy the shard's writer is: the bytes of frames it appended, as last looked at.
-struct WriterLoad<'a> {
-    written: &'a AtomicU64,
-    seen: (std::time::Instant, u64),
-}
-
-impl<'a> WriterLoad<'a> {
-    fn new(written: &'a AtomicU64) -> WriterLoad<'a> {
-        WriterLoad {
-            written,
-            seen: (std::time::Instant::now(), written.load(Ordering::Relaxed)),
-        }
-    }
-
-    /// The writer's bytes per second since it was last looked at; looks again.
-    fn rate(&mut self) -> f64 {
-        let (at, before) = self.seen;
-        let now = self.written.load(Ordering::Relaxed);
-        let elapsed = at.elapsed().as_secs_f64().max(1e-3);
-        self.seen = (std::time::Instant::now(), now);
-        now.saturating_sub(before) as f64 / elapsed
-    }
-
+impl WriterLoad<'_> {
     /// Waits while the writer writes more than [`REWRITE_YIELDS_ABOVE_BYTES_PER_S`], measured
     /// a window at a time, or until `stop` says so. Returns whether it waited.
     fn wait_quiet(&mut self, stop: &dyn Fn() -> bool) -> bool {

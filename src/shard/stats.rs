@@ -157,3 +157,37 @@ impl std::ops::AddAssign for ShardStats {
         self.rewrite_write_bytes += other.rewrite_write_bytes;
     }
 }
+
+/// How busy the shard's writer is: the bytes of frames it appended, as last looked at.
+pub(crate) struct WriterLoad<'a> {
+    written: &'a AtomicU64,
+    /// When it was last looked at, and the bytes then.
+    pub seen: (std::time::Instant, u64),
+}
+
+impl<'a> WriterLoad<'a> {
+    pub fn new(written: &'a AtomicU64) -> WriterLoad<'a> {
+        WriterLoad {
+            written,
+            seen: (std::time::Instant::now(), written.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The writer's bytes per second since it was last looked at; looks again.
+    pub fn rate(&mut self) -> f64 {
+        let (at, before) = self.seen;
+        let now = self.written.load(Ordering::Relaxed);
+        let elapsed = at.elapsed().as_secs_f64().max(1e-3);
+        self.seen = (std::time::Instant::now(), now);
+        now.saturating_sub(before) as f64 / elapsed
+    }
+
+    /// Whether the writer appends more than `bytes_per_s`, as measured over the last `every`
+    /// at least: `last` (the verdict of the last look) until `every` has passed, then looks.
+    pub fn busy(&mut self, last: bool, bytes_per_s: f64, every: std::time::Duration) -> bool {
+        if self.seen.0.elapsed() < every {
+            return last;
+        }
+        self.rate() > bytes_per_s
+    }
+}
