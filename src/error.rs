@@ -126,6 +126,24 @@ pub enum Error {
     #[error("topic {0:?} exists already")]
     TopicExists(String),
 
+    /// A topic's own retention that is zero or longer than the log's: segments are shared by
+    /// every topic, so the log's retention bounds every topic's.
+    #[error(
+        "topic {topic:?}: a retention of {asked:?} is {}",
+        match log {
+            Some(log) if !asked.is_zero() => format!("longer than the log's ({log:?}), which every topic's is bounded by"),
+            _ => "not a retention".to_owned(),
+        }
+    )]
+    TopicRetentionAboveLog {
+        /// The topic.
+        topic: String,
+        /// The retention asked for.
+        asked: std::time::Duration,
+        /// The log's retention by age, if it has one.
+        log: Option<std::time::Duration>,
+    },
+
     /// No topic has that name.
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),

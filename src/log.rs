@@ -374,7 +374,17 @@ impl Log {
         if name == OFFSETS_TOPIC {
             return Err(Error::ReservedTopicName(name.to_owned()));
         }
-        self.store.create_topic(name, config.partitions())?;
+        self.store.create_topic_with(name, config)?;
+        self.groups.record_topics()
+    }
+
+    /// Sets topic `name`'s own retention by age (see [`TopicConfig::retention_age`]), or with
+    /// `None` leaves it to the log's. At most the log's retention by age.
+    pub fn set_topic_retention(&self, name: &str, age: Option<std::time::Duration>) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
+        }
+        self.store.set_topic_retention(name, age)?;
         self.groups.record_topics()
     }
 

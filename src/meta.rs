@@ -30,6 +30,10 @@ pub struct TopicMeta {
     pub partitions: u32,
     /// Partition p lives on shard `(first_shard + p) % shards`.
     pub first_shard: u32,
+    /// The topic's own retention by age in milliseconds (Kafka's `retention.ms` set on the
+    /// topic), at most the log's: its records older than that stop being readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 /// The whole metadata file.
@@ -360,6 +364,7 @@ mod tests {
             id,
             partitions,
             first_shard,
+            retention_ms: None,
         }
     }
 

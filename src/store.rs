@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -26,17 +27,37 @@ use crate::shard::readahead::{READ_BYTES_MAX, ScanTag};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicConfig {
     partitions: u32,
+    retention_age: Option<Duration>,
 }
 
 impl TopicConfig {
-    /// A topic with `partitions` partitions.
+    /// A topic with `partitions` partitions, keeping its records as long as the log does.
     pub fn new(partitions: u32) -> TopicConfig {
-        TopicConfig { partitions }
+        TopicConfig {
+            partitions,
+            retention_age: None,
+        }
+    }
+
+    /// Keeps the topic's records for `age` (Kafka's `retention.ms` on a topic), at most the
+    /// log's [`crate::Config::retention_age`]. Segments are shared by every topic of a shard,
+    /// so this moves the topic's partitions' earliest offsets rather than deleting files: once
+    /// a sealed segment's newest record is older than `age`, the topic's records in it and
+    /// before it are no longer read (Kafka's rule, by whole segments), and the segment's file
+    /// goes when no topic reads anything in it.
+    pub fn retention_age(mut self, age: Duration) -> TopicConfig {
+        self.retention_age = Some(age);
+        self
     }
 
     /// Its partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// Its own retention by age, if it has one.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention_age
     }
 }
 
@@ -50,6 +71,8 @@ pub struct TopicInfo {
     /// Its id in this log: never reused, kept in the metadata and the topic records (a topic
     /// deleted and created again under its name gets a new one).
     pub id: u32,
+    /// Its own retention by age, if it has one (else the log's applies).
+    pub retention_age: Option<Duration>,
 }
 
 pub(crate) struct TopicState {
@@ -165,6 +188,13 @@ impl Store {
 
     /// Creates a topic (the name is already validated).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create_topic_with(name, TopicConfig::new(partitions))
+    }
+
+    /// Creates a topic as `config` says (the name is already validated).
+    pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
+        let partitions = config.partitions();
+        let retention_ms = self.topic_retention_ms(name, config.retention())?;
         if partitions == 0 || partitions > crate::config::PARTITIONS_MAX {
             return Err(Error::InvalidPartitionCount {
                 asked: partitions,
@@ -182,6 +212,7 @@ impl Store {
             id: meta.next_topic_id,
             partitions,
             first_shard: meta.next_topic_id % shards as u32,
+            retention_ms,
         };
         let mut next = meta.clone();
         next.next_topic_id += 1;
@@ -249,6 +280,44 @@ impl Store {
         Ok(t.id)
     }
 
+    /// Sets (or with `None` clears) topic `name`'s own retention by age.
+    pub fn set_topic_retention(&self, name: &str, age: Option<Duration>) -> Result<()> {
+        let retention_ms = self.topic_retention_ms(name, age)?;
+        let mut meta = self.meta.lock().expect("meta lock");
+        if meta.topic(name).is_none() {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        let mut next = meta.clone();
+        for t in next.topics.iter_mut().filter(|t| t.name == name) {
+            t.retention_ms = retention_ms;
+        }
+        next.store(&self.config.dir)?;
+        *meta = next;
+        if let Ok(t) = self.topic(name) {
+            for p in &t.partitions {
+                p.set_retention_ms(retention_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// A topic's own retention in milliseconds, refused when it would keep records longer
+    /// than the log does: segments are shared, and the log's retention deletes them.
+    fn topic_retention_ms(&self, name: &str, age: Option<Duration>) -> Result<Option<u64>> {
+        let Some(age) = age else {
+            return Ok(None);
+        };
+        let log_age = self.config.retention_age;
+        if age.is_zero() || log_age.is_some_and(|log| age > log) {
+            return Err(Error::TopicRetentionAboveLog {
+                topic: name.to_owned(),
+                asked: age,
+                log: log_age,
+            });
+        }
+        Ok(Some(age.as_millis().try_into().unwrap_or(u64::MAX)))
+    }
+
     /// Deletes a topic: unreachable at once, its bytes gone when retention removes them.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let mut meta = self.meta.lock().expect("meta lock");
@@ -259,7 +328,11 @@ impl Store {
         next.topics.retain(|t| t.name != name);
         next.store(&self.config.dir)?;
         *meta = next;
-        self.topics.write().expect("topics lock").remove(name);
+        if let Some(t) = self.topics.write().expect("topics lock").remove(name) {
+            for p in &t.partitions {
+                p.set_deleted();
+            }
+        }
         self.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -295,6 +368,7 @@ impl Store {
                 name: t.name.clone(),
                 partitions: t.partitions,
                 id: t.id,
+                retention_age: t.retention_ms.map(Duration::from_millis),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -568,7 +642,9 @@ fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {
     let partitions = (0..t.partitions)
         .map(|p| {
             let shard = (t.first_shard as usize + p as usize) % shards.len();
-            shards[shard].new_partition(t.id, p)
+            let partition = shards[shard].new_partition(t.id, p);
+            partition.set_retention_ms(t.retention_ms);
+            partition
         })
         .collect();
     TopicState {

@@ -21,6 +21,11 @@ fn now_ms() -> i64 {
 /// Sends `n` records of 1 KiB to `partition` with `timestamp`, numbered from `first`, and waits
 /// for their acks.
 fn produce(log: &Log, partition: u32, first: u64, n: u64, timestamp: i64) {
+    produce_to(log, "t", partition, first, n, timestamp);
+}
+
+/// As [`produce`], to `topic`.
+fn produce_to(log: &Log, topic: &str, partition: u32, first: u64, n: u64, timestamp: i64) {
     let mut producer = log.producer();
     let acks: Vec<_> = (first..first + n)
         .map(|i| {
@@ -30,7 +35,7 @@ fn produce(log: &Log, partition: u32, first: u64, n: u64, timestamp: i64) {
                 .key(&key)
                 .partition(partition)
                 .timestamp(timestamp);
-            producer.send("t", record).unwrap()
+            producer.send(topic, record).unwrap()
         })
         .collect();
     for (i, ack) in (first..).zip(acks) {
@@ -125,6 +130,92 @@ fn retention_by_age_keeps_recent_segments() {
     assert_eq!(next, Offset(3000));
     let fresh = log.offset_for_timestamp("t", 0, now_ms() - 60_000).unwrap();
     assert_eq!(fresh, Some(Offset(2000)));
+}
+
+/// A topic's own retention hides its records from sealed segments older than it, survives a
+/// restart, and frees a segment's file once no topic reads anything in it or before it; a
+/// topic without one keeps everything the log keeps.
+#[test]
+fn a_topics_own_retention_hides_its_old_records_and_deletes_segments_nothing_reads() {
+    let dir = test_dir("retain-topic");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config()).unwrap();
+    let ten_minutes = Duration::from_secs(600);
+    log.create_topic("t", TopicConfig::new(1).retention_age(ten_minutes))
+        .unwrap();
+    log.create_topic("keep", TopicConfig::new(1)).unwrap();
+    // An hour old: a stretch of "t" only, then "t" beside "keep", then fresh records of "t".
+    let old = now_ms() - 3_600_000;
+    produce(&log, 0, 0, 2000, old);
+    // Every one but the newest holds only records of "t".
+    let mut of_t_alone = segments(dir.path(), 0);
+    of_t_alone.pop();
+    assert!(of_t_alone.len() >= 3, "{of_t_alone:?}");
+    produce_to(&log, "keep", 0, 0, 20, old);
+    produce(&log, 0, 2000, 500, old);
+    produce(&log, 0, 2500, 1000, now_ms());
+    wait_until("the topic's old records are no longer read", || {
+        log.offsets("t", 0).unwrap().0 >= Offset(2000)
+    });
+    let (earliest, next) = check_from_earliest(&log, 0);
+    assert!(
+        earliest <= Offset(2500),
+        "fresh records are read (earliest {earliest})"
+    );
+    assert_eq!(next, Offset(3500));
+    // The segments holding only expired records of "t" go; the other topic's records are all
+    // read, so the segment holding them stays.
+    wait_until("segments nothing reads are deleted", || {
+        of_t_alone.iter().all(|f| !f.exists())
+    });
+    let keep: Vec<u64> = (log.read("keep", 0, Offset(0), 1 << 20).unwrap().iter())
+        .map(|r| r.offset.0)
+        .collect();
+    assert_eq!(keep, (0..20).collect::<Vec<_>>());
+    let info = log.list_topics();
+    assert_eq!(info[1].name, "t");
+    assert_eq!(info[1].retention_age, Some(ten_minutes));
+    drop(log);
+
+    let log = Log::open(config()).unwrap();
+    assert_eq!(
+        check_from_earliest(&log, 0),
+        (earliest, next),
+        "as before the restart"
+    );
+    assert_eq!(log.offsets("keep", 0).unwrap(), (Offset(0), Offset(20)));
+    assert_eq!(log.list_topics()[1].retention_age, Some(ten_minutes));
+    // Without its own retention, the topic keeps what is left.
+    log.set_topic_retention("t", None).unwrap();
+    produce(&log, 0, 3500, 10, old);
+    assert_eq!(log.list_topics()[1].retention_age, None);
+    assert_eq!(log.offsets("t", 0).unwrap().0, earliest);
+}
+
+/// A topic cannot keep records longer than the log, whose retention deletes shared segments.
+#[test]
+fn a_topics_retention_longer_than_the_logs_is_refused() {
+    let dir = test_dir("retain-topic-long");
+    let hour = Duration::from_secs(3600);
+    let log = Log::open(small_config(dir.path(), BACKENDS[0]).retention_age(hour)).unwrap();
+    match log.create_topic("t", TopicConfig::new(1).retention_age(2 * hour)) {
+        Err(Error::TopicRetentionAboveLog { topic, asked, log }) => {
+            assert_eq!((topic.as_str(), asked, log), ("t", 2 * hour, Some(hour)))
+        }
+        other => panic!("a retention above the log's: {other:?}"),
+    }
+    assert!(log.list_topics().is_empty(), "nothing was created");
+    log.create_topic("t", TopicConfig::new(1).retention_age(hour))
+        .unwrap();
+    assert!(matches!(
+        log.set_topic_retention("t", Some(hour + Duration::from_millis(1))),
+        Err(Error::TopicRetentionAboveLog { .. })
+    ));
+    assert!(matches!(
+        log.set_topic_retention("t", Some(Duration::ZERO)),
+        Err(Error::TopicRetentionAboveLog { .. })
+    ));
+    assert_eq!(log.list_topics()[0].retention_age, Some(hour));
 }
 
 /// The `start-offsets.json` a deletion of shard 0's segments below `files[first_segment]` writes:

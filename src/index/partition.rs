@@ -2,7 +2,7 @@
 
 use crate::segment::{LogPos, Offset, SegmentId};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use super::*;
@@ -54,6 +54,13 @@ pub struct Partition {
     /// readers delivering the writer's published entries and by the helper sealing a run;
     /// never backwards.
     pub(crate) offset_acked: AtomicU64,
+    /// Where its records start for readers, when that is past its first stored batch: the
+    /// topic's own retention (or a request to delete records) moved it there. Only rises.
+    offset_start: AtomicU64,
+    /// Its topic's own retention by age in milliseconds; 0 when it has none.
+    retention_ms: AtomicU64,
+    /// Its topic was deleted: nothing of it is read again.
+    deleted: AtomicBool,
     index: RwLock<PartitionIndex>,
     /// Where a read of many partitions last stopped in this one: the offset after its last
     /// batch, and the position in the log just past that batch (its next batch lies at or after
@@ -102,6 +109,9 @@ impl Partition {
             slot,
             offset_next: AtomicU64::new(0),
             offset_acked: AtomicU64::new(0),
+            offset_start: AtomicU64::new(0),
+            retention_ms: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
             index: RwLock::new(PartitionIndex::default()),
             read_hint: Mutex::new(None),
         }
@@ -277,8 +287,15 @@ impl Partition {
         index.active.get(start).map(|(e, _)| (e.at(), true))
     }
 
-    /// The earliest stored offset.
+    /// The earliest offset readers get: the first stored one, or where the partition's
+    /// start was moved (see [`Partition::trim_to`]) if that is later.
     pub fn offset_earliest(&self) -> Offset {
+        let acked = self.offset_acked();
+        self.offset_stored().max(self.offset_start().min(acked))
+    }
+
+    /// The first offset of its first stored batch (the acknowledged end if it has none).
+    pub(crate) fn offset_stored(&self) -> Offset {
         let index = self.index.read().expect("index lock");
         index
             .sealed
@@ -286,6 +303,47 @@ impl Partition {
             .map(|r| r.run.first_offset)
             .or(index.active.front().map(|(e, _)| e.base_offset))
             .unwrap_or_else(|| self.offset_acked())
+    }
+
+    /// Sets the partition's start as it was before a restart.
+    pub(crate) fn restore_start(&self, offset: Offset) {
+        self.offset_start.store(offset.0, Ordering::Release);
+    }
+
+    /// Where the partition's start was moved to (0 if never).
+    pub(crate) fn offset_start(&self) -> Offset {
+        Offset(self.offset_start.load(Ordering::Acquire))
+    }
+
+    /// Moves the partition's start up to `offset` (never past what is acknowledged, never
+    /// down): records below it are no longer read. Returns whether it moved.
+    pub(crate) fn trim_to(&self, offset: Offset) -> bool {
+        let offset = offset.min(self.offset_acked()).0;
+        self.offset_start.fetch_max(offset, Ordering::AcqRel) < offset
+    }
+
+    /// Its topic's own retention by age, if it has one.
+    pub(crate) fn retention_ms(&self) -> Option<u64> {
+        Some(self.retention_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
+    /// Sets (or with `None` clears) its topic's own retention by age.
+    pub(crate) fn set_retention_ms(&self, ms: Option<u64>) {
+        (self.retention_ms).store(ms.map_or(0, |ms| ms.max(1)), Ordering::Relaxed);
+    }
+
+    /// Marks its topic deleted: retention may delete every batch of it.
+    pub(crate) fn set_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// Whether none of its batches up to segment `id` is read any more: its topic was deleted,
+    /// or its start was moved past them.
+    pub(crate) fn unread_through(&self, id: SegmentId) -> bool {
+        self.deleted.load(Ordering::Acquire)
+            || self
+                .last_offset_through(id)
+                .is_none_or(|last| last < self.offset_start())
     }
 
     /// One past the last readable offset.

@@ -477,13 +477,48 @@ impl ShardShared {
             .iter()
             .map(|p| {
                 p.forget_below(keep_from);
-                (p.topic_id, p.partition, p.offset_earliest())
+                // Where its stored batches start: recovery checks them dense from there.
+                (p.topic_id, p.partition, p.offset_stored())
             })
             .collect();
         self.sealed_runs.forget_below(keep_from);
         let mut sealed = self.sealed.lock().expect("sealed lock");
         *sealed = sealed.split_off(&keep_from);
         earliest
+    }
+
+    /// Whether any of its partitions' topics has a retention of its own (then retention also
+    /// moves partitions' starts, and deletes segments nothing reads any more).
+    pub fn any_topic_retention(&self) -> bool {
+        let table = self.partitions.read().expect("partitions lock");
+        table.iter().any(|p| p.retention_ms().is_some())
+    }
+
+    /// Whether nothing in segments up to `id` is read any more: every partition's batches
+    /// there are below its start or of a deleted topic. The offsets topic's are left to
+    /// [`ShardShared::retention_blocker`], which keeps the live commits.
+    pub fn unread_through(&self, id: SegmentId) -> bool {
+        self.catch_up();
+        let compacted = self.compacted_topic.load(Ordering::Relaxed);
+        let table = self.partitions.read().expect("partitions lock");
+        (table.iter())
+            .filter(|p| p.topic_id != compacted)
+            .all(|p| p.unread_through(id))
+    }
+
+    /// Each partition whose start was moved past its first stored batch: (topic id, partition,
+    /// start).
+    pub fn moved_starts(&self) -> Vec<(u32, u32, Offset)> {
+        let table = self.partitions.read().expect("partitions lock");
+        (table.iter())
+            .filter(|p| p.offset_start() > Offset(0))
+            .map(|p| (p.topic_id, p.partition, p.offset_start()))
+            .collect()
+    }
+
+    /// The offsets retention must keep, per partition, once they are known.
+    pub fn protected_floors(&self) -> Option<Arc<HashMap<TopicPartition, Offset>>> {
+        self.protected.lock().expect("protected lock").clone()
     }
 
     /// Creates a partition owned by this shard, in the next slot of its table.

@@ -493,7 +493,10 @@ fn run(
             }
             cv.notify_all();
         }
-        if outcome.is_ok() && retention.enabled() && Instant::now() >= retention_due.get() {
+        if outcome.is_ok()
+            && (retention.enabled() || shard.any_topic_retention())
+            && Instant::now() >= retention_due.get()
+        {
             retention_due.set(Instant::now() + RETENTION_INTERVAL);
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -515,12 +518,9 @@ fn run(
             cv.notify_all();
         }
     };
-    // How long the helper may sleep with nothing to do: until the next checkpoint is due.
-    let idle_wait = if retention.enabled() {
-        RETENTION_INTERVAL.min(CHECKPOINT_INTERVAL)
-    } else {
-        CHECKPOINT_INTERVAL
-    };
+    // How long the helper may sleep with nothing to do: until the next checkpoint or retention
+    // (the log's or a topic's, which may be set at any time) is due.
+    let idle_wait = RETENTION_INTERVAL.min(CHECKPOINT_INTERVAL);
     loop {
         {
             let mut state = lock.lock().expect("preparer lock");

@@ -164,6 +164,7 @@ pub(crate) fn rebuild_meta(dir: &Path, shards: u32, commit_bytes_max: u64) -> Re
             id,
             partitions: s.partition_max + 1,
             first_shard,
+            retention_ms: None,
         });
     }
     for t in &topics {

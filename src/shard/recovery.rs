@@ -379,6 +379,14 @@ pub(crate) fn recover_shard(
             p.offset_acked.store(offset.0, Ordering::Release);
         }
     }
+    for &(topic_id, partition, offset) in &start.moved {
+        if let Some(p) = params
+            .partitions
+            .get(&TopicPartition::new(topic_id, partition))
+        {
+            p.restore_start(offset);
+        }
+    }
     // Rewrites a crash interrupted: finished if decided, else undone.
     for id in crate::shard::rewrite::finish_rewrites(dir)? {
         report.rewrites_finished.push(shared.segment_path(id));

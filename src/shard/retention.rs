@@ -12,6 +12,13 @@
 //! `start-offsets.json`: the first segment kept and, for each partition, its earliest offset
 //! from then on. Recovery starts each partition there and first finishes any deletion a crash
 //! interrupted (segments below the first one kept).
+//!
+//! A topic may keep its records for less time than the log (`TopicConfig::retention_age`).
+//! Its partitions share segments with others, so retention moves their starts instead: once a
+//! sealed segment's newest timestamp is older than the topic's retention, the topic's records
+//! in it and before it are no longer read (short of what a protecting group has not
+//! committed). The starts are kept in `start-offsets.json` too (`moved`), and a segment goes
+//! once nothing in it, nor before it, is read any more.
 
 use crate::segment::{Offset, SegmentId};
 use std::path::Path;
@@ -35,6 +42,10 @@ pub(crate) struct StartOffsets {
     pub first_segment: SegmentId,
     /// (topic id, partition, earliest offset) of every partition of the shard.
     pub partitions: Vec<(u32, u32, Offset)>,
+    /// (topic id, partition, start) of each partition whose start was moved past its first
+    /// stored batch: readers begin there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<(u32, u32, Offset)>,
 }
 
 impl StartOffsets {
@@ -72,13 +83,15 @@ pub(crate) fn enforce(
         return Ok(0);
     }
     let sealed = shard.sealed_segments();
+    let by_topic = move_starts(shard, &sealed, now_ms)?;
     let mut held = shard.segments.read().expect("segments lock").len() as u64 * segment_bytes;
     let age_ms = policy.age.map(|a| a.as_millis() as i64);
     let mut doomed = Vec::new();
     for (id, max_timestamp) in sealed {
         let too_big = policy.bytes.is_some_and(|max| held > max);
         let too_old = age_ms.is_some_and(|age| max_timestamp < now_ms.saturating_sub(age));
-        if !(too_big || too_old) || shard.retention_blocker(id).is_some() {
+        let unread = by_topic && shard.unread_through(id);
+        if !(too_big || too_old || unread) || shard.retention_blocker(id).is_some() {
             break;
         }
         doomed.push(id);
@@ -92,6 +105,46 @@ pub(crate) fn enforce(
     Ok(doomed.len())
 }
 
+/// Moves the start of each partition whose topic has a retention of its own past the records
+/// of the sealed segments that retention lets go (`sealed`: each sealed segment and its newest
+/// timestamp, oldest first), short of what a protecting group has not committed, and makes the
+/// starts durable. Returns whether any partition's topic has its own retention.
+fn move_starts(shard: &ShardShared, sealed: &[(SegmentId, i64)], now_ms: i64) -> Result<bool> {
+    shard.catch_up();
+    let floors = shard.protected_floors().unwrap_or_default();
+    let (mut any, mut moved) = (false, false);
+    for p in shard.partitions.read().expect("partitions lock").iter() {
+        let Some(ms) = p.retention_ms() else {
+            continue;
+        };
+        any = true;
+        let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+        // Kafka's rule: a segment goes when its newest record is older than the retention,
+        // and the segments before it went.
+        let expired = sealed.iter().take_while(|&&(_, newest)| newest < cutoff);
+        let Some(last) = expired
+            .last()
+            .and_then(|&(id, _)| p.last_offset_through(id))
+        else {
+            continue;
+        };
+        let to = match floors.get(&p.id()) {
+            Some(&floor) => floor.min(last.next()),
+            None => last.next(),
+        };
+        moved |= p.trim_to(to);
+    }
+    if moved {
+        let mut starts = StartOffsets::load(&shard.dir)?.unwrap_or(StartOffsets {
+            version: START_OFFSETS_VERSION,
+            ..StartOffsets::default()
+        });
+        starts.moved = shard.moved_starts();
+        starts.store(&shard.dir)?;
+    }
+    Ok(any)
+}
+
 /// Deletes `doomed` (every sealed segment below `keep_from`).
 fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId]) -> Result<()> {
     // Readers stop seeing the batches first; then the new start offsets are made durable;
@@ -102,6 +155,7 @@ fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId
         version: START_OFFSETS_VERSION,
         first_segment: keep_from,
         partitions,
+        moved: shard.moved_starts(),
     }
     .store(&shard.dir)?;
     // Not while a rewrite puts a segment's new files in place.
