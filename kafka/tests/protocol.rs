@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, serve, stop, test_dir};
+use common::{Client, serve, serve_log, stop, test_dir};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -551,21 +551,18 @@ fn topics_are_created_and_deleted_by_admin_requests() {
     stop(log, server);
 }
 
-/// A topic's configs at CreateTopics may restate the log's (they are the same for every topic):
-/// then the topic is created and the response lists its configs; a config with another value,
-/// or one that is not a topic config here, refuses the topic with a message naming it.
+/// CreateTopics: a topic's own `retention.ms` is accepted up to the log's and comes back with
+/// the created topic's configs; any other config is accepted only where it restates the log's
+/// value. Longer retentions, other values and unknown configs are refused with INVALID_CONFIG,
+/// naming the config, and nothing is created.
 #[test]
-fn topic_configs_are_accepted_only_where_they_are_the_logs() {
+fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
     use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
     let dir = test_dir("kafka-topic-configs");
-    let (log, server) = serve(dir.path(), |_| {});
-    let retention_ms = log
-        .config()
-        .retention_limits()
-        .1
-        .map_or(-1, |a| a.as_millis() as i64)
-        .to_string();
+    let hour = std::time::Duration::from_secs(3600);
+    let (log, server) = serve_log(dir.path(), |c| c.retention_age(hour));
+    let retention_ms = "3600000";
     let segment_bytes = log.config().segment_size().to_string();
     let mut client = Client::connect(server.local_addr());
     let topic = |n: &str, configs: &[(&str, Option<&str>)]| {
@@ -583,11 +580,6 @@ fn topic_configs_are_accepted_only_where_they_are_the_logs() {
             .collect();
         t
     };
-    let other_retention = if retention_ms == "1000" {
-        "2000"
-    } else {
-        "1000"
-    };
     let mut req = CreateTopicsRequest::default();
     req.timeout_ms = 5000;
     req.topics = vec![
@@ -595,14 +587,16 @@ fn topic_configs_are_accepted_only_where_they_are_the_logs() {
             "restated",
             &[
                 ("cleanup.policy", Some("delete")),
-                ("retention.ms", Some(&retention_ms)),
+                ("retention.ms", Some(retention_ms)),
                 ("segment.bytes", Some(&segment_bytes)),
                 ("compression.type", Some("producer")),
                 ("min.insync.replicas", Some("1")),
                 ("message.timestamp.type", None),
             ],
         ),
-        topic("shorter", &[("retention.ms", Some(other_retention))]),
+        topic("shorter", &[("retention.ms", Some("1000"))]),
+        topic("longer", &[("retention.ms", Some("3600001"))]),
+        topic("forever", &[("retention.ms", Some("-1"))]),
         topic("compacted", &[("cleanup.policy", Some("compact"))]),
         topic("recompressed", &[("compression.type", Some("lz4"))]),
         topic("unknown", &[("no.such.config", Some("1"))]),
@@ -611,22 +605,28 @@ fn topic_configs_are_accepted_only_where_they_are_the_logs() {
     let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
     let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
     let invalid = ResponseError::InvalidConfig.code();
-    assert_eq!(codes, [0, invalid, invalid, invalid, invalid, invalid]);
+    assert_eq!(
+        codes,
+        [0, 0, invalid, invalid, invalid, invalid, invalid, invalid]
+    );
     let why = |i: usize| {
         (response.topics[i].error_message.as_deref())
             .unwrap_or_default()
             .to_owned()
     };
-    assert!(
-        why(1).contains("retention.ms") && why(1).contains(&retention_ms),
-        "{}",
-        why(1)
-    );
-    assert!(why(2).contains("cleanup.policy"), "{}", why(2));
-    assert!(why(4).contains("no.such.config"), "{}", why(4));
+    for longer in [2, 3] {
+        let why = why(longer);
+        assert!(
+            why.contains("retention.ms") && why.contains(retention_ms),
+            "{why}"
+        );
+    }
+    assert!(why(4).contains("cleanup.policy"), "{}", why(4));
+    assert!(why(6).contains("no.such.config"), "{}", why(6));
     assert!(log.offsets("restated", 1).is_ok());
     for refused in [
-        "shorter",
+        "longer",
+        "forever",
         "compacted",
         "recompressed",
         "unknown",
@@ -634,29 +634,164 @@ fn topic_configs_are_accepted_only_where_they_are_the_logs() {
     ] {
         assert!(log.offsets(refused, 0).is_err(), "{refused} was created");
     }
-    // The created topic's configs come back with their values (v5 and later).
-    let configs = response.topics[0]
-        .configs
-        .as_ref()
-        .expect("configs from v5");
-    let value = |k: &str| {
-        let c = configs.iter().find(|c| c.name.as_str() == k);
-        c.and_then(|c| c.value.as_deref()).map(str::to_owned)
+    let own = |name: &str| {
+        let topics = log.list_topics();
+        topics
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .retention_age
     };
-    assert_eq!(value("retention.ms"), Some(retention_ms.clone()));
-    assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
-    assert!(configs.iter().all(|c| c.read_only));
+    assert_eq!(own("restated"), Some(hour));
+    assert_eq!(own("shorter"), Some(std::time::Duration::from_secs(1)));
+    // The created topics' configs come back with their values (v5 and later): retention.ms
+    // is the topic's own and may be altered; the others are the log's, read-only.
+    for (i, retention) in [(0, retention_ms), (1, "1000")] {
+        let configs = response.topics[i]
+            .configs
+            .as_ref()
+            .expect("configs from v5");
+        let config = |k: &str| configs.iter().find(|c| c.name.as_str() == k).unwrap();
+        let value = |k: &str| config(k).value.as_deref().map(str::to_owned);
+        assert_eq!(value("retention.ms").as_deref(), Some(retention));
+        assert_eq!(config("retention.ms").config_source, 1, "set on the topic");
+        assert!(!config("retention.ms").read_only);
+        assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
+        assert!(
+            (configs.iter())
+                .filter(|c| c.name.as_str() != "retention.ms")
+                .all(|c| c.read_only)
+        );
+    }
     // Validation only: the same answer, nothing created.
     let mut check = CreateTopicsRequest::default();
     check.validate_only = true;
     check.topics = vec![
-        topic("checked", &[("retention.ms", Some(&retention_ms))]),
-        topic("checked-too", &[("retention.ms", Some(other_retention))]),
+        topic("checked", &[("retention.ms", Some("1000"))]),
+        topic("checked-too", &[("retention.ms", Some("3600001"))]),
     ];
     let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &check);
     let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
     assert_eq!(codes, [0, invalid]);
     assert!(log.offsets("checked", 0).is_err());
+    stop(log, server);
+}
+
+/// A topic's `retention.ms` is described as the log's until it is set on the topic, then as
+/// the topic's; IncrementalAlterConfigs sets it (up to the log's) and deletes it at runtime,
+/// and refuses the topic's other configs, which are the log's.
+#[test]
+fn a_topics_retention_is_altered_at_runtime() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse,
+    };
+    let dir = test_dir("kafka-alter-topic");
+    let hour = std::time::Duration::from_secs(3600);
+    let (log, server) = serve_log(dir.path(), |c| c.retention_age(hour));
+    log.create_topic("t", floodgate::TopicConfig::new(2))
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let describe = |client: &mut Client| {
+        let mut r = DescribeConfigsResource::default();
+        r.resource_type = 2;
+        r.resource_name = StrBytes::from_static_str("t");
+        r.configuration_keys = Some(vec![StrBytes::from_static_str("retention.ms")]);
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![r];
+        let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &req);
+        let c = &response.results[0].configs[0];
+        assert!(!c.read_only);
+        (c.value.as_deref().unwrap().to_owned(), c.config_source)
+    };
+    let alter =
+        |client: &mut Client, topic: &str, changes: &[(&str, i8, Option<&str>)], validate_only| {
+            let mut res = AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = StrBytes::from_string(topic.to_owned());
+            res.configs = (changes.iter())
+                .map(|&(k, op, v)| {
+                    let mut c = AlterableConfig::default();
+                    c.name = StrBytes::from_string(k.to_owned());
+                    c.config_operation = op;
+                    c.value = v.map(|v| StrBytes::from_string(v.to_owned()));
+                    c
+                })
+                .collect();
+            let mut req = IncrementalAlterConfigsRequest::default();
+            req.validate_only = validate_only;
+            req.resources = vec![res];
+            let response: IncrementalAlterConfigsResponse =
+                client.call(ApiKey::IncrementalAlterConfigs, 1, &req);
+            response.responses[0].error_code
+        };
+    let own = || log.list_topics()[0].retention_age;
+    // The log's, as a static broker config.
+    assert_eq!(describe(&mut client), ("3600000".to_owned(), 4));
+    assert_eq!(
+        alter(
+            &mut client,
+            "t",
+            &[("retention.ms", 0, Some("60000"))],
+            false
+        ),
+        0
+    );
+    assert_eq!(describe(&mut client), ("60000".to_owned(), 1));
+    assert_eq!(own(), Some(std::time::Duration::from_secs(60)));
+    let invalid = ResponseError::InvalidConfig.code();
+    for (changes, code) in [
+        (vec![("retention.ms", 0, Some("3600001"))], invalid),
+        (vec![("retention.ms", 0, Some("soon"))], invalid),
+        (vec![("retention.ms", 2, Some("1"))], invalid),
+        (
+            vec![
+                ("retention.ms", 0, Some("1")),
+                ("segment.bytes", 0, Some("1")),
+            ],
+            invalid,
+        ),
+    ] {
+        assert_eq!(
+            alter(&mut client, "t", &changes, false),
+            code,
+            "{changes:?}"
+        );
+        assert_eq!(
+            own(),
+            Some(std::time::Duration::from_secs(60)),
+            "{changes:?}"
+        );
+    }
+    assert_eq!(
+        alter(
+            &mut client,
+            "absent",
+            &[("retention.ms", 0, Some("1"))],
+            false
+        ),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        alter(&mut client, "t", &[("retention.ms", 0, Some("1"))], true),
+        0
+    );
+    assert_eq!(
+        own(),
+        Some(std::time::Duration::from_secs(60)),
+        "validation only"
+    );
+    // Deleted: the log's again.
+    assert_eq!(
+        alter(&mut client, "t", &[("retention.ms", 1, None)], false),
+        0
+    );
+    assert_eq!(describe(&mut client), ("3600000".to_owned(), 4));
+    assert_eq!(own(), None);
     stop(log, server);
 }
 

@@ -1,8 +1,11 @@
 //! DescribeConfigs: every config of a topic, of the broker or of a consumer group, with its
-//! value and where it comes from. floodgate's retention, segment size and record size limit are
-//! the log's, the same for every topic: a topic's entries show the log's values, read-only.
-//! A group's configs are its pace (messages and bytes per second that its members' fetches
-//! take together), which IncrementalAlterConfigs sets and deletes at runtime.
+//! value and where it comes from. floodgate's segment size, record size limit and retention by
+//! size are the log's, the same for every topic: a topic's entries show the log's values,
+//! read-only. A topic's `retention.ms` is its own when set (at most the log's: segments are
+//! shared, and the log's retention deletes them), else the log's; IncrementalAlterConfigs sets
+//! and deletes it at runtime. A group's configs are its pace (messages and bytes per second
+//! that its members' fetches take together), which IncrementalAlterConfigs sets and deletes
+//! at runtime too.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
@@ -10,12 +13,14 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicConfigs;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use std::time::Duration;
 
 use super::metadata::{NODE_ID, find};
 use crate::conn::ThreadState;
@@ -53,8 +58,10 @@ struct Entry {
     kind: i8,
     set: bool,
     doc: &'static str,
-    /// Changed at runtime (a group's), rather than read-only.
+    /// Set at runtime on its resource (a group's pace, a topic's own retention).
     dynamic: bool,
+    /// Whether IncrementalAlterConfigs may change it.
+    alterable: bool,
 }
 
 impl Entry {
@@ -77,18 +84,30 @@ impl Entry {
     }
 }
 
-/// Checks the configs a CreateTopics request gives a topic. A topic's configs here are the
-/// log's, the same for every topic: a config is accepted when it names one of them with the
+/// A topic's own retention.
+pub(crate) const RETENTION_MS: &str = "retention.ms";
+
+/// Checks the configs a CreateTopics request gives a topic; returns the topic's own retention
+/// by age, if it asks for one. Apart from `retention.ms`, a topic's configs here are the log's,
+/// the same for every topic: such a config is accepted when it names one of them with the
 /// value the topic gets anyway (a null value asks for that value too), and refused otherwise,
 /// naming the config and its value here, so that nobody is left believing a topic keeps its
-/// records for another time than the log does.
+/// records for another time than it does.
 pub(crate) fn check_topic_configs(
     state: &ThreadState,
     configs: &[CreatableTopicConfig],
-) -> Result<(), String> {
-    let entries = entries(state, false);
+) -> Result<Option<Duration>, String> {
+    let entries = entries(state, false, None);
+    let mut retention = None;
     for c in configs {
         let name = c.name.as_str();
+        if name == RETENTION_MS {
+            retention = match c.value.as_deref() {
+                Some(v) => topic_retention(state, v)?,
+                None => None,
+            };
+            continue;
+        }
         let Some(e) = entries.iter().find(|e| e.name == name) else {
             let known: Vec<&str> = entries.iter().map(|e| e.name).collect();
             return Err(format!(
@@ -107,17 +126,42 @@ pub(crate) fn check_topic_configs(
             _ => {}
         }
     }
-    Ok(())
+    Ok(retention)
+}
+
+/// A topic's own retention as a client gives `retention.ms`: -1 (none) only where the log
+/// keeps records for ever, and else at least 1 and at most the log's.
+fn topic_retention(state: &ThreadState, value: &str) -> Result<Option<Duration>, String> {
+    let log_age = state.shared.log.config().retention_limits().1;
+    let log_ms = log_age.map_or(-1, |a| a.as_millis() as i64);
+    match value.trim().parse::<i64>() {
+        Ok(-1) if log_age.is_none() => Ok(None),
+        Ok(ms) if ms >= 1 && (log_ms == -1 || ms <= log_ms) => {
+            Ok(Some(Duration::from_millis(ms as u64)))
+        }
+        _ => Err(format!(
+            "{RETENTION_MS}={value:?}: a topic's retention here is {}",
+            match log_age {
+                Some(_) => format!(
+                    "from 1 to the log's, {log_ms} (segments are shared, and the log's                      retention deletes them)"
+                ),
+                None => "-1 (keep everything, as the log does) or at least 1".to_owned(),
+            }
+        )),
+    }
 }
 
 /// A created topic's configs, as CreateTopics returns them from version 5.
-pub(crate) fn created_topic_configs(state: &ThreadState) -> Vec<CreatableTopicConfigs> {
-    entries(state, false)
+pub(crate) fn created_topic_configs(
+    state: &ThreadState,
+    retention: Option<Duration>,
+) -> Vec<CreatableTopicConfigs> {
+    entries(state, false, retention)
         .into_iter()
         .map(|e| {
             let mut c = CreatableTopicConfigs::default();
             c.name = StrBytes::from_static_str(e.name);
-            c.read_only = !e.dynamic;
+            c.read_only = !e.alterable;
             c.config_source = e.source();
             c.value = Some(StrBytes::from_string(e.value));
             c
@@ -139,6 +183,7 @@ fn entry(
         set,
         doc,
         dynamic: false,
+        alterable: false,
     }
 }
 
@@ -152,6 +197,7 @@ fn group_entries(state: &ThreadState, group: &str) -> Vec<Entry> {
         kind: DOUBLE,
         doc,
         dynamic: true,
+        alterable: true,
     };
     vec![
         rate(
@@ -172,8 +218,9 @@ fn group_name_ok(name: &str) -> Result<(), (ResponseError, String)> {
     floodgate::validate_group_name(name).map_err(|e| (ResponseError::InvalidGroupId, e.to_string()))
 }
 
-/// The configs of a topic (`broker` false) or of the broker.
-fn entries(state: &ThreadState, broker: bool) -> Vec<Entry> {
+/// The configs of a topic (`broker` false; `retention`: its own, if it has one) or of the
+/// broker.
+fn entries(state: &ThreadState, broker: bool, retention: Option<Duration>) -> Vec<Entry> {
     let log = &state.shared.log;
     let config = log.config();
     let (bytes, age) = config.retention_limits();
@@ -191,13 +238,22 @@ fn entries(state: &ThreadState, broker: bool) -> Vec<Entry> {
                 false,
                 "Old segments are deleted by retention; floodgate does not compact.",
             ),
-            entry(
-                "retention.ms",
-                age_ms,
-                LONG,
-                age.is_some(),
-                "The log's retention by age (-1: none), for every topic.",
-            ),
+            Entry {
+                value: retention
+                    .map_or(age_ms, |r| r.as_millis() as i64)
+                    .to_string(),
+                set: retention.is_some() || age.is_some(),
+                dynamic: retention.is_some(),
+                alterable: true,
+                ..entry(
+                    RETENTION_MS,
+                    0,
+                    LONG,
+                    false,
+                    "The topic's retention by age, at most the log's (-1: none); the log's \
+                     unless set on the topic.",
+                )
+            },
             entry(
                 "retention.bytes",
                 bytes,
@@ -314,12 +370,16 @@ pub(crate) fn describe_configs(
         result.resource_name = resource.resource_name.clone();
         let name = resource.resource_name.as_str();
         let found = match resource.resource_type {
-            TOPIC if find(&state.shared.log, name).is_some() => Ok(entries(state, false)),
-            TOPIC => Err((
-                ResponseError::UnknownTopicOrPartition,
-                format!("no topic {name:?}"),
-            )),
-            BROKER if name.is_empty() || name == NODE_ID.to_string() => Ok(entries(state, true)),
+            TOPIC => match find(&state.shared.log, name) {
+                Some(t) => Ok(entries(state, false, t.retention_age)),
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("no topic {name:?}"),
+                )),
+            },
+            BROKER if name.is_empty() || name == NODE_ID.to_string() => {
+                Ok(entries(state, true, None))
+            }
             BROKER => Err((
                 ResponseError::InvalidRequest,
                 format!("no broker {name:?}: this is broker {NODE_ID}"),
@@ -344,7 +404,7 @@ pub(crate) fn describe_configs(
                     .map(|e| {
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = StrBytes::from_static_str(e.name);
-                        c.read_only = !e.dynamic;
+                        c.read_only = !e.alterable;
                         c.config_source = e.source();
                         c.value = match (e.dynamic, e.set) {
                             (true, false) => None,
@@ -368,8 +428,8 @@ pub(crate) fn describe_configs(
     response
 }
 
-/// IncrementalAlterConfigs: a group's pace is set (SET) or removed (DELETE) at runtime; the
-/// log's and the broker's configs are read-only here.
+/// IncrementalAlterConfigs: a group's pace and a topic's own retention are set (SET) or
+/// removed (DELETE) at runtime; the log's and the broker's configs are read-only here.
 pub(crate) fn incremental_alter_configs(
     state: &ThreadState,
     req: IncrementalAlterConfigsRequest,
@@ -423,9 +483,10 @@ pub(crate) fn incremental_alter_configs(
                 }
                 Ok(())
             }),
-            TOPIC | BROKER => Err((
+            TOPIC => alter_topic(state, name, &resource.configs, req.validate_only),
+            BROKER => Err((
                 ResponseError::InvalidConfig,
-                "topic and broker configs are the log's, set when it is opened".to_owned(),
+                "the broker's configs are the log's, set when it is opened".to_owned(),
             )),
             t => Err((
                 ResponseError::InvalidRequest,
@@ -439,4 +500,59 @@ pub(crate) fn incremental_alter_configs(
         response.responses.push(result);
     }
     response
+}
+
+/// Sets or deletes topic `name`'s own retention; its other configs are the log's.
+fn alter_topic(
+    state: &ThreadState,
+    name: &str,
+    configs: &[AlterableConfig],
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let log = &state.shared.log;
+    let Some(topic) = find(log, name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic {name:?}"),
+        ));
+    };
+    let mut retention = topic.retention_age;
+    for c in configs {
+        if c.name.as_str() != RETENTION_MS {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!(
+                    "{}: a topic's configs other than {RETENTION_MS} are the log's, set when it \
+                     is opened",
+                    c.name.as_str()
+                ),
+            ));
+        }
+        retention = match (c.config_operation, c.value.as_deref()) {
+            (DELETE, _) => None,
+            (SET, Some(v)) => {
+                topic_retention(state, v).map_err(|e| (ResponseError::InvalidConfig, e))?
+            }
+            (SET, None) => None,
+            (op, _) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("{RETENTION_MS}: operation {op} does not apply to it"),
+                ));
+            }
+        };
+    }
+    if validate_only {
+        return Ok(());
+    }
+    log.set_topic_retention(name, retention)
+        .map_err(|e| match e {
+            floodgate::Error::UnknownTopic(_) => {
+                (ResponseError::UnknownTopicOrPartition, e.to_string())
+            }
+            floodgate::Error::TopicRetentionAboveLog { .. } => {
+                (ResponseError::InvalidConfig, e.to_string())
+            }
+            _ => (ResponseError::KafkaStorageError, e.to_string()),
+        })
 }

@@ -1,8 +1,8 @@
 //! CreateTopics, CreatePartitions and DeleteTopics, for admin clients and tools. One broker: a replication
 //! factor other than 1 (or -1, the default) cannot be met; replica assignments may name only
-//! this broker. Retention is the log's, not a topic's: a topic's configs may only restate the
-//! log's values (tools that always send `cleanup.policy=delete` or a retention work unchanged
-//! when it is the log's); any other value is refused rather than ignored.
+//! this broker. A topic may have its own `retention.ms`, at most the log's; its other configs
+//! are the log's and may only restate the log's values (tools that always send
+//! `cleanup.policy=delete` work unchanged); any other value is refused rather than ignored.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -30,6 +30,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
             -1 => Ok(topic.assignments.len() as u32),
             n => u32::try_from(n).map_err(|_| ()),
         };
+        let mut retention = None;
         let refusal = match partitions {
             Err(()) | Ok(0) => Some((
                 ResponseError::InvalidPartitions,
@@ -51,9 +52,13 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
                     format!("replicas may only be on broker {NODE_ID}"),
                 ))
             }
-            Ok(_) => check_topic_configs(state, &topic.configs)
-                .err()
-                .map(|why| (ResponseError::InvalidConfig, why)),
+            Ok(_) => match check_topic_configs(state, &topic.configs) {
+                Ok(own) => {
+                    retention = own;
+                    None
+                }
+                Err(why) => Some((ResponseError::InvalidConfig, why)),
+            },
         };
         let outcome = match (refusal, partitions) {
             (Some((code, why)), _) => Err((code.code(), why)),
@@ -65,7 +70,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
                 None => Ok(n),
             },
             (None, Ok(n)) => log
-                .create_topic(&name, floodgate::TopicConfig::new(n))
+                .create_topic(&name, topic_config(n, retention))
                 .map(|()| n)
                 .map_err(|e| (create_error(&e), e.to_string())),
             (None, Err(())) => unreachable!("refused above"),
@@ -74,7 +79,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
             Ok(n) => {
                 result.num_partitions = n as i32;
                 result.replication_factor = 1;
-                result.configs = Some(created_topic_configs(state));
+                result.configs = Some(created_topic_configs(state, retention));
                 if let Some(t) = find(log, &name) {
                     result.topic_id = topic_uuid(&t);
                 }
@@ -87,6 +92,15 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
         response.topics.push(result);
     }
     response
+}
+
+/// A topic of `partitions` partitions, with its own retention if it asks for one.
+fn topic_config(partitions: u32, retention: Option<std::time::Duration>) -> floodgate::TopicConfig {
+    let config = floodgate::TopicConfig::new(partitions);
+    match retention {
+        Some(age) => config.retention_age(age),
+        None => config,
+    }
 }
 
 /// CreatePartitions: each topic to the count asked for. Assignments, if given, name this broker

@@ -1,13 +1,20 @@
 """confluent-kafka (current librdkafka) against floodgate serve: produce keyed records with
 acks=all, read them back by assigning the partitions (no group), check every record and offset;
-list the topic, describe its configs, create a topic (one restating the log's configs is
-created, one with another retention refused), add partitions to it and delete it with
-the admin client.
+list the topic, describe its configs, create topics (one restating the log's configs, one
+with a retention of its own, altered at runtime; one compacted, refused), add partitions to
+one and delete it with the admin client.
 Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
 import sys
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 partitions = 3
@@ -72,22 +79,61 @@ assert len(listed.topics[topic].partitions) == partitions
 described = admin.describe_configs([ConfigResource("topic", topic)])
 configs = list(described.values())[0].result(timeout=10)
 assert configs["cleanup.policy"].value == "delete", configs
-# A topic's configs may restate the log's; another retention is refused, not ignored.
+# A topic's configs may restate the log's, and its retention may be its own; a config the log
+# does not have is refused, not ignored.
 retention = configs["retention.ms"].value
 created = admin.create_topics(
     [
         NewTopic(topic + "-admin", 4, 1, config={"cleanup.policy": "delete", "retention.ms": retention}),
-        NewTopic(topic + "-short", 1, 1, config={"retention.ms": "1" if retention != "1" else "2"}),
+        NewTopic(topic + "-short", 1, 1, config={"retention.ms": "60000"}),
+        NewTopic(topic + "-compacted", 1, 1, config={"cleanup.policy": "compact"}),
     ]
 )
 created[topic + "-admin"].result(timeout=10)
+created[topic + "-short"].result(timeout=10)
 try:
-    created[topic + "-short"].result(timeout=10)
-    raise AssertionError("a topic with another retention than the log's was created")
+    created[topic + "-compacted"].result(timeout=10)
+    raise AssertionError("a compacted topic was created")
 except KafkaException as e:
     assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
-    assert "retention.ms" in e.args[0].str(), e
-assert topic + "-short" not in admin.list_topics(timeout=10).topics
+    assert "cleanup.policy" in e.args[0].str(), e
+assert topic + "-compacted" not in admin.list_topics(timeout=10).topics
+
+
+def retention_of(name):
+    described = admin.describe_configs([ConfigResource("topic", name)])
+    return list(described.values())[0].result(timeout=10)["retention.ms"]
+
+
+short = retention_of(topic + "-short")
+assert short.value == "60000" and not short.is_read_only, short
+altered = admin.incremental_alter_configs(
+    [
+        ConfigResource(
+            "topic",
+            topic + "-short",
+            incremental_configs=[ConfigEntry("retention.ms", "120000", incremental_operation=AlterConfigOpType.SET)],
+        )
+    ]
+)
+list(altered.values())[0].result(timeout=10)
+assert retention_of(topic + "-short").value == "120000"
+refused = admin.incremental_alter_configs(
+    [
+        ConfigResource(
+            "topic",
+            topic + "-short",
+            incremental_configs=[ConfigEntry("segment.bytes", "1024", incremental_operation=AlterConfigOpType.SET)],
+        )
+    ]
+)
+try:
+    list(refused.values())[0].result(timeout=10)
+    raise AssertionError("a topic's segment size was altered")
+except KafkaException as e:
+    assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
+assert retention_of(topic + "-short").value == "120000"
+assert retention_of(topic + "-admin").value == retention
 assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 4
 grown = admin.create_partitions([NewPartitions(topic + "-admin", 6)])
 list(grown.values())[0].result(timeout=10)

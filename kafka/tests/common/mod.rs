@@ -35,6 +35,15 @@ pub fn serve(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> (Arc<Log>, Se
     (log, server)
 }
 
+/// A server with its default config on a log opened with `config` changed by `tweak`.
+#[allow(dead_code)]
+pub fn serve_log(dir: &Path, tweak: impl FnOnce(Config) -> Config) -> (Arc<Log>, Server) {
+    let log = Arc::new(Log::open(tweak(Config::new(dir).pin_threads(false))).unwrap());
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(Arc::clone(&log), config).unwrap();
+    (log, server)
+}
+
 /// Stops `server` and closes `log`.
 pub fn stop(log: Arc<Log>, server: Server) {
     server.shutdown();
