@@ -472,6 +472,31 @@ impl Log {
         Ok((p.offset_earliest(), p.offset_acked()))
     }
 
+    /// Deletes a partition's records below `before` (Kafka's DeleteRecords): its earliest
+    /// offset becomes `before` at once, and durably before this returns; their bytes go once
+    /// nothing in their segments is read any more. `before` may be at most the partition's
+    /// next offset. Returns the earliest offset afterwards (which never goes down).
+    pub fn delete_records(&self, topic: &str, partition: u32, before: Offset) -> Result<Offset> {
+        if topic == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(topic.to_owned()));
+        }
+        let p = self.store.partition(topic, partition)?;
+        let next = p.offset_acked();
+        if before > next {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset: before,
+                earliest: p.offset_earliest(),
+                next,
+            });
+        }
+        if p.trim_to(before) {
+            crate::shard::retention::store_moved_starts(&self.store.shards[p.shard as usize])?;
+        }
+        Ok(p.offset_earliest())
+    }
+
     /// Reads records of a partition from `offset` on: whole batches up to about `bytes_max`
     /// bytes (at least one batch, however large). Only acknowledged records are returned.
     /// Reading at the next offset returns nothing; outside `[earliest, next]` is an

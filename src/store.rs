@@ -602,11 +602,19 @@ impl Store {
         let Some(entry) = found else {
             return Ok(None);
         };
-        let records = self.read(topic, partition, entry.base_offset, 1)?;
-        Ok(records
-            .iter()
-            .find(|r| r.timestamp >= timestamp)
-            .map(|r| r.offset))
+        // Records below the partition's start are not read, though their batches are stored.
+        let mut at = entry.base_offset.max(p.offset_earliest());
+        while at < visible {
+            let records = self.read(topic, partition, at, 1)?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp) {
+                return Ok(Some(r.offset));
+            }
+            at = last.offset + 1;
+        }
+        Ok(None)
     }
 
     /// A partition, with its index brought up to date with what its writer published.

@@ -192,6 +192,58 @@ fn a_topics_own_retention_hides_its_old_records_and_deletes_segments_nothing_rea
     assert_eq!(log.offsets("t", 0).unwrap().0, earliest);
 }
 
+/// Records deleted by request are no longer read, at once and after a restart; their
+/// segments go once no partition reads anything in them, and offsets never restart.
+#[test]
+fn deleted_records_are_no_longer_read_and_their_segments_go_once_nothing_reads_them() {
+    let dir = test_dir("delete-records");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config()).unwrap();
+    log.create_topic("t", TopicConfig::new(2)).unwrap();
+    produce(&log, 1, 0, 10, now_ms());
+    produce(&log, 0, 0, 2000, now_ms());
+    let mut early = segments(dir.path(), 0);
+    early.pop();
+    assert!(early.len() >= 3, "{early:?}");
+    produce(&log, 0, 2000, 1000, now_ms());
+    assert_eq!(
+        log.delete_records("t", 0, Offset(2500)).unwrap(),
+        Offset(2500)
+    );
+    assert_eq!(check_from_earliest(&log, 0), (Offset(2500), Offset(3000)));
+    // Never down; never past the end.
+    assert_eq!(
+        log.delete_records("t", 0, Offset(10)).unwrap(),
+        Offset(2500)
+    );
+    match log.delete_records("t", 0, Offset(3001)) {
+        Err(Error::OffsetOutOfRange { earliest, next, .. }) => {
+            assert_eq!((earliest, next), (Offset(2500), Offset(3000)))
+        }
+        other => panic!("deleting past the end: {other:?}"),
+    }
+    assert!(matches!(
+        log.delete_records("t", 2, Offset(0)),
+        Err(Error::UnknownPartition { .. })
+    ));
+    // Partition 1's records are still read, so the segment holding them stays (retention
+    // looks once a second).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(early[0].exists());
+    assert_eq!(log.offsets("t", 1).unwrap(), (Offset(0), Offset(10)));
+    assert_eq!(log.delete_records("t", 1, Offset(10)).unwrap(), Offset(10));
+    wait_until("segments nothing reads are deleted", || {
+        early.iter().all(|f| !f.exists())
+    });
+    drop(log);
+
+    let log = Log::open(config()).unwrap();
+    assert_eq!(check_from_earliest(&log, 0), (Offset(2500), Offset(3000)));
+    assert_eq!(log.offsets("t", 1).unwrap(), (Offset(10), Offset(10)));
+    produce(&log, 1, 10, 5, now_ms());
+    assert_eq!(log.offsets("t", 1).unwrap(), (Offset(10), Offset(15)));
+}
+
 /// A topic cannot keep records longer than the log, whose retention deletes shared segments.
 #[test]
 fn a_topics_retention_longer_than_the_logs_is_refused() {

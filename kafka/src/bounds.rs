@@ -210,6 +210,11 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
             const TOPIC: &[F] = &[F::Str, I32, F::Array(ASSIGNMENT), F::Tags];
             vec![F::Array(TOPIC), I32, I8]
         }
+        ApiKey::DeleteRecords => {
+            const PARTITION: &[F] = &[I32, I64, F::Tags];
+            const TOPIC: &[F] = &[F::Str, F::Array(PARTITION), F::Tags];
+            vec![F::Array(TOPIC), I32]
+        }
         ApiKey::DescribeConfigs => {
             const RESOURCE: &[F] = &[I8, F::Str, F::Array(&[F::Str]), F::Tags];
             let mut l = vec![F::Array(RESOURCE)];

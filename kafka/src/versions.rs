@@ -62,6 +62,12 @@ pub const SUPPORTED_APIS: &[Api] = &[
         min_served: 0,
     },
     Api {
+        key: ApiKey::DeleteRecords,
+        min: 0,
+        max: 2,
+        min_served: 0,
+    },
+    Api {
         key: ApiKey::DescribeConfigs,
         min: 1,
         max: 4,

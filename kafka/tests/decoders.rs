@@ -4,6 +4,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use floodgate_kafka::check_request;
 use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -19,10 +22,10 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FetchRequest, GroupId, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    SyncGroupRequest, TopicName,
+    ApiKey, DeleteGroupsRequest, DeleteRecordsRequest, DescribeGroupsRequest, FetchRequest,
+    GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    RequestHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -214,7 +217,7 @@ fn offset_fetch(v: i16) -> OffsetFetchRequest {
     r
 }
 
-/// Every group request as a client fills it, at every version served.
+/// Every group request (and DeleteRecords) as a client fills it, at every version served.
 fn group_requests() -> Vec<Vec<u8>> {
     let mut describe = DescribeGroupsRequest::default();
     describe.groups = vec![GroupId(s("g")), GroupId(s("h"))];
@@ -247,6 +250,18 @@ fn group_requests() -> Vec<Vec<u8>> {
                     body(api.key, v, &r)
                 }
                 ApiKey::DeleteGroups => body(api.key, v, &delete),
+                ApiKey::DeleteRecords => {
+                    let mut p = DeleteRecordsPartition::default();
+                    p.partition_index = 1;
+                    p.offset = 7;
+                    let mut t = DeleteRecordsTopic::default();
+                    t.name = TopicName(s("t"));
+                    t.partitions = vec![p.clone(), p];
+                    let mut r = DeleteRecordsRequest::default();
+                    r.topics = vec![t.clone(), t];
+                    r.timeout_ms = 1000;
+                    body(api.key, v, &r)
+                }
                 ApiKey::IncrementalAlterConfigs => {
                     let mut c = AlterableConfig::default();
                     c.name = s("floodgate.rate.msgs.per.sec");
@@ -273,7 +288,7 @@ fn group_requests() -> Vec<Vec<u8>> {
 /// the process. Refused before that, for every served API.
 #[test]
 fn a_huge_array_length_is_refused_before_anything_is_allocated() {
-    let requests: [(ApiKey, i16, &[u8]); 15] = [
+    let requests: [(ApiKey, i16, &[u8]); 17] = [
         (ApiKey::Metadata, 0, &[0x7f, 0xff, 0xff, 0xff]),
         (ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0x7f, 0]),
         (
@@ -320,6 +335,13 @@ fn a_huge_array_length_is_refused_before_anything_is_allocated() {
         (ApiKey::ListGroups, 4, &[0xff, 0xff, 0xff, 0x7f, 0]),
         (ApiKey::DeleteGroups, 0, &[0x40, 0, 0, 0]),
         (ApiKey::IncrementalAlterConfigs, 0, &[0x40, 0, 0, 0]),
+        (ApiKey::DeleteRecords, 0, &[0x40, 0, 0, 0]),
+        // Topic "t", then two billion partitions.
+        (
+            ApiKey::DeleteRecords,
+            2,
+            &[2, 2, b't', 0xff, 0xff, 0xff, 0x7f],
+        ),
     ];
     for (key, version, body) in requests {
         let mut frame = (key as i16).to_be_bytes().to_vec();

@@ -494,8 +494,8 @@ fn topics_are_created_and_deleted_by_admin_requests() {
     };
     let mut with_config = topic("configured", 1, 1);
     let mut config = CreatableTopicConfig::default();
-    config.name = StrBytes::from_static_str("retention.ms");
-    config.value = Some(StrBytes::from_static_str("1000"));
+    config.name = StrBytes::from_static_str("cleanup.policy");
+    config.value = Some(StrBytes::from_static_str("compact"));
     with_config.configs = vec![config];
     let mut req = CreateTopicsRequest::default();
     req.timeout_ms = 5000;
@@ -1017,6 +1017,104 @@ fn configs_of_topics_and_the_broker_are_described() {
         ResponseError::UnknownTopicOrPartition.code()
     );
     stop(log, server);
+}
+
+/// DeleteRecords moves a partition's earliest offset (-1: to its end), durably: fetches below
+/// it are out of range, and it never goes down; an offset past the end, an unknown topic or
+/// partition are errors for that partition only.
+#[test]
+fn records_are_deleted_below_an_offset() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+    let dir = test_dir("kafka-delete-records");
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 2);
+    let mut client = Client::connect(server.local_addr());
+    metadata(&mut client, "t", true);
+    for partition in [0, 1] {
+        for _ in 0..2 {
+            let response: ProduceResponse = client.call(
+                ApiKey::Produce,
+                9,
+                &produce_request("t", partition, client_batch(5), -1),
+            );
+            assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        }
+    }
+    let delete = |client: &mut Client, version: i16, asks: &[(&str, i32, i64)]| {
+        let mut req = DeleteRecordsRequest::default();
+        req.timeout_ms = 5000;
+        req.topics = (asks.iter())
+            .map(|&(topic, partition, offset)| {
+                let mut p = DeleteRecordsPartition::default();
+                p.partition_index = partition;
+                p.offset = offset;
+                let mut t = DeleteRecordsTopic::default();
+                t.name = name(topic);
+                t.partitions = vec![p];
+                t
+            })
+            .collect();
+        let response: DeleteRecordsResponse = client.call(ApiKey::DeleteRecords, version, &req);
+        (response.topics.iter())
+            .map(|t| (t.partitions[0].error_code, t.partitions[0].low_watermark))
+            .collect::<Vec<_>>()
+    };
+    let out_of_range = ResponseError::OffsetOutOfRange.code();
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(
+        delete(
+            &mut client,
+            2,
+            &[
+                ("t", 0, 4),
+                ("t", 1, 11),
+                ("t", 1, -5),
+                ("absent", 0, 1),
+                ("t", 7, 1)
+            ]
+        ),
+        [
+            (0, 4),
+            (out_of_range, -1),
+            (out_of_range, -1),
+            (unknown, -1),
+            (unknown, -1)
+        ]
+    );
+    assert_eq!(
+        log.offsets("t", 0).unwrap(),
+        (floodgate::Offset(4), floodgate::Offset(10))
+    );
+    assert_eq!(
+        log.offsets("t", 1).unwrap().0,
+        floodgate::Offset(0),
+        "untouched"
+    );
+    let fetched: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("t", 0, 0));
+    let data = &fetched.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.log_start_offset), (out_of_range, 4));
+    let fetched: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("t", 4, 0));
+    let data = &fetched.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.log_start_offset), (0, 4));
+    // Never down; -1 is the end (v0, not flexible).
+    assert_eq!(
+        delete(&mut client, 0, &[("t", 0, 2), ("t", 1, -1)]),
+        [(0, 4), (0, 10)]
+    );
+    drop(client);
+    server.shutdown();
+    std::sync::Arc::into_inner(log).unwrap().close().unwrap();
+    let log = floodgate::Log::open(floodgate::Config::new(dir.path()).pin_threads(false)).unwrap();
+    assert_eq!(
+        log.offsets("t", 0).unwrap(),
+        (floodgate::Offset(4), floodgate::Offset(10))
+    );
+    assert_eq!(
+        log.offsets("t", 1).unwrap(),
+        (floodgate::Offset(10), floodgate::Offset(10))
+    );
 }
 
 /// ListOffsets: earliest, latest, the record with the largest timestamp, and by timestamp.

@@ -125,6 +125,9 @@ pub(crate) struct ShardShared {
     pub rewrites: rewrite::RewriteQueue,
     /// Held while segment files are replaced (a rewrite) or deleted (retention).
     pub segment_files: Mutex<()>,
+    /// Held while `start-offsets.json` is read and written (retention, a request to delete
+    /// records).
+    pub start_offsets: Mutex<()>,
 }
 
 impl ShardShared {
@@ -154,6 +157,7 @@ impl ShardShared {
             layout: AtomicU64::new(0),
             rewrites: rewrite::RewriteQueue::default(),
             segment_files: Mutex::new(()),
+            start_offsets: Mutex::new(()),
             distributing: Mutex::new(Undistributed::default()),
             failed: Arc::default(),
             shutdown: AtomicBool::new(false),
@@ -487,11 +491,11 @@ impl ShardShared {
         earliest
     }
 
-    /// Whether any of its partitions' topics has a retention of its own (then retention also
-    /// moves partitions' starts, and deletes segments nothing reads any more).
-    pub fn any_topic_retention(&self) -> bool {
+    /// Whether any of its partitions' topics has a retention of its own or any partition's
+    /// start was moved (then retention also deletes segments nothing reads any more).
+    pub fn starts_move(&self) -> bool {
         let table = self.partitions.read().expect("partitions lock");
-        table.iter().any(|p| p.retention_ms().is_some())
+        (table.iter()).any(|p| p.retention_ms().is_some() || p.offset_start() > Offset(0))
     }
 
     /// Whether nothing in segments up to `id` is read any more: every partition's batches

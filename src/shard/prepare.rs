@@ -494,7 +494,7 @@ fn run(
             cv.notify_all();
         }
         if outcome.is_ok()
-            && (retention.enabled() || shard.any_topic_retention())
+            && (retention.enabled() || shard.starts_move())
             && Instant::now() >= retention_due.get()
         {
             retention_due.set(Instant::now() + RETENTION_INTERVAL);

@@ -108,16 +108,15 @@ pub(crate) fn enforce(
 /// Moves the start of each partition whose topic has a retention of its own past the records
 /// of the sealed segments that retention lets go (`sealed`: each sealed segment and its newest
 /// timestamp, oldest first), short of what a protecting group has not committed, and makes the
-/// starts durable. Returns whether any partition's topic has its own retention.
+/// starts durable. Returns whether any partition's start may have moved.
 fn move_starts(shard: &ShardShared, sealed: &[(SegmentId, i64)], now_ms: i64) -> Result<bool> {
     shard.catch_up();
     let floors = shard.protected_floors().unwrap_or_default();
-    let (mut any, mut moved) = (false, false);
+    let mut moved = false;
     for p in shard.partitions.read().expect("partitions lock").iter() {
         let Some(ms) = p.retention_ms() else {
             continue;
         };
-        any = true;
         let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
         // Kafka's rule: a segment goes when its newest record is older than the retention,
         // and the segments before it went.
@@ -135,14 +134,20 @@ fn move_starts(shard: &ShardShared, sealed: &[(SegmentId, i64)], now_ms: i64) ->
         moved |= p.trim_to(to);
     }
     if moved {
-        let mut starts = StartOffsets::load(&shard.dir)?.unwrap_or(StartOffsets {
-            version: START_OFFSETS_VERSION,
-            ..StartOffsets::default()
-        });
-        starts.moved = shard.moved_starts();
-        starts.store(&shard.dir)?;
+        store_moved_starts(shard)?;
     }
-    Ok(any)
+    Ok(shard.starts_move())
+}
+
+/// Makes the shard's partitions' moved starts durable.
+pub(crate) fn store_moved_starts(shard: &ShardShared) -> Result<()> {
+    let _file = shard.start_offsets.lock().expect("start offsets lock");
+    let mut starts = StartOffsets::load(&shard.dir)?.unwrap_or(StartOffsets {
+        version: START_OFFSETS_VERSION,
+        ..StartOffsets::default()
+    });
+    starts.moved = shard.moved_starts();
+    starts.store(&shard.dir)
 }
 
 /// Deletes `doomed` (every sealed segment below `keep_from`).
@@ -151,6 +156,7 @@ fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId
     // only then do files go. A crash in between leaves data that recovery deletes or keeps,
     // never offsets that restart.
     let partitions = shard.forget_segments_below(keep_from);
+    let file = shard.start_offsets.lock().expect("start offsets lock");
     StartOffsets {
         version: START_OFFSETS_VERSION,
         first_segment: keep_from,
@@ -158,6 +164,7 @@ fn delete_through(shard: &ShardShared, keep_from: SegmentId, doomed: &[SegmentId
         moved: shard.moved_starts(),
     }
     .store(&shard.dir)?;
+    drop(file);
     // Not while a rewrite puts a segment's new files in place.
     let _files = shard.segment_files.lock().expect("segment files lock");
     for &id in doomed {

@@ -20,8 +20,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
     ResponseHeader, SyncGroupRequest,
@@ -52,6 +52,7 @@ pub(crate) enum Decoded {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
+    DeleteRecords(DeleteRecordsRequest),
     FindCoordinator(FindCoordinatorRequest),
     DescribeConfigs(DescribeConfigsRequest),
     JoinGroup(JoinGroupRequest),
@@ -103,6 +104,7 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::CreateTopics => decoded!(CreateTopics),
         ApiKey::DeleteTopics => decoded!(DeleteTopics),
         ApiKey::CreatePartitions => decoded!(CreatePartitions),
+        ApiKey::DeleteRecords => decoded!(DeleteRecords),
         ApiKey::FindCoordinator => decoded!(FindCoordinator),
         ApiKey::DescribeConfigs => decoded!(DescribeConfigs),
         ApiKey::JoinGroup => decoded!(JoinGroup),
@@ -195,6 +197,10 @@ pub(crate) fn handle(
         }),
         Decoded::CreatePartitions(request) => Box::pin(async move {
             let response = topics::create_partitions(&state, request);
+            frame(key, version, id, &response).map(|f| Some(vec![f]))
+        }),
+        Decoded::DeleteRecords(request) => Box::pin(async move {
+            let response = offsets::delete_records(&state, request);
             frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::DescribeConfigs(request) => Box::pin(async move {

@@ -1,12 +1,19 @@
 //! ListOffsets: a partition's earliest offset (timestamp -2), its end (-1: the next offset,
 //! all of it committed, as floodgate has no transactions), the record with the largest
 //! timestamp (-3), or the first offset whose record is at least as recent as a timestamp.
+//! DeleteRecords: a partition's records below an offset are deleted (its earliest offset moves
+//! there, durably before the answer; -1 means its end).
 
 use floodgate::Offset;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
 
 use crate::conn::ThreadState;
 
@@ -66,4 +73,48 @@ fn find(
             }
         },
     })
+}
+
+pub(crate) fn delete_records(
+    state: &ThreadState,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let log = &state.shared.log;
+    let mut response = DeleteRecordsResponse::default();
+    for topic in &req.topics {
+        let name = topic.name.0.to_string();
+        let mut out = DeleteRecordsTopicResult::default();
+        out.name = topic.name.clone();
+        for p in &topic.partitions {
+            let mut answer = DeleteRecordsPartitionResult::default();
+            answer.partition_index = p.partition_index;
+            answer.low_watermark = -1;
+            let partition = u32::try_from(p.partition_index).unwrap_or(u32::MAX);
+            let deleted = match (p.offset, super::metadata::find(log, &name)) {
+                (_, None) => Err(floodgate::Error::UnknownTopic(name.clone())),
+                (LATEST, Some(_)) => log
+                    .offsets(&name, partition)
+                    .and_then(|(_, next)| log.delete_records(&name, partition, next)),
+                (before, Some(_)) => match u64::try_from(before) {
+                    Ok(before) => log.delete_records(&name, partition, Offset(before)),
+                    Err(_) => log.offsets(&name, partition).and_then(|(earliest, next)| {
+                        Err(floodgate::Error::OffsetOutOfRange {
+                            topic: name.clone(),
+                            partition,
+                            offset: Offset(0),
+                            earliest,
+                            next,
+                        })
+                    }),
+                },
+            };
+            match deleted {
+                Ok(earliest) => answer.low_watermark = earliest.0 as i64,
+                Err(e) => answer.error_code = super::error_code(&e),
+            }
+            out.partitions.push(answer);
+        }
+        response.topics.push(out);
+    }
+    response
 }
