@@ -22,68 +22,8 @@ brokers=("$@")
 [ ${#brokers[@]} -gt 0 ] || brokers=(floodgate-sync floodgate-interval kafka kafka-flush)
 cargo build --release --quiet -p floodgate-tools
 bin=$PWD/target/release/floodgate
-lib=$PWD/target/kafka-broker/lib
-if [[ " ${brokers[*]} " == *" kafka"* ]] && [ ! -e "$lib/kafka_2.13-4.1.1.jar" ]; then
-  mvn -q -B -f perf/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$lib"
-fi
-work=$(mktemp -d "$PWD/target/brokers.XXXXXX")
-server=
-cleanup() {
-  [ -z "$server" ] || kill "$server" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=19092
-
-wait_port() {
-  for _ in $(seq 1 300); do
-    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  return 1
-}
-
-start_floodgate() { # durability
-  "$bin" serve --dir "$work/fg" --listen 127.0.0.1:$port --metrics-listen none \
-    --durability "$1" 2>"$work/server.log" &
-  server=$!
-  wait_port $port
-}
-
-start_kafka() { # extra server.properties lines
-  local dir=$work/kafka
-  mkdir -p "$dir"
-  cat >"$dir/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$((port + 1))
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/logs
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-$1
-EOF
-  local java=(java -Xms1g -Xmx1g -cp "$lib/*" -Dlog4j2.configurationFile="$PWD/perf/kafka/log4j2.yaml")
-  local id
-  id=$("${java[@]}" kafka.tools.StorageTool random-uuid)
-  "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" --standalone >/dev/null
-  "${java[@]}" kafka.Kafka "$dir/server.properties" 2>"$work/server.log" >&2 &
-  server=$!
-  wait_port $port
-}
-
-stop_server() {
-  kill "$server"
-  wait "$server" 2>/dev/null || true
-  server=
-  rm -rf "$work/fg" "$work/kafka"
-}
+source perf/brokers-lib.sh
+[[ " ${brokers[*]} " != *" kafka"* ]] || kafka_jars
 
 rows=()
 for broker in "${brokers[@]}"; do

@@ -3,7 +3,7 @@ librdkafka (confluent-kafka) at its default settings against a Kafka-protocol br
 
 Creates TOPIC with PARTITIONS partitions (if missing) and produces a few records to each, then
 runs three members of a new group in threads. ROUNDS times: once the three hold every partition
-between them, one member closes (LeaveGroup), and the time until the two left hold every
+between them (each some), one member closes (LeaveGroup), and the time until the two left hold every
 partition between them is taken; then a new third member joins for the next round. The member
 leaves at a random moment within a heartbeat interval of the group settling, since the others
 learn of the rebalance at their next heartbeat. Prints one
@@ -86,12 +86,18 @@ class Member:
 
 
 def wait_until_held(members, deadline_s=60):
-    """Waits until `members` hold every partition between them, each exactly once."""
+    """Waits until `members` hold every partition between them, each exactly once, and each
+    member holds some (a member that joined is in the group's assignment, not still waiting
+    for the others to learn of it)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         held = [m.held() for m in members]
         together = set().union(*held)
-        if len(together) == partitions and sum(map(len, held)) == partitions:
+        if (
+            len(together) == partitions
+            and sum(map(len, held)) == partitions
+            and all(held)
+        ):
             return time.monotonic()
         time.sleep(0.005)
     sys.exit(f"the group did not settle within {deadline_s} s")
