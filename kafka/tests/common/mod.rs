@@ -36,7 +36,6 @@ pub fn serve(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> (Arc<Log>, Se
 }
 
 /// A server with its default config on a log opened with `config` changed by `tweak`.
-#[allow(dead_code)]
 pub fn serve_log(dir: &Path, tweak: impl FnOnce(Config) -> Config) -> (Arc<Log>, Server) {
     let log = Arc::new(Log::open(tweak(Config::new(dir).pin_threads(false))).unwrap());
     let config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
