@@ -17,22 +17,8 @@ produce_rate=${5:-500000}
 python=${PYTHON:-python3}
 cargo build --release --quiet -p floodgate-tools
 bin=$PWD/target/release/floodgate
-work=$(mktemp -d "$PWD/target/paced-group.XXXXXX")
-port=19092
-server=
-cleanup() {
-  [ -z "$server" ] || kill "$server" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$bin" serve --dir "$work/fg" --listen 127.0.0.1:$port --metrics-listen none \
-  --group-rate "logistics=$rate" --group-initial-rebalance-delay-ms 1000 2>"$work/server.log" &
-server=$!
-for _ in $(seq 1 300); do
-  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
+source perf/brokers-lib.sh
+start_floodgate sync --group-rate "logistics=$rate" --group-initial-rebalance-delay-ms 1000
 # Its own server, not another one listening there.
 kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
 # The topic first, so the members subscribe to all its partitions at once.
