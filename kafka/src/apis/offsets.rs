@@ -90,23 +90,16 @@ pub(crate) fn delete_records(
             answer.partition_index = p.partition_index;
             answer.low_watermark = -1;
             let partition = u32::try_from(p.partition_index).unwrap_or(u32::MAX);
-            let deleted = match (p.offset, super::metadata::find(log, &name)) {
-                (_, None) => Err(floodgate::Error::UnknownTopic(name.clone())),
-                (LATEST, Some(_)) => log
-                    .offsets(&name, partition)
-                    .and_then(|(_, next)| log.delete_records(&name, partition, next)),
-                (before, Some(_)) => match u64::try_from(before) {
-                    Ok(before) => log.delete_records(&name, partition, Offset(before)),
-                    Err(_) => log.offsets(&name, partition).and_then(|(earliest, next)| {
-                        Err(floodgate::Error::OffsetOutOfRange {
-                            topic: name.clone(),
-                            partition,
-                            offset: Offset(0),
-                            earliest,
-                            next,
-                        })
-                    }),
-                },
+            let deleted = match super::metadata::find(log, &name) {
+                None => Err(floodgate::Error::UnknownTopic(name.clone())),
+                // A negative offset other than -1 is past any end: out of range.
+                Some(_) => log.offsets(&name, partition).and_then(|(_, next)| {
+                    let before = match p.offset {
+                        LATEST => next,
+                        o => u64::try_from(o).map_or(Offset(u64::MAX), Offset),
+                    };
+                    log.delete_records(&name, partition, before)
+                }),
             };
             match deleted {
                 Ok(earliest) => answer.low_watermark = earliest.0 as i64,
