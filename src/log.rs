@@ -388,6 +388,16 @@ impl Log {
         self.groups.record_topics()
     }
 
+    /// Sets topic `name`'s own retention by size per partition (see
+    /// [`TopicConfig::retention_bytes`]), or with `None` removes it.
+    pub fn set_topic_retention_bytes(&self, name: &str, bytes: Option<u64>) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
+        }
+        self.store.set_topic_retention_bytes(name, bytes)?;
+        self.groups.record_topics()
+    }
+
     /// Gives topic `name` `partitions` partitions in all, more than it has. Records already
     /// stored stay in their partitions (a key's records may land in another partition from
     /// now on, as in Kafka); producers see the new partitions at their next send, and the

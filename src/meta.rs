@@ -34,6 +34,11 @@ pub struct TopicMeta {
     /// topic), at most the log's: its records older than that stop being readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
+    /// The topic's own retention by size in bytes per partition (Kafka's `retention.bytes`
+    /// set on the topic): a partition's records in its oldest sealed segments stop being
+    /// readable while it holds that much without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
 }
 
 /// The whole metadata file.
@@ -365,6 +370,7 @@ mod tests {
             partitions,
             first_shard,
             retention_ms: None,
+            retention_bytes: None,
         }
     }
 

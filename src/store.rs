@@ -28,6 +28,7 @@ use crate::shard::readahead::{READ_BYTES_MAX, ScanTag};
 pub struct TopicConfig {
     partitions: u32,
     retention_age: Option<Duration>,
+    retention_bytes: Option<u64>,
 }
 
 impl TopicConfig {
@@ -36,6 +37,7 @@ impl TopicConfig {
         TopicConfig {
             partitions,
             retention_age: None,
+            retention_bytes: None,
         }
     }
 
@@ -48,6 +50,22 @@ impl TopicConfig {
     pub fn retention_age(mut self, age: Duration) -> TopicConfig {
         self.retention_age = Some(age);
         self
+    }
+
+    /// Keeps at most about `bytes` of each of the topic's partitions (Kafka's
+    /// `retention.bytes` on a topic, which is per partition): while a partition holds at least
+    /// `bytes` without its oldest sealed segment, its records there are no longer read, so it
+    /// keeps between `bytes` and `bytes` plus a segment. Segments still being written always
+    /// stay. As with [`TopicConfig::retention_age`], a segment's file goes when no topic reads
+    /// anything in it; the log's [`crate::Config::retention_bytes`] still bounds the whole log.
+    pub fn retention_bytes(mut self, bytes: u64) -> TopicConfig {
+        self.retention_bytes = Some(bytes);
+        self
+    }
+
+    /// Its own retention by size per partition, if it has one.
+    pub fn retention_size(&self) -> Option<u64> {
+        self.retention_bytes
     }
 
     /// Its partition count.
@@ -73,6 +91,8 @@ pub struct TopicInfo {
     pub id: u32,
     /// Its own retention by age, if it has one (else the log's applies).
     pub retention_age: Option<Duration>,
+    /// Its own retention by size per partition, if it has one.
+    pub retention_bytes: Option<u64>,
 }
 
 pub(crate) struct TopicState {
@@ -213,6 +233,7 @@ impl Store {
             partitions,
             first_shard: meta.next_topic_id % shards as u32,
             retention_ms,
+            retention_bytes: config.retention_size(),
         };
         let mut next = meta.clone();
         next.next_topic_id += 1;
@@ -266,8 +287,7 @@ impl Store {
             .map(|s| s.partitions.clone())
             .unwrap_or_default();
         for p in partitions.len() as u32..total {
-            let shard = (t.first_shard as usize + p as usize) % self.shards.len();
-            partitions.push(self.shards[shard].new_partition(t.id, p));
+            partitions.push(new_partition(&t, p, &self.shards));
         }
         topics.insert(
             name.to_owned(),
@@ -296,6 +316,26 @@ impl Store {
         if let Ok(t) = self.topic(name) {
             for p in &t.partitions {
                 p.set_retention_ms(retention_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) topic `name`'s own retention by size per partition.
+    pub fn set_topic_retention_bytes(&self, name: &str, bytes: Option<u64>) -> Result<()> {
+        let mut meta = self.meta.lock().expect("meta lock");
+        if meta.topic(name).is_none() {
+            return Err(Error::UnknownTopic(name.to_owned()));
+        }
+        let mut next = meta.clone();
+        for t in next.topics.iter_mut().filter(|t| t.name == name) {
+            t.retention_bytes = bytes;
+        }
+        next.store(&self.config.dir)?;
+        *meta = next;
+        if let Ok(t) = self.topic(name) {
+            for p in &t.partitions {
+                p.set_retention_bytes(bytes);
             }
         }
         Ok(())
@@ -369,6 +409,7 @@ impl Store {
                 partitions: t.partitions,
                 id: t.id,
                 retention_age: t.retention_ms.map(Duration::from_millis),
+                retention_bytes: t.retention_bytes,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -648,15 +689,19 @@ pub(crate) fn topic_states(
 
 fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {
     let partitions = (0..t.partitions)
-        .map(|p| {
-            let shard = (t.first_shard as usize + p as usize) % shards.len();
-            let partition = shards[shard].new_partition(t.id, p);
-            partition.set_retention_ms(t.retention_ms);
-            partition
-        })
+        .map(|p| new_partition(t, p, shards))
         .collect();
     TopicState {
         id: t.id,
         partitions,
     }
+}
+
+/// Partition `p` of topic `t`, made in its shard's table with the topic's own retention.
+fn new_partition(t: &TopicMeta, p: u32, shards: &[Arc<ShardShared>]) -> Arc<Partition> {
+    let shard = (t.first_shard as usize + p as usize) % shards.len();
+    let partition = shards[shard].new_partition(t.id, p);
+    partition.set_retention_ms(t.retention_ms);
+    partition.set_retention_bytes(t.retention_bytes);
+    partition
 }

@@ -192,6 +192,76 @@ fn a_topics_own_retention_hides_its_old_records_and_deletes_segments_nothing_rea
     assert_eq!(log.offsets("t", 0).unwrap().0, earliest);
 }
 
+/// A topic's own retention by size keeps each of its partitions between its bytes and about a
+/// segment more, by whole sealed segments; other topics and partitions keep everything; it
+/// survives a restart and changes at runtime.
+#[test]
+fn a_topics_retention_by_size_keeps_each_partition_near_its_bytes() {
+    let dir = test_dir("retain-topic-bytes");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config()).unwrap();
+    let limit = 600 << 10;
+    log.create_topic("t", TopicConfig::new(2).retention_bytes(limit))
+        .unwrap();
+    log.create_topic("keep", TopicConfig::new(1)).unwrap();
+    produce(&log, 0, 0, 1000, now_ms());
+    // Every one but the newest holds only records of partition 0.
+    let mut of_t_alone = segments(dir.path(), 0);
+    of_t_alone.pop();
+    produce(&log, 1, 0, 10, now_ms());
+    produce_to(&log, "keep", 0, 0, 20, now_ms());
+    produce(&log, 0, 1000, 1500, now_ms());
+    wait_until("the partition's oldest records are no longer read", || {
+        log.offsets("t", 0).unwrap().0 >= Offset(1000)
+    });
+    // Each record's frame holds its 1 KiB value and less than 200 bytes more.
+    let kept_within_limits = |log: &Log| {
+        let (earliest, next) = check_from_earliest(log, 0);
+        let kept = next.since(earliest);
+        assert!(
+            kept * 1200 >= limit,
+            "{kept} records kept, under {limit} bytes"
+        );
+        assert!(
+            kept * 1024 <= limit + 3 * SEGMENT,
+            "{kept} records kept, far over {limit} bytes"
+        );
+        earliest
+    };
+    let earliest = kept_within_limits(&log);
+    assert_eq!(check_from_earliest(&log, 1), (Offset(0), Offset(10)));
+    wait_until("segments nothing reads are deleted", || {
+        of_t_alone.iter().all(|f| !f.exists())
+    });
+    let keep: Vec<u64> = (log.read("keep", 0, Offset(0), 1 << 20).unwrap().iter())
+        .map(|r| r.offset.0)
+        .collect();
+    assert_eq!(keep, (0..20).collect::<Vec<_>>());
+    assert_eq!(log.list_topics()[1].retention_bytes, Some(limit));
+    drop(log);
+
+    let log = Log::open(config()).unwrap();
+    assert_eq!(
+        log.offsets("t", 0).unwrap().0,
+        earliest,
+        "as before the restart"
+    );
+    assert_eq!(log.list_topics()[1].retention_bytes, Some(limit));
+    // Without its own retention the topic keeps what it has; with a smaller one, less.
+    log.set_topic_retention_bytes("t", None).unwrap();
+    produce(&log, 0, 2500, 500, now_ms());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(log.offsets("t", 0).unwrap().0, earliest);
+    assert_eq!(log.list_topics()[1].retention_bytes, None);
+    log.set_topic_retention_bytes("t", Some(limit / 2)).unwrap();
+    wait_until("the smaller retention moves the start", || {
+        log.offsets("t", 0).unwrap().0 > earliest
+    });
+    let (earliest, next) = check_from_earliest(&log, 0);
+    assert!(next.since(earliest) * 1200 >= limit / 2);
+    assert_eq!(check_from_earliest(&log, 1), (Offset(0), Offset(10)));
+}
+
 /// Records deleted by request are no longer read, at once and after a restart; their
 /// segments go once no partition reads anything in them, and offsets never restart.
 #[test]

@@ -601,14 +601,19 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         topic("recompressed", &[("compression.type", Some("lz4"))]),
         topic("unknown", &[("no.such.config", Some("1"))]),
         topic("not-a-number", &[("segment.bytes", Some("big"))]),
+        topic("sized", &[("retention.bytes", Some("1048576"))]),
+        topic("below-none", &[("retention.bytes", Some("-2"))]),
     ];
     let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
     let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
     let invalid = ResponseError::InvalidConfig.code();
     assert_eq!(
         codes,
-        [0, 0, invalid, invalid, invalid, invalid, invalid, invalid]
+        [
+            0, 0, invalid, invalid, invalid, invalid, invalid, invalid, 0, invalid
+        ]
     );
+
     let why = |i: usize| {
         (response.topics[i].error_message.as_deref())
             .unwrap_or_default()
@@ -623,6 +628,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     }
     assert!(why(4).contains("cleanup.policy"), "{}", why(4));
     assert!(why(6).contains("no.such.config"), "{}", why(6));
+    assert!(why(9).contains("retention.bytes"), "{}", why(9));
     assert!(log.offsets("restated", 1).is_ok());
     for refused in [
         "longer",
@@ -631,6 +637,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         "recompressed",
         "unknown",
         "not-a-number",
+        "below-none",
     ] {
         assert!(log.offsets(refused, 0).is_err(), "{refused} was created");
     }
@@ -644,9 +651,12 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     };
     assert_eq!(own("restated"), Some(hour));
     assert_eq!(own("shorter"), Some(std::time::Duration::from_secs(1)));
+    let sized = log.list_topics().into_iter().find(|t| t.name == "sized");
+    assert_eq!(sized.unwrap().retention_bytes, Some(1 << 20));
     // The created topics' configs come back with their values (v5 and later): retention.ms
-    // is the topic's own and may be altered; the others are the log's, read-only.
-    for (i, retention) in [(0, retention_ms), (1, "1000")] {
+    // and retention.bytes are the topic's own and may be altered; the others are the log's,
+    // read-only.
+    for (i, retention) in [(0, retention_ms), (1, "1000"), (8, retention_ms)] {
         let configs = response.topics[i]
             .configs
             .as_ref()
@@ -654,12 +664,17 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         let config = |k: &str| configs.iter().find(|c| c.name.as_str() == k).unwrap();
         let value = |k: &str| config(k).value.as_deref().map(str::to_owned);
         assert_eq!(value("retention.ms").as_deref(), Some(retention));
-        assert_eq!(config("retention.ms").config_source, 1, "set on the topic");
+        let source = if i == 8 { 4 } else { 1 };
+        assert_eq!(config("retention.ms").config_source, source);
         assert!(!config("retention.ms").read_only);
+        let (bytes, source) = if i == 8 { ("1048576", 1) } else { ("-1", 5) };
+        assert_eq!(value("retention.bytes").as_deref(), Some(bytes));
+        assert_eq!(config("retention.bytes").config_source, source);
+        assert!(!config("retention.bytes").read_only);
         assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
         assert!(
             (configs.iter())
-                .filter(|c| c.name.as_str() != "retention.ms")
+                .filter(|c| !c.name.as_str().starts_with("retention."))
                 .all(|c| c.read_only)
         );
     }
@@ -679,7 +694,8 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
 
 /// A topic's `retention.ms` is described as the log's until it is set on the topic, then as
 /// the topic's; IncrementalAlterConfigs sets it (up to the log's) and deletes it at runtime,
-/// and refuses the topic's other configs, which are the log's.
+/// and refuses the topic's other configs, which are the log's. Its `retention.bytes` (per
+/// partition) likewise, from none.
 #[test]
 fn a_topics_retention_is_altered_at_runtime() {
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -696,11 +712,11 @@ fn a_topics_retention_is_altered_at_runtime() {
     log.create_topic("t", floodgate::TopicConfig::new(2))
         .unwrap();
     let mut client = Client::connect(server.local_addr());
-    let describe = |client: &mut Client| {
+    let describe_key = |client: &mut Client, key: &'static str| {
         let mut r = DescribeConfigsResource::default();
         r.resource_type = 2;
         r.resource_name = StrBytes::from_static_str("t");
-        r.configuration_keys = Some(vec![StrBytes::from_static_str("retention.ms")]);
+        r.configuration_keys = Some(vec![StrBytes::from_static_str(key)]);
         let mut req = DescribeConfigsRequest::default();
         req.resources = vec![r];
         let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &req);
@@ -708,6 +724,7 @@ fn a_topics_retention_is_altered_at_runtime() {
         assert!(!c.read_only);
         (c.value.as_deref().unwrap().to_owned(), c.config_source)
     };
+    let describe = |client: &mut Client| describe_key(client, "retention.ms");
     let alter =
         |client: &mut Client, topic: &str, changes: &[(&str, i8, Option<&str>)], validate_only| {
             let mut res = AlterConfigsResource::default();
@@ -792,6 +809,26 @@ fn a_topics_retention_is_altered_at_runtime() {
     );
     assert_eq!(describe(&mut client), ("3600000".to_owned(), 4));
     assert_eq!(own(), None);
+    // Retention by size, per partition: none until set on the topic.
+    let bytes = || log.list_topics()[0].retention_bytes;
+    let described = |client: &mut Client| describe_key(client, "retention.bytes");
+    assert_eq!(described(&mut client), ("-1".to_owned(), 5));
+    let set_bytes = [("retention.bytes", 0, Some("1048576"))];
+    assert_eq!(alter(&mut client, "t", &set_bytes, false), 0);
+    assert_eq!(described(&mut client), ("1048576".to_owned(), 1));
+    assert_eq!(bytes(), Some(1 << 20));
+    for refused in ["-2", "large"] {
+        let change = [("retention.bytes", 0, Some(refused))];
+        assert_eq!(alter(&mut client, "t", &change, false), invalid);
+    }
+    assert_eq!(bytes(), Some(1 << 20));
+    let none = [("retention.bytes", 0, Some("-1"))];
+    assert_eq!(alter(&mut client, "t", &none, false), 0);
+    assert_eq!(bytes(), None);
+    assert_eq!(alter(&mut client, "t", &set_bytes, false), 0);
+    let delete = [("retention.bytes", 1, None)];
+    assert_eq!(alter(&mut client, "t", &delete, false), 0);
+    assert_eq!(described(&mut client), ("-1".to_owned(), 5));
     stop(log, server);
 }
 

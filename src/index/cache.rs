@@ -273,6 +273,7 @@ mod tests {
                 first_entry: 0,
                 entry_count: 1,
                 crc: 0,
+                bytes: 0,
             },
             entries_pos: 0,
             running_max: 0,

@@ -8,7 +8,9 @@
 //!  36  u32 CRC-32C of bytes 0..36 and of the directory
 //!  40  directory: one run per partition with batches in the segment, 48 bytes each:
 //!        u32 topic_id, u32 partition, u64 first_offset, u64 last_offset, i64 max_timestamp,
-//!        u32 first_entry, u32 entry_count, u32 CRC-32C of the run's entries, u32 reserved
+//!        u32 first_entry, u32 entry_count, u32 CRC-32C of the run's entries, u32 bytes of the
+//!        run's frames (0 in files written before it was recorded: readers then sum its
+//!        entries)
 //!  then the entries, run after run, each run's in offset order, 40 bytes each:
 //!        u64 base_offset, u64 last_offset, i64 max_timestamp, u64 pos, u32 frame_bytes,
 //!        u32 reserved
@@ -153,6 +155,7 @@ pub(crate) fn encode_index(
             first_entry: begin as u32,
             entry_count: (end - begin) as u32,
             crc: 0,
+            bytes: 0,
         };
         let mut run_starts = Vec::with_capacity((end - begin).div_ceil(CHUNK_ENTRIES));
         // The run's CRC goes over whole stretches of it, not a call per entry: from
@@ -173,6 +176,7 @@ pub(crate) fn encode_index(
                 run_starts.push(e.base_offset);
             }
             run.last_offset = e.last_offset;
+            run.bytes = run.bytes.saturating_add(e.frame_bytes);
             run.max_timestamp = run.max_timestamp.max(e.max_timestamp);
             let out = (&mut piece[len..len + INDEX_ENTRY_BYTES])
                 .try_into()
@@ -206,7 +210,7 @@ pub(crate) fn encode_index(
         head.extend_from_slice(&r.first_entry.to_le_bytes());
         head.extend_from_slice(&r.entry_count.to_le_bytes());
         head.extend_from_slice(&r.crc.to_le_bytes());
-        head.extend_from_slice(&0u32.to_le_bytes());
+        head.extend_from_slice(&r.bytes.to_le_bytes());
     }
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[..36]), &head[INDEX_HEADER_BYTES..]);
     head[36..40].copy_from_slice(&crc.to_le_bytes());
@@ -370,6 +374,7 @@ impl IndexDirectory {
                 first_entry: u32_at(r, 32),
                 entry_count: u32_at(r, 36),
                 crc: u32_at(r, 40),
+                bytes: u32_at(r, 44),
             };
             if run.first_entry != next_entry
                 || run.entry_count == 0

@@ -91,6 +91,9 @@ pub struct IndexRun {
     pub entry_count: u32,
     /// CRC-32C of its entries' bytes in the file.
     pub crc: u32,
+    /// Bytes of its batches' frames in the segment; 0 where the index file predates this
+    /// field (see [`Partition::retained_bytes`], which then sums the run's entries).
+    pub bytes: u32,
 }
 
 impl IndexRun {

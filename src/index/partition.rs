@@ -16,6 +16,8 @@ struct PartitionIndex {
     /// the running maximum timestamp up to it (over the sealed runs too). A ring, so a sealed
     /// segment's entries leave from the front without moving the newer ones.
     active: VecDeque<(BatchEntry, i64)>,
+    /// Bytes of the frames of `active`'s batches.
+    active_bytes: u64,
 }
 
 impl PartitionIndex {
@@ -59,6 +61,9 @@ pub struct Partition {
     offset_start: AtomicU64,
     /// Its topic's own retention by age in milliseconds; 0 when it has none.
     retention_ms: AtomicU64,
+    /// Its topic's own retention by size, in bytes of this partition; `u64::MAX` when it has
+    /// none.
+    retention_bytes: AtomicU64,
     /// Its topic was deleted: nothing of it is read again.
     deleted: AtomicBool,
     index: RwLock<PartitionIndex>,
@@ -111,6 +116,7 @@ impl Partition {
             offset_acked: AtomicU64::new(0),
             offset_start: AtomicU64::new(0),
             retention_ms: AtomicU64::new(0),
+            retention_bytes: AtomicU64::new(u64::MAX),
             deleted: AtomicBool::new(false),
             index: RwLock::new(PartitionIndex::default()),
             read_hint: Mutex::new(None),
@@ -147,6 +153,7 @@ impl Partition {
             .running_max()
             .map_or(entry.max_timestamp, |m| m.max(entry.max_timestamp));
         index.active.push_back((entry, running_max));
+        index.active_bytes += u64::from(entry.frame_bytes);
     }
 
     /// Appends a sealed run (recovery, from an index file's directory).
@@ -202,6 +209,16 @@ impl Partition {
             .sealed
             .last()
             .map_or(run.max_timestamp, |r| r.running_max.max(run.max_timestamp));
+        // Usually the run's every entry, whose bytes it states; else they are counted.
+        index.active_bytes -= if n == run.entry_count as usize && run.bytes > 0 {
+            u64::from(run.bytes)
+        } else {
+            index
+                .active
+                .range(..n)
+                .map(|(e, _)| u64::from(e.frame_bytes))
+                .sum()
+        };
         index.active.drain(..n);
         index.sealed.push(SealedRun {
             segment,
@@ -241,6 +258,10 @@ impl Partition {
         let sealed = index.sealed.partition_point(|r| r.segment < segment);
         index.sealed.drain(..sealed);
         let active = index.active.partition_point(|(e, _)| e.segment < segment);
+        let gone: u64 = (index.active.range(..active))
+            .map(|(e, _)| u64::from(e.frame_bytes))
+            .sum();
+        index.active_bytes -= gone;
         index.active.drain(..active);
     }
 
@@ -330,6 +351,74 @@ impl Partition {
     /// Sets (or with `None` clears) its topic's own retention by age.
     pub(crate) fn set_retention_ms(&self, ms: Option<u64>) {
         (self.retention_ms).store(ms.map_or(0, |ms| ms.max(1)), Ordering::Relaxed);
+    }
+
+    /// Its topic's own retention by size (bytes of this partition), if it has one.
+    pub(crate) fn retention_bytes(&self) -> Option<u64> {
+        Some(self.retention_bytes.load(Ordering::Relaxed)).filter(|&b| b != u64::MAX)
+    }
+
+    /// Sets (or with `None` clears) its topic's own retention by size.
+    pub(crate) fn set_retention_bytes(&self, bytes: Option<u64>) {
+        (self.retention_bytes).store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Where retention by size moves its start so that it keeps at least `limit` bytes, by
+    /// whole sealed segments (Kafka's rule for `retention.bytes`: the oldest segment goes while
+    /// what remains is still `limit` or more; segments not yet sealed always stay): one past
+    /// the last offset of the last segment to go, or `None` if none goes. Its size counts every
+    /// run at or after its start, and the batches of segments not sealed yet. A run whose index
+    /// file predates its byte count has its entries summed through `load`.
+    pub(crate) fn retained_bytes(
+        &self,
+        limit: u64,
+        load: &dyn RunLoader,
+    ) -> Result<Option<Offset>> {
+        let start = self.offset_start();
+        let (runs, active_bytes) = {
+            let index = self.index.read().expect("index lock");
+            let from = index.sealed.partition_point(|r| r.run.last_offset < start);
+            (index.sealed[from..].to_vec(), index.active_bytes)
+        };
+        let mut sizes = Vec::with_capacity(runs.len());
+        for run in &runs {
+            sizes.push(match run.run.bytes {
+                0 => match self.run_bytes(run, load) {
+                    Ok(bytes) => bytes,
+                    // A rewrite replaced the run meanwhile: at the next pass.
+                    Err(_) if self.run_replaced(run) => return Ok(None),
+                    Err(e) => return Err(e),
+                },
+                b => u64::from(b),
+            });
+        }
+        let total = active_bytes + sizes.iter().sum::<u64>();
+        let mut over = total.saturating_sub(limit);
+        let mut to = None;
+        for (run, size) in runs.iter().zip(sizes) {
+            if size > over {
+                break;
+            }
+            over -= size;
+            to = Some(run.run.last_offset.next());
+        }
+        Ok(to)
+    }
+
+    /// Bytes of `run`'s frames, from its entries.
+    fn run_bytes(&self, run: &SealedRun, load: &dyn RunLoader) -> Result<u64> {
+        let mut bytes = 0;
+        let mut offset = run.run.first_offset;
+        while offset <= run.run.last_offset {
+            let entries = load.load_run(run, offset)?;
+            let Some(last) = entries.last() else { break };
+            bytes += entries
+                .iter()
+                .map(|e| u64::from(e.frame_bytes))
+                .sum::<u64>();
+            offset = last.last_offset.next();
+        }
+        Ok(bytes)
     }
 
     /// Marks its topic deleted: retention may delete every batch of it.
@@ -616,6 +705,65 @@ mod tests {
         assert_eq!(parts[0].offset_earliest(), Offset(15));
     }
 
+    /// Retention by size counts each sealed run's bytes (from the index file's directory, or
+    /// summed from its entries where an older file has none) and the batches in memory, and
+    /// lets the oldest runs go while what remains is at least the limit.
+    #[test]
+    fn retention_by_size_counts_runs_and_batches_in_memory() {
+        let entry = |i: u64| BatchEntry {
+            base_offset: Offset(i),
+            last_offset: Offset(i),
+            max_timestamp: i as i64,
+            segment: SegmentId(i / 100),
+            pos: i % 100 * 64,
+            frame_bytes: 64,
+        };
+        for known in [true, false] {
+            let p = Partition::new(1, 0, 0, 0);
+            for i in 0..450 {
+                p.push(entry(i));
+            }
+            let loads = std::cell::Cell::new(0);
+            let load = |run: &SealedRun, _: Offset| -> Result<Arc<[BatchEntry]>> {
+                loads.set(loads.get() + 1);
+                Ok((run.run.first_offset.0..=run.run.last_offset.0)
+                    .map(entry)
+                    .collect())
+            };
+            for segment in 0..4u64 {
+                let run = IndexRun {
+                    topic_id: 1,
+                    partition: 0,
+                    first_offset: Offset(segment * 100),
+                    last_offset: Offset(segment * 100 + 99),
+                    max_timestamp: segment as i64 * 100 + 99,
+                    first_entry: 0,
+                    entry_count: 100,
+                    crc: 0,
+                    bytes: if known { 6400 } else { 0 },
+                };
+                assert!(p.seal_run(SegmentId(segment), run, 0));
+            }
+            // Four runs of 6,400 bytes and 50 batches of 64 in memory: 28,800 bytes.
+            let cut = |limit| p.retained_bytes(limit, &load).unwrap().map(|o| o.0);
+            assert_eq!(cut(28_800), None);
+            assert_eq!(cut(22_400), Some(100));
+            assert_eq!(cut(22_401), None);
+            assert_eq!(cut(9_600), Some(300));
+            assert_eq!(cut(0), Some(400), "batches in memory always stay");
+            // Runs below the start no longer count.
+            p.offset_acked.store(450, Ordering::Release);
+            assert!(p.trim_to(Offset(100)));
+            assert_eq!(cut(16_000), Some(200));
+            assert_eq!(cut(16_001), None);
+            assert_eq!(
+                loads.get() > 0,
+                !known,
+                "entries summed only without a count"
+            );
+        }
+    }
+
     /// Segments sealed in turn while newer batches keep arriving: each seal takes exactly its
     /// segment's batches from the front of the in-memory ones (which wrap around their ring),
     /// the rest stay in order, and a seal that does not match leaves everything in place.
@@ -639,6 +787,7 @@ mod tests {
             first_entry: 0,
             entry_count: 100,
             crc: 0,
+            bytes: 0,
         };
         for i in 0..150 {
             p.push(entry(i));

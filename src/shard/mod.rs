@@ -495,7 +495,11 @@ impl ShardShared {
     /// start was moved (then retention also deletes segments nothing reads any more).
     pub fn starts_move(&self) -> bool {
         let table = self.partitions.read().expect("partitions lock");
-        (table.iter()).any(|p| p.retention_ms().is_some() || p.offset_start() > Offset(0))
+        (table.iter()).any(|p| {
+            p.retention_ms().is_some()
+                || p.retention_bytes().is_some()
+                || p.offset_start() > Offset(0)
+        })
     }
 
     /// Whether nothing in segments up to `id` is read any more: every partition's batches

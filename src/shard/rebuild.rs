@@ -165,6 +165,7 @@ pub(crate) fn rebuild_meta(dir: &Path, shards: u32, commit_bytes_max: u64) -> Re
             partitions: s.partition_max + 1,
             first_shard,
             retention_ms: None,
+            retention_bytes: None,
         });
     }
     for t in &topics {

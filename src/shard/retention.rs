@@ -13,11 +13,12 @@
 //! from then on. Recovery starts each partition there and first finishes any deletion a crash
 //! interrupted (segments below the first one kept).
 //!
-//! A topic may keep its records for less time than the log (`TopicConfig::retention_age`).
-//! Its partitions share segments with others, so retention moves their starts instead: once a
-//! sealed segment's newest timestamp is older than the topic's retention, the topic's records
-//! in it and before it are no longer read (short of what a protecting group has not
-//! committed). The starts are kept in `start-offsets.json` too (`moved`), and a segment goes
+//! A topic may keep its records for less time than the log (`TopicConfig::retention_age`),
+//! or keep fewer bytes per partition (`TopicConfig::retention_bytes`). Its partitions share
+//! segments with others, so retention moves their starts instead: once a sealed segment's
+//! newest timestamp is older than the topic's retention, or a partition holds more than its
+//! bytes without the segment, the partition's records in it and before it are no longer read
+//! (short of what a protecting group has not committed). The starts are kept in `start-offsets.json` too (`moved`), and a segment goes
 //! once nothing in it, nor before it, is read any more.
 
 use crate::segment::{Offset, SegmentId};
@@ -105,31 +106,39 @@ pub(crate) fn enforce(
     Ok(doomed.len())
 }
 
-/// Moves the start of each partition whose topic has a retention of its own past the records
-/// of the sealed segments that retention lets go (`sealed`: each sealed segment and its newest
+/// Moves the start of each partition whose topic has a retention of its own (by age, by size
+/// or both) past the records of the sealed segments that retention lets go (`sealed`: each sealed segment and its newest
 /// timestamp, oldest first), short of what a protecting group has not committed, and makes the
 /// starts durable. Returns whether any partition's start may have moved.
 fn move_starts(shard: &ShardShared, sealed: &[(SegmentId, i64)], now_ms: i64) -> Result<bool> {
     shard.catch_up();
     let floors = shard.protected_floors().unwrap_or_default();
     let mut moved = false;
-    for p in shard.partitions.read().expect("partitions lock").iter() {
-        let Some(ms) = p.retention_ms() else {
-            continue;
+    let partitions: Vec<_> = shard.partitions.read().expect("partitions lock").clone();
+    for p in partitions {
+        let by_age = match p.retention_ms() {
+            Some(ms) => {
+                let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+                // Kafka's rule: a segment goes when its newest record is older than the
+                // retention, and the segments before it went.
+                let expired = sealed.iter().take_while(|&&(_, newest)| newest < cutoff);
+                expired
+                    .last()
+                    .and_then(|&(id, _)| p.last_offset_through(id))
+                    .map(Offset::next)
+            }
+            None => None,
         };
-        let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
-        // Kafka's rule: a segment goes when its newest record is older than the retention,
-        // and the segments before it went.
-        let expired = sealed.iter().take_while(|&&(_, newest)| newest < cutoff);
-        let Some(last) = expired
-            .last()
-            .and_then(|&(id, _)| p.last_offset_through(id))
-        else {
+        let by_size = match p.retention_bytes() {
+            Some(limit) => p.retained_bytes(limit, &shard.sealed_runs)?,
+            None => None,
+        };
+        let Some(last) = by_age.max(by_size) else {
             continue;
         };
         let to = match floors.get(&p.id()) {
-            Some(&floor) => floor.min(last.next()),
-            None => last.next(),
+            Some(&floor) => floor.min(last),
+            None => last,
         };
         moved |= p.trim_to(to);
     }

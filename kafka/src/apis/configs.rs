@@ -1,9 +1,10 @@
 //! DescribeConfigs: every config of a topic, of the broker or of a consumer group, with its
-//! value and where it comes from. floodgate's segment size, record size limit and retention by
-//! size are the log's, the same for every topic: a topic's entries show the log's values,
-//! read-only. A topic's `retention.ms` is its own when set (at most the log's: segments are
-//! shared, and the log's retention deletes them), else the log's; IncrementalAlterConfigs sets
-//! and deletes it at runtime. A group's configs are its pace (messages and bytes per second
+//! value and where it comes from. floodgate's segment size and record size limit are the log's,
+//! the same for every topic: a topic's entries show the log's values, read-only. A topic's
+//! `retention.ms` is its own when set (at most the log's: segments are shared, and the log's
+//! retention deletes them), else the log's; so is its `retention.bytes` (per partition, as in
+//! Kafka; the log's is for the whole log). IncrementalAlterConfigs sets and deletes them at
+//! runtime. A group's configs are its pace (messages and bytes per second
 //! that its members' fetches take together), which IncrementalAlterConfigs sets and deletes
 //! at runtime too.
 
@@ -84,28 +85,76 @@ impl Entry {
     }
 }
 
-/// A topic's own retention.
+/// A topic's own retention by age.
 pub(crate) const RETENTION_MS: &str = "retention.ms";
+/// A topic's own retention by size, per partition.
+pub(crate) const RETENTION_BYTES: &str = "retention.bytes";
 
-/// Checks the configs a CreateTopics request gives a topic; returns the topic's own retention
-/// by age, if it asks for one. Apart from `retention.ms`, a topic's configs here are the log's,
-/// the same for every topic: such a config is accepted when it names one of them with the
-/// value the topic gets anyway (a null value asks for that value too), and refused otherwise,
-/// naming the config and its value here, so that nobody is left believing a topic keeps its
-/// records for another time than it does.
-pub(crate) fn check_topic_configs(
+/// The configs a topic has of its own: its retention by age and by size per partition, each
+/// `None` where the log's applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TopicOwn {
+    pub age: Option<Duration>,
+    pub bytes: Option<u64>,
+}
+
+impl TopicOwn {
+    /// What topic `t` has of its own.
+    pub fn of(t: &floodgate::TopicInfo) -> TopicOwn {
+        TopicOwn {
+            age: t.retention_age,
+            bytes: t.retention_bytes,
+        }
+    }
+
+    /// A topic config of `partitions` partitions with these.
+    pub fn config(&self, partitions: u32) -> floodgate::TopicConfig {
+        let mut config = floodgate::TopicConfig::new(partitions);
+        if let Some(age) = self.age {
+            config = config.retention_age(age);
+        }
+        if let Some(bytes) = self.bytes {
+            config = config.retention_bytes(bytes);
+        }
+        config
+    }
+
+    /// Sets `name` (one of the topic's own configs) to `value` as a client gives it (`None`:
+    /// back to the log's); `Ok(false)` if `name` is not one of them.
+    fn set(
+        &mut self,
+        state: &ThreadState,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, String> {
+        match name {
+            RETENTION_MS => {
+                self.age = value
+                    .map(|v| topic_retention(state, v))
+                    .transpose()?
+                    .flatten()
+            }
+            RETENTION_BYTES => self.bytes = value.map(topic_retention_bytes).transpose()?.flatten(),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Checks the configs a CreateTopics (or a legacy AlterConfigs) request gives a topic; returns
+/// what the topic gets of its own. Apart from `retention.ms` and `retention.bytes`, a topic's
+/// configs here are the log's, the same for every topic: such a config is accepted when it
+/// names one of them with the value the topic gets anyway (a null value asks for that value
+/// too), and refused otherwise, naming the config and its value here, so that nobody is left
+/// believing a topic keeps its records for another time than it does.
+pub(crate) fn check_topic_configs<'a>(
     state: &ThreadState,
-    configs: &[CreatableTopicConfig],
-) -> Result<Option<Duration>, String> {
-    let entries = entries(state, false, None);
-    let mut retention = None;
-    for c in configs {
-        let name = c.name.as_str();
-        if name == RETENTION_MS {
-            retention = match c.value.as_deref() {
-                Some(v) => topic_retention(state, v)?,
-                None => None,
-            };
+    configs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<TopicOwn, String> {
+    let entries = entries(state, false, TopicOwn::default());
+    let mut own = TopicOwn::default();
+    for (name, value) in configs {
+        if own.set(state, name, value)? {
             continue;
         }
         let Some(e) = entries.iter().find(|e| e.name == name) else {
@@ -115,7 +164,7 @@ pub(crate) fn check_topic_configs(
                 known.join(", ")
             ));
         };
-        match c.value.as_deref() {
+        match value {
             Some(v) if !e.holds(v) => {
                 return Err(format!(
                     "{name}={v:?}: every topic here has {name}={}, the log's, set when it is \
@@ -126,7 +175,29 @@ pub(crate) fn check_topic_configs(
             _ => {}
         }
     }
-    Ok(retention)
+    Ok(own)
+}
+
+/// The configs of a CreateTopics request's topic, as names and values.
+pub(crate) fn creatable(
+    configs: &[CreatableTopicConfig],
+) -> impl Iterator<Item = (&str, Option<&str>)> {
+    configs
+        .iter()
+        .map(|c| (c.name.as_str(), c.value.as_deref()))
+}
+
+/// A topic's own retention by size per partition as a client gives `retention.bytes`: -1 for
+/// none, else at least 0.
+fn topic_retention_bytes(value: &str) -> Result<Option<u64>, String> {
+    match value.trim().parse::<i64>() {
+        Ok(-1) => Ok(None),
+        Ok(b) if b >= 0 => Ok(Some(b as u64)),
+        _ => Err(format!(
+            "{RETENTION_BYTES}={value:?}: a topic's retention by size is -1 (none) or its bytes \
+             per partition, at least 0"
+        )),
+    }
 }
 
 /// A topic's own retention as a client gives `retention.ms`: -1 (none) only where the log
@@ -143,7 +214,8 @@ fn topic_retention(state: &ThreadState, value: &str) -> Result<Option<Duration>,
             "{RETENTION_MS}={value:?}: a topic's retention here is {}",
             match log_age {
                 Some(_) => format!(
-                    "from 1 to the log's, {log_ms} (segments are shared, and the log's                      retention deletes them)"
+                    "from 1 to the log's, {log_ms} (segments are shared, and the log's \
+                     retention deletes them)"
                 ),
                 None => "-1 (keep everything, as the log does) or at least 1".to_owned(),
             }
@@ -154,9 +226,9 @@ fn topic_retention(state: &ThreadState, value: &str) -> Result<Option<Duration>,
 /// A created topic's configs, as CreateTopics returns them from version 5.
 pub(crate) fn created_topic_configs(
     state: &ThreadState,
-    retention: Option<Duration>,
+    own: TopicOwn,
 ) -> Vec<CreatableTopicConfigs> {
-    entries(state, false, retention)
+    entries(state, false, own)
         .into_iter()
         .map(|e| {
             let mut c = CreatableTopicConfigs::default();
@@ -218,9 +290,8 @@ fn group_name_ok(name: &str) -> Result<(), (ResponseError, String)> {
     floodgate::validate_group_name(name).map_err(|e| (ResponseError::InvalidGroupId, e.to_string()))
 }
 
-/// The configs of a topic (`broker` false; `retention`: its own, if it has one) or of the
-/// broker.
-fn entries(state: &ThreadState, broker: bool, retention: Option<Duration>) -> Vec<Entry> {
+/// The configs of a topic (`broker` false; `own`: what it has of its own) or of the broker.
+fn entries(state: &ThreadState, broker: bool, own: TopicOwn) -> Vec<Entry> {
     let log = &state.shared.log;
     let config = log.config();
     let (bytes, age) = config.retention_limits();
@@ -239,11 +310,9 @@ fn entries(state: &ThreadState, broker: bool, retention: Option<Duration>) -> Ve
                 "Old segments are deleted by retention; floodgate does not compact.",
             ),
             Entry {
-                value: retention
-                    .map_or(age_ms, |r| r.as_millis() as i64)
-                    .to_string(),
-                set: retention.is_some() || age.is_some(),
-                dynamic: retention.is_some(),
+                value: own.age.map_or(age_ms, |r| r.as_millis() as i64).to_string(),
+                set: own.age.is_some() || age.is_some(),
+                dynamic: own.age.is_some(),
                 alterable: true,
                 ..entry(
                     RETENTION_MS,
@@ -254,13 +323,20 @@ fn entries(state: &ThreadState, broker: bool, retention: Option<Duration>) -> Ve
                      unless set on the topic.",
                 )
             },
-            entry(
-                "retention.bytes",
-                bytes,
-                LONG,
-                bytes >= 0,
-                "The log's retention by size (-1: none), for every topic.",
-            ),
+            Entry {
+                value: own.bytes.map_or(bytes, |b| b as i64).to_string(),
+                set: own.bytes.is_some() || bytes >= 0,
+                dynamic: own.bytes.is_some(),
+                alterable: true,
+                ..entry(
+                    RETENTION_BYTES,
+                    0,
+                    LONG,
+                    false,
+                    "The topic's retention by size, in bytes per partition (-1: none); unless \
+                     set on the topic, the log's (for the whole log).",
+                )
+            },
             entry(
                 "segment.bytes",
                 segment,
@@ -371,14 +447,14 @@ pub(crate) fn describe_configs(
         let name = resource.resource_name.as_str();
         let found = match resource.resource_type {
             TOPIC => match find(&state.shared.log, name) {
-                Some(t) => Ok(entries(state, false, t.retention_age)),
+                Some(t) => Ok(entries(state, false, TopicOwn::of(&t))),
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("no topic {name:?}"),
                 )),
             },
             BROKER if name.is_empty() || name == NODE_ID.to_string() => {
-                Ok(entries(state, true, None))
+                Ok(entries(state, true, TopicOwn::default()))
             }
             BROKER => Err((
                 ResponseError::InvalidRequest,
@@ -502,50 +578,62 @@ pub(crate) fn incremental_alter_configs(
     response
 }
 
-/// Sets or deletes topic `name`'s own retention; its other configs are the log's.
+/// Sets or deletes topic `name`'s own retention by age or size; its other configs are the
+/// log's.
 fn alter_topic(
     state: &ThreadState,
     name: &str,
     configs: &[AlterableConfig],
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
-    let log = &state.shared.log;
-    let Some(topic) = find(log, name) else {
+    let Some(topic) = find(&state.shared.log, name) else {
         return Err((
             ResponseError::UnknownTopicOrPartition,
             format!("no topic {name:?}"),
         ));
     };
-    let mut retention = topic.retention_age;
+    let mut own = TopicOwn::of(&topic);
     for c in configs {
-        if c.name.as_str() != RETENTION_MS {
-            return Err((
-                ResponseError::InvalidConfig,
-                format!(
-                    "{}: a topic's configs other than {RETENTION_MS} are the log's, set when it \
-                     is opened",
-                    c.name.as_str()
-                ),
-            ));
-        }
-        retention = match (c.config_operation, c.value.as_deref()) {
-            (DELETE, _) => None,
-            (SET, Some(v)) => {
-                topic_retention(state, v).map_err(|e| (ResponseError::InvalidConfig, e))?
-            }
-            (SET, None) => None,
-            (op, _) => {
+        let config = c.name.as_str();
+        let value = match c.config_operation {
+            DELETE => None,
+            SET => c.value.as_deref(),
+            op => {
                 return Err((
                     ResponseError::InvalidConfig,
-                    format!("{RETENTION_MS}: operation {op} does not apply to it"),
+                    format!("{config}: operation {op} does not apply to it"),
                 ));
             }
         };
+        match own.set(state, config, value) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!(
+                        "{config}: a topic's configs other than {RETENTION_MS} and \
+                         {RETENTION_BYTES} are the log's, set when it is opened"
+                    ),
+                ));
+            }
+            Err(why) => return Err((ResponseError::InvalidConfig, why)),
+        }
     }
     if validate_only {
         return Ok(());
     }
-    log.set_topic_retention(name, retention)
+    set_topic_own(state, name, own)
+}
+
+/// Gives topic `name` `own` as its own configs.
+pub(crate) fn set_topic_own(
+    state: &ThreadState,
+    name: &str,
+    own: TopicOwn,
+) -> Result<(), (ResponseError, String)> {
+    let log = &state.shared.log;
+    log.set_topic_retention(name, own.age)
+        .and_then(|()| log.set_topic_retention_bytes(name, own.bytes))
         .map_err(|e| match e {
             floodgate::Error::UnknownTopic(_) => {
                 (ResponseError::UnknownTopicOrPartition, e.to_string())

@@ -1,6 +1,6 @@
 //! CreateTopics, CreatePartitions and DeleteTopics, for admin clients and tools. One broker: a replication
 //! factor other than 1 (or -1, the default) cannot be met; replica assignments may name only
-//! this broker. A topic may have its own `retention.ms`, at most the log's; its other configs
+//! this broker. A topic may have its own `retention.ms` (at most the log's) and `retention.bytes`; its other configs
 //! are the log's and may only restate the log's values (tools that always send
 //! `cleanup.policy=delete` work unchanged); any other value is refused rather than ignored.
 
@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::configs::{check_topic_configs, created_topic_configs};
+use super::configs::{TopicOwn, check_topic_configs, creatable, created_topic_configs};
 use super::metadata::{NODE_ID, find, topic_uuid};
 use crate::conn::ThreadState;
 
@@ -30,7 +30,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
             -1 => Ok(topic.assignments.len() as u32),
             n => u32::try_from(n).map_err(|_| ()),
         };
-        let mut retention = None;
+        let mut own = TopicOwn::default();
         let refusal = match partitions {
             Err(()) | Ok(0) => Some((
                 ResponseError::InvalidPartitions,
@@ -52,9 +52,9 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
                     format!("replicas may only be on broker {NODE_ID}"),
                 ))
             }
-            Ok(_) => match check_topic_configs(state, &topic.configs) {
-                Ok(own) => {
-                    retention = own;
+            Ok(_) => match check_topic_configs(state, creatable(&topic.configs)) {
+                Ok(asked) => {
+                    own = asked;
                     None
                 }
                 Err(why) => Some((ResponseError::InvalidConfig, why)),
@@ -70,7 +70,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
                 None => Ok(n),
             },
             (None, Ok(n)) => log
-                .create_topic(&name, topic_config(n, retention))
+                .create_topic(&name, own.config(n))
                 .map(|()| n)
                 .map_err(|e| (create_error(&e), e.to_string())),
             (None, Err(())) => unreachable!("refused above"),
@@ -79,7 +79,7 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
             Ok(n) => {
                 result.num_partitions = n as i32;
                 result.replication_factor = 1;
-                result.configs = Some(created_topic_configs(state, retention));
+                result.configs = Some(created_topic_configs(state, own));
                 if let Some(t) = find(log, &name) {
                     result.topic_id = topic_uuid(&t);
                 }
@@ -92,15 +92,6 @@ pub(crate) fn create_topics(state: &ThreadState, req: CreateTopicsRequest) -> Cr
         response.topics.push(result);
     }
     response
-}
-
-/// A topic of `partitions` partitions, with its own retention if it asks for one.
-fn topic_config(partitions: u32, retention: Option<std::time::Duration>) -> floodgate::TopicConfig {
-    let config = floodgate::TopicConfig::new(partitions);
-    match retention {
-        Some(age) => config.retention_age(age),
-        None => config,
-    }
 }
 
 /// CreatePartitions: each topic to the count asked for. Assignments, if given, name this broker
