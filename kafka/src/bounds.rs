@@ -302,6 +302,17 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
             const RESOURCE: &[F] = &[I8, F::Str, F::Array(CONFIG), F::Tags];
             vec![F::Array(RESOURCE), I8]
         }
+        ApiKey::AlterConfigs => {
+            const CONFIG: &[F] = &[F::Str, F::Str, F::Tags];
+            const RESOURCE: &[F] = &[I8, F::Str, F::Array(CONFIG), F::Tags];
+            vec![F::Array(RESOURCE), I8]
+        }
+        // Resource type, name, pattern type, principal, host, operation, permission type.
+        ApiKey::DescribeAcls => vec![I8, F::Str, I8, F::Str, F::Str, I8, I8],
+        ApiKey::CreateAcls | ApiKey::DeleteAcls => {
+            const ACL: &[F] = &[I8, F::Str, I8, F::Str, F::Str, I8, I8, F::Tags];
+            vec![F::Array(ACL)]
+        }
         _ => return Ok(()),
     };
     let mut walk = Walk {

@@ -140,6 +140,30 @@ pub const SUPPORTED_APIS: &[Api] = &[
         min_served: 0,
     },
     Api {
+        key: ApiKey::AlterConfigs,
+        min: 0,
+        max: 2,
+        min_served: 0,
+    },
+    Api {
+        key: ApiKey::DescribeAcls,
+        min: 1,
+        max: 3,
+        min_served: 1,
+    },
+    Api {
+        key: ApiKey::CreateAcls,
+        min: 1,
+        max: 3,
+        min_served: 1,
+    },
+    Api {
+        key: ApiKey::DeleteAcls,
+        min: 1,
+        max: 3,
+        min_served: 1,
+    },
+    Api {
         key: ApiKey::InitProducerId,
         min: 0,
         max: 4,

@@ -4,6 +4,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use floodgate_kafka::check_request;
 use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::alter_configs_request::{
+    AlterConfigsResource as LegacyResource, AlterableConfig as LegacyConfig,
+};
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
@@ -22,8 +27,9 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DeleteRecordsRequest, DescribeGroupsRequest, FetchRequest,
-    GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
+    AlterConfigsRequest, ApiKey, CreateAclsRequest, DeleteAclsRequest, DeleteGroupsRequest,
+    DeleteRecordsRequest, DescribeAclsRequest, DescribeGroupsRequest, FetchRequest, GroupId,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
     RequestHeader, SyncGroupRequest, TopicName,
 };
@@ -217,7 +223,8 @@ fn offset_fetch(v: i16) -> OffsetFetchRequest {
     r
 }
 
-/// Every group request (and DeleteRecords) as a client fills it, at every version served.
+/// Every group request (and DeleteRecords, the config alterations and the ACL requests) as a
+/// client fills it, at every version served.
 fn group_requests() -> Vec<Vec<u8>> {
     let mut describe = DescribeGroupsRequest::default();
     describe.groups = vec![GroupId(s("g")), GroupId(s("h"))];
@@ -275,6 +282,55 @@ fn group_requests() -> Vec<Vec<u8>> {
                     r.validate_only = true;
                     body(api.key, v, &r)
                 }
+                ApiKey::AlterConfigs => {
+                    let mut c = LegacyConfig::default();
+                    c.name = s("retention.ms");
+                    c.value = Some(s("60000"));
+                    let mut res = LegacyResource::default();
+                    res.resource_type = 2;
+                    res.resource_name = s("t");
+                    res.configs = vec![c.clone(), c];
+                    let mut r = AlterConfigsRequest::default();
+                    r.resources = vec![res.clone(), res];
+                    body(api.key, v, &r)
+                }
+                ApiKey::DescribeAcls => {
+                    let mut r = DescribeAclsRequest::default();
+                    r.resource_type_filter = 2;
+                    r.resource_name_filter = Some(s("t"));
+                    r.pattern_type_filter = 3;
+                    r.principal_filter = Some(s("User:a"));
+                    r.host_filter = Some(s("*"));
+                    r.operation = 3;
+                    r.permission_type = 3;
+                    body(api.key, v, &r)
+                }
+                ApiKey::CreateAcls => {
+                    let mut c = AclCreation::default();
+                    c.resource_type = 2;
+                    c.resource_name = s("t");
+                    c.resource_pattern_type = 3;
+                    c.principal = s("User:a");
+                    c.host = s("*");
+                    c.operation = 3;
+                    c.permission_type = 3;
+                    let mut r = CreateAclsRequest::default();
+                    r.creations = vec![c.clone(), c];
+                    body(api.key, v, &r)
+                }
+                ApiKey::DeleteAcls => {
+                    let mut f = DeleteAclsFilter::default();
+                    f.resource_type_filter = 2;
+                    f.resource_name_filter = Some(s("t"));
+                    f.pattern_type_filter = 3;
+                    f.principal_filter = None;
+                    f.host_filter = Some(s("*"));
+                    f.operation = 3;
+                    f.permission_type = 3;
+                    let mut r = DeleteAclsRequest::default();
+                    r.filters = vec![f.clone(), f];
+                    body(api.key, v, &r)
+                }
                 _ => continue,
             };
             out.push(b);
@@ -288,7 +344,7 @@ fn group_requests() -> Vec<Vec<u8>> {
 /// the process. Refused before that, for every served API.
 #[test]
 fn a_huge_array_length_is_refused_before_anything_is_allocated() {
-    let requests: [(ApiKey, i16, &[u8]); 17] = [
+    let requests: [(ApiKey, i16, &[u8]); 20] = [
         (ApiKey::Metadata, 0, &[0x7f, 0xff, 0xff, 0xff]),
         (ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0x7f, 0]),
         (
@@ -336,6 +392,9 @@ fn a_huge_array_length_is_refused_before_anything_is_allocated() {
         (ApiKey::DeleteGroups, 0, &[0x40, 0, 0, 0]),
         (ApiKey::IncrementalAlterConfigs, 0, &[0x40, 0, 0, 0]),
         (ApiKey::DeleteRecords, 0, &[0x40, 0, 0, 0]),
+        (ApiKey::AlterConfigs, 0, &[0x40, 0, 0, 0]),
+        (ApiKey::CreateAcls, 1, &[0x40, 0, 0, 0]),
+        (ApiKey::DeleteAcls, 3, &[0xff, 0xff, 0xff, 0x7f]),
         // Topic "t", then two billion partitions.
         (
             ApiKey::DeleteRecords,

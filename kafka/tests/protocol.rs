@@ -1056,6 +1056,201 @@ fn configs_of_topics_and_the_broker_are_described() {
     stop(log, server);
 }
 
+/// The legacy AlterConfigs (API 33) makes a resource's configs exactly those given: a topic's
+/// own retention by age and size are set, and those not given go back to the log's; a group's
+/// pace likewise; configs that restate the log's values pass, others are refused with
+/// nothing changed; validation only changes nothing; the broker's configs are read-only.
+#[test]
+fn legacy_alter_configs_replaces_a_resources_configs() {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    };
+    let dir = test_dir("kafka-legacy-alter");
+    let hour = Duration::from_secs(3600);
+    let (log, server) = serve_log(dir.path(), |c| c.retention_age(hour));
+    log.create_topic("t", floodgate::TopicConfig::new(1).retention_age(hour / 2))
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let invalid = ResponseError::InvalidConfig.code();
+    // Group g's pace as DescribeConfigs gives it: records, then bytes per second.
+    let pace = |client: &mut Client| {
+        let mut r = DescribeConfigsResource::default();
+        r.resource_type = 32;
+        r.resource_name = StrBytes::from_static_str("g");
+        r.configuration_keys = None;
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![r];
+        let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &req);
+        let configs = &response.results[0].configs;
+        [
+            "floodgate.rate.msgs.per.sec",
+            "floodgate.rate.bytes.per.sec",
+        ]
+        .map(|k| {
+            let c = configs.iter().find(|c| c.name.as_str() == k).unwrap();
+            c.value.as_deref().map(str::to_owned)
+        })
+    };
+    for version in 0..=2 {
+        let alter = |client: &mut Client,
+                     kind: i8,
+                     resource: &str,
+                     configs: &[(&str, Option<&str>)],
+                     validate| {
+            let mut res = AlterConfigsResource::default();
+            res.resource_type = kind;
+            res.resource_name = StrBytes::from_string(resource.to_owned());
+            res.configs = (configs.iter())
+                .map(|&(k, v)| {
+                    let mut c = AlterableConfig::default();
+                    c.name = StrBytes::from_string(k.to_owned());
+                    c.value = v.map(|v| StrBytes::from_string(v.to_owned()));
+                    c
+                })
+                .collect();
+            let mut req = AlterConfigsRequest::default();
+            req.resources = vec![res];
+            req.validate_only = validate;
+            let response: AlterConfigsResponse = client.call(ApiKey::AlterConfigs, version, &req);
+            let r = &response.responses[0];
+            assert_eq!(r.resource_name.as_str(), resource);
+            r.error_code
+        };
+        let own = || {
+            let t = &log.list_topics()[0];
+            (t.retention_age, t.retention_bytes)
+        };
+        log.set_topic_retention("t", Some(hour / 2)).unwrap();
+        // Retention by size given, by age not: the age goes back to the log's.
+        let sized = [
+            ("retention.bytes", Some("1048576")),
+            ("cleanup.policy", Some("delete")),
+        ];
+        assert_eq!(alter(&mut client, 2, "t", &sized, false), 0, "v{version}");
+        assert_eq!(own(), (None, Some(1 << 20)), "v{version}");
+        let both = [
+            ("retention.ms", Some("60000")),
+            ("retention.bytes", Some("2048")),
+        ];
+        assert_eq!(alter(&mut client, 2, "t", &both, true), 0, "v{version}");
+        assert_eq!(own(), (None, Some(1 << 20)), "validation only, v{version}");
+        assert_eq!(alter(&mut client, 2, "t", &both, false), 0, "v{version}");
+        assert_eq!(
+            own(),
+            (Some(Duration::from_secs(60)), Some(2048)),
+            "v{version}"
+        );
+        for refused in [
+            vec![("retention.ms", Some("3600001"))],
+            vec![("retention.bytes", Some("-5"))],
+            vec![
+                ("retention.ms", Some("1000")),
+                ("cleanup.policy", Some("compact")),
+            ],
+            vec![("segment.bytes", Some("1"))],
+        ] {
+            assert_eq!(
+                alter(&mut client, 2, "t", &refused, false),
+                invalid,
+                "{refused:?}"
+            );
+            assert_eq!(
+                own(),
+                (Some(Duration::from_secs(60)), Some(2048)),
+                "{refused:?}"
+            );
+        }
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(alter(&mut client, 2, "absent", &both, false), unknown);
+        // Nothing given: everything back to the log's.
+        assert_eq!(alter(&mut client, 2, "t", &[], false), 0);
+        assert_eq!(own(), (None, None));
+        // A group's pace, replaced whole.
+        let rates = [
+            ("floodgate.rate.msgs.per.sec", Some("80000")),
+            ("floodgate.rate.bytes.per.sec", Some("1000000")),
+        ];
+        assert_eq!(alter(&mut client, 32, "g", &rates, false), 0);
+        let msgs_only = [("floodgate.rate.msgs.per.sec", Some("500"))];
+        assert_eq!(alter(&mut client, 32, "g", &msgs_only, false), 0);
+        assert_eq!(pace(&mut client), [Some("500".to_owned()), None]);
+        assert_eq!(
+            alter(
+                &mut client,
+                32,
+                "g",
+                &[("floodgate.rate.msgs.per.sec", Some("fast"))],
+                false
+            ),
+            invalid
+        );
+        assert_eq!(pace(&mut client), [Some("500".to_owned()), None]);
+        assert_eq!(alter(&mut client, 32, "g", &[], false), 0);
+        assert_eq!(pace(&mut client), [None, None]);
+        assert_eq!(
+            alter(
+                &mut client,
+                4,
+                "1",
+                &[("log.retention.ms", Some("1"))],
+                false
+            ),
+            invalid
+        );
+    }
+    stop(log, server);
+}
+
+/// The ACL APIs are answered as Kafka answers them without an authorizer: SECURITY_DISABLED
+/// for the filter and for each creation or deletion filter, with the reason.
+#[test]
+fn acl_requests_are_refused_as_without_an_authorizer() {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::{
+        CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+        DescribeAclsRequest, DescribeAclsResponse,
+    };
+    let dir = test_dir("kafka-acls");
+    let (log, server) = serve(dir.path(), |_| {});
+    let mut client = Client::connect(server.local_addr());
+    let disabled = ResponseError::SecurityDisabled.code();
+    for version in 1..=3 {
+        let mut describe = DescribeAclsRequest::default();
+        describe.resource_type_filter = 1;
+        describe.pattern_type_filter = 1;
+        describe.operation = 1;
+        describe.permission_type = 1;
+        let response: DescribeAclsResponse = client.call(ApiKey::DescribeAcls, version, &describe);
+        assert_eq!(response.error_code, disabled);
+        let why = response.error_message.as_deref().unwrap_or_default();
+        assert!(why.contains("authorizer"), "{why}");
+        assert!(response.resources.is_empty());
+        let mut creation = AclCreation::default();
+        creation.resource_type = 2;
+        creation.resource_name = StrBytes::from_static_str("t");
+        creation.resource_pattern_type = 3;
+        creation.principal = StrBytes::from_static_str("User:a");
+        creation.host = StrBytes::from_static_str("*");
+        creation.operation = 3;
+        creation.permission_type = 3;
+        let mut create = CreateAclsRequest::default();
+        create.creations = vec![creation.clone(), creation];
+        let response: CreateAclsResponse = client.call(ApiKey::CreateAcls, version, &create);
+        let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [disabled, disabled]);
+        let mut delete = DeleteAclsRequest::default();
+        delete.filters = vec![DeleteAclsFilter::default()];
+        let response: DeleteAclsResponse = client.call(ApiKey::DeleteAcls, version, &delete);
+        assert_eq!(response.filter_results.len(), 1);
+        assert_eq!(response.filter_results[0].error_code, disabled);
+        assert!(response.filter_results[0].matching_acls.is_empty());
+    }
+    stop(log, server);
+}
+
 /// DeleteRecords moves a partition's earliest offset (-1: to its end), durably: fetches below
 /// it are out of range, and it never goes down; an offset past the end, an unknown topic or
 /// partition are errors for that partition only.

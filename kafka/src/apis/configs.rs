@@ -8,17 +8,19 @@
 //! that its members' fetches take together), which IncrementalAlterConfigs sets and deletes
 //! at runtime too.
 
+use floodgate::RateLimit;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
 use kafka_protocol::messages::create_topics_response::CreatableTopicConfigs;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::time::Duration;
@@ -512,70 +514,159 @@ pub(crate) fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in &req.resources {
-        let mut result = AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name.clone();
         let name = resource.resource_name.as_str();
         let outcome = match resource.resource_type {
-            GROUP | GROUP_ACL => group_name_ok(name).and_then(|()| {
-                let coordinator = &state.shared.coordinator;
-                let mut limit = coordinator.rate(name).unwrap_or_default();
-                for c in &resource.configs {
-                    let value = match c.config_operation {
-                        DELETE => None,
-                        SET => {
-                            let v = c.value.as_deref().unwrap_or_default();
-                            match v.parse::<f64>() {
-                                Ok(r) if r > 0.0 && r.is_finite() => Some(r),
-                                _ => {
-                                    return Err((
-                                        ResponseError::InvalidConfig,
-                                        format!("{}: {v:?} is not a positive rate", c.name),
-                                    ));
-                                }
-                            }
-                        }
-                        op => {
-                            return Err((
-                                ResponseError::InvalidConfig,
-                                format!("{}: operation {op} does not apply to a rate", c.name),
-                            ));
-                        }
-                    };
-                    match c.name.as_str() {
-                        GROUP_RATE_MSGS => limit.msgs_per_s = value,
-                        GROUP_RATE_BYTES => limit.bytes_per_s = value,
-                        other => {
-                            return Err((
-                                ResponseError::InvalidConfig,
-                                format!("a group has no config {other:?}"),
-                            ));
-                        }
-                    }
-                }
-                if !req.validate_only {
-                    let paced = limit.msgs_per_s.is_some() || limit.bytes_per_s.is_some();
-                    coordinator.set_rate(name, paced.then_some(limit));
-                }
-                Ok(())
+            GROUP | GROUP_ACL => incremental_changes(&resource.configs).and_then(|changes| {
+                let limit = state.shared.coordinator.rate(name).unwrap_or_default();
+                alter_group(state, name, limit, changes, req.validate_only)
             }),
             TOPIC => alter_topic(state, name, &resource.configs, req.validate_only),
-            BROKER => Err((
-                ResponseError::InvalidConfig,
-                "the broker's configs are the log's, set when it is opened".to_owned(),
-            )),
-            t => Err((
-                ResponseError::InvalidRequest,
-                format!("resource type {t} has no configs here"),
-            )),
+            other => not_alterable(other),
         };
-        if let Err((code, why)) = outcome {
-            result.error_code = code.code();
-            result.error_message = Some(StrBytes::from_string(why));
-        }
+        let mut result = IncrementalResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        (result.error_code, result.error_message) = error_of(outcome);
         response.responses.push(result);
     }
     response
+}
+
+/// AlterConfigs, the API before IncrementalAlterConfigs (kept by Kafka for older tools): each
+/// resource's configs become exactly those given, and any not given goes back to its default,
+/// as in Kafka. A topic's own `retention.ms` and `retention.bytes` are set or removed (its
+/// other configs may only restate the log's, as at creation); a group's pace likewise; the
+/// broker's configs are read-only here.
+pub(crate) fn alter_configs(state: &ThreadState, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut response = AlterConfigsResponse::default();
+    for resource in &req.resources {
+        let name = resource.resource_name.as_str();
+        let given = || (resource.configs.iter()).map(|c| (c.name.as_str(), c.value.as_deref()));
+        let outcome = match resource.resource_type {
+            GROUP | GROUP_ACL => {
+                let changes = given().collect();
+                alter_group(
+                    state,
+                    name,
+                    RateLimit::default(),
+                    changes,
+                    req.validate_only,
+                )
+            }
+            TOPIC => match find(&state.shared.log, name) {
+                None => Err(unknown_topic(name)),
+                Some(_) => match check_topic_configs(state, given()) {
+                    Err(why) => Err((ResponseError::InvalidConfig, why)),
+                    Ok(_) if req.validate_only => Ok(()),
+                    Ok(own) => set_topic_own(state, name, own),
+                },
+            },
+            other => not_alterable(other),
+        };
+        let mut result = AlterConfigsResourceResponse::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        (result.error_code, result.error_message) = error_of(outcome);
+        response.responses.push(result);
+    }
+    response
+}
+
+/// A resource's error code and message in an alter request's answer.
+fn error_of(outcome: Result<(), (ResponseError, String)>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((code, why)) => (code.code(), Some(StrBytes::from_string(why))),
+    }
+}
+
+/// The refusal of a resource type whose configs cannot be altered here.
+fn not_alterable(resource_type: i8) -> Result<(), (ResponseError, String)> {
+    Err(match resource_type {
+        BROKER => (
+            ResponseError::InvalidConfig,
+            "the broker's configs are the log's, set when it is opened".to_owned(),
+        ),
+        t => (
+            ResponseError::InvalidRequest,
+            format!("resource type {t} has no configs here"),
+        ),
+    })
+}
+
+fn unknown_topic(name: &str) -> (ResponseError, String) {
+    (
+        ResponseError::UnknownTopicOrPartition,
+        format!("no topic {name:?}"),
+    )
+}
+
+/// Changes to configs as (name, value): `None` removes it.
+type Changes<'a> = Vec<(&'a str, Option<&'a str>)>;
+
+/// IncrementalAlterConfigs' changes to a group's configs.
+fn incremental_changes(
+    configs: &[AlterableConfig],
+) -> Result<Changes<'_>, (ResponseError, String)> {
+    (configs.iter())
+        .map(|c| match c.config_operation {
+            DELETE => Ok((c.name.as_str(), None)),
+            SET => Ok((
+                c.name.as_str(),
+                Some(c.value.as_deref().unwrap_or_default()),
+            )),
+            op => Err((
+                ResponseError::InvalidConfig,
+                format!(
+                    "{}: operation {op} does not apply to a rate",
+                    c.name.as_str()
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// Applies `changes` ((name, value): `None` removes it) to group `name`'s pace `limit`.
+fn alter_group(
+    state: &ThreadState,
+    name: &str,
+    mut limit: RateLimit,
+    changes: Changes<'_>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    group_name_ok(name)?;
+    for (config, value) in changes {
+        let value = match value {
+            None => None,
+            Some(v) => match v.parse::<f64>() {
+                Ok(r) if r > 0.0 && r.is_finite() => Some(r),
+                _ => {
+                    return Err((
+                        ResponseError::InvalidConfig,
+                        format!("{config}: {v:?} is not a positive rate"),
+                    ));
+                }
+            },
+        };
+        match config {
+            GROUP_RATE_MSGS => limit.msgs_per_s = value,
+            GROUP_RATE_BYTES => limit.bytes_per_s = value,
+            other => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("a group has no config {other:?}"),
+                ));
+            }
+        }
+    }
+    if !validate_only {
+        let paced = limit.msgs_per_s.is_some() || limit.bytes_per_s.is_some();
+        state
+            .shared
+            .coordinator
+            .set_rate(name, paced.then_some(limit));
+    }
+    Ok(())
 }
 
 /// Sets or deletes topic `name`'s own retention by age or size; its other configs are the
@@ -587,10 +678,7 @@ fn alter_topic(
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
     let Some(topic) = find(&state.shared.log, name) else {
-        return Err((
-            ResponseError::UnknownTopicOrPartition,
-            format!("no topic {name:?}"),
-        ));
+        return Err(unknown_topic(name));
     };
     let mut own = TopicOwn::of(&topic);
     for c in configs {

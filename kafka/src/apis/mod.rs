@@ -1,6 +1,7 @@
 //! The requests the server answers: each API's body decoded at the version the client sent,
 //! handled against the log, and its response encoded at that version.
 
+mod acls;
 mod configs;
 mod fetch;
 mod groups;
@@ -19,8 +20,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
@@ -65,7 +67,11 @@ pub(crate) enum Decoded {
     ListGroups(ListGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
     InitProducerId(InitProducerIdRequest),
+    DescribeAcls(DescribeAclsRequest),
+    CreateAcls(CreateAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -117,7 +123,11 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::ListGroups => decoded!(ListGroups),
         ApiKey::DeleteGroups => decoded!(DeleteGroups),
         ApiKey::IncrementalAlterConfigs => decoded!(IncrementalAlterConfigs),
+        ApiKey::AlterConfigs => decoded!(AlterConfigs),
         ApiKey::InitProducerId => decoded!(InitProducerId),
+        ApiKey::DescribeAcls => decoded!(DescribeAcls),
+        ApiKey::CreateAcls => decoded!(CreateAcls),
+        ApiKey::DeleteAcls => decoded!(DeleteAcls),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
@@ -236,6 +246,10 @@ pub(crate) fn handle(
         Decoded::IncrementalAlterConfigs(request) => {
             now!(configs::incremental_alter_configs(&state, request))
         }
+        Decoded::AlterConfigs(request) => now!(configs::alter_configs(&state, request)),
+        Decoded::DescribeAcls(request) => now!(acls::describe_acls(request)),
+        Decoded::CreateAcls(request) => now!(acls::create_acls(request)),
+        Decoded::DeleteAcls(request) => now!(acls::delete_acls(request)),
         Decoded::InitProducerId(request) => Box::pin(async move {
             let response = producer_id::init_producer_id(&state, request).await;
             frame(key, version, id, &response).map(|f| Some(vec![f]))
