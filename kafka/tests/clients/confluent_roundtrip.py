@@ -1,19 +1,26 @@
 """confluent-kafka (current librdkafka) against floodgate serve: produce keyed records with
 acks=all, read them back by assigning the partitions (no group), check every record and offset;
 list the topic, describe its configs, create topics (one restating the log's configs, one
-with a retention of its own, altered at runtime; one compacted, refused), add partitions to
-one and delete it with the admin client.
+with a retention of its own, altered at runtime, also by the legacy AlterConfigs; one
+compacted, refused), add partitions to one and delete it with the admin client; ACL requests
+are refused as by a broker without an authorizer.
 Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
 import sys
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
     NewTopic,
+    ResourcePatternType,
+    ResourceType,
 )
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -134,6 +141,42 @@ except KafkaException as e:
     assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
 assert retention_of(topic + "-short").value == "120000"
 assert retention_of(topic + "-admin").value == retention
+# The legacy AlterConfigs replaces the topic's configs: retention by size per partition set,
+# retention by age back to the log's.
+replaced = admin.alter_configs([ConfigResource("topic", topic + "-short", set_config={"retention.bytes": "1048576"})])
+list(replaced.values())[0].result(timeout=10)
+described = admin.describe_configs([ConfigResource("topic", topic + "-short")])
+short_configs = list(described.values())[0].result(timeout=10)
+assert short_configs["retention.bytes"].value == "1048576", short_configs["retention.bytes"]
+assert short_configs["retention.ms"].value == retention, short_configs["retention.ms"]
+# No authorizer: ACL requests are refused, as Kafka refuses them without one.
+binding = AclBinding(
+    ResourceType.TOPIC,
+    topic,
+    ResourcePatternType.LITERAL,
+    "User:logistics",
+    "*",
+    AclOperation.READ,
+    AclPermissionType.ALLOW,
+)
+acl_filter = AclBindingFilter(
+    ResourceType.ANY,
+    None,
+    ResourcePatternType.ANY,
+    None,
+    None,
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)
+for future in [admin.create_acls([binding])[binding], admin.delete_acls([acl_filter])[acl_filter]]:
+    try:
+        future.result(timeout=10)
+        raise AssertionError("an ACL request succeeded without an authorizer")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.SECURITY_DISABLED, e
+# DescribeAcls' error is not passed on by librdkafka (it reads the code and drops it): no
+# bindings. kafka/tests/protocol.rs checks the code itself.
+assert admin.describe_acls(acl_filter).result(timeout=10) == []
 assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 4
 grown = admin.create_partitions([NewPartitions(topic + "-admin", 6)])
 list(grown.values())[0].result(timeout=10)
