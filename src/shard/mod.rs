@@ -243,9 +243,16 @@ impl ShardShared {
 
     /// Called once `segment`'s index file is durable: each partition's entries of that segment
     /// give way to its run in the file (`runs`, with each run's entries' byte position and its
-    /// chunk directory), so the memory they took is freed.
-    pub fn index_sealed(&self, segment: SegmentId, runs: Vec<(IndexRun, u64, Vec<Offset>)>) {
-        self.note_sealed(segment, runs.iter().map(|(r, _, _)| r));
+    /// chunk directory), so the memory they took is freed. With `rewrite`, the segment is then
+    /// queued for its rewrite. It counts as sealed ([`ShardShared::seals_pending`]) only after
+    /// both, so whoever waits for seals and then for rewrites misses neither.
+    pub fn index_sealed(
+        &self,
+        segment: SegmentId,
+        runs: Vec<(IndexRun, u64, Vec<Offset>)>,
+        rewrite: bool,
+    ) {
+        let newest = self.newest_aged(runs.iter().map(|(r, _, _)| (r.topic_id, r.max_timestamp)));
         let mut batch = self.distributing.lock().expect("distribute lock");
         // Newer segments' entries stay for readers to distribute when they need them: with
         // nobody reading, pushing them into 10,000 partitions here took a third of the page
@@ -289,6 +296,11 @@ impl ShardShared {
             }
         }
         batch.clear();
+        drop((table, batch));
+        if rewrite {
+            self.rewrites.push(segment);
+        }
+        self.note_sealed_at(segment, newest);
     }
 
     /// The layout counter as a reader starts (see [`ShardShared::layout`]).

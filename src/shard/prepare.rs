@@ -137,10 +137,8 @@ impl Seal {
             .zip(starts)
             .map(|(r, s)| (*r, directory.entries_pos(r), s))
             .collect();
-        shard.index_sealed(self.segment, runs);
-        if crate::shard::rewrite::worth_rewriting(&directory) {
-            shard.rewrites.push(self.segment);
-        }
+        let rewrite = crate::shard::rewrite::worth_rewriting(&directory);
+        shard.index_sealed(self.segment, runs, rewrite);
         Ok(())
     }
 }
