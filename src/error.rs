@@ -144,6 +144,20 @@ pub enum Error {
         log: Option<std::time::Duration>,
     },
 
+    /// A topic's own largest record batch that is zero or above the log's `record_bytes_max`.
+    #[error(
+        "topic {topic:?}: a largest record batch of {asked} bytes is {}",
+        if *asked == 0 { "not a limit".to_owned() } else { format!("above the log's record_bytes_max ({log})") }
+    )]
+    TopicMessageBytesAboveLog {
+        /// The topic.
+        topic: String,
+        /// The limit asked for.
+        asked: usize,
+        /// The log's `record_bytes_max`.
+        log: usize,
+    },
+
     /// No topic has that name.
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),

@@ -398,6 +398,17 @@ impl Log {
         self.groups.record_topics()
     }
 
+    /// Sets topic `name`'s own largest record or batch (see
+    /// [`TopicConfig::max_message_bytes`]), or with `None` leaves it to the log's
+    /// `record_bytes_max`. Producers apply it from their next send.
+    pub fn set_topic_max_message_bytes(&self, name: &str, bytes: Option<usize>) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
+        }
+        self.store.set_topic_message_bytes_max(name, bytes)?;
+        self.groups.record_topics()
+    }
+
     /// Gives topic `name` `partitions` partitions in all, more than it has. Records already
     /// stored stay in their partitions (a key's records may land in another partition from
     /// now on, as in Kafka); producers see the new partitions at their next send, and the

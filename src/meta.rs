@@ -39,6 +39,10 @@ pub struct TopicMeta {
     /// readable while it holds that much without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_bytes: Option<u64>,
+    /// The topic's own largest record batch in bytes (Kafka's `max.message.bytes` set on the
+    /// topic), at most the log's `record_bytes_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_bytes_max: Option<u64>,
 }
 
 /// The whole metadata file.
@@ -371,6 +375,7 @@ mod tests {
             first_shard,
             retention_ms: None,
             retention_bytes: None,
+            message_bytes_max: None,
         }
     }
 

@@ -104,6 +104,8 @@ struct CachedTopic {
     routes: Vec<Route>,
     sticky_partition: u32,
     sticky_bytes: usize,
+    /// The largest record or batch the topic takes.
+    bytes_max: usize,
 }
 
 /// Where a partition's records go: its shard, and its slot in that shard's partition table.
@@ -177,7 +179,8 @@ impl Producer {
     /// `topic`, stored byte for byte in a frame of its own: the writer sets only its base
     /// offset and partition leader epoch, which its checksum does not cover. The batch is
     /// checked first (length, magic, CRC-32C, every record) and may be at most
-    /// `record_bytes_max` bytes ([`Error::RecordTooLarge`]); a malformed one is
+    /// `record_bytes_max` bytes, or the topic's own limit ([`crate::TopicConfig::max_message_bytes`])
+    /// ([`Error::RecordTooLarge`]); a malformed one is
     /// [`Error::InvalidBatch`], a transactional one [`Error::UnsupportedBatch`]. Compressed
     /// batches (gzip, snappy, lz4, zstd) are stored compressed; the library's readers
     /// decompress them.
@@ -224,14 +227,14 @@ impl Producer {
         checked: &CheckedBatch<'_>,
         wait: Option<Duration>,
     ) -> Result<Ack> {
-        let (batch, max) = (checked.bytes, self.log.config.record_bytes_max);
+        self.topic(topic)?;
+        let (batch, max) = (checked.bytes, self.topics[topic].bytes_max);
         if batch.len() > max {
             return Err(Error::RecordTooLarge {
                 bytes: batch.len(),
                 max,
             });
         }
-        self.topic(topic)?;
         let routes = &self.topics[topic].routes;
         let Some(&Route { shard, slot }) = routes.get(partition as usize) else {
             return Err(Error::UnknownPartition {
@@ -339,6 +342,8 @@ impl Producer {
                         .collect(),
                     sticky_partition: self.sticky_seed % count,
                     sticky_bytes: 0,
+                    bytes_max: (state.message_bytes_max)
+                        .unwrap_or(self.log.config.record_bytes_max),
                 },
             );
         }
@@ -354,7 +359,7 @@ impl Producer {
         wait: Option<Duration>,
         now: i64,
     ) -> Result<Ack> {
-        let mut record_bytes_max = self.log.config.record_bytes_max;
+        let mut record_bytes_max = cached.bytes_max;
         if self.internal {
             // A commit is written whatever limit the application's records have.
             record_bytes_max = record_bytes_max.max(crate::config::INTERNAL_RECORD_BYTES_MAX);

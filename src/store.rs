@@ -29,6 +29,7 @@ pub struct TopicConfig {
     partitions: u32,
     retention_age: Option<Duration>,
     retention_bytes: Option<u64>,
+    message_bytes_max: Option<usize>,
 }
 
 impl TopicConfig {
@@ -38,6 +39,7 @@ impl TopicConfig {
             partitions,
             retention_age: None,
             retention_bytes: None,
+            message_bytes_max: None,
         }
     }
 
@@ -68,6 +70,20 @@ impl TopicConfig {
         self.retention_bytes
     }
 
+    /// Accepts records (and a Kafka client's batches, [`crate::Producer::append_batch`]) of at
+    /// most `bytes` bytes in this topic (Kafka's `max.message.bytes` on a topic), at most the
+    /// log's [`crate::Config::record_bytes_max`]; a larger one is
+    /// [`crate::Error::RecordTooLarge`].
+    pub fn max_message_bytes(mut self, bytes: usize) -> TopicConfig {
+        self.message_bytes_max = Some(bytes);
+        self
+    }
+
+    /// Its own largest record or batch, if it has one.
+    pub fn message_bytes(&self) -> Option<usize> {
+        self.message_bytes_max
+    }
+
     /// Its partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -93,11 +109,26 @@ pub struct TopicInfo {
     pub retention_age: Option<Duration>,
     /// Its own retention by size per partition, if it has one.
     pub retention_bytes: Option<u64>,
+    /// Its own largest batch (or record), if it has one (else the log's `record_bytes_max`).
+    pub message_bytes_max: Option<usize>,
 }
 
 pub(crate) struct TopicState {
     pub id: u32,
     pub partitions: Vec<Arc<Partition>>,
+    /// Its own largest batch or record, if it has one (else the log's `record_bytes_max`).
+    pub message_bytes_max: Option<usize>,
+}
+
+impl TopicState {
+    /// Topic `t`'s state, with `partitions`.
+    fn of(t: &TopicMeta, partitions: Vec<Arc<Partition>>) -> TopicState {
+        TopicState {
+            id: t.id,
+            partitions,
+            message_bytes_max: t.message_bytes_max.map(|b| b as usize),
+        }
+    }
 }
 
 /// What a scan of a shard's log reads next (see [`Store::next_stretch`]).
@@ -215,6 +246,7 @@ impl Store {
     pub fn create_topic_with(&self, name: &str, config: TopicConfig) -> Result<()> {
         let partitions = config.partitions();
         let retention_ms = self.topic_retention_ms(name, config.retention())?;
+        let message_bytes_max = self.topic_message_bytes_max(name, config.message_bytes())?;
         if partitions == 0 || partitions > crate::config::PARTITIONS_MAX {
             return Err(Error::InvalidPartitionCount {
                 asked: partitions,
@@ -234,6 +266,7 @@ impl Store {
             first_shard: meta.next_topic_id % shards as u32,
             retention_ms,
             retention_bytes: config.retention_size(),
+            message_bytes_max,
         };
         let mut next = meta.clone();
         next.next_topic_id += 1;
@@ -289,13 +322,7 @@ impl Store {
         for p in partitions.len() as u32..total {
             partitions.push(new_partition(&t, p, &self.shards));
         }
-        topics.insert(
-            name.to_owned(),
-            Arc::new(TopicState {
-                id: t.id,
-                partitions,
-            }),
-        );
+        topics.insert(name.to_owned(), Arc::new(TopicState::of(&t, partitions)));
         self.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(t.id)
     }
@@ -303,42 +330,62 @@ impl Store {
     /// Sets (or with `None` clears) topic `name`'s own retention by age.
     pub fn set_topic_retention(&self, name: &str, age: Option<Duration>) -> Result<()> {
         let retention_ms = self.topic_retention_ms(name, age)?;
-        let mut meta = self.meta.lock().expect("meta lock");
-        if meta.topic(name).is_none() {
-            return Err(Error::UnknownTopic(name.to_owned()));
-        }
-        let mut next = meta.clone();
-        for t in next.topics.iter_mut().filter(|t| t.name == name) {
-            t.retention_ms = retention_ms;
-        }
-        next.store(&self.config.dir)?;
-        *meta = next;
-        if let Ok(t) = self.topic(name) {
-            for p in &t.partitions {
-                p.set_retention_ms(retention_ms);
-            }
-        }
-        Ok(())
+        self.set_topic_config(name, |t| t.retention_ms = retention_ms)
     }
 
     /// Sets (or with `None` clears) topic `name`'s own retention by size per partition.
     pub fn set_topic_retention_bytes(&self, name: &str, bytes: Option<u64>) -> Result<()> {
+        self.set_topic_config(name, |t| t.retention_bytes = bytes)
+    }
+
+    /// Sets (or with `None` clears) topic `name`'s own largest batch.
+    pub fn set_topic_message_bytes_max(&self, name: &str, bytes: Option<usize>) -> Result<()> {
+        let bytes = self.topic_message_bytes_max(name, bytes)?;
+        self.set_topic_config(name, |t| t.message_bytes_max = bytes)
+    }
+
+    /// Changes topic `name`'s configs in the metadata as `change` does, then gives its
+    /// partitions and producers the new ones.
+    fn set_topic_config(&self, name: &str, change: impl FnOnce(&mut TopicMeta)) -> Result<()> {
         let mut meta = self.meta.lock().expect("meta lock");
-        if meta.topic(name).is_none() {
+        let Some(mut t) = meta.topic(name).cloned() else {
             return Err(Error::UnknownTopic(name.to_owned()));
-        }
+        };
+        change(&mut t);
         let mut next = meta.clone();
-        for t in next.topics.iter_mut().filter(|t| t.name == name) {
-            t.retention_bytes = bytes;
+        for topic in next.topics.iter_mut().filter(|x| x.name == name) {
+            *topic = t.clone();
         }
         next.store(&self.config.dir)?;
         *meta = next;
-        if let Ok(t) = self.topic(name) {
-            for p in &t.partitions {
-                p.set_retention_bytes(bytes);
+        let mut topics = self.topics.write().expect("topics lock");
+        if let Some(state) = topics.get(name) {
+            for p in &state.partitions {
+                p.set_retention_ms(t.retention_ms);
+                p.set_retention_bytes(t.retention_bytes);
             }
+            let partitions = state.partitions.clone();
+            topics.insert(name.to_owned(), Arc::new(TopicState::of(&t, partitions)));
         }
+        // Producers cache topics: they see the change at their next send.
+        self.topics_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// A topic's own largest batch, refused when zero or above the log's `record_bytes_max`.
+    fn topic_message_bytes_max(&self, name: &str, bytes: Option<usize>) -> Result<Option<u64>> {
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let log = self.config.record_bytes_max;
+        if bytes == 0 || bytes > log {
+            return Err(Error::TopicMessageBytesAboveLog {
+                topic: name.to_owned(),
+                asked: bytes,
+                log,
+            });
+        }
+        Ok(Some(bytes as u64))
     }
 
     /// A topic's own retention in milliseconds, refused when it would keep records longer
@@ -410,6 +457,7 @@ impl Store {
                 id: t.id,
                 retention_age: t.retention_ms.map(Duration::from_millis),
                 retention_bytes: t.retention_bytes,
+                message_bytes_max: t.message_bytes_max.map(|b| b as usize),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -691,10 +739,7 @@ fn topic_state(t: &TopicMeta, shards: &[Arc<ShardShared>]) -> TopicState {
     let partitions = (0..t.partitions)
         .map(|p| new_partition(t, p, shards))
         .collect();
-    TopicState {
-        id: t.id,
-        partitions,
-    }
+    TopicState::of(t, partitions)
 }
 
 /// Partition `p` of topic `t`, made in its shard's table with the topic's own retention.

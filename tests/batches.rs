@@ -266,6 +266,98 @@ fn refused_batches_write_nothing() {
 }
 
 /// Runs `fut` to completion on this thread, parking between polls.
+/// A topic's own largest record or batch (`TopicConfig::max_message_bytes`, Kafka's
+/// `max.message.bytes` on a topic): larger records and client batches are refused with
+/// nothing written, other topics keep the log's limit; it changes at runtime for a producer
+/// that already sent to the topic, survives a reopen, and may not exceed the log's.
+#[test]
+fn a_topics_own_message_limit_refuses_larger_records_and_batches() {
+    let dir = test_dir("topic-message-limit");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config()).unwrap();
+    let log_max = 16 << 10;
+    for asked in [0, log_max + 1] {
+        let err = log
+            .create_topic("bad", TopicConfig::new(1).max_message_bytes(asked))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TopicMessageBytesAboveLog { asked: a, log, .. } if a == asked && log == log_max),
+            "{err}"
+        );
+    }
+    log.create_topic("small", TopicConfig::new(1).max_message_bytes(1024))
+        .unwrap();
+    log.create_topic("other", TopicConfig::new(1)).unwrap();
+    let mut producer = log.producer();
+    let value = vec![7u8; 2000];
+    let too_large = |e: Error, limit: usize| {
+        assert!(
+            matches!(e, Error::RecordTooLarge { max, .. } if max == limit),
+            "{e}"
+        );
+    };
+    too_large(
+        producer.send("small", Record::new(&value)).unwrap_err(),
+        1024,
+    );
+    let batch = client_batch(0, 200, Compression::None);
+    assert!(batch.len() > 1024, "{}", batch.len());
+    too_large(producer.append_batch("small", 0, &batch).unwrap_err(), 1024);
+    producer
+        .send("small", Record::new(&value[..500]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    producer
+        .send("other", Record::new(&value))
+        .unwrap()
+        .wait()
+        .unwrap();
+    producer
+        .append_batch("other", 0, &batch)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(log.offsets("small", 0).unwrap().1, Offset(1));
+    assert_eq!(log.list_topics()[1].message_bytes_max, Some(1024));
+    // Raised at runtime (the producer has the topic cached): accepted.
+    log.set_topic_max_message_bytes("small", None).unwrap();
+    producer
+        .send("small", Record::new(&value))
+        .unwrap()
+        .wait()
+        .unwrap();
+    producer
+        .append_batch("small", 0, &batch)
+        .unwrap()
+        .wait()
+        .unwrap();
+    log.set_topic_max_message_bytes("small", Some(256)).unwrap();
+    too_large(
+        producer
+            .send("small", Record::new(&value[..500]))
+            .unwrap_err(),
+        256,
+    );
+    assert!(matches!(
+        log.set_topic_max_message_bytes("small", Some(log_max + 1)),
+        Err(Error::TopicMessageBytesAboveLog { .. })
+    ));
+    drop(producer);
+    drop(log);
+
+    let log = Log::open(config()).unwrap();
+    assert_eq!(log.list_topics()[1].message_bytes_max, Some(256));
+    let mut producer = log.producer();
+    too_large(
+        producer
+            .send("small", Record::new(&value[..500]))
+            .unwrap_err(),
+        256,
+    );
+    assert_eq!(log.offsets("small", 0).unwrap().1, Offset(202));
+}
+
 fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {

@@ -564,6 +564,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     let (log, server) = serve_log(dir.path(), |c| c.retention_age(hour));
     let retention_ms = "3600000";
     let segment_bytes = log.config().segment_size().to_string();
+    let too_large = (log.config().record_bytes_limit() + 1).to_string();
     let mut client = Client::connect(server.local_addr());
     let topic = |n: &str, configs: &[(&str, Option<&str>)]| {
         let mut t = CreatableTopic::default();
@@ -603,6 +604,8 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         topic("not-a-number", &[("segment.bytes", Some("big"))]),
         topic("sized", &[("retention.bytes", Some("1048576"))]),
         topic("below-none", &[("retention.bytes", Some("-2"))]),
+        topic("small-batches", &[("max.message.bytes", Some("1000"))]),
+        topic("large-batches", &[("max.message.bytes", Some(&too_large))]),
     ];
     let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
     let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
@@ -610,7 +613,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     assert_eq!(
         codes,
         [
-            0, 0, invalid, invalid, invalid, invalid, invalid, invalid, 0, invalid
+            0, 0, invalid, invalid, invalid, invalid, invalid, invalid, 0, invalid, 0, invalid
         ]
     );
 
@@ -638,6 +641,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         "unknown",
         "not-a-number",
         "below-none",
+        "large-batches",
     ] {
         assert!(log.offsets(refused, 0).is_err(), "{refused} was created");
     }
@@ -653,6 +657,12 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     assert_eq!(own("shorter"), Some(std::time::Duration::from_secs(1)));
     let sized = log.list_topics().into_iter().find(|t| t.name == "sized");
     assert_eq!(sized.unwrap().retention_bytes, Some(1 << 20));
+    let small = log
+        .list_topics()
+        .into_iter()
+        .find(|t| t.name == "small-batches");
+    assert_eq!(small.unwrap().message_bytes_max, Some(1000));
+    assert!(why(11).contains("max.message.bytes"), "{}", why(11));
     // The created topics' configs come back with their values (v5 and later): retention.ms
     // and retention.bytes are the topic's own and may be altered; the others are the log's,
     // read-only.
@@ -675,6 +685,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         assert!(
             (configs.iter())
                 .filter(|c| !c.name.as_str().starts_with("retention."))
+                .filter(|c| c.name.as_str() != "max.message.bytes")
                 .all(|c| c.read_only)
         );
     }
@@ -829,6 +840,31 @@ fn a_topics_retention_is_altered_at_runtime() {
     let delete = [("retention.bytes", 1, None)];
     assert_eq!(alter(&mut client, "t", &delete, false), 0);
     assert_eq!(described(&mut client), ("-1".to_owned(), 5));
+    // The largest batch the topic takes: a larger one is refused with MESSAGE_TOO_LARGE.
+    let log_max = log.config().record_bytes_limit().to_string();
+    let limit = |client: &mut Client| describe_key(client, "max.message.bytes");
+    assert_eq!(limit(&mut client), (log_max.clone(), 5));
+    let batch = client_batch(50);
+    let produce = |client: &mut Client| {
+        let response: ProduceResponse = client.call(
+            ApiKey::Produce,
+            9,
+            &produce_request("t", 0, batch.clone(), -1),
+        );
+        response.responses[0].partition_responses[0].error_code
+    };
+    let small = (batch.len() - 1).to_string();
+    let set_limit = [("max.message.bytes", 0, Some(small.as_str()))];
+    assert_eq!(alter(&mut client, "t", &set_limit, false), 0);
+    assert_eq!(limit(&mut client), (small.clone(), 1));
+    assert_eq!(produce(&mut client), ResponseError::MessageTooLarge.code());
+    let above_log = (log.config().record_bytes_limit() + 1).to_string();
+    let refused = [("max.message.bytes", 0, Some(above_log.as_str()))];
+    assert_eq!(alter(&mut client, "t", &refused, false), invalid);
+    let delete = [("max.message.bytes", 1, None)];
+    assert_eq!(alter(&mut client, "t", &delete, false), 0);
+    assert_eq!(limit(&mut client), (log_max, 5));
+    assert_eq!(produce(&mut client), 0);
     stop(log, server);
 }
 

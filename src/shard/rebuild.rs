@@ -166,6 +166,7 @@ pub(crate) fn rebuild_meta(dir: &Path, shards: u32, commit_bytes_max: u64) -> Re
             first_shard,
             retention_ms: None,
             retention_bytes: None,
+            message_bytes_max: None,
         });
     }
     for t in &topics {

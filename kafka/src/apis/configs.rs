@@ -1,10 +1,10 @@
 //! DescribeConfigs: every config of a topic, of the broker or of a consumer group, with its
-//! value and where it comes from. floodgate's segment size and record size limit are the log's,
-//! the same for every topic: a topic's entries show the log's values, read-only. A topic's
-//! `retention.ms` is its own when set (at most the log's: segments are shared, and the log's
-//! retention deletes them), else the log's; so is its `retention.bytes` (per partition, as in
-//! Kafka; the log's is for the whole log). IncrementalAlterConfigs sets and deletes them at
-//! runtime. A group's configs are its pace (messages and bytes per second
+//! value and where it comes from. floodgate's segment size is the log's, the same for every
+//! topic: a topic's entries show the log's values, read-only. A topic's `retention.ms` is its
+//! own when set (at most the log's: segments are shared, and the log's retention deletes them),
+//! else the log's; so are its `retention.bytes` (per partition, as in Kafka; the log's is for
+//! the whole log) and its `max.message.bytes` (at most the log's). IncrementalAlterConfigs sets
+//! and deletes them at runtime; the legacy AlterConfigs replaces them all. A group's configs are its pace (messages and bytes per second
 //! that its members' fetches take together), which IncrementalAlterConfigs sets and deletes
 //! at runtime too.
 
@@ -91,13 +91,16 @@ impl Entry {
 pub(crate) const RETENTION_MS: &str = "retention.ms";
 /// A topic's own retention by size, per partition.
 pub(crate) const RETENTION_BYTES: &str = "retention.bytes";
+/// A topic's own largest record batch.
+pub(crate) const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
-/// The configs a topic has of its own: its retention by age and by size per partition, each
-/// `None` where the log's applies.
+/// The configs a topic has of its own: its retention by age and by size per partition, and
+/// its largest record batch, each `None` where the log's applies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TopicOwn {
     pub age: Option<Duration>,
     pub bytes: Option<u64>,
+    pub message_bytes: Option<usize>,
 }
 
 impl TopicOwn {
@@ -106,6 +109,7 @@ impl TopicOwn {
         TopicOwn {
             age: t.retention_age,
             bytes: t.retention_bytes,
+            message_bytes: t.message_bytes_max,
         }
     }
 
@@ -117,6 +121,9 @@ impl TopicOwn {
         }
         if let Some(bytes) = self.bytes {
             config = config.retention_bytes(bytes);
+        }
+        if let Some(bytes) = self.message_bytes {
+            config = config.max_message_bytes(bytes);
         }
         config
     }
@@ -137,6 +144,9 @@ impl TopicOwn {
                     .flatten()
             }
             RETENTION_BYTES => self.bytes = value.map(topic_retention_bytes).transpose()?.flatten(),
+            MAX_MESSAGE_BYTES => {
+                self.message_bytes = value.map(|v| topic_message_bytes(state, v)).transpose()?
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -198,6 +208,19 @@ fn topic_retention_bytes(value: &str) -> Result<Option<u64>, String> {
         _ => Err(format!(
             "{RETENTION_BYTES}={value:?}: a topic's retention by size is -1 (none) or its bytes \
              per partition, at least 0"
+        )),
+    }
+}
+
+/// A topic's own largest record batch as a client gives `max.message.bytes`: from 1 to the
+/// log's.
+fn topic_message_bytes(state: &ThreadState, value: &str) -> Result<usize, String> {
+    let log = state.shared.log.config().record_bytes_limit();
+    match value.trim().parse::<usize>() {
+        Ok(b) if (1..=log).contains(&b) => Ok(b),
+        _ => Err(format!(
+            "{MAX_MESSAGE_BYTES}={value:?}: a topic's largest record batch here is from 1 to the \
+             log's, {log}"
         )),
     }
 }
@@ -346,13 +369,20 @@ fn entries(state: &ThreadState, broker: bool, own: TopicOwn) -> Vec<Entry> {
                 false,
                 "The log's segment size, for every topic.",
             ),
-            entry(
-                "max.message.bytes",
-                record,
-                INT,
-                false,
-                "The largest record batch accepted.",
-            ),
+            Entry {
+                value: own.message_bytes.unwrap_or(record).to_string(),
+                set: own.message_bytes.is_some(),
+                dynamic: own.message_bytes.is_some(),
+                alterable: true,
+                ..entry(
+                    MAX_MESSAGE_BYTES,
+                    0,
+                    INT,
+                    false,
+                    "The largest record batch the topic accepts, at most the log's; the log's \
+                     unless set on the topic.",
+                )
+            },
             entry(
                 "message.timestamp.type",
                 "CreateTime",
@@ -699,8 +729,9 @@ fn alter_topic(
                 return Err((
                     ResponseError::InvalidConfig,
                     format!(
-                        "{config}: a topic's configs other than {RETENTION_MS} and \
-                         {RETENTION_BYTES} are the log's, set when it is opened"
+                        "{config}: a topic's configs other than {RETENTION_MS}, \
+                         {RETENTION_BYTES} and {MAX_MESSAGE_BYTES} are the log's, set when it \
+                         is opened"
                     ),
                 ));
             }
@@ -722,11 +753,13 @@ pub(crate) fn set_topic_own(
     let log = &state.shared.log;
     log.set_topic_retention(name, own.age)
         .and_then(|()| log.set_topic_retention_bytes(name, own.bytes))
+        .and_then(|()| log.set_topic_max_message_bytes(name, own.message_bytes))
         .map_err(|e| match e {
             floodgate::Error::UnknownTopic(_) => {
                 (ResponseError::UnknownTopicOrPartition, e.to_string())
             }
-            floodgate::Error::TopicRetentionAboveLog { .. } => {
+            floodgate::Error::TopicRetentionAboveLog { .. }
+            | floodgate::Error::TopicMessageBytesAboveLog { .. } => {
                 (ResponseError::InvalidConfig, e.to_string())
             }
             _ => (ResponseError::KafkaStorageError, e.to_string()),

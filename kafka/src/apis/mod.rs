@@ -348,6 +348,9 @@ pub(crate) fn error_code(e: &floodgate::Error) -> i16 {
         }
         E::Full | E::LogFull { .. } | E::Timeout(_) => ResponseError::RequestTimedOut,
         E::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        E::TopicRetentionAboveLog { .. } | E::TopicMessageBytesAboveLog { .. } => {
+            ResponseError::InvalidConfig
+        }
         E::ProducerFenced => ResponseError::InvalidProducerEpoch,
         _ => ResponseError::KafkaStorageError,
     };
