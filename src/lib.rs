@@ -74,6 +74,7 @@ pub use log::{Log, PublishMark, Published, ShardState};
 pub use meta::{GROUP_NAME_BYTES_MAX, validate_group_name};
 pub use offset::Offset;
 pub use producer::{Ack, Acked, Producer, Record};
+pub use segment::compression::Codec;
 pub use segment::records::StoredRecord;
 pub use shard::recovery::{DamagedCommits, RecoveryReport};
 pub use shard::stats::ShardStats;

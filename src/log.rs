@@ -409,6 +409,29 @@ impl Log {
         self.groups.record_topics()
     }
 
+    /// Sets the codec topic `name` stores Kafka clients' batches in (see
+    /// [`TopicConfig::compression`]), or with `None` stores them as sent. Producers apply it
+    /// from their next batch.
+    pub fn set_topic_compression(
+        &self,
+        name: &str,
+        codec: Option<crate::segment::compression::Codec>,
+    ) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(Error::ReservedTopicName(name.to_owned()));
+        }
+        self.store.set_topic_compression(name, codec)?;
+        self.groups.record_topics()
+    }
+
+    /// The codec topic `name` stores Kafka clients' batches in, if it has one of its own.
+    pub fn topic_compression(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::segment::compression::Codec>> {
+        Ok(self.store.topic(name)?.compression)
+    }
+
     /// Gives topic `name` `partitions` partitions in all, more than it has. Records already
     /// stored stay in their partitions (a key's records may land in another partition from
     /// now on, as in Kafka); producers see the new partitions at their next send, and the

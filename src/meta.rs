@@ -43,6 +43,10 @@ pub struct TopicMeta {
     /// topic), at most the log's `record_bytes_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_bytes_max: Option<u64>,
+    /// The codec the topic stores client batches in (Kafka's `compression.type` set on the
+    /// topic: `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`); absent, batches stay as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// The whole metadata file.
@@ -376,6 +380,7 @@ mod tests {
             retention_ms: None,
             retention_bytes: None,
             message_bytes_max: None,
+            compression: None,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::shard::framing::Refusal;
 use crate::shard::slots::REFUSED;
 use std::collections::HashMap;
 
+use crate::segment::compression::{Codec, recompress_batch};
 use crate::segment::format::encode_record_tail;
 use crate::segment::{BatchView, Offset};
 use crate::shard::{AckRing, Pending, Waiter};
@@ -106,6 +107,8 @@ struct CachedTopic {
     sticky_bytes: usize,
     /// The largest record or batch the topic takes.
     bytes_max: usize,
+    /// The codec it stores client batches in, if it has one.
+    compression: Option<Codec>,
 }
 
 /// Where a partition's records go: its shard, and its slot in that shard's partition table.
@@ -228,7 +231,17 @@ impl Producer {
         wait: Option<Duration>,
     ) -> Result<Ack> {
         self.topic(topic)?;
-        let (batch, max) = (checked.bytes, self.topics[topic].bytes_max);
+        let cached = &self.topics[topic];
+        let recompressed = match cached.compression {
+            Some(codec) if codec != checked.view.codec => {
+                Some(recompress_batch(checked.bytes, codec).map_err(|e| Error::InvalidBatch(e.0))?)
+            }
+            _ => None,
+        };
+        let (batch, max) = (
+            recompressed.as_deref().unwrap_or(checked.bytes),
+            cached.bytes_max,
+        );
         if batch.len() > max {
             return Err(Error::RecordTooLarge {
                 bytes: batch.len(),
@@ -344,6 +357,7 @@ impl Producer {
                     sticky_bytes: 0,
                     bytes_max: (state.message_bytes_max)
                         .unwrap_or(self.log.config.record_bytes_max),
+                    compression: state.compression,
                 },
             );
         }

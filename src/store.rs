@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::index::Partition;
 use crate::meta::OFFSETS_TOPIC;
 use crate::meta::{Meta, TopicMeta};
+use crate::segment::compression::Codec;
 use crate::segment::format::BLOCK_BYTES;
 use crate::segment::records::StoredRecord;
 use crate::segment::{BatchEntry, LogPos, Offset, TopicPartition};
@@ -30,6 +31,7 @@ pub struct TopicConfig {
     retention_age: Option<Duration>,
     retention_bytes: Option<u64>,
     message_bytes_max: Option<usize>,
+    compression: Option<Codec>,
 }
 
 impl TopicConfig {
@@ -40,6 +42,7 @@ impl TopicConfig {
             retention_age: None,
             retention_bytes: None,
             message_bytes_max: None,
+            compression: None,
         }
     }
 
@@ -84,6 +87,23 @@ impl TopicConfig {
         self.message_bytes_max
     }
 
+    /// Stores the batches Kafka clients send ([`crate::Producer::append_batch`]) compressed
+    /// with `codec` (Kafka's `compression.type` on a topic; [`Codec::None`] is its
+    /// `uncompressed`): a batch in another codec has its records compressed again, its CRC
+    /// recomputed and every other field kept, as Kafka's broker does. That costs the
+    /// appending thread the codec's time (see docs/TUNING.md). Records sent one by one
+    /// ([`crate::Producer::send`]) are framed by the shard writer, uncompressed, whatever the
+    /// topic's codec.
+    pub fn compression(mut self, codec: Codec) -> TopicConfig {
+        self.compression = Some(codec);
+        self
+    }
+
+    /// The codec it stores client batches in, if it has one.
+    pub fn codec(&self) -> Option<Codec> {
+        self.compression
+    }
+
     /// Its partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -111,6 +131,8 @@ pub struct TopicInfo {
     pub retention_bytes: Option<u64>,
     /// Its own largest batch (or record), if it has one (else the log's `record_bytes_max`).
     pub message_bytes_max: Option<usize>,
+    /// The codec it stores client batches in, if it has one (else as sent).
+    pub compression: Option<Codec>,
 }
 
 pub(crate) struct TopicState {
@@ -118,6 +140,8 @@ pub(crate) struct TopicState {
     pub partitions: Vec<Arc<Partition>>,
     /// Its own largest batch or record, if it has one (else the log's `record_bytes_max`).
     pub message_bytes_max: Option<usize>,
+    /// The codec its client batches are stored in, if it has one (else as sent).
+    pub compression: Option<Codec>,
 }
 
 impl TopicState {
@@ -127,8 +151,22 @@ impl TopicState {
             id: t.id,
             partitions,
             message_bytes_max: t.message_bytes_max.map(|b| b as usize),
+            compression: codec_of(t),
         }
     }
+}
+
+/// `codec` as the metadata names it (Kafka's topic config values).
+fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::None => "uncompressed",
+        c => c.name(),
+    }
+}
+
+/// The codec topic `t` stores client batches in, if it has one.
+fn codec_of(t: &TopicMeta) -> Option<Codec> {
+    t.compression.as_deref().and_then(Codec::from_name)
 }
 
 /// What a scan of a shard's log reads next (see [`Store::next_stretch`]).
@@ -267,6 +305,7 @@ impl Store {
             retention_ms,
             retention_bytes: config.retention_size(),
             message_bytes_max,
+            compression: config.codec().map(|c| codec_name(c).to_owned()),
         };
         let mut next = meta.clone();
         next.next_topic_id += 1;
@@ -342,6 +381,13 @@ impl Store {
     pub fn set_topic_message_bytes_max(&self, name: &str, bytes: Option<usize>) -> Result<()> {
         let bytes = self.topic_message_bytes_max(name, bytes)?;
         self.set_topic_config(name, |t| t.message_bytes_max = bytes)
+    }
+
+    /// Sets (or with `None` clears) the codec topic `name` stores client batches in.
+    pub fn set_topic_compression(&self, name: &str, codec: Option<Codec>) -> Result<()> {
+        self.set_topic_config(name, |t| {
+            t.compression = codec.map(|c| codec_name(c).to_owned())
+        })
     }
 
     /// Changes topic `name`'s configs in the metadata as `change` does, then gives its
@@ -458,6 +504,7 @@ impl Store {
                 retention_age: t.retention_ms.map(Duration::from_millis),
                 retention_bytes: t.retention_bytes,
                 message_bytes_max: t.message_bytes_max.map(|b| b as usize),
+                compression: codec_of(t),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

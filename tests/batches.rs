@@ -10,7 +10,7 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::{BACKENDS, small_config, test_dir};
-use floodgate::{Error, Log, Offset, Record, TopicConfig};
+use floodgate::{Codec, Error, Log, Offset, Record, TopicConfig};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -356,6 +356,98 @@ fn a_topics_own_message_limit_refuses_larger_records_and_batches() {
         256,
     );
     assert_eq!(log.offsets("small", 0).unwrap().1, Offset(202));
+}
+
+/// A topic with a codec of its own (`TopicConfig::compression`, Kafka's `compression.type` on a
+/// topic) stores client batches in that codec: a batch in another is compressed again (same
+/// offsets, timestamps, producer fields and records, a new CRC), one in the topic's codec is
+/// stored as sent; it changes at runtime and survives a reopen; records sent one by one are
+/// unaffected.
+#[test]
+fn a_topics_codec_recompresses_client_batches() {
+    let dir = test_dir("topic-codec");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config()).unwrap();
+    log.create_topic("z", TopicConfig::new(1).compression(Codec::Zstd))
+        .unwrap();
+    let mut producer = log.producer();
+    let sent = [
+        client_batch(0, 40, Compression::None),
+        client_batch(40, 40, Compression::Gzip),
+        client_batch(80, 40, Compression::Zstd),
+    ];
+    for batch in &sent {
+        producer
+            .append_batch("z", 0, batch)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    producer
+        .send("z", Record::new(b"one by one"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let codec_of = |b: &[u8]| b[22] & 0x07;
+    let stored = |log: &Log| -> Vec<Bytes> {
+        log.read_batches("z", 0, Offset(0), 1 << 20, false)
+            .unwrap()
+            .0
+    };
+    let check = |log: &Log| {
+        // The first four: the three client batches and the record sent alone.
+        let batches = stored(log);
+        assert!(batches.len() >= 4);
+        for (i, (got, sent)) in batches.iter().zip(&sent).enumerate() {
+            assert_eq!(codec_of(got), 4, "batch {i} is stored in zstd");
+            // Every field but the codec, length and CRC is as sent (offsets from 0 here).
+            assert_eq!(got[23..61], sent[23..61], "batch {i}");
+            let view = floodgate::segment::BatchView::decode(got).unwrap();
+            view.check_records().unwrap();
+        }
+        assert_eq!(
+            batches[2],
+            as_stored(&sent[2], 80),
+            "a batch in the topic's codec is stored as sent"
+        );
+        let values: Vec<Vec<u8>> = (log.read("z", 0, Offset(0), 1 << 20).unwrap().iter())
+            .take(121)
+            .map(|r| r.value.clone().unwrap().to_vec())
+            .collect();
+        let mut expected: Vec<Vec<u8>> = (0..120).map(|i| format!("v{i}").into_bytes()).collect();
+        expected.push(b"one by one".to_vec());
+        assert_eq!(values, expected);
+    };
+    check(&log);
+    assert_eq!(log.list_topics()[0].compression, Some(Codec::Zstd));
+    // As sent from now on.
+    log.set_topic_compression("z", None).unwrap();
+    producer
+        .append_batch("z", 0, &client_batch(121, 5, Compression::Lz4))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(codec_of(&stored(&log)[4]), 3);
+    log.set_topic_compression("z", Some(Codec::None)).unwrap();
+    producer
+        .append_batch("z", 0, &client_batch(126, 5, Compression::Snappy))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(codec_of(&stored(&log)[5]), 0, "uncompressed");
+    log.set_topic_compression("z", Some(Codec::Zstd)).unwrap();
+    drop(producer);
+    drop(log);
+    let log = Log::open(config()).unwrap();
+    assert_eq!(log.list_topics()[0].compression, Some(Codec::Zstd));
+    check(&log);
+    let mut producer = log.producer();
+    producer
+        .append_batch("z", 0, &client_batch(131, 5, Compression::Gzip))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(codec_of(&stored(&log)[6]), 4);
 }
 
 fn block_on<F: std::future::Future>(fut: F) -> F::Output {

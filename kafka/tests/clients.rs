@@ -159,6 +159,32 @@ fn kcat_produces_and_consumes_through_the_server_and_across_a_restart() {
                 "{codec} compressed"
             );
         }
+        // Sent uncompressed to a topic with a codec of its own: stored in that codec, and
+        // librdkafka decompresses what floodgate compressed.
+        for (codec, bits) in [
+            (floodgate::Codec::Gzip, 1),
+            (floodgate::Codec::Snappy, 2),
+            (floodgate::Codec::Lz4, 3),
+            (floodgate::Codec::Zstd, 4),
+        ] {
+            let topic = format!("r-{}", codec.name());
+            let config = floodgate::TopicConfig::new(1).compression(codec);
+            log.create_topic(&topic, config).unwrap();
+            kcat(
+                addr,
+                &["-P", "-t", &topic, "-z", "none", "-X", "linger.ms=100"],
+                &lines,
+            );
+            let args = ["-C", "-t", &topic, "-e", "-q"];
+            assert_eq!(kcat(addr, &args, ""), lines, "{codec:?}");
+            let (batches, _) = log
+                .read_batches(&topic, 0, floodgate::Offset(0), 64 << 20, false)
+                .unwrap();
+            assert!(
+                batches.iter().all(|b| b[22] & 0x07 == bits),
+                "{codec:?}: every batch recompressed"
+            );
+        }
         stop(log, server);
     }
     // After a restart on the same directory: all of it, and more appended after it.

@@ -606,6 +606,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         topic("below-none", &[("retention.bytes", Some("-2"))]),
         topic("small-batches", &[("max.message.bytes", Some("1000"))]),
         topic("large-batches", &[("max.message.bytes", Some(&too_large))]),
+        topic("brotli", &[("compression.type", Some("brotli"))]),
     ];
     let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
     let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
@@ -613,7 +614,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
     assert_eq!(
         codes,
         [
-            0, 0, invalid, invalid, invalid, invalid, invalid, invalid, 0, invalid, 0, invalid
+            0, 0, invalid, invalid, invalid, 0, invalid, invalid, 0, invalid, 0, invalid, invalid
         ]
     );
 
@@ -637,7 +638,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         "longer",
         "forever",
         "compacted",
-        "recompressed",
+        "brotli",
         "unknown",
         "not-a-number",
         "below-none",
@@ -663,6 +664,15 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         .find(|t| t.name == "small-batches");
     assert_eq!(small.unwrap().message_bytes_max, Some(1000));
     assert!(why(11).contains("max.message.bytes"), "{}", why(11));
+    assert!(why(12).contains("compression.type"), "{}", why(12));
+    let recompressed = log
+        .list_topics()
+        .into_iter()
+        .find(|t| t.name == "recompressed");
+    assert_eq!(
+        recompressed.unwrap().compression,
+        Some(floodgate::Codec::Lz4)
+    );
     // The created topics' configs come back with their values (v5 and later): retention.ms
     // and retention.bytes are the topic's own and may be altered; the others are the log's,
     // read-only.
@@ -685,7 +695,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         assert!(
             (configs.iter())
                 .filter(|c| !c.name.as_str().starts_with("retention."))
-                .filter(|c| c.name.as_str() != "max.message.bytes")
+                .filter(|c| !["max.message.bytes", "compression.type"].contains(&c.name.as_str()))
                 .all(|c| c.read_only)
         );
     }
@@ -865,6 +875,39 @@ fn a_topics_retention_is_altered_at_runtime() {
     assert_eq!(alter(&mut client, "t", &delete, false), 0);
     assert_eq!(limit(&mut client), (log_max, 5));
     assert_eq!(produce(&mut client), 0);
+    // A codec of the topic's own: a batch sent uncompressed is stored and fetched in gzip,
+    // with the same records.
+    let codec = |client: &mut Client| describe_key(client, "compression.type");
+    assert_eq!(codec(&mut client), ("producer".to_owned(), 5));
+    let gzip = [("compression.type", 0, Some("gzip"))];
+    assert_eq!(alter(&mut client, "t", &gzip, false), 0);
+    assert_eq!(codec(&mut client), ("gzip".to_owned(), 1));
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("t", 1, batch.clone(), -1),
+    );
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let mut from_1 = fetch_request("t", 0, 0);
+    from_1.topics[0].partitions[0].partition = 1;
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &from_1);
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.partition_index, 1);
+    let fetched = p.records.clone().unwrap();
+    assert_eq!(fetched[22] & 0x07, 1, "stored in gzip");
+    let values: Vec<_> = (log.read("t", 1, floodgate::Offset(0), 1 << 20).unwrap())
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    let sent: Vec<_> = (0..50).map(|i| format!("value-{i}").into_bytes()).collect();
+    assert_eq!(values, sent);
+    for refused in ["none", "brotli"] {
+        let change = [("compression.type", 0, Some(refused))];
+        assert_eq!(alter(&mut client, "t", &change, false), invalid);
+    }
+    let delete = [("compression.type", 1, None)];
+    assert_eq!(alter(&mut client, "t", &delete, false), 0);
+    assert_eq!(log.list_topics()[0].compression, None);
     stop(log, server);
 }
 

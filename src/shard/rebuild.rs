@@ -167,6 +167,7 @@ pub(crate) fn rebuild_meta(dir: &Path, shards: u32, commit_bytes_max: u64) -> Re
             retention_ms: None,
             retention_bytes: None,
             message_bytes_max: None,
+            compression: None,
         });
     }
     for t in &topics {

@@ -8,7 +8,7 @@
 //! that its members' fetches take together), which IncrementalAlterConfigs sets and deletes
 //! at runtime too.
 
-use floodgate::RateLimit;
+use floodgate::{Codec, RateLimit};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
@@ -93,14 +93,18 @@ pub(crate) const RETENTION_MS: &str = "retention.ms";
 pub(crate) const RETENTION_BYTES: &str = "retention.bytes";
 /// A topic's own largest record batch.
 pub(crate) const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+/// The codec a topic stores client batches in.
+pub(crate) const COMPRESSION_TYPE: &str = "compression.type";
 
-/// The configs a topic has of its own: its retention by age and by size per partition, and
-/// its largest record batch, each `None` where the log's applies.
+/// The configs a topic has of its own: its retention by age and by size per partition, its
+/// largest record batch and the codec it stores batches in, each `None` where the log's
+/// applies (for the codec: batches stay as the producer compressed them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TopicOwn {
     pub age: Option<Duration>,
     pub bytes: Option<u64>,
     pub message_bytes: Option<usize>,
+    pub codec: Option<Codec>,
 }
 
 impl TopicOwn {
@@ -110,6 +114,7 @@ impl TopicOwn {
             age: t.retention_age,
             bytes: t.retention_bytes,
             message_bytes: t.message_bytes_max,
+            codec: t.compression,
         }
     }
 
@@ -124,6 +129,9 @@ impl TopicOwn {
         }
         if let Some(bytes) = self.message_bytes {
             config = config.max_message_bytes(bytes);
+        }
+        if let Some(codec) = self.codec {
+            config = config.compression(codec);
         }
         config
     }
@@ -147,6 +155,7 @@ impl TopicOwn {
             MAX_MESSAGE_BYTES => {
                 self.message_bytes = value.map(|v| topic_message_bytes(state, v)).transpose()?
             }
+            COMPRESSION_TYPE => self.codec = value.map(topic_codec).transpose()?.flatten(),
             _ => return Ok(false),
         }
         Ok(true)
@@ -222,6 +231,32 @@ fn topic_message_bytes(state: &ThreadState, value: &str) -> Result<usize, String
             "{MAX_MESSAGE_BYTES}={value:?}: a topic's largest record batch here is from 1 to the \
              log's, {log}"
         )),
+    }
+}
+
+/// A topic's codec as a client gives `compression.type`: `producer` (batches as sent) or one
+/// Kafka's brokers store in.
+fn topic_codec(value: &str) -> Result<Option<Codec>, String> {
+    match value.trim() {
+        "producer" => Ok(None),
+        "none" => Err(format!(
+            "{COMPRESSION_TYPE}=\"none\": a topic's value for it is \"uncompressed\""
+        )),
+        v => Codec::from_name(v).map(Some).ok_or_else(|| {
+            format!(
+                "{COMPRESSION_TYPE}={value:?}: a topic's codec is producer, uncompressed, gzip, \
+                 snappy, lz4 or zstd"
+            )
+        }),
+    }
+}
+
+/// The name `compression.type` gives `codec`.
+fn codec_value(codec: Option<Codec>) -> &'static str {
+    match codec {
+        None => "producer",
+        Some(Codec::None) => "uncompressed",
+        Some(c) => c.name(),
     }
 }
 
@@ -390,13 +425,20 @@ fn entries(state: &ThreadState, broker: bool, own: TopicOwn) -> Vec<Entry> {
                 false,
                 "Records keep the producer's timestamps.",
             ),
-            entry(
-                "compression.type",
-                "producer",
-                STRING,
-                false,
-                "Batches are stored as the producer compressed them.",
-            ),
+            Entry {
+                value: codec_value(own.codec).to_owned(),
+                set: own.codec.is_some(),
+                dynamic: own.codec.is_some(),
+                alterable: true,
+                ..entry(
+                    COMPRESSION_TYPE,
+                    0,
+                    STRING,
+                    false,
+                    "The codec client batches are stored in, compressed again if sent in \
+                     another (producer: as the producer compressed them).",
+                )
+            },
             entry(
                 "min.insync.replicas",
                 1,
@@ -730,8 +772,8 @@ fn alter_topic(
                     ResponseError::InvalidConfig,
                     format!(
                         "{config}: a topic's configs other than {RETENTION_MS}, \
-                         {RETENTION_BYTES} and {MAX_MESSAGE_BYTES} are the log's, set when it \
-                         is opened"
+                         {RETENTION_BYTES}, {MAX_MESSAGE_BYTES} and {COMPRESSION_TYPE} are the \
+                         log's, set when it is opened"
                     ),
                 ));
             }
@@ -754,6 +796,7 @@ pub(crate) fn set_topic_own(
     log.set_topic_retention(name, own.age)
         .and_then(|()| log.set_topic_retention_bytes(name, own.bytes))
         .and_then(|()| log.set_topic_max_message_bytes(name, own.message_bytes))
+        .and_then(|()| log.set_topic_compression(name, own.codec))
         .map_err(|e| match e {
             floodgate::Error::UnknownTopic(_) => {
                 (ResponseError::UnknownTopicOrPartition, e.to_string())
