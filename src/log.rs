@@ -381,32 +381,20 @@ impl Log {
     /// Sets topic `name`'s own retention by age (see [`TopicConfig::retention_age`]), or with
     /// `None` leaves it to the log's. At most the log's retention by age.
     pub fn set_topic_retention(&self, name: &str, age: Option<std::time::Duration>) -> Result<()> {
-        if name == OFFSETS_TOPIC {
-            return Err(Error::ReservedTopicName(name.to_owned()));
-        }
-        self.store.set_topic_retention(name, age)?;
-        self.groups.record_topics()
+        self.set_topic_config(name, |store| store.set_topic_retention(name, age))
     }
 
     /// Sets topic `name`'s own retention by size per partition (see
     /// [`TopicConfig::retention_bytes`]), or with `None` removes it.
     pub fn set_topic_retention_bytes(&self, name: &str, bytes: Option<u64>) -> Result<()> {
-        if name == OFFSETS_TOPIC {
-            return Err(Error::ReservedTopicName(name.to_owned()));
-        }
-        self.store.set_topic_retention_bytes(name, bytes)?;
-        self.groups.record_topics()
+        self.set_topic_config(name, |store| store.set_topic_retention_bytes(name, bytes))
     }
 
     /// Sets topic `name`'s own largest record or batch (see
     /// [`TopicConfig::max_message_bytes`]), or with `None` leaves it to the log's
     /// `record_bytes_max`. Producers apply it from their next send.
     pub fn set_topic_max_message_bytes(&self, name: &str, bytes: Option<usize>) -> Result<()> {
-        if name == OFFSETS_TOPIC {
-            return Err(Error::ReservedTopicName(name.to_owned()));
-        }
-        self.store.set_topic_message_bytes_max(name, bytes)?;
-        self.groups.record_topics()
+        self.set_topic_config(name, |store| store.set_topic_message_bytes_max(name, bytes))
     }
 
     /// Sets the codec topic `name` stores Kafka clients' batches in (see
@@ -417,10 +405,20 @@ impl Log {
         name: &str,
         codec: Option<crate::segment::compression::Codec>,
     ) -> Result<()> {
+        self.set_topic_config(name, |store| store.set_topic_compression(name, codec))
+    }
+
+    /// Changes a config of topic `name` (not the offsets topic's) through `change`, then records
+    /// the topics as groups keep them.
+    fn set_topic_config(
+        &self,
+        name: &str,
+        change: impl FnOnce(&Store) -> Result<()>,
+    ) -> Result<()> {
         if name == OFFSETS_TOPIC {
             return Err(Error::ReservedTopicName(name.to_owned()));
         }
-        self.store.set_topic_compression(name, codec)?;
+        change(&self.store)?;
         self.groups.record_topics()
     }
 

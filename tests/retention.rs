@@ -51,6 +51,18 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `files` (segments of "t" alone, which "t" no longer reads) are deleted; topic
+/// "keep" still reads its 20 records (the segment holding them stays).
+fn segments_go_and_keep_stays(log: &Log, files: &[std::path::PathBuf]) {
+    wait_until("segments nothing reads are deleted", || {
+        files.iter().all(|f| !f.exists())
+    });
+    let keep: Vec<u64> = (log.read("keep", 0, Offset(0), 1 << 20).unwrap().iter())
+        .map(|r| r.offset.0)
+        .collect();
+    assert_eq!(keep, (0..20).collect::<Vec<_>>());
+}
+
 /// Every record from the earliest offset on is intact, and just below it is out of range.
 fn check_from_earliest(log: &Log, partition: u32) -> (Offset, Offset) {
     let (earliest, next) = log.offsets("t", partition).unwrap();
@@ -165,13 +177,7 @@ fn a_topics_own_retention_hides_its_old_records_and_deletes_segments_nothing_rea
     assert_eq!(next, Offset(3500));
     // The segments holding only expired records of "t" go; the other topic's records are all
     // read, so the segment holding them stays.
-    wait_until("segments nothing reads are deleted", || {
-        of_t_alone.iter().all(|f| !f.exists())
-    });
-    let keep: Vec<u64> = (log.read("keep", 0, Offset(0), 1 << 20).unwrap().iter())
-        .map(|r| r.offset.0)
-        .collect();
-    assert_eq!(keep, (0..20).collect::<Vec<_>>());
+    segments_go_and_keep_stays(&log, &of_t_alone);
     let info = log.list_topics();
     assert_eq!(info[1].name, "t");
     assert_eq!(info[1].retention_age, Some(ten_minutes));
@@ -230,13 +236,7 @@ fn a_topics_retention_by_size_keeps_each_partition_near_its_bytes() {
     };
     let earliest = kept_within_limits(&log);
     assert_eq!(check_from_earliest(&log, 1), (Offset(0), Offset(10)));
-    wait_until("segments nothing reads are deleted", || {
-        of_t_alone.iter().all(|f| !f.exists())
-    });
-    let keep: Vec<u64> = (log.read("keep", 0, Offset(0), 1 << 20).unwrap().iter())
-        .map(|r| r.offset.0)
-        .collect();
-    assert_eq!(keep, (0..20).collect::<Vec<_>>());
+    segments_go_and_keep_stays(&log, &of_t_alone);
     assert_eq!(log.list_topics()[1].retention_bytes, Some(limit));
     drop(log);
 

@@ -566,6 +566,33 @@ mod tests {
         panic!("no sealed runs in this test")
     }
 
+    /// Batch `i`: one record at offset `i`, 64 bytes, 100 to a segment.
+    fn entry(i: u64) -> BatchEntry {
+        BatchEntry {
+            base_offset: Offset(i),
+            last_offset: Offset(i),
+            max_timestamp: i as i64,
+            segment: SegmentId(i / 100),
+            pos: i % 100 * 64,
+            frame_bytes: 64,
+        }
+    }
+
+    /// The run of segment `segment`'s batches (see [`entry`]), its byte count not recorded.
+    fn run_of(segment: u64) -> IndexRun {
+        IndexRun {
+            topic_id: 1,
+            partition: 0,
+            first_offset: Offset(segment * 100),
+            last_offset: Offset(segment * 100 + 99),
+            max_timestamp: segment as i64 * 100 + 99,
+            first_entry: 0,
+            entry_count: 100,
+            crc: 0,
+            bytes: 0,
+        }
+    }
+
     #[test]
     fn lookups_by_offset_and_time() {
         let p = Partition::new(1, 0, 0, 0);
@@ -710,14 +737,6 @@ mod tests {
     /// lets the oldest runs go while what remains is at least the limit.
     #[test]
     fn retention_by_size_counts_runs_and_batches_in_memory() {
-        let entry = |i: u64| BatchEntry {
-            base_offset: Offset(i),
-            last_offset: Offset(i),
-            max_timestamp: i as i64,
-            segment: SegmentId(i / 100),
-            pos: i % 100 * 64,
-            frame_bytes: 64,
-        };
         for known in [true, false] {
             let p = Partition::new(1, 0, 0, 0);
             for i in 0..450 {
@@ -732,15 +751,8 @@ mod tests {
             };
             for segment in 0..4u64 {
                 let run = IndexRun {
-                    topic_id: 1,
-                    partition: 0,
-                    first_offset: Offset(segment * 100),
-                    last_offset: Offset(segment * 100 + 99),
-                    max_timestamp: segment as i64 * 100 + 99,
-                    first_entry: 0,
-                    entry_count: 100,
-                    crc: 0,
                     bytes: if known { 6400 } else { 0 },
+                    ..run_of(segment)
                 };
                 assert!(p.seal_run(SegmentId(segment), run, 0));
             }
@@ -770,25 +782,6 @@ mod tests {
     #[test]
     fn sealing_in_turn_keeps_newer_entries_in_order() {
         let p = Partition::new(1, 0, 0, 0);
-        let entry = |i: u64| BatchEntry {
-            base_offset: Offset(i),
-            last_offset: Offset(i),
-            max_timestamp: i as i64,
-            segment: SegmentId(i / 100),
-            pos: i % 100 * 64,
-            frame_bytes: 64,
-        };
-        let run_of = |segment: u64| IndexRun {
-            topic_id: 1,
-            partition: 0,
-            first_offset: Offset(segment * 100),
-            last_offset: Offset(segment * 100 + 99),
-            max_timestamp: segment as i64 * 100 + 99,
-            first_entry: 0,
-            entry_count: 100,
-            crc: 0,
-            bytes: 0,
-        };
         for i in 0..150 {
             p.push(entry(i));
         }
