@@ -78,4 +78,4 @@ pub use segment::compression::Codec;
 pub use segment::records::StoredRecord;
 pub use shard::recovery::{DamagedCommits, RecoveryReport};
 pub use shard::stats::ShardStats;
-pub use store::{TopicConfig, TopicInfo};
+pub use store::{TimestampType, TopicConfig, TopicInfo};

@@ -422,6 +422,23 @@ impl Log {
         self.groups.record_topics()
     }
 
+    /// Sets which time topic `name`'s records carry (see [`TopicConfig::timestamp_type`]).
+    /// Producers apply it from their next send.
+    pub fn set_topic_timestamp_type(
+        &self,
+        name: &str,
+        timestamps: crate::store::TimestampType,
+    ) -> Result<()> {
+        self.set_topic_config(name, |store| {
+            store.set_topic_timestamp_type(name, timestamps)
+        })
+    }
+
+    /// Whether topic `name`'s batches are stamped with the time they are appended.
+    pub fn topic_log_append_time(&self, name: &str) -> Result<bool> {
+        Ok(self.store.topic(name)?.log_append_time)
+    }
+
     /// The codec topic `name` stores Kafka clients' batches in, if it has one of its own.
     pub fn topic_compression(
         &self,

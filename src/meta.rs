@@ -47,6 +47,10 @@ pub struct TopicMeta {
     /// topic: `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`); absent, batches stay as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
+    /// Whether the topic's batches carry the time they were appended rather than the
+    /// producer's (Kafka's `message.timestamp.type=LogAppendTime` on the topic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_append_time: bool,
 }
 
 /// The whole metadata file.
@@ -381,6 +385,7 @@ mod tests {
             retention_bytes: None,
             message_bytes_max: None,
             compression: None,
+            log_append_time: false,
         }
     }
 

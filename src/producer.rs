@@ -22,7 +22,7 @@ use crate::shard::slots::REFUSED;
 use std::collections::HashMap;
 
 use crate::segment::compression::{Codec, recompress_batch};
-use crate::segment::format::encode_record_tail;
+use crate::segment::format::{encode_record_tail, stamp_log_append_time};
 use crate::segment::{BatchView, Offset};
 use crate::shard::{AckRing, Pending, Waiter};
 use crate::store::Store;
@@ -109,6 +109,8 @@ struct CachedTopic {
     bytes_max: usize,
     /// The codec it stores client batches in, if it has one.
     compression: Option<Codec>,
+    /// Whether its batches are stamped with the time they are appended.
+    log_append_time: bool,
 }
 
 /// Where a partition's records go: its shard, and its slot in that shard's partition table.
@@ -242,6 +244,7 @@ impl Producer {
             recompressed.as_deref().unwrap_or(checked.bytes),
             cached.bytes_max,
         );
+        let log_append_time = cached.log_append_time;
         if batch.len() > max {
             return Err(Error::RecordTooLarge {
                 bytes: batch.len(),
@@ -264,6 +267,9 @@ impl Producer {
         let mut tail = ring.recycled.pop().unwrap_or_default();
         tail.clear();
         tail.extend_from_slice(batch);
+        if log_append_time {
+            stamp_log_append_time(&mut tail, checked.append_ms.unwrap_or_else(now_ms));
+        }
         let item = Pending {
             slot,
             timestamp: checked.view.base_timestamp,
@@ -358,6 +364,7 @@ impl Producer {
                     bytes_max: (state.message_bytes_max)
                         .unwrap_or(self.log.config.record_bytes_max),
                     compression: state.compression,
+                    log_append_time: state.log_append_time,
                 },
             );
         }
@@ -425,7 +432,10 @@ impl Producer {
         }
         let item = Pending {
             slot,
-            timestamp: r.timestamp.unwrap_or(now),
+            timestamp: match (cached.log_append_time, r.timestamp) {
+                (false, Some(t)) => t,
+                _ => now,
+            },
             tail,
             batch: false,
         };
@@ -519,9 +529,18 @@ impl Producer {
 pub struct CheckedBatch<'a> {
     bytes: &'a [u8],
     view: BatchView<'a>,
+    append_ms: Option<i64>,
 }
 
 impl<'a> CheckedBatch<'a> {
+    /// The batch, to be stamped with `append_ms` if its topic stamps batches with the time
+    /// they are appended ([`crate::TimestampType::LogAppendTime`]; else with the time it is
+    /// queued): a server stamps every batch of a request alike and answers with that time.
+    pub fn appended_at(mut self, append_ms: i64) -> CheckedBatch<'a> {
+        self.append_ms = Some(append_ms);
+        self
+    }
+
     /// Its header, decoded.
     pub fn view(&self) -> &BatchView<'a> {
         &self.view
@@ -560,7 +579,11 @@ pub fn check_batch(batch: &[u8], bytes_max: usize) -> Result<CheckedBatch<'_>> {
         return Err(Error::InvalidBatch("a batch without records".into()));
     }
     view.check_records().map_err(|e| Error::InvalidBatch(e.0))?;
-    Ok(CheckedBatch { bytes: batch, view })
+    Ok(CheckedBatch {
+        bytes: batch,
+        view,
+        append_ms: None,
+    })
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`. Stable across versions and

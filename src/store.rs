@@ -32,6 +32,18 @@ pub struct TopicConfig {
     retention_bytes: Option<u64>,
     message_bytes_max: Option<usize>,
     compression: Option<Codec>,
+    timestamps: TimestampType,
+}
+
+/// Which time a topic's records carry (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's (`CreateTime`, Kafka's default).
+    #[default]
+    CreateTime,
+    /// The time the log appended them (`LogAppendTime`): a batch's newest timestamp is set
+    /// to it and its attributes say so, so readers take it for every record of the batch.
+    LogAppendTime,
 }
 
 impl TopicConfig {
@@ -43,6 +55,7 @@ impl TopicConfig {
             retention_bytes: None,
             message_bytes_max: None,
             compression: None,
+            timestamps: TimestampType::CreateTime,
         }
     }
 
@@ -104,6 +117,22 @@ impl TopicConfig {
         self.compression
     }
 
+    /// Which time its records carry (Kafka's `message.timestamp.type` on a topic). With
+    /// [`TimestampType::LogAppendTime`], a Kafka client's batch
+    /// ([`crate::Producer::append_batch`]) gets the time it is appended as its newest timestamp
+    /// and the attribute saying so (a new CRC; nothing else changes), as Kafka's broker does;
+    /// records sent one by one get that time as their timestamp. Retention by age and lookups
+    /// by time then go by it.
+    pub fn timestamp_type(mut self, timestamps: TimestampType) -> TopicConfig {
+        self.timestamps = timestamps;
+        self
+    }
+
+    /// Which time its records carry.
+    pub fn timestamps(&self) -> TimestampType {
+        self.timestamps
+    }
+
     /// Its partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -133,6 +162,8 @@ pub struct TopicInfo {
     pub message_bytes_max: Option<usize>,
     /// The codec it stores client batches in, if it has one (else as sent).
     pub compression: Option<Codec>,
+    /// Which time its records carry.
+    pub timestamp_type: TimestampType,
 }
 
 pub(crate) struct TopicState {
@@ -142,6 +173,8 @@ pub(crate) struct TopicState {
     pub message_bytes_max: Option<usize>,
     /// The codec its client batches are stored in, if it has one (else as sent).
     pub compression: Option<Codec>,
+    /// Whether its batches are stamped with the time they are appended.
+    pub log_append_time: bool,
 }
 
 impl TopicState {
@@ -152,6 +185,7 @@ impl TopicState {
             partitions,
             message_bytes_max: t.message_bytes_max.map(|b| b as usize),
             compression: codec_of(t),
+            log_append_time: t.log_append_time,
         }
     }
 }
@@ -306,6 +340,7 @@ impl Store {
             retention_bytes: config.retention_size(),
             message_bytes_max,
             compression: config.codec().map(|c| codec_name(c).to_owned()),
+            log_append_time: config.timestamps() == TimestampType::LogAppendTime,
         };
         let mut next = meta.clone();
         next.next_topic_id += 1;
@@ -387,6 +422,13 @@ impl Store {
     pub fn set_topic_compression(&self, name: &str, codec: Option<Codec>) -> Result<()> {
         self.set_topic_config(name, |t| {
             t.compression = codec.map(|c| codec_name(c).to_owned())
+        })
+    }
+
+    /// Sets which time topic `name`'s records carry.
+    pub fn set_topic_timestamp_type(&self, name: &str, timestamps: TimestampType) -> Result<()> {
+        self.set_topic_config(name, |t| {
+            t.log_append_time = timestamps == TimestampType::LogAppendTime
         })
     }
 
@@ -505,6 +547,11 @@ impl Store {
                 retention_bytes: t.retention_bytes,
                 message_bytes_max: t.message_bytes_max.map(|b| b as usize),
                 compression: codec_of(t),
+                timestamp_type: if t.log_append_time {
+                    TimestampType::LogAppendTime
+                } else {
+                    TimestampType::CreateTime
+                },
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

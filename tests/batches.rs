@@ -450,6 +450,84 @@ fn a_topics_codec_recompresses_client_batches() {
     assert_eq!(codec_of(&stored(&log)[6]), 4);
 }
 
+/// A topic whose records carry the log's append time (`floodgate::TimestampType::LogAppendTime`, Kafka's
+/// `message.timestamp.type=LogAppendTime`): a client batch is stored with that time as its
+/// newest timestamp and the attribute saying so (its other fields as sent), and every record
+/// reads back with it; a record sent alone gets it too; back to the producer's time at
+/// runtime; it survives a reopen.
+#[test]
+fn a_topic_with_log_append_time_stamps_what_it_appends() {
+    let dir = test_dir("topic-append-time");
+    let config = || small_config(dir.path(), BACKENDS[0]);
+    let log = Log::open(config()).unwrap();
+    let stamped = TopicConfig::new(1).timestamp_type(floodgate::TimestampType::LogAppendTime);
+    log.create_topic("la", stamped).unwrap();
+    let mut producer = log.producer();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now();
+    let sent = client_batch(0, 20, Compression::None);
+    producer
+        .append_batch("la", 0, &sent)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let old = Record::new(b"alone").timestamp(5);
+    producer.send("la", old).unwrap().wait().unwrap();
+    let after = now();
+    let check = |log: &Log| {
+        let (batches, _) = log
+            .read_batches("la", 0, Offset(0), 1 << 20, false)
+            .unwrap();
+        let stored = &batches[0];
+        assert_eq!(stored[22] & 0x08, 0x08, "LogAppendTime in its attributes");
+        let stamp = i64::from_be_bytes(stored[35..43].try_into().unwrap());
+        assert!(
+            (before..=after).contains(&stamp),
+            "{before} <= {stamp} <= {after}"
+        );
+        assert_eq!(stored[23..35], sent[23..35]);
+        assert_eq!(stored[43..], sent[43..]);
+        let view = floodgate::segment::BatchView::decode(stored).unwrap();
+        assert!(view.log_append_time);
+        let records = log.read("la", 0, Offset(0), 1 << 20).unwrap();
+        assert!(records.len() >= 21);
+        assert!(records[..20].iter().all(|r| r.timestamp == stamp));
+        assert!((before..=after).contains(&records[20].timestamp));
+    };
+    check(&log);
+    assert_eq!(
+        log.list_topics()[0].timestamp_type,
+        floodgate::TimestampType::LogAppendTime
+    );
+    log.set_topic_timestamp_type("la", floodgate::TimestampType::CreateTime)
+        .unwrap();
+    let later = client_batch(21, 3, Compression::None);
+    producer
+        .append_batch("la", 0, &later)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let (batches, _) = log
+        .read_batches("la", 0, Offset(21), 1 << 20, false)
+        .unwrap();
+    assert_eq!(batches[0][..], as_stored(&later, 21)[..], "as sent");
+    log.set_topic_timestamp_type("la", floodgate::TimestampType::LogAppendTime)
+        .unwrap();
+    drop(producer);
+    drop(log);
+    let log = Log::open(config()).unwrap();
+    assert_eq!(
+        log.list_topics()[0].timestamp_type,
+        floodgate::TimestampType::LogAppendTime
+    );
+    check(&log);
+}
+
 fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {

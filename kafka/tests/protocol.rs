@@ -674,8 +674,15 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         Some(floodgate::Codec::Lz4)
     );
     // The created topics' configs come back with their values (v5 and later): retention.ms
-    // and retention.bytes are the topic's own and may be altered; the others are the log's,
-    // read-only.
+    // and retention.bytes (and the other configs a topic may have of its own) may be altered;
+    // the others are the log's, read-only.
+    let own_configs = [
+        "retention.ms",
+        "retention.bytes",
+        "max.message.bytes",
+        "compression.type",
+        "message.timestamp.type",
+    ];
     for (i, retention) in [(0, retention_ms), (1, "1000"), (8, retention_ms)] {
         let configs = response.topics[i]
             .configs
@@ -694,8 +701,7 @@ fn a_topics_configs_are_its_retention_or_restate_the_logs() {
         assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
         assert!(
             (configs.iter())
-                .filter(|c| !c.name.as_str().starts_with("retention."))
-                .filter(|c| !["max.message.bytes", "compression.type"].contains(&c.name.as_str()))
+                .filter(|c| !own_configs.contains(&c.name.as_str()))
                 .all(|c| c.read_only)
         );
     }
@@ -908,6 +914,31 @@ fn a_topics_retention_is_altered_at_runtime() {
     let delete = [("compression.type", 1, None)];
     assert_eq!(alter(&mut client, "t", &delete, false), 0);
     assert_eq!(log.list_topics()[0].compression, None);
+    // The log's append time: the answer gives it, and the stored batch carries it.
+    let timestamps = |client: &mut Client| describe_key(client, "message.timestamp.type");
+    assert_eq!(timestamps(&mut client), ("CreateTime".to_owned(), 5));
+    let append_time = [("message.timestamp.type", 0, Some("LogAppendTime"))];
+    assert_eq!(alter(&mut client, "t", &append_time, false), 0);
+    assert_eq!(timestamps(&mut client), ("LogAppendTime".to_owned(), 1));
+    // Another producer's batch (the same one again would be a retry, stored once).
+    let another = client_batch(50);
+    let response: ProduceResponse =
+        client.call(ApiKey::Produce, 9, &produce_request("t", 1, another, -1));
+    let answer = &response.responses[0].partition_responses[0];
+    assert_eq!((answer.error_code, answer.base_offset), (0, 50));
+    let stamp = answer.log_append_time_ms;
+    assert!(stamp > 1_700_000_000_000, "{stamp}");
+    let mut from_50 = fetch_request("t", 50, 0);
+    from_50.topics[0].partitions[0].partition = 1;
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &from_50);
+    let fetched = response.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(fetched[22] & 0x08, 0x08, "LogAppendTime");
+    assert_eq!(fetched[35..43], stamp.to_be_bytes());
+    let bad = [("message.timestamp.type", 0, Some("Now"))];
+    assert_eq!(alter(&mut client, "t", &bad, false), invalid);
+    let delete = [("message.timestamp.type", 1, None)];
+    assert_eq!(alter(&mut client, "t", &delete, false), 0);
+    assert_eq!(timestamps(&mut client), ("CreateTime".to_owned(), 5));
     stop(log, server);
 }
 

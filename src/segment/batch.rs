@@ -5,7 +5,7 @@
 use super::compression::{Codec, DECOMPRESSED_BYTES_MAX, decompress};
 use super::format::{
     BATCH_HEADER_BYTES, BATCH_MAGIC, DecodeError, FRAME_HEADER_BYTES, FrameHeader, HeaderRef,
-    HeaderSlot, RECORD_BYTES_MIN, fail,
+    HeaderSlot, LOG_APPEND_TIME_BIT, RECORD_BYTES_MIN, fail,
 };
 
 /// A cursor over bytes read from disk or the wire; every read checks bounds.
@@ -76,6 +76,9 @@ pub struct BatchView<'a> {
     pub record_count: u32,
     /// How the records are compressed (as the producer sent them; floodgate stores them so).
     pub codec: Codec,
+    /// Whether its timestamps are the time the log appended it (Kafka's LogAppendTime): every
+    /// record's timestamp is then `max_timestamp`.
+    pub log_append_time: bool,
     /// The records' bytes, compressed with `codec`.
     records: &'a [u8],
 }
@@ -150,6 +153,7 @@ impl<'a> BatchView<'a> {
             max_timestamp: be_i64(35),
             record_count: record_count as u32,
             codec,
+            log_append_time: attributes & LOG_APPEND_TIME_BIT != 0,
             records,
         })
     }
@@ -186,6 +190,7 @@ impl<'a> BatchView<'a> {
             left: self.record_count,
             base_offset: self.base_offset,
             base_timestamp: self.base_timestamp,
+            append_time: self.log_append_time.then_some(self.max_timestamp),
             compressed: None,
         }
     }
@@ -250,6 +255,8 @@ pub struct RecordIter<'a> {
     left: u32,
     base_offset: u64,
     base_timestamp: i64,
+    /// Every record's timestamp, in a batch stamped with the log's append time.
+    append_time: Option<i64>,
     /// Set when walking a compressed batch's bytes as they are: the first item says so.
     compressed: Option<Codec>,
 }
@@ -302,7 +309,8 @@ impl<'a> RecordIter<'a> {
         // Walk the headers once so a record is only handed out whole and valid.
         let record = RecordRef {
             offset: self.base_offset + offset_delta as u64,
-            timestamp: self.base_timestamp.wrapping_add(timestamp_delta),
+            timestamp: (self.append_time)
+                .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
             key,
             value,
             headers,

@@ -314,6 +314,21 @@ pub fn seal_batch(batch: &mut [u8], meta: &BatchMeta) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Marks a RecordBatch v2 (`batch`, whole) as stamped with the time the log appended it,
+/// `append_ms`: its attributes' timestamp type becomes LogAppendTime, its max timestamp
+/// `append_ms`, and its CRC is computed again. Its records are unchanged: readers take the
+/// batch's max timestamp as every record's, as Kafka's do.
+pub fn stamp_log_append_time(batch: &mut [u8], append_ms: i64) {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | LOG_APPEND_TIME_BIT;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&append_ms.to_be_bytes());
+    let crc = crate::segment::crc::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The attribute bit of a batch whose timestamps are the log's append time.
+pub const LOG_APPEND_TIME_BIT: i16 = 0x08;
+
 /// Writes the 61-byte RecordBatch header into `batch[..61]` but for its CRC, which
 /// [`checksum_batch`] adds later. A writer framing many small batches checksums them all after
 /// framing the last: a checksum read right after the bytes were stored a few at a time waits

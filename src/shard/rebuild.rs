@@ -168,6 +168,7 @@ pub(crate) fn rebuild_meta(dir: &Path, shards: u32, commit_bytes_max: u64) -> Re
             retention_bytes: None,
             message_bytes_max: None,
             compression: None,
+            log_append_time: false,
         });
     }
     for t in &topics {

@@ -3,12 +3,13 @@
 //! topic: a topic's entries show the log's values, read-only. A topic's `retention.ms` is its
 //! own when set (at most the log's: segments are shared, and the log's retention deletes them),
 //! else the log's; so are its `retention.bytes` (per partition, as in Kafka; the log's is for
-//! the whole log) and its `max.message.bytes` (at most the log's). IncrementalAlterConfigs sets
-//! and deletes them at runtime; the legacy AlterConfigs replaces them all. A group's configs are its pace (messages and bytes per second
+//! the whole log), its `max.message.bytes` (at most the log's), its `compression.type` and its
+//! `message.timestamp.type`. IncrementalAlterConfigs sets and deletes them at runtime; the
+//! legacy AlterConfigs replaces them all. A group's configs are its pace (messages and bytes per second
 //! that its members' fetches take together), which IncrementalAlterConfigs sets and deletes
 //! at runtime too.
 
-use floodgate::{Codec, RateLimit};
+use floodgate::{Codec, RateLimit, TimestampType};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
@@ -95,16 +96,20 @@ pub(crate) const RETENTION_BYTES: &str = "retention.bytes";
 pub(crate) const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 /// The codec a topic stores client batches in.
 pub(crate) const COMPRESSION_TYPE: &str = "compression.type";
+/// Which time a topic's records carry.
+pub(crate) const TIMESTAMP_TYPE: &str = "message.timestamp.type";
 
 /// The configs a topic has of its own: its retention by age and by size per partition, its
-/// largest record batch and the codec it stores batches in, each `None` where the log's
-/// applies (for the codec: batches stay as the producer compressed them).
+/// largest record batch, the codec it stores batches in and which time its records carry,
+/// each `None` where the log's applies (for the codec: batches stay as the producer
+/// compressed them; for the time: the producer's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TopicOwn {
     pub age: Option<Duration>,
     pub bytes: Option<u64>,
     pub message_bytes: Option<usize>,
     pub codec: Option<Codec>,
+    pub timestamps: Option<TimestampType>,
 }
 
 impl TopicOwn {
@@ -115,6 +120,7 @@ impl TopicOwn {
             bytes: t.retention_bytes,
             message_bytes: t.message_bytes_max,
             codec: t.compression,
+            timestamps: Some(t.timestamp_type).filter(|&t| t == TimestampType::LogAppendTime),
         }
     }
 
@@ -132,6 +138,9 @@ impl TopicOwn {
         }
         if let Some(codec) = self.codec {
             config = config.compression(codec);
+        }
+        if let Some(timestamps) = self.timestamps {
+            config = config.timestamp_type(timestamps);
         }
         config
     }
@@ -156,6 +165,18 @@ impl TopicOwn {
                 self.message_bytes = value.map(|v| topic_message_bytes(state, v)).transpose()?
             }
             COMPRESSION_TYPE => self.codec = value.map(topic_codec).transpose()?.flatten(),
+            TIMESTAMP_TYPE => {
+                self.timestamps = match value.map(str::trim) {
+                    None | Some("CreateTime") => None,
+                    Some("LogAppendTime") => Some(TimestampType::LogAppendTime),
+                    Some(v) => {
+                        return Err(format!(
+                            "{TIMESTAMP_TYPE}={v:?}: a topic's records carry CreateTime or \
+                             LogAppendTime"
+                        ));
+                    }
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -418,13 +439,24 @@ fn entries(state: &ThreadState, broker: bool, own: TopicOwn) -> Vec<Entry> {
                      unless set on the topic.",
                 )
             },
-            entry(
-                "message.timestamp.type",
-                "CreateTime",
-                STRING,
-                false,
-                "Records keep the producer's timestamps.",
-            ),
+            Entry {
+                value: match own.timestamps {
+                    Some(TimestampType::LogAppendTime) => "LogAppendTime",
+                    _ => "CreateTime",
+                }
+                .to_owned(),
+                set: own.timestamps.is_some(),
+                dynamic: own.timestamps.is_some(),
+                alterable: true,
+                ..entry(
+                    TIMESTAMP_TYPE,
+                    0,
+                    STRING,
+                    false,
+                    "Which time the records carry: the producer's (CreateTime) or the time \
+                     they are appended (LogAppendTime).",
+                )
+            },
             Entry {
                 value: codec_value(own.codec).to_owned(),
                 set: own.codec.is_some(),
@@ -772,8 +804,8 @@ fn alter_topic(
                     ResponseError::InvalidConfig,
                     format!(
                         "{config}: a topic's configs other than {RETENTION_MS}, \
-                         {RETENTION_BYTES}, {MAX_MESSAGE_BYTES} and {COMPRESSION_TYPE} are the \
-                         log's, set when it is opened"
+                         {RETENTION_BYTES}, {MAX_MESSAGE_BYTES}, {COMPRESSION_TYPE} and \
+                         {TIMESTAMP_TYPE} are the log's, set when it is opened"
                     ),
                 ));
             }
@@ -797,6 +829,10 @@ pub(crate) fn set_topic_own(
         .and_then(|()| log.set_topic_retention_bytes(name, own.bytes))
         .and_then(|()| log.set_topic_max_message_bytes(name, own.message_bytes))
         .and_then(|()| log.set_topic_compression(name, own.codec))
+        .and_then(|()| {
+            let timestamps = own.timestamps.unwrap_or(TimestampType::CreateTime);
+            log.set_topic_timestamp_type(name, timestamps)
+        })
         .map_err(|e| match e {
             floodgate::Error::UnknownTopic(_) => {
                 (ResponseError::UnknownTopicOrPartition, e.to_string())

@@ -28,6 +28,11 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
     } else {
         None
     };
+    // Every batch of the request is stamped alike in a topic of LogAppendTime, and the answer
+    // gives that time.
+    let append_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     // Queue every batch first, then wait for the acks: one commit can carry them all.
     let mut pending: Vec<(usize, usize, Result<Appended, i16>)> = Vec::new();
     let mut response = ProduceResponse::default();
@@ -49,7 +54,7 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
                 pending.push((
                     t,
                     p,
-                    append_all(state, &name, data.index, records, deadline).await,
+                    append_all(state, &name, data.index, records, (deadline, append_ms)).await,
                 ));
             }
             out.partition_responses.push(answer);
@@ -88,6 +93,14 @@ pub(crate) async fn produce(state: &ThreadState, req: ProduceRequest) -> Option<
         if let Some(base) = first {
             state.shared.metrics.produced(&name, records, bytes);
             answer.base_offset = base;
+            if state
+                .shared
+                .log
+                .topic_log_append_time(&name)
+                .unwrap_or(false)
+            {
+                answer.log_append_time_ms = append_ms;
+            }
             let partition = answer.index as u32;
             if let Ok((earliest, _)) = state.shared.log.offsets(&name, partition) {
                 answer.log_start_offset = earliest.0 as i64;
@@ -108,7 +121,7 @@ async fn append_all(
     topic: &str,
     partition: i32,
     records: Bytes,
-    deadline: Instant,
+    (deadline, append_ms): (Instant, i64),
 ) -> Result<Appended, i16> {
     let partition =
         u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
@@ -121,7 +134,8 @@ async fn append_all(
     let mut checked = Vec::with_capacity(batches.len());
     for batch in batches {
         let c = floodgate::producer::check_batch(batch, bytes_max)
-            .map_err(|e| super::error_code(&e))?;
+            .map_err(|e| super::error_code(&e))?
+            .appended_at(append_ms);
         checked.push(c);
     }
     let count = checked

@@ -1,8 +1,8 @@
 //! CreateTopics, CreatePartitions and DeleteTopics, for admin clients and tools. One broker: a
 //! replication factor other than 1 (or -1, the default) cannot be met; replica assignments may
 //! name only this broker. A topic may have its own `retention.ms` (at most the log's),
-//! `retention.bytes` and `max.message.bytes` (at most the log's); its other configs are the
-//! log's and may only restate the log's values (tools that always send `cleanup.policy=delete`
+//! `retention.bytes`, `max.message.bytes` (at most the log's), `compression.type` and
+//! `message.timestamp.type`; its other configs are the log's and may only restate the log's values (tools that always send `cleanup.policy=delete`
 //! work unchanged); any other value is refused rather than ignored.
 
 use kafka_protocol::ResponseError;

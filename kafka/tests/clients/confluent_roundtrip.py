@@ -2,12 +2,19 @@
 acks=all, read them back by assigning the partitions (no group), check every record and offset;
 list the topic, describe its configs, create topics (one restating the log's configs, one
 with a retention of its own, altered at runtime, also by the legacy AlterConfigs; one
-compacted, refused), add partitions to one and delete it with the admin client; ACL requests
+stamped with the log's append time; one compacted, refused), add partitions to one and delete it with the admin client; ACL requests
 are refused as by a broker without an authorizer.
 Usage: confluent_roundtrip.py HOST:PORT TOPIC COUNT"""
 import sys
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -177,6 +184,22 @@ for future in [admin.create_acls([binding])[binding], admin.delete_acls([acl_fil
 # DescribeAcls' error is not passed on by librdkafka (it reads the code and drops it): no
 # bindings. kafka/tests/protocol.rs checks the code itself.
 assert admin.describe_acls(acl_filter).result(timeout=10) == []
+# A topic whose records carry the log's append time: the delivery report and the consumer
+# both see it, whatever time the producer gave.
+stamped = topic + "-stamped"
+created = admin.create_topics([NewTopic(stamped, 1, 1, config={"message.timestamp.type": "LogAppendTime"})])
+created[stamped].result(timeout=10)
+reports = []
+producer.produce(stamped, value=b"late", timestamp=5, on_delivery=lambda err, msg: reports.append((err, msg.timestamp())))
+producer.flush(10)
+(err, (kind, appended)), = reports
+assert err is None and kind == TIMESTAMP_LOG_APPEND_TIME and appended > 1_700_000_000_000, reports
+reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused-stamped", "enable.auto.commit": False})
+reader.assign([TopicPartition(stamped, 0, 0)])
+msg = reader.poll(10)
+assert msg is not None and msg.error() is None, msg
+assert msg.timestamp() == (TIMESTAMP_LOG_APPEND_TIME, appended), (msg.timestamp(), appended)
+reader.close()
 assert len(admin.list_topics(timeout=10).topics[topic + "-admin"].partitions) == 4
 grown = admin.create_partitions([NewPartitions(topic + "-admin", 6)])
 list(grown.values())[0].result(timeout=10)
