@@ -434,6 +434,14 @@ impl Log {
         })
     }
 
+    /// Gives topic `name` the configs of its own that `config` has (retention by age and by
+    /// size, largest record, codec, timestamp type), all at once, and removes those it leaves
+    /// unset; `config`'s partition count is ignored ([`Log::create_partitions`] changes it).
+    /// As Kafka's AlterConfigs does.
+    pub fn set_topic_configs(&self, name: &str, config: &TopicConfig) -> Result<()> {
+        self.set_topic_config(name, |store| store.set_topic_configs(name, config))
+    }
+
     /// Whether topic `name`'s batches are stamped with the time they are appended.
     pub fn topic_log_append_time(&self, name: &str) -> Result<bool> {
         Ok(self.store.topic(name)?.log_append_time)

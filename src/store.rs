@@ -401,6 +401,21 @@ impl Store {
         Ok(t.id)
     }
 
+    /// Gives topic `name` the configs of its own that `config` has (all of them at once, in
+    /// one write of the metadata; its partition count is not among them), and none of those
+    /// `config` leaves unset.
+    pub fn set_topic_configs(&self, name: &str, config: &TopicConfig) -> Result<()> {
+        let retention_ms = self.topic_retention_ms(name, config.retention())?;
+        let message_bytes_max = self.topic_message_bytes_max(name, config.message_bytes())?;
+        self.set_topic_config(name, |t| {
+            t.retention_ms = retention_ms;
+            t.retention_bytes = config.retention_size();
+            t.message_bytes_max = message_bytes_max;
+            t.compression = config.codec().map(|c| codec_name(c).to_owned());
+            t.log_append_time = config.timestamps() == TimestampType::LogAppendTime;
+        })
+    }
+
     /// Sets (or with `None` clears) topic `name`'s own retention by age.
     pub fn set_topic_retention(&self, name: &str, age: Option<Duration>) -> Result<()> {
         let retention_ms = self.topic_retention_ms(name, age)?;

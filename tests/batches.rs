@@ -356,6 +356,25 @@ fn a_topics_own_message_limit_refuses_larger_records_and_batches() {
         256,
     );
     assert_eq!(log.offsets("small", 0).unwrap().1, Offset(202));
+    // Several configs at once, the ones not given removed; a refused one changes nothing.
+    let both = TopicConfig::new(1)
+        .max_message_bytes(512)
+        .compression(Codec::Lz4);
+    log.set_topic_configs("small", &both).unwrap();
+    let own = |log: &Log| {
+        let t = &log.list_topics()[1];
+        (t.message_bytes_max, t.compression, t.retention_age)
+    };
+    assert_eq!(own(&log), (Some(512), Some(Codec::Lz4), None));
+    let refused = TopicConfig::new(1).max_message_bytes(0);
+    assert!(matches!(
+        log.set_topic_configs("small", &refused),
+        Err(Error::TopicMessageBytesAboveLog { .. })
+    ));
+    assert_eq!(own(&log), (Some(512), Some(Codec::Lz4), None));
+    log.set_topic_configs("small", &TopicConfig::new(1))
+        .unwrap();
+    assert_eq!(own(&log), (None, None, None));
 }
 
 /// A topic with a codec of its own (`TopicConfig::compression`, Kafka's `compression.type` on a

@@ -824,15 +824,9 @@ pub(crate) fn set_topic_own(
     name: &str,
     own: TopicOwn,
 ) -> Result<(), (ResponseError, String)> {
-    let log = &state.shared.log;
-    log.set_topic_retention(name, own.age)
-        .and_then(|()| log.set_topic_retention_bytes(name, own.bytes))
-        .and_then(|()| log.set_topic_max_message_bytes(name, own.message_bytes))
-        .and_then(|()| log.set_topic_compression(name, own.codec))
-        .and_then(|()| {
-            let timestamps = own.timestamps.unwrap_or(TimestampType::CreateTime);
-            log.set_topic_timestamp_type(name, timestamps)
-        })
+    // All at once: one write of the log's metadata, nothing half applied.
+    (state.shared.log)
+        .set_topic_configs(name, &own.config(1))
         .map_err(|e| match e {
             floodgate::Error::UnknownTopic(_) => {
                 (ResponseError::UnknownTopicOrPartition, e.to_string())
