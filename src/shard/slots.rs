@@ -116,7 +116,7 @@ impl AckSlots {
     }
 
     /// Offsets held for reused slots (for tests: nothing may leak).
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     fn spilled_len(&self) -> usize {
         self.spilled.lock().expect("spill lock").len()
     }
