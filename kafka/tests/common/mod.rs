@@ -166,3 +166,69 @@ pub fn record_batch(
     RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
     buf.freeze()
 }
+
+/// A producer's batch of `n` records, as a client encodes it (one batch: the records share a
+/// producer id and have sequence numbers, as an idempotent producer's do). Each batch is its
+/// producer's first (a producer id of its own, sequence 0), so none is a retry of another.
+pub fn client_batch(n: i64) -> Bytes {
+    static PRODUCERS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1 << 20);
+    client_batch_of(
+        PRODUCERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        n,
+    )
+}
+
+/// The first batch of `n` records of producer `producer_id` (sequence 0).
+pub fn client_batch_of(producer_id: i64, n: i64) -> Bytes {
+    record_batch((producer_id, 0, 0), n, |i| {
+        let key = Bytes::from(format!("key-{i}"));
+        (Some(key), Bytes::from(format!("value-{i}")))
+    })
+}
+
+/// A topic name as requests carry it.
+pub fn name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+/// A Produce of `records` to one partition, 10 s timeout.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> kafka_protocol::messages::ProduceRequest {
+    let mut data = kafka_protocol::messages::produce_request::PartitionProduceData::default();
+    data.index = partition;
+    data.records = Some(records);
+    let mut t = kafka_protocol::messages::produce_request::TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![data];
+    let mut req = kafka_protocol::messages::ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![t];
+    req
+}
+
+/// A Fetch of partition 0 of `topic` from `offset`, 1 MiB of it at most.
+pub fn fetch_request(
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> kafka_protocol::messages::FetchRequest {
+    let mut p = kafka_protocol::messages::fetch_request::FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = kafka_protocol::messages::fetch_request::FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions = vec![p];
+    let mut req = kafka_protocol::messages::FetchRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 50 << 20;
+    req.topics = vec![t];
+    req
+}
