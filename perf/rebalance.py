@@ -3,16 +3,19 @@ librdkafka (confluent-kafka) at its default settings against a Kafka-protocol br
 
 Creates TOPIC with PARTITIONS partitions (if missing) and produces a few records to each, then
 runs three members of a new group in threads. ROUNDS times: once the three hold every partition
-between them (each some), one member closes (LeaveGroup), and the time until the two left hold every
-partition between them is taken; then a new third member joins for the next round. The member
-leaves at a random moment within a heartbeat interval of the group settling, since the others
-learn of the rebalance at their next heartbeat. Prints one
-JSON object: the seconds of each round, their median and their maximum.
+between them (each some), one member closes (it leaves the group), and the time until the two
+left hold every partition between them is taken; then a new third member joins for the next
+round. The member leaves at a random moment within a heartbeat interval of the group settling,
+since the others learn of the rebalance at their next heartbeat. Prints one JSON object: the
+seconds of each round, their median and their maximum.
 
-Usage: rebalance.py HOST:PORT [ROUNDS] [PARTITIONS] [HEARTBEAT_MS]
-  (HEARTBEAT_MS: librdkafka's heartbeat.interval.ms, default its own 3000). Needs
-  confluent-kafka (`pip install confluent-kafka`; .ci/run's venv target/ci-venv has it) and a
-  broker that creates topics (`floodgate serve`, Kafka)."""
+Usage: rebalance.py HOST:PORT [ROUNDS] [PARTITIONS] [HEARTBEAT_MS] [PROTOCOL]
+  PROTOCOL: librdkafka's group.protocol, `classic` (default) or `consumer` (KIP-848, where
+  the broker sets the heartbeat interval). HEARTBEAT_MS: with `classic`, librdkafka's
+  heartbeat.interval.ms (default its own 3000); with `consumer`, only the span over which the
+  leaving moment is spread (default 5000, Kafka's interval). Needs confluent-kafka
+  (`pip install confluent-kafka`; .ci/run's venv target/ci-venv has it) and a broker that
+  creates topics (`floodgate serve`, Kafka)."""
 import json
 import random
 import statistics
@@ -28,6 +31,8 @@ bootstrap = sys.argv[1]
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 partitions = int(sys.argv[3]) if len(sys.argv) > 3 else 12
 heartbeat_ms = int(sys.argv[4]) if len(sys.argv) > 4 else None
+protocol = sys.argv[5] if len(sys.argv) > 5 else "classic"
+spread_ms = heartbeat_ms or (5000 if protocol == "consumer" else 3000)
 topic = "rebalance-" + uuid.uuid4().hex[:8]
 group = "rebalance-" + uuid.uuid4().hex[:8]
 
@@ -51,25 +56,17 @@ class Member:
             "group.id": group,
             "auto.offset.reset": "earliest",
         }
-        if heartbeat_ms is not None:
+        if protocol == "consumer":
+            conf["group.protocol"] = "consumer"
+        elif heartbeat_ms is not None:
             conf["heartbeat.interval.ms"] = heartbeat_ms
         self.consumer = Consumer(conf)
         self.assigned = set()
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.consumer.subscribe(
-            [topic], on_assign=self.on_assign, on_revoke=self.on_revoke
-        )
+        self.consumer.subscribe([topic])
         self.thread = threading.Thread(target=self.run)
         self.thread.start()
-
-    def on_assign(self, _consumer, parts):
-        with self.lock:
-            self.assigned = {p.partition for p in parts}
-
-    def on_revoke(self, _consumer, _parts):
-        with self.lock:
-            self.assigned = set()
 
     def held(self):
         with self.lock:
@@ -78,6 +75,11 @@ class Member:
     def run(self):
         while not self.stop.is_set():
             self.consumer.poll(0.05)
+            # What it holds after the poll's rebalance callbacks, under either protocol (the
+            # consumer protocol's callbacks name only what is added or taken away).
+            held = {p.partition for p in self.consumer.assignment()}
+            with self.lock:
+                self.assigned = held
         self.consumer.close()
 
     def leave(self):
@@ -108,7 +110,7 @@ seconds = []
 try:
     for _ in range(rounds):
         wait_until_held(members)
-        time.sleep(random.uniform(0, (heartbeat_ms or 3000) / 1000))
+        time.sleep(random.uniform(0, spread_ms / 1000))
         leaving = members.pop()
         start = time.monotonic()
         leaving.leave()
@@ -119,7 +121,8 @@ finally:
         m.leave()
 print(json.dumps({
     "partitions": partitions,
-    "heartbeat_interval_ms": heartbeat_ms or 3000,
+    "protocol": protocol,
+    "heartbeat_interval_ms": (heartbeat_ms or 3000) if protocol == "classic" else None,
     "rebalance_s": [round(s, 3) for s in seconds],
     "median_s": round(statistics.median(seconds), 3),
     "max_s": round(max(seconds), 3),

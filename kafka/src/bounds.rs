@@ -282,10 +282,13 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
         ApiKey::OffsetFetch => {
             const TOPIC: &[F] = &[F::Str, F::Array(&[I32]), F::Tags];
             const GROUP: &[F] = &[F::Str, F::Array(TOPIC), F::Tags];
+            // v9: the member id and epoch of a consumer-protocol member.
+            const GROUP9: &[F] = &[F::Str, F::Str, I32, F::Array(TOPIC), F::Tags];
             match v {
                 ..=6 => vec![F::Str, F::Array(TOPIC)],
                 7 => vec![F::Str, F::Array(TOPIC), I8],
-                _ => vec![F::Array(GROUP), I8],
+                8 => vec![F::Array(GROUP), I8],
+                _ => vec![F::Array(GROUP9), I8],
             }
         }
         ApiKey::DescribeGroups => match v {
@@ -294,8 +297,28 @@ pub(crate) fn check(key: ApiKey, version: i16, body: &[u8]) -> Step {
         },
         ApiKey::ListGroups => match v {
             ..=3 => vec![],
-            _ => vec![F::Array(&[F::Str])],
+            4 => vec![F::Array(&[F::Str])],
+            _ => vec![F::Array(&[F::Str]), F::Array(&[F::Str])],
         },
+        ApiKey::ConsumerGroupHeartbeat => {
+            const OWNED: &[F] = &[UUID, F::Array(&[I32]), F::Tags];
+            // Group, member id, epoch, instance id, rack id, rebalance timeout, topic names.
+            let mut l = vec![
+                F::Str,
+                F::Str,
+                I32,
+                F::Str,
+                F::Str,
+                I32,
+                F::Array(&[F::Str]),
+            ];
+            if v >= 1 {
+                l.push(F::Str); // the topic regex
+            }
+            l.extend([F::Str, F::Array(OWNED)]);
+            l
+        }
+        ApiKey::ConsumerGroupDescribe => vec![F::Array(&[F::Str]), I8],
         ApiKey::DeleteGroups => vec![F::Array(&[F::Str])],
         ApiKey::IncrementalAlterConfigs => {
             const CONFIG: &[F] = &[F::Str, I8, F::Str, F::Tags];

@@ -32,6 +32,8 @@ use floodgate::consumer::RateLimiter;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
+use crate::consumer_groups::{Beat, BeatAnswer, ConsumerGroup, TopicMeta};
+
 /// The coordinator's timing, as Kafka's broker configs name them.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupTimeouts {
@@ -41,15 +43,25 @@ pub struct GroupTimeouts {
     pub min_session: Duration,
     /// `group.max.session.timeout.ms`.
     pub max_session: Duration,
+    /// `group.consumer.heartbeat.interval.ms`: how often members of consumer-protocol groups
+    /// heartbeat, so how soon they learn that their assignment changed.
+    pub consumer_heartbeat_interval: Duration,
+    /// `group.consumer.session.timeout.ms`: a consumer-protocol member that does not heartbeat
+    /// for this long is removed.
+    pub consumer_session: Duration,
 }
 
 impl Default for GroupTimeouts {
-    /// Kafka's defaults: 3 s, 6 s and 30 min.
+    /// Kafka's defaults (3 s, 6 s, 30 min; a session of 45 s), except the consumer protocol's
+    /// heartbeat interval: 1 s rather than Kafka's 5 s, so that a group rebalances within a
+    /// second of a member leaving (a heartbeat costs the server about a microsecond).
     fn default() -> GroupTimeouts {
         GroupTimeouts {
             initial_rebalance_delay: Duration::from_secs(3),
             min_session: Duration::from_secs(6),
             max_session: Duration::from_secs(1800),
+            consumer_heartbeat_interval: Duration::from_secs(1),
+            consumer_session: Duration::from_secs(45),
         }
     }
 }
@@ -490,6 +502,8 @@ impl Group {
 
 struct Inner {
     groups: HashMap<String, Group>,
+    /// Groups of the consumer protocol (KIP-848), by name: a name is one kind or the other.
+    consumer_groups: HashMap<String, ConsumerGroup>,
     /// Paced groups, by name (whether or not they have members now).
     paces: HashMap<String, Arc<Pace>>,
     stopped: bool,
@@ -518,6 +532,7 @@ impl Coordinator {
         Arc::new(Coordinator {
             inner: Mutex::new(Inner {
                 groups: HashMap::new(),
+                consumer_groups: HashMap::new(),
                 paces,
                 stopped: false,
                 next_member: 0,
@@ -540,9 +555,15 @@ impl Coordinator {
         let mut inner = self.inner.lock().expect("groups lock");
         while !inner.stopped {
             let now = Instant::now();
-            let next = (inner.groups.values_mut())
+            let classic = (inner.groups.values_mut())
                 .filter_map(|g| g.tick(now, &self.timeouts))
                 .min();
+            let session = self.timeouts.consumer_session;
+            let consumer = (inner.consumer_groups.values_mut())
+                .filter_map(|g| g.tick(now, session))
+                .min();
+            inner.consumer_groups.retain(|_, g| !g.members.is_empty());
+            let next = classic.into_iter().chain(consumer).min();
             inner = match next {
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
@@ -583,6 +604,11 @@ impl Coordinator {
         let mut inner = self.inner.lock().expect("groups lock");
         if inner.stopped {
             return Reply::Now(Joined::error(ResponseError::NotCoordinator, &ask.member_id));
+        }
+        if inner.consumer_groups.contains_key(&ask.group) {
+            // Its members use the consumer protocol; the two do not mix in one group.
+            let error = ResponseError::InconsistentGroupProtocol;
+            return Reply::Now(Joined::error(error, &ask.member_id));
         }
         let fresh_id = format!("{}-{:x}-{:x}", ask.client_id, self.epoch, inner.next_member);
         inner.next_member += 1;
@@ -861,16 +887,27 @@ impl Coordinator {
     /// current generation (during a rebalance too, so members commit before they give
     /// partitions up), or with generation -1 and no member id to a group without members (a
     /// consumer that assigns itself partitions).
+    ///
+    /// In a consumer-protocol group, `generation` is the member's epoch (OffsetCommit v9 and
+    /// later; earlier versions cannot name one and are refused, as Kafka refuses them).
     pub fn may_commit(
         &self,
         group: &str,
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
+        version: i16,
     ) -> Result<(), ResponseError> {
         let mut inner = self.inner.lock().expect("groups lock");
-        let g = inner.groups.get_mut(group);
         let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
+        if let Some(g) = inner.consumer_groups.get(group) {
+            return match (simple, version) {
+                (true, _) => Err(ResponseError::UnknownMemberId),
+                (false, ..=8) => Err(ResponseError::UnsupportedVersion),
+                (false, _) => g.check_member(member_id, generation),
+            };
+        }
+        let g = inner.groups.get_mut(group);
         let Some(g) = g else {
             return match simple {
                 true => Ok(()),
@@ -892,6 +929,67 @@ impl Coordinator {
             Phase::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
         }
+    }
+
+    /// A ConsumerGroupHeartbeat to group `group`; `topics` are the log's topics now. A group
+    /// is made by its first member's epoch-0 heartbeat, and forgotten (its offsets stay in the
+    /// log) when its last member goes.
+    pub fn consumer_heartbeat(
+        &self,
+        group: &str,
+        beat: Beat,
+        topics: &[TopicMeta],
+    ) -> Result<BeatAnswer, ResponseError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("groups lock");
+        if inner.stopped {
+            return Err(ResponseError::NotCoordinator);
+        }
+        if inner
+            .groups
+            .get(group)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            // A classic group with members: Kafka's answer without a migration.
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let joining = beat.epoch == 0;
+        let g = match inner.consumer_groups.get_mut(group) {
+            Some(g) => g,
+            None if joining => {
+                inner.groups.remove(group);
+                (inner.consumer_groups)
+                    .entry(group.to_owned())
+                    .or_insert_with(ConsumerGroup::new)
+            }
+            None => return Err(ResponseError::UnknownMemberId),
+        };
+        let answer = g.heartbeat(beat, topics, now);
+        if g.members.is_empty() {
+            inner.consumer_groups.remove(group);
+        }
+        self.wake.notify_all();
+        answer
+    }
+
+    /// Checks an OffsetFetch that names a consumer-protocol member (v9 and later): `Ok` for
+    /// other groups, and for no member.
+    pub fn may_fetch_offsets(
+        &self,
+        group: &str,
+        member: Option<(&str, i32)>,
+    ) -> Result<(), ResponseError> {
+        let inner = self.inner.lock().expect("groups lock");
+        match (inner.consumer_groups.get(group), member) {
+            (Some(g), Some((id, epoch))) => g.check_member(id, epoch),
+            _ => Ok(()),
+        }
+    }
+
+    /// A consumer-protocol group as ConsumerGroupDescribe shows it.
+    pub fn describe_consumer_group(&self, group: &str) -> Option<ConsumerGroup> {
+        let inner = self.inner.lock().expect("groups lock");
+        inner.consumer_groups.get(group).cloned()
     }
 
     /// A group as DescribeGroups shows it, if it has had members since the server started.
@@ -917,21 +1015,30 @@ impl Coordinator {
         })
     }
 
-    /// Every group with members or a rebalance, by name.
-    pub fn list(&self) -> Vec<(String, GroupView)> {
-        let names: Vec<String> = {
+    /// Every group with members or a rebalance, by name: (protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let (classic, consumer): (Vec<String>, Vec<(String, &'static str)>) = {
             let inner = self.inner.lock().expect("groups lock");
-            inner.groups.keys().cloned().collect()
+            let consumer = (inner.consumer_groups.iter())
+                .map(|(n, g)| (n.clone(), crate::consumer_groups::state_name(g)))
+                .collect();
+            (inner.groups.keys().cloned().collect(), consumer)
         };
-        (names.into_iter())
-            .filter_map(|n| self.describe(&n).map(|v| (n, v)))
-            .collect()
+        let classic = (classic.into_iter()).filter_map(|n| {
+            self.describe(&n)
+                .map(|v| (n, v.protocol_type, v.phase.name()))
+        });
+        let consumer = (consumer.into_iter()).map(|(n, state)| (n, "consumer".to_owned(), state));
+        classic.chain(consumer).collect()
     }
 
     /// Forgets a group without members, for DeleteGroups: `Err(NON_EMPTY_GROUP)` if it has
     /// some.
     pub fn forget(&self, group: &str) -> Result<(), ResponseError> {
         let mut inner = self.inner.lock().expect("groups lock");
+        if inner.consumer_groups.contains_key(group) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
         match inner.groups.get(group) {
             Some(g) if !g.members.is_empty() || g.phase != Phase::Empty => {
                 Err(ResponseError::NonEmptyGroup)
@@ -1003,6 +1110,23 @@ impl Coordinator {
                             .binary_search_by(|(mt, mp)| (mt.as_str(), *mp).cmp(&(t, p)))
                             .is_ok()
                     })
+            };
+            if g.members.iter().any(fetched_by) {
+                return Some((name.clone(), Arc::clone(pace)));
+            }
+        }
+        for (name, pace) in &inner.paces {
+            let Some(g) = inner.consumer_groups.get(name) else {
+                continue;
+            };
+            let fetched_by = |m: &crate::consumer_groups::Member| {
+                m.client_id == client_id && m.client_host == host && {
+                    let assigned = g.assigned_names(m);
+                    (partitions.iter()).all(|&(t, p)| {
+                        (assigned.binary_search_by(|(mt, mp)| (mt.as_str(), *mp).cmp(&(t, p))))
+                            .is_ok()
+                    })
+                }
             };
             if g.members.iter().any(fetched_by) {
                 return Some((name.clone(), Arc::clone(pace)));

@@ -21,6 +21,7 @@
 mod apis;
 mod bounds;
 mod conn;
+mod consumer_groups;
 mod groups;
 mod metrics;
 mod versions;

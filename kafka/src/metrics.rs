@@ -204,7 +204,7 @@ impl Metrics {
 /// paced group its rate and the time its lag takes to drain at that rate.
 fn render_groups(out: &mut String, log: &floodgate::Log, coordinator: &crate::groups::Coordinator) {
     let mut names = log.list_groups();
-    names.extend(coordinator.list().into_iter().map(|(n, _)| n));
+    names.extend(coordinator.list().into_iter().map(|(n, ..)| n));
     names.sort();
     names.dedup();
     let (mut lags, mut members, mut rates, mut drains) =

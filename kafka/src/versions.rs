@@ -82,13 +82,13 @@ pub const SUPPORTED_APIS: &[Api] = &[
     Api {
         key: ApiKey::OffsetCommit,
         min: 2,
-        max: 8,
+        max: 9,
         min_served: 2,
     },
     Api {
         key: ApiKey::OffsetFetch,
         min: 1,
-        max: 8,
+        max: 9,
         min_served: 1,
     },
     Api {
@@ -124,7 +124,19 @@ pub const SUPPORTED_APIS: &[Api] = &[
     Api {
         key: ApiKey::ListGroups,
         min: 0,
-        max: 4,
+        max: 5,
+        min_served: 0,
+    },
+    Api {
+        key: ApiKey::ConsumerGroupHeartbeat,
+        min: 0,
+        max: 1,
+        min_served: 0,
+    },
+    Api {
+        key: ApiKey::ConsumerGroupDescribe,
+        min: 0,
+        max: 1,
         min_served: 0,
     },
     Api {

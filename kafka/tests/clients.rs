@@ -390,6 +390,47 @@ fn confluent_kafka_groups_rebalance_as_members_come_leave_and_crash() {
     stop(log, server);
 }
 
+/// The same with the consumer group protocol of KIP-848 (`group.protocol=consumer`): the
+/// server assigns the partitions, members take them at their heartbeats (every second), and a
+/// killed member is removed when the server's session timeout runs out.
+#[test]
+fn confluent_kafka_consumer_protocol_groups_rebalance_as_members_come_leave_and_crash() {
+    let python = python();
+    let probe = ["-c", "import confluent_kafka"];
+    if !client_available(&python, &probe, "pip install confluent-kafka") {
+        return;
+    }
+    let dir = test_dir("kafka-python-consumer-groups");
+    let (log, server) = serve(dir.path(), |c| {
+        c.default_partitions = 6;
+        // The script's SESSION_MS.
+        c.groups.consumer_session = std::time::Duration::from_secs(2);
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/confluent_groups.py"
+    );
+    let addr = server.local_addr().to_string();
+    let args = [
+        script,
+        &addr,
+        "py-consumer-orders",
+        "6",
+        "30000",
+        "consumer",
+    ];
+    run_to_success(Command::new(&python).args(args));
+    let committed = log.group_offsets("py-group-consumer");
+    assert_eq!(committed.len(), 6);
+    assert!(
+        committed
+            .iter()
+            .all(|c| c.offset == floodgate::Offset(5000)),
+        "{committed:?}"
+    );
+    stop(log, server);
+}
+
 /// The classpath of kafka-clients and slf4j-api (`.ci/run` fetches them from Maven Central), if
 /// the Java client can run here.
 fn java_classpath() -> Option<String> {

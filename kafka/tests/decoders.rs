@@ -7,6 +7,7 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::alter_configs_request::{
     AlterConfigsResource as LegacyResource, AlterableConfig as LegacyConfig,
 };
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as HeartbeatPartitions;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::delete_records_request::{
@@ -27,11 +28,12 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, CreateAclsRequest, DeleteAclsRequest, DeleteGroupsRequest,
-    DeleteRecordsRequest, DescribeAclsRequest, DescribeGroupsRequest, FetchRequest, GroupId,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    RequestHeader, SyncGroupRequest, TopicName,
+    AlterConfigsRequest, ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest,
+    CreateAclsRequest, DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DescribeAclsRequest, DescribeGroupsRequest, FetchRequest, GroupId, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -215,6 +217,10 @@ fn offset_fetch(v: i16) -> OffsetFetchRequest {
     }
     let mut g = OffsetFetchRequestGroup::default();
     g.group_id = GroupId(s("g"));
+    if v >= 9 {
+        g.member_id = Some(s("m"));
+        g.member_epoch = 4;
+    }
     let mut t = OffsetFetchRequestTopics::default();
     t.name = TopicName(s("t"));
     t.partition_indexes = vec![0, 1];
@@ -254,6 +260,34 @@ fn group_requests() -> Vec<Vec<u8>> {
                     if v >= 4 {
                         r.states_filter = vec![s("Stable"), s("Empty")];
                     }
+                    if v >= 5 {
+                        r.types_filter = vec![s("consumer"), s("classic")];
+                    }
+                    body(api.key, v, &r)
+                }
+                ApiKey::ConsumerGroupHeartbeat => {
+                    let mut owned = HeartbeatPartitions::default();
+                    owned.topic_id = uuid::Uuid::from_u128(7);
+                    owned.partitions = vec![0, 3];
+                    let mut r = ConsumerGroupHeartbeatRequest::default();
+                    r.group_id = GroupId(s("g"));
+                    r.member_id = s("m");
+                    r.member_epoch = 3;
+                    r.instance_id = Some(s("i"));
+                    r.rack_id = Some(s("r"));
+                    r.rebalance_timeout_ms = 1000;
+                    r.subscribed_topic_names = Some(vec![TopicName(s("t")), TopicName(s("u"))]);
+                    if v >= 1 {
+                        r.subscribed_topic_regex = Some(s(""));
+                    }
+                    r.server_assignor = Some(s("uniform"));
+                    r.topic_partitions = Some(vec![owned.clone(), owned]);
+                    body(api.key, v, &r)
+                }
+                ApiKey::ConsumerGroupDescribe => {
+                    let mut r = ConsumerGroupDescribeRequest::default();
+                    r.group_ids = vec![GroupId(s("g")), GroupId(s("h"))];
+                    r.include_authorized_operations = true;
                     body(api.key, v, &r)
                 }
                 ApiKey::DeleteGroups => body(api.key, v, &delete),

@@ -75,6 +75,15 @@ pub struct ServeArgs {
     /// The longest (group.max.session.timeout.ms).
     #[arg(long, default_value_t = 1_800_000)]
     group_max_session_timeout_ms: u64,
+    /// How often members of consumer-protocol groups (`group.protocol=consumer`) heartbeat,
+    /// so how soon they take partitions a leaving member freed
+    /// (group.consumer.heartbeat.interval.ms; Kafka's default is 5000).
+    #[arg(long, default_value_t = 1000)]
+    group_consumer_heartbeat_interval_ms: u64,
+    /// A consumer-protocol member silent this long is removed
+    /// (group.consumer.session.timeout.ms).
+    #[arg(long, default_value_t = 45000)]
+    group_consumer_session_timeout_ms: u64,
     /// How long a partition remembers an idle idempotent producer (Kafka's
     /// producer.id.expiration.ms): a retry after that is stored again. Default: 1 day.
     #[arg(long, default_value_t = 86_400_000)]
@@ -179,6 +188,10 @@ pub fn run(args: ServeArgs) -> CliResult {
         initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         min_session: Duration::from_millis(args.group_min_session_timeout_ms),
         max_session: Duration::from_millis(args.group_max_session_timeout_ms),
+        consumer_heartbeat_interval: Duration::from_millis(
+            args.group_consumer_heartbeat_interval_ms,
+        ),
+        consumer_session: Duration::from_millis(args.group_consumer_session_timeout_ms),
     };
     server_config.group_rates = group_rates(&args.group_rate, &args.group_byte_rate);
     let server = Server::start(Arc::clone(&log), server_config).map_err(|e| {

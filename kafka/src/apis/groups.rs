@@ -283,6 +283,7 @@ pub(crate) fn leave_group(
 pub(crate) async fn offset_commit(
     state: &ThreadState,
     req: OffsetCommitRequest,
+    version: i16,
 ) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
     let log = &state.shared.log;
@@ -293,6 +294,7 @@ pub(crate) async fn offset_commit(
             req.generation_id_or_member_epoch,
             &req.member_id,
             req.group_instance_id.as_deref(),
+            version,
         ),
     };
     // Each partition's outcome; the valid ones are committed together.
@@ -438,7 +440,16 @@ pub(crate) fn offset_fetch(
             .map(|g| {
                 let mut out = OffsetFetchResponseGroup::default();
                 out.group_id = g.group_id.clone();
-                if let Some(e) = bad_group(&g.group_id) {
+                // As Kafka: no member id and a negative epoch is a fetch from outside the
+                // group (an admin client, a consumer not yet joined).
+                let member = match (g.member_id.as_deref(), g.member_epoch) {
+                    (None, ..0) => None,
+                    (id, epoch) => Some((id.unwrap_or_default(), epoch)),
+                };
+                let coordinator = &state.shared.coordinator;
+                let refused = bad_group(&g.group_id)
+                    .or_else(|| coordinator.may_fetch_offsets(&g.group_id, member).err());
+                if let Some(e) = refused {
                     out.error_code = e.code();
                     return out;
                 }
@@ -501,6 +512,19 @@ pub(crate) fn describe_groups(
                 g.error_code = e.code();
                 return g;
             }
+            if state
+                .shared
+                .coordinator
+                .describe_consumer_group(name)
+                .is_some()
+            {
+                // As Kafka: ConsumerGroupDescribe describes groups of the consumer protocol.
+                g.error_code = ResponseError::GroupIdNotFound.code();
+                if version >= 6 {
+                    g.error_message = Some(str(format!("group {name:?} is not a classic group")));
+                }
+                return g;
+            }
             match state.shared.coordinator.describe(name) {
                 Some(view) if view.phase != Phase::Empty || !view.members.is_empty() => {
                     g.group_state = str(view.phase.name());
@@ -546,23 +570,35 @@ pub(crate) fn list_groups(
     for name in state.shared.log.list_groups() {
         listed.insert(name, (String::new(), Phase::Empty.name()));
     }
-    for (name, view) in state.shared.coordinator.list() {
-        listed.insert(name, (view.protocol_type, view.phase.name()));
+    for (name, protocol_type, phase) in state.shared.coordinator.list() {
+        listed.insert(name, (protocol_type, phase));
     }
-    let wanted = |phase: &str| {
-        req.states_filter.is_empty()
-            || (req.states_filter.iter()).any(|s| s.eq_ignore_ascii_case(phase))
+    // v5: a group's type, "consumer" for the consumer protocol's, "classic" for the others.
+    let kind = |protocol_type: &str| match protocol_type {
+        "consumer" => "consumer",
+        _ => "classic",
+    };
+    let wanted = |phase: &str, protocol_type: &str| {
+        let by_state = req.states_filter.is_empty()
+            || (req.states_filter.iter()).any(|s| s.eq_ignore_ascii_case(phase));
+        let by_type = version < 5
+            || req.types_filter.is_empty()
+            || (req.types_filter.iter()).any(|t| t.eq_ignore_ascii_case(kind(protocol_type)));
+        version < 4 || by_state && by_type
     };
     let mut response = ListGroupsResponse::default();
     response.groups = (listed.into_iter())
-        .filter(|(_, (_, phase))| version < 4 || wanted(phase))
+        .filter(|(_, (protocol_type, phase))| wanted(phase, protocol_type))
         .map(|(name, (protocol_type, phase))| {
             let mut g = ListedGroup::default();
             g.group_id = GroupId(str(name));
-            g.protocol_type = str(protocol_type);
             if version >= 4 {
                 g.group_state = str(phase);
             }
+            if version >= 5 {
+                g.group_type = str(kind(&protocol_type));
+            }
+            g.protocol_type = str(protocol_type);
             g
         })
         .collect();

@@ -28,15 +28,21 @@ pub(crate) fn metadata(
     response.brokers = vec![broker];
     response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
     response.controller_id = BrokerId(NODE_ID);
-    // v0 names no topics to mean all of them; from v1, null does.
-    let named: Option<Vec<String>> = match req.topics {
-        Some(t) if version == 0 && t.is_empty() => None,
-        Some(t) => Some(
-            t.into_iter()
+    // v0 names no topics to mean all of them; from v1, null does. From v10 a topic may be
+    // asked for by its id instead of its name.
+    let (named, by_id): (Option<Vec<String>>, Vec<uuid::Uuid>) = match req.topics {
+        Some(t) if version == 0 && t.is_empty() => (None, Vec::new()),
+        Some(t) => {
+            let ids = (t.iter())
+                .filter(|t| t.name.is_none() && !t.topic_id.is_nil())
+                .map(|t| t.topic_id)
+                .collect();
+            let names = (t.into_iter())
                 .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                .collect(),
-        ),
-        None => None,
+                .collect();
+            (Some(names), ids)
+        }
+        None => (None, Vec::new()),
     };
     // Before v4 a request could not say; the server's setting decides.
     let may_create =
@@ -62,6 +68,22 @@ pub(crate) fn metadata(
             })
             .collect(),
     };
+    if !by_id.is_empty() {
+        let topics = log.list_topics();
+        for id in by_id {
+            response
+                .topics
+                .push(match topics.iter().find(|t| topic_uuid(t) == id) {
+                    Some(t) => topic_entry(t),
+                    None => {
+                        let mut topic = MetadataResponseTopic::default();
+                        topic.topic_id = id;
+                        topic.error_code = ResponseError::UnknownTopicId.code();
+                        topic
+                    }
+                });
+        }
+    }
     response
 }
 

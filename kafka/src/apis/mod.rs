@@ -3,6 +3,7 @@
 
 mod acls;
 mod configs;
+mod consumer_groups;
 mod fetch;
 mod groups;
 mod metadata;
@@ -20,10 +21,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsResponse, ConsumerGroupDescribeRequest,
+    ConsumerGroupHeartbeatRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
     ResponseHeader, SyncGroupRequest,
@@ -72,6 +74,8 @@ pub(crate) enum Decoded {
     DescribeAcls(DescribeAclsRequest),
     CreateAcls(CreateAclsRequest),
     DeleteAcls(DeleteAclsRequest),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
 }
 
 /// Decodes `req`'s body, or says why the connection is closed instead: an API or version the
@@ -128,6 +132,8 @@ pub(crate) fn decode(req: &mut Request) -> Result<Decoded, String> {
         ApiKey::DescribeAcls => decoded!(DescribeAcls),
         ApiKey::CreateAcls => decoded!(CreateAcls),
         ApiKey::DeleteAcls => decoded!(DeleteAcls),
+        ApiKey::ConsumerGroupHeartbeat => decoded!(ConsumerGroupHeartbeat),
+        ApiKey::ConsumerGroupDescribe => decoded!(ConsumerGroupDescribe),
         other => return Err(format!("{other:?} has no handler")),
     })
 }
@@ -228,6 +234,16 @@ pub(crate) fn handle(
                 frame(key, version, id, &response).map(|f| Some(vec![f]))
             })
         }
+        Decoded::ConsumerGroupHeartbeat(request) => {
+            let client_id = (req.header.client_id.as_deref()).unwrap_or_default();
+            let host = format!("/{peer}");
+            now!(consumer_groups::consumer_group_heartbeat(
+                &state, request, version, client_id, &host
+            ))
+        }
+        Decoded::ConsumerGroupDescribe(request) => {
+            now!(consumer_groups::consumer_group_describe(&state, request))
+        }
         Decoded::SyncGroup(request) => Box::pin(async move {
             let response = groups::sync_group(&state, request, version).await;
             frame(key, version, id, &response).map(|f| Some(vec![f]))
@@ -235,7 +251,7 @@ pub(crate) fn handle(
         Decoded::Heartbeat(request) => now!(groups::heartbeat(&state, request)),
         Decoded::LeaveGroup(request) => now!(groups::leave_group(&state, request, version)),
         Decoded::OffsetCommit(request) => Box::pin(async move {
-            let response = groups::offset_commit(&state, request).await;
+            let response = groups::offset_commit(&state, request, version).await;
             frame(key, version, id, &response).map(|f| Some(vec![f]))
         }),
         Decoded::OffsetFetch(request) => now!(groups::offset_fetch(&state, request, version)),

@@ -2,8 +2,10 @@
 group share the partitions and rebalance as a third joins, as one leaves (closing) and as one
 crashes (a process killed without leaving, expired by its session timeout); every record is
 delivered at least once across them, and the group's commits end where the partitions end.
-Usage: confluent_groups.py HOST:PORT TOPIC PARTITIONS COUNT
-       confluent_groups.py --member HOST:PORT TOPIC GROUP   (a member that runs until killed)"""
+PROTOCOL is librdkafka's group.protocol: `classic` (the default) or `consumer` (KIP-848, where
+the broker sets the heartbeat interval and the session timeout, which must be SESSION_MS).
+Usage: confluent_groups.py HOST:PORT TOPIC PARTITIONS COUNT [PROTOCOL]
+       confluent_groups.py --member HOST:PORT TOPIC GROUP PROTOCOL   (runs until killed)"""
 import os
 import subprocess
 import sys
@@ -15,23 +17,26 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 SESSION_MS = 2000
 
 
-def consumer_config(bootstrap, group):
-    return {
+def consumer_config(bootstrap, group, protocol):
+    config = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 200,
-        "session.timeout.ms": SESSION_MS,
-        "heartbeat.interval.ms": 300,
     }
+    if protocol == "consumer":
+        config["group.protocol"] = "consumer"
+    else:
+        config.update({"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 300})
+    return config
 
 
 if sys.argv[1] == "--member":
     # A member in its own process: consumes and says what it holds, until it is killed. It
     # never commits, so what it read is delivered again to the others.
-    bootstrap, topic, group = sys.argv[2:5]
-    c = Consumer(dict(consumer_config(bootstrap, group), **{"enable.auto.commit": False}))
+    bootstrap, topic, group, protocol = sys.argv[2:6]
+    c = Consumer(dict(consumer_config(bootstrap, group, protocol), **{"enable.auto.commit": False}))
     c.subscribe([topic])
     while True:
         c.poll(0.1)
@@ -39,7 +44,8 @@ if sys.argv[1] == "--member":
         print("held", " ".join(map(str, held)), flush=True)
 
 bootstrap, topic, partitions, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-group = "py-group"
+protocol = sys.argv[5] if len(sys.argv) > 5 else "classic"
+group = "py-group" if protocol == "classic" else "py-group-" + protocol
 
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
                      "enable.idempotence": True})
@@ -55,7 +61,7 @@ class Member:
 
     def __init__(self, name):
         self.name = name
-        self.consumer = Consumer(consumer_config(bootstrap, group))
+        self.consumer = Consumer(consumer_config(bootstrap, group, protocol))
         self.consumer.subscribe([topic])
         self.seen = []
         self.held = []
@@ -114,7 +120,7 @@ assert done - left_at < 2.0 + 0.5, done - left_at
 
 # A member in another process joins, then is killed without leaving: its session runs out
 # and a and c take its partitions back.
-member = subprocess.Popen([sys.executable, __file__, "--member", bootstrap, topic, group],
+member = subprocess.Popen([sys.executable, __file__, "--member", bootstrap, topic, group, protocol],
                           stdout=subprocess.PIPE, text=True)
 line = ""
 deadline = time.time() + 30
@@ -145,7 +151,7 @@ c.close()
 for m in (a, b, c):
     assert not m.errors, (m.name, m.errors[:3])
 
-check = Consumer(consumer_config(bootstrap, group))
+check = Consumer(consumer_config(bootstrap, group, protocol))
 committed = check.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
 assert [tp.offset for tp in committed] == per_partition, [tp.offset for tp in committed]
 check.close()
