@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, serve, stop, test_dir};
+use common::{Client, fetch_records, produce, serve, stop, test_dir};
 use floodgate::{Offset, Record, TopicConfig};
 use floodgate_kafka::ServerConfig;
 use kafka_protocol::ResponseError;
@@ -730,46 +730,6 @@ fn offsets_are_committed_fetched_and_shared_with_the_logs_consumers() {
     stop(log, server);
 }
 
-/// A batch of `n` records as a client without idempotence encodes it.
-fn batch(n: i64) -> Bytes {
-    common::record_batch((-1, -1, -1), n, |i| {
-        (None, Bytes::from(format!("value-{i}")))
-    })
-}
-
-/// Produces `batches` batches of `n` records to each of `partitions` partitions of `topic`,
-/// pipelined, and checks every one was stored.
-fn produce(client: &mut Client, topic: &str, partitions: i32, batches: usize, n: i64) {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-    let mut ids = Vec::new();
-    for _ in 0..batches {
-        let mut t = TopicProduceData::default();
-        t.name = TopicName(s(topic));
-        t.partition_data = (0..partitions)
-            .map(|p| {
-                let mut d = PartitionProduceData::default();
-                d.index = p;
-                d.records = Some(batch(n));
-                d
-            })
-            .collect();
-        let mut r = ProduceRequest::default();
-        r.acks = -1;
-        r.timeout_ms = 10_000;
-        r.topic_data = vec![t];
-        ids.push(client.send(ApiKey::Produce, 9, &r));
-    }
-    for id in ids {
-        let (got, mut body) = client.receive_raw(ApiKey::Produce, 9).unwrap();
-        assert_eq!(got, id);
-        let r =
-            <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 9).unwrap();
-        let codes = r.responses.iter().flat_map(|t| &t.partition_responses);
-        assert!(codes.map(|p| p.error_code).all(|c| c == 0));
-    }
-}
-
 /// A consumer-protocol assignment (version 0) of `partitions` of `topic`.
 fn assignment(topic: &str, partitions: &[i32]) -> Vec<u8> {
     let mut b = vec![0, 0, 0, 0, 0, 1];
@@ -781,45 +741,6 @@ fn assignment(topic: &str, partitions: &[i32]) -> Vec<u8> {
     }
     b.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
     b
-}
-
-/// Fetches `topic`'s partitions from `next` on (moving it past what comes back); returns the
-/// records received.
-fn fetch_records(client: &mut Client, topic: &str, next: &mut [i64]) -> u64 {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, FetchResponse};
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(s(topic));
-    t.partitions = (0..next.len())
-        .map(|p| {
-            let mut f = FetchPartition::default();
-            f.partition = p as i32;
-            f.fetch_offset = next[p];
-            f.partition_max_bytes = 1 << 20;
-            f
-        })
-        .collect();
-    let mut r = FetchRequest::default();
-    r.max_wait_ms = 200;
-    r.min_bytes = 1;
-    r.max_bytes = 50 << 20;
-    r.topics = vec![t];
-    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &r);
-    let mut received = 0;
-    for p in &response.responses[0].partitions {
-        assert_eq!(p.error_code, 0);
-        let mut records = p.records.clone().unwrap_or_default();
-        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap();
-        for set in sets {
-            for r in set.records {
-                if r.offset >= next[p.partition_index as usize] {
-                    next[p.partition_index as usize] = r.offset + 1;
-                    received += 1;
-                }
-            }
-        }
-    }
-    received
 }
 
 fn alter_rate(client: &mut Client, group: &str, value: Option<&str>) -> i16 {

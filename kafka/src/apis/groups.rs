@@ -613,7 +613,9 @@ pub(crate) async fn delete_groups(
     for name in &req.groups_names {
         let mut result = DeletableGroupResult::default();
         result.group_id = name.clone();
-        let known = state.shared.coordinator.describe(name).is_some()
+        let coordinator = &state.shared.coordinator;
+        let known = coordinator.describe(name).is_some()
+            || coordinator.describe_consumer_group(name).is_some()
             || !state.shared.log.group_offsets(name).is_empty();
         let error = match bad_group(name) {
             Some(e) => Some(e),

@@ -3,6 +3,7 @@
 //! the request and the server allow it.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -33,11 +34,13 @@ pub(crate) fn metadata(
     let (named, by_id): (Option<Vec<String>>, Vec<uuid::Uuid>) = match req.topics {
         Some(t) if version == 0 && t.is_empty() => (None, Vec::new()),
         Some(t) => {
-            let ids = (t.iter())
-                .filter(|t| t.name.is_none() && !t.topic_id.is_nil())
-                .map(|t| t.topic_id)
-                .collect();
+            // By id: an id and no name (or an empty one).
+            let by_id = |t: &MetadataRequestTopic| {
+                !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.is_empty())
+            };
+            let ids = t.iter().filter(|t| by_id(t)).map(|t| t.topic_id).collect();
             let names = (t.into_iter())
+                .filter(|t| !by_id(t))
                 .filter_map(|t| t.name.map(|n| n.0.to_string()))
                 .collect();
             (Some(names), ids)
