@@ -505,6 +505,36 @@ fn the_java_clients_consumer_group_shares_partitions_and_commits() {
     stop(log, server);
 }
 
+/// The same with the consumer protocol of KIP-848 (`group.protocol=consumer`, the Java
+/// client's new consumer): the server assigns, and the member left takes the other's
+/// partitions at its next heartbeat.
+#[test]
+fn the_java_clients_consumer_protocol_group_shares_partitions_and_commits() {
+    let Some(classpath) = java_classpath() else {
+        return;
+    };
+    let dir = test_dir("kafka-java-consumer-groups");
+    let (log, server) = serve(dir.path(), |c| c.default_partitions = 4);
+    let program = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/java/Groups.java"
+    );
+    let addr = server.local_addr().to_string();
+    let topic = "java-consumer-orders";
+    let args = [
+        "-cp", &classpath, program, &addr, topic, "4", "4000", "consumer",
+    ];
+    run_to_success(Command::new("java").args(args));
+    let committed = log.group_offsets("java-group-consumer");
+    assert_eq!(committed.len(), 4, "{committed:?}");
+    assert!(
+        committed
+            .iter()
+            .all(|c| c.offset == floodgate::Offset(1000))
+    );
+    stop(log, server);
+}
+
 /// librdkafka's own test suite (Debian's librdkafka 2.0.2 source, built by
 /// `.ci/librdkafka-tests`, whose output FLOODGATE_LIBRDKAFKA_TESTS names) against the server:
 /// the tests in `tests/clients/librdkafka-tests.txt`, two at a time, as `test-runner` runs

@@ -1,8 +1,10 @@
-// The Java client's consumer group (kafka-clients, the classic protocol) against floodgate
-// serve: two consumers subscribe in one group, share the topic's partitions, read every record
-// once between them and commit synchronously with metadata; then one closes and the other takes
-// its partitions; a fresh consumer of the group finds the commits and their metadata.
+// The Java client's consumer group (kafka-clients) against floodgate serve: two consumers
+// subscribe in one group, share the topic's partitions, read every record once between them and
+// commit synchronously with metadata; then one closes and the other takes its partitions; a
+// fresh consumer of the group finds the commits and their metadata. PROTOCOL is the client's
+// group.protocol: classic (the default) or consumer (KIP-848; group "java-group-consumer").
 // Usage: java -cp kafka-clients.jar:slf4j-api.jar Groups.java HOST:PORT TOPIC PARTITIONS COUNT
+//        [PROTOCOL]
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -26,15 +28,23 @@ public class Groups {
         }
     }
 
+    static String protocol = "classic";
+
     static Properties consumerProps(String bootstrap) {
         String strings = "org.apache.kafka.common.serialization.StringDeserializer";
         Properties c = new Properties();
         c.put("bootstrap.servers", bootstrap);
-        c.put("group.id", "java-group");
         c.put("enable.auto.commit", "false");
         c.put("auto.offset.reset", "earliest");
-        c.put("session.timeout.ms", "6000");
-        c.put("heartbeat.interval.ms", "500");
+        if (protocol.equals("consumer")) {
+            // The broker sets the session and the heartbeat interval.
+            c.put("group.id", "java-group-consumer");
+            c.put("group.protocol", "consumer");
+        } else {
+            c.put("group.id", "java-group");
+            c.put("session.timeout.ms", "6000");
+            c.put("heartbeat.interval.ms", "500");
+        }
         c.put("key.deserializer", strings);
         c.put("value.deserializer", strings);
         return c;
@@ -45,6 +55,9 @@ public class Groups {
         String topic = args[1];
         int partitions = Integer.parseInt(args[2]);
         int count = Integer.parseInt(args[3]);
+        if (args.length > 4) {
+            protocol = args[4];
+        }
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
         p.put("acks", "all");
