@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use regex::Regex;
 use uuid::Uuid;
 
 /// A partition as the protocol names it: its topic's id and its index.
@@ -83,6 +84,8 @@ pub(crate) struct Beat {
     pub client_host: String,
     pub rebalance_timeout: Option<Duration>,
     pub subscribed: Option<Vec<String>>,
+    /// The topics it subscribes to by pattern (matching whole names): `Some(None)` for none.
+    pub regex: Option<Option<Regex>>,
     pub assignor: Option<Assignor>,
     /// The partitions the member owns now.
     pub owned: Option<Vec<Tp>>,
@@ -109,6 +112,11 @@ pub(crate) struct Member {
     pub client_id: String,
     pub client_host: String,
     pub rebalance_timeout: Duration,
+    /// The topics it names.
+    pub names: BTreeSet<String>,
+    /// The topics it subscribes to by pattern.
+    pub regex: Option<Regex>,
+    /// What it subscribes to: the topics it names and those of the log its pattern matches.
     pub subscribed: BTreeSet<String>,
     pub assignor: Option<Assignor>,
     pub epoch: i32,
@@ -136,6 +144,8 @@ pub(crate) struct ConsumerGroup {
     pub members: Vec<Member>,
     /// The subscribed topics, as the target was last computed from.
     pub topics: Vec<TopicMeta>,
+    /// The log's topic names when patterns were last matched against them.
+    known_topics: Vec<String>,
 }
 
 /// A group's state as ListGroups and ConsumerGroupDescribe name it.
@@ -173,6 +183,7 @@ impl ConsumerGroup {
             target: HashMap::new(),
             members: Vec::new(),
             topics: Vec::new(),
+            known_topics: Vec::new(),
         }
     }
 
@@ -215,6 +226,35 @@ impl ConsumerGroup {
             Assignor::Range => range(&subscribers, &self.topics),
         };
         self.target_epoch = self.epoch;
+    }
+
+    /// What members subscribe to, from the topics they name and the log's topics their
+    /// patterns match: member `i`'s (its heartbeat may have changed them), and everyone's when
+    /// the log's topics changed. Returns whether a subscription changed.
+    fn resolve_subscriptions(&mut self, i: usize, all: &[TopicMeta]) -> bool {
+        let names_changed = self.known_topics.len() != all.len()
+            || (self.known_topics.iter())
+                .zip(all)
+                .any(|(known, t)| *known != t.name);
+        if names_changed {
+            self.known_topics = all.iter().map(|t| t.name.clone()).collect();
+        }
+        let mut changed = false;
+        for (j, m) in self.members.iter_mut().enumerate() {
+            if j != i && !(names_changed && m.regex.is_some()) {
+                continue;
+            }
+            let mut subscribed = m.names.clone();
+            if let Some(re) = &m.regex {
+                let matching = all.iter().filter(|t| re.is_match(&t.name));
+                subscribed.extend(matching.map(|t| t.name.clone()));
+            }
+            if subscribed != m.subscribed {
+                m.subscribed = subscribed;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Partitions owned by members other than `i` (assigned to them or not yet given up).
@@ -314,15 +354,17 @@ impl ConsumerGroup {
             m.rack_id = beat.rack_id.clone();
         }
         let mut changed = fresh;
-        if let Some(subscribed) = &beat.subscribed {
-            let subscribed: BTreeSet<String> = subscribed.iter().cloned().collect();
-            changed |= subscribed != m.subscribed;
-            m.subscribed = subscribed;
+        if let Some(names) = &beat.subscribed {
+            m.names = names.iter().cloned().collect();
+        }
+        if let Some(regex) = &beat.regex {
+            m.regex = regex.clone();
         }
         if let Some(a) = beat.assignor {
             changed |= m.assignor != Some(a);
             m.assignor = Some(a);
         }
+        changed |= self.resolve_subscriptions(i, all);
         let topics = self.subscribed_topics(all);
         if changed || topics != self.topics {
             self.topics = topics;
@@ -378,6 +420,8 @@ impl ConsumerGroup {
             client_id: beat.client_id.clone(),
             client_host: beat.client_host.clone(),
             rebalance_timeout: beat.rebalance_timeout.unwrap_or(Duration::from_secs(300)),
+            names: BTreeSet::new(),
+            regex: None,
             subscribed: BTreeSet::new(),
             assignor: None,
             epoch: 0,
@@ -865,6 +909,35 @@ mod tests {
         settle(&mut g, &all, now);
         assert_eq!(g.members[0].assigned.len(), 7);
         assert!(g.members[1].assigned.is_empty());
+    }
+
+    #[test]
+    fn a_pattern_subscribes_to_the_topics_it_matches_as_they_come() {
+        let mut all = vec![topic("orders-eu", 2), topic("returns", 2)];
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new();
+        let mut a = join("a", &[]);
+        a.regex = Some(Some(Regex::new("^(?:orders-.*)$").unwrap()));
+        g.heartbeat(a, &all, now).unwrap();
+        settle(&mut g, &all, now);
+        let ids = |g: &ConsumerGroup| -> BTreeSet<Uuid> {
+            g.members[0].assigned.iter().map(|(t, _)| *t).collect()
+        };
+        assert_eq!(ids(&g), [all[0].id].into());
+        // A matching topic created later is taken at the next heartbeat.
+        all.push(topic("orders-us", 3));
+        let epoch = g.epoch;
+        settle(&mut g, &all, now);
+        assert_eq!(g.epoch, epoch + 1);
+        assert_eq!(ids(&g), [all[0].id, all[2].id].into());
+        assert_eq!(g.members[0].assigned.len(), 5);
+        // The pattern cleared: only the names it gives ("returns").
+        let mut b = beat("a", g.members[0].epoch, None);
+        b.regex = Some(None);
+        b.subscribed = Some(vec!["returns".into()]);
+        g.heartbeat(b, &all, now).unwrap();
+        settle(&mut g, &all, now);
+        assert_eq!(ids(&g), [all[1].id].into());
     }
 
     #[test]

@@ -381,6 +381,7 @@ fn entries(state: &ThreadState, broker: bool, own: TopicOwn) -> Vec<Entry> {
     let segment = config.segment_size();
     let record = config.record_bytes_limit();
     let server = &state.shared.config;
+    let groups = &server.groups;
     if !broker {
         return vec![
             entry(
@@ -537,6 +538,42 @@ fn entries(state: &ThreadState, broker: bool, own: TopicOwn) -> Vec<Entry> {
             LONG,
             bytes >= 0,
             "Retention by size (-1: none).",
+        ),
+        entry(
+            "group.initial.rebalance.delay.ms",
+            groups.initial_rebalance_delay.as_millis(),
+            INT,
+            true,
+            "How long a new classic group's first rebalance waits for more members.",
+        ),
+        entry(
+            "group.min.session.timeout.ms",
+            groups.min_session.as_millis(),
+            INT,
+            true,
+            "The shortest session a classic group's member may ask for.",
+        ),
+        entry(
+            "group.max.session.timeout.ms",
+            groups.max_session.as_millis(),
+            INT,
+            true,
+            "The longest session a classic group's member may ask for.",
+        ),
+        entry(
+            "group.consumer.heartbeat.interval.ms",
+            groups.consumer_heartbeat_interval.as_millis(),
+            INT,
+            true,
+            "How often consumer-protocol members heartbeat (how soon they learn of a new \
+             assignment).",
+        ),
+        entry(
+            "group.consumer.session.timeout.ms",
+            groups.consumer_session.as_millis(),
+            INT,
+            true,
+            "How long a silent consumer-protocol member stays in its group.",
         ),
     ]
 }

@@ -119,16 +119,19 @@ pub(crate) fn consumer_group_heartbeat(
         let why = format!("group id {group:?} is not a storable group name");
         return refuse(response, ResponseError::InvalidGroupId, why);
     }
-    // An empty expression is none (librdkafka sends one beside topic names).
-    if req
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        let why = "subscriptions by regular expression are not supported by floodgate serve: \
-                   subscribe to topic names";
-        return refuse(response, ResponseError::InvalidRequest, why.to_owned());
-    }
+    // A pattern matches whole topic names (RE2's syntax, as Kafka's RE2/J); an empty one is
+    // none (librdkafka sends one beside topic names).
+    let regex = match req.subscribed_topic_regex.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(pattern) => match regex::Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(re) => Some(Some(re)),
+            Err(e) => {
+                let why = format!("SubscribedTopicRegex {pattern:?} is not valid: {e}");
+                return refuse(response, ResponseError::InvalidRegularExpression, why);
+            }
+        },
+    };
     let assignor = match req.server_assignor.as_deref() {
         None => None,
         Some(name) => match Assignor::from_name(name) {
@@ -155,6 +158,7 @@ pub(crate) fn consumer_group_heartbeat(
             .then(|| Duration::from_millis(req.rebalance_timeout_ms as u64)),
         subscribed: (req.subscribed_topic_names.as_ref())
             .map(|names| names.iter().map(|n| n.0.to_string()).collect()),
+        regex,
         assignor,
         owned: (req.topic_partitions.as_ref()).map(|ts| {
             (ts.iter())
@@ -262,9 +266,14 @@ pub(crate) fn consumer_group_describe(
                     dm.member_epoch = m.epoch;
                     dm.client_id = str(m.client_id.clone());
                     dm.client_host = str(m.client_host.clone());
-                    dm.subscribed_topic_names = (m.subscribed.iter())
+                    dm.subscribed_topic_names = (m.names.iter())
                         .map(|n| TopicName(str(n.clone())))
                         .collect();
+                    // As given: without the anchors added to match whole names.
+                    dm.subscribed_topic_regex = (m.regex.as_ref()).map(|re| {
+                        let anchored = re.as_str();
+                        str(&anchored[4..anchored.len() - 2])
+                    });
                     dm.assignment = described_assignment(&m.assigned, &g);
                     dm.target_assignment = described_assignment(&g.target_of(&m.id), &g);
                     // A member of the consumer protocol (0 would be a classic one).
