@@ -54,7 +54,7 @@ pub struct GroupTimeouts {
 impl Default for GroupTimeouts {
     /// Kafka's defaults (3 s, 6 s, 30 min; a session of 45 s), except the consumer protocol's
     /// heartbeat interval: 1 s rather than Kafka's 5 s, so that a group rebalances within a
-    /// second of a member leaving (a heartbeat costs the server about a microsecond).
+    /// second of a member leaving.
     fn default() -> GroupTimeouts {
         GroupTimeouts {
             initial_rebalance_delay: Duration::from_secs(3),
