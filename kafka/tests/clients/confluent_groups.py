@@ -155,5 +155,29 @@ check = Consumer(consumer_config(bootstrap, group, protocol))
 committed = check.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
 assert [tp.offset for tp in committed] == per_partition, [tp.offset for tp in committed]
 check.close()
+
+if protocol == "consumer":
+    # A subscription by pattern (SubscribedTopicRegex): the topics it matches, and one created
+    # while it runs; not the topic it does not match.
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    prefix = topic + "-pattern-"
+    created = admin.create_topics([NewTopic(prefix + "a", 2, 1), NewTopic(topic + "-other", 2, 1)])
+    for f in created.values():
+        f.result(10)
+    watcher = Consumer(dict(consumer_config(bootstrap, group + "-pattern", protocol)))
+    watcher.subscribe(["^" + prefix + ".*"])
+
+    def holds(expected):
+        watcher.poll(0.1)
+        return sorted((tp.topic, tp.partition) for tp in watcher.assignment()) == expected
+
+    wait_for("the pattern's topic", lambda: holds([(prefix + "a", 0), (prefix + "a", 1)]))
+    for f in admin.create_topics([NewTopic(prefix + "b", 1, 1)]).values():
+        f.result(10)
+    wait_for("the topic created later",
+             lambda: holds([(prefix + "a", 0), (prefix + "a", 1), (prefix + "b", 0)]))
+    watcher.close()
 print("ok: %d records over %d partitions, %d delivered (at least once)"
       % (count, partitions, len(a.seen) + len(b.seen) + len(c.seen)))
