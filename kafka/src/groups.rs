@@ -1015,8 +1015,9 @@ impl Coordinator {
         })
     }
 
-    /// Every group with members or a rebalance, by name: (protocol type, state).
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// Every group with members or a rebalance: its name, protocol type, state, and type
+    /// (`classic`, or `consumer` for the consumer protocol's).
+    pub fn list(&self) -> Vec<(String, String, &'static str, &'static str)> {
         let (classic, consumer): (Vec<String>, Vec<(String, &'static str)>) = {
             let inner = self.inner.lock().expect("groups lock");
             let consumer = (inner.consumer_groups.iter())
@@ -1025,10 +1026,11 @@ impl Coordinator {
             (inner.groups.keys().cloned().collect(), consumer)
         };
         let classic = (classic.into_iter()).filter_map(|n| {
-            self.describe(&n)
-                .map(|v| (n, v.protocol_type, v.phase.name()))
+            let v = self.describe(&n)?;
+            Some((n, v.protocol_type, v.phase.name(), "classic"))
         });
-        let consumer = (consumer.into_iter()).map(|(n, state)| (n, "consumer".to_owned(), state));
+        let consumer =
+            (consumer.into_iter()).map(|(n, state)| (n, "consumer".to_owned(), state, "consumer"));
         classic.chain(consumer).collect()
     }
 

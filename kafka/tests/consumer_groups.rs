@@ -292,6 +292,22 @@ fn heartbeats_that_do_not_fit_are_refused() {
         other.call(&r).error_code,
         code(ResponseError::GroupIdNotFound)
     );
+    // ListGroups v5 tells them apart by type, though both have the protocol type "consumer".
+    let mut list = ListGroupsRequest::default();
+    list.types_filter = vec![s("classic")];
+    let listed: ListGroupsResponse = classic.call(ApiKey::ListGroups, 5, &list);
+    let kinds: Vec<(String, String, String)> = (listed.groups.iter())
+        .map(|g| {
+            let (id, kind) = (g.group_id.to_string(), g.group_type.to_string());
+            (id, kind, g.protocol_type.to_string())
+        })
+        .collect();
+    let classic_group = (
+        "classic".to_owned(),
+        "classic".to_owned(),
+        "consumer".to_owned(),
+    );
+    assert_eq!(kinds, vec![classic_group]);
     stop(log, server);
 }
 

@@ -566,37 +566,35 @@ pub(crate) fn list_groups(
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
-    let mut listed: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
+    // (protocol type, state, type): v5 names a group's type, `consumer` for the consumer
+    // protocol's groups and `classic` for the others (a group with only committed offsets
+    // here is classic, as in Kafka).
+    let mut listed: BTreeMap<String, (String, &'static str, &'static str)> = BTreeMap::new();
     for name in state.shared.log.list_groups() {
-        listed.insert(name, (String::new(), Phase::Empty.name()));
+        listed.insert(name, (String::new(), Phase::Empty.name(), "classic"));
     }
-    for (name, protocol_type, phase) in state.shared.coordinator.list() {
-        listed.insert(name, (protocol_type, phase));
+    for (name, protocol_type, phase, kind) in state.shared.coordinator.list() {
+        listed.insert(name, (protocol_type, phase, kind));
     }
-    // v5: a group's type, "consumer" for the consumer protocol's, "classic" for the others.
-    let kind = |protocol_type: &str| match protocol_type {
-        "consumer" => "consumer",
-        _ => "classic",
-    };
-    let wanted = |phase: &str, protocol_type: &str| {
+    let wanted = |phase: &str, kind: &str| {
         let by_state = req.states_filter.is_empty()
             || (req.states_filter.iter()).any(|s| s.eq_ignore_ascii_case(phase));
         let by_type = version < 5
             || req.types_filter.is_empty()
-            || (req.types_filter.iter()).any(|t| t.eq_ignore_ascii_case(kind(protocol_type)));
+            || (req.types_filter.iter()).any(|t| t.eq_ignore_ascii_case(kind));
         version < 4 || by_state && by_type
     };
     let mut response = ListGroupsResponse::default();
     response.groups = (listed.into_iter())
-        .filter(|(_, (protocol_type, phase))| wanted(phase, protocol_type))
-        .map(|(name, (protocol_type, phase))| {
+        .filter(|(_, (_, phase, kind))| wanted(phase, kind))
+        .map(|(name, (protocol_type, phase, kind))| {
             let mut g = ListedGroup::default();
             g.group_id = GroupId(str(name));
             if version >= 4 {
                 g.group_state = str(phase);
             }
             if version >= 5 {
-                g.group_type = str(kind(&protocol_type));
+                g.group_type = str(kind);
             }
             g.protocol_type = str(protocol_type);
             g

@@ -178,6 +178,17 @@ if protocol == "consumer":
         f.result(10)
     wait_for("the topic created later",
              lambda: holds([(prefix + "a", 0), (prefix + "a", 1), (prefix + "b", 0)]))
+    # The admin client sees it as a group of the consumer protocol (ConsumerGroupDescribe,
+    # ListGroups v5).
+    from confluent_kafka import ConsumerGroupType
+
+    described = admin.describe_consumer_groups([group + "-pattern"])[group + "-pattern"].result(10)
+    assert described.type == ConsumerGroupType.CONSUMER, described.type
+    assert described.partition_assignor == "uniform", described.partition_assignor
+    [only] = described.members
+    assert len(only.assignment.topic_partitions) == 3, only.assignment.topic_partitions
+    listed = {g.group_id: g.type for g in admin.list_consumer_groups().result(10).valid}
+    assert listed[group + "-pattern"] == ConsumerGroupType.CONSUMER, listed
     watcher.close()
 print("ok: %d records over %d partitions, %d delivered (at least once)"
       % (count, partitions, len(a.seen) + len(b.seen) + len(c.seen)))
