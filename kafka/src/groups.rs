@@ -986,6 +986,16 @@ impl Coordinator {
         }
     }
 
+    /// How many members group `group` has here, of either protocol.
+    pub fn member_count(&self, group: &str) -> usize {
+        let inner = self.inner.lock().expect("groups lock");
+        match (inner.groups.get(group), inner.consumer_groups.get(group)) {
+            (_, Some(g)) => g.members.len(),
+            (Some(g), None) => g.members.len(),
+            (None, None) => 0,
+        }
+    }
+
     /// A consumer-protocol group as ConsumerGroupDescribe shows it.
     pub fn describe_consumer_group(&self, group: &str) -> Option<ConsumerGroup> {
         let inner = self.inner.lock().expect("groups lock");

@@ -227,7 +227,7 @@ fn render_groups(out: &mut String, log: &floodgate::Log, coordinator: &crate::gr
                 );
             }
         }
-        let n = coordinator.describe(group).map_or(0, |v| v.members.len());
+        let n = coordinator.member_count(group);
         let _ = writeln!(members, "floodgate_group_members{{group=\"{g}\"}} {n}");
         if let Some(r) = coordinator.rate(group).and_then(|l| l.msgs_per_s) {
             let _ = writeln!(

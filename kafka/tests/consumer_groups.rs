@@ -403,7 +403,9 @@ fn commits_and_offset_fetches_are_checked_against_the_members_epoch() {
 #[test]
 fn a_consumer_group_is_described_listed_and_kept_while_it_has_members() {
     let dir = test_dir("consumer-groups-describe");
-    let (log, server) = serve(dir.path(), |_| {});
+    let (log, server) = serve(dir.path(), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
     log.create_topic("orders", TopicConfig::new(4)).unwrap();
     let addr = server.local_addr();
     let mut a = Member::new(addr, "g", "a");
@@ -445,6 +447,19 @@ fn a_consumer_group_is_described_listed_and_kept_while_it_has_members() {
     assert_eq!(member_a.member_type, 1);
 
     settle(&mut [&mut a, &mut b], 4);
+    // `/metrics` counts its members.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut http = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+        write!(http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        http.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(
+        metrics.contains("floodgate_group_members{group=\"g\"} 2\n"),
+        "{metrics}"
+    );
     let described: ConsumerGroupDescribeResponse = admin.call(ApiKey::ConsumerGroupDescribe, 1, &r);
     assert_eq!(described.groups[0].group_state.as_str(), "Stable");
 
