@@ -621,3 +621,100 @@ fn a_paced_group_paces_its_consumer_protocol_members() {
     assert_eq!(before + unpaced, 8_000);
     stop(log, server);
 }
+
+/// A classic member of group `group` (JoinGroup in two steps, alone): its connection and id.
+fn classic_join(addr: SocketAddr, group: &str) -> (Client, JoinGroupResponse) {
+    let mut join = JoinGroupRequest::default();
+    join.group_id = GroupId(s(group));
+    join.session_timeout_ms = 10_000;
+    join.rebalance_timeout_ms = 10_000;
+    join.protocol_type = s("consumer");
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = s("range");
+    p.metadata = bytes::Bytes::from_static(b"meta");
+    join.protocols = vec![p].into_iter().collect();
+    let mut client = Client::connect(addr);
+    let first: JoinGroupResponse = client.call(ApiKey::JoinGroup, 5, &join);
+    join.member_id = first.member_id;
+    let joined: JoinGroupResponse = client.call(ApiKey::JoinGroup, 5, &join);
+    assert_eq!(joined.error_code, 0);
+    (client, joined)
+}
+
+/// A group moves from one protocol to the other once its members have left, and keeps its
+/// committed offsets: classic members commit, consumer-protocol members start from there and
+/// commit, and classic members come back to theirs.
+#[test]
+fn a_group_changes_protocol_when_empty_and_keeps_its_offsets() {
+    use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+    let dir = test_dir("consumer-groups-switch");
+    let (log, server) = serve(dir.path(), |c| {
+        c.groups.initial_rebalance_delay = Duration::ZERO;
+    });
+    log.create_topic("orders", TopicConfig::new(2)).unwrap();
+    let addr = server.local_addr();
+    let leave = |client: &mut Client, member: &StrBytes| {
+        let mut r = LeaveGroupRequest::default();
+        r.group_id = GroupId(s("g"));
+        r.member_id = member.clone();
+        let left: LeaveGroupResponse = client.call(ApiKey::LeaveGroup, 2, &r);
+        assert_eq!(left.error_code, 0);
+    };
+    let classic_commit = |client: &mut Client, joined: &JoinGroupResponse, offset: i64| -> i16 {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = offset;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = name("orders");
+        t.partitions = vec![p];
+        let mut r = OffsetCommitRequest::default();
+        r.group_id = GroupId(s("g"));
+        r.generation_id_or_member_epoch = joined.generation_id;
+        r.member_id = joined.member_id.clone();
+        r.topics = vec![t];
+        let response: OffsetCommitResponse = client.call(ApiKey::OffsetCommit, 8, &r);
+        response.topics[0].partitions[0].error_code
+    };
+    let (mut classic, joined) = classic_join(addr, "g");
+    // Commits wait for the generation's SyncGroup (before it, REBALANCE_IN_PROGRESS).
+    let mut sync = kafka_protocol::messages::SyncGroupRequest::default();
+    sync.group_id = GroupId(s("g"));
+    sync.generation_id = joined.generation_id;
+    sync.member_id = joined.member_id.clone();
+    let synced: kafka_protocol::messages::SyncGroupResponse =
+        classic.call(ApiKey::SyncGroup, 3, &sync);
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(classic_commit(&mut classic, &joined, 3), 0);
+    // While it is there, the other protocol is refused.
+    let mut m = Member::new(addr, "g", "m");
+    let mut r = m.request();
+    r.rebalance_timeout_ms = 1000;
+    r.subscribed_topic_names = Some(vec![name("orders")]);
+    r.topic_partitions = Some(Vec::new());
+    assert_eq!(m.call(&r).error_code, code(ResponseError::GroupIdNotFound));
+    leave(&mut classic, &joined.member_id);
+
+    m.join(&["orders"]);
+    assert_eq!(m.owned.len(), 2);
+    let epoch = m.epoch;
+    assert_eq!(fetch_offset(&mut m, Some(("m", epoch))), (0, 3));
+    assert_eq!(commit(&mut m, 9, epoch, 4), 0);
+    assert_eq!(m.leave().error_code, 0);
+
+    let (classic, joined) = classic_join(addr, "g");
+    assert_eq!(joined.generation_id, 1, "a classic group anew");
+    assert_eq!(fetch_offset(&mut classic_member(classic), None), (0, 4));
+    assert_eq!(log.group_offsets("g")[0].offset, floodgate::Offset(4));
+    stop(log, server);
+}
+
+/// A member record around a connection, for [`fetch_offset`] from outside the group.
+fn classic_member(client: Client) -> Member {
+    Member {
+        client,
+        group: "g".to_owned(),
+        id: String::new(),
+        epoch: -1,
+        owned: BTreeSet::new(),
+    }
+}
