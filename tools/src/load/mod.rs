@@ -190,6 +190,12 @@ pub struct PeakArgs {
     /// `client` (each member hands over its share), or `auto` (the broker if it paces groups).
     #[arg(long, default_value = "auto", requires = "group")]
     pub(crate) pacing: String,
+    /// With --group: the members' group protocol, `classic` (JoinGroup and SyncGroup, the
+    /// first member assigning ranges) or `consumer` (KIP-848: the broker assigns, members
+    /// heartbeat at the broker's interval).
+    #[arg(long, default_value = "classic", requires = "group",
+          value_parser = wire_group::GroupProtocol::parse)]
+    pub(crate) group_protocol: wire_group::GroupProtocol,
     /// With --bootstrap: the producers are idempotent (see `load produce --idempotent`).
     #[arg(long, requires = "bootstrap")]
     pub(crate) idempotent: bool,

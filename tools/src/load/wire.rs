@@ -43,7 +43,9 @@ fn client_max(key: ApiKey) -> i16 {
         ApiKey::FindCoordinator => 3,
         ApiKey::OffsetFetch => 7,
         ApiKey::JoinGroup => 9,
-        ApiKey::OffsetCommit => 8,
+        // v9: a consumer-protocol member's epoch (a classic member's generation alike).
+        ApiKey::OffsetCommit => 9,
+        ApiKey::ConsumerGroupHeartbeat => 1,
         ApiKey::SyncGroup | ApiKey::LeaveGroup => 5,
         ApiKey::Heartbeat => 4,
         ApiKey::IncrementalAlterConfigs => 1,
@@ -344,6 +346,8 @@ pub(crate) struct TopicLayout {
     pub(crate) leaders: Vec<i32>,
     /// Each leader's address.
     pub(crate) brokers: HashMap<i32, String>,
+    /// The topic's id (nil from brokers before Metadata v10).
+    pub(crate) topic_id: uuid::Uuid,
 }
 
 impl TopicLayout {
@@ -447,7 +451,12 @@ pub(crate) fn load_topic(
                         .iter()
                         .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
                         .collect();
-                    return Ok(TopicLayout { leaders, brokers });
+                    let topic_id = topic.topic_id;
+                    return Ok(TopicLayout {
+                        leaders,
+                        brokers,
+                        topic_id,
+                    });
                 }
             }
             (UNKNOWN_TOPIC_OR_PARTITION, Some(n)) if !created => {

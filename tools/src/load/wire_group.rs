@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as HeartbeatPartitions;
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -24,7 +25,8 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchResponse,
+    ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
@@ -44,7 +46,7 @@ pub(crate) const GROUP_RATE_CONFIG: &str = "floodgate.rate.msgs.per.sec";
 const RESOURCE_GROUP: i8 = 32;
 /// The assignor the members name: ranges of partitions, as Kafka's `range`.
 const ASSIGNOR: &str = "range";
-/// How often a member heartbeats; the session lasts [`SESSION_TIMEOUT_MS`].
+/// How often a classic member heartbeats; the session lasts [`SESSION_TIMEOUT_MS`].
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const SESSION_TIMEOUT_MS: i32 = 10_000;
 const REBALANCE_TIMEOUT_MS: i32 = 30_000;
@@ -149,13 +151,62 @@ pub(crate) fn range_assign(members: &[String], partitions: u32) -> Vec<(String, 
         .collect()
 }
 
+/// Which of Kafka's group protocols the members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupProtocol {
+    /// JoinGroup, SyncGroup and Heartbeat; the leader assigns (ranges).
+    Classic,
+    /// ConsumerGroupHeartbeat (KIP-848); the broker assigns, and each member takes its
+    /// partitions at its heartbeats.
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub(crate) fn parse(s: &str) -> Result<GroupProtocol, String> {
+        match s {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            _ => Err(format!(
+                "{s:?}: the group protocol is `classic` or `consumer`"
+            )),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
 /// A member of a group: its coordinator connection and where it stands in the group.
 pub(crate) struct Member {
     coord: Conn,
     group: String,
     id: String,
+    /// The classic protocol's generation, or the consumer protocol's member epoch (0: joining).
     generation: i32,
     partitions: u32,
+    protocol: GroupProtocol,
+    /// The load topic's id, as consumer-protocol assignments name it.
+    topic_id: uuid::Uuid,
+    /// Consumer protocol: the partitions it owns, and an assignment a heartbeat gave that it
+    /// has not taken yet.
+    owned: Vec<i32>,
+    given: Option<Vec<i32>>,
+    /// How often it heartbeats (the broker sets it in the consumer protocol).
+    heartbeat_every: Duration,
+}
+
+/// A consumer-protocol member id (chosen by the client from v1): unique per process and
+/// member.
+fn fresh_member_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let time = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("load-{time:x}-{:x}-{n}", std::process::id())
 }
 
 /// Whether a response's error says to join the group again.
@@ -166,25 +217,143 @@ fn rejoin_error(code: i16) -> bool {
             ResponseError::RebalanceInProgress
                 | ResponseError::IllegalGeneration
                 | ResponseError::UnknownMemberId
+                | ResponseError::StaleMemberEpoch
+                | ResponseError::FencedMemberEpoch
         )
     )
 }
 
 impl Member {
     /// Connects to the group's coordinator (asked of `bootstrap`).
-    pub(crate) fn connect(bootstrap: &str, group: &str, partitions: u32) -> CliResult<Member> {
+    pub(crate) fn connect(
+        bootstrap: &str,
+        group: &str,
+        layout: &TopicLayout,
+        protocol: GroupProtocol,
+    ) -> CliResult<Member> {
         let addr = coordinator(&mut Conn::connect(bootstrap)?, group)?;
+        if protocol == GroupProtocol::Consumer && layout.topic_id.is_nil() {
+            return Err(
+                format!("{bootstrap}: the broker names no topic ids (Metadata v10)").into(),
+            );
+        }
         Ok(Member {
             coord: Conn::connect(&addr)?,
             group: group.to_owned(),
             id: String::new(),
-            generation: -1,
-            partitions,
+            generation: match protocol {
+                GroupProtocol::Classic => -1,
+                GroupProtocol::Consumer => 0,
+            },
+            partitions: layout.leaders.len() as u32,
+            protocol,
+            topic_id: layout.topic_id,
+            owned: Vec::new(),
+            given: None,
+            heartbeat_every: HEARTBEAT_EVERY,
         })
+    }
+
+    /// How often it heartbeats.
+    pub(crate) fn heartbeat_every(&self) -> Duration {
+        self.heartbeat_every
     }
 
     /// Joins (or joins again) and returns the partitions assigned to this member, sorted.
     pub(crate) fn join(&mut self) -> CliResult<Vec<i32>> {
+        match self.protocol {
+            GroupProtocol::Classic => self.join_classic(),
+            GroupProtocol::Consumer => self.join_consumer(),
+        }
+    }
+
+    /// A ConsumerGroupHeartbeat: joining (epoch 0) with its subscription, leaving (epoch -1),
+    /// or saying what it owns. Takes the epoch and interval answered, and keeps a new
+    /// assignment in `given`; returns the error code.
+    fn beat(&mut self, epoch: i32) -> CliResult<i16> {
+        let mut req = ConsumerGroupHeartbeatRequest::default();
+        req.group_id = group_id(&self.group);
+        req.member_id = StrBytes::from_string(self.id.clone());
+        req.member_epoch = epoch;
+        req.rebalance_timeout_ms = -1;
+        if epoch == 0 {
+            self.owned.clear();
+            self.given = None;
+            req.rebalance_timeout_ms = REBALANCE_TIMEOUT_MS;
+            req.subscribed_topic_names = Some(vec![topic_name()]);
+        }
+        if epoch >= 0 {
+            let mut owned = HeartbeatPartitions::default();
+            owned.topic_id = self.topic_id;
+            owned.partitions = self.owned.clone();
+            req.topic_partitions = Some(match self.owned.is_empty() {
+                true => Vec::new(),
+                false => vec![owned],
+            });
+        }
+        let (_, response): (_, ConsumerGroupHeartbeatResponse) =
+            self.coord.call(ApiKey::ConsumerGroupHeartbeat, &req)?;
+        if response.error_code != 0 {
+            return Ok(response.error_code);
+        }
+        self.generation = response.member_epoch;
+        if response.heartbeat_interval_ms > 0 {
+            let every = Duration::from_millis(response.heartbeat_interval_ms as u64);
+            self.heartbeat_every = every.max(Duration::from_millis(50));
+        }
+        if let Some(a) = response.assignment {
+            let mut mine: Vec<i32> = (a.topic_partitions.iter())
+                .filter(|t| t.topic_id == self.topic_id)
+                .flat_map(|t| t.partitions.iter().copied())
+                .collect();
+            mine.sort_unstable();
+            if mine != self.owned {
+                self.given = Some(mine);
+            }
+        }
+        Ok(0)
+    }
+
+    /// The consumer protocol's join: takes the assignment its last heartbeat gave (or joins
+    /// with epoch 0), and says so at once, so that the broker moves on (partitions it gave up
+    /// go to others; new ones come as they are released, at later heartbeats).
+    fn join_consumer(&mut self) -> CliResult<Vec<i32>> {
+        if self.id.is_empty() {
+            self.id = fresh_member_id();
+        }
+        let deadline = Instant::now() + Duration::from_millis(REBALANCE_TIMEOUT_MS as u64 * 2);
+        let mut acknowledged = false;
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("group {:?}: no assignment after 60 s", self.group).into());
+            }
+            if let Some(given) = self.given.take() {
+                self.owned = given;
+                acknowledged = false;
+            }
+            if acknowledged {
+                return Ok(self.owned.clone());
+            }
+            let code = self.beat(self.generation)?;
+            match ResponseError::try_from_code(code) {
+                None => acknowledged = self.given.is_none(),
+                Some(ResponseError::UnknownMemberId | ResponseError::FencedMemberEpoch) => {
+                    self.generation = 0;
+                }
+                Some(
+                    ResponseError::CoordinatorLoadInProgress
+                    | ResponseError::CoordinatorNotAvailable,
+                ) => std::thread::sleep(Duration::from_millis(100)),
+                Some(e) => {
+                    return Err(format!("group {:?}: heartbeat: {e:?}", self.group).into());
+                }
+            }
+        }
+    }
+
+    /// The classic protocol's join: JoinGroup (in two steps), the leader assigning ranges,
+    /// SyncGroup.
+    fn join_classic(&mut self) -> CliResult<Vec<i32>> {
         let deadline = Instant::now() + Duration::from_millis(REBALANCE_TIMEOUT_MS as u64 * 2);
         loop {
             if Instant::now() > deadline {
@@ -270,8 +439,20 @@ impl Member {
         }
     }
 
-    /// Heartbeats; false if the group is rebalancing (join again).
+    /// Heartbeats; false if the group is rebalancing (join again: in the consumer protocol,
+    /// the member's assignment changed).
     pub(crate) fn heartbeat(&mut self) -> CliResult<bool> {
+        if self.protocol == GroupProtocol::Consumer {
+            let code = self.beat(self.generation)?;
+            return match code {
+                0 => Ok(self.given.is_none()),
+                code if rejoin_error(code) => {
+                    self.generation = 0;
+                    Ok(false)
+                }
+                code => Err(format!("group {:?}: heartbeat: error {code}", self.group).into()),
+            };
+        }
         let mut req = HeartbeatRequest::default();
         req.group_id = group_id(&self.group);
         req.generation_id = self.generation;
@@ -361,6 +542,12 @@ impl Member {
 
     /// Leaves the group (its partitions go to the others at once).
     pub(crate) fn leave(&mut self) -> CliResult<()> {
+        if self.protocol == GroupProtocol::Consumer {
+            return match self.beat(-1)? {
+                0 => Ok(()),
+                code => Err(format!("group {:?}: leave: error {code}", self.group).into()),
+            };
+        }
         let mut me = MemberIdentity::default();
         me.member_id = StrBytes::from_string(self.id.clone());
         let mut req = LeaveGroupRequest::default();
@@ -401,6 +588,7 @@ pub(crate) struct MemberRun<'a> {
     /// Records handed over by every member.
     pub(crate) consumed: &'a AtomicU64,
     pub(crate) on_record: &'a Mutex<OnRecord<'a>>,
+    pub(crate) protocol: GroupProtocol,
 }
 
 /// What a member saw, beside its records.
@@ -414,7 +602,7 @@ pub(crate) struct MemberSaw {
 /// commits, commits every `commit_every` and at the end, joins again when the group
 /// rebalances, and leaves.
 pub(crate) fn run_member(run: &MemberRun<'_>) -> CliResult<MemberSaw> {
-    let mut member = Member::connect(run.bootstrap, run.group, run.layout.leaders.len() as u32)?;
+    let mut member = Member::connect(run.bootstrap, run.group, run.layout, run.protocol)?;
     let mut saw = MemberSaw::default();
     let mut fetcher = Conn::connect(run.bootstrap)?;
     let mut last_heartbeat = Instant::now();
@@ -499,7 +687,7 @@ pub(crate) fn run_member(run: &MemberRun<'_>) -> CliResult<MemberSaw> {
                     break;
                 }
             }
-            if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            if last_heartbeat.elapsed() >= member.heartbeat_every() {
                 last_heartbeat = Instant::now();
                 if !member.heartbeat()? {
                     // What was handed over is committed before the partitions move (a

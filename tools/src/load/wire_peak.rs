@@ -105,6 +105,7 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
                     clock,
                     consumed,
                     on_record: &on_record,
+                    protocol: args.group_protocol,
                 };
                 let saw = run_members(&run, args.consumers)?;
                 Ok((saw.drained, Some((saw.rebalances, saw.assigned_at))))
@@ -183,6 +184,7 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         "group": args.group,
         "consumers": args.consumers,
         "pacing": pacing.map(Pacing::name),
+        "group_protocol": args.group.as_ref().map(|_| args.group_protocol.name()),
         "group_assigned_after_s": assigned_after,
         "group_rebalances": group_saw.map(|(r, _)| r),
         "consume_rate_error_pct": rate_error_pct(&drained.per_second, whole, args.consume_rate),
@@ -237,9 +239,10 @@ pub(crate) fn wire_peak(args: PeakArgs, produce_args: ProduceArgs, bootstrap: &s
         );
         if let Some(g) = &args.group {
             outln!(
-                "  group        {g:?}: {} members, paced by the {}, assigned {:.2} s after \
-                 the start, {} rebalance(s)",
+                "  group        {g:?}: {} members ({} protocol), paced by the {}, assigned \
+                 {:.2} s after the start, {} rebalance(s)",
                 args.consumers,
+                args.group_protocol.name(),
                 match pacing {
                     Some(Pacing::Server) => "broker",
                     _ => "members",
