@@ -19,20 +19,23 @@
 //! instance id) that restart with the same protocols take their old place and assignment
 //! without a rebalance. Waiting JoinGroup and SyncGroup requests are answered through one-shot
 //! channels; one thread expires sessions and ends rebalances whose time is up.
+//!
+//! The [`Coordinator`] also holds the groups of the consumer protocol (`crate::consumer_groups`:
+//! a group name is of one kind or the other, and its commits are checked by its kind) and the
+//! paced groups' rates (`crate::pace`), found for a fetch by its member.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use floodgate::RateLimit;
-use floodgate::consumer::RateLimiter;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use crate::consumer_groups::{Beat, BeatAnswer, ConsumerGroup, TopicMeta};
+use crate::pace::Pace;
 
 /// The coordinator's timing, as Kafka's broker configs name them.
 #[derive(Debug, Clone, Copy)]
@@ -157,24 +160,6 @@ pub(crate) struct GroupView {
     pub members: Vec<MemberView>,
 }
 
-/// A paced group's rate over the wire: what its members' fetches together may take.
-pub(crate) struct Pace {
-    pub limiter: Mutex<RateLimiter>,
-    /// Which partition of a fetch is served first, moved on at every fetch, so that a budget
-    /// smaller than a fetch's batches is shared among the partitions in turn.
-    pub turn: AtomicUsize,
-    /// Bytes per record of the batches its fetches last read (an f64's bits; 0 before any):
-    /// what a read of the records the rate allows is sized by.
-    bytes_per_record: AtomicU64,
-}
-
-/// How many times what the rate allows at the moment a paced fetch reads: the rate goes on
-/// What a paced group's member reads before it knows the bytes per record of its partitions
-/// (the library's paced consumers read this much at a time too).
-const FIRST_READ_BYTES: usize = 16 << 10;
-/// filling while the read runs, and batches are handed out whole.
-const READ_BUDGET_MARGIN: f64 = 2.0;
-
 /// The partitions a consumer-protocol assignment (`protocol_type` "consumer") gives, as
 /// (topic, partition): version (i16), topics (i32 count; each a string and an i32 array),
 /// then user data this ignores. `None` if it does not parse.
@@ -198,44 +183,6 @@ pub(crate) fn consumer_assignment(mut b: &[u8]) -> Option<Vec<(String, i32)>> {
         }
     }
     Some(out)
-}
-
-impl Pace {
-    fn new(limit: RateLimit, now: Instant) -> Pace {
-        Pace {
-            limiter: Mutex::new(RateLimiter::new(limit, now)),
-            turn: AtomicUsize::new(0),
-            bytes_per_record: AtomicU64::new(0),
-        }
-    }
-
-    /// The bytes a member's fetch reads at `now`: what the rate lets out then (the records it
-    /// allows at the bytes per record of the last read), twice over, and at least one batch.
-    /// A paced fetch of a backlog read as much as the request allowed (megabytes, every batch's
-    /// checksum checked) to hand out a few milliseconds of the rate. Before a first read, when
-    /// the bytes per record are not known, [`FIRST_READ_BYTES`]: a member joining far behind
-    /// read 4 MiB at once, queued before the writer's commits.
-    pub fn read_budget(&self, now: Instant) -> Option<usize> {
-        let (msgs, bytes) = self.limiter.lock().expect("pace lock").tokens(now);
-        let per_record = f64::from_bits(self.bytes_per_record.load(Ordering::Relaxed));
-        let by_msgs = match msgs {
-            Some(_) if per_record <= 0.0 => return Some(FIRST_READ_BYTES),
-            Some(m) => m.max(0.0) * per_record,
-            None => f64::INFINITY,
-        };
-        let budget = by_msgs.min(bytes.map_or(f64::INFINITY, |b| b.max(0.0)));
-        budget
-            .is_finite()
-            .then(|| (budget * READ_BUDGET_MARGIN) as usize + 1)
-    }
-
-    /// Notes what a fetch read: `records` records in `bytes` bytes of batches.
-    pub fn note_read(&self, records: u64, bytes: u64) {
-        if records > 0 {
-            let per_record = bytes as f64 / records as f64;
-            (self.bytes_per_record).store(per_record.to_bits(), Ordering::Relaxed);
-        }
-    }
 }
 
 struct Member {
@@ -1145,45 +1092,5 @@ impl Coordinator {
             }
         }
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A paced fetch reads about what the rate lets out (twice over, at the bytes per record
-    /// last read), not what the request allows; before any read, [`FIRST_READ_BYTES`].
-    #[test]
-    fn a_paced_fetch_reads_what_the_rate_allows() {
-        let t0 = Instant::now();
-        let records = RateLimit {
-            msgs_per_s: Some(80_000.0),
-            bytes_per_s: None,
-        };
-        let pace = Pace::new(records, t0);
-        let first = pace.read_budget(t0 + Duration::from_millis(5));
-        assert_eq!(first, Some(FIRST_READ_BYTES));
-        pace.note_read(1_000, 130_000);
-        // 5 ms of 80,000/s: 400 records of 130 bytes, twice over.
-        let budget = pace.read_budget(t0 + Duration::from_millis(5)).unwrap();
-        assert!((103_990..=104_010).contains(&budget), "{budget}");
-        // A group in debt reads one batch.
-        let now = t0 + Duration::from_millis(5);
-        assert!(
-            pace.limiter
-                .lock()
-                .unwrap()
-                .take_batch(now, None, 5_000, 650_000)
-        );
-        assert_eq!(pace.read_budget(now), Some(1));
-
-        let bytes = RateLimit {
-            msgs_per_s: None,
-            bytes_per_s: Some(1e6),
-        };
-        let pace = Pace::new(bytes, t0);
-        let budget = pace.read_budget(t0 + Duration::from_millis(10)).unwrap();
-        assert!((19_990..=20_010).contains(&budget), "{budget}");
     }
 }

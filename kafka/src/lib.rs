@@ -24,6 +24,7 @@ mod conn;
 mod consumer_groups;
 mod groups;
 mod metrics;
+mod pace;
 mod versions;
 
 use std::io;

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::{serve, stop, test_dir};
+use floodgate_kafka::ServerConfig;
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use kafka_protocol::protocol::StrBytes;
 
@@ -357,29 +358,28 @@ fn confluent_kafka_produces_to_several_partitions_and_reads_back() {
     stop(log, server);
 }
 
-/// A group of confluent-kafka consumers: two, then three members share six partitions; one
-/// leaves and one in another process is killed, and the others take their partitions; every
-/// record is delivered at least once and the group's commits end at the partitions' ends.
-#[test]
-fn confluent_kafka_groups_rebalance_as_members_come_leave_and_crash() {
+/// Runs `confluent_groups.py` with group protocol `protocol` against a server whose topics
+/// have six partitions (`tweak` sets its group timings), then checks that group `group`
+/// committed the end of every partition.
+fn confluent_groups(protocol: &str, group: &str, tweak: impl FnOnce(&mut ServerConfig)) {
     let python = python();
     let probe = ["-c", "import confluent_kafka"];
     if !client_available(&python, &probe, "pip install confluent-kafka") {
         return;
     }
-    let dir = test_dir("kafka-python-groups");
+    let dir = test_dir(&format!("kafka-python-groups-{protocol}"));
     let (log, server) = serve(dir.path(), |c| {
         c.default_partitions = 6;
-        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(300);
-        c.groups.min_session = std::time::Duration::from_secs(1);
+        tweak(c);
     });
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/confluent_groups.py"
     );
     let addr = server.local_addr().to_string();
-    run_to_success(Command::new(&python).args([script, &addr, "py-group-orders", "6", "30000"]));
-    let committed = log.group_offsets("py-group");
+    let topic = format!("py-{protocol}-orders");
+    run_to_success(Command::new(&python).args([script, &addr, &topic, "6", "30000", protocol]));
+    let committed = log.group_offsets(group);
     assert_eq!(committed.len(), 6);
     assert!(
         committed
@@ -390,45 +390,26 @@ fn confluent_kafka_groups_rebalance_as_members_come_leave_and_crash() {
     stop(log, server);
 }
 
+/// A group of confluent-kafka consumers: two, then three members share six partitions; one
+/// leaves and one in another process is killed, and the others take their partitions; every
+/// record is delivered at least once and the group's commits end at the partitions' ends.
+#[test]
+fn confluent_kafka_groups_rebalance_as_members_come_leave_and_crash() {
+    confluent_groups("classic", "py-group", |c| {
+        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(300);
+        c.groups.min_session = std::time::Duration::from_secs(1);
+    });
+}
+
 /// The same with the consumer group protocol of KIP-848 (`group.protocol=consumer`): the
 /// server assigns the partitions, members take them at their heartbeats (every second), and a
 /// killed member is removed when the server's session timeout runs out.
 #[test]
 fn confluent_kafka_consumer_protocol_groups_rebalance_as_members_come_leave_and_crash() {
-    let python = python();
-    let probe = ["-c", "import confluent_kafka"];
-    if !client_available(&python, &probe, "pip install confluent-kafka") {
-        return;
-    }
-    let dir = test_dir("kafka-python-consumer-groups");
-    let (log, server) = serve(dir.path(), |c| {
-        c.default_partitions = 6;
-        // The script's SESSION_MS.
+    // The script's SESSION_MS.
+    confluent_groups("consumer", "py-group-consumer", |c| {
         c.groups.consumer_session = std::time::Duration::from_secs(2);
     });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/confluent_groups.py"
-    );
-    let addr = server.local_addr().to_string();
-    let args = [
-        script,
-        &addr,
-        "py-consumer-orders",
-        "6",
-        "30000",
-        "consumer",
-    ];
-    run_to_success(Command::new(&python).args(args));
-    let committed = log.group_offsets("py-group-consumer");
-    assert_eq!(committed.len(), 6);
-    assert!(
-        committed
-            .iter()
-            .all(|c| c.offset == floodgate::Offset(5000)),
-        "{committed:?}"
-    );
-    stop(log, server);
 }
 
 /// The classpath of kafka-clients and slf4j-api (`.ci/run` fetches them from Maven Central), if
@@ -468,34 +449,28 @@ fn the_java_client_produces_to_two_partitions_and_reads_back() {
     stop(log, server);
 }
 
-/// The Java client's consumer group: two members share four partitions, commit with metadata,
-/// and the one left takes the other's partitions when it closes.
-#[test]
-fn the_java_clients_consumer_group_shares_partitions_and_commits() {
+/// Runs `Groups.java` with group protocol `protocol` against a server whose topics have four
+/// partitions, then checks that group `group` committed the end of every partition.
+fn java_groups(protocol: &str, group: &str, tweak: impl FnOnce(&mut ServerConfig)) {
     let Some(classpath) = java_classpath() else {
         return;
     };
-    let dir = test_dir("kafka-java-groups");
+    let dir = test_dir(&format!("kafka-java-groups-{protocol}"));
     let (log, server) = serve(dir.path(), |c| {
         c.default_partitions = 4;
-        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(500);
+        tweak(c);
     });
     let program = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/java/Groups.java"
     );
     let addr = server.local_addr().to_string();
+    let topic = format!("java-{protocol}-orders");
     let args = [
-        "-cp",
-        &classpath,
-        program,
-        &addr,
-        "java-group-orders",
-        "4",
-        "4000",
+        "-cp", &classpath, program, &addr, &topic, "4", "4000", protocol,
     ];
     run_to_success(Command::new("java").args(args));
-    let committed = log.group_offsets("java-group");
+    let committed = log.group_offsets(group);
     assert_eq!(committed.len(), 4, "{committed:?}");
     assert!(
         committed
@@ -505,34 +480,21 @@ fn the_java_clients_consumer_group_shares_partitions_and_commits() {
     stop(log, server);
 }
 
+/// The Java client's consumer group: two members share four partitions, commit with metadata,
+/// and the one left takes the other's partitions when it closes.
+#[test]
+fn the_java_clients_consumer_group_shares_partitions_and_commits() {
+    java_groups("classic", "java-group", |c| {
+        c.groups.initial_rebalance_delay = std::time::Duration::from_millis(500);
+    });
+}
+
 /// The same with the consumer protocol of KIP-848 (`group.protocol=consumer`, the Java
 /// client's new consumer): the server assigns, and the member left takes the other's
 /// partitions at its next heartbeat.
 #[test]
 fn the_java_clients_consumer_protocol_group_shares_partitions_and_commits() {
-    let Some(classpath) = java_classpath() else {
-        return;
-    };
-    let dir = test_dir("kafka-java-consumer-groups");
-    let (log, server) = serve(dir.path(), |c| c.default_partitions = 4);
-    let program = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/java/Groups.java"
-    );
-    let addr = server.local_addr().to_string();
-    let topic = "java-consumer-orders";
-    let args = [
-        "-cp", &classpath, program, &addr, topic, "4", "4000", "consumer",
-    ];
-    run_to_success(Command::new("java").args(args));
-    let committed = log.group_offsets("java-group-consumer");
-    assert_eq!(committed.len(), 4, "{committed:?}");
-    assert!(
-        committed
-            .iter()
-            .all(|c| c.offset == floodgate::Offset(1000))
-    );
-    stop(log, server);
+    java_groups("consumer", "java-group-consumer", |_| {});
 }
 
 /// librdkafka's own test suite (Debian's librdkafka 2.0.2 source, built by

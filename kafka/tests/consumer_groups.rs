@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Client, fetch_records, name, produce, serve, stop, test_dir};
+use common::{Client, fetch_for, fetch_records, name, produce, serve, stop, test_dir};
 use floodgate::TopicConfig;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
@@ -594,12 +594,8 @@ fn a_paced_group_paces_its_consumer_protocol_members() {
     assert_eq!(m.owned.len(), 2);
     let mut fetcher = Client::connect(addr);
     let mut next = [0i64; 2];
-    let started = Instant::now();
-    let mut received = 0;
-    while started.elapsed() < Duration::from_millis(1_000) {
-        received += fetch_records(&mut fetcher, "p", &mut next);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let span = Duration::from_millis(1_000);
+    let (received, elapsed) = fetch_for(&mut fetcher, "p", &mut next, span);
     let most = (2_000.0 * elapsed) as u64 + 20 + 2 * 10;
     assert!(
         received <= most,

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, fetch_records, produce, serve, stop, test_dir};
+use common::{Client, fetch_for, fetch_records, produce, serve, stop, test_dir};
 use floodgate::{Offset, Record, TopicConfig};
 use floodgate_kafka::ServerConfig;
 use kafka_protocol::ResponseError;
@@ -848,11 +848,7 @@ fn a_paced_member_far_behind_reads_only_what_it_is_given() {
     let mut m = join_alone(addr, "paced", "p", &[0, 1]);
     let read_before = log.stats()[0].read_disk_bytes;
     let mut next = [0i64; 2];
-    let started = Instant::now();
-    let mut received = 0;
-    while started.elapsed() < Duration::from_millis(500) {
-        received += fetch_records(&mut m.client, "p", &mut next);
-    }
+    let (received, _) = fetch_for(&mut m.client, "p", &mut next, Duration::from_millis(500));
     let read = log.stats()[0].read_disk_bytes - read_before;
     assert!(received > 0);
     assert!(
@@ -888,12 +884,8 @@ fn a_paced_groups_fetches_take_the_groups_rate() {
 
     // The member's fetches (its own connection, as clients fetch) for about a second.
     let mut next = [0i64; 2];
-    let started = Instant::now();
-    let mut received = 0;
-    while started.elapsed() < Duration::from_millis(1_000) {
-        received += fetch_records(&mut m.client, "p", &mut next);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let span = Duration::from_millis(1_000);
+    let (received, elapsed) = fetch_for(&mut m.client, "p", &mut next, span);
     let most = (2_000.0 * elapsed) as u64 + 20 + 2 * 10;
     assert!(
         received <= most,
@@ -921,12 +913,8 @@ fn a_paced_groups_fetches_take_the_groups_rate() {
         alter_rate(&mut admin, "paced", Some("-3")),
         code(ResponseError::InvalidConfig)
     );
-    let started = Instant::now();
-    let mut faster = 0;
-    while started.elapsed() < Duration::from_millis(500) {
-        faster += fetch_records(&mut m.client, "p", &mut next);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let span = Duration::from_millis(500);
+    let (faster, elapsed) = fetch_for(&mut m.client, "p", &mut next, span);
     let most = (5_000.0 * elapsed) as u64 + 50 + 2 * 10;
     assert!(
         faster <= most,

@@ -297,77 +297,51 @@ fn the_load_tool_produces_and_consumes_over_the_protocol() {
     }
     assert_verified(&report, produced);
 
-    // The same with the consumer side a group of two members that the server paces.
-    let report = load_report(&[
-        "peak",
-        "--bootstrap",
-        &addr,
-        "--group",
-        "logistics",
-        "--consumers",
-        "2",
-        "--duration",
-        "4",
-        "--produce-rate",
-        "20000",
-        "--consume-rate",
-        "5000",
-        "--verify",
-        "--json",
-    ]);
-    assert_eq!(report["pacing"], "server", "{report}");
-    let produced = report["produced"].as_u64().unwrap();
-    assert_verified(&report, produced);
-    let consuming =
-        report["duration_s"].as_f64().unwrap() - report["group_assigned_after_s"].as_f64().unwrap();
-    let consumed = report["consumed"].as_f64().unwrap();
-    assert!(
-        (consumed - 5000.0 * consuming).abs() < 500.0 + 0.05 * consumed,
-        "{consumed} records in {consuming:.2} s: {report}"
-    );
-    // Without a rebalance (members that joined together), every whole second at the rate.
-    if report["group_rebalances"] == 0 {
-        let per_second = report["consumed_per_second"].as_array().unwrap();
-        for n in &per_second[..per_second.len() - 1] {
-            let n = n.as_u64().unwrap();
-            assert!(
-                (4_500..=5_500).contains(&n),
-                "{n} consumed in a second: {report}"
-            );
+    // The same with the consumer side a group of two members that the server paces, in
+    // either group protocol.
+    for (group, protocol) in [("logistics", "classic"), ("logistics-kip848", "consumer")] {
+        let report = load_report(&[
+            "peak",
+            "--bootstrap",
+            &addr,
+            "--group",
+            group,
+            "--group-protocol",
+            protocol,
+            "--consumers",
+            "2",
+            "--duration",
+            "4",
+            "--produce-rate",
+            "20000",
+            "--consume-rate",
+            "5000",
+            "--verify",
+            "--json",
+        ]);
+        assert_eq!(report["group_protocol"], protocol, "{report}");
+        assert_eq!(report["pacing"], "server", "{report}");
+        let produced = report["produced"].as_u64().unwrap();
+        assert_verified(&report, produced);
+        let consuming = report["duration_s"].as_f64().unwrap()
+            - report["group_assigned_after_s"].as_f64().unwrap();
+        let consumed = report["consumed"].as_f64().unwrap();
+        assert!(
+            (consumed - 5000.0 * consuming).abs() < 500.0 + 0.05 * consumed,
+            "{consumed} records in {consuming:.2} s: {report}"
+        );
+        // Without a rebalance (members that joined together), every whole second at the rate.
+        if report["group_rebalances"] == 0 {
+            let per_second = report["consumed_per_second"].as_array().unwrap();
+            for n in &per_second[..per_second.len() - 1] {
+                let n = n.as_u64().unwrap();
+                assert!(
+                    (4_500..=5_500).contains(&n),
+                    "{n} consumed in a second: {report}"
+                );
+            }
         }
     }
-
-    // The same group's members with the consumer protocol (KIP-848): the server assigns.
-    let report = load_report(&[
-        "peak",
-        "--bootstrap",
-        &addr,
-        "--group",
-        "logistics-kip848",
-        "--group-protocol",
-        "consumer",
-        "--consumers",
-        "2",
-        "--duration",
-        "4",
-        "--produce-rate",
-        "20000",
-        "--consume-rate",
-        "5000",
-        "--verify",
-        "--json",
-    ]);
-    assert_eq!(report["group_protocol"], "consumer", "{report}");
-    assert_eq!(report["pacing"], "server", "{report}");
-    let produced = report["produced"].as_u64().unwrap();
-    assert_verified(&report, produced);
-    let consuming =
-        report["duration_s"].as_f64().unwrap() - report["group_assigned_after_s"].as_f64().unwrap();
-    let consumed = report["consumed"].as_f64().unwrap();
-    assert!(
-        (consumed - 5000.0 * consuming).abs() < 500.0 + 0.05 * consumed,
-        "{consumed} records in {consuming:.2} s: {report}"
-    );
 
     kill(&mut child.0);
     let (ok, _, err) = load(&["produce", "--bootstrap", &addr, "--messages", "10"]);

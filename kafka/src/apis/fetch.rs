@@ -16,7 +16,7 @@ use kafka_protocol::protocol::Encodable;
 
 use super::Frame;
 use crate::conn::ThreadState;
-use crate::groups::Pace;
+use crate::pace::Pace;
 use std::sync::atomic::Ordering;
 
 /// A partition this far behind its end is read with read-ahead (a backlog being drained);

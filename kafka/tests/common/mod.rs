@@ -311,3 +311,14 @@ pub fn fetch_records(client: &mut Client, topic: &str, next: &mut [i64]) -> u64 
     }
     received
 }
+
+/// Fetches `topic`'s partitions from `next` on (see [`fetch_records`]) again and again for
+/// `span`: the records received, and the seconds it took.
+pub fn fetch_for(client: &mut Client, topic: &str, next: &mut [i64], span: Duration) -> (u64, f64) {
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    while started.elapsed() < span {
+        received += fetch_records(client, topic, next);
+    }
+    (received, started.elapsed().as_secs_f64())
+}
