@@ -385,41 +385,12 @@ impl Drop for KillOnDrop {
 /// saying so, where confluent-kafka is missing (CI installs it and requires it).
 #[test]
 fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
-    let python = std::env::var("FLOODGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let probe = Command::new(&python)
-        .args(["-c", "import confluent_kafka"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
-            "confluent-kafka is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS)"
-        );
-        eprintln!("skipped: {python} has no confluent_kafka (pip install confluent-kafka)");
+    let Some(python) = confluent_python() else {
         return;
-    }
+    };
     let dir = test_dir("serve-kill");
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
-    // A free port, then the server on it (twice: the same address across the restart).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--listen",
-        &listen,
-        "--metrics-listen",
-        "none",
-        "--dir",
-        data,
-    ];
-    let (child, stderr, line) = spawn_serve(&args);
-    assert!(line.contains(&listen), "{line}");
-    let mut server = KillOnDrop(child);
-    // Each server's stderr stays open while it runs (it logs closed connections there).
-    let mut logs = vec![stderr];
+    let mut server = Restartable::start(&dir.path().join("data"));
+    let listen = server.listen.clone();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../kafka/tests/clients/confluent_crash.py"
@@ -449,17 +420,7 @@ fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
                 break;
             }
         }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(server.0.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        server.0.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let (child, stderr, line) = spawn_serve(&args);
-        assert!(line.contains(&listen), "{line}");
-        server = KillOnDrop(child);
-        logs.push(stderr);
+        server.kill_and_restart();
     }
     // The server is up for good: the producer may read back what it stored.
     let mut stdin = producer.stdin.take().unwrap();
@@ -477,5 +438,126 @@ fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
     assert!(status.success(), "{said}{err}");
     assert!(said.contains("ok: 100000 acked"), "{said}");
     drop(server);
-    drop(logs);
+}
+
+/// The Python interpreter with confluent-kafka (FLOODGATE_PYTHON), or `None`, saying so, where
+/// it is missing (CI installs it and requires it).
+fn confluent_python() -> Option<String> {
+    let python = std::env::var("FLOODGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = Command::new(&python)
+        .args(["-c", "import confluent_kafka"])
+        .status();
+    if probe.is_ok_and(|s| s.success()) {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("FLOODGATE_REQUIRE_KAFKA_CLIENTS").is_none(),
+        "confluent-kafka is required (FLOODGATE_REQUIRE_KAFKA_CLIENTS)"
+    );
+    eprintln!("skipped: {python} has no confluent_kafka (pip install confluent-kafka)");
+    None
+}
+
+/// `floodgate serve` on a free port and `data`, killed with SIGKILL and started again on the
+/// same port and directory at will.
+struct Restartable {
+    server: KillOnDrop,
+    args: Vec<String>,
+    listen: String,
+    /// Each server's stderr stays open while it runs (it logs closed connections there).
+    logs: Vec<BufReader<ChildStderr>>,
+}
+
+impl Restartable {
+    fn start(data: &std::path::Path) -> Restartable {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let data = data.to_str().unwrap().to_owned();
+        let args: Vec<String> = [
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            "none",
+            "--dir",
+            &data,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let (child, stderr, line) =
+            spawn_serve(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(line.contains(&listen), "{line}");
+        Restartable {
+            server: KillOnDrop(child),
+            args,
+            listen,
+            logs: vec![stderr],
+        }
+    }
+
+    fn kill_and_restart(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.server.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        self.server.0.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (child, stderr, line) = spawn_serve(&args);
+        assert!(line.contains(&self.listen), "{line}");
+        self.server = KillOnDrop(child);
+        self.logs.push(stderr);
+    }
+}
+
+/// A confluent-kafka group member consuming through a SIGKILL of the server and its restart,
+/// in each group protocol: the server lost the group's membership but not its commits, so the
+/// member joins again and goes on from them; every record is delivered, and the group's
+/// commits end at the partitions' ends.
+#[test]
+fn a_consuming_group_member_goes_on_from_its_commits_across_a_kill() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kafka/tests/clients/confluent_group_crash.py"
+    );
+    for protocol in ["classic", "consumer"] {
+        let dir = test_dir(&format!("serve-kill-group-{protocol}"));
+        let mut server = Restartable::start(&dir.path().join("data"));
+        let topic = format!("kill-group-{protocol}");
+        let mut member = Command::new(&python)
+            .args([script, &server.listen, &topic, "10000", protocol])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(member.stdout.take().unwrap());
+        let mut said = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the member ended: {said}"
+            );
+            said += &line;
+            if line.starts_with("consumed 3000") {
+                break;
+            }
+        }
+        server.kill_and_restart();
+        out.read_to_string(&mut said).unwrap();
+        let mut err = String::new();
+        (member.stderr.take().unwrap())
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = member.wait().unwrap();
+        assert!(status.success(), "{protocol}: {said}{err}");
+        assert!(said.contains("ok: 10000 records"), "{said}");
+    }
 }
