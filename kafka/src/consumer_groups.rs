@@ -142,8 +142,10 @@ pub(crate) struct ConsumerGroup {
     target: HashMap<String, BTreeSet<Tp>>,
     /// In the order they joined.
     pub members: Vec<Member>,
-    /// The subscribed topics, as the target was last computed from.
+    /// The subscribed topics, as the target was last computed from (in the log's order).
     pub topics: Vec<TopicMeta>,
+    /// Every topic some member subscribes to.
+    subscribed: BTreeSet<String>,
     /// The log's topic names when patterns were last matched against them.
     known_topics: Vec<String>,
 }
@@ -183,6 +185,7 @@ impl ConsumerGroup {
             target: HashMap::new(),
             members: Vec::new(),
             topics: Vec::new(),
+            subscribed: BTreeSet::new(),
             known_topics: Vec::new(),
         }
     }
@@ -191,14 +194,34 @@ impl ConsumerGroup {
         self.members.iter().position(|m| m.id == id)
     }
 
-    /// The topics of `all` that some member subscribes to, sorted by name.
-    fn subscribed_topics(&self, all: &[TopicMeta]) -> Vec<TopicMeta> {
-        let mut out: Vec<TopicMeta> = (all.iter())
-            .filter(|t| self.members.iter().any(|m| m.subscribed.contains(&t.name)))
-            .cloned()
+    /// Takes the subscribed topics' partitions from `all` (the log's topics now); whether
+    /// they changed. A heartbeat costs a walk of the log's topics, not a copy of them.
+    fn refresh_topics(&mut self, all: &[TopicMeta]) -> bool {
+        let mut now = all.iter().filter(|t| self.subscribed.contains(&t.name));
+        let mut before = self.topics.iter();
+        let same = loop {
+            match (now.next(), before.next()) {
+                (None, None) => break true,
+                (a, b) if a == b => continue,
+                _ => break false,
+            }
+        };
+        if !same {
+            self.topics = (all.iter())
+                .filter(|t| self.subscribed.contains(&t.name))
+                .cloned()
+                .collect();
+        }
+        !same
+    }
+
+    /// Every topic some member subscribes to, after a subscription changed or a member left.
+    fn refresh_subscribed(&mut self) {
+        self.subscribed = (self.members.iter())
+            .flat_map(|m| m.subscribed.iter().cloned())
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        let subscribed = &self.subscribed;
+        self.topics.retain(|t| subscribed.contains(&t.name));
     }
 
     /// The assignor most members ask for (Kafka's rule); uniform if none does.
@@ -323,6 +346,7 @@ impl ConsumerGroup {
     pub fn remove(&mut self, i: usize) {
         let m = self.members.remove(i);
         self.target.remove(&m.id);
+        self.refresh_subscribed();
         self.bump();
     }
 
@@ -364,10 +388,11 @@ impl ConsumerGroup {
             changed |= m.assignor != Some(a);
             m.assignor = Some(a);
         }
-        changed |= self.resolve_subscriptions(i, all);
-        let topics = self.subscribed_topics(all);
-        if changed || topics != self.topics {
-            self.topics = topics;
+        if self.resolve_subscriptions(i, all) {
+            changed = true;
+            self.refresh_subscribed();
+        }
+        if self.refresh_topics(all) || changed {
             self.bump();
         }
         self.reconcile(i, beat.owned.as_deref(), now);
