@@ -613,7 +613,7 @@ fn uniform(
     // The rest, each to the least loaded member that subscribes to its topic; partitions
     // fewer members can take go first.
     let mut free: Vec<Tp> = free.into_iter().collect();
-    free.sort_by_key(|tp| (0..members.len()).filter(|&m| subscribes(m, tp)).count());
+    free.sort_by_cached_key(|tp| (0..members.len()).filter(|&m| subscribes(m, tp)).count());
     for tp in free {
         let least = (0..members.len())
             .filter(|&m| subscribes(m, &tp))
@@ -981,6 +981,29 @@ mod tests {
         assert_eq!(parts(0), vec![0, 1, 2]);
         assert_eq!(parts(1), vec![3, 4]);
         assert_eq!(parts(2), vec![5, 6]);
+    }
+
+    #[test]
+    fn the_uniform_assignor_moves_only_a_leavers_partitions_in_a_large_group() {
+        let all: Vec<TopicMeta> = (0..5).map(|i| topic(&format!("t{i}"), 1_000)).collect();
+        let sub: BTreeSet<String> = all.iter().map(|t| t.name.clone()).collect();
+        let ids: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
+        let members: Vec<(&str, &BTreeSet<String>)> =
+            ids.iter().map(|id| (id.as_str(), &sub)).collect();
+        let first = uniform(&members, &all, &HashMap::new());
+        let counts: BTreeSet<usize> = first.values().map(BTreeSet::len).collect();
+        assert_eq!(counts, [100].into());
+        // m07 leaves: only its 100 partitions move, two or three to each of the others.
+        let mut rest = members.clone();
+        rest.remove(7);
+        let second = uniform(&rest, &all, &first);
+        for (id, _) in &rest {
+            let (before, after) = (&first[*id], &second[*id]);
+            assert!(after.is_superset(before), "{id} kept what it had");
+            assert!((102..=103).contains(&after.len()), "{id}: {}", after.len());
+        }
+        let total: usize = second.values().map(BTreeSet::len).sum();
+        assert_eq!(total, 5_000);
     }
 
     #[test]
