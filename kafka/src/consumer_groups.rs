@@ -190,6 +190,14 @@ impl ConsumerGroup {
         }
     }
 
+    /// How many members have partitions to give up by a deadline.
+    pub fn revocations(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.revoke_by.is_some())
+            .count()
+    }
+
     pub fn member(&self, id: &str) -> Option<usize> {
         self.members.iter().position(|m| m.id == id)
     }

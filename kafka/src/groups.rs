@@ -911,11 +911,18 @@ impl Coordinator {
             }
             None => return Err(ResponseError::UnknownMemberId),
         };
+        let (epoch, revoking) = (g.epoch, g.revocations());
         let answer = g.heartbeat(beat, topics, now);
+        // A heartbeat only moves its member's session later: the expiry thread needs waking
+        // for a new epoch (a member came or went) or a new revocation deadline, not for every
+        // heartbeat of every member.
+        let sooner = g.epoch != epoch || g.revocations() > revoking;
         if g.members.is_empty() {
             inner.consumer_groups.remove(group);
         }
-        self.wake.notify_all();
+        if sooner {
+            self.wake.notify_all();
+        }
         answer
     }
 
