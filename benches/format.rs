@@ -217,9 +217,7 @@ fn bench_recompress(c: &mut Criterion) {
             t
         })
         .collect();
-    let mut frame = Vec::new();
-    encode(&tails, &mut frame);
-    let batch = frame[FRAME_HEADER_BYTES..].to_vec();
+    let batch = client_batch(&tails);
     group.throughput(Throughput::Bytes(batch.len() as u64));
     for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
         let packed = recompress_batch(&batch, codec).unwrap();
@@ -236,11 +234,33 @@ fn bench_recompress(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the server checks of each client batch before it stores it
+/// (`floodgate::producer::check_batch`: its length, magic and CRC-32C, then every record
+/// walked): a batch of 1,000 records of 100 bytes, as `load produce --bootstrap` sends them.
+fn bench_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("check");
+    let batch = client_batch(&tails(1000, 100));
+    floodgate::producer::check_batch(&batch, 1 << 20).unwrap();
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("client_batch/1000x100B", |b| {
+        b.iter(|| floodgate::producer::check_batch(black_box(&batch), 1 << 20).is_ok())
+    });
+    group.finish();
+}
+
+/// The RecordBatch of a frame of `tails`, without the frame's header: a client's batch.
+fn client_batch(tails: &[Vec<u8>]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    encode(tails, &mut frame);
+    frame[FRAME_HEADER_BYTES..].to_vec()
+}
+
 criterion_group!(
     benches,
     bench_frames,
     bench_crc,
     bench_crc_short,
-    bench_recompress
+    bench_recompress,
+    bench_check
 );
 criterion_main!(benches);

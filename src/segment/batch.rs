@@ -15,7 +15,27 @@ pub(super) struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// A zigzag varint of at most `max_bytes` bytes. Lengths, deltas and counts of records
+    /// mostly take one or two bytes: those are read inline, the rest by the loop.
+    #[inline]
     pub(super) fn varlong(&mut self, max_bytes: usize) -> Result<i64, DecodeError> {
+        let zigzag = |z: u64| ((z >> 1) as i64) ^ -((z & 1) as i64);
+        if let Some(&b0) = self.bytes.get(self.pos) {
+            if b0 < 0x80 {
+                self.pos += 1;
+                return Ok(zigzag(u64::from(b0)));
+            }
+            if let Some(&b1) = self.bytes.get(self.pos + 1)
+                && b1 < 0x80
+            {
+                self.pos += 2;
+                return Ok(zigzag(u64::from(b0 & 0x7f) | (u64::from(b1) << 7)));
+            }
+        }
+        self.varlong_loop(max_bytes)
+    }
+
+    fn varlong_loop(&mut self, max_bytes: usize) -> Result<i64, DecodeError> {
         let mut z: u64 = 0;
         for i in 0..max_bytes {
             let Some(&b) = self.bytes.get(self.pos) else {
@@ -30,6 +50,7 @@ impl<'a> Cursor<'a> {
         fail("varint too long")
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<i32, DecodeError> {
         let v = self.varlong(5)?;
         i32::try_from(v).or_else(|_| fail("varint out of range"))
@@ -48,6 +69,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A length-prefixed byte string; length -1 is null.
+    #[inline]
     fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         let len = self.varint()?;
         match len {
@@ -391,4 +413,79 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Option<(FrameHeader, BatchView<'_>)>
         ));
     }
     Ok(Some((header, batch)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kafka's zigzag varint of `v`.
+    fn encode(v: i64) -> Vec<u8> {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            if z < 0x80 {
+                out.push(z as u8);
+                return out;
+            }
+            out.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+    }
+
+    /// Varints of every length read back, inline (one and two bytes) or by the loop, at the
+    /// end of their bytes or before more; cut short, too long, or out of an int's range, they
+    /// are errors.
+    #[test]
+    fn varints_of_every_length_read_back_and_bad_ones_are_refused() {
+        let values = [
+            0,
+            -1,
+            1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            -8192,
+            8192,
+            1 << 20,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for v in values {
+            let bytes = encode(v);
+            for trailing in [&[][..], &[0x7f, 0x01][..]] {
+                let mut b = bytes.clone();
+                b.extend_from_slice(trailing);
+                let mut c = Cursor { bytes: &b, pos: 0 };
+                assert_eq!(c.varlong(10).unwrap(), v, "{v} before {trailing:?}");
+                assert_eq!(c.pos, bytes.len());
+                let mut c = Cursor { bytes: &b, pos: 0 };
+                let as_int = i32::try_from(v).ok().filter(|_| bytes.len() <= 5);
+                assert_eq!(c.varint().ok(), as_int, "{v} as an int");
+            }
+            // Every cut of it is an error, never a value.
+            for cut in 0..bytes.len() {
+                let mut c = Cursor {
+                    bytes: &bytes[..cut],
+                    pos: 0,
+                };
+                assert!(c.varlong(10).is_err(), "{v} cut to {cut} bytes");
+            }
+        }
+        // Longer than its type allows.
+        let mut c = Cursor {
+            bytes: &[0x80; 11],
+            pos: 0,
+        };
+        assert!(c.varlong(10).is_err());
+        let mut c = Cursor {
+            bytes: &[0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+            pos: 0,
+        };
+        assert!(c.varint().is_err());
+    }
 }
