@@ -406,20 +406,12 @@ fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
     let mut said = String::new();
     // Mid-stream, three times: after 10,000, 40,000 and 70,000 acks.
     for at in [10_000u64, 40_000, 70_000] {
-        loop {
-            let mut line = String::new();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the producer ended: {said}"
-            );
-            said += &line;
+        read_until(&mut out, &mut said, "the producer", |line| {
             let acked: u64 = (line.split(' ').nth(1))
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0);
-            if acked >= at {
-                break;
-            }
-        }
+            acked >= at
+        });
         server.kill_and_restart();
     }
     // The server is up for good: the producer may read back what it stored.
@@ -438,6 +430,19 @@ fn an_idempotent_producer_loses_and_repeats_nothing_across_a_kill() {
     assert!(status.success(), "{said}{err}");
     assert!(said.contains("ok: 100000 acked"), "{said}");
     drop(server);
+}
+
+/// Reads `out` line by line into `said` until a line is `done`; panics, saying what `who`
+/// said, if it ends first.
+fn read_until(out: &mut impl BufRead, said: &mut String, who: &str, done: impl Fn(&str) -> bool) {
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{who} ended: {said}");
+        *said += &line;
+        if done(&line) {
+            return;
+        }
+    }
 }
 
 /// The Python interpreter with confluent-kafka (FLOODGATE_PYTHON), or `None`, saying so, where
@@ -539,17 +544,9 @@ fn a_consuming_group_member_goes_on_from_its_commits_across_a_kill() {
             .unwrap();
         let mut out = BufReader::new(member.stdout.take().unwrap());
         let mut said = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the member ended: {said}"
-            );
-            said += &line;
-            if line.starts_with("consumed 3000") {
-                break;
-            }
-        }
+        read_until(&mut out, &mut said, "the member", |line| {
+            line.starts_with("consumed 3000")
+        });
         server.kill_and_restart();
         out.read_to_string(&mut said).unwrap();
         let mut err = String::new();
