@@ -19,6 +19,7 @@
 //! unknown request closes its connection with a logged reason.
 
 mod apis;
+mod assignors;
 mod bounds;
 mod conn;
 mod consumer_groups;

@@ -19,10 +19,10 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::metadata::topic_uuid;
+use crate::assignors::Assignor;
 use crate::conn::ThreadState;
 use crate::consumer_groups::{
-    Assignor, Beat, ConsumerGroup, LEAVE_EPOCH, STATIC_LEAVE_EPOCH, TopicMeta, Tp, by_topic,
-    state_name,
+    Beat, ConsumerGroup, LEAVE_EPOCH, STATIC_LEAVE_EPOCH, TopicMeta, Tp, by_topic, state_name,
 };
 
 fn str(s: impl Into<String>) -> StrBytes {
