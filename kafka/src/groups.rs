@@ -1086,13 +1086,9 @@ impl Coordinator {
                 continue;
             };
             let fetched_by = |m: &crate::consumer_groups::Member| {
-                m.client_id == client_id && m.client_host == host && {
-                    let assigned = g.assigned_names(m);
-                    (partitions.iter()).all(|&(t, p)| {
-                        (assigned.binary_search_by(|(mt, mp)| (mt.as_str(), *mp).cmp(&(t, p))))
-                            .is_ok()
-                    })
-                }
+                m.client_id == client_id
+                    && m.client_host == host
+                    && (partitions.iter()).all(|&(t, p)| g.owns(m, t, p))
             };
             if g.members.iter().any(fetched_by) {
                 return Some((name.clone(), Arc::clone(pace)));
